@@ -1,0 +1,40 @@
+"""`gpufleet up` and `gpufleet server`: run the API server (and, with `up`, everything a first run needs)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+
+from gpufleet.api.app import create_app
+from gpufleet.cli.common import console, load_settings
+
+
+def _serve(host: str | None, port: int | None, workers: int | None, banner: bool) -> None:
+    settings = load_settings(host=host, port=port, workers=workers)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
+    if banner:
+        console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        host: str = typer.Option(None, help="Address to listen on (GPUFLEET_HOST, default 127.0.0.1)."),
+        port: int = typer.Option(None, help="Port to listen on (GPUFLEET_PORT, default 8741)."),
+    ) -> None:
+        """Start gpufleet: the server on the embedded database unless GPUFLEET_DATABASE_URL is set."""
+        _serve(host, port, None, banner=True)
+
+    @app.command()
+    def server(
+        host: str = typer.Option(None, help="Address to listen on."),
+        port: int = typer.Option(None, help="Port to listen on."),
+        workers: int = typer.Option(None, help="Worker processes."),
+    ) -> None:
+        """Run the API server only."""
+        _serve(host, port, workers, banner=False)

@@ -1,0 +1,205 @@
+"""Enumerations and frozen domain objects shared by every layer; no I/O here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def at_least(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    ALLOCATED = "allocated"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    ALLOCATION_FAILED = "allocation_failed"
+
+
+class HostStatus(StrEnum):
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    DRAINING = "draining"
+    MAINTENANCE = "maintenance"
+
+
+class GpuStatus(StrEnum):
+    AVAILABLE = "available"
+    ALLOCATED = "allocated"
+    UNHEALTHY = "unhealthy"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+
+
+class PredictionStatus(StrEnum):
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: UUID
+    name: str
+    slug: str
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UUID
+    email: str
+    name: str
+    external_id: str | None
+    is_active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    organization_id: UUID
+    user_id: UUID
+    role: Role
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    id: UUID
+    organization_id: UUID
+    name: str
+    status: HostStatus
+    cpu_cores: int
+    ram_mb: int
+    simulated: bool
+    last_heartbeat_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    id: UUID
+    organization_id: UUID
+    host_id: UUID
+    uuid: str
+    index: int
+    model: str
+    memory_mb: int
+    status: GpuStatus
+    simulated: bool
+    allocated_milli: int
+    allocated_memory_mb: int
+    version: int
+    hourly_price: Decimal | None
+
+    @property
+    def free_milli(self) -> int:
+        return 1000 - self.allocated_milli
+
+    @property
+    def free_memory_mb(self) -> int:
+        return self.memory_mb - self.allocated_memory_mb
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a client asks for; validated at the API edge, stored as-is."""
+
+    name: str
+    command: list[str] | None = None
+    script: str | None = None
+    model_type: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    gpu_count: int = 1
+    gpu_milli: int = 1000
+    min_memory_mb: int = 0
+    gpu_models: list[str] = field(default_factory=list)
+    cpu_milli: int = 0
+    ram_mb: int = 0
+    max_runtime_s: int | None = None
+    retry_on_host_loss: bool = True
+    retry_on_failure: bool = False
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: UUID
+    organization_id: UUID
+    name: str
+    status: JobStatus
+    spec: JobSpec
+    attempt: int
+    host_id: UUID | None
+    status_reason: str | None
+    pending_reason: str | None
+    exit_code: int | None
+    submitted_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    id: UUID
+    organization_id: UUID
+    job_id: UUID
+    gpu_id: UUID
+    host_id: UUID
+    attempt: int
+    milli: int
+    memory_mb: int
+    released_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: UUID
+    seq: int
+    organization_id: UUID
+    entity_type: str
+    entity_id: UUID
+    type: str
+    data: dict[str, Any]
+    actor: str | None
+    created_at: datetime
+
+
+def gpu_type_tokens(gpu_type: str) -> list[str]:
+    """The tokens a GPU model must contain to match ``gpu_type``; the vendor name is implied.
+
+    "NVIDIA A100" -> ["a100"], which matches "A100-80GB" (tokens a100, 80gb) but not "A10".
+    """
+    return [t for t in re.split(r"[^a-z0-9]+", gpu_type.lower()) if t and t != "nvidia"]

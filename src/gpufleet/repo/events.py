@@ -1,0 +1,75 @@
+"""The events table: every state change, written in the same transaction as the change."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain import Event
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        id=row["id"],
+        seq=row["seq"],
+        organization_id=row["organization_id"],
+        entity_type=row["entity_type"],
+        entity_id=row["entity_id"],
+        type=row["type"],
+        data=row["data"],
+        actor=row["actor"],
+        created_at=row["created_at"],
+    )
+
+
+async def append(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    entity_type: str,
+    entity_id: UUID,
+    type: str,
+    data: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> Event:
+    row = await conn.fetchrow(
+        """insert into events (organization_id, entity_type, entity_id, type, data, actor)
+           values ($1, $2, $3, $4, $5, $6) returning *""",
+        org_id,
+        entity_type,
+        entity_id,
+        type,
+        data or {},
+        actor,
+    )
+    assert row is not None
+    return _event(row)
+
+
+async def for_entity(
+    conn: Conn, *, org_id: UUID, entity_type: str, entity_id: UUID, after_seq: int = 0, limit: int = 100
+) -> list[Event]:
+    rows = await conn.fetch(
+        """select * from events
+            where organization_id = $1 and entity_type = $2 and entity_id = $3 and seq > $4
+            order by seq limit $5""",
+        org_id,
+        entity_type,
+        entity_id,
+        after_seq,
+        limit,
+    )
+    return [_event(r) for r in rows]
+
+
+async def by_type(conn: Conn, *, org_id: UUID, type: str, limit: int = 100) -> list[Event]:
+    rows = await conn.fetch(
+        "select * from events where organization_id = $1 and type = $2 order by seq desc limit $3",
+        org_id,
+        type,
+        limit,
+    )
+    return [_event(r) for r in rows]

@@ -1,0 +1,166 @@
+"""Jobs: the sketch's create_gpu_job / get_gpu_jobs, and guarded status transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain import Job, JobSpec, JobStatus
+
+_SPEC_COLUMNS = (
+    "name",
+    "command",
+    "script",
+    "model_type",
+    "env",
+    "working_dir",
+    "labels",
+    "priority",
+    "gpu_count",
+    "gpu_milli",
+    "min_memory_mb",
+    "gpu_models",
+    "cpu_milli",
+    "ram_mb",
+    "max_runtime_s",
+    "retry_on_host_loss",
+    "retry_on_failure",
+    "max_attempts",
+)
+
+# Columns a transition may set besides status; anything else is a programming error.
+_TRANSITION_FIELDS = frozenset(
+    {
+        "status_reason",
+        "pending_reason",
+        "host_id",
+        "attempt",
+        "exit_code",
+        "exit_signal",
+        "cost",
+    }
+)
+
+
+_STAMPS = {
+    JobStatus.PENDING: ", queued_at = now(), host_id = null",
+    JobStatus.ALLOCATED: ", allocated_at = now()",
+    JobStatus.RUNNING: ", started_at = now()",
+    **{
+        s: ", finished_at = now()"
+        for s in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.TIMED_OUT,
+            JobStatus.ALLOCATION_FAILED,
+        )
+    },
+}
+
+
+def _job(row: asyncpg.Record) -> Job:
+    spec = JobSpec(
+        name=row["name"],
+        command=row["command"],
+        script=row["script"],
+        model_type=row["model_type"],
+        env=row["env"],
+        working_dir=row["working_dir"],
+        labels=row["labels"],
+        priority=row["priority"],
+        gpu_count=row["gpu_count"],
+        gpu_milli=row["gpu_milli"],
+        min_memory_mb=row["min_memory_mb"],
+        gpu_models=list(row["gpu_models"]),
+        cpu_milli=row["cpu_milli"],
+        ram_mb=row["ram_mb"],
+        max_runtime_s=row["max_runtime_s"],
+        retry_on_host_loss=row["retry_on_host_loss"],
+        retry_on_failure=row["retry_on_failure"],
+        max_attempts=row["max_attempts"],
+    )
+    return Job(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        name=row["name"],
+        status=JobStatus(row["status"]),
+        spec=spec,
+        attempt=row["attempt"],
+        host_id=row["host_id"],
+        status_reason=row["status_reason"],
+        pending_reason=row["pending_reason"],
+        exit_code=row["exit_code"],
+        submitted_by=row["submitted_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+async def create_gpu_job(conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None) -> Job:
+    """Insert a job in ``pending``; status, timestamps and tenant are the server's, never the client's."""
+    values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
+    cols = ", ".join(("organization_id", "submitted_by", *_SPEC_COLUMNS))
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 3))
+    row = await conn.fetchrow(f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, *values)
+    assert row is not None
+    return _job(row)
+
+
+async def get(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
+    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2", org_id, job_id)
+    return _job(row) if row else None
+
+
+async def get_for_update(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
+    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for update", org_id, job_id)
+    return _job(row) if row else None
+
+
+async def get_gpu_jobs(conn: Conn, *, org_id: UUID, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+    """The sketch's job listing: newest first, optionally one status, at most ``limit``."""
+    rows = await conn.fetch(
+        """select * from jobs
+            where organization_id = $1 and ($2::text is null or status = $2)
+            order by created_at desc, id desc limit $3""",
+        org_id,
+        status.value if status else None,
+        limit,
+    )
+    return [_job(r) for r in rows]
+
+
+async def transition(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    job_id: UUID,
+    allowed_from: Sequence[JobStatus],
+    to: JobStatus,
+    **fields: Any,
+) -> Job | None:
+    """Move a job to ``to`` only if it is in one of ``allowed_from``; ``None`` when it was not."""
+    unknown = set(fields) - _TRANSITION_FIELDS
+    if unknown:
+        raise ValueError(f"not a transition field: {sorted(unknown)}")
+    names = sorted(fields)
+    sets = "".join(f", {name} = ${i}" for i, name in enumerate(names, start=5))
+    # Timestamps come from the database clock, never from a client or a replica's clock.
+    stamp = _STAMPS.get(to, "")
+    row = await conn.fetchrow(
+        f"""update jobs set status = $4{sets}{stamp}
+             where organization_id = $1 and id = $2 and status = any($3::text[])
+         returning *""",
+        org_id,
+        job_id,
+        [s.value for s in allowed_from],
+        to.value,
+        *(fields[n] for n in names),
+    )
+    return _job(row) if row else None

@@ -1,0 +1,75 @@
+"""The sketch's allocate_gpu as a use case: atomic, conflict-safe, and recorded when it conflicts."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Allocation, JobStatus
+from gpufleet.errors import Conflict, NotFound
+from gpufleet.repo import events, gpus
+from gpufleet.repo import jobs as jobs_repo
+from gpufleet.services.transitions import transition_job
+
+
+async def allocate_gpu(
+    db: Database,
+    *,
+    org_id: UUID,
+    gpu_id: UUID,
+    job_id: UUID,
+    milli: int = 1000,
+    actor: str | None = None,
+) -> Allocation:
+    """Give GPU ``gpu_id`` (or ``milli`` of it) to pending job ``job_id``.
+
+    Either the job becomes ``allocated`` on the GPU's host with the allocation recorded, or
+    nothing changes and ``Conflict`` is raised (the GPU was taken meanwhile, or its host is not
+    ready); the conflict itself is recorded as an ``allocation.conflict`` event for admins.
+    """
+    try:
+        async with db.transaction(org_id) as conn:
+            job = await jobs_repo.get_for_update(conn, org_id=org_id, job_id=job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            gpu = await gpus.get(conn, org_id=org_id, gpu_id=gpu_id)
+            if gpu is None:
+                raise NotFound(f"GPU {gpu_id} not found")
+            if job.status is not JobStatus.PENDING:
+                raise Conflict(f"job {job_id} is {job.status}, not pending")
+            await transition_job(conn, job, JobStatus.ALLOCATED, host_id=gpu.host_id, actor=actor)
+            allocation = await gpus.allocate_gpu(
+                conn,
+                org_id=org_id,
+                gpu_id=gpu_id,
+                job_id=job_id,
+                host_id=gpu.host_id,
+                attempt=job.attempt,
+                milli=milli,
+            )
+            await events.append(
+                conn,
+                org_id=org_id,
+                entity_type="allocation",
+                entity_id=allocation.id,
+                type="allocation.created",
+                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli},
+                actor=actor,
+            )
+            return allocation
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate not in gpus.CAPACITY_ERRORS:
+            raise
+        async with db.transaction(org_id) as conn:
+            await events.append(
+                conn,
+                org_id=org_id,
+                entity_type="allocation",
+                entity_id=job_id,
+                type="allocation.conflict",
+                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli, "error": str(exc)},
+                actor=actor,
+            )
+        raise Conflict(f"GPU {gpu_id} cannot take job {job_id} now: {exc}") from exc

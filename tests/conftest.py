@@ -1,0 +1,44 @@
+"""Shared fixtures: a real PostgreSQL, one migrated template, a fresh database per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from gpufleet.db.pool import Database
+from tests.pg import PgServer, build_template, start_server, unique_name
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    server = start_server()
+    yield server
+    if server.embedded is not None:
+        server.embedded.stop()
+        shutil.rmtree(server.embedded.root.parent, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_db(pg_server: PgServer) -> AsyncIterator[str]:
+    name = await build_template(pg_server)
+    yield name
+    await pg_server.drop_database(name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_name(pg_server: PgServer, template_db: str) -> AsyncIterator[str]:
+    name = unique_name()
+    await pg_server.create_database(name, template=template_db)
+    yield name
+    await pg_server.drop_database(name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(pg_server: PgServer, db_name: str) -> AsyncIterator[Database]:
+    database = pg_server.database(db_name)
+    await database.open()
+    yield database
+    await database.close()

@@ -1,0 +1,65 @@
+"""Plain factory functions for test data; each writes through the system path."""
+
+from __future__ import annotations
+
+import uuid
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Gpu, Host, Job, JobSpec, Organization, Role, User
+from gpufleet.repo import gpus, orgs
+from gpufleet.repo import jobs as jobs_repo
+
+
+async def create_org(db: Database, name: str = "Acme") -> Organization:
+    org_id = uuid.uuid4()
+    async with db.system_transaction() as conn:
+        return await orgs.create(conn, org_id=org_id, name=name, slug=f"{name.lower()}-{org_id.hex[:8]}")
+
+
+async def create_user(db: Database, org: Organization | None = None, role: Role = Role.MEMBER) -> User:
+    async with db.system_transaction() as conn:
+        user = await orgs.create_user(conn, email=f"u{uuid.uuid4().hex[:10]}@example.com", name="Test User")
+        if org is not None:
+            await orgs.add_member(conn, org_id=org.id, user_id=user.id, role=role)
+        return user
+
+
+async def create_host(
+    db: Database,
+    org_id: UUID,
+    *,
+    name: str | None = None,
+    gpus_spec: tuple[tuple[str, int], ...] = (("A100-80GB", 81920),) * 2,
+    cpu_cores: int = 64,
+    ram_mb: int = 512 * 1024,
+) -> tuple[Host, list[Gpu]]:
+    async with db.system_transaction() as conn:
+        host = await gpus.create_host(
+            conn,
+            org_id=org_id,
+            name=name or f"host-{uuid.uuid4().hex[:6]}",
+            cpu_cores=cpu_cores,
+            ram_mb=ram_mb,
+            simulated=True,
+        )
+        made = [
+            await gpus.add_gpu(
+                conn,
+                org_id=org_id,
+                host_id=host.id,
+                uuid=f"GPU-{uuid.uuid4()}",
+                index=i,
+                model=model,
+                memory_mb=mem,
+                simulated=True,
+            )
+            for i, (model, mem) in enumerate(gpus_spec)
+        ]
+        return host, made
+
+
+async def create_job(db: Database, org_id: UUID, **spec: object) -> Job:
+    fields: dict[str, object] = {"name": "job", "command": ["true"], **spec}
+    async with db.transaction(org_id) as conn:
+        return await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=JobSpec(**fields))  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""Migrations: from empty, idempotent re-run, concurrent upgraders, tampering detected."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from gpufleet.db import migrate
+from gpufleet.errors import ConfigurationError
+from tests.pg import PgServer, unique_name
+
+
+@pytest.fixture
+async def empty_db(pg_server: PgServer):  # type: ignore[no-untyped-def]
+    name = unique_name("m")
+    await pg_server.create_database(name)
+    yield pg_server.dsn(name)
+    await pg_server.drop_database(name)
+
+
+async def test_from_empty_then_noop(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        applied = await migrate.upgrade(conn)
+        assert [m.version for m in applied] == [m.version for m in migrate.available()]
+        assert await migrate.is_current(conn)
+        tables = await conn.fetchval("select count(*) from pg_tables where schemaname = 'public'")
+        assert await migrate.upgrade(conn) == []
+        assert await conn.fetchval("select count(*) from pg_tables where schemaname = 'public'") == tables
+        statuses = await migrate.status(conn)
+        assert all(s.applied_at is not None for s in statuses)
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_upgraders_apply_each_migration_once(empty_db: str) -> None:
+    conns = [await asyncpg.connect(empty_db) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate.upgrade(c) for c in conns))
+        applied = [m.version for r in results for m in r]
+        assert sorted(applied) == [m.version for m in migrate.available()]
+        rows = await conns[0].fetchval("select count(*) from schema_migrations")
+        assert rows == len(migrate.available())
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_changed_migration_is_refused(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrate.upgrade(conn)
+        await conn.execute("update schema_migrations set checksum = 'tampered' where version = 1")
+        with pytest.raises(ConfigurationError, match="changed after it was applied"):
+            await migrate.upgrade(conn)
+    finally:
+        await conn.close()
+
+
+def test_migration_files_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in migrate.available()]
+    assert versions == list(range(1, len(versions) + 1))

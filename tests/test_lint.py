@@ -1,0 +1,21 @@
+"""Strict tools are part of the suite: ruff and mypy must be clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_is_clean() -> None:
+    out = subprocess.run([str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_is_clean() -> None:
+    out = subprocess.run([str(BIN / "mypy")], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
