@@ -11,8 +11,8 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff_is_clean() -> None:
-    out = subprocess.run([str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts"], cwd=ROOT,
-                         capture_output=True, text=True, check=False)
+    paths = [p for p in ("src", "tests", "bench", "scripts") if (ROOT / p).is_dir()]
+    out = subprocess.run([str(BIN / "ruff"), "check", *paths], cwd=ROOT, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
