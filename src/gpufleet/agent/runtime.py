@@ -1,0 +1,413 @@
+"""Runs jobs as processes on the host: start, wait, terminate, logs, and adoption after a restart.
+
+Every job runs under a tiny supervisor shim (runtime_shim.py) that leads the job's own process
+group, writes stdout/stderr straight into files and records the exit status in a file. Nothing the
+job needs lives only in the agent's memory, so an agent restart loses neither the job, its output nor
+its exit status. State directory layout::
+
+    jobs/<job_id>.json                 what the runtime knows (pid, create_time, acked log offsets, ...)
+    jobs/<job_id>.<attempt>.exit       written by the shim: "exit N" | "signal N" | "error MSG"
+    logs/<job_id>/<attempt>.stdout     the job's output, followed into an acknowledged chunk queue
+    logs/<job_id>/<attempt>.stderr
+    work/<job_id>/<attempt>/           default working directory
+
+All methods run on the agent's event loop; none blocks on the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream
+from gpufleet.agent.runtime_proc import (
+    ExitOutcome,
+    LogStats,
+    ProcessSpec,
+    RecoveredJob,
+    RunningJob,
+    StartError,
+    StateRecord,
+    UnknownJobError,
+    check_working_dir,
+    group_members,
+    job_env,
+    kill_group,
+    kill_pids,
+    outcome_of,
+    process_state,
+    read_exit_file,
+    resolve_executable,
+    spawn_shim,
+    start_ticks,
+    write_launch_file,
+)
+
+__all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
+           "RunningJob", "UnknownJobError"]
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class _Job:
+    job_id: str
+    attempt: int
+    pid: int | None
+    create_time: float | None
+    start_ticks: int | None
+    started_at: datetime
+    working_dir: str
+    own_workdir: bool
+    own_child: bool  # False for a process adopted after a restart (someone else reaps it)
+    buffer: LogBuffer
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: ExitOutcome | None = None
+    terminating: str | None = None
+    killed: bool = False
+    grace_s: float | None = None
+    follower: LogFollower | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pidfd: int | None = None
+
+
+class ProcessRuntime:
+    """Jobs of one host, keyed by job id (one attempt at a time per job).
+
+    Typical life: ``recover()`` at agent start; ``start()``; an uploader loop of ``drain_logs()`` /
+    ``ack()``; ``wait()`` or ``terminate()``; once the outcome and all logs are reported, ``forget()``.
+    ``clock`` stamps ``started_at``; ``base_env`` is what jobs may inherit from (default: os.environ).
+    """
+
+    def __init__(self, state_dir: Path, *, log_chunk_bytes: int = 64 * 1024,
+                 log_buffer_bytes: int = 8 * 1024 * 1024, clock: Callable[[], datetime] = _utcnow,
+                 base_env: Mapping[str, str] | None = None, poll_s: float = 0.1) -> None:
+        self.state_dir = Path(state_dir)
+        self._chunk_bytes, self._buffer_bytes = log_chunk_bytes, log_buffer_bytes
+        LogBuffer("-", 0, chunk_bytes=log_chunk_bytes, buffer_bytes=log_buffer_bytes)  # validates
+        self._clock = clock
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._poll_s = poll_s  # only where pidfd_open is unavailable
+        self._jobs: dict[str, _Job] = {}
+        for sub in ("jobs", "logs", "work"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- paths and state files -----------------------------------------------------------------
+
+    def _state_path(self, job_id: str) -> Path:
+        return self.state_dir / "jobs" / f"{job_id}.json"
+
+    def _exit_path(self, job_id: str, attempt: int) -> Path:
+        return self.state_dir / "jobs" / f"{job_id}.{attempt}.exit"
+
+    def _launch_path(self, job_id: str, attempt: int) -> Path:
+        return self.state_dir / "jobs" / f"{job_id}.{attempt}.launch"
+
+    def _log_paths(self, job_id: str, attempt: int) -> dict[Stream, Path]:
+        return {s: self.state_dir / "logs" / job_id / f"{attempt}.{s}" for s in STREAMS}
+
+    def _save(self, job: _Job) -> None:
+        if job.pid is None or job.create_time is None:
+            return
+        record = StateRecord(
+            job.job_id, job.attempt, job.pid, job.create_time, job.started_at, job.working_dir,
+            job.own_workdir, job.terminating, job.killed, job.grace_s, dict(job.buffer.acked_offsets),
+            job.buffer.acked_seq, job.outcome, job.start_ticks,
+        )
+        path = self._state_path(job.job_id)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(record.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _get(self, job_id: str) -> _Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise UnknownJobError(f"unknown job: {job_id}") from None
+
+    # -- starting ------------------------------------------------------------------------------
+
+    async def start(self, spec: ProcessSpec) -> RunningJob:
+        """Start a job. A job that cannot start comes back with a ``failed`` outcome, not an error."""
+        previous = self._jobs.get(spec.job_id)
+        if previous is not None:
+            if previous.outcome is None:
+                raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
+            self.forget(spec.job_id)  # a new attempt replaces a finished one
+        job = self._launch(spec)
+        self._jobs[job.job_id] = job
+        if job.outcome is None:
+            self._save(job)
+            self._follow(job)
+            self._watch(job)
+        return self._snapshot(job)
+
+    def _launch(self, spec: ProcessSpec) -> _Job:
+        job_id, attempt = spec.job_id, spec.attempt
+        own_workdir = spec.working_dir is None
+        workdir = str(self.state_dir / "work" / job_id / str(attempt)) if own_workdir else str(spec.working_dir)
+        job = _Job(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True,
+                   LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes))
+        logs = self._log_paths(job_id, attempt)
+        logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
+        for path in logs.values():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
+        exit_path.unlink(missing_ok=True)
+        env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
+                      gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
+                      gpu_memory_mb=spec.gpu_memory_mb)
+        if spec.argv is not None:
+            argv = list(spec.argv)
+        else:
+            assert spec.script is not None
+            argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", spec.script]
+        try:
+            if own_workdir:
+                Path(workdir).mkdir(parents=True, exist_ok=True)
+            check_working_dir(workdir)
+            executable = resolve_executable(argv[0], env["PATH"], workdir)
+            write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable,
+                              argv=argv, env=env)
+            job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"])
+        except (StartError, OSError) as exc:
+            launch_path.unlink(missing_ok=True)
+            reason = str(exc) if isinstance(exc, StartError) else f"could not start the job: {exc}"
+            job.outcome = ExitOutcome("failed", None, None, reason)
+            job.done.set()
+            return job
+        # Unreaped, the shim cannot vanish before this reads its identity.
+        job.create_time = psutil.Process(job.pid).create_time()
+        job.start_ticks = start_ticks(job.pid)
+        return job
+
+    @staticmethod
+    def _snapshot(job: _Job) -> RunningJob:
+        return RunningJob(job.job_id, job.attempt, job.pid, job.started_at, job.working_dir, job.outcome)
+
+    def _follow(self, job: _Job) -> None:
+        job.follower = LogFollower(job.buffer, self._log_paths(job.job_id, job.attempt))
+        job.tasks.append(asyncio.create_task(job.follower.run(), name=f"gpufleet-logs-{job.job_id}"))
+        if job.outcome is not None:
+            job.follower.process_exited()
+
+    # -- noticing the end ----------------------------------------------------------------------
+
+    def _watch(self, job: _Job) -> None:
+        assert job.pid is not None and job.create_time is not None
+        try:
+            fd = os.pidfd_open(job.pid)
+        except ProcessLookupError:
+            self._finish(job)
+            return
+        except (OSError, AttributeError):  # kernel < 5.3: poll
+            job.tasks.append(asyncio.create_task(self._poll_exit(job), name=f"gpufleet-wait-{job.job_id}"))
+            return
+        if not job.own_child and process_state(job.pid, job.create_time, job.start_ticks) != "alive":
+            os.close(fd)  # the pid was reused before we opened it: our process is gone
+            self._finish(job)
+            return
+        job.pidfd = fd
+        asyncio.get_running_loop().add_reader(fd, self._finish, job)
+
+    async def _poll_exit(self, job: _Job) -> None:
+        assert job.pid is not None and job.create_time is not None
+        while process_state(job.pid, job.create_time, job.start_ticks) == "alive":  # noqa: ASYNC110 - no pidfd to wait on
+            await asyncio.sleep(self._poll_s)
+        self._finish(job)
+
+    def _unwatch(self, job: _Job) -> None:
+        if job.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(job.pidfd)
+            os.close(job.pidfd)
+            job.pidfd = None
+
+    def _finish(self, job: _Job) -> None:
+        self._unwatch(job)
+        if job.outcome is not None:
+            return
+        assert job.pid is not None and job.create_time is not None
+        shim_code = None
+        if job.own_child:
+            # The shim is a zombie until reaped, which keeps its pid (the group id) from being reused:
+            # kill what the job left behind in its group first, then reap.
+            kill_group(job.pid, signal.SIGKILL)
+        else:
+            kill_pids(group_members(job.pid, job.create_time, job.start_ticks), signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # not our child after a real restart
+            pid, status = os.waitpid(job.pid, os.WNOHANG)
+            if pid:
+                shim_code = os.waitstatus_to_exitcode(status)
+        record = read_exit_file(self._exit_path(job.job_id, job.attempt))
+        job.outcome = outcome_of(record, shim_code, terminating=job.terminating, killed=job.killed,
+                                 grace_s=job.grace_s)
+        self._save(job)
+        job.done.set()
+        if job.follower is not None:
+            job.follower.process_exited()
+
+    # -- public operations on running jobs -----------------------------------------------------
+
+    def running(self) -> list[str]:
+        return [job_id for job_id, job in self._jobs.items() if job.outcome is None]
+
+    def tracked(self) -> list[str]:
+        """Every job not yet forgotten, running or ended (e.g. with logs still to upload)."""
+        return list(self._jobs)
+
+    async def wait(self, job_id: str) -> ExitOutcome:
+        job = self._get(job_id)
+        await job.done.wait()
+        assert job.outcome is not None
+        return job.outcome
+
+    def outcome(self, job_id: str) -> ExitOutcome | None:
+        return self._get(job_id).outcome
+
+    def _signal(self, job: _Job, sig: int) -> None:
+        if job.outcome is not None or job.pid is None or job.create_time is None:
+            return
+        if job.own_child or process_state(job.pid, job.create_time, job.start_ticks) == "alive":
+            kill_group(job.pid, sig)  # the leader is alive (or our unreaped zombie): the id is ours
+        else:
+            kill_pids(group_members(job.pid, job.create_time, job.start_ticks), sig)
+
+    async def terminate(self, job_id: str, *, grace_s: float = 30.0, reason: str = "cancelled") -> ExitOutcome:
+        """SIGTERM the job's process group, SIGKILL it after ``grace_s``; outcome ``cancelled`` or
+        ``timed_out`` (``reason``). A job that already ended keeps its own outcome."""
+        if reason not in ("cancelled", "timed_out"):
+            raise ValueError(f"reason must be 'cancelled' or 'timed_out', not {reason!r}")
+        job = self._get(job_id)
+        if job.outcome is None and job.terminating is None:
+            job.terminating, job.grace_s = reason, grace_s
+            self._save(job)
+        self._signal(job, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(job.done.wait(), timeout=grace_s)
+        except TimeoutError:
+            job.killed = True
+            self._save(job)
+            self._signal(job, signal.SIGKILL)
+            await job.done.wait()
+        assert job.outcome is not None
+        return job.outcome
+
+    async def kill_recovered(self, job_id: str) -> ExitOutcome:
+        """Kill an adopted job's process group now (e.g. the server says its attempt is stale)."""
+        return await self.terminate(job_id, grace_s=0.0, reason="cancelled")
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    async def drain_logs(self, job_id: str, max_bytes: int = 1 << 20, *, wait_s: float = 0.0) -> list[LogChunk]:
+        """Chunks from the oldest unacknowledged one (so un-acked chunks come again), in order.
+
+        With ``wait_s`` > 0 and nothing ready, waits up to that long for output.
+        """
+        job = self._get(job_id)
+        follower = job.follower
+        if follower is not None:
+            follower.data_ready.clear()
+        chunks = job.buffer.drain(max_bytes)
+        if chunks or wait_s <= 0 or follower is None or follower.finished.is_set():
+            return chunks
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follower.data_ready.wait(), wait_s)
+        return job.buffer.drain(max_bytes)
+
+    def ack(self, job_id: str, seq: int) -> None:
+        """The chunks handed out up to ``seq`` are safely stored; they will not be sent again."""
+        job = self._get(job_id)
+        if job.buffer.ack(seq):
+            self._save(job)
+
+    def log_stats(self, job_id: str) -> LogStats:
+        job = self._get(job_id)
+        read = job.outcome is not None and (job.follower is None or job.follower.finished.is_set())
+        return LogStats(job.buffer.buffered_bytes, job.buffer.dropped_total, read, dict(job.buffer.acked_offsets))
+
+    def logs_complete(self, job_id: str) -> bool:
+        """The job has ended and every byte of its output is acknowledged (or reported dropped)."""
+        return self.log_stats(job_id).read_complete and self._get(job_id).buffer.empty
+
+    # -- restart -------------------------------------------------------------------------------
+
+    async def recover(self) -> list[RecoveredJob]:
+        """After an agent restart: adopt the jobs still running, report those that ended meanwhile.
+
+        Logs resume from the last acknowledged offsets. Call once, before starting new jobs.
+        """
+        found = []
+        for path in sorted((self.state_dir / "jobs").glob("*.json")):
+            if path.stem in self._jobs:
+                continue
+            try:
+                job = self._job_from_state(StateRecord.from_json(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable job state %s: %s", path, exc)
+                continue
+            assert job.pid is not None and job.create_time is not None
+            alive = job.outcome is None and process_state(job.pid, job.create_time, job.start_ticks) == "alive"
+            self._jobs[job.job_id] = job
+            if job.outcome is not None:
+                job.done.set()
+            self._follow(job)
+            if job.outcome is None:
+                if alive:
+                    self._watch(job)
+                else:
+                    self._finish(job)
+            found.append(RecoveredJob(job.job_id, job.attempt, job.pid, job.started_at, alive, job.outcome))
+        return found
+
+    def _job_from_state(self, r: StateRecord) -> _Job:
+        buffer = LogBuffer(r.job_id, r.attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes,
+                           next_seq=r.acked_seq + 1, offsets=r.acked_offsets)
+        return _Job(r.job_id, r.attempt, r.pid, r.create_time, r.start_ticks, r.started_at, r.working_dir,
+                    r.own_workdir, own_child=False, buffer=buffer, outcome=r.outcome, terminating=r.terminating,
+                    killed=r.killed, grace_s=r.grace_s)
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def forget(self, job_id: str, *, keep_workdir: bool = False) -> None:
+        """Drop an ended job: its state, exit and log files and (unless kept) its default workdir."""
+        job = self._get(job_id)
+        if job.outcome is None:
+            raise ValueError(f"job {job_id} is still running; terminate it first")
+        self._unwatch(job)
+        for task in job.tasks:
+            task.cancel()
+        for path in (self._state_path(job_id), self._exit_path(job_id, job.attempt),
+                     self._launch_path(job_id, job.attempt), *self._log_paths(job_id, job.attempt).values()):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (self.state_dir / "logs" / job_id).rmdir()
+        if job.own_workdir and not keep_workdir:
+            shutil.rmtree(job.working_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.state_dir / "work" / job_id).rmdir()
+        del self._jobs[job_id]
+
+    async def close(self) -> None:
+        """Stop watching and following; the jobs themselves keep running (see ``recover``)."""
+        tasks = []
+        for job in self._jobs.values():
+            self._unwatch(job)
+            tasks += job.tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._jobs.clear()
