@@ -42,7 +42,7 @@ class PgServer:
     async def create_database(self, name: str, template: str | None = None) -> None:
         conn = await self.admin()
         try:
-            tpl = f' template "{template}"' if template else ""
+            tpl = f' template "{template}" strategy file_copy' if template else ""
             await conn.execute(f'create database "{name}"{tpl}')
         finally:
             await conn.close()

@@ -39,6 +39,8 @@ async def test_every_tenant_table_has_a_tenant_policy_for_the_runtime_role(db: D
             f"""select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
                  where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition
                    and c.relrowsecurity
+                   and exists (select 1 from pg_attribute a where a.attrelid = c.oid
+                               and a.attname in ('organization_id') and not a.attisdropped)
                    and not exists (select 1 from pg_policies p where p.tablename = c.relname
                                    and '{RUNTIME_ROLE}' = any(p.roles))"""
         )

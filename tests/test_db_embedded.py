@@ -134,3 +134,28 @@ def test_gpufleet_up_serves_and_sigterm_stops_the_database(base: Path) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid), "postgres outlived gpufleet"
+    # First run: an owner key was printed once and saved for the CLI, readable by its owner only.
+    cfg = base / "cfg" / "config.toml"
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    key = cfg.read_text().split('api_key = "')[1].split('"')[0]
+    assert key.startswith("gfk_") and log.read_text().count(key) == 1
+    # A second start on the same data does not create another admin.
+    port = _free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                me = httpx.get(f"http://127.0.0.1:{port}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert me.status_code == 200 and me.json()["role"] == "owner"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "First run" not in log.read_text() and key not in log.read_text()

@@ -61,8 +61,52 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     secret_key: SecretStr = SecretStr("dev-insecure-secret-key-change-me")
 
+    # Supabase Auth (optional): accept its JWTs as user credentials.
+    supabase_url: str | None = None  # e.g. https://<ref>.supabase.co; checks `iss`
+    supabase_jwt_secret: SecretStr | None = None  # HS256 project secret
+    supabase_jwks_url: str | None = None  # ES256/RS256 keys, e.g. <url>/auth/v1/.well-known/jwks.json
+
+    # Rate limits per API key and per client address, requests per minute (0: off). Counted in
+    # PostgreSQL so they hold across replicas (see docs/api.md).
+    rate_limit_key_per_minute: int = Field(default=6000, ge=0)
+    rate_limit_ip_per_minute: int = Field(default=12000, ge=0)
+    rate_limit_sync_s: float = Field(default=1.0, gt=0)
+
+    bootstrap_admin_email: str = "admin@localhost"
+
+    # Scheduler (docs/scheduler.md, "The scheduler loop")
+    scheduler_enabled: bool = True
+    scheduler_policy: str = "default"  # a name of scheduler.policies.POLICIES
+    scheduler_max_candidates: int | None = Field(default=64, ge=1)  # hosts scored per decision
+    scheduler_scan_limit: int | None = Field(default=32, ge=1)  # tightest hosts looked at first
+    scheduler_tick_s: float = Field(default=5.0, gt=0)  # a cycle at least this often
+    scheduler_poll_s: float = Field(default=0.5, gt=0)  # wake-up polling behind a transaction pooler
+    scheduler_batch_size: int = Field(default=1000, ge=1)  # placements per commit transaction
+    scheduler_conflict_retries: int = Field(default=3, ge=0)  # fresh-snapshot passes after a lost race
+    scheduler_queue_limit: int = Field(default=100_000, ge=1)  # pending jobs considered per cycle
+    scheduler_starvation_after_s: float = Field(default=300.0, ge=0)  # then a host is held for the job
+    scheduler_max_reservations: int = Field(default=4, ge=0)  # hosts held per organization at once
+    scheduler_leader_retry_s: float = Field(default=1.5, gt=0)
+    scheduler_lease_s: float = Field(default=10.0, gt=0)  # leader lease behind a transaction pooler
+
     log_level: str = "info"
     log_json: bool = False
+
+    # Hosts, heartbeats and GPU health (docs/hosts.md)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=50.0, gt=0)  # judged by the database clock
+    heartbeat_max_samples: int = Field(default=10_000, ge=1)
+    heartbeat_max_gpus: int = Field(default=64, ge=1)
+    heartbeat_max_clock_skew_s: int = Field(default=86_400, ge=1)  # sample timestamps vs the database clock
+    gpu_temperature_limit_c: float = 90.0
+    foreign_memory_threshold_mb: int = Field(default=512, ge=0)
+    liveness_interval_s: float = Field(default=10.0, gt=0)
+    # GPU metrics retention: raw samples in daily partitions, hourly rollups for long ranges
+    metrics_retention_days: int = Field(default=7, ge=1)
+    rollup_retention_days: int = Field(default=400, ge=1)
+    rollup_delay_s: int = Field(default=300, ge=0)  # an hour is rolled up this long after it ends
+    metrics_max_points: int = Field(default=10_000, ge=1)
+    retention_interval_s: float = Field(default=600.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

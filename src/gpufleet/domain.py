@@ -169,6 +169,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested_at: datetime | None = None  # a running job asked to stop (the agent acts on it)
 
 
 @dataclass(frozen=True, slots=True)

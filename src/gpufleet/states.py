@@ -33,9 +33,10 @@ G = GpuStatus
 GPU_TRANSITIONS: Mapping[GpuStatus, frozenset[GpuStatus]] = {
     G.AVAILABLE: frozenset({G.ALLOCATED, G.UNHEALTHY, G.OFFLINE, G.MAINTENANCE}),
     G.ALLOCATED: frozenset({G.AVAILABLE, G.UNHEALTHY, G.OFFLINE, G.MAINTENANCE}),
-    G.UNHEALTHY: frozenset({G.AVAILABLE, G.OFFLINE, G.MAINTENANCE}),
-    G.OFFLINE: frozenset({G.AVAILABLE, G.UNHEALTHY, G.MAINTENANCE}),
-    G.MAINTENANCE: frozenset({G.AVAILABLE, G.OFFLINE, G.UNHEALTHY}),
+    # Back to service with allocations still held (a job outlived the outage): allocated.
+    G.UNHEALTHY: frozenset({G.AVAILABLE, G.OFFLINE, G.MAINTENANCE, G.ALLOCATED}),
+    G.OFFLINE: frozenset({G.AVAILABLE, G.UNHEALTHY, G.MAINTENANCE, G.ALLOCATED}),
+    G.MAINTENANCE: frozenset({G.AVAILABLE, G.OFFLINE, G.UNHEALTHY, G.ALLOCATED}),
 }
 
 P = PredictionStatus

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,24 +14,55 @@ from fastapi.responses import JSONResponse
 
 from gpufleet import __version__
 from gpufleet.api import errors
+from gpufleet.api.middleware import GpufleetMiddleware
+from gpufleet.api.ratelimit import RateLimiter
+from gpufleet.api.routes import access, tenancy
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
+from gpufleet.services.auth import Authenticator
+from gpufleet.services.bootstrap import FirstRun, first_run
 
 log = logging.getLogger(__name__)
 
+FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
 
-def create_app(settings: Settings, *, database: DatabaseHandle | None = None) -> FastAPI:
+
+def create_app(
+    settings: Settings,
+    *,
+    database: DatabaseHandle | None = None,
+    on_first_run: FirstRunHook | None = None,
+    bootstrap: bool = True,
+) -> FastAPI:
     """Build the app. With ``database`` given (tests), the caller owns its lifecycle."""
+    limiter_holder: dict[str, RateLimiter] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         handle = database or await open_database(settings)
         app.state.handle = handle
         app.state.db = handle.db
+        app.state.authenticator = Authenticator(handle.db, settings)
+        limiter = RateLimiter(handle.db, sync_s=settings.rate_limit_sync_s)
+        limiter_holder["limiter"] = limiter
+        app.state.limiter = limiter
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
         try:
+            if bootstrap:
+                created = await first_run(handle.db, settings)
+                if created is not None and on_first_run is not None:
+                    result = on_first_run(created)
+                    if asyncio.iscoroutine(result):
+                        await result
             yield
         finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
             if database is None:
                 await handle.close()
@@ -42,6 +75,24 @@ def create_app(settings: Settings, *, database: DatabaseHandle | None = None) ->
     )
     app.state.settings = settings
     errors.install(app)
+
+    class _LazyLimiter(RateLimiter):
+        """The middleware is built before the lifespan runs; it reaches the real limiter then."""
+
+        def __init__(self) -> None:
+            pass
+
+        def hit(self, bucket: str, limit: int, *, now: float | None = None) -> Any:
+            return limiter_holder["limiter"].hit(bucket, limit, now=now)
+
+    app.add_middleware(
+        GpufleetMiddleware,
+        max_body=settings.max_body_bytes,
+        limiter=_LazyLimiter(),
+        ip_per_minute=settings.rate_limit_ip_per_minute,
+    )
+    app.include_router(tenancy.router)
+    app.include_router(access.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -8,7 +8,10 @@ import typer
 import uvicorn
 
 from gpufleet.api.app import create_app
+from gpufleet.cli import config as client_config
 from gpufleet.cli.common import console, load_settings
+from gpufleet.config import Settings
+from gpufleet.services.bootstrap import FirstRun
 
 
 def _serve(host: str | None, port: int | None, workers: int | None, banner: bool) -> None:
@@ -17,8 +20,19 @@ def _serve(host: str | None, port: int | None, workers: int | None, banner: bool
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
     if banner:
         console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})")
-    app = create_app(settings)
+    app = create_app(settings, on_first_run=lambda created: _announce_first_run(settings, created))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+
+
+def _announce_first_run(settings: Settings, created: FirstRun) -> None:
+    """Show the first owner key once and keep it for the CLI; it is never logged."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    url = f"http://{host}:{settings.port}"
+    path = client_config.save(url, created.api_key)
+    console.print(
+        f"\nFirst run: created user {created.user.email}, organization '{created.organization.slug}' and an "
+        f"owner API key (shown once, saved to {path}, mode 0600):\n\n  {created.api_key}\n"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -73,3 +74,27 @@ async def by_type(conn: Conn, *, org_id: UUID, type: str, limit: int = 100) -> l
         limit,
     )
     return [_event(r) for r in rows]
+
+
+async def append_many(
+    conn: Conn,
+    rows: Sequence[tuple[UUID, str, UUID, str, dict[str, Any]]],
+    *,
+    actor: str | None = None,
+) -> int:
+    """Insert ``(org_id, entity_type, entity_id, type, data)`` rows in one statement; the count."""
+    if not rows:
+        return 0
+    orgs, kinds, ids, types, data = (list(col) for col in zip(*rows, strict=True))
+    await conn.execute(
+        """insert into events (organization_id, entity_type, entity_id, type, data, actor)
+           select o, k, e, t, d, $6
+             from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) as u(o, k, e, t, d)""",
+        orgs,
+        kinds,
+        ids,
+        types,
+        data,
+        actor,
+    )
+    return len(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -100,6 +101,7 @@ def _job(row: asyncpg.Record) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        cancel_requested_at=row.get("cancel_requested_at"),
     )
 
 
@@ -162,5 +164,45 @@ async def transition(
         [s.value for s in allowed_from],
         to.value,
         *(fields[n] for n in names),
+    )
+    return _job(row) if row else None
+
+
+async def list_page(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    statuses: Sequence[JobStatus] | None = None,
+    labels: dict[str, str] | None = None,
+    before: tuple[datetime, UUID] | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    """Newest first by (created_at, id), strictly after the keyset ``before``; ``limit`` rows at most."""
+    rows = await conn.fetch(
+        """select * from jobs
+            where organization_id = $1
+              and ($2::text[] is null or status = any($2::text[]))
+              and ($3::jsonb is null or labels @> $3::jsonb)
+              and ($4::timestamptz is null or (created_at, id) < ($4::timestamptz, $5::uuid))
+            order by created_at desc, id desc
+            limit $6""",
+        org_id,
+        [s.value for s in statuses] if statuses else None,
+        labels or None,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [_job(r) for r in rows]
+
+
+async def request_cancel(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
+    """Mark a running job for cancellation (first request wins); None if it is not running."""
+    row = await conn.fetchrow(
+        """update jobs set cancel_requested_at = coalesce(cancel_requested_at, now())
+            where organization_id = $1 and id = $2 and status = 'running'
+        returning *""",
+        org_id,
+        job_id,
     )
     return _job(row) if row else None

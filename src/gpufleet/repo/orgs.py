@@ -84,3 +84,56 @@ async def add_member(conn: Conn, *, org_id: UUID, user_id: UUID, role: Role) -> 
 async def count_all(conn: Conn) -> int:
     """Organizations visible to this connection (all of them on the system path)."""
     return int(await conn.fetchval("select count(*) from organizations"))
+
+
+async def update(
+    conn: Conn, *, org_id: UUID, name: str | None = None, settings: dict[str, Any] | None = None
+) -> Organization | None:
+    row = await conn.fetchrow(
+        """update organizations set name = coalesce($2, name), settings = coalesce($3, settings)
+            where id = $1 returning *""",
+        org_id,
+        name,
+        settings,
+    )
+    return _org(row) if row else None
+
+
+async def delete(conn: Conn, *, org_id: UUID) -> bool:
+    return bool(await conn.execute("delete from organizations where id = $1", org_id) == "DELETE 1")
+
+
+async def blockers(conn: Conn, *, org_id: UUID) -> tuple[int, int]:
+    """(hosts, active jobs) that keep an organization from being deleted."""
+    row = await conn.fetchrow(
+        """select (select count(*) from hosts where organization_id = $1 and revoked_at is null) as hosts,
+                  (select count(*) from jobs where organization_id = $1
+                      and status in ('allocated', 'running')) as jobs""",
+        org_id,
+    )
+    assert row is not None
+    return int(row["hosts"]), int(row["jobs"])
+
+
+async def slug_taken(conn: Conn, *, slug: str) -> bool:
+    """Across tenants (slugs are globally unique): system path only."""
+    return bool(await conn.fetchval("select exists (select 1 from organizations where slug = $1)", slug))
+
+
+async def user_by_email(conn: Conn, *, email: str) -> User | None:
+    row = await conn.fetchrow("select * from users where lower(email) = lower($1)", email)
+    return _user(row) if row else None
+
+
+async def user_by_external_id(conn: Conn, *, external_id: str) -> User | None:
+    row = await conn.fetchrow("select * from users where external_id = $1", external_id)
+    return _user(row) if row else None
+
+
+async def count_users(conn: Conn) -> int:
+    return int(await conn.fetchval("select count(*) from users"))
+
+
+async def lock_bootstrap(conn: Conn) -> None:
+    """Serialise first-run bootstrap between replicas starting together."""
+    await conn.execute("select pg_advisory_xact_lock(7142017)")

@@ -1,0 +1,87 @@
+"""Request dependencies: who is calling (authentication) and may they (the permission table)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Query, Request
+
+from gpufleet.db.pool import Database
+from gpufleet.errors import Forbidden, RateLimited, Unauthorized
+from gpufleet.permissions import PERMISSIONS, allowed
+from gpufleet.schemas.common import DEFAULT_PAGE, MAX_PAGE
+from gpufleet.services.auth import Authenticator, Principal
+
+ORG_HEADER = "x-gpufleet-organization"
+
+# Operations a signed-in user may perform before belonging to any organization.
+_WITHOUT_ORG = frozenset({"me.read", "orgs.list", "orgs.create"})
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def current_principal(request: Request) -> Principal:
+    auth: Authenticator = request.app.state.authenticator
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing credentials: send 'Authorization: Bearer <API key>'")
+    if token.startswith("gfk_"):
+        principal = await auth.api_key(token)
+    elif auth.jwt_enabled and token.count(".") == 2:
+        hint = request.headers.get(ORG_HEADER)
+        try:
+            org_hint = UUID(hint) if hint else None
+        except ValueError as exc:
+            raise Unauthorized(f"{ORG_HEADER} must be an organization id") from exc
+        principal = await auth.bearer_jwt(token, org_hint)
+    else:
+        raise Unauthorized("unrecognised credential: expected an API key (gfk_...)")
+    settings = request.app.state.settings
+    if settings.rate_limit_key_per_minute and principal.key_id is not None:
+        d = request.app.state.limiter.hit(f"key:{principal.key_id}", settings.rate_limit_key_per_minute)
+        request.scope["state"]["ratelimit_headers"] = [
+            (b"ratelimit-limit", str(d.limit).encode()),
+            (b"ratelimit-remaining", str(d.remaining).encode()),
+            (b"ratelimit-reset", str(d.reset_s).encode()),
+        ]
+        if not d.allowed:
+            raise RateLimited("rate limit for this API key exceeded", retry_after=d.reset_s)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+DB = Annotated[Database, Depends(get_db)]
+
+
+def requires(action: str, responses: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Route keyword arguments that enforce ``action`` from the permission table."""
+    if action not in PERMISSIONS:
+        raise KeyError(f"{action!r} is not in the permission table")
+
+    async def check(p: Caller) -> None:
+        if p.org_id is None and action not in _WITHOUT_ORG:
+            raise Unauthorized(f"this credential is not tied to an organization; send {ORG_HEADER}")
+        if not allowed(p.role, action):
+            raise Forbidden(f"{action} needs the {PERMISSIONS[action]} role or higher; this credential is {p.role}")
+
+    return {
+        "dependencies": [Depends(check)],
+        "openapi_extra": {"x-permission": action, "x-min-role": PERMISSIONS[action].value},
+        "responses": {
+            401: {"description": "missing, invalid, expired or revoked credentials"},
+            403: {"description": f"needs the {PERMISSIONS[action]} role"},
+            **(responses or {}),
+        },
+    }
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (max {MAX_PAGE}).")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
+DEFAULT_LIMIT = DEFAULT_PAGE

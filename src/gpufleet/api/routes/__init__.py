@@ -1,0 +1,1 @@
+"""Routes: translate HTTP to a service call and back; nothing else."""

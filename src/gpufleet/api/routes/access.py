@@ -1,0 +1,91 @@
+"""/v1/invites and /v1/api-keys."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.schemas.tenancy import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    InviteAccept,
+    InviteAccepted,
+    InviteCreate,
+    InviteCreated,
+    InviteRead,
+    OrganizationRead,
+    UserRead,
+)
+from gpufleet.services import access
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/invites", status_code=201, tags=["invites"], **requires("invites.create"))
+async def create_invite(body: InviteCreate, p: Caller, db: DB) -> InviteCreated:
+    invite, token = await access.create_invite(
+        db, p, email=body.email, role=body.role, expires_in_days=body.expires_in_days
+    )
+    return InviteCreated.model_validate({**vars_of(invite), "token": token})
+
+
+@router.get("/invites", tags=["invites"], **requires("invites.list"))
+async def list_invites(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[InviteRead]:
+    rows = await access.list_invites(db, p, limit=limit + 1, after=decode_cursor(cursor))
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page[InviteRead](items=[InviteRead.model_validate(i) for i in rows[:limit]], next_cursor=nxt)
+
+
+@router.get("/invites/{invite_id}", tags=["invites"], **requires("invites.read", NOT_FOUND))
+async def get_invite(invite_id: UUID, p: Caller, db: DB) -> InviteRead:
+    return InviteRead.model_validate(await access.get_invite(db, p, invite_id))
+
+
+@router.delete("/invites/{invite_id}", tags=["invites"], **requires("invites.revoke", NOT_FOUND))
+async def revoke_invite(invite_id: UUID, p: Caller, db: DB) -> InviteRead:
+    return InviteRead.model_validate(await access.revoke_invite(db, p, invite_id))
+
+
+@router.post(
+    "/invites/accept",
+    status_code=201,
+    tags=["invites"],
+    responses={401: {"description": "unknown, used, revoked or expired token"}},
+)
+async def accept_invite(body: InviteAccept, db: DB) -> InviteAccepted:
+    """Accept an invitation by its token (no other credential needed); returns a first API key, once."""
+    org, user, role, key = await access.accept_invite(db, token=body.token, name=body.name)
+    return InviteAccepted(
+        organization=OrganizationRead.model_validate(org),
+        user=UserRead.model_validate(user),
+        role=role,
+        api_key=ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret}),
+    )
+
+
+@router.post("/api-keys", status_code=201, tags=["api-keys"], **requires("api_keys.create"))
+async def create_api_key(body: ApiKeyCreate, p: Caller, db: DB) -> ApiKeyCreated:
+    key = await access.create_key(db, p, name=body.name, role=body.role, expires_at=body.expires_at)
+    return ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret})
+
+
+@router.get("/api-keys", tags=["api-keys"], **requires("api_keys.list"))
+async def list_api_keys(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[ApiKeyRead]:
+    rows = await access.list_keys(db, p, limit=limit + 1, after=decode_cursor(cursor))
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page[ApiKeyRead](items=[ApiKeyRead.model_validate(k) for k in rows[:limit]], next_cursor=nxt)
+
+
+@router.get("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.read", NOT_FOUND))
+async def get_api_key(key_id: UUID, p: Caller, db: DB) -> ApiKeyRead:
+    return ApiKeyRead.model_validate(await access.get_key(db, p, key_id))
+
+
+@router.delete("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.revoke", NOT_FOUND))
+async def revoke_api_key(key_id: UUID, p: Caller, db: DB) -> ApiKeyRead:
+    return ApiKeyRead.model_validate(await access.revoke_key(db, p, key_id))

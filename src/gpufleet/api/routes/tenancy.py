@@ -1,0 +1,124 @@
+"""/v1/me, /v1/organizations, /v1/members."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.schemas.tenancy import (
+    ApiKeyCreated,
+    MemberRead,
+    MembershipRead,
+    MemberUpdate,
+    MeRead,
+    OrganizationCreate,
+    OrganizationCreated,
+    OrganizationRead,
+    OrganizationUpdate,
+    UserRead,
+)
+from gpufleet.services import orgs
+
+router = APIRouter(prefix="/v1")
+
+NOT_FOUND: dict[int, dict[str, Any]] = {404: {"description": "no such object in this organization"}}
+
+
+@router.get("/me", tags=["users"], **requires("me.read"))
+async def get_me(p: Caller, db: DB) -> MeRead:
+    me = await orgs.me(db, p)
+    return MeRead(
+        user=UserRead.model_validate(me.user),
+        memberships=[
+            MembershipRead(
+                organization_id=m.organization_id,
+                organization_name=m.organization_name,
+                organization_slug=m.organization_slug,
+                role=m.role,
+            )
+            for m in me.memberships
+        ],
+        organization_id=p.org_id,
+        role=p.role,
+        credential=p.credential,
+    )
+
+
+@router.get("/organizations", tags=["organizations"], **requires("orgs.list"))
+async def list_organizations(p: Caller, db: DB) -> list[MembershipRead]:
+    me = await orgs.me(db, p)
+    return [
+        MembershipRead(
+            organization_id=m.organization_id,
+            organization_name=m.organization_name,
+            organization_slug=m.organization_slug,
+            role=m.role,
+        )
+        for m in me.memberships
+    ]
+
+
+@router.post("/organizations", status_code=201, tags=["organizations"], **requires("orgs.create"))
+async def create_organization(body: OrganizationCreate, p: Caller, db: DB) -> OrganizationCreated:
+    org, key = await orgs.create(db, p, name=body.name, slug=body.slug, with_key=p.credential == "api_key")
+    return OrganizationCreated(
+        organization=OrganizationRead.model_validate(org),
+        api_key=ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret}) if key else None,
+    )
+
+
+@router.get("/organizations/{org_id}", tags=["organizations"], **requires("orgs.read", NOT_FOUND))
+async def get_organization(org_id: UUID, p: Caller, db: DB) -> OrganizationRead:
+    return OrganizationRead.model_validate(await orgs.get(db, p, org_id))
+
+
+@router.patch("/organizations/{org_id}", tags=["organizations"], **requires("orgs.update", NOT_FOUND))
+async def update_organization(org_id: UUID, body: OrganizationUpdate, p: Caller, db: DB) -> OrganizationRead:
+    return OrganizationRead.model_validate(await orgs.update(db, p, org_id, name=body.name, settings=body.settings))
+
+
+@router.delete(
+    "/organizations/{org_id}",
+    status_code=204,
+    tags=["organizations"],
+    **requires("orgs.delete", {**NOT_FOUND, 409: {"description": "still has hosts or running jobs"}}),
+)
+async def delete_organization(org_id: UUID, p: Caller, db: DB) -> Response:
+    await orgs.delete(db, p, org_id)
+    return Response(status_code=204)
+
+
+@router.get("/members", tags=["members"], **requires("members.list"))
+async def list_members(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[MemberRead]:
+    rows = await orgs.list_members(db, p, limit=limit + 1, after=_asc_cursor(cursor))
+    items = [MemberRead.model_validate(m) for m in rows[:limit]]
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].user_id) if len(rows) > limit else None
+    return Page[MemberRead](items=items, next_cursor=nxt)
+
+
+@router.patch("/members/{user_id}", tags=["members"], **requires("members.update", NOT_FOUND))
+async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB) -> MemberRead:
+    return MemberRead.model_validate(await orgs.set_role(db, p, user_id, body.role))
+
+
+@router.delete(
+    "/members/{user_id}",
+    status_code=204,
+    tags=["members"],
+    **requires("members.remove", {**NOT_FOUND, 409: {"description": "the last owner"}}),
+)
+async def remove_member(user_id: UUID, p: Caller, db: DB) -> Response:
+    await orgs.remove_member(db, p, user_id)
+    return Response(status_code=204)
+
+
+def _asc_cursor(cursor: str | None) -> tuple:  # type: ignore[type-arg]
+    return decode_cursor(cursor)  # type: ignore[return-value]
+
+
+def vars_of(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in getattr(obj, "__slots__", ())}

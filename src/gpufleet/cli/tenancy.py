@@ -1,0 +1,169 @@
+"""`gpufleet whoami|orgs|members|invites|keys`: organizations and access through the SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import typer
+
+from gpufleet.cli.common import console
+from gpufleet.cli.remote import JsonOpt, client, show
+from gpufleet.domain import Role
+
+orgs = typer.Typer(help="Organizations you belong to.", no_args_is_help=True)
+members = typer.Typer(help="Members of the current organization.", no_args_is_help=True)
+invites = typer.Typer(help="Invitations to the current organization.", no_args_is_help=True)
+keys = typer.Typer(help="API keys of the current organization.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("whoami")(whoami)
+    app.add_typer(orgs, name="orgs")
+    app.add_typer(members, name="members")
+    app.add_typer(invites, name="invites")
+    app.add_typer(keys, name="keys")
+
+
+def whoami(as_json: bool = JsonOpt) -> None:
+    """Who this credential is, and in which organization."""
+    with client() as c:
+        me = c.me()
+    if as_json:
+        show(me, True)
+        return
+    console.print(f"{me.user.email} ({me.role} of {me.organization_id}, via {me.credential})")
+    show(me.memberships, False, ["organization_id", "organization_name", "organization_slug", "role"])
+
+
+@orgs.command("list")
+def orgs_list(as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.list_organizations(), as_json, ["organization_id", "organization_name", "organization_slug", "role"])
+
+
+@orgs.command("create")
+def orgs_create(
+    name: str, slug: str = typer.Option(None, help="URL-safe unique name."), as_json: bool = JsonOpt
+) -> None:
+    """Create an organization; you become its owner and get an owner key for it, shown once."""
+    with client() as c:
+        created = c.create_organization(name, slug)
+    if as_json:
+        show(created, True)
+        return
+    console.print(f"created {created.organization.slug} ({created.organization.id})")
+    if created.api_key:
+        console.print(f"owner API key (shown once, store it now): {created.api_key.secret}")
+
+
+@orgs.command("show")
+def orgs_show(org_id: UUID, as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.get_organization(org_id), as_json, ["id", "name", "slug", "settings", "created_at"])
+
+
+@orgs.command("update")
+def orgs_update(org_id: UUID, name: str = typer.Option(None), as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.update_organization(org_id, name=name), as_json, ["id", "name", "slug"])
+
+
+@orgs.command("delete")
+def orgs_delete(org_id: UUID, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Delete an organization and everything in it (owners only; refused while hosts or jobs remain)."""
+    if not yes:
+        typer.confirm(f"Delete organization {org_id} and all its data?", abort=True)
+    with client() as c:
+        c.delete_organization(org_id)
+    console.print(f"deleted {org_id}")
+
+
+@members.command("list")
+def members_list(as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.list_members(), as_json, ["user_id", "email", "name", "role", "created_at"])
+
+
+@members.command("set-role")
+def members_set_role(user_id: UUID, role: Role, as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.set_member_role(user_id, role), as_json, ["user_id", "email", "role"])
+
+
+@members.command("remove")
+def members_remove(user_id: UUID) -> None:
+    """Remove a member (their API keys for this organization are revoked)."""
+    with client() as c:
+        c.remove_member(user_id)
+    console.print(f"removed {user_id}")
+
+
+@invites.command("create")
+def invites_create(
+    email: str,
+    role: Role = typer.Option(Role.MEMBER, help="Role to grant (at most yours)."),
+    days: int = typer.Option(7, help="Days until the invite expires."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Invite someone; the token is shown once: give it to them for `gpufleet invites accept`."""
+    with client() as c:
+        inv = c.create_invite(email, role, days)
+    if as_json:
+        show(inv, True)
+        return
+    console.print(f"invited {inv.email} as {inv.role}, expires {inv.expires_at:%Y-%m-%d %H:%M}")
+    console.print(f"invite token (shown once): {inv.token}")
+
+
+@invites.command("list")
+def invites_list(as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.list_invites(), as_json, ["id", "email", "role", "expires_at", "accepted_at", "revoked_at"])
+
+
+@invites.command("revoke")
+def invites_revoke(invite_id: UUID, as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.revoke_invite(invite_id), as_json, ["id", "email", "revoked_at"])
+
+
+@invites.command("accept")
+def invites_accept(token: str, name: str = typer.Option("", help="Your name."), as_json: bool = JsonOpt) -> None:
+    """Accept an invite; prints your first API key for that organization, once."""
+    with client(need_key=False) as c:
+        acc = c.accept_invite(token, name)
+    if as_json:
+        show(acc, True)
+        return
+    console.print(f"joined {acc.organization.name} as {acc.role}")
+    console.print(f"your API key (shown once, store it now): {acc.api_key.secret}")
+
+
+@keys.command("create")
+def keys_create(
+    name: str,
+    role: Role = typer.Option(None, help="At most your role; defaults to it."),
+    expires_at: datetime = typer.Option(None, help="ISO timestamp with timezone."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create an API key; its secret is shown once."""
+    with client() as c:
+        key = c.create_api_key(name, role, expires_at)
+    if as_json:
+        show(key, True)
+        return
+    console.print(f"created key {key.prefix}… ({key.id}) with role {key.role}")
+    console.print(f"secret (shown once, store it now): {key.secret}")
+
+
+@keys.command("list")
+def keys_list(as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.list_api_keys(), as_json, ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at"])
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: UUID, as_json: bool = JsonOpt) -> None:
+    with client() as c:
+        show(c.revoke_api_key(key_id), as_json, ["id", "name", "revoked_at"])

@@ -1,0 +1,178 @@
+"""The typed Python SDK. The CLI, the dashboard and the agent all go through it.
+
+    from gpufleet.client import Client
+    with Client("http://127.0.0.1:8741", api_key="gfk_...") as gf:
+        print(gf.me().user.email)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from gpufleet import __version__
+from gpufleet.domain import Role
+from gpufleet.schemas.common import Page
+from gpufleet.schemas.tenancy import (
+    ApiKeyCreated,
+    ApiKeyRead,
+    InviteAccepted,
+    InviteCreated,
+    InviteRead,
+    MemberRead,
+    MembershipRead,
+    MeRead,
+    OrganizationCreated,
+    OrganizationRead,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An error answer from the server, as its problem+json said it."""
+
+    def __init__(self, status: int, title: str, detail: str | None, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.body = body or {}
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        organization: UUID | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": f"gpufleet-sdk/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if organization:
+            headers["X-Gpufleet-Organization"] = str(organization)
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        response = self._http.request(method, path, json=json, params=clean or None)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"title": response.reason_phrase, "detail": response.text[:200]}
+            raise ApiError(response.status_code, body.get("title", "Error"), body.get("detail"), body)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _one(self, model: type[M], method: str, path: str, **kw: Any) -> M:
+        return model.model_validate(self.request(method, path, **kw))
+
+    def _page(self, model: type[M], path: str, *, limit: int | None, cursor: str | None) -> Page[M]:
+        return Page[model].model_validate(  # type: ignore[valid-type]
+            self.request("GET", path, params={"limit": limit, "cursor": cursor})
+        )
+
+    def _all(self, model: type[M], path: str) -> Iterator[M]:
+        cursor = None
+        while True:
+            page = self._page(model, path, limit=200, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    # -- health ---------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/readyz")
+        return result
+
+    # -- users and organizations ----------------------------------------------------------
+
+    def me(self) -> MeRead:
+        return self._one(MeRead, "GET", "/v1/me")
+
+    def list_organizations(self) -> list[MembershipRead]:
+        return TypeAdapter(list[MembershipRead]).validate_python(self.request("GET", "/v1/organizations"))
+
+    def create_organization(self, name: str, slug: str | None = None) -> OrganizationCreated:
+        return self._one(OrganizationCreated, "POST", "/v1/organizations", json={"name": name, "slug": slug})
+
+    def get_organization(self, org_id: UUID) -> OrganizationRead:
+        return self._one(OrganizationRead, "GET", f"/v1/organizations/{org_id}")
+
+    def update_organization(
+        self, org_id: UUID, *, name: str | None = None, settings: dict[str, Any] | None = None
+    ) -> OrganizationRead:
+        body = {k: v for k, v in {"name": name, "settings": settings}.items() if v is not None}
+        return self._one(OrganizationRead, "PATCH", f"/v1/organizations/{org_id}", json=body)
+
+    def delete_organization(self, org_id: UUID) -> None:
+        self.request("DELETE", f"/v1/organizations/{org_id}")
+
+    # -- members --------------------------------------------------------------------------
+
+    def list_members(self) -> list[MemberRead]:
+        return list(self._all(MemberRead, "/v1/members"))
+
+    def set_member_role(self, user_id: UUID, role: Role) -> MemberRead:
+        return self._one(MemberRead, "PATCH", f"/v1/members/{user_id}", json={"role": role.value})
+
+    def remove_member(self, user_id: UUID) -> None:
+        self.request("DELETE", f"/v1/members/{user_id}")
+
+    # -- invites --------------------------------------------------------------------------
+
+    def create_invite(self, email: str, role: Role = Role.MEMBER, expires_in_days: int = 7) -> InviteCreated:
+        body = {"email": email, "role": role.value, "expires_in_days": expires_in_days}
+        return self._one(InviteCreated, "POST", "/v1/invites", json=body)
+
+    def list_invites(self) -> list[InviteRead]:
+        return list(self._all(InviteRead, "/v1/invites"))
+
+    def revoke_invite(self, invite_id: UUID) -> InviteRead:
+        return self._one(InviteRead, "DELETE", f"/v1/invites/{invite_id}")
+
+    def accept_invite(self, token: str, name: str = "") -> InviteAccepted:
+        return self._one(InviteAccepted, "POST", "/v1/invites/accept", json={"token": token, "name": name})
+
+    # -- API keys -------------------------------------------------------------------------
+
+    def create_api_key(
+        self, name: str, role: Role | None = None, expires_at: datetime | None = None
+    ) -> ApiKeyCreated:
+        body: dict[str, Any] = {"name": name}
+        if role is not None:
+            body["role"] = role.value
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=body)
+
+    def list_api_keys(self) -> list[ApiKeyRead]:
+        return list(self._all(ApiKeyRead, "/v1/api-keys"))
+
+    def revoke_api_key(self, key_id: UUID) -> ApiKeyRead:
+        return self._one(ApiKeyRead, "DELETE", f"/v1/api-keys/{key_id}")

@@ -1,0 +1,1 @@
+"""Wire schemas, defined once and shared by the server, the SDK and the CLI (no FastAPI here)."""

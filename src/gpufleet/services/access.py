@@ -1,0 +1,152 @@
+"""Invites and API keys: secrets shown once, stored hashed, scoped to one organization."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from gpufleet import security
+from gpufleet.db.pool import Database
+from gpufleet.domain import Organization, Role, User
+from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
+from gpufleet.repo import api_keys, events, members, orgs
+from gpufleet.services.auth import Principal
+from gpufleet.services.orgs import CreatedKey, check_future, check_new_role, issue_key
+
+
+async def create_invite(
+    db: Database, p: Principal, *, email: str, role: Role, expires_in_days: int
+) -> tuple[members.Invite, str]:
+    org_id = p.require_org()
+    check_new_role(p, role)
+    issued = security.issue(security.INVITE_TOKEN)
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        if await members.has_email(conn, org_id=org_id, email=email):
+            raise Conflict(f"{email} is already a member")
+        invite = await members.create_invite(
+            conn,
+            org_id=org_id,
+            email=email,
+            role=role,
+            token_hash=issued.hash,
+            invited_by=p.user_id,
+            expires_at=datetime.now(UTC) + timedelta(days=expires_in_days),
+        )
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="invite",
+            entity_id=invite.id,
+            type="invite.created",
+            data={"email": email, "role": role.value},
+            actor=str(p.user_id),
+        )
+        return invite, issued.secret
+
+
+async def list_invites(
+    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+) -> list[members.Invite]:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        return await members.invites_page(conn, org_id=org_id, limit=limit, after=after)
+
+
+async def get_invite(db: Database, p: Principal, invite_id: UUID) -> members.Invite:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        invite = await members.get_invite(conn, org_id=org_id, invite_id=invite_id)
+    if invite is None:
+        raise NotFound(f"invite {invite_id} not found")
+    return invite
+
+
+async def revoke_invite(db: Database, p: Principal, invite_id: UUID) -> members.Invite:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        invite = await members.revoke_invite(conn, org_id=org_id, invite_id=invite_id)
+        if invite is None:
+            if await members.get_invite(conn, org_id=org_id, invite_id=invite_id) is not None:
+                raise Conflict("this invite was already accepted")
+            raise NotFound(f"invite {invite_id} not found")
+        await events.append(
+            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=str(p.user_id)
+        )
+        return invite
+
+
+async def accept_invite(db: Database, *, token: str, name: str) -> tuple[Organization, User, Role, CreatedKey]:
+    """Accept by token: the membership, the user if new, and a first API key, in one transaction."""
+    if not security.well_formed(token, security.INVITE_TOKEN):
+        raise Unauthorized("malformed invite token")
+    async with db.system_transaction() as conn:
+        claimed = await members.claim_invite(conn, token_hash=security.hash_secret(token))
+        if claimed is None:
+            raise Unauthorized("unknown invite token")
+        invite, usable = claimed
+        if not usable:
+            raise Unauthorized("this invite was already used, revoked, or has expired")
+        user = await orgs.user_by_email(conn, email=invite.email)
+        if user is None:
+            user = await orgs.create_user(conn, email=invite.email, name=name)
+        if await members.get(conn, org_id=invite.organization_id, user_id=user.id) is not None:
+            raise Conflict(f"{invite.email} is already a member of this organization")
+        await orgs.add_member(conn, org_id=invite.organization_id, user_id=user.id, role=invite.role)
+        await members.mark_invite_accepted(conn, invite_id=invite.id, user_id=user.id)
+        await events.append(
+            conn,
+            org_id=invite.organization_id,
+            entity_type="member",
+            entity_id=user.id,
+            type="member.joined",
+            data={"invite_id": str(invite.id), "role": invite.role.value},
+            actor=str(user.id),
+        )
+        key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
+        org = await orgs.get(conn, org_id=invite.organization_id)
+        assert org is not None
+        return org, user, invite.role, key
+
+
+async def create_key(
+    db: Database, p: Principal, *, name: str, role: Role | None, expires_at: datetime | None
+) -> CreatedKey:
+    org_id = p.require_org()
+    wanted = role or p.role
+    check_new_role(p, wanted)
+    check_future(expires_at, "expires_at")
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        return await issue_key(conn, org_id=org_id, user_id=p.user_id, name=name, role=wanted, expires_at=expires_at)
+
+
+async def list_keys(
+    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+) -> list[api_keys.ApiKey]:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        keys = await api_keys.page(conn, org_id=org_id, limit=limit, after=after)
+    # Members see their own keys; admins and owners see everyone's.
+    return keys if p.role.at_least(Role.ADMIN) else [k for k in keys if k.user_id == p.user_id]
+
+
+async def get_key(db: Database, p: Principal, key_id: UUID) -> api_keys.ApiKey:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        key = await api_keys.get(conn, org_id=org_id, key_id=key_id)
+    if key is None or (key.user_id != p.user_id and not p.role.at_least(Role.ADMIN)):
+        raise NotFound(f"API key {key_id} not found")
+    return key
+
+
+async def revoke_key(db: Database, p: Principal, key_id: UUID) -> api_keys.ApiKey:
+    key = await get_key(db, p, key_id)
+    if key.user_id != p.user_id and not p.role.at_least(key.role):
+        raise Forbidden(f"a {p.role} cannot revoke a {key.role} key")
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        revoked = await api_keys.revoke(conn, org_id=org_id, key_id=key_id)
+        assert revoked is not None
+        await events.append(
+            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=str(p.user_id)
+        )
+        return revoked

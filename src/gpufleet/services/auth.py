@@ -1,0 +1,147 @@
+"""Authentication: API keys and (optionally) Supabase Auth JWTs, resolved to a Principal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+import jwt
+
+from gpufleet import security
+from gpufleet.config import Settings
+from gpufleet.db.pool import Database
+from gpufleet.domain import Role
+from gpufleet.errors import Unauthorized
+from gpufleet.repo import api_keys, members, orgs
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, in which organization, with which effective role."""
+
+    user_id: UUID
+    org_id: UUID | None  # None: a signed-in user who belongs to no organization yet
+    role: Role
+    credential: str  # "api_key" or "jwt"
+    key_id: UUID | None = None
+
+    def require_org(self) -> UUID:
+        if self.org_id is None:
+            raise Unauthorized("this credential is not tied to an organization; pass X-Gpufleet-Organization")
+        return self.org_id
+
+
+def _lower(a: Role, b: Role) -> Role:
+    return a if a.rank <= b.rank else b
+
+
+class Authenticator:
+    """Resolves credentials; one per app. Keeps only a record of when each key was last touched."""
+
+    TOUCH_EVERY_S = 60.0
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._touched: dict[UUID, float] = {}
+        self._jwks: dict[str, Any] | None = None
+        self._jwks_at = 0.0
+        self._jwks_lock = asyncio.Lock()
+
+    async def api_key(self, secret: str) -> Principal:
+        if not security.well_formed(secret, security.API_KEY):
+            raise Unauthorized("malformed API key (expected gfk_... with a valid checksum)")
+        async with self.db.system_transaction() as conn:
+            found = await api_keys.principal_by_hash(conn, key_hash=security.hash_secret(secret))
+            if found is None:
+                raise Unauthorized("unknown API key")
+            if found.revoked:
+                raise Unauthorized("this API key was revoked")
+            if found.expired:
+                raise Unauthorized("this API key has expired")
+            if found.member_role is None or not found.user_active:
+                raise Unauthorized("the owner of this API key is no longer a member of its organization")
+            now = time.monotonic()
+            if now - self._touched.get(found.key_id, 0.0) >= self.TOUCH_EVERY_S:
+                self._touched[found.key_id] = now
+                await api_keys.touch(conn, key_ids=[found.key_id])
+        return Principal(
+            user_id=found.user_id,
+            org_id=found.organization_id,
+            # A key never exceeds its owner's current role, even after a demotion.
+            role=_lower(found.key_role, found.member_role),
+            credential="api_key",
+            key_id=found.key_id,
+        )
+
+    @property
+    def jwt_enabled(self) -> bool:
+        s = self.settings
+        return bool((s.supabase_jwt_secret and s.supabase_jwt_secret.get_secret_value()) or s.supabase_jwks_url)
+
+    async def _signing_key(self, token: str) -> tuple[Any, list[str]]:
+        s = self.settings
+        header = jwt.get_unverified_header(token)
+        alg = header.get("alg", "")
+        if alg == "HS256":
+            if not (s.supabase_jwt_secret and s.supabase_jwt_secret.get_secret_value()):
+                raise Unauthorized("HS256 tokens are not accepted by this server")
+            return s.supabase_jwt_secret.get_secret_value(), ["HS256"]
+        if alg in ("ES256", "RS256") and s.supabase_jwks_url:
+            async with self._jwks_lock:
+                if self._jwks is None or time.monotonic() - self._jwks_at > 600:
+                    async with httpx.AsyncClient(timeout=5) as client:
+                        resp = await client.get(s.supabase_jwks_url)
+                        resp.raise_for_status()
+                        self._jwks = resp.json()
+                        self._jwks_at = time.monotonic()
+            keys = jwt.PyJWKSet.from_dict(self._jwks or {"keys": []})
+            kid = header.get("kid")
+            for key in keys.keys:
+                if kid is None or key.key_id == kid:
+                    return key.key, [alg]
+            raise Unauthorized("token signed by an unknown key")
+        raise Unauthorized(f"unsupported token algorithm {alg!r}")
+
+    async def bearer_jwt(self, token: str, org_hint: UUID | None) -> Principal:
+        s = self.settings
+        try:
+            key, algorithms = await self._signing_key(token)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience="authenticated",
+                issuer=f"{s.supabase_url.rstrip('/')}/auth/v1" if s.supabase_url else None,
+                options={"require": ["exp", "sub", "aud"], "verify_iss": bool(s.supabase_url)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except (jwt.InvalidTokenError, httpx.HTTPError, ValueError) as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        sub = str(claims["sub"])
+        async with self.db.system_transaction() as conn:
+            user = await orgs.user_by_external_id(conn, external_id=sub)
+            if user is None:
+                email = str(claims.get("email") or f"{sub}@users.supabase")
+                existing = await orgs.user_by_email(conn, email=email)
+                if existing is not None:
+                    raise Unauthorized("a gpufleet user with this email exists and is not linked to this identity")
+                user = await orgs.create_user(conn, email=email, name=str(claims.get("name", "")), external_id=sub)
+            if not user.is_active:
+                raise Unauthorized("user is deactivated")
+            mine = await members.memberships_of(conn, user_id=user.id)
+        chosen = None
+        if org_hint is not None:
+            chosen = next((m for m in mine if m.organization_id == org_hint), None)
+            if chosen is None:
+                raise Unauthorized("not a member of the organization named by X-Gpufleet-Organization")
+        elif len(mine) == 1:
+            chosen = mine[0]
+        if chosen is None:
+            return Principal(user_id=user.id, org_id=None, role=Role.VIEWER, credential="jwt")
+        return Principal(user_id=user.id, org_id=chosen.organization_id, role=chosen.role, credential="jwt")

@@ -1,0 +1,46 @@
+"""First run: on an empty database, an admin user, a default organization and an owner API key."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from gpufleet.config import Settings
+from gpufleet.db.pool import Database
+from gpufleet.domain import Organization, Role, User
+from gpufleet.repo import events, orgs
+from gpufleet.services.orgs import issue_key
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRun:
+    user: User
+    organization: Organization
+    api_key: str  # shown once; never logged
+
+
+async def first_run(db: Database, settings: Settings) -> FirstRun | None:
+    """Create the first admin if there is no user at all; ``None`` when the database is not new.
+
+    Several replicas starting on an empty database serialise on an advisory lock, so exactly
+    one of them creates the admin.
+    """
+    async with db.system_transaction() as conn:
+        await orgs.lock_bootstrap(conn)
+        if await orgs.count_users(conn) > 0:
+            return None
+        user = await orgs.create_user(conn, email=settings.bootstrap_admin_email, name="Administrator")
+        org_id = uuid.uuid4()
+        org = await orgs.create(conn, org_id=org_id, name="Default", slug="default")
+        await orgs.add_member(conn, org_id=org_id, user_id=user.id, role=Role.OWNER)
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="organization",
+            entity_id=org_id,
+            type="organization.created",
+            data={"name": "Default", "first_run": True},
+            actor="gpufleet",
+        )
+        key = await issue_key(conn, org_id=org_id, user_id=user.id, name="first-run owner key", role=Role.OWNER)
+        return FirstRun(user, org, key.secret)

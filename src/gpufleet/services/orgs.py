@@ -1,0 +1,216 @@
+"""Organizations and their members: create, read, update, delete; roles; the last-owner rule."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet import security
+from gpufleet.db.pool import Database
+from gpufleet.domain import Organization, Role, User
+from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gpufleet.repo import api_keys, events, members, orgs
+from gpufleet.services.auth import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    user: User
+    memberships: list[members.MembershipOf]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: api_keys.ApiKey
+    secret: str
+
+
+def _slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] or "org"
+    return slug if slug[0].isalnum() else f"o{slug}"
+
+
+def _same_org(p: Principal, org_id: UUID) -> UUID:
+    # Another organization's object is answered like a missing one.
+    if p.org_id != org_id:
+        raise NotFound(f"organization {org_id} not found")
+    return org_id
+
+
+async def me(db: Database, p: Principal) -> Me:
+    async with db.system_transaction() as conn:
+        user = await orgs.get_user(conn, user_id=p.user_id)
+        if user is None:
+            raise NotFound("user not found")
+        return Me(user, await members.memberships_of(conn, user_id=p.user_id))
+
+
+async def issue_key(
+    conn: Any, *, org_id: UUID, user_id: UUID, name: str, role: Role, expires_at: datetime | None = None
+) -> CreatedKey:
+    issued = security.issue(security.API_KEY)
+    key = await api_keys.create(
+        conn,
+        org_id=org_id,
+        user_id=user_id,
+        name=name,
+        prefix=issued.display_prefix,
+        key_hash=issued.hash,
+        role=role,
+        expires_at=expires_at,
+    )
+    await events.append(
+        conn,
+        org_id=org_id,
+        entity_type="api_key",
+        entity_id=key.id,
+        type="api_key.created",
+        data={"name": name, "role": role.value},
+        actor=str(user_id),
+    )
+    return CreatedKey(key, issued.secret)
+
+
+async def create(
+    db: Database, p: Principal, *, name: str, slug: str | None, with_key: bool
+) -> tuple[Organization, CreatedKey | None]:
+    org_id = uuid.uuid4()
+    wanted = slug or _slugify(name)
+    async with db.system_transaction() as conn:
+        if slug is None and await orgs.slug_taken(conn, slug=wanted):
+            wanted = f"{wanted[:50]}-{org_id.hex[:6]}"
+    try:
+        async with db.transaction(org_id, user_id=p.user_id) as conn:
+            org = await orgs.create(conn, org_id=org_id, name=name, slug=wanted)
+            await orgs.add_member(conn, org_id=org_id, user_id=p.user_id, role=Role.OWNER)
+            await events.append(
+                conn,
+                org_id=org_id,
+                entity_type="organization",
+                entity_id=org_id,
+                type="organization.created",
+                data={"name": name, "slug": wanted},
+                actor=str(p.user_id),
+            )
+            key = None
+            if with_key:
+                key = await issue_key(conn, org_id=org_id, user_id=p.user_id, name=f"{wanted} owner", role=Role.OWNER)
+            return org, key
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"the slug {wanted!r} is taken; choose another", field="slug") from exc
+
+
+async def get(db: Database, p: Principal, org_id: UUID) -> Organization:
+    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+        org = await orgs.get(conn, org_id=org_id)
+    if org is None:
+        raise NotFound(f"organization {org_id} not found")
+    return org
+
+
+async def update(
+    db: Database, p: Principal, org_id: UUID, *, name: str | None, settings: dict[str, Any] | None
+) -> Organization:
+    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+        org = await orgs.update(conn, org_id=org_id, name=name, settings=settings)
+        if org is None:
+            raise NotFound(f"organization {org_id} not found")
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="organization",
+            entity_id=org_id,
+            type="organization.updated",
+            data={"name": name, "settings_changed": settings is not None},
+            actor=str(p.user_id),
+        )
+        return org
+
+
+async def delete(db: Database, p: Principal, org_id: UUID) -> None:
+    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+        hosts, active = await orgs.blockers(conn, org_id=org_id)
+        if hosts or active:
+            raise Conflict(
+                f"organization still has {hosts} host(s) and {active} allocated or running job(s); "
+                "remove its hosts and cancel its jobs first"
+            )
+        if not await orgs.delete(conn, org_id=org_id):
+            raise NotFound(f"organization {org_id} not found")
+
+
+async def list_members(
+    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+) -> list[members.Member]:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        return await members.page(conn, org_id=org_id, limit=limit, after=after)
+
+
+async def set_role(db: Database, p: Principal, user_id: UUID, role: Role) -> members.Member:
+    org_id = p.require_org()
+    if not p.role.at_least(role):
+        raise Forbidden(f"a {p.role} cannot grant the {role} role")
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        owners = await members.owners(conn, org_id=org_id)
+        target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
+        if target is None:
+            raise NotFound(f"member {user_id} not found")
+        if not p.role.at_least(target.role):
+            raise Forbidden(f"a {p.role} cannot change the role of a {target.role}")
+        if target.role is Role.OWNER and role is not Role.OWNER and owners == [user_id]:
+            raise Conflict("the last owner cannot be demoted; make someone else an owner first")
+        updated = await members.set_role(conn, org_id=org_id, user_id=user_id, role=role)
+        assert updated is not None
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="member",
+            entity_id=user_id,
+            type="member.role_changed",
+            data={"from": target.role.value, "to": role.value},
+            actor=str(p.user_id),
+        )
+        return updated
+
+
+async def remove_member(db: Database, p: Principal, user_id: UUID) -> None:
+    org_id = p.require_org()
+    async with db.transaction(org_id, user_id=p.user_id) as conn:
+        owners = await members.owners(conn, org_id=org_id)
+        target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
+        if target is None:
+            raise NotFound(f"member {user_id} not found")
+        if not p.role.at_least(target.role):
+            raise Forbidden(f"a {p.role} cannot remove a {target.role}")
+        if owners == [user_id]:
+            raise Conflict("the last owner cannot be removed; make someone else an owner first")
+        await members.revoke_keys_of(conn, org_id=org_id, user_id=user_id)
+        await members.remove(conn, org_id=org_id, user_id=user_id)
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="member",
+            entity_id=user_id,
+            type="member.removed",
+            data={"role": target.role.value},
+            actor=str(p.user_id),
+        )
+
+
+def check_new_role(p: Principal, role: Role) -> None:
+    if not p.role.at_least(role):
+        raise Forbidden(f"a {p.role} cannot grant the {role} role")
+
+
+def check_future(when: datetime | None, field: str) -> None:
+    from datetime import UTC
+
+    if when is not None and when <= datetime.now(UTC):
+        raise InvalidInput(f"{field}: must be in the future", field=field)

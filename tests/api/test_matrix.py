@@ -1,0 +1,122 @@
+"""Matrices generated from the OpenAPI document, so that a new endpoint cannot escape them.
+
+* cross-tenant: for every operation that takes an object id, org B's credential on org A's
+  object gets 404 (exactly like a missing object) and changes nothing in org A;
+* roles: every operation, against every role, agrees with the one permission table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Role
+from gpufleet.permissions import PERMISSIONS
+from tests.api.conftest import Tenant, TenantFactory
+from tests.tenancy import TENANT_TABLES_SQL
+
+# Operations anyone may call (they carry their own credential in the body).
+PUBLIC = {("POST", "/v1/invites/accept")}
+
+# A valid body for each operation that takes one; a new operation must be added here.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/organizations"): {"name": "Matrix Org"},
+    ("PATCH", "/v1/organizations/{org_id}"): {"name": "renamed"},
+    ("PATCH", "/v1/members/{user_id}"): {"role": "viewer"},
+    ("POST", "/v1/invites"): {"email": "matrix@example.com"},
+    ("POST", "/v1/api-keys"): {"name": "matrix"},
+}
+
+
+def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
+    doc = app.openapi()
+    out = []
+    for path, methods in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in methods.items():
+            out.append((method.upper(), path, op))
+    return out
+
+
+async def _fingerprint(db: Database, org_id: uuid.UUID) -> dict[str, tuple[int, Any]]:
+    async with db.system_transaction() as conn:
+        tables = [r[0] for r in await conn.fetch(TENANT_TABLES_SQL)]
+        out = {}
+        for t in tables:
+            col = "id" if t == "organizations" else "organization_id"
+            row = await conn.fetchrow(f"select count(*), max(updated_at) from {t} where {col} = $1", org_id)
+            out[t] = (row[0], row[1])
+        return out
+
+
+async def test_every_v1_operation_is_in_the_permission_table(app: FastAPI) -> None:
+    for method, path, op in operations(app):
+        if (method, path) in PUBLIC:
+            continue
+        assert op.get("x-permission") in PERMISSIONS, f"{method} {path} does not consult the permission table"
+
+
+async def test_cross_tenant_objects_are_404_and_untouched(
+    app: FastAPI, client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
+    a: Tenant = await tenant(Role.OWNER)
+    a_member: Tenant = await tenant(Role.MEMBER, a.org)
+    b: Tenant = await tenant(Role.OWNER)
+    invite = (await client.post("/v1/invites", json={"email": "x@example.com"}, headers=a.headers)).json()
+    a_key = (await client.post("/v1/api-keys", json={"name": "a"}, headers=a_member.headers)).json()
+    objects = {
+        "org_id": str(a.org.id),
+        "user_id": str(a_member.user.id),
+        "invite_id": invite["id"],
+        "key_id": a_key["id"],
+    }
+    checked = 0
+    before = await _fingerprint(db, a.org.id)
+    for method, path, op in operations(app):
+        params = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
+        if not params:
+            continue
+        missing = [p for p in params if p not in objects]
+        assert not missing, f"{method} {path}: add an org-A object for {missing} to this test"
+        url = path.format(**objects)
+        body = BODIES.get((method, path))
+        r = await client.request(method, url, json=body, headers=b.headers)
+        assert r.status_code == 404, f"{method} {url} with org B's credential: {r.status_code} {r.text}"
+        # ... and exactly what a missing object gets.
+        ghost = path.format(**{k: str(uuid.uuid4()) for k in objects})
+        r2 = await client.request(method, ghost, json=body, headers=b.headers)
+        assert (r2.status_code, r2.json()["title"]) == (404, r.json()["title"])
+        checked += 1
+    assert checked >= 8
+    assert await _fingerprint(db, a.org.id) == before
+
+
+async def test_role_matrix_follows_the_permission_table(
+    app: FastAPI, client: httpx.AsyncClient, tenant: TenantFactory
+) -> None:
+    owner: Tenant = await tenant(Role.OWNER)
+    by_role = {Role.OWNER: owner}
+    for role in (Role.ADMIN, Role.MEMBER, Role.VIEWER):
+        by_role[role] = await tenant(role, owner.org)
+    checked = 0
+    for method, path, op in operations(app):
+        action = op.get("x-permission")
+        if action is None:
+            continue
+        needed = PERMISSIONS[action]
+        for role, t in by_role.items():
+            # Random ids: an allowed caller gets past the permission check and finds nothing.
+            url = path.format(**{p["name"]: str(uuid.uuid4()) for p in op.get("parameters", []) if p["in"] == "path"})
+            r = await client.request(method, url, json=BODIES.get((method, path)), headers=t.headers)
+            if role.at_least(needed):
+                assert r.status_code not in (401, 403), f"{role} on {method} {path}: {r.status_code} {r.text}"
+            else:
+                assert r.status_code == 403, f"{role} on {method} {path}: {r.status_code} {r.text}"
+                assert needed.value in r.json()["detail"]
+            checked += 1
+    assert checked >= 4 * 15
