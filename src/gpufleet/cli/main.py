@@ -9,6 +9,7 @@ import typer
 from gpufleet import __version__
 from gpufleet.cli import db as db_cli
 from gpufleet.cli import server as server_cli
+from gpufleet.cli import simulate as simulate_cli
 from gpufleet.cli import tenancy as tenancy_cli
 from gpufleet.errors import GpufleetError
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(db_cli.app, name="db")
 server_cli.register(app)
 tenancy_cli.register(app)
+simulate_cli.register(app)
 
 
 @app.command()

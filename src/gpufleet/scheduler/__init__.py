@@ -1,0 +1,1 @@
+"""Pure GPU allocator: the model, the indexed cluster state, placement policies."""

@@ -1,0 +1,149 @@
+"""Why a job cannot be placed: specific, human-readable reasons built by one scan of the cluster.
+
+This is the slow path (every host is looked at); it runs only when no placement was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpufleet.scheduler.cluster import ClusterState, Host, reserve_memory
+from gpufleet.scheduler.model import WHOLE_GPU, JobRequest, Unschedulable
+
+PER_HOST_LIMIT = 5  # up to this many hosts, each gets its own line
+
+
+def _cores(milli: int) -> str:
+    return f"{milli / 1000:g}"
+
+
+def _gpu_words(job: JobRequest) -> str:
+    models = "/".join(sorted(job.gpu_models))
+    return f"{models} GPU" if models else "GPU"
+
+
+@dataclass
+class _Scan:
+    model_seen: bool = False
+    memory_seen: bool = False
+    largest_memory: tuple[int, str] = (0, "")
+    could_ever: bool = False
+    gpu_fit_hosts: int = 0
+    best_count: int = 0
+    hosts_with_best: int = 0
+    best_milli: tuple[int, str] = (0, "")
+    cpu_best: int = -1
+    ram_best: int = -1
+    unavailable: list[str] = field(default_factory=list)
+    per_host: list[str] = field(default_factory=list)
+
+
+def _gpu_ok(h: Host, i: int, job: JobRequest) -> bool:
+    """The GPU's model and total memory suit the job (ignoring what is free now)."""
+    if job.gpu_models and h.models[i] not in job.gpu_models:
+        return False
+    return h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_mb
+
+
+def _fits_now(h: Host, i: int, job: JobRequest) -> bool:
+    if h.free[i] < job.gpu_milli:
+        return False
+    total = h.mem_total[i]
+    return not total or job.gpu_milli == WHOLE_GPU or h.mem_free[i] >= reserve_memory(job, total)
+
+
+def explain(cluster: ClusterState, job: JobRequest) -> Unschedulable:
+    scan = _Scan()
+    k = job.gpu_count
+    for h in cluster.hosts:
+        suitable = [i for i in range(len(h.gpu_ids)) if _gpu_ok(h, i, job)]
+        for i in range(len(h.gpu_ids)):
+            if not job.gpu_models or h.models[i] in job.gpu_models:
+                scan.model_seen = True
+                if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
+                    scan.memory_seen = True
+                scan.largest_memory = max(scan.largest_memory, (h.mem_total[i], h.models[i]))
+        ever = len(suitable) >= k and h.cpu_total >= job.cpu_milli and h.ram_total >= job.ram_mb
+        scan.could_ever |= ever
+        if not h.ready:
+            if ever:
+                scan.unavailable.append(f"{h.name} is {h.status}")
+            scan.per_host.append(f"{h.name}: {h.status}")
+            continue
+        broken = [i for i in suitable if not h.usable[i]]
+        if ever and broken and len(suitable) - len(broken) < k:
+            scan.unavailable.append(f"{len(broken)} suitable GPU(s) on {h.name} are unavailable")
+        free_now = [i for i in suitable if h.usable[i] and _fits_now(h, i, job)]
+        if k and len(free_now) < k:
+            scan.per_host.append(_host_gpu_line(h, job, suitable))
+            if len(free_now) > scan.best_count:
+                scan.best_count, scan.hosts_with_best = len(free_now), 0
+            if len(free_now) == scan.best_count:
+                scan.hosts_with_best += 1
+            most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
+            scan.best_milli = max(scan.best_milli, (most, h.name))
+            continue
+        scan.gpu_fit_hosts += 1
+        scan.cpu_best = max(scan.cpu_best, h.cpu_free)
+        if h.cpu_free < job.cpu_milli:
+            scan.per_host.append(f"{h.name}: {_cores(h.cpu_free)} of {_cores(job.cpu_milli)} CPU cores free")
+            continue
+        scan.ram_best = max(scan.ram_best, h.ram_free)
+        if h.ram_free < job.ram_mb:
+            scan.per_host.append(f"{h.name}: {h.ram_free} of {job.ram_mb} MiB RAM free")
+            continue
+        scan.per_host.append(f"{h.name}: fits (the cluster changed while deciding)")
+    return Unschedulable(job.id, _reasons(cluster, job, scan), never=not scan.could_ever)
+
+
+def _host_gpu_line(h: Host, job: JobRequest, suitable: list[int]) -> str:
+    words = _gpu_words(job)
+    if not suitable:
+        if job.gpu_models and not any(m in job.gpu_models for m in h.models):
+            have = ", ".join(sorted(set(h.models))) or "none"
+            return f"{h.name}: no {words} (has {have})"
+        if job.gpu_models or h.models:
+            return f"{h.name}: no {words} with {job.memory_mb} MiB memory"
+        return f"{h.name}: no GPU"
+    if job.fractional:
+        most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
+        return f"{h.name}: no {words} with {job.gpu_milli} milli-GPU free (most free: {most})"
+    free = sum(1 for i in suitable if h.usable[i] and h.free[i] == WHOLE_GPU)
+    return f"{h.name}: {free} of {job.gpu_count} {words}s free"
+
+
+def _reasons(cluster: ClusterState, job: JobRequest, scan: _Scan) -> tuple[str, ...]:
+    words = _gpu_words(job)
+    k = job.gpu_count
+    out: list[str] = []
+    if not cluster.hosts:
+        return ("the cluster has no hosts",)
+    if k and not scan.model_seen:
+        have = ", ".join(cluster.models) or "none"
+        out.append(f"no host has a {words} (models here: {have})")
+    elif k and not scan.memory_seen:
+        memory, model = scan.largest_memory
+        out.append(f"no host has a {words} with {job.memory_mb} MiB memory (largest: {memory} MiB {model})")
+    elif not scan.could_ever:
+        out.append(
+            f"no host could ever hold {k} {words}(s) with {_cores(job.cpu_milli)} CPU cores and "
+            f"{job.ram_mb} MiB RAM, even if empty"
+        )
+    if len(cluster.hosts) <= PER_HOST_LIMIT:
+        return tuple(out + scan.per_host)
+    if k and scan.gpu_fit_hosts == 0 and scan.model_seen and scan.memory_seen:
+        if job.fractional:
+            most, name = scan.best_milli
+            out.append(f"no ready host has a {words} with {job.gpu_milli} milli-GPU free (most free: {most} on {name})")
+        else:
+            out.append(f"no ready host has {k} free {words}s; {scan.hosts_with_best} hosts have {scan.best_count}")
+    elif scan.gpu_fit_hosts and scan.cpu_best < job.cpu_milli:
+        out.append(
+            f"needs {_cores(job.cpu_milli)} CPU cores free; most free on a fitting host: {_cores(scan.cpu_best)}"
+        )
+    elif scan.gpu_fit_hosts and scan.ram_best < job.ram_mb:
+        out.append(f"needs {job.ram_mb} MiB RAM free; most free on a fitting host: {scan.ram_best}")
+    out.extend(scan.unavailable[:3])
+    if len(scan.unavailable) > 3:
+        out.append(f"and {len(scan.unavailable) - 3} more unavailable hosts or GPUs")
+    return tuple(out) or ("no host fits now",)
