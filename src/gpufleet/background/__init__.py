@@ -1,0 +1,1 @@
+"""Periodic work beside request handling: each task is a ``run_once()`` plus the generic loop."""

@@ -1,0 +1,229 @@
+"""A host's GPU inventory as its agent reports it: batched inserts, guarded updates, samples.
+
+Every statement here is one round trip whatever the number of GPUs or samples (``unnest`` of
+parallel arrays; COPY is not allowed on row-level-security tables for the runtime role).
+GPUs are always addressed within (organization, host), so an agent can touch nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain import GpuStatus
+from gpufleet.hosts_domain import GpuDetail, GpuSample, ReportedGpu
+
+
+def _gpu(row: asyncpg.Record) -> GpuDetail:
+    return GpuDetail(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        host_id=row["host_id"],
+        uuid=row["uuid"],
+        index=row["index"],
+        model=row["model"],
+        memory_mb=row["memory_mb"],
+        pci_bus_id=row["pci_bus_id"],
+        mig_mode=row["mig_mode"],
+        driver_version=row["driver_version"],
+        status=GpuStatus(row["status"]),
+        status_reason=row["status_reason"],
+        simulated=row["simulated"],
+        hourly_price=row["hourly_price"],
+        allocated_milli=row["allocated_milli"],
+        allocated_memory_mb=row["allocated_memory_mb"],
+        foreign_usage=row["foreign_usage"],
+        xid_errors_last=row["xid_errors_last"],
+        version=row["version"],
+        last_seen_at=row["last_seen_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def for_host(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = False) -> list[GpuDetail]:
+    lock = " for update" if for_update else ""
+    rows = await conn.fetch(
+        f"select * from gpu_resources where organization_id = $1 and host_id = $2 order by index, uuid{lock}",
+        org_id,
+        host_id,
+    )
+    return [_gpu(r) for r in rows]
+
+
+async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID, for_update: bool = False) -> GpuDetail | None:
+    lock = " for update" if for_update else ""
+    row = await conn.fetchrow(
+        f"select * from gpu_resources where organization_id = $1 and id = $2{lock}", org_id, gpu_id
+    )
+    return _gpu(row) if row else None
+
+
+async def list_(
+    conn: Conn, *, org_id: UUID, status: GpuStatus | None = None, host_id: UUID | None = None
+) -> list[GpuDetail]:
+    """GPUs of the organization's live hosts (removed hosts' GPUs are history)."""
+    rows = await conn.fetch(
+        """select g.* from gpu_resources g join hosts h on h.id = g.host_id and h.organization_id = g.organization_id
+            where g.organization_id = $1 and h.removed_at is null
+              and ($2::text is null or g.status = $2) and ($3::uuid is null or g.host_id = $3)
+            order by h.name, g.index, g.uuid""",
+        org_id,
+        status.value if status else None,
+        host_id,
+    )
+    return [_gpu(r) for r in rows]
+
+
+async def insert(
+    conn: Conn, *, org_id: UUID, host_id: UUID, gpus: Sequence[GpuDetail | ReportedGpu]
+) -> list[GpuDetail]:
+    """Insert new GPUs, priced from ``gpu_prices`` for their model (exact name); one statement.
+
+    A ``GpuDetail`` carries the state already decided for it (status, reason, truth check);
+    a ``ReportedGpu`` starts available. A GPU another writer inserted meanwhile is skipped.
+    """
+    if not gpus:
+        return []
+
+    def state(g: GpuDetail | ReportedGpu) -> tuple[str, str | None, str | None, int | None]:
+        if isinstance(g, GpuDetail):
+            return g.status.value, g.status_reason, g.foreign_usage, g.xid_errors_last
+        return GpuStatus.AVAILABLE.value, None, None, None
+
+    states = [state(g) for g in gpus]
+    rows = await conn.fetch(
+        """insert into gpu_resources (organization_id, host_id, uuid, index, model, memory_mb, pci_bus_id, mig_mode,
+                                      driver_version, simulated, status, status_reason, foreign_usage,
+                                      xid_errors_last, hourly_price, last_seen_at)
+           select $1, $2, u.uuid, u.idx, u.model, u.mem, u.pci, u.mig, u.drv, u.sim, u.status, u.reason, u.fu,
+                  u.xid, p.hourly_price, now()
+             from unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::bool[], $9::text[],
+                         $10::bool[], $11::text[], $12::text[], $13::text[], $14::bigint[])
+                  as u(uuid, idx, model, mem, pci, mig, drv, sim, status, reason, fu, xid)
+             left join gpu_prices p on p.organization_id = $1 and p.gpu_model = u.model
+           on conflict (host_id, uuid) do nothing
+        returning *""",
+        org_id,
+        host_id,
+        [g.uuid for g in gpus],
+        [g.index for g in gpus],
+        [g.model for g in gpus],
+        [g.memory_mb for g in gpus],
+        [g.pci_bus_id for g in gpus],
+        [g.mig_mode for g in gpus],
+        [g.driver_version for g in gpus],
+        [g.simulated for g in gpus],
+        [s[0] for s in states],
+        [s[1] for s in states],
+        [s[2] for s in states],
+        [s[3] for s in states],
+    )
+    return sorted((_gpu(r) for r in rows), key=lambda g: (g.index, g.uuid))
+
+
+async def apply(conn: Conn, *, org_id: UUID, host_id: UUID, gpus: Sequence[GpuDetail]) -> int:
+    """Write the new state of changed GPUs in one statement, each guarded by its version.
+
+    Callers hold the rows locked (``for_host(..., for_update=True)``), so the guard is a
+    safety net; the count of rows written comes back.
+    """
+    if not gpus:
+        return 0
+    status = await conn.execute(
+        """update gpu_resources g
+              set index = u.idx, model = u.model, memory_mb = greatest(u.mem, g.allocated_memory_mb),
+                  pci_bus_id = u.pci, mig_mode = u.mig, driver_version = u.drv, status = u.status,
+                  status_reason = u.reason, foreign_usage = u.fu, xid_errors_last = u.xid, last_seen_at = u.seen
+             from unnest($3::uuid[], $4::int[], $5::int[], $6::text[], $7::int[], $8::text[], $9::bool[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[])
+                  as u(id, version, idx, model, mem, pci, mig, drv, status, reason, fu, xid, seen)
+            where g.id = u.id and g.organization_id = $1 and g.host_id = $2 and g.version = u.version""",
+        org_id,
+        host_id,
+        [g.id for g in gpus],
+        [g.version for g in gpus],
+        [g.index for g in gpus],
+        [g.model for g in gpus],
+        [g.memory_mb for g in gpus],
+        [g.pci_bus_id for g in gpus],
+        [g.mig_mode for g in gpus],
+        [g.driver_version for g in gpus],
+        [g.status.value for g in gpus],
+        [g.status_reason for g in gpus],
+        [g.foreign_usage for g in gpus],
+        [g.xid_errors_last for g in gpus],
+        [g.last_seen_at for g in gpus],
+    )
+    return int(status.split()[-1])
+
+
+async def insert_samples(conn: Conn, *, org_id: UUID, host_id: UUID, samples: Sequence[GpuSample]) -> int:
+    """Insert a heartbeat's samples in one statement; GPU uuids resolve within (org, host).
+
+    A sample already stored (same GPU and time: an agent retrying a heartbeat whose answer it
+    lost) is skipped, so a retry is harmless. Returns the number of rows written.
+    """
+    if not samples:
+        return 0
+    status = await conn.execute(
+        """insert into gpu_metrics (organization_id, gpu_id, ts, utilization_pct, memory_used_mb, temperature_c,
+                                    power_w, ecc_uncorrected, xid_errors, process_count)
+           select $1, g.id, s.ts, s.util, s.mem, s.temp, s.power, s.ecc, s.xid, s.procs
+             from unnest($3::text[], $4::timestamptz[], $5::real[], $6::int[], $7::real[], $8::real[], $9::bigint[],
+                         $10::bigint[], $11::int[]) as s(uuid, ts, util, mem, temp, power, ecc, xid, procs)
+             join gpu_resources g on g.organization_id = $1 and g.host_id = $2 and g.uuid = s.uuid
+           on conflict (gpu_id, ts) do nothing""",
+        org_id,
+        host_id,
+        [s.uuid for s in samples],
+        [s.ts for s in samples],
+        [s.utilization_pct for s in samples],
+        [s.memory_used_mb for s in samples],
+        [s.temperature_c for s in samples],
+        [s.power_w for s in samples],
+        [s.ecc_uncorrected for s in samples],
+        [s.xid_errors for s in samples],
+        [s.process_count for s in samples],
+    )
+    return int(status.split()[-1])
+
+
+async def take_offline(conn: Conn, *, org_id: UUID, host_id: UUID, reason: str) -> list[GpuDetail]:
+    """Every GPU of the host that is not offline yet goes offline (the host is removed)."""
+    rows = await conn.fetch(
+        """update gpu_resources set status = 'offline', status_reason = $3
+            where organization_id = $1 and host_id = $2 and status <> 'offline'
+        returning *""",
+        org_id,
+        host_id,
+        reason,
+    )
+    return [_gpu(r) for r in rows]
+
+
+async def transition(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    gpu_id: UUID,
+    allowed_from: Sequence[GpuStatus],
+    to: GpuStatus,
+    reason: str | None,
+) -> GpuDetail | None:
+    """Move a GPU to ``to`` only from ``allowed_from``; ``None`` when it was not."""
+    row = await conn.fetchrow(
+        """update gpu_resources set status = $4, status_reason = $5
+            where organization_id = $1 and id = $2 and status = any($3::text[])
+        returning *""",
+        org_id,
+        gpu_id,
+        [s.value for s in allowed_from],
+        to.value,
+        reason,
+    )
+    return _gpu(row) if row else None
+

@@ -1,0 +1,329 @@
+"""Hosts: registration, credentials, heartbeats, liveness and admin status changes.
+
+Functions that run before the tenant is known (credential lookup) or across every tenant (the
+liveness sweep) say so; they are called only inside ``Database.system_transaction()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain import HostStatus
+from gpufleet.hosts_domain import HostDetail, HostFacts, HostIdentity
+
+
+def _host(row: asyncpg.Record) -> HostDetail:
+    return HostDetail(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        name=row["name"],
+        status=HostStatus(row["status"]),
+        status_reason=row["status_reason"],
+        hostname=row["hostname"],
+        os=row["os"],
+        kernel=row["kernel"],
+        arch=row["arch"],
+        cpu_cores=row["cpu_cores"],
+        ram_mb=row["ram_mb"],
+        cpu_milli_allocated=row["cpu_milli_allocated"],
+        ram_mb_allocated=row["ram_mb_allocated"],
+        driver_version=row["driver_version"],
+        cuda_version=row["cuda_version"],
+        agent_version=row["agent_version"],
+        labels=row["labels"],
+        simulated=row["simulated"],
+        credential_prefix=row["credential_prefix"],
+        revoked_at=row["revoked_at"],
+        removed_at=row["removed_at"],
+        registered_at=row["registered_at"],
+        last_heartbeat_at=row["last_heartbeat_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _facts(facts: HostFacts) -> list[Any]:
+    return [
+        facts.hostname,
+        facts.os,
+        facts.kernel,
+        facts.arch,
+        facts.cpu_cores,
+        facts.ram_mb,
+        facts.driver_version,
+        facts.cuda_version,
+        facts.agent_version,
+    ]
+
+
+# $N..$N+8 in the order of _facts(); the capacity columns never drop below what is allocated,
+# so a host reporting less RAM than its jobs hold cannot break the ledger's CHECKs.
+def _facts_set(n: int) -> str:
+    return f"""hostname = ${n}, os = ${n + 1}, kernel = ${n + 2}, arch = ${n + 3},
+               cpu_cores = greatest(${n + 4}::int, ceil(cpu_milli_allocated / 1000.0)::int),
+               ram_mb = greatest(${n + 5}::bigint, ram_mb_allocated),
+               driver_version = ${n + 6}, cuda_version = ${n + 7}, agent_version = ${n + 8}"""
+
+
+async def insert(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    name: str,
+    facts: HostFacts,
+    labels: dict[str, str],
+    credential_prefix: str,
+    credential_hash: bytes,
+    join_token_id: UUID | None,
+) -> HostDetail:
+    row = await conn.fetchrow(
+        """insert into hosts (organization_id, name, labels, simulated, credential_prefix, credential_hash,
+                              join_token_id, last_heartbeat_at, hostname, os, kernel, arch, cpu_cores, ram_mb,
+                              driver_version, cuda_version, agent_version)
+           values ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10, $11, $12, $13, $14, $15, $16)
+        returning *""",
+        org_id,
+        name,
+        labels,
+        facts.simulated,
+        credential_prefix,
+        credential_hash,
+        join_token_id,
+        *_facts(facts),
+    )
+    assert row is not None
+    return _host(row)
+
+
+async def get_live_by_name_for_update(conn: Conn, *, org_id: UUID, name: str) -> HostDetail | None:
+    """The organization's host of that name that has not been removed, locked."""
+    row = await conn.fetchrow(
+        "select * from hosts where organization_id = $1 and name = $2 and removed_at is null for update",
+        org_id,
+        name,
+    )
+    return _host(row) if row else None
+
+
+async def reregister(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    host_id: UUID,
+    facts: HostFacts,
+    labels: dict[str, str],
+    credential_prefix: str,
+    credential_hash: bytes,
+    join_token_id: UUID | None,
+) -> HostDetail:
+    """A revoked host comes back with a new credential; an admin's drain or maintenance stays."""
+    row = await conn.fetchrow(
+        f"""update hosts set revoked_at = null, credential_prefix = $3, credential_hash = $4, join_token_id = $5,
+                   labels = $6, simulated = $7, registered_at = now(), last_heartbeat_at = now(),
+                   status = case when status = 'unreachable' then coalesce(status_before_unreachable, 'ready')
+                                 else status end,
+                   status_before_unreachable = null,
+                   status_reason = case when status = 'unreachable' then null else status_reason end,
+                   {_facts_set(8)}
+             where organization_id = $1 and id = $2 and removed_at is null
+         returning *""",
+        org_id,
+        host_id,
+        credential_prefix,
+        credential_hash,
+        join_token_id,
+        labels,
+        facts.simulated,
+        *_facts(facts),
+    )
+    assert row is not None
+    return _host(row)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialMatch:
+    identity: HostIdentity
+    revoked: bool
+    removed: bool
+
+
+async def find_by_credential(conn: Conn, *, credential_hash: bytes) -> CredentialMatch | None:
+    """System path: the host holding this credential (revoked ones included, to say so)."""
+    row = await conn.fetchrow(
+        """select id, organization_id, name, simulated, revoked_at, removed_at
+             from hosts where credential_hash = $1""",
+        credential_hash,
+    )
+    if row is None:
+        return None
+    identity = HostIdentity(row["id"], row["organization_id"], row["name"], row["simulated"])
+    return CredentialMatch(identity, row["revoked_at"] is not None, row["removed_at"] is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    old_status: HostStatus
+    status: HostStatus
+    now: datetime  # the database clock
+    previous_beat: datetime | None
+
+
+async def record_heartbeat(conn: Conn, *, org_id: UUID, host_id: UUID, facts: HostFacts | None) -> Beat | None:
+    """Stamp the heartbeat with the database clock; an unreachable host returns to its prior status.
+
+    ``None``: the host is revoked (or gone). Locks the host row, so two heartbeats of one host
+    serialise and each sees the other's GPU changes.
+    """
+    facts_set = f", {_facts_set(3)}" if facts is not None else ""
+    row = await conn.fetchrow(
+        f"""with prev as (
+                select id, status, status_before_unreachable, last_heartbeat_at from hosts
+                 where organization_id = $1 and id = $2 and revoked_at is null
+                 for update)
+            update hosts h
+               set last_heartbeat_at = now(),
+                   status = case when prev.status = 'unreachable'
+                                 then coalesce(prev.status_before_unreachable, 'ready') else prev.status end,
+                   status_before_unreachable = null,
+                   status_reason = case when prev.status = 'unreachable' then null else h.status_reason end
+                   {facts_set}
+              from prev
+             where h.id = prev.id
+         returning prev.status as old_status, h.status, now() as now, prev.last_heartbeat_at as previous_beat""",
+        org_id,
+        host_id,
+        *(_facts(facts) if facts is not None else []),
+    )
+    if row is None:
+        return None
+    return Beat(HostStatus(row["old_status"]), HostStatus(row["status"]), row["now"], row["previous_beat"])
+
+
+async def get(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = False) -> HostDetail | None:
+    lock = " for update" if for_update else ""
+    row = await conn.fetchrow(f"select * from hosts where organization_id = $1 and id = $2{lock}", org_id, host_id)
+    return _host(row) if row else None
+
+
+async def list_(
+    conn: Conn, *, org_id: UUID, status: HostStatus | None = None, include_removed: bool = False
+) -> list[HostDetail]:
+    rows = await conn.fetch(
+        """select * from hosts
+            where organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)
+            order by name, created_at""",
+        org_id,
+        status.value if status else None,
+        include_removed,
+    )
+    return [_host(r) for r in rows]
+
+
+async def transition(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    host_id: UUID,
+    allowed_from: Sequence[HostStatus],
+    to: HostStatus,
+    reason: str | None,
+) -> HostDetail | None:
+    """Move a live host to ``to`` only from ``allowed_from``; ``None`` when it was not."""
+    row = await conn.fetchrow(
+        """update hosts set status = $4, status_reason = $5, status_before_unreachable = null
+            where organization_id = $1 and id = $2 and status = any($3::text[]) and removed_at is null
+        returning *""",
+        org_id,
+        host_id,
+        [s.value for s in allowed_from],
+        to.value,
+        reason,
+    )
+    return _host(row) if row else None
+
+
+async def revoke(conn: Conn, *, org_id: UUID, host_id: UUID, remove: bool = False) -> HostDetail | None:
+    """Revoke the credential (its hash stays so the agent hears "revoked", never "unknown")."""
+    row = await conn.fetchrow(
+        """update hosts set revoked_at = coalesce(revoked_at, now()),
+                            removed_at = case when $3 then now() else removed_at end
+            where organization_id = $1 and id = $2 and removed_at is null
+        returning *""",
+        org_id,
+        host_id,
+        remove,
+    )
+    return _host(row) if row else None
+
+
+async def active_work(conn: Conn, *, org_id: UUID, host_id: UUID) -> tuple[int, int]:
+    """(jobs allocated or running on the host, allocations not yet released on its GPUs)."""
+    row = await conn.fetchrow(
+        """select (select count(*) from jobs where organization_id = $1 and host_id = $2
+                      and status in ('allocated', 'running')) as jobs,
+                  (select count(*) from allocations where organization_id = $1 and host_id = $2
+                      and released_at is null) as allocations""",
+        org_id,
+        host_id,
+    )
+    assert row is not None
+    return int(row["jobs"]), int(row["allocations"])
+
+
+@dataclass(frozen=True, slots=True)
+class LostHost:
+    org_id: UUID
+    host_id: UUID
+    name: str
+    from_status: HostStatus
+    last_heartbeat_at: datetime | None
+    silent_s: float
+
+
+async def mark_unreachable(conn: Conn, *, timeout_s: float, from_statuses: Sequence[HostStatus]) -> list[LostHost]:
+    """System path, every tenant: hosts silent for longer than ``timeout_s`` by the database clock.
+
+    Hosts locked by a heartbeat in flight are skipped (they are alive); the next sweep sees them.
+    """
+    rows = await conn.fetch(
+        """with stale as (
+               select id from hosts
+                where status = any($2::text[]) and removed_at is null
+                  and (last_heartbeat_at < now() - make_interval(secs => $1)
+                       or (last_heartbeat_at is null and registered_at < now() - make_interval(secs => $1)))
+                for update skip locked)
+           update hosts h
+              set status = 'unreachable', status_before_unreachable = h.status,
+                  status_reason = format('no heartbeat for %s s', $1::float8)
+             from stale where h.id = stale.id
+        returning h.organization_id, h.id, h.name, h.status_before_unreachable, h.last_heartbeat_at,
+                  extract(epoch from now() - coalesce(h.last_heartbeat_at, h.registered_at))::float8 as silent_s""",
+        timeout_s,
+        [s.value for s in from_statuses],
+    )
+    return [
+        LostHost(
+            r["organization_id"],
+            r["id"],
+            r["name"],
+            HostStatus(r["status_before_unreachable"]),
+            r["last_heartbeat_at"],
+            r["silent_s"],
+        )
+        for r in rows
+    ]
+
+
+async def count_by_status(conn: Conn, *, org_id: UUID) -> dict[str, int]:
+    rows = await conn.fetch(
+        "select status, count(*) as n from hosts where organization_id = $1 and removed_at is null group by status",
+        org_id,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}

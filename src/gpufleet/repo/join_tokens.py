@@ -1,0 +1,106 @@
+"""Join tokens: what lets an agent register a host in an organization."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.hosts_domain import JoinToken
+
+
+def _token(row: asyncpg.Record) -> JoinToken:
+    return JoinToken(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        max_uses=row["max_uses"],
+        uses=row["uses"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+    )
+
+
+async def create(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    name: str,
+    prefix: str,
+    token_hash: bytes,
+    max_uses: int | None,
+    expires_in: timedelta,
+    created_by: UUID | None,
+) -> JoinToken:
+    row = await conn.fetchrow(
+        """insert into join_tokens (organization_id, name, prefix, token_hash, max_uses, expires_at, created_by)
+           values ($1, $2, $3, $4, $5, now() + $6::interval, $7) returning *""",
+        org_id,
+        name,
+        prefix,
+        token_hash,
+        max_uses,
+        expires_in,
+        created_by,
+    )
+    assert row is not None
+    return _token(row)
+
+
+async def list_(conn: Conn, *, org_id: UUID, include_inactive: bool = False) -> list[JoinToken]:
+    """Newest first; without ``include_inactive`` only tokens that could still be used."""
+    rows = await conn.fetch(
+        """select * from join_tokens
+            where organization_id = $1
+              and ($2 or (revoked_at is null and expires_at > now()
+                          and (max_uses is null or uses < max_uses)))
+            order by created_at desc, id desc""",
+        org_id,
+        include_inactive,
+    )
+    return [_token(r) for r in rows]
+
+
+async def get(conn: Conn, *, org_id: UUID, token_id: UUID) -> JoinToken | None:
+    row = await conn.fetchrow("select * from join_tokens where organization_id = $1 and id = $2", org_id, token_id)
+    return _token(row) if row else None
+
+
+async def revoke(conn: Conn, *, org_id: UUID, token_id: UUID) -> JoinToken | None:
+    """Revoke once; revoking again keeps the first time. ``None``: no such token in the org."""
+    row = await conn.fetchrow(
+        """update join_tokens set revoked_at = coalesce(revoked_at, now())
+            where organization_id = $1 and id = $2 returning *""",
+        org_id,
+        token_id,
+    )
+    return _token(row) if row else None
+
+
+async def consume(conn: Conn, *, token_hash: bytes) -> JoinToken | None:
+    """Use the token once if it is valid now: the system path (the tenant is not known yet).
+
+    The guard is in the UPDATE itself, so concurrent registrations serialise on the row and
+    can never exceed ``max_uses``. ``None``: unknown, revoked, expired or used up.
+    """
+    row = await conn.fetchrow(
+        """update join_tokens set uses = uses + 1
+            where token_hash = $1 and revoked_at is null and expires_at > now()
+              and (max_uses is null or uses < max_uses)
+        returning *""",
+        token_hash,
+    )
+    return _token(row) if row else None
+
+
+async def find_by_hash(conn: Conn, *, token_hash: bytes) -> tuple[JoinToken, bool] | None:
+    """The token with this hash and whether it has expired (by the database clock); system path."""
+    row = await conn.fetchrow(
+        "select *, expires_at <= now() as expired from join_tokens where token_hash = $1", token_hash
+    )
+    return (_token(row), bool(row["expired"])) if row else None

@@ -1,0 +1,67 @@
+"""Heartbeats: liveness by the database clock, inventory, GPU health, the truth check and samples.
+
+A heartbeat costs a handful of statements whatever its size, in one tenant transaction: stamp
+the host (locks it, so one host's heartbeats serialise), read its GPUs, write only the GPUs that
+change (re-read locked first), insert every sample with one ``unnest`` INSERT. A report that
+fails validation changes nothing.
+"""
+
+from __future__ import annotations
+
+from gpufleet.db.pool import Database
+from gpufleet.errors import Unauthorized
+from gpufleet.hosts_domain import HeartbeatPolicy, HeartbeatReport, HeartbeatResult, HostIdentity
+from gpufleet.repo import events, host_gpus
+from gpufleet.repo import hosts as hosts_repo
+from gpufleet.services import inventory
+from gpufleet.services.hosts import write_plan
+
+DEFAULT_POLICY = HeartbeatPolicy()
+
+
+async def heartbeat(
+    db: Database, identity: HostIdentity, report: HeartbeatReport, *, policy: HeartbeatPolicy = DEFAULT_POLICY
+) -> HeartbeatResult:
+    """Record one heartbeat of an authenticated host (``authenticate_host``).
+
+    Raises ``InvalidInput`` (naming the field) for a malformed or oversized report and
+    ``Unauthorized`` when the host was revoked since it authenticated; nothing is written then.
+    """
+    if report.facts is not None:
+        inventory.validate_facts(report.facts)
+    inventory.validate_gpus(report.gpus, policy)
+    span = inventory.validate_samples(report.samples, policy)
+    org_id, host_id = identity.org_id, identity.host_id
+    actor = f"host:{identity.name}"
+    async with db.transaction(org_id) as conn:
+        beat = await hosts_repo.record_heartbeat(conn, org_id=org_id, host_id=host_id, facts=report.facts)
+        if beat is None:
+            raise Unauthorized("host credential revoked; register the host again with a join token")
+        inventory.check_sample_times(report.samples, span, beat.now, policy)
+        rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
+        plan = inventory.plan(rows, report.gpus, report.samples, policy, seen_at=beat.previous_beat)
+        if not plan.empty:
+            # Something changes: decide again on locked rows, so an allocation or an admin's
+            # change that landed since the first read is not overwritten.
+            rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host_id, for_update=True)
+            plan = inventory.plan(rows, report.gpus, report.samples, policy, seen_at=beat.previous_beat)
+            await write_plan(conn, org_id=org_id, host_id=host_id, plan=plan, actor=actor)
+        await host_gpus.insert_samples(conn, org_id=org_id, host_id=host_id, samples=report.samples)
+        if beat.status is not beat.old_status:
+            await events.append(
+                conn,
+                org_id=org_id,
+                entity_type="host",
+                entity_id=host_id,
+                type=f"host.{beat.status.value}",
+                data={"from": beat.old_status.value, "to": beat.status.value, "reason": "heartbeat received"},
+                actor=actor,
+            )
+    return HeartbeatResult(
+        host_status=beat.status,
+        server_time=beat.now,
+        samples_received=len(report.samples),
+        gpus_added=len(plan.new),
+        gpus_changed=len(plan.changed),
+        next_heartbeat_s=policy.interval_s,
+    )

@@ -1,0 +1,110 @@
+"""Join tokens: an organization admin creates one; an agent spends it once to register a host."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from gpufleet import security
+from gpufleet.db.pool import Connection, Database
+from gpufleet.errors import InvalidInput, NotFound, Unauthorized
+from gpufleet.hosts_domain import IssuedJoinToken, JoinToken
+from gpufleet.repo import events
+from gpufleet.repo import join_tokens as repo
+
+MAX_LIFETIME = timedelta(days=365)
+
+
+async def create_join_token(
+    db: Database,
+    *,
+    org_id: UUID,
+    name: str = "",
+    max_uses: int | None = None,
+    expires_in: timedelta = timedelta(days=1),
+    created_by: UUID | None = None,
+    actor: str | None = None,
+) -> IssuedJoinToken:
+    """A new token; its secret is in the result and nowhere else (only its SHA-256 is stored)."""
+    if len(name) > 200 or not name.isprintable():
+        raise InvalidInput("name must be printable text of at most 200 characters", field="name")
+    if max_uses is not None and max_uses < 1:
+        raise InvalidInput("max_uses must be at least 1, or empty for unlimited use", field="max_uses")
+    if not timedelta(seconds=60) <= expires_in <= MAX_LIFETIME:
+        raise InvalidInput("expires_in must be between 1 minute and 365 days", field="expires_in")
+    issued = security.issue(security.JOIN_TOKEN)
+    async with db.transaction(org_id, user_id=created_by) as conn:
+        token = await repo.create(
+            conn,
+            org_id=org_id,
+            name=name,
+            prefix=issued.display_prefix,
+            token_hash=issued.hash,
+            max_uses=max_uses,
+            expires_in=expires_in,
+            created_by=created_by,
+        )
+        # Join tokens are not an event entity of their own: the organization records them.
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="organization",
+            entity_id=org_id,
+            type="join_token.created",
+            data={"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
+            actor=actor,
+        )
+    return IssuedJoinToken(token, issued.secret)
+
+
+async def list_join_tokens(db: Database, *, org_id: UUID, include_inactive: bool = False) -> list[JoinToken]:
+    async with db.transaction(org_id) as conn:
+        return await repo.list_(conn, org_id=org_id, include_inactive=include_inactive)
+
+
+async def revoke_join_token(db: Database, *, org_id: UUID, token_id: UUID, actor: str | None = None) -> JoinToken:
+    """Revoke a token (idempotent); hosts it registered keep their own credentials."""
+    async with db.transaction(org_id) as conn:
+        before = await repo.get(conn, org_id=org_id, token_id=token_id)
+        token = await repo.revoke(conn, org_id=org_id, token_id=token_id)
+        if before is None or token is None:
+            raise NotFound(f"join token {token_id} not found")
+        if before.revoked_at is None:
+            await events.append(
+                conn,
+                org_id=org_id,
+                entity_type="organization",
+                entity_id=org_id,
+                type="join_token.revoked",
+                data={"token_id": str(token_id), "prefix": token.prefix},
+                actor=actor,
+            )
+        return token
+
+
+async def consume(conn: Connection, secret: str) -> JoinToken:
+    """Spend one use of a join token inside the caller's system transaction.
+
+    Refuses (``Unauthorized``) a malformed secret before any lookup, then an unknown, revoked,
+    expired or used-up token, each with its own message. The use is counted by a guarded UPDATE,
+    so concurrent registrations can never exceed ``max_uses``; a registration that fails later
+    rolls the use back with everything else.
+    """
+    if not security.well_formed(secret, security.JOIN_TOKEN):
+        raise Unauthorized("malformed join token: copy the whole gfj_... token shown when it was created")
+    token_hash = security.hash_secret(secret)
+    token = await repo.consume(conn, token_hash=token_hash)
+    if token is not None:
+        return token
+    found = await repo.find_by_hash(conn, token_hash=token_hash)
+    if found is None:
+        raise Unauthorized("unknown join token")
+    existing, expired = found
+    if existing.revoked_at is not None:
+        raise Unauthorized(f"join token {existing.prefix} was revoked; ask an admin for a new one")
+    if expired:
+        raise Unauthorized(f"join token {existing.prefix} expired; ask an admin for a new one")
+    raise Unauthorized(
+        f"join token {existing.prefix} has been used {existing.uses} of {existing.max_uses} times; "
+        "ask an admin for a new one"
+    )
