@@ -1,0 +1,187 @@
+"""Jobs as use cases: submit, cancel, get, list (keyset pages), events, wait.
+
+Submission only queues: the job is inserted ``pending`` with a ``job.submitted`` event, and the
+insert wakes the scheduler (a trigger NOTIFYs at commit). Whether a job could *ever* run is
+decided by the scheduler's first look, not here: it alone sees the organization's whole
+inventory in one consistent place, and the same rule then also covers jobs queued again after a
+host was lost. Such a job becomes ``allocation_failed`` within one cycle, with the reason.
+Another organization's job is always NotFound, never Forbidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from gpufleet import states
+from gpufleet.db.pool import Database
+from gpufleet.domain import Event, Job, JobSpec, JobStatus
+from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.repo import events as events_repo
+from gpufleet.repo import jobs as repo
+from gpufleet.scheduler.types import JobPage
+from gpufleet.services.job_spec import validate
+from gpufleet.services.transitions import transition_job
+
+MAX_PAGE = 500
+MAX_EVENTS_PAGE = 1000
+
+
+async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None) -> Job:
+    """Validate and queue a job; the scheduler is woken when this transaction commits."""
+    clean = validate(spec)
+    async with db.transaction(org_id, user_id=submitted_by) as conn:
+        job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
+        await events_repo.append(
+            conn,
+            org_id=org_id,
+            entity_type="job",
+            entity_id=job.id,
+            type="job.submitted",
+            data={
+                "to": JobStatus.PENDING.value,
+                "attempt": job.attempt,
+                "gpu_count": clean.gpu_count,
+                "gpu_milli": clean.gpu_milli,
+                "gpu_models": clean.gpu_models,
+            },
+            actor=_actor(submitted_by),
+        )
+        return job
+
+
+async def get(db: Database, org_id: UUID, job_id: UUID) -> Job:
+    async with db.transaction(org_id) as conn:
+        job = await repo.get(conn, org_id=org_id, job_id=job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+async def cancel(db: Database, org_id: UUID, job_id: UUID, actor: str | None = None) -> Job:
+    """Cancel a job.
+
+    * pending or allocated: ``cancelled`` at once; the ledger trigger releases its GPUs, CPU and
+      RAM in the same transaction.
+    * running: ``cancel_requested_at`` is set (event ``job.cancel_requested``) and the job is
+      returned still running; the agent kills the process and reports it ``cancelled``.
+    * already cancelled: returned unchanged (cancelling twice is not an error).
+    * otherwise finished: InvalidTransition (409).
+    """
+    async with db.transaction(org_id) as conn:
+        job = await repo.get_for_update(conn, org_id=org_id, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.status in (JobStatus.PENDING, JobStatus.ALLOCATED):
+            return await transition_job(
+                conn, job, JobStatus.CANCELLED, reason=f"cancelled by {actor or 'a user'}", actor=actor
+            )
+        if job.status is JobStatus.RUNNING:
+            if job.cancel_requested_at is not None:
+                return job
+            marked = await repo.request_cancel(conn, org_id=org_id, job_id=job_id)
+            assert marked is not None  # the row is locked and running
+            await events_repo.append(
+                conn,
+                org_id=org_id,
+                entity_type="job",
+                entity_id=job_id,
+                type="job.cancel_requested",
+                data={"attempt": job.attempt, "host_id": str(job.host_id) if job.host_id else None},
+                actor=actor,
+            )
+            return marked
+        if job.status is JobStatus.CANCELLED:
+            return job
+        raise InvalidTransition(f"job {job_id} already finished ({job.status}); there is nothing to cancel")
+
+
+async def list_jobs(
+    db: Database,
+    org_id: UUID,
+    *,
+    status: JobStatus | Sequence[JobStatus] | None = None,
+    labels: dict[str, str] | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (stable under inserts)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
+    statuses = [status] if isinstance(status, JobStatus) else list(status) if status else None
+    if labels is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise InvalidInput("labels must map strings to strings", field="labels")
+    before = decode_cursor(cursor) if cursor else None
+    async with db.transaction(org_id) as conn:
+        rows = await repo.list_page(
+            conn, org_id=org_id, statuses=statuses, labels=labels, before=before, limit=limit + 1
+        )
+    items = rows[:limit]
+    more = len(rows) > limit
+    return JobPage(items=items, next_cursor=encode_cursor(items[-1]) if more and items else None)
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return when, UUID(job_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not one this server issued; start again without it", field="cursor") from exc
+
+
+async def events(db: Database, org_id: UUID, job_id: UUID, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+    """The job's history in order; ``after_seq`` is the last ``seq`` already seen."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS_PAGE:
+        raise InvalidInput(f"limit must be from 1 to {MAX_EVENTS_PAGE}", field="limit")
+    if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+        raise InvalidInput("after_seq must be a whole number >= 0", field="after_seq")
+    async with db.transaction(org_id) as conn:
+        if await repo.get(conn, org_id=org_id, job_id=job_id) is None:
+            raise NotFound(f"job {job_id} not found")
+        return await events_repo.for_entity(
+            conn, org_id=org_id, entity_type="job", entity_id=job_id, after_seq=after_seq, limit=limit
+        )
+
+
+async def wait(
+    db: Database,
+    org_id: UUID,
+    job_id: UUID,
+    timeout_s: float,
+    *,
+    first_delay: float = 0.05,
+    max_delay: float = 1.0,
+) -> Job:
+    """The job once terminal, or as it is when ``timeout_s`` seconds have passed (check ``status``).
+
+    Polls with exponential backoff (50 ms doubling to 1 s): one indexed read per poll, on any
+    deployment (LISTEN is not available behind a transaction pooler), and never a busy loop.
+    """
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    delay = first_delay
+    while True:
+        job = await get(db, org_id, job_id)
+        left = deadline - time.monotonic()
+        if job.status in states.JOB_TERMINAL or left <= 0:
+            return job
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, max_delay)
+
+
+def _actor(user_id: UUID | None) -> str | None:
+    return f"user:{user_id}" if user_id else None

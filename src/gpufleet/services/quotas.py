@@ -1,0 +1,87 @@
+"""Quotas as use cases: set, list (with usage), delete. Roles are checked by the HTTP layer (admins).
+
+A quota bounds what an organization holds at once, in whole-GPU equivalents of allocated
+milli-GPU (a 0.5-GPU job counts 0.5). A job over quota is never refused: it waits, and its
+pending reason says which quota holds it ("quota: 8 of 8 A100-80GB GPUs in use").
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import gpu_type_tokens
+from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.repo import events
+from gpufleet.repo import quotas as repo
+from gpufleet.scheduler.types import Quota, QuotaUsage
+
+MAX_GPUS = 1_000_000
+
+
+def _check(gpu_model: str | None, max_gpus: int) -> str | None:
+    if isinstance(max_gpus, bool) or not isinstance(max_gpus, int) or not 0 <= max_gpus <= MAX_GPUS:
+        raise InvalidInput(f"max_gpus must be a whole number from 0 to {MAX_GPUS}", field="max_gpus")
+    if gpu_model is None:
+        return None
+    if not isinstance(gpu_model, str):
+        raise InvalidInput("gpu_model must be a string or null", field="gpu_model")
+    model = gpu_model.strip()
+    if not model or len(model) > 100 or not gpu_type_tokens(model):
+        raise InvalidInput(
+            "gpu_model must name a GPU model (1-100 characters, e.g. 'A100-80GB'); null means all models",
+            field="gpu_model",
+        )
+    return model
+
+
+async def set_quota(
+    db: Database, org_id: UUID, *, gpu_model: str | None, max_gpus: int, actor: str | None = None
+) -> Quota:
+    """Create or replace the organization's quota for ``gpu_model`` (None: all GPUs together)."""
+    model = _check(gpu_model, max_gpus)
+    async with db.transaction(org_id) as conn:
+        quota = await repo.upsert(conn, org_id=org_id, gpu_model=model, max_gpus=max_gpus)
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="quota",
+            entity_id=quota.id,
+            type="quota.set",
+            data={"gpu_model": model, "max_gpus": max_gpus},
+            actor=actor,
+        )
+        return quota
+
+
+async def list_quotas(db: Database, org_id: UUID) -> list[QuotaUsage]:
+    """Every quota of the organization with what is allocated under it now."""
+    async with db.transaction(org_id) as conn:
+        quotas = await repo.list_for_org(conn, org_id=org_id)
+        usage = await repo.allocated_milli_by_model(conn, org_id=org_id) if quotas else {}
+    out = []
+    for q in quotas:
+        if q.gpu_model is None:
+            milli = sum(usage.values())
+        else:
+            want = set(gpu_type_tokens(q.gpu_model))
+            milli = sum(v for m, v in usage.items() if want <= set(gpu_type_tokens(m)))
+        out.append(QuotaUsage(q, milli / 1000))
+    return out
+
+
+async def delete_quota(db: Database, org_id: UUID, quota_id: UUID, *, actor: str | None = None) -> Quota:
+    async with db.transaction(org_id) as conn:
+        quota = await repo.delete(conn, org_id=org_id, quota_id=quota_id)
+        if quota is None:
+            raise NotFound(f"quota {quota_id} not found")
+        await events.append(
+            conn,
+            org_id=org_id,
+            entity_type="quota",
+            entity_id=quota.id,
+            type="quota.deleted",
+            data={"gpu_model": quota.gpu_model, "max_gpus": quota.max_gpus},
+            actor=actor,
+        )
+        return quota
