@@ -29,6 +29,7 @@ class LiveServer:
     owner_dsn: str
     runtime_dsn: str
     settings: dict[str, Any] = field(default_factory=dict)
+    background: bool = False
     port: int = field(default_factory=free_port)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -46,7 +47,8 @@ class LiveServer:
                 await db.open()
                 try:
                     app = create_app(
-                        Settings(**self.settings), database=DatabaseHandle(db, None), bootstrap=False
+                        Settings(**self.settings), database=DatabaseHandle(db, None), bootstrap=False,
+                        background=self.background,
                     )
                     config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
                     self._server = uvicorn.Server(config)

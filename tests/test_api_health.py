@@ -15,7 +15,7 @@ from gpufleet.db.setup import DatabaseHandle
 
 @pytest.fixture
 async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(), database=DatabaseHandle(db, None))
+    app = create_app(Settings(), database=DatabaseHandle(db, None), bootstrap=False, background=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:

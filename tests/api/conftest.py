@@ -44,7 +44,7 @@ async def make_tenant(db: Database, role: Role = Role.OWNER, org: Organization |
 
 
 def build_app(db: Database, **settings: Any) -> FastAPI:
-    return create_app(Settings(**settings), database=DatabaseHandle(db, None), bootstrap=False)
+    return create_app(Settings(**settings), database=DatabaseHandle(db, None), bootstrap=False, background=False)
 
 
 @pytest.fixture

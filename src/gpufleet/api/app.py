@@ -16,11 +16,13 @@ from gpufleet import __version__
 from gpufleet.api import errors
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, tenancy
+from gpufleet.api.routes import access, agent, hosts, jobs, tenancy
+from gpufleet.background import liveness, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
 from gpufleet.services.auth import Authenticator
+from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.bootstrap import FirstRun, first_run
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,14 @@ def create_app(
     database: DatabaseHandle | None = None,
     on_first_run: FirstRunHook | None = None,
     bootstrap: bool = True,
+    background: bool = True,
 ) -> FastAPI:
-    """Build the app. With ``database`` given (tests), the caller owns its lifecycle."""
+    """Build the app. With ``database`` given (tests), the caller owns its lifecycle.
+
+    ``background`` starts the periodic work every replica runs (the scheduler, which only acts
+    while it holds leadership, host liveness and metrics retention); tests of the HTTP layer
+    leave it off and call each task's ``run_once`` themselves.
+    """
     limiter_holder: dict[str, RateLimiter] = {}
 
     @asynccontextmanager
@@ -49,6 +57,13 @@ def create_app(
         app.state.limiter = limiter
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
+        if background:
+            scheduler = Scheduler(handle.db, settings)
+            app.state.scheduler = scheduler
+            if settings.scheduler_enabled:
+                tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
+            tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
+            tasks.append(asyncio.create_task(retention.run(handle.db, settings, stop), name="retention"))
         try:
             if bootstrap:
                 created = await first_run(handle.db, settings)
@@ -59,8 +74,11 @@ def create_app(
             yield
         finally:
             stop.set()
-            for task in tasks:
+            # Let a cycle in flight finish its commit; then stop whatever is left.
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
                 task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
@@ -91,8 +109,8 @@ def create_app(
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
     )
-    app.include_router(tenancy.router)
-    app.include_router(access.router)
+    for module in (tenancy, access, jobs, hosts, agent):
+        app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The SDK, one mixin per area; `gpufleet.client.Client` puts them together."""
