@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     rate_limit_sync_s: float = Field(default=1.0, gt=0)
 
     bootstrap_admin_email: str = "admin@localhost"
+    # A verified API key is trusted for this long without asking the database again. Changes made
+    # through this replica (revoking a key, removing a member, changing a role) apply at once;
+    # other replicas see them within this many seconds. 0 checks every request.
+    auth_cache_ttl_s: float = Field(default=2.0, ge=0)
 
     # Scheduler (docs/scheduler.md, "The scheduler loop")
     scheduler_enabled: bool = True

@@ -21,8 +21,8 @@ from gpufleet.background import liveness, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
-from gpufleet.services.auth import Authenticator
 from gpufleet.scheduler.service import Scheduler
+from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
 
 log = logging.getLogger(__name__)

@@ -85,3 +85,9 @@ def requires(action: str, responses: Mapping[int, Mapping[str, Any]] | None = No
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (max {MAX_PAGE}).")]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
 DEFAULT_LIMIT = DEFAULT_PAGE
+
+
+def forget_credentials(request: Request) -> None:
+    """After a change to who may do what, drop this replica's cached credentials at once."""
+    auth: Authenticator = request.app.state.authenticator
+    auth.invalidate()

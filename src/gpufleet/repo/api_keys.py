@@ -39,6 +39,7 @@ class KeyPrincipal:
     expired: bool
     revoked: bool
     last_used_at: datetime | None
+    expires_at: datetime | None = None
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
@@ -117,7 +118,7 @@ async def revoke(conn: Conn, *, org_id: UUID, key_id: UUID) -> ApiKey | None:
 async def principal_by_hash(conn: Conn, *, key_hash: bytes) -> KeyPrincipal | None:
     """Authentication lookup; runs on the system path because the tenant is not known yet."""
     row = await conn.fetchrow(
-        """select k.id, k.organization_id, k.user_id, k.role, k.last_used_at,
+        """select k.id, k.organization_id, k.user_id, k.role, k.last_used_at, k.expires_at,
                   k.revoked_at is not null as revoked,
                   coalesce(k.expires_at <= now(), false) as expired,
                   m.role as member_role, u.is_active
@@ -139,6 +140,7 @@ async def principal_by_hash(conn: Conn, *, key_hash: bytes) -> KeyPrincipal | No
         expired=row["expired"],
         revoked=row["revoked"],
         last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
     )
 
 

@@ -43,20 +43,35 @@ class Authenticator:
     """Resolves credentials; one per app. Keeps only a record of when each key was last touched."""
 
     TOUCH_EVERY_S = 60.0
+    CACHE_MAX = 10_000
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self._touched: dict[UUID, float] = {}
+        # key hash -> (valid until (monotonic), key expiry (epoch s) or None, principal)
+        self._cache: dict[bytes, tuple[float, float | None, Principal]] = {}
         self._jwks: dict[str, Any] | None = None
         self._jwks_at = 0.0
         self._jwks_lock = asyncio.Lock()
 
+    def invalidate(self) -> None:
+        """Forget cached credentials at once (after a revocation or a role change here)."""
+        self._cache.clear()
+
     async def api_key(self, secret: str) -> Principal:
         if not security.well_formed(secret, security.API_KEY):
             raise Unauthorized("malformed API key (expected gfk_... with a valid checksum)")
+        key_hash = security.hash_secret(secret)
+        cached = self._cache.get(key_hash)
+        now = time.monotonic()
+        if cached is not None:
+            valid_until, expires, principal = cached
+            if now < valid_until and (expires is None or time.time() < expires):
+                return principal
+            del self._cache[key_hash]
         async with self.db.system_transaction() as conn:
-            found = await api_keys.principal_by_hash(conn, key_hash=security.hash_secret(secret))
+            found = await api_keys.principal_by_hash(conn, key_hash=key_hash)
             if found is None:
                 raise Unauthorized("unknown API key")
             if found.revoked:
@@ -65,11 +80,10 @@ class Authenticator:
                 raise Unauthorized("this API key has expired")
             if found.member_role is None or not found.user_active:
                 raise Unauthorized("the owner of this API key is no longer a member of its organization")
-            now = time.monotonic()
             if now - self._touched.get(found.key_id, 0.0) >= self.TOUCH_EVERY_S:
                 self._touched[found.key_id] = now
                 await api_keys.touch(conn, key_ids=[found.key_id])
-        return Principal(
+        principal = Principal(
             user_id=found.user_id,
             org_id=found.organization_id,
             # A key never exceeds its owner's current role, even after a demotion.
@@ -77,6 +91,13 @@ class Authenticator:
             credential="api_key",
             key_id=found.key_id,
         )
+        ttl = self.settings.auth_cache_ttl_s
+        if ttl > 0:
+            if len(self._cache) >= self.CACHE_MAX:
+                self._cache.clear()
+            expires = found.expires_at.timestamp() if found.expires_at else None
+            self._cache[key_hash] = (now + ttl, expires, principal)
+        return principal
 
     @property
     def jwt_enabled(self) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
 from gpufleet.schemas.tenancy import (
@@ -87,5 +87,7 @@ async def get_api_key(key_id: UUID, p: Caller, db: DB) -> ApiKeyRead:
 
 
 @router.delete("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.revoke", NOT_FOUND))
-async def revoke_api_key(key_id: UUID, p: Caller, db: DB) -> ApiKeyRead:
-    return ApiKeyRead.model_validate(await access.revoke_key(db, p, key_id))
+async def revoke_api_key(key_id: UUID, p: Caller, db: DB, request: Request) -> ApiKeyRead:
+    revoked = await access.revoke_key(db, p, key_id)
+    forget_credentials(request)
+    return ApiKeyRead.model_validate(revoked)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
 from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,
@@ -87,8 +87,9 @@ async def update_organization(org_id: UUID, body: OrganizationUpdate, p: Caller,
     tags=["organizations"],
     **requires("orgs.delete", {**NOT_FOUND, 409: {"description": "still has hosts or running jobs"}}),
 )
-async def delete_organization(org_id: UUID, p: Caller, db: DB) -> Response:
+async def delete_organization(org_id: UUID, p: Caller, db: DB, request: Request) -> Response:
     await orgs.delete(db, p, org_id)
+    forget_credentials(request)
     return Response(status_code=204)
 
 
@@ -101,8 +102,10 @@ async def list_members(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: 
 
 
 @router.patch("/members/{user_id}", tags=["members"], **requires("members.update", NOT_FOUND))
-async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB) -> MemberRead:
-    return MemberRead.model_validate(await orgs.set_role(db, p, user_id, body.role))
+async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB, request: Request) -> MemberRead:
+    updated = await orgs.set_role(db, p, user_id, body.role)
+    forget_credentials(request)
+    return MemberRead.model_validate(updated)
 
 
 @router.delete(
@@ -111,8 +114,9 @@ async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB) ->
     tags=["members"],
     **requires("members.remove", {**NOT_FOUND, 409: {"description": "the last owner"}}),
 )
-async def remove_member(user_id: UUID, p: Caller, db: DB) -> Response:
+async def remove_member(user_id: UUID, p: Caller, db: DB, request: Request) -> Response:
     await orgs.remove_member(db, p, user_id)
+    forget_credentials(request)
     return Response(status_code=204)
 
 

@@ -1,0 +1,121 @@
+"""Benchmark: authenticated GET of one object and authenticated create, 64 connections, loopback.
+
+Starts `gpufleet server` in a subprocess (embedded PostgreSQL in a temporary data dir, unless
+GPUFLEET_DATABASE_URL is set), takes the first-run owner key, and drives it with a keep-alive
+load generator. Prints one JSON object.
+
+    python bench/api.py [--seconds 10] [--connections 64] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loadgen import run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
+    base.chmod(0o755)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GPUFLEET_DATA_DIR": str(base / "data"),
+        "GPUFLEET_CONFIG_DIR": str(base / "cfg"),
+        "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "1000000000",  # on, but never reached
+        "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
+        "GPUFLEET_LOG_LEVEL": "warning",
+    }
+    log = (base / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("server did not start: " + (base / "server.log").read_text()[-2000:])
+            time.sleep(0.2)
+        cfg = (base / "cfg" / "config.toml").read_text()
+        key = cfg.split('api_key = "')[1].split('"')[0]
+        headers = {"Authorization": f"Bearer {key}"}
+        me = httpx.get(f"{url}/v1/me", headers=headers).json()
+        org = me["organization_id"]
+        server = psutil.Process(proc.pid)
+
+        def measure(method: str, path: str, body: object | None) -> dict[str, object]:
+            cpu0 = server.cpu_times()
+            t0 = time.perf_counter()
+            res = asyncio.run(
+                run(url, method=method, path=path, headers=headers, body=body,
+                    connections=args.connections, duration_s=args.seconds)
+            )
+            wall = time.perf_counter() - t0
+            cpu1 = server.cpu_times()
+            out = res.summary()
+            out["server_cpu_cores"] = round(((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / wall, 2)
+            return out
+
+        get = measure("GET", f"/v1/organizations/{org}", None)
+        create = measure("POST", "/v1/api-keys", {"name": "bench"})
+        result = {
+            "benchmark": "api",
+            "date": datetime.now(UTC).date().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+            f"{platform.python_version()}",
+            "database": "external" if os.environ.get("GPUFLEET_DATABASE_URL") else "embedded PostgreSQL 18",
+            "connections": args.connections,
+            "seconds": args.seconds,
+            "server_workers": args.workers,
+            "get_one_object": get,
+            "create": create,
+            "targets": {"get_req_per_s": 1500, "create_req_per_s": 800, "p99_ms": 50},
+        }
+        print(json.dumps(result))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
