@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from gpufleet.api.app import create_app
 from gpufleet.cli import config as client_config
@@ -20,8 +22,29 @@ def _serve(host: str | None, port: int | None, workers: int | None, banner: bool
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
     if banner:
         console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})")
+    if settings.workers > 1:
+        # Each worker process builds its own app from the environment; on the embedded database
+        # they share one PostgreSQL server (see db/embedded.py), and first-run bootstrap is
+        # serialised in the database, so exactly one of them creates the admin.
+        os.environ.update({"GPUFLEET_HOST": settings.host, "GPUFLEET_PORT": str(settings.port)})
+        uvicorn.run(
+            "gpufleet.cli.server:worker_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            lifespan="on",
+        )
+        return
     app = create_app(settings, on_first_run=lambda created: _announce_first_run(settings, created))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process when several serve the same port."""
+    settings = Settings()
+    return create_app(settings, on_first_run=lambda created: _announce_first_run(settings, created))
 
 
 def _announce_first_run(settings: Settings, created: FirstRun) -> None:
