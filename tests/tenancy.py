@@ -94,6 +94,12 @@ async def populate(db: Database, org: Organization) -> None:
             o,
             job,
         )
+        await c.execute(
+            "insert into job_attempts (organization_id, job_id, attempt, host_id, log_bytes) values ($1,$2,1,$3,2)",
+            o,
+            job,
+            host,
+        )
         pred: UUID = await c.fetchval(
             "insert into predictions (organization_id, model) values ($1, 'm') returning id", o
         )

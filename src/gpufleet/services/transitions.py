@@ -20,12 +20,14 @@ async def transition_job(
     reason: str | None = None,
     actor: str | None = None,
     data: dict[str, Any] | None = None,
+    event_type: str | None = None,
     **fields: Any,
 ) -> Job:
     """Move ``job`` to ``to`` if the table allows it from its *current* database state.
 
     The Python check gives a clear message early; the SQL guard (``status = ANY(sources)``) is
-    what holds when another writer changed the job since it was read.
+    what holds when another writer changed the job since it was read. ``event_type`` names the
+    event when the default ``job.<to>`` would say less (``job.requeued`` for a move to pending).
     """
     states.check(states.JOB_TRANSITIONS, job.status, to)
     if reason is not None:
@@ -47,7 +49,7 @@ async def transition_job(
         org_id=job.organization_id,
         entity_type="job",
         entity_id=job.id,
-        type=f"job.{to.value}",
+        type=event_type or f"job.{to.value}",
         data={"from": job.status.value, "to": to.value, "reason": reason, "attempt": moved.attempt, **(data or {})},
         actor=actor,
     )

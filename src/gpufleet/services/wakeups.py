@@ -1,0 +1,204 @@
+"""In-process wake-ups for waiting agents and log followers: one LISTEN connection per server process.
+
+Thousands of agents long-poll for assignments at once; each waits on an ``asyncio.Event`` keyed
+by its host id, and a single connection LISTENing on the execution channels fans notifications
+out to them (a notification for a host nobody waits on here costs one dict lookup). Behind a
+transaction pooler (no LISTEN) one polling task asks the database, for every host waiting in this
+process at once, which of them have work, and wakes log followers on each tick to re-read.
+
+A waiter must subscribe *before* it reads the database and wait afterwards, so a wake-up that
+lands between the read and the wait is not lost. Notifications can still be lost (the listening
+connection drops); waiters therefore re-read at least every ``recheck_s`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Database
+from gpufleet.repo import execution as repo
+from gpufleet.repo.logs import LOGS_CHANNEL
+from gpufleet.repo.scheduling import ping
+
+if TYPE_CHECKING:
+    from gpufleet.config import Settings
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["assignments", "logs"]
+ASSIGNMENTS_CHANNEL = "gpufleet_assignments"
+_CHANNELS: dict[str, Channel] = {ASSIGNMENTS_CHANNEL: "assignments", LOGS_CHANNEL: "logs"}
+
+
+class Subscription:
+    """One waiter's wake-up flag; ``wait`` returns True when woken, False on timeout."""
+
+    def __init__(self, hub: WakeHub) -> None:
+        self._hub = hub
+        self.event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> bool:
+        timeout_s = max(0.0, min(timeout_s, self._hub.wait_cap_s))
+        try:
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancellation (bpo-37658)
+                await self.event.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.event.clear()
+        return True
+
+
+class WakeHub:
+    """Build one per server process (``from_settings``), ``await start()``, ``await close()`` at exit.
+
+    Not started (or its connection down), waiters still work: they re-read every ``poll_s``.
+    """
+
+    def __init__(self, db: Database, *, listen: bool = True, poll_s: float = 0.5, recheck_s: float = 5.0) -> None:
+        self._db = db
+        self._listen = listen
+        self.poll_s = poll_s
+        self.recheck_s = recheck_s
+        self._waiters: dict[tuple[Channel, str], set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self.listening = False  # wake-ups flow: from LISTEN, or from the polling task
+        self.notifications = 0
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> WakeHub:
+        return cls(db, listen=not settings.database_transaction_pooler, poll_s=settings.execution_poll_s)
+
+    @property
+    def wait_cap_s(self) -> float:
+        """How long a waiter may sleep before re-reading: long only while notifications flow."""
+        return self.recheck_s if self.listening else self.poll_s
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(s) for s in self._waiters.values())
+
+    async def start(self) -> None:
+        if self._task is None:
+            run = self._listen_forever() if self._listen else self._poll_forever()
+            self._task = asyncio.create_task(run, name="execution-wakeups")
+            if not self._listen:
+                self.listening = True  # the polling task wakes waiters from now on
+            else:  # give the first connection a moment, so early waiters need not poll
+                for _ in range(50):
+                    if self.listening or self._task.done():
+                        break
+                    await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._drop()
+        self.wake_all()
+
+    @contextlib.contextmanager
+    def subscribe(self, channel: Channel, key: UUID) -> Iterator[Subscription]:
+        sub = Subscription(self)
+        k = (channel, str(key))
+        self._waiters.setdefault(k, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._waiters.get(k)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._waiters[k]
+
+    def wake(self, channel: Channel, key: str) -> None:
+        for sub in self._waiters.get((channel, key), ()):
+            sub.event.set()
+
+    def wake_all(self, channel: Channel | None = None) -> None:
+        for (ch, _), subs in self._waiters.items():
+            if channel is None or ch == channel:
+                for sub in subs:
+                    sub.event.set()
+
+    # ------------------------------------------------------------------------------ LISTEN
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        self.notifications += 1
+        kind = _CHANNELS.get(channel)
+        if kind is not None:
+            self.wake(kind, str(payload))
+
+    async def _listen_forever(self) -> None:
+        delay = 0.5
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._db.runtime_dsn_)
+                self._conn = conn
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                for channel in _CHANNELS:
+                    await conn.add_listener(channel, self._on_notify)
+                self.listening = True
+                delay = 0.5
+                self.wake_all()  # anything may have happened while nobody listened
+                while not lost.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.recheck_s):
+                            await lost.wait()
+                    if not lost.is_set():
+                        async with asyncio.timeout(5):
+                            await ping(conn)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("execution wake-up listener lost its connection (%s); retrying in %.1f s", exc, delay)
+            finally:
+                self.listening = False
+                await self._drop()
+            self.wake_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=5)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+    # ------------------------------------------------------------------------------ polling
+
+    async def _poll_forever(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.poll_s)
+                try:
+                    await self.poll_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("execution wake-up poll failed")
+        finally:
+            self.listening = False
+
+    async def poll_once(self) -> None:
+        """One query for every host waiting in this process; log followers simply re-read."""
+        hosts = [UUID(key) for (ch, key) in self._waiters if ch == "assignments"]
+        if hosts:
+            async with self._db.system_transaction() as conn:
+                ready = await repo.hosts_with_assignments(conn, host_ids=hosts)
+            for host_id in ready:
+                self.wake("assignments", str(host_id))
+        self.wake_all("logs")
