@@ -49,3 +49,14 @@ async def test_unknown_route_and_wrong_method_are_problems(client: httpx.AsyncCl
 async def test_openapi_document_is_served(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     assert "/healthz" in doc["paths"] and "/readyz" in doc["paths"]
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    await client.get("/nope")
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'gpufleet_http_requests_total{method="GET",status="2xx"}' in text
+    assert 'gpufleet_http_requests_total{method="GET",status="4xx"} 1' in text
+    assert "gpufleet_http_request_duration_seconds_count" in text and "gpufleet_db_pool_size" in text

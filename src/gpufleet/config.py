@@ -112,6 +112,18 @@ class Settings(BaseSettings):
     metrics_max_points: int = Field(default=10_000, ge=1)
     retention_interval_s: float = Field(default=600.0, gt=0)
 
+    # Running the work: assignments, logs, cancel and timeouts, host loss (docs/execution.md)
+    job_log_cap_bytes: int = Field(default=16 * 1024 * 1024, ge=0)  # stored per job attempt
+    job_log_batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)  # one upload
+    cancel_grace_s: float = Field(default=30.0, ge=0)  # SIGTERM, then SIGKILL after this
+    kill_report_margin_s: float = Field(default=30.0, ge=0)  # then the server ends a silent agent's job
+    host_loss_grace_s: float = Field(default=60.0, ge=0)  # unreachable this long: its work is requeued
+    requeue_rate_per_minute: int = Field(default=100, ge=1)  # host-loss requeues per organization
+    assignment_poll_max_s: float = Field(default=30.0, ge=0)  # longest assignment long-poll
+    execution_poll_s: float = Field(default=0.5, gt=0)  # polling behind a transaction pooler
+    reaper_interval_s: float = Field(default=5.0, gt=0)
+    reaper_batch_size: int = Field(default=500, ge=1)  # jobs handled per reaper pass and kind
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.mode == "production":

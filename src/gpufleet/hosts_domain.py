@@ -124,6 +124,9 @@ class HostIdentity:
     org_id: UUID
     name: str
     simulated: bool
+    # SHA-256 of the credential it authenticated with: a heartbeat re-checks it in its own
+    # transaction, so an identity remembered by a cache dies with a revoked or replaced credential.
+    credential_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,29 @@ PERMISSIONS: dict[str, Role] = {
     "api_keys.list": M,
     "api_keys.read": M,
     "api_keys.revoke": M,
+    # Jobs and quotas (docs/api.md, "Jobs" and "Quotas").
+    "jobs.submit": M,
+    "jobs.list": V,
+    "jobs.read": V,
+    "jobs.cancel": M,
+    "quotas.list": V,
+    "quotas.set": A,
+    "quotas.delete": A,
+    # Hosts, GPUs and join tokens (docs/api.md, "Hosts, GPUs and agents"). The agent's own
+    # routes (/v1/agent/*) are not here: they authenticate with a join token or a host credential.
+    "join_tokens.create": A,
+    "join_tokens.list": A,
+    "join_tokens.revoke": A,
+    "hosts.list": V,
+    "hosts.read": V,
+    "hosts.manage": A,  # drain, undrain, maintenance
+    "hosts.revoke": A,
+    "hosts.remove": A,
+    "gpus.list": V,
+    "gpus.read": V,
+    "gpus.manage": A,  # maintenance, clear health
+    "metrics.read": V,
+    "fleet.read": V,
 }
 
 

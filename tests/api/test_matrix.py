@@ -17,10 +17,14 @@ from gpufleet.db.pool import Database
 from gpufleet.domain import Role
 from gpufleet.permissions import PERMISSIONS
 from tests.api.conftest import Tenant, TenantFactory
+from tests.factories import create_host
 from tests.tenancy import TENANT_TABLES_SQL
 
 # Operations anyone may call (they carry their own credential in the body).
 PUBLIC = {("POST", "/v1/invites/accept")}
+# Node agents' operations carry their own credential (a join token, then the host credential),
+# never an API key: they are outside the user permission table and the role matrix.
+PUBLIC |= {("POST", "/v1/agent/register"), ("POST", "/v1/agent/heartbeat")}
 
 # A valid body for each operation that takes one; a new operation must be added here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -29,6 +33,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/members/{user_id}"): {"role": "viewer"},
     ("POST", "/v1/invites"): {"email": "matrix@example.com"},
     ("POST", "/v1/api-keys"): {"name": "matrix"},
+    ("POST", "/v1/jobs"): {"name": "matrix", "command": ["true"]},
+    ("PUT", "/v1/quotas"): {"gpu_model": "A100", "max_gpus": 8},
+    ("POST", "/v1/join-tokens"): {"name": "matrix", "max_uses": 1},
+    ("POST", "/v1/hosts/{host_id}/drain"): {"reason": "matrix"},
+    ("POST", "/v1/hosts/{host_id}/maintenance"): {"on": True, "reason": "matrix"},
+    ("POST", "/v1/gpus/{gpu_id}/maintenance"): {"on": True, "reason": "matrix"},
 }
 
 
@@ -69,11 +79,20 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     b: Tenant = await tenant(Role.OWNER)
     invite = (await client.post("/v1/invites", json={"email": "x@example.com"}, headers=a.headers)).json()
     a_key = (await client.post("/v1/api-keys", json={"name": "a"}, headers=a_member.headers)).json()
+    a_job = (await client.post("/v1/jobs", json={"name": "a", "command": ["true"]}, headers=a.headers)).json()
+    a_quota = (await client.put("/v1/quotas", json={"max_gpus": 4}, headers=a.headers)).json()
+    a_host, a_gpus = await create_host(db, a.org.id)
+    a_token = (await client.post("/v1/join-tokens", json={}, headers=a.headers)).json()
     objects = {
         "org_id": str(a.org.id),
         "user_id": str(a_member.user.id),
         "invite_id": invite["id"],
         "key_id": a_key["id"],
+        "job_id": a_job["id"],
+        "quota_id": a_quota["id"],
+        "host_id": str(a_host.id),
+        "gpu_id": str(a_gpus[0].id),
+        "token_id": a_token["id"],
     }
     checked = 0
     before = await _fingerprint(db, a.org.id)

@@ -16,11 +16,12 @@ from gpufleet import __version__
 from gpufleet.api import errors
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, hosts, jobs, tenancy
+from gpufleet.api.routes import access, agent, hosts, jobs, ops, quotas, tenancy
 from gpufleet.background import liveness, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
+from gpufleet.observability import HttpMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
@@ -92,6 +93,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.http_metrics = HttpMetrics()
     errors.install(app)
 
     class _LazyLimiter(RateLimiter):
@@ -108,8 +110,9 @@ def create_app(
         max_body=settings.max_body_bytes,
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
+        metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, hosts, agent):
+    for module in (tenancy, access, jobs, quotas, hosts, agent, ops):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

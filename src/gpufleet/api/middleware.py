@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufleet.api.ratelimit import RateLimiter
+from gpufleet.observability import HttpMetrics
 
 log = logging.getLogger("gpufleet.access")
 
@@ -71,9 +72,16 @@ class GpufleetMiddleware:
     """One pass over every HTTP request: id, size limit, address rate limit, access log."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int, limiter: RateLimiter | None = None, ip_per_minute: int = 0
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        limiter: RateLimiter | None = None,
+        ip_per_minute: int = 0,
+        metrics: HttpMetrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.max_body = max_body
         self.limiter = limiter
         self.ip_per_minute = ip_per_minute
@@ -132,6 +140,8 @@ class GpufleetMiddleware:
                     for m in _problem(413, "Content Too Large", f"request body over {self.max_body} bytes"):
                         await send_wrapped(m)
         finally:
+            if self.metrics is not None:
+                self.metrics.observe(scope.get("method", "-"), status_holder["status"], time.perf_counter() - started)
             log.info(
                 "%s %s %s",
                 scope.get("method"),

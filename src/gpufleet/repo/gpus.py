@@ -175,3 +175,17 @@ async def active_allocations(conn: Conn, *, org_id: UUID, job_id: UUID) -> list[
         job_id,
     )
     return [_allocation(r) for r in rows]
+
+
+async def active_allocations_for_jobs(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> list[Allocation]:
+    """What the given jobs hold now, in one query (ordered by job, then GPU)."""
+    if not job_ids:
+        return []
+    rows = await conn.fetch(
+        """select * from allocations
+            where organization_id = $1 and job_id = any($2::uuid[]) and released_at is null
+            order by job_id, gpu_id""",
+        org_id,
+        job_ids,
+    )
+    return [_allocation(r) for r in rows]

@@ -227,3 +227,40 @@ async def transition(
     )
     return _gpu(row) if row else None
 
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def page(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    limit: int,
+    after: UUID | None = None,
+    status: GpuStatus | None = None,
+    host_id: UUID | None = None,
+    model: str | None = None,
+) -> list[GpuDetail]:
+    """One page of the GPUs of live hosts by (host name, host, index, id); ``model`` matches a part
+    of the name, case-insensitively; ``after`` is the last GPU id of the previous page."""
+    rows = await conn.fetch(
+        r"""select g.* from gpu_resources g
+              join hosts h on h.id = g.host_id and h.organization_id = g.organization_id
+             where g.organization_id = $1 and h.removed_at is null
+               and ($2::text is null or g.status = $2) and ($3::uuid is null or g.host_id = $3)
+               and ($4::text is null or g.model ilike $4 escape '\')
+               and ($5::uuid is null or (h.name, g.host_id, g.index, g.id) >
+                    (select h2.name, g2.host_id, g2.index, g2.id
+                       from gpu_resources g2 join hosts h2 on h2.id = g2.host_id and h2.organization_id = $1
+                      where g2.organization_id = $1 and g2.id = $5))
+             order by h.name, g.host_id, g.index, g.id limit $6""",
+        org_id,
+        status.value if status else None,
+        host_id,
+        _like(model) if model else None,
+        after,
+        limit,
+    )
+    return [_gpu(r) for r in rows]

@@ -175,17 +175,21 @@ class Beat:
     previous_beat: datetime | None
 
 
-async def record_heartbeat(conn: Conn, *, org_id: UUID, host_id: UUID, facts: HostFacts | None) -> Beat | None:
+async def record_heartbeat(
+    conn: Conn, *, org_id: UUID, host_id: UUID, facts: HostFacts | None, credential_hash: bytes | None = None
+) -> Beat | None:
     """Stamp the heartbeat with the database clock; an unreachable host returns to its prior status.
 
-    ``None``: the host is revoked (or gone). Locks the host row, so two heartbeats of one host
-    serialise and each sees the other's GPU changes.
+    ``None``: the host is revoked (or gone), or ``credential_hash`` (when given) is no longer
+    its credential. Locks the host row, so two heartbeats of one host serialise and each sees
+    the other's GPU changes.
     """
-    facts_set = f", {_facts_set(3)}" if facts is not None else ""
+    facts_set = f", {_facts_set(4)}" if facts is not None else ""
     row = await conn.fetchrow(
         f"""with prev as (
                 select id, status, status_before_unreachable, last_heartbeat_at from hosts
                  where organization_id = $1 and id = $2 and revoked_at is null
+                   and ($3::bytea is null or credential_hash = $3)
                  for update)
             update hosts h
                set last_heartbeat_at = now(),
@@ -199,6 +203,7 @@ async def record_heartbeat(conn: Conn, *, org_id: UUID, host_id: UUID, facts: Ho
          returning prev.status as old_status, h.status, now() as now, prev.last_heartbeat_at as previous_beat""",
         org_id,
         host_id,
+        credential_hash,
         *(_facts(facts) if facts is not None else []),
     )
     if row is None:
@@ -327,3 +332,28 @@ async def count_by_status(conn: Conn, *, org_id: UUID) -> dict[str, int]:
         org_id,
     )
     return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def page(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    limit: int,
+    after: UUID | None = None,
+    status: HostStatus | None = None,
+    include_removed: bool = False,
+) -> list[HostDetail]:
+    """One page of hosts by (name, id); ``after`` is the last host id of the previous page."""
+    rows = await conn.fetch(
+        """select * from hosts
+            where organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)
+              and ($4::uuid is null
+                   or (name, id) > (select name, id from hosts where organization_id = $1 and id = $4))
+            order by name, id limit $5""",
+        org_id,
+        status.value if status else None,
+        include_removed,
+        after,
+        limit,
+    )
+    return [_host(r) for r in rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -104,3 +104,22 @@ async def find_by_hash(conn: Conn, *, token_hash: bytes) -> tuple[JoinToken, boo
         "select *, expires_at <= now() as expired from join_tokens where token_hash = $1", token_hash
     )
     return (_token(row), bool(row["expired"])) if row else None
+
+
+async def page(
+    conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
+) -> list[JoinToken]:
+    """Newest first, keyset on (created_at, id); without ``include_inactive`` only usable tokens."""
+    rows = await conn.fetch(
+        """select * from join_tokens
+            where organization_id = $1
+              and ($2 or (revoked_at is null and expires_at > now() and (max_uses is null or uses < max_uses)))
+              and ($3::timestamptz is null or (created_at, id) < ($3, $4))
+            order by created_at desc, id desc limit $5""",
+        org_id,
+        include_inactive,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_token(r) for r in rows]

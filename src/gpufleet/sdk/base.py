@@ -56,9 +56,24 @@ class BaseClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """``timeout`` (seconds) replaces the client's for this call (long polls need more)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        response = self._http.request(method, path, json=json, params=clean or None)
+        response = self._http.request(
+            method,
+            path,
+            json=json,
+            params=clean or None,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
         if response.status_code >= 400:
             try:
                 body = response.json()

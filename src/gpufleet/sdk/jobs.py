@@ -2,8 +2,145 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from gpufleet.domain import JobStatus
+from gpufleet.schemas.common import Page
+from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
 from gpufleet.sdk.base import BaseClient
 
 
 class JobsMixin(BaseClient):
-    pass
+    # -- jobs -----------------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        spec: JobCreate | None = None,
+        *,
+        name: str | None = None,
+        command: Sequence[str] | None = None,
+        script: str | None = None,
+        gpu_count: int | None = None,
+        gpu_milli: int | None = None,
+        min_memory_gb: float | None = None,
+        gpu_models: Sequence[str] | None = None,
+        cpu_cores: float | None = None,
+        ram_gb: float | None = None,
+        priority: int | None = None,
+        max_runtime: str | int | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        model_type: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> JobRead:
+        """Queue a job: pass a ``JobCreate``, or its fields as keywords (keywords win).
+
+        The server validates; a bad field is an ``ApiError`` 422 whose detail names it.
+        """
+        body: dict[str, Any] = spec.model_dump(mode="json", exclude_unset=True) if spec else {}
+        given: dict[str, Any] = {
+            "name": name,
+            "command": list(command) if command is not None else None,
+            "script": script,
+            "gpu_count": gpu_count,
+            "gpu_milli": gpu_milli,
+            "min_memory_gb": min_memory_gb,
+            "gpu_models": list(gpu_models) if gpu_models is not None else None,
+            "cpu_cores": cpu_cores,
+            "ram_gb": ram_gb,
+            "priority": priority,
+            "max_runtime": max_runtime,
+            "env": dict(env) if env is not None else None,
+            "labels": dict(labels) if labels is not None else None,
+            "working_dir": working_dir,
+            "model_type": model_type,
+            "retry": retry.model_dump() if retry is not None else None,
+        }
+        body.update({k: v for k, v in given.items() if v is not None})
+        return self._one(JobRead, "POST", "/v1/jobs", json=body)
+
+    def get_job(self, job_id: UUID) -> JobRead:
+        return self._one(JobRead, "GET", f"/v1/jobs/{job_id}")
+
+    def jobs_page(
+        self,
+        *,
+        status: Sequence[JobStatus] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[JobRead]:
+        """One page, newest first; pass its ``next_cursor`` back for the next."""
+        params: dict[str, Any] = {
+            "status": [JobStatus(s).value for s in status] if status else None,
+            "label": [f"{k}={v}" for k, v in labels.items()] if labels else None,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        return Page[JobRead].model_validate(self.request("GET", "/v1/jobs", params=params))
+
+    def list_jobs(
+        self, *, status: Sequence[JobStatus] | None = None, labels: Mapping[str, str] | None = None
+    ) -> Iterator[JobRead]:
+        """Every matching job, newest first, fetched a page at a time as you iterate."""
+        cursor = None
+        while True:
+            page = self.jobs_page(status=status, labels=labels, limit=200, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel_job(self, job_id: UUID) -> JobRead:
+        """Cancel; a running job comes back still running with ``cancel_requested_at`` set."""
+        return self._one(JobRead, "POST", f"/v1/jobs/{job_id}/cancel")
+
+    def job_events(self, job_id: UUID, *, after_seq: int = 0) -> list[EventRead]:
+        """The job's history after ``after_seq``, oldest first (every page)."""
+        out: list[EventRead] = []
+        cursor: str | None = None
+        while True:
+            params = {"after_seq": after_seq, "limit": 200, "cursor": cursor}
+            page = Page[EventRead].model_validate(self.request("GET", f"/v1/jobs/{job_id}/events", params=params))
+            out.extend(page.items)
+            if not page.next_cursor:
+                return out
+            cursor = page.next_cursor
+
+    def wait_job(self, job_id: UUID, timeout_s: float | None = None) -> JobRead:
+        """The job once finished, or as it is when ``timeout_s`` has passed (None: no limit).
+
+        Check ``.finished`` (or ``.status``) on the result. Each call to the server long-polls
+        for at most a minute, so no proxy times out a quiet connection.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        while True:
+            left = WAIT_MAX_S if deadline is None else max(0.0, deadline - time.monotonic())
+            step = min(left, WAIT_MAX_S)
+            job = self._one(
+                JobRead,
+                "GET",
+                f"/v1/jobs/{job_id}/wait",
+                params={"timeout_s": round(step, 3)},
+                timeout=step + 30.0,
+            )
+            if job.finished or (deadline is not None and time.monotonic() >= deadline):
+                return job
+
+    # -- quotas ---------------------------------------------------------------------------
+
+    def list_quotas(self) -> list[QuotaRead]:
+        return TypeAdapter(list[QuotaRead]).validate_python(self.request("GET", "/v1/quotas"))
+
+    def set_quota(self, max_gpus: int, gpu_model: str | None = None) -> QuotaRead:
+        """Create or replace the quota for ``gpu_model`` (None: all GPUs together)."""
+        return self._one(QuotaRead, "PUT", "/v1/quotas", json={"gpu_model": gpu_model, "max_gpus": max_gpus})
+
+    def delete_quota(self, quota_id: UUID) -> None:
+        self.request("DELETE", f"/v1/quotas/{quota_id}")

@@ -34,7 +34,9 @@ async def heartbeat(
     org_id, host_id = identity.org_id, identity.host_id
     actor = f"host:{identity.name}"
     async with db.transaction(org_id) as conn:
-        beat = await hosts_repo.record_heartbeat(conn, org_id=org_id, host_id=host_id, facts=report.facts)
+        beat = await hosts_repo.record_heartbeat(
+            conn, org_id=org_id, host_id=host_id, facts=report.facts, credential_hash=identity.credential_hash
+        )
         if beat is None:
             raise Unauthorized("host credential revoked; register the host again with a join token")
         inventory.check_sample_times(report.samples, span, beat.now, policy)

@@ -9,6 +9,7 @@ event in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 import asyncpg
@@ -147,15 +148,16 @@ async def authenticate_host(db: Database, credential: str) -> HostIdentity:
     """The host a credential belongs to; ``Unauthorized`` for malformed, unknown or revoked ones."""
     if not security.well_formed(credential, security.HOST_CREDENTIAL):
         raise Unauthorized("malformed host credential")
+    credential_hash = security.hash_secret(credential)
     async with db.system_transaction() as conn:
-        match = await repo.find_by_credential(conn, credential_hash=security.hash_secret(credential))
+        match = await repo.find_by_credential(conn, credential_hash=credential_hash)
     if match is None:
         raise Unauthorized("unknown host credential")
     if match.removed:
         raise Unauthorized("host credential revoked: the host was removed; register it again with a join token")
     if match.revoked:
         raise Unauthorized("host credential revoked; register the host again with a join token")
-    return match.identity
+    return replace(match.identity, credential_hash=credential_hash)
 
 
 async def get_host(db: Database, *, org_id: UUID, host_id: UUID) -> HostDetail:

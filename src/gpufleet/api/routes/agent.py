@@ -1,7 +1,148 @@
-"""Routes: agent."""
+"""/v1/agent/*: what node agents call. They carry their own credential, never an API key:
+registration a join token (``Bearer gfj_...``), everything after it the host credential
+(``Bearer gfh_...``) it was given once. Not in the user permission table for that reason.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from typing import Annotated, Any
 
-router = APIRouter(prefix="/v1")
+from fastapi import APIRouter, Depends, Request
+
+from gpufleet.api.deps import DB
+from gpufleet.api.routes.hosts import gpu_read
+from gpufleet.db.pool import Database
+from gpufleet.errors import InvalidInput, Unauthorized
+from gpufleet.hosts_domain import HeartbeatPolicy, HostIdentity
+from gpufleet.schemas.agent import (
+    AgentInstructions,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
+from gpufleet.services import heartbeats, hosts
+from gpufleet.services.host_auth import HostAuthenticator
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+AGENT_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing, malformed, unknown, expired or revoked token or host credential"},
+    409: {"description": "the report conflicts with a concurrent change; send it again"},
+    413: {"description": "request body over the server's limit (1 MiB by default)"},
+}
+
+
+def _bearer(request: Request, prefix: str, what: str) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(f"missing credentials: send 'Authorization: Bearer {prefix}...' ({what})")
+    if not token.startswith(prefix):
+        raise Unauthorized(f"unrecognised credential: this endpoint takes {what} ({prefix}...), not an API key")
+    return token
+
+
+def _policy(request: Request) -> HeartbeatPolicy:
+    """Built once per app from its settings."""
+    state = request.app.state
+    policy: HeartbeatPolicy | None = getattr(state, "heartbeat_policy", None)
+    if policy is None:
+        policy = state.heartbeat_policy = HeartbeatPolicy.from_settings(state.settings)
+    return policy
+
+
+def _authenticator(request: Request, db: Database) -> HostAuthenticator:
+    state = request.app.state
+    auth: HostAuthenticator | None = getattr(state, "host_authenticator", None)
+    if auth is None or auth.db is not db:
+        auth = state.host_authenticator = HostAuthenticator(db)
+    return auth
+
+
+async def current_host(request: Request, db: DB) -> HostIdentity:
+    """The host a credential belongs to (remembered per app; see services/host_auth.py)."""
+    return await _authenticator(request, db).authenticate(_bearer(request, "gfh_", "the host credential"))
+
+
+Host = Annotated[HostIdentity, Depends(current_host)]
+
+
+@router.post("/register", status_code=201, responses=AGENT_ERRORS)
+async def register(body: RegisterRequest, request: Request, db: DB) -> RegisterResponse:
+    """Register this host with a join token (``Authorization: Bearer gfj_...``).
+
+    Returns the host credential once; the agent keeps it and authenticates with it from then on.
+    A revoked host of the same name is re-registered in place (same id, GPUs and history).
+    """
+    token = _bearer(request, "gfj_", "a join token")
+    policy = _policy(request)
+    reg = await hosts.register_host(
+        db,
+        token,
+        body.facts.to_domain(),
+        [g.to_domain() for g in body.gpus],
+        labels=body.labels,
+        name=body.name,
+        policy=policy,
+    )
+    return RegisterResponse(
+        host_id=reg.host.id,
+        organization_id=reg.host.organization_id,
+        name=reg.host.name,
+        simulated=reg.host.simulated,
+        reregistered=reg.reregistered,
+        credential=reg.credential,
+        heartbeat_interval_s=policy.interval_s,
+        gpus=[gpu_read(g) for g in reg.gpus],
+    )
+
+
+_SAMPLE_FIELD = re.compile(r"^samples\[(\d+)\](\.\w+)?$")
+
+
+def _wire_error(exc: InvalidInput, where: list[tuple[int, int]]) -> InvalidInput:
+    """Name a bad sample as the agent sent it (``metrics[i].field[j]``), not by its flat index."""
+    field = str(exc.extra.get("field", ""))
+    if field == "samples":
+        return InvalidInput(exc.message.replace("samples", "metrics", 1), field="metrics")
+    match = _SAMPLE_FIELD.match(field)
+    if match is None or int(match[1]) >= len(where):
+        return exc
+    i, j = where[int(match[1])]
+    name = match[2] or ""
+    wire = f"metrics[{i}]{name}" if name == ".uuid" else f"metrics[{i}]{name or '.ts'}[{j}]"
+    return InvalidInput(exc.message.replace(field, wire, 1), field=wire)
+
+
+def instructions(identity: HostIdentity) -> AgentInstructions:
+    """What the agent must do besides heartbeating (job fencing fills ``kill``)."""
+    return AgentInstructions()
+
+
+@router.post("/heartbeat", responses={**AGENT_ERRORS, 422: {"description": "malformed report; nothing was stored"}})
+async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB) -> HeartbeatResponse:
+    """Liveness, the GPUs present, changed host facts and a batch of GPU samples (``Bearer gfh_...``).
+
+    A report that fails validation is refused whole (422 naming the field) and changes nothing.
+    """
+    policy = _policy(request)
+    report, where = body.to_domain()
+    try:
+        result = await heartbeats.heartbeat(db, host, report, policy=policy)
+    except InvalidInput as exc:
+        raise _wire_error(exc, where) from None
+    except Unauthorized:
+        _authenticator(request, db).forget(host)
+        raise
+    return HeartbeatResponse(
+        host_id=host.host_id,
+        host_status=result.host_status,
+        server_time=result.server_time,
+        heartbeat_interval_s=result.next_heartbeat_s,
+        samples_received=result.samples_received,
+        gpus_added=result.gpus_added,
+        gpus_changed=result.gpus_changed,
+        instructions=instructions(host),
+    )

@@ -1,7 +1,282 @@
-"""Routes: hosts."""
+"""/v1/join-tokens, /v1/hosts, /v1/gpus and /v1/fleet: what people do with hosts and GPUs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.config import Settings
+from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.errors import InvalidInput
+from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
+from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.schemas.hosts import (
+    FleetSummaryRead,
+    GpuRead,
+    HostDetailRead,
+    HostRead,
+    HostStatusChange,
+    JoinTokenCreate,
+    JoinTokenCreated,
+    JoinTokenRead,
+    MaintenanceChange,
+    MetricPointRead,
+    MetricSeriesRead,
+    ModelCountRead,
+)
+from gpufleet.services import host_views, hosts, join_tokens, metrics
 
 router = APIRouter(prefix="/v1")
+
+CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state does not allow this"}}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _after_id(cursor: str | None) -> UUID | None:
+    decoded = decode_cursor(cursor)
+    return decoded[1] if decoded else None
+
+
+def _next(rows: list[HostDetail] | list[GpuDetail], limit: int) -> str | None:
+    return encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+
+
+def host_read(host: HostDetail) -> HostRead:
+    return HostRead.model_validate(vars_of(host))
+
+
+def gpu_read(gpu: GpuDetail) -> GpuRead:
+    return GpuRead.model_validate(vars_of(gpu))
+
+
+# ---------------------------------------------------------------- join tokens
+
+
+@router.post("/join-tokens", status_code=201, tags=["hosts"], **requires("join_tokens.create"))
+async def create_join_token(body: JoinTokenCreate, p: Caller, db: DB) -> JoinTokenCreated:
+    """A token an agent registers a host with; the token itself is in this answer only."""
+    issued = await join_tokens.create_join_token(
+        db,
+        org_id=p.require_org(),
+        name=body.name,
+        max_uses=body.max_uses,
+        expires_in=timedelta(hours=body.expires_in_hours),
+        created_by=p.user_id,
+        actor=str(p.user_id),
+    )
+    return JoinTokenCreated.model_validate({**vars_of(issued.token), "token": issued.secret})
+
+
+@router.get("/join-tokens", tags=["hosts"], **requires("join_tokens.list"))
+async def list_join_tokens(
+    p: Caller,
+    db: DB,
+    include_inactive: Annotated[bool, Query(description="Also revoked, expired and used-up tokens.")] = False,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[JoinTokenRead]:
+    rows = await host_views.page_join_tokens(
+        db, org_id=p.require_org(), limit=limit + 1, after=decode_cursor(cursor), include_inactive=include_inactive
+    )
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page[JoinTokenRead](items=[JoinTokenRead.model_validate(vars_of(t)) for t in rows[:limit]], next_cursor=nxt)
+
+
+@router.delete("/join-tokens/{token_id}", tags=["hosts"], **requires("join_tokens.revoke", NOT_FOUND))
+async def revoke_join_token(token_id: UUID, p: Caller, db: DB) -> JoinTokenRead:
+    """Revoke a token (idempotent); hosts registered with it keep working."""
+    token = await join_tokens.revoke_join_token(db, org_id=p.require_org(), token_id=token_id, actor=str(p.user_id))
+    return JoinTokenRead.model_validate(vars_of(token))
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@router.get("/hosts", tags=["hosts"], **requires("hosts.list"))
+async def list_hosts(
+    p: Caller,
+    db: DB,
+    status: HostStatus | None = None,
+    include_removed: bool = False,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[HostRead]:
+    """Hosts by name."""
+    rows = await host_views.page_hosts(
+        db, org_id=p.require_org(), limit=limit + 1, after=_after_id(cursor), status=status,
+        include_removed=include_removed,
+    )
+    return Page[HostRead](items=[host_read(h) for h in rows[:limit]], next_cursor=_next(rows, limit))
+
+
+@router.get("/hosts/{host_id}", tags=["hosts"], **requires("hosts.read", NOT_FOUND))
+async def get_host(host_id: UUID, p: Caller, db: DB) -> HostDetailRead:
+    """A host with its GPUs."""
+    host, gpus = await host_views.host_with_gpus(db, org_id=p.require_org(), host_id=host_id)
+    return HostDetailRead.model_validate({**vars_of(host), "gpus": [gpu_read(g) for g in gpus]})
+
+
+@router.post("/hosts/{host_id}/drain", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
+async def drain_host(host_id: UUID, p: Caller, db: DB, body: HostStatusChange | None = None) -> HostRead:
+    """No new work on the host; what runs there finishes."""
+    reason = body.reason if body else None
+    return host_read(
+        await hosts.drain_host(db, org_id=p.require_org(), host_id=host_id, reason=reason, actor=str(p.user_id))
+    )
+
+
+@router.post("/hosts/{host_id}/undrain", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
+async def undrain_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+    """A draining host takes new work again."""
+    return host_read(await hosts.undrain_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+
+
+@router.post("/hosts/{host_id}/maintenance", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
+async def host_maintenance(host_id: UUID, p: Caller, db: DB, body: MaintenanceChange | None = None) -> HostRead:
+    """`on: true` (the default) takes the host out of service; `on: false` brings it back to ready."""
+    body = body or MaintenanceChange()
+    org_id, actor = p.require_org(), str(p.user_id)
+    if body.on:
+        host = await hosts.start_host_maintenance(db, org_id=org_id, host_id=host_id, reason=body.reason, actor=actor)
+    else:
+        host = await hosts.end_host_maintenance(db, org_id=org_id, host_id=host_id, actor=actor)
+    return host_read(host)
+
+
+@router.post("/hosts/{host_id}/revoke", tags=["hosts"], **requires("hosts.revoke", NOT_FOUND))
+async def revoke_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+    """The host's credential stops working at once; it can register again with a join token."""
+    return host_read(await hosts.revoke_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+
+
+@router.delete(
+    "/hosts/{host_id}",
+    tags=["hosts"],
+    **requires("hosts.remove", {**NOT_FOUND, 409: {"description": "jobs still run or are allocated there"}}),
+)
+async def remove_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+    """Retire a host: revoked, its GPUs offline, its name free; its history stays."""
+    return host_read(await hosts.remove_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+
+
+# ---------------------------------------------------------------- GPUs
+
+
+@router.get("/gpus", tags=["gpus"], **requires("gpus.list"))
+async def list_gpus(
+    p: Caller,
+    db: DB,
+    model: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
+    ] = None,
+    status: GpuStatus | None = None,
+    host_id: UUID | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[GpuRead]:
+    """GPUs of live hosts, by host name and index."""
+    rows = await host_views.page_gpus(
+        db, org_id=p.require_org(), limit=limit + 1, after=_after_id(cursor), status=status, host_id=host_id,
+        model=model or None,
+    )
+    return Page[GpuRead](items=[gpu_read(g) for g in rows[:limit]], next_cursor=_next(rows, limit))
+
+
+@router.get("/gpus/{gpu_id}", tags=["gpus"], **requires("gpus.read", NOT_FOUND))
+async def get_gpu(gpu_id: UUID, p: Caller, db: DB) -> GpuRead:
+    return gpu_read(await hosts.get_gpu(db, org_id=p.require_org(), gpu_id=gpu_id))
+
+
+@router.post("/gpus/{gpu_id}/clear-health", tags=["gpus"], **requires("gpus.manage", {**NOT_FOUND, **CONFLICT}))
+async def clear_gpu_health(gpu_id: UUID, p: Caller, db: DB) -> GpuRead:
+    """Declare an unhealthy GPU fit again (the only way back from `unhealthy`)."""
+    return gpu_read(await hosts.clear_gpu_health(db, org_id=p.require_org(), gpu_id=gpu_id, actor=str(p.user_id)))
+
+
+@router.post("/gpus/{gpu_id}/maintenance", tags=["gpus"], **requires("gpus.manage", {**NOT_FOUND, **CONFLICT}))
+async def gpu_maintenance(gpu_id: UUID, p: Caller, db: DB, body: MaintenanceChange | None = None) -> GpuRead:
+    """`on: true` (the default) takes the GPU out of service; `on: false` puts it back."""
+    body = body or MaintenanceChange()
+    gpu = await hosts.set_gpu_maintenance(
+        db, org_id=p.require_org(), gpu_id=gpu_id, on=body.on, reason=body.reason, actor=str(p.user_id)
+    )
+    return gpu_read(gpu)
+
+
+@router.get(
+    "/gpus/{gpu_id}/metrics",
+    tags=["gpus"],
+    **requires("metrics.read", {**NOT_FOUND, 422: {"description": "bad range, or too many points"}}),
+)
+async def gpu_metrics(
+    gpu_id: UUID,
+    request: Request,
+    p: Caller,
+    db: DB,
+    start: Annotated[datetime | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    bucket: MetricBucket = MetricBucket.RAW,
+    agg: MetricAgg = MetricAgg.AVG,
+) -> MetricSeriesRead:
+    """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
+    settings = _settings(request)
+    end = end or datetime.now(UTC)
+    if end.tzinfo is None:
+        raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")
+    start = start or end - timedelta(hours=1)
+    series = await metrics.gpu_series(
+        db,
+        org_id=p.require_org(),
+        gpu_id=gpu_id,
+        start=start,
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        raw_retention_days=settings.metrics_retention_days,
+        max_points=settings.metrics_max_points,
+    )
+    return MetricSeriesRead(
+        gpu_id=series.gpu_id,
+        start=series.start,
+        end=series.end,
+        bucket=series.bucket,
+        agg=series.agg,
+        source=series.source,
+        truncated=series.truncated,
+        points=[MetricPointRead.model_validate(vars_of(pt)) for pt in series.points],
+    )
+
+
+@router.get("/fleet/summary", tags=["gpus"], **requires("fleet.read"))
+async def fleet_summary(
+    p: Caller,
+    db: DB,
+    window_minutes: Annotated[int, Query(ge=1, le=1440, description="Averages over this many minutes.")] = 15,
+) -> FleetSummaryRead:
+    """GPUs by status and model, hosts by status, recent average load, foreign usage."""
+    s = await metrics.fleet_summary(db, org_id=p.require_org(), window_minutes=window_minutes)
+    models = [ModelCountRead.model_validate(vars_of(m)) for m in s.gpus_by_model]
+    return FleetSummaryRead(
+        organization_id=s.organization_id,
+        window_minutes=s.window_minutes,
+        gpus_total=s.gpus_total,
+        gpus_by_status=dict(s.gpus_by_status),
+        gpus_by_model=models,
+        gpus_with_foreign_usage=s.gpus_with_foreign_usage,
+        gpus_simulated=sum(m.simulated for m in models),
+        hosts_total=s.hosts_total,
+        hosts_by_status=dict(s.hosts_by_status),
+        avg_utilization_pct=s.avg_utilization_pct,
+        avg_memory_used_mb=s.avg_memory_used_mb,
+        samples_in_window=s.samples_in_window,
+    )

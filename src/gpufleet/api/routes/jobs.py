@@ -1,7 +1,127 @@
-"""Routes: jobs."""
+"""/v1/jobs: submit, list, get, cancel, events, and a bounded long-poll wait."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+from uuid import UUID
 
-router = APIRouter(prefix="/v1")
+from fastapi import APIRouter, Query
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.domain import JobStatus
+from gpufleet.errors import InvalidInput
+from gpufleet.schemas.common import Page
+from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead
+from gpufleet.services import job_views, jobs
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+FINISHED: dict[int, dict[str, Any]] = {409: {"description": "the job already finished"}}
+
+StatusFilter = Annotated[
+    list[JobStatus] | None, Query(description="Only jobs in these states (repeat the parameter for several).")
+]
+LabelFilter = Annotated[
+    list[str] | None,
+    Query(max_length=64, description="`key=value`; only jobs carrying every given label (repeatable)."),
+]
+
+
+@router.post("/jobs", status_code=201, **requires("jobs.submit"))
+async def submit_job(body: JobCreate, p: Caller, db: DB) -> JobRead:
+    """Queue a job. It is placed by the scheduler; a job over quota waits, it is never refused."""
+    spec = body.to_spec()
+    try:
+        job = await jobs.submit(db, p.require_org(), spec, submitted_by=p.user_id)
+    except InvalidInput as exc:
+        raise body.wire_error(exc) from exc
+    return JobRead.of(job)
+
+
+@router.get("/jobs", **requires("jobs.list"))
+async def list_jobs(
+    p: Caller,
+    db: DB,
+    status: StatusFilter = None,
+    label: LabelFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[JobRead]:
+    """Newest first."""
+    org_id = p.require_org()
+    page = await jobs.list_jobs(db, org_id, status=status, labels=_labels(label), limit=limit, cursor=cursor)
+    views = await job_views.with_gpus(db, org_id, page.items)
+    return Page[JobRead](items=[JobRead.of(v.job, v.gpus) for v in views], next_cursor=page.next_cursor)
+
+
+@router.get("/jobs/{job_id}", **requires("jobs.read", NOT_FOUND))
+async def get_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
+    """The job; while pending, `pending_reason` says why it waits."""
+    view = await job_views.get(db, p.require_org(), job_id)
+    return JobRead.of(view.job, view.gpus)
+
+
+@router.post("/jobs/{job_id}/cancel", **requires("jobs.cancel", {**NOT_FOUND, **FINISHED}))
+async def cancel_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
+    """Pending or allocated: cancelled at once, its GPUs released. Running: `cancel_requested_at`
+    is set and the agent stops it. Cancelled already: unchanged. Otherwise finished: 409."""
+    org_id = p.require_org()
+    job = await jobs.cancel(db, org_id, job_id, actor=f"user:{p.user_id}")
+    (view,) = await job_views.with_gpus(db, org_id, [job])
+    return JobRead.of(view.job, view.gpus)
+
+
+@router.get("/jobs/{job_id}/events", **requires("jobs.read", NOT_FOUND))
+async def job_events(
+    job_id: UUID,
+    p: Caller,
+    db: DB,
+    after_seq: Annotated[int, Query(ge=0, le=2**62, description="Only events after this `seq`.")] = 0,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[EventRead]:
+    """The job's history, oldest first. `next_cursor` is the last `seq` of the page."""
+    after = max(after_seq, _seq_cursor(cursor))
+    rows = await jobs.events(db, p.require_org(), job_id, after_seq=after, limit=limit + 1)
+    items = [EventRead.of(e) for e in rows[:limit]]
+    nxt = str(items[-1].seq) if len(rows) > limit else None
+    return Page[EventRead](items=items, next_cursor=nxt)
+
+
+@router.get("/jobs/{job_id}/wait", **requires("jobs.read", NOT_FOUND))
+async def wait_job(
+    job_id: UUID,
+    p: Caller,
+    db: DB,
+    timeout_s: Annotated[
+        float, Query(ge=0, le=WAIT_MAX_S, allow_inf_nan=False, description=f"At most {WAIT_MAX_S:g} seconds.")
+    ] = 30.0,
+) -> JobRead:
+    """Long-poll: the job once it has finished, or as it is after `timeout_s` (check `status`)."""
+    org_id = p.require_org()
+    job = await jobs.wait(db, org_id, job_id, timeout_s)
+    (view,) = await job_views.with_gpus(db, org_id, [job])
+    return JobRead.of(view.job, view.gpus)
+
+
+def _labels(given: list[str] | None) -> dict[str, str] | None:
+    if not given:
+        return None
+    out: dict[str, str] = {}
+    for item in given:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise InvalidInput(f"label: {item!r} is not key=value", field="label")
+        if "\x00" in item:
+            raise InvalidInput("label: must not contain NUL characters", field="label")
+        out[key.strip()] = value
+    return out
+
+
+def _seq_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInput("cursor: not a cursor returned by this API; start again without it", field="cursor")
+    return int(cursor)

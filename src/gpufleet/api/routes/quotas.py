@@ -1,0 +1,51 @@
+"""/v1/quotas: how many GPUs the organization may hold at once, overall or per model."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.scheduler.types import QuotaUsage
+from gpufleet.schemas.jobs import QuotaRead, QuotaSet
+from gpufleet.services import quotas
+
+router = APIRouter(prefix="/v1", tags=["quotas"])
+
+
+def _read(q: QuotaUsage) -> QuotaRead:
+    return QuotaRead(
+        id=q.quota.id,
+        gpu_model=q.quota.gpu_model,
+        max_gpus=q.quota.max_gpus,
+        used_gpus=q.used_gpus,
+        created_at=q.quota.created_at,
+        updated_at=q.quota.updated_at,
+    )
+
+
+@router.get("/quotas", **requires("quotas.list"))
+async def list_quotas(p: Caller, db: DB) -> list[QuotaRead]:
+    """Every quota with what is allocated under it now (at most one per GPU model: not paginated)."""
+    return [_read(q) for q in await quotas.list_quotas(db, p.require_org())]
+
+
+@router.put("/quotas", **requires("quotas.set"))
+async def set_quota(body: QuotaSet, p: Caller, db: DB) -> QuotaRead:
+    """Create or replace the quota for `gpu_model` (null: all GPUs together). Idempotent.
+
+    Lowering a quota below what is in use stops nothing: new jobs wait until usage falls."""
+    org_id = p.require_org()
+    quota = await quotas.set_quota(
+        db, org_id, gpu_model=body.gpu_model, max_gpus=body.max_gpus, actor=f"user:{p.user_id}"
+    )
+    usage = {q.quota.id: q for q in await quotas.list_quotas(db, org_id)}
+    return _read(usage.get(quota.id) or QuotaUsage(quota, 0.0))
+
+
+@router.delete("/quotas/{quota_id}", status_code=204, **requires("quotas.delete", NOT_FOUND))
+async def delete_quota(quota_id: UUID, p: Caller, db: DB) -> Response:
+    await quotas.delete_quota(db, p.require_org(), quota_id, actor=f"user:{p.user_id}")
+    return Response(status_code=204)

@@ -1,0 +1,62 @@
+"""Paged reads of hosts, GPUs and join tokens for the API (the writes are in hosts.py / join_tokens.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.errors import NotFound
+from gpufleet.hosts_domain import GpuDetail, HostDetail, JoinToken
+from gpufleet.repo import host_gpus, join_tokens
+from gpufleet.repo import hosts as hosts_repo
+
+
+async def page_hosts(
+    db: Database,
+    *,
+    org_id: UUID,
+    limit: int,
+    after: UUID | None = None,
+    status: HostStatus | None = None,
+    include_removed: bool = False,
+) -> list[HostDetail]:
+    async with db.transaction(org_id) as conn:
+        return await hosts_repo.page(
+            conn, org_id=org_id, limit=limit, after=after, status=status, include_removed=include_removed
+        )
+
+
+async def host_with_gpus(db: Database, *, org_id: UUID, host_id: UUID) -> tuple[HostDetail, list[GpuDetail]]:
+    """A host (removed ones included: their history stays readable) and its GPUs, in one snapshot."""
+    async with db.transaction(org_id) as conn:
+        host = await hosts_repo.get(conn, org_id=org_id, host_id=host_id)
+        if host is None:
+            raise NotFound(f"host {host_id} not found")
+        return host, await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
+
+
+async def page_gpus(
+    db: Database,
+    *,
+    org_id: UUID,
+    limit: int,
+    after: UUID | None = None,
+    status: GpuStatus | None = None,
+    host_id: UUID | None = None,
+    model: str | None = None,
+) -> list[GpuDetail]:
+    async with db.transaction(org_id) as conn:
+        return await host_gpus.page(
+            conn, org_id=org_id, limit=limit, after=after, status=status, host_id=host_id, model=model
+        )
+
+
+async def page_join_tokens(
+    db: Database, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
+) -> list[JoinToken]:
+    async with db.transaction(org_id) as conn:
+        return await join_tokens.page(
+            conn, org_id=org_id, limit=limit, after=after, include_inactive=include_inactive
+        )

@@ -1,0 +1,45 @@
+"""Jobs as clients see them: each with the GPUs it holds now, read in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Allocation, Job, JobStatus
+from gpufleet.errors import NotFound
+from gpufleet.repo import gpus as gpus_repo
+from gpufleet.repo import jobs as jobs_repo
+
+_HOLDING = (JobStatus.ALLOCATED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    job: Job
+    gpus: list[Allocation] = field(default_factory=list)
+
+
+async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
+    async with db.transaction(org_id) as conn:
+        job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        held = (
+            await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=[job.id])
+            if (job.status in _HOLDING)
+            else []
+        )
+    return JobView(job, held)
+
+
+async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[JobView]:
+    """``jobs`` with what each holds now; one query for the whole list (none if none hold GPUs)."""
+    holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu_count > 0]
+    by_job: dict[UUID, list[Allocation]] = {}
+    if holding:
+        async with db.transaction(org_id) as conn:
+            for a in await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=holding):
+                by_job.setdefault(a.job_id, []).append(a)
+    return [JobView(j, by_job.get(j.id, [])) for j in jobs]
