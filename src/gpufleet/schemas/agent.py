@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from gpufleet.domain import HostStatus
 from gpufleet.hosts_domain import GpuSample, HeartbeatReport, HostFacts, ReportedGpu
 from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.execution import RunningJobIn
 from gpufleet.schemas.hosts import GpuRead
 
 MAX_SERIES = 10_000  # samples of one GPU in one report; the server's total limit is a setting
@@ -122,6 +123,9 @@ class HeartbeatRequest(RequestModel):
     facts: HostFactsIn | None = Field(default=None, description="Only when they changed; null: unchanged.")
     gpus: list[GpuIn] = Field(max_length=4096, description="Every GPU present now; a missing one goes offline.")
     metrics: list[GpuMetricsIn] = Field(default_factory=list, max_length=4096)
+    running: list[RunningJobIn] = Field(
+        default_factory=list, max_length=10_000, description="The job attempts running on this host now."
+    )
 
     def to_domain(self) -> tuple[HeartbeatReport, list[tuple[int, int]]]:
         """The report, and for each flattened sample its (metrics index, position) for error messages."""
@@ -139,7 +143,8 @@ class KillOrder(ResponseModel):
 
     job_id: UUID
     attempt: int
-    reason: str
+    reason: str = Field(description="cancelled, timed_out or fenced")
+    grace_s: float = Field(default=0.0, description="SIGTERM now, SIGKILL after this many seconds.")
 
 
 class AgentInstructions(ResponseModel):

@@ -1,0 +1,135 @@
+"""Running work on the wire: assignments, reports and logs between agents and the server, and logs for users.
+
+Log bytes travel base64-encoded (`data_b64`): a job may print anything, and JSON holds only text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from gpufleet.schemas.common import RequestModel, ResponseModel
+
+OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
+
+
+class AssignedGpuOut(ResponseModel):
+    gpu_id: UUID
+    uuid: str = Field(description="NVML UUID: what CUDA_VISIBLE_DEVICES is set to.")
+    index: int
+    model: str
+    milli: int = Field(description="Share of this GPU, thousandths (1000: whole).")
+    memory_mb: int = Field(description="GPU memory the share may use.")
+
+
+class AssignmentOut(ResponseModel):
+    job_id: UUID
+    attempt: int = Field(description="Every report about this run must carry it; a stale attempt gets 409.")
+    name: str
+    command: list[str] | None
+    script: str | None
+    env: dict[str, str]
+    working_dir: str | None
+    max_runtime_s: int | None
+    gpus: list[AssignedGpuOut]
+    gpu_milli: int
+    cpu_milli: int
+    ram_mb: int
+    allocated_at: datetime | None = None
+
+
+class AssignmentsResponse(ResponseModel):
+    assignments: list[AssignmentOut]
+
+
+class StartedIn(RequestModel):
+    attempt: int = Field(ge=1)
+    pid: int | None = Field(default=None, ge=1)
+
+
+class ExitIn(RequestModel):
+    attempt: int = Field(ge=1)
+    status: OutcomeStatus
+    exit_code: int | None = Field(default=None, ge=-1024, le=1024)
+    signal: int | None = Field(default=None, ge=1, le=128)
+    reason: str = Field(default="", max_length=4000)
+
+
+class LogChunkWire(RequestModel):
+    seq: int = Field(ge=0, description="The agent's order across both streams.")
+    stream: Literal["stdout", "stderr"]
+    offset: int = Field(ge=0, description="Byte offset of `data` within its stream.")
+    data_b64: str = Field(default="", max_length=2 * 1024 * 1024)
+    dropped_bytes: int = Field(default=0, ge=0, description="> 0: the agent lost this many bytes here.")
+
+
+class LogsIn(RequestModel):
+    attempt: int = Field(ge=1)
+    chunks: list[LogChunkWire] = Field(max_length=1000)
+
+
+class LogsAck(ResponseModel):
+    acked_seq: int | None = Field(description="The agent may forget chunks up to this seq.")
+    stored_chunks: int
+    stored_bytes: int
+    duplicate_chunks: int
+    truncated: bool = Field(description="The attempt reached its log cap; later output is not kept.")
+
+
+class ReconcileOutcomeIn(RequestModel):
+    status: OutcomeStatus
+    exit_code: int | None = Field(default=None, ge=-1024, le=1024)
+    signal: int | None = Field(default=None, ge=1, le=128)
+    reason: str = Field(default="", max_length=4000)
+
+
+class ReconcileEntryIn(RequestModel):
+    job_id: UUID
+    attempt: int = Field(ge=1)
+    alive: bool
+    outcome: ReconcileOutcomeIn | None = Field(default=None, description="A run that ended while the agent was down.")
+
+
+class ReconcileIn(RequestModel):
+    jobs: list[ReconcileEntryIn] = Field(max_length=10_000, description="Every run the agent knows of: complete.")
+
+
+class ReconcileDecisionOut(ResponseModel):
+    job_id: UUID
+    attempt: int
+    action: Literal["continue", "kill", "forget"]
+    reason: str | None = None
+    grace_s: float = 0.0
+
+
+class ReconcileOut(ResponseModel):
+    decisions: list[ReconcileDecisionOut]
+    lost: list[UUID] = Field(description="Jobs the server believed running here that the agent did not know.")
+
+
+class RunningJobIn(RequestModel):
+    job_id: UUID
+    attempt: int = Field(ge=1)
+
+
+class LogEntryOut(ResponseModel):
+    attempt: int
+    seq: int
+    stream: Literal["stdout", "stderr", "system"]
+    offset: int
+    text: str = Field(description="The bytes decoded as UTF-8, undecodable bytes replaced.")
+    data_b64: str = Field(description="The exact bytes.")
+    created_at: datetime
+
+
+class LogPageOut(ResponseModel):
+    job_id: UUID
+    attempt: int
+    chunks: list[LogEntryOut]
+    last_seq: int = Field(description="Pass as `after_seq` for the next page.")
+    complete: bool = Field(description="The attempt is over and every stored chunk has been read.")
+    job_status: str
+    current_attempt: int
