@@ -32,6 +32,7 @@ class LiveServer:
     background: bool = False
     port: int = field(default_factory=free_port)
     _server: uvicorn.Server | None = None
+    app: Any = None  # the running app (its state: the hub, the limiter, ...)
     _thread: threading.Thread | None = None
 
     @property
@@ -50,7 +51,10 @@ class LiveServer:
                         Settings(**self.settings), database=DatabaseHandle(db, None), bootstrap=False,
                         background=self.background,
                     )
-                    config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+                    self.app = app
+                    # An agent's assignment long-poll (up to 30 s) would hold the stop up: cut it after 1 s.
+                    config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                            timeout_graceful_shutdown=1)
                     self._server = uvicorn.Server(config)
                     ready.set()
                     await self._server.serve()

@@ -14,6 +14,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from gpufleet.domain import Role
+from gpufleet.schemas.events import FeedPage
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,
     ApiKeyRead,
@@ -41,6 +42,13 @@ class Client(JobsMixin, HostsMixin, BaseClient):
         return result
 
     # -- users and organizations ----------------------------------------------------------
+
+    def events(
+        self, *, after_seq: int = 0, wait_s: float = 0.0, entity_type: str | None = None, limit: int = 200
+    ) -> FeedPage:
+        """The organization's change feed after ``after_seq`` (-1: from now), long-polled up to ``wait_s``."""
+        params = {"after_seq": after_seq, "wait_s": wait_s, "entity_type": entity_type, "limit": limit}
+        return self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + 30.0)
 
     def me(self) -> MeRead:
         return self._one(MeRead, "GET", "/v1/me")

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # through this replica (revoking a key, removing a member, changing a role) apply at once;
     # other replicas see them within this many seconds. 0 checks every request.
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
+    # The longest any long poll (change feed) waits before answering.
+    long_poll_max_s: float = Field(default=30.0, ge=0)
 
     # Scheduler (docs/scheduler.md, "The scheduler loop")
     scheduler_enabled: bool = True
@@ -115,6 +117,9 @@ class Settings(BaseSettings):
     # Running the work: assignments, logs, cancel and timeouts, host loss (docs/execution.md)
     job_log_cap_bytes: int = Field(default=16 * 1024 * 1024, ge=0)  # stored per job attempt
     job_log_batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)  # one upload
+    # The HTTP body limit of a log upload (POST /v1/agent/jobs/{id}/logs), JSON with base64 bytes:
+    # 4 MiB holds ~3 MiB of output; every other route keeps max_body_bytes.
+    log_upload_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     cancel_grace_s: float = Field(default=30.0, ge=0)  # SIGTERM, then SIGKILL after this
     kill_report_margin_s: float = Field(default=30.0, ge=0)  # then the server ends a silent agent's job
     host_loss_grace_s: float = Field(default=60.0, ge=0)  # unreachable this long: its work is requeued

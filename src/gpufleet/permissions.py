@@ -24,6 +24,7 @@ PERMISSIONS: dict[str, Role] = {
     "api_keys.list": M,
     "api_keys.read": M,
     "api_keys.revoke": M,
+    "events.read": V,
     # Jobs and quotas (docs/api.md, "Jobs" and "Quotas").
     "jobs.submit": M,
     "jobs.list": V,

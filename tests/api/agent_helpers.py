@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from gpufleet.db.pool import Database
 from tests.api.conftest import Tenant
+from tests.scheduling.helpers import scheduler
 
 
 def facts(hostname: str = "node-1", **kw: Any) -> dict[str, Any]:
@@ -80,3 +83,38 @@ async def heartbeat(
         payload["metrics"] = [series(f"GPU-{name}-{i}", samples) for i in range(n)]
     payload.update(body)
     return await client.post("/v1/agent/heartbeat", json=payload, headers=bearer(credential))
+
+
+# ------------------------------------------------------------------------------ running work
+
+
+async def placed_job(client: httpx.AsyncClient, t: Tenant, db: Database, **spec: Any) -> str:
+    """Submit a one-GPU job through the API and let one scheduler cycle place it; its id."""
+    r = await client.post("/v1/jobs", json={"name": "work", "command": ["train"], **spec}, headers=t.headers)
+    assert r.status_code == 201, r.text
+    await scheduler(db).run_once()
+    job_id: str = r.json()["id"]
+    return job_id
+
+
+async def started(client: httpx.AsyncClient, credential: str, job_id: str, attempt: int = 1) -> httpx.Response:
+    body = {"attempt": attempt, "pid": 4242}
+    return await client.post(f"/v1/agent/jobs/{job_id}/started", json=body, headers=bearer(credential))
+
+
+async def exited(
+    client: httpx.AsyncClient, credential: str, job_id: str, attempt: int = 1, status: str = "succeeded", **kw: Any
+) -> httpx.Response:
+    body = {"attempt": attempt, "status": status, "exit_code": 0 if status == "succeeded" else None, **kw}
+    return await client.post(f"/v1/agent/jobs/{job_id}/exit", json=body, headers=bearer(credential))
+
+
+def chunk(seq: int, stream: str, offset: int, data: bytes) -> dict[str, Any]:
+    return {"seq": seq, "stream": stream, "offset": offset, "data_b64": base64.b64encode(data).decode()}
+
+
+async def upload(
+    client: httpx.AsyncClient, credential: str, job_id: str, chunks: list[dict[str, Any]], attempt: int = 1
+) -> httpx.Response:
+    body = {"attempt": attempt, "chunks": chunks}
+    return await client.post(f"/v1/agent/jobs/{job_id}/logs", json=body, headers=bearer(credential))

@@ -31,7 +31,7 @@ def live(pg_server: PgServer, db_name: str, fuzz_tenant: Tenant) -> Iterator[Liv
     server = LiveServer(
         pg_server.dsn(db_name),
         pg_server.dsn(db_name, user=RUNTIME_ROLE),
-        settings={"rate_limit_key_per_minute": 0, "rate_limit_ip_per_minute": 0},
+        settings={"rate_limit_key_per_minute": 0, "rate_limit_ip_per_minute": 0, "long_poll_max_s": 0.2},
     )
     server.start()
     yield server

@@ -1,5 +1,6 @@
-"""The agent's server loop: register once, then sample the GPUs every second and heartbeat every
-interval with the samples taken since the last heartbeat that got through.
+"""The agent's server loop: register once, then sample the GPUs every second, heartbeat every
+interval with the samples taken since the last heartbeat that got through, and run the jobs the
+server assigns (agent/jobs.py).
 
 Samples wait in a bounded buffer while the server is unreachable and go out later, oldest
 first, in batches; network errors, 5xx and 429 are retried with exponential backoff and
@@ -25,6 +26,8 @@ from typing import TypeVar
 from gpufleet.agent.credentials import CredentialStore, StoredCredential, default_state_dir
 from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSample, open_backend
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
+from gpufleet.agent.jobs import JobRunner
+from gpufleet.agent.runtime import ProcessRuntime
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -61,6 +64,10 @@ class AgentConfig:
     backoff_max_s: float = 30.0  # under the server's 50 s liveness timeout
     stop_grace_s: float = 2.0  # how long a request in flight may finish after a stop
     seed: int = 0
+    run_jobs: bool = True  # poll for assignments and run them (agent/jobs.py)
+    assignment_wait_s: float = 30.0  # assignment long-poll
+    kill_grace_s: float = 30.0  # SIGTERM then SIGKILL after this, for the agent's own max_runtime_s check
+    stop_jobs_on_exit: bool = False  # `gpufleet up`'s local agent: leave no job behind on shutdown
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
@@ -93,6 +100,7 @@ class Agent:
         self.buffer: deque[tuple[int, GpuSample]] = deque(maxlen=config.buffer_samples)
         self.dropped_samples = 0  # lost to a full buffer
         self.last_reply: HeartbeatResponse | None = None
+        self.jobs: JobRunner | None = None
         self._seq = 0
         self._facts_sent = False
 
@@ -213,7 +221,8 @@ class Agent:
             for uuid, ss in by_gpu.items()
         ]
         facts = None if self._facts_sent or self.facts is None else _facts_in(self.facts)
-        return HeartbeatRequest(facts=facts, gpus=[_gpu_in(g) for g in self.gpus], metrics=metrics)
+        running = self.jobs.running() if self.jobs is not None else []
+        return HeartbeatRequest(facts=facts, gpus=[_gpu_in(g) for g in self.gpus], metrics=metrics, running=running)
 
     async def heartbeat_once(self) -> HeartbeatResponse:
         """Send one heartbeat with the oldest buffered samples (at most ``batch_samples``).
@@ -255,12 +264,29 @@ class Agent:
             self.buffer.popleft()
 
     def handle_reply(self, reply: HeartbeatResponse) -> None:
-        """Everything a heartbeat's answer asks for. (Job fencing acts on ``reply.instructions.kill``.)"""
+        """Everything a heartbeat's answer asks for: the interval, and the runs to stop (``instructions.kill``)."""
         self.last_reply = reply
         if self.config.interval_s is None:
             self.interval_s = reply.heartbeat_interval_s
         for order in reply.instructions.kill:
-            log.warning("server asked to stop job %s attempt %d (%s)", order.job_id, order.attempt, order.reason)
+            if self.jobs is not None:
+                self.jobs.on_kill(order)
+            else:
+                log.warning("server asked to stop job %s attempt %d (%s)", order.job_id, order.attempt, order.reason)
+
+    def job_runner(self) -> JobRunner:
+        """The job loop, over a process runtime in the state directory (docs/agent.md)."""
+        assert self.credential is not None
+        return JobRunner(
+            ProcessRuntime(self.config.state_dir),
+            self.api,
+            self.credential.credential,
+            backoff=self._backoff,
+            backend=self.backend,
+            poll_wait_s=self.config.assignment_wait_s,
+            kill_grace_s=self.config.kill_grace_s,
+            stop_jobs_on_exit=self.config.stop_jobs_on_exit,
+        )
 
     def _backoff(self, failures: int, retry_after: float | None = None) -> float:
         delay = backoff_delay(
@@ -271,21 +297,29 @@ class Agent:
     # -- the program ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Register (or reuse the credential), then sample and heartbeat until ``stop`` is set.
+        """Register (or reuse the credential), then sample, heartbeat and run jobs until ``stop`` is set.
 
         Returns when stopped (a request in flight gets ``stop_grace_s`` to finish, then is
-        abandoned); raises ``AgentError`` when the agent cannot go on.
+        abandoned; jobs keep running for the next start to adopt, unless ``stop_jobs_on_exit``);
+        raises ``AgentError`` when the agent cannot go on.
         """
         try:
             if await self.start(stop) is None:
                 return
-            sampler = asyncio.create_task(self._sample_loop(stop), name="gpu-sampler")
+            tasks = [asyncio.create_task(self._sample_loop(stop), name="gpu-sampler")]
+            if self.config.run_jobs:
+                self.jobs = self.job_runner()
+                tasks.append(asyncio.create_task(self.jobs.run(stop), name="job-loop"))
             try:
                 await self._heartbeat_loop(stop)
             finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if self.jobs is not None:
+                    await self.jobs.close()
         finally:
             await self.close()
 

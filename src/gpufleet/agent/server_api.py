@@ -7,11 +7,21 @@ later, keep the data) and ``Refused`` (any other 4xx: retrying the same request 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import httpx
 
 from gpufleet import __version__
 from gpufleet.schemas.agent import HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse
+from gpufleet.schemas.execution import (
+    AssignmentsResponse,
+    ExitIn,
+    LogsAck,
+    LogsIn,
+    ReconcileIn,
+    ReconcileOut,
+    StartedIn,
+)
 
 
 class ServerUnreachable(Exception):
@@ -25,11 +35,17 @@ class ServerUnreachable(Exception):
 class Refused(Exception):
     """The server refused the request (4xx); the message is its problem+json detail."""
 
-    def __init__(self, status: int, title: str, detail: str | None) -> None:
+    def __init__(self, status: int, title: str, detail: str | None, problem: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
         self.status = status
         self.title = title
         self.detail = detail or title
+        self.problem = problem or {}
+
+    @property
+    def stale(self) -> bool:
+        """A 409 on a job report: the attempt is not (or no longer) the job's current one here."""
+        return self.status == 409
 
 
 class AgentApi:
@@ -37,6 +53,7 @@ class AgentApi:
         self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url,
             timeout=timeout,
@@ -48,9 +65,18 @@ class AgentApi:
         await self._http.aclose()
 
     async def _post(self, path: str, secret: str, body: bytes) -> Any:
-        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        return await self._call("POST", path, secret, content=body)
+
+    async def _call(
+        self, method: str, path: str, secret: str, *, content: bytes | None = None,
+        params: dict[str, Any] | None = None, read_s: float | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {secret}"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        extra: dict[str, Any] = {} if read_s is None else {"timeout": read_s}
         try:
-            response = await self._http.post(path, content=body, headers=headers)
+            response = await self._http.request(method, path, content=content, params=params, headers=headers, **extra)
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
@@ -64,7 +90,13 @@ class AgentApi:
                 problem = response.json()
             except ValueError:
                 problem = {}
-            raise Refused(response.status_code, problem.get("title", response.reason_phrase), problem.get("detail"))
+            if not isinstance(problem, dict):
+                problem = {}
+            raise Refused(
+                response.status_code, problem.get("title", response.reason_phrase), problem.get("detail"), problem
+            )
+        if response.status_code == 204 or not response.content:
+            return None
         try:
             return response.json()
         except ValueError as exc:
@@ -77,3 +109,27 @@ class AgentApi:
     async def heartbeat(self, credential: str, request: HeartbeatRequest) -> HeartbeatResponse:
         body = request.model_dump_json(exclude_none=True).encode()
         return HeartbeatResponse.model_validate(await self._post("/v1/agent/heartbeat", credential, body))
+
+    # -- running work (docs/execution.md) --------------------------------------------------------
+
+    async def assignments(self, credential: str, *, wait_s: float) -> AssignmentsResponse:
+        """Long-poll: the host's assignments now, or the first within ``wait_s`` seconds."""
+        reply = await self._call(
+            "GET", "/v1/agent/assignments", credential, params={"wait_s": f"{wait_s:g}"},
+            read_s=wait_s + self.timeout,
+        )
+        return AssignmentsResponse.model_validate(reply)
+
+    async def started(self, credential: str, job_id: UUID, request: StartedIn) -> None:
+        await self._post(f"/v1/agent/jobs/{job_id}/started", credential, request.model_dump_json().encode())
+
+    async def exited(self, credential: str, job_id: UUID, request: ExitIn) -> None:
+        await self._post(f"/v1/agent/jobs/{job_id}/exit", credential, request.model_dump_json().encode())
+
+    async def logs(self, credential: str, job_id: UUID, request: LogsIn) -> LogsAck:
+        body = request.model_dump_json().encode()
+        return LogsAck.model_validate(await self._post(f"/v1/agent/jobs/{job_id}/logs", credential, body))
+
+    async def reconcile(self, credential: str, request: ReconcileIn) -> ReconcileOut:
+        body = request.model_dump_json().encode()
+        return ReconcileOut.model_validate(await self._post("/v1/agent/reconcile", credential, body))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,8 +17,8 @@ from gpufleet import __version__
 from gpufleet.api import errors
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, hosts, jobs, ops, quotas, tenancy
-from gpufleet.background import liveness, retention
+from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
+from gpufleet.background import liveness, reaper, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
@@ -25,10 +26,12 @@ from gpufleet.observability import HttpMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
+from gpufleet.services.wakeups import WakeHub
 
 log = logging.getLogger(__name__)
 
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
+LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$")
 
 
 def create_app(
@@ -42,8 +45,9 @@ def create_app(
     """Build the app. With ``database`` given (tests), the caller owns its lifecycle.
 
     ``background`` starts the periodic work every replica runs (the scheduler, which only acts
-    while it holds leadership, host liveness and metrics retention); tests of the HTTP layer
-    leave it off and call each task's ``run_once`` themselves.
+    while it holds leadership, host liveness, metrics retention and the reaper); tests of the HTTP
+    layer leave it off and call each task's ``run_once`` themselves. The wake-up hub of
+    long-polling agents and log followers runs either way.
     """
     limiter_holder: dict[str, RateLimiter] = {}
 
@@ -56,6 +60,9 @@ def create_app(
         limiter = RateLimiter(handle.db, sync_s=settings.rate_limit_sync_s)
         limiter_holder["limiter"] = limiter
         app.state.limiter = limiter
+        hub = WakeHub.from_settings(handle.db, settings)
+        await hub.start()
+        app.state.hub = hub
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
         if background:
@@ -65,6 +72,7 @@ def create_app(
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
             tasks.append(asyncio.create_task(retention.run(handle.db, settings, stop), name="retention"))
+            tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
         try:
             if bootstrap:
                 created = await first_run(handle.db, settings)
@@ -82,6 +90,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await hub.close()
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
             if database is None:
                 await handle.close()
@@ -108,11 +117,12 @@ def create_app(
     app.add_middleware(
         GpufleetMiddleware,
         max_body=settings.max_body_bytes,
+        body_limits=[(LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes))],
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, quotas, hosts, agent, ops):
+    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -76,13 +77,16 @@ class GpufleetMiddleware:
         app: ASGIApp,
         *,
         max_body: int,
+        body_limits: Sequence[tuple[re.Pattern[str], int]] = (),
         limiter: RateLimiter | None = None,
         ip_per_minute: int = 0,
         metrics: HttpMetrics | None = None,
     ) -> None:
+        """``body_limits``: (path pattern, limit) pairs that replace ``max_body`` where they match."""
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.body_limits = tuple(body_limits)
         self.limiter = limiter
         self.ip_per_minute = ip_per_minute
 
@@ -109,10 +113,11 @@ class GpufleetMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
+        max_body = next((n for pattern, n in self.body_limits if pattern.match(scope["path"])), self.max_body)
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                for m in _problem(413, "Content Too Large", f"request body over {self.max_body} bytes"):
+            if declared is not None and declared.isdigit() and int(declared) > max_body:
+                for m in _problem(413, "Content Too Large", f"request body over {max_body} bytes"):
                     await send_wrapped(m)
                 return
             if self.limiter is not None and self.ip_per_minute and scope["path"].startswith("/v1"):
@@ -129,15 +134,15 @@ class GpufleetMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
-                    if seen > self.max_body:
-                        raise _TooLarge(self.max_body)
+                    if seen > max_body:
+                        raise _TooLarge(max_body)
                 return message
 
             try:
                 await self.app(scope, receive_limited, send_wrapped)
             except _TooLarge:
                 if not status_holder["started"]:
-                    for m in _problem(413, "Content Too Large", f"request body over {self.max_body} bytes"):
+                    for m in _problem(413, "Content Too Large", f"request body over {max_body} bytes"):
                         await send_wrapped(m)
         finally:
             if self.metrics is not None:

@@ -48,8 +48,12 @@ def agent(
         None, "--interval", min=0.1, help="Heartbeat interval in seconds (default: the server's)."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    stop_jobs_on_exit: bool = typer.Option(
+        False, "--stop-jobs-on-exit",
+        help="Stop running jobs when the agent stops (default: they keep running and a restarted agent adopts them).",
+    ),
 ) -> None:
-    """Register this host (once) and report its GPUs to the server until stopped (SIGTERM/SIGINT)."""
+    """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT)."""
     _shed_server_modules()
     from gpufleet.agent.credentials import default_state_dir
     from gpufleet.agent.loop import Agent, AgentConfig, AgentError
@@ -64,6 +68,7 @@ def agent(
         sim_host=sim_host,
         state_dir=state_dir or default_state_dir(),
         interval_s=interval,
+        stop_jobs_on_exit=stop_jobs_on_exit,
     )
 
     async def main() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 from uuid import UUID
 
 import typer
@@ -25,6 +27,7 @@ quotas = typer.Typer(help="How many GPUs the organization may hold at once (admi
 # `jobs wait` exit codes: 0 succeeded, 1 finished otherwise, 2 still not finished at --timeout.
 EXIT_SUCCEEDED, EXIT_UNSUCCESSFUL, EXIT_TIMEOUT = 0, 1, 2
 
+LogStreamOpt = Literal["all", "stdout", "stderr"]
 LIST_COLUMNS = ["id", "name", "status", "gpus", "priority", "created_at", "reason"]
 
 
@@ -251,6 +254,38 @@ def jobs_wait(
     """Wait for a job to finish. Exit status: 0 succeeded, 1 finished otherwise, 2 timed out waiting."""
     with client() as c:
         _wait(c, job_id, timeout, as_json)
+
+
+@jobs.command("logs")
+def jobs_logs(
+    job_id: UUID,
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing output as it comes until the job ends."),
+    attempt: int = typer.Option(None, min=1, help="This attempt (default: the current one; -f follows retries)."),
+    stream: LogStreamOpt = typer.Option("all", "--stream", help="Only this stream (gpufleet's notices always)."),
+) -> None:
+    """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr."""
+    with client() as c:
+        entries = (
+            c.follow_job_logs(job_id, attempt=attempt) if follow else c.iter_job_logs(job_id, attempt=attempt)
+        )
+        shown: int | None = None
+        try:
+            for e in entries:
+                if shown is not None and e.attempt != shown:
+                    _write(sys.stderr.buffer, f"[gpufleet] attempt {e.attempt}\n".encode())
+                shown = e.attempt
+                if e.stream != "system" and stream != "all" and e.stream != stream:
+                    continue
+                out = sys.stdout.buffer if e.stream == "stdout" else sys.stderr.buffer
+                _write(out, base64.b64decode(e.data_b64))
+        except BrokenPipeError:  # `gpufleet jobs logs ID | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            raise typer.Exit(0) from None
+
+
+def _write(out: BinaryIO, data: bytes) -> None:
+    out.write(data)
+    out.flush()
 
 
 @quotas.command("list")

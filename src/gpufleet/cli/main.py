@@ -9,6 +9,7 @@ import typer
 from gpufleet import __version__
 from gpufleet.cli import agent as agent_cli
 from gpufleet.cli import db as db_cli
+from gpufleet.cli import demo as demo_cli
 from gpufleet.cli import hosts as hosts_cli
 from gpufleet.cli import jobs as jobs_cli
 from gpufleet.cli import server as server_cli
@@ -26,6 +27,7 @@ app.add_typer(db_cli.app, name="db")
 server_cli.register(app)
 tenancy_cli.register(app)
 simulate_cli.register(app)
+demo_cli.register(app)
 hosts_cli.register(app)
 agent_cli.register(app)
 jobs_cli.register(app)

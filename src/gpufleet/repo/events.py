@@ -98,3 +98,23 @@ async def append_many(
         actor,
     )
     return len(rows)
+
+
+async def feed(
+    conn: Conn, *, org_id: UUID, after_seq: int, entity_type: str | None = None, limit: int = 200
+) -> list[Event]:
+    """An organization's events after ``after_seq``, oldest first: the change feed."""
+    rows = await conn.fetch(
+        """select * from events
+            where organization_id = $1 and seq > $2 and ($3::text is null or entity_type = $3)
+            order by seq limit $4""",
+        org_id,
+        after_seq,
+        entity_type,
+        limit,
+    )
+    return [_event(r) for r in rows]
+
+
+async def last_seq(conn: Conn, *, org_id: UUID) -> int:
+    return int(await conn.fetchval("select coalesce(max(seq), 0) from events where organization_id = $1", org_id))

@@ -53,6 +53,12 @@ async def get(conn: Conn, *, org_id: UUID) -> Organization | None:
     return _org(row) if row else None
 
 
+async def default_org(conn: Conn) -> Organization | None:
+    """The first-run organization (slug ``default``), else the oldest one."""
+    row = await conn.fetchrow("select * from organizations order by (slug = 'default') desc, created_at, id limit 1")
+    return _org(row) if row else None
+
+
 async def create_user(conn: Conn, *, email: str, name: str = "", external_id: str | None = None) -> User:
     row = await conn.fetchrow(
         "insert into users (email, name, external_id) values ($1, $2, $3) returning *",

@@ -27,6 +27,17 @@ class ApiError(Exception):
         self.body = body or {}
 
 
+def api_error(response: httpx.Response) -> ApiError:
+    """The error a >= 400 answer stands for (its body must have been read)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"title": response.reason_phrase, "detail": response.text[:200]}
+    if not isinstance(body, dict):
+        body = {"title": response.reason_phrase, "detail": str(body)[:200]}
+    return ApiError(response.status_code, body.get("title", "Error"), body.get("detail"), body)
+
+
 class BaseClient:
     def __init__(
         self,
@@ -75,11 +86,7 @@ class BaseClient:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"title": response.reason_phrase, "detail": response.text[:200]}
-            raise ApiError(response.status_code, body.get("title", "Error"), body.get("detail"), body)
+            raise api_error(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

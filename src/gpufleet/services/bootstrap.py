@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.domain import Organization, Role, User
+from gpufleet.errors import NotFound
 from gpufleet.repo import events, orgs
+from gpufleet.services.join_tokens import create_join_token
 from gpufleet.services.orgs import issue_key
 
 
@@ -44,3 +47,15 @@ async def first_run(db: Database, settings: Settings) -> FirstRun | None:
         )
         key = await issue_key(conn, org_id=org_id, user_id=user.id, name="first-run owner key", role=Role.OWNER)
         return FirstRun(user, org, key.secret)
+
+
+async def local_agent_token(db: Database) -> str:
+    """A one-use join token for ``gpufleet up``'s own agent, in the default organization."""
+    async with db.system_transaction() as conn:
+        org = await orgs.default_org(conn)
+    if org is None:
+        raise NotFound("no organization to register the local agent in")
+    issued = await create_join_token(
+        db, org_id=org.id, name="gpufleet up: local agent", max_uses=1, expires_in=timedelta(hours=1), actor="gpufleet"
+    )
+    return issued.secret

@@ -244,16 +244,19 @@ async def follow_logs(
     hub: WakeHub | None = None,
     poll_s: float = 0.5,
     limit_bytes: int = 1024 * 1024,
+    from_attempt: int | None = None,
 ) -> AsyncIterator[LogEntry]:
     """Chunks as they arrive (for Server-Sent Events); ends once the job is terminal and all is read.
 
     ``attempt=None`` follows the job across attempts: when a retry or a requeue starts a new
-    attempt, following goes on there (each chunk says its attempt). Wakes on the logs NOTIFY
-    through ``hub`` (coalesced: one per upload transaction), else re-reads every ``poll_s``.
+    attempt, following goes on there (each chunk says its attempt). It starts at the job's
+    current attempt, or at ``from_attempt`` (a follower resuming: ``after_seq`` is of that attempt).
+    Wakes on the logs NOTIFY through ``hub`` (coalesced: one per upload transaction), else
+    re-reads every ``poll_s``.
     """
     follow_latest = attempt is None
     cursor = after_seq
-    current = attempt
+    current = attempt if attempt is not None else from_attempt
     while True:
         if hub is None:
             page = await read_logs(db, org_id, job_id, attempt=current, after_seq=cursor, limit_bytes=limit_bytes)

@@ -14,15 +14,17 @@ from gpufleet.api.deps import DB
 from gpufleet.api.routes.hosts import gpu_read
 from gpufleet.db.pool import Database
 from gpufleet.errors import InvalidInput, Unauthorized
+from gpufleet.execution_domain import ExecutionPolicy
 from gpufleet.hosts_domain import HeartbeatPolicy, HostIdentity
 from gpufleet.schemas.agent import (
     AgentInstructions,
     HeartbeatRequest,
     HeartbeatResponse,
+    KillOrder,
     RegisterRequest,
     RegisterResponse,
 )
-from gpufleet.services import heartbeats, hosts
+from gpufleet.services import assignments, heartbeats, hosts
 from gpufleet.services.host_auth import HostAuthenticator
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -50,6 +52,15 @@ def _policy(request: Request) -> HeartbeatPolicy:
     policy: HeartbeatPolicy | None = getattr(state, "heartbeat_policy", None)
     if policy is None:
         policy = state.heartbeat_policy = HeartbeatPolicy.from_settings(state.settings)
+    return policy
+
+
+def execution_policy(request: Request) -> ExecutionPolicy:
+    """Built once per app from its settings (limits and timings of running work)."""
+    state = request.app.state
+    policy: ExecutionPolicy | None = getattr(state, "execution_policy", None)
+    if policy is None:
+        policy = state.execution_policy = ExecutionPolicy.from_settings(state.settings)
     return policy
 
 
@@ -116,16 +127,13 @@ def _wire_error(exc: InvalidInput, where: list[tuple[int, int]]) -> InvalidInput
     return InvalidInput(exc.message.replace(field, wire, 1), field=wire)
 
 
-def instructions(identity: HostIdentity) -> AgentInstructions:
-    """What the agent must do besides heartbeating (job fencing fills ``kill``)."""
-    return AgentInstructions()
-
-
 @router.post("/heartbeat", responses={**AGENT_ERRORS, 422: {"description": "malformed report; nothing was stored"}})
 async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB) -> HeartbeatResponse:
     """Liveness, the GPUs present, changed host facts and a batch of GPU samples (``Bearer gfh_...``).
 
     A report that fails validation is refused whole (422 naming the field) and changes nothing.
+    ``running`` lists the job attempts the agent runs; ``instructions.kill`` says which to stop
+    (cancelled, timed_out, or fenced: not the job's current attempt on this host).
     """
     policy = _policy(request)
     report, where = body.to_domain()
@@ -136,6 +144,8 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
     except Unauthorized:
         _authenticator(request, db).forget(host)
         raise
+    running = [(r.job_id, r.attempt) for r in body.running]
+    kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
     return HeartbeatResponse(
         host_id=host.host_id,
         host_status=result.host_status,
@@ -144,5 +154,5 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
         samples_received=result.samples_received,
         gpus_added=result.gpus_added,
         gpus_changed=result.gpus_changed,
-        instructions=instructions(host),
+        instructions=AgentInstructions(kill=[KillOrder.model_validate(k) for k in kills]),
     )

@@ -1,0 +1,111 @@
+"""Start `gpufleet up` (server, embedded database, scheduler, simulated local agent) for a benchmark."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Up:
+    base: Path
+    proc: subprocess.Popen[bytes]
+    url: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """The server process, its agent child and the embedded PostgreSQL (postmaster + backends)."""
+        server = psutil.Process(self.proc.pid)
+        out = {"server": server}
+        for child in server.children():
+            if "gpufleet.agent" in " ".join(child.cmdline()):
+                out["agent"] = child
+        for p in psutil.process_iter(["cmdline"]):
+            if str(self.base) in " ".join(p.info["cmdline"] or []) and "postgres" in " ".join(p.info["cmdline"] or []):
+                out["postgres"] = p
+        return out
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_up(simulate: str, env_extra: dict[str, str] | None = None) -> Up:
+    base = Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
+    base.chmod(0o755)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GPUFLEET_DATA_DIR": str(base / "data"),
+        "GPUFLEET_CONFIG_DIR": str(base / "cfg"),
+        "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "1000000000",
+        "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
+        "GPUFLEET_LOG_LEVEL": "warning",
+        **(env_extra or {}),
+    }
+    env.pop("GPUFLEET_DATABASE_URL", None)
+    log = (base / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port), "--simulate", simulate],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    cfg = base / "cfg" / "config.toml"
+    deadline = time.monotonic() + 120
+    key = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gpufleet up exited: {(base / 'up.log').read_text()[-2000:]}")
+        try:
+            key = key or cfg.read_text().split('api_key = "')[1].split('"')[0]
+            hosts = httpx.get(f"{url}/v1/hosts", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()
+            if [h for h in hosts["items"] if h["status"] == "ready"]:
+                gpus = httpx.get(f"{url}/v1/gpus", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()
+                if gpus["items"]:
+                    return Up(base, proc, url, key)
+        except (OSError, IndexError, ValueError, KeyError, httpx.HTTPError):
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("gpufleet up did not become ready")
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, p in procs.items():
+        try:
+            t = p.cpu_times()
+            total = t.user + t.system
+            if name == "postgres":  # the backends are the postmaster's children
+                for c in p.children(recursive=True):
+                    with __import__("contextlib").suppress(psutil.Error):
+                        ct = c.cpu_times()
+                        total += ct.user + ct.system
+            out[name] = total
+        except psutil.Error:
+            out[name] = 0.0
+    return out

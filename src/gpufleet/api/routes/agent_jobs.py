@@ -1,0 +1,110 @@
+"""/v1/agent/assignments and /v1/agent/jobs/*: the work an agent runs, with the host credential
+(``Bearer gfh_...``) like the heartbeat. Every report quotes (job, attempt); one about an attempt
+that is not the job's current one on this host is a 409 ``Stale Attempt`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+
+from gpufleet.api.deps import DB
+from gpufleet.api.routes.agent import AGENT_ERRORS, Host, execution_policy
+from gpufleet.errors import InvalidInput
+from gpufleet.execution_domain import ExitReport, LogChunkIn, ReconcileEntry
+from gpufleet.schemas.execution import (
+    AssignmentOut,
+    AssignmentsResponse,
+    ExitIn,
+    LogChunkWire,
+    LogsAck,
+    LogsIn,
+    ReconcileIn,
+    ReconcileOut,
+    StartedIn,
+)
+from gpufleet.services import assignments, logs, reports
+from gpufleet.services.wakeups import WakeHub
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+ASSIGNMENT_WAIT_MAX_S = 30.0
+STALE: dict[int | str, dict[str, Any]] = {
+    **AGENT_ERRORS,
+    409: {
+        "description": "Stale Attempt: not the job's current attempt on this host (or its exit was already "
+        "reported otherwise); stop it and report nothing more. The body has `job_id`, `attempt`, `current_attempt`."
+    },
+}
+
+
+@router.get("/assignments", responses=AGENT_ERRORS)
+async def get_assignments(
+    host: Host,
+    request: Request,
+    db: DB,
+    wait_s: Annotated[
+        float,
+        Query(ge=0, le=ASSIGNMENT_WAIT_MAX_S, allow_inf_nan=False, description="Long-poll up to this many seconds."),
+    ] = 0.0,
+) -> AssignmentsResponse:
+    """The jobs placed on this host and not yet reported started; if none, the first to arrive
+    within ``wait_s`` (else an empty list). Delivered again on every poll until started: skip a
+    (job, attempt) already running."""
+    hub: WakeHub | None = getattr(request.app.state, "hub", None)
+    found = await assignments.next_assignments(db, host, wait_s=wait_s, hub=hub, policy=execution_policy(request))
+    return AssignmentsResponse(assignments=[AssignmentOut.model_validate(a) for a in found])
+
+
+@router.post("/jobs/{job_id}/started", status_code=204, responses=STALE)
+async def job_started(job_id: UUID, body: StartedIn, host: Host, db: DB) -> None:
+    """The attempt's process started: allocated -> running (idempotent)."""
+    await reports.report_started(db, host, job_id, body.attempt, pid=body.pid)
+
+
+@router.post("/jobs/{job_id}/exit", status_code=204, responses=STALE)
+async def job_exit(job_id: UUID, body: ExitIn, host: Host, request: Request, db: DB) -> None:
+    """The attempt ended. Upload its remaining logs first. Resending the same report is safe."""
+    outcome = ExitReport(body.status, body.exit_code, body.signal, body.reason)
+    await reports.report_exit(db, host, job_id, body.attempt, outcome, policy=execution_policy(request))
+
+
+@router.post("/jobs/{job_id}/logs", responses={**STALE, 413: {"description": "body over the log upload limit"}})
+async def job_logs(job_id: UUID, body: LogsIn, host: Host, request: Request, db: DB) -> LogsAck:
+    """An ordered batch of the attempt's output (bytes base64 in ``data_b64``); idempotent by
+    (stream, offset). ``acked_seq``: the agent may forget chunks up to it."""
+    chunks = [_chunk(i, c) for i, c in enumerate(body.chunks)]
+    result = await logs.append_logs(db, host, job_id, body.attempt, chunks, policy=execution_policy(request))
+    return LogsAck.model_validate(result)
+
+
+def _chunk(i: int, c: LogChunkWire) -> LogChunkIn:
+    try:
+        data = base64.b64decode(c.data_b64, validate=True)
+    except (binascii.Error, ValueError):
+        where = f"chunks[{i}].data_b64"
+        raise InvalidInput(f"{where}: not valid base64 (standard alphabet, padded)", field=where) from None
+    return LogChunkIn(c.seq, c.stream, c.offset, data, c.dropped_bytes)
+
+
+@router.post("/reconcile", responses=AGENT_ERRORS)
+async def reconcile(body: ReconcileIn, host: Host, request: Request, db: DB) -> ReconcileOut:
+    """After an agent restart: every run it knows of (complete list), alive or ended. Each gets
+    ``continue``, ``kill`` or ``forget``; running jobs it did not list are ``lost``."""
+    entries = [
+        ReconcileEntry(
+            e.job_id,
+            e.attempt,
+            e.alive,
+            ExitReport(e.outcome.status, e.outcome.exit_code, e.outcome.signal, e.outcome.reason)
+            if e.outcome
+            else None,
+        )
+        for e in body.jobs
+    ]
+    result = await reports.reconcile(db, host, entries, policy=execution_policy(request))
+    return ReconcileOut.model_validate(result)

@@ -1,0 +1,42 @@
+"""/v1/events: the organization's change feed, long-polled."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.schemas.events import FeedEvent, FeedPage
+from gpufleet.services import feed
+
+router = APIRouter(prefix="/v1")
+
+EntityType = Literal["job", "host", "gpu", "prediction", "organization", "member", "invite", "api_key", "allocation"]
+
+
+@router.get("/events", tags=["events"], **requires("events.read"))
+async def list_events(
+    p: Caller,
+    db: DB,
+    request: Request,
+    after_seq: Annotated[int, Query(ge=-1, le=2**62, description="-1: from now (returns only the position).")] = 0,
+    wait_s: Annotated[float, Query(ge=0, le=30, description="Wait this long for a first new event.")] = 0,
+    entity_type: EntityType | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> FeedPage:
+    """Events after `after_seq`, oldest first; with `wait_s`, a long poll that answers as soon as one arrives."""
+    cap = request.app.state.settings.long_poll_max_s
+    found, last = await feed.wait_for_events(
+        db, p.require_org(), after_seq=after_seq, wait_s=min(wait_s, cap), entity_type=entity_type, limit=limit
+    )
+    return FeedPage(
+        events=[
+            FeedEvent(
+                seq=e.seq, type=e.type, data=e.data, actor=e.actor, created_at=e.created_at,
+                entity_type=e.entity_type, entity_id=e.entity_id,
+            )
+            for e in found
+        ],
+        last_seq=last,
+    )

@@ -1,0 +1,49 @@
+"""The change feed: an organization's events after a sequence number, long-polled.
+
+Dashboards and scripts follow what happens (jobs queued, placed, running, finished; hosts
+lost...) without polling every object: ask for events after the last ``seq`` seen and wait up
+to ``wait_s`` for new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Event
+from gpufleet.repo import events
+
+_FIRST_DELAY_S = 0.05
+_MAX_DELAY_S = 0.5
+
+
+async def wait_for_events(
+    db: Database,
+    org_id: UUID,
+    *,
+    after_seq: int,
+    wait_s: float,
+    entity_type: str | None = None,
+    limit: int = 200,
+) -> tuple[list[Event], int]:
+    """Events after ``after_seq`` (waiting up to ``wait_s`` for the first), and the seq to ask after next.
+
+    ``after_seq`` below zero means "from now": nothing is returned, only the current position.
+    Waiting re-reads with a backoff capped at half a second, so a quiet feed costs two cheap index
+    reads per second per follower.
+    """
+    if after_seq < 0:
+        async with db.transaction(org_id) as conn:
+            return [], await events.last_seq(conn, org_id=org_id)
+    deadline = time.monotonic() + max(0.0, wait_s)
+    delay = _FIRST_DELAY_S
+    while True:
+        async with db.transaction(org_id) as conn:
+            found = await events.feed(conn, org_id=org_id, after_seq=after_seq, entity_type=entity_type, limit=limit)
+        left = deadline - time.monotonic()
+        if found or left <= 0:
+            return found, found[-1].seq if found else after_seq
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, _MAX_DELAY_S)
