@@ -73,7 +73,7 @@ def _runtime(job: JobRead) -> str:
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
-def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str]) -> Table:
+def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUID, str]) -> Table:
     table = Table(title="Job Status Dashboard")
     table.add_column("Job ID", style="cyan")
     table.add_column("Name", style="magenta")
@@ -85,6 +85,10 @@ def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str]) -> Table:
             gpu_names.get(g.gpu_id, str(g.gpu_id)[:8]) + ("" if g.milli == 1000 else f" ({g.milli / 1000:.2f})")
             for g in job.gpus
         )
+        # A finished job has released its GPUs: show the ones it ran on.
+        if gpus:
+            held[job.id] = gpus
+        gpus = gpus or held.get(job.id, "")
         detail = job.pending_reason if job.status == "pending" else job.status_reason
         status = f"[{_STYLE.get(job.status, 'white')}]{job.status}[/]" + (f"\n[dim]{detail}[/dim]" if detail else "")
         table.add_row(str(job.id)[:8], job.name, status, gpus or "-", _runtime(job))
@@ -101,6 +105,7 @@ def demo(
         submitted = [c.submit_job(spec) for spec in demo_jobs()]
         jobs = {j.id: j for j in submitted}
         gpu_names: dict[UUID, str] = {}
+        held: dict[UUID, str] = {}
 
         def refresh_names() -> None:
             for gpu in c.list_gpus():
@@ -108,7 +113,7 @@ def demo(
 
         refresh_names()
         deadline = time.monotonic() + timeout
-        with Live(get_renderable=lambda: render(jobs, gpu_names), console=console, refresh_per_second=4,
+        with Live(get_renderable=lambda: render(jobs, gpu_names, held), console=console, refresh_per_second=4,
                   transient=as_json):
             while not all(j.finished for j in jobs.values()) and time.monotonic() < deadline:
                 page = c.events(after_seq=position, wait_s=10, entity_type="job")
@@ -123,6 +128,7 @@ def demo(
             emit_json([dump(j) for j in jobs.values()])
         failed = [j for j in jobs.values() if j.status != "succeeded"]
         if not as_json:
+            console.print()
             console.print(
                 f"{len(jobs) - len(failed)} of {len(jobs)} jobs succeeded"
                 + (" (timed out waiting)" if not all(j.finished for j in jobs.values()) else "")

@@ -45,6 +45,9 @@ def _serve(
 ) -> None:
     settings = load_settings(host=host, port=port, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # gpufleet logs every request itself (with its request id); uvicorn's access log and the
+    # HTTP client's request lines would only repeat it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
     if banner:
         console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})")
@@ -63,6 +66,7 @@ def _serve(
             workers=settings.workers,
             log_level=settings.log_level,
             lifespan="on",
+            access_log=False,
             timeout_graceful_shutdown=3,
         )
         return
@@ -74,7 +78,7 @@ def _serve(
         agent = LocalAgent(settings, _local_url(settings), spec)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-        timeout_graceful_shutdown=3,  # then requests still open (long-polls) are cut
+        access_log=False, timeout_graceful_shutdown=3,  # then requests still open (long-polls) are cut
     )
     server = _Server(config)
     server.local_agent = agent
