@@ -30,6 +30,10 @@ async def transition_job(
     event when the default ``job.<to>`` would say less (``job.requeued`` for a move to pending).
     """
     states.check(states.JOB_TRANSITIONS, job.status, to)
+    if to is JobStatus.PENDING and fields.get("attempt") != job.attempt + 1:
+        # The old attempt's allocations stay as history under its number; placing the job again
+        # under the same number would collide with them. Every requeue is the next attempt.
+        raise ValueError(f"requeueing job {job.id} needs attempt={job.attempt + 1}")
     if reason is not None:
         fields["status_reason"] = reason
     moved = await jobs_repo.transition(
