@@ -50,13 +50,27 @@ class Up:
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_up(simulate: str, env_extra: dict[str, str] | None = None) -> Up:
+def start_server(
+    command: list[str],
+    env_extra: dict[str, str] | None = None,
+    *,
+    wait_for_gpus: bool = False,
+    keep_database_url: bool = False,
+) -> Up:
+    """Run ``gpufleet <command>`` on a fresh temporary data dir; return once it answers.
+
+    Ready means /readyz answers and the first-run owner key is in the config file it wrote; with
+    ``wait_for_gpus``, also that a ready host with GPUs (the local agent) is registered. The
+    embedded database is used unless ``keep_database_url`` lets GPUFLEET_DATABASE_URL through.
+    """
     base = Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
-    base.chmod(0o755)
+    base.chmod(0o755)  # ours; as root the embedded database's user must traverse it
     port = free_port()
     env = {
         **os.environ,
@@ -67,10 +81,11 @@ def start_up(simulate: str, env_extra: dict[str, str] | None = None) -> Up:
         "GPUFLEET_LOG_LEVEL": "warning",
         **(env_extra or {}),
     }
-    env.pop("GPUFLEET_DATABASE_URL", None)
-    log = (base / "up.log").open("wb")
+    if not keep_database_url:
+        env.pop("GPUFLEET_DATABASE_URL", None)
+    log = (base / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port), "--simulate", simulate],
+        [sys.executable, "-m", "gpufleet.cli.main", *command, "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -79,19 +94,28 @@ def start_up(simulate: str, env_extra: dict[str, str] | None = None) -> Up:
     key = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gpufleet up exited: {(base / 'up.log').read_text()[-2000:]}")
+            raise SystemExit(f"gpufleet {command[0]} exited: {(base / 'server.log').read_text()[-2000:]}")
         try:
             key = key or cfg.read_text().split('api_key = "')[1].split('"')[0]
-            hosts = httpx.get(f"{url}/v1/hosts", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()
-            if [h for h in hosts["items"] if h["status"] == "ready"]:
-                gpus = httpx.get(f"{url}/v1/gpus", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()
-                if gpus["items"]:
+            headers = {"Authorization": f"Bearer {key}"}
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if not wait_for_gpus:
                     return Up(base, proc, url, key)
+                hosts = httpx.get(f"{url}/v1/hosts", headers=headers, timeout=2).json()
+                if [h for h in hosts["items"] if h["status"] == "ready"]:
+                    gpus = httpx.get(f"{url}/v1/gpus", headers=headers, timeout=2).json()
+                    if gpus["items"]:
+                        return Up(base, proc, url, key)
         except (OSError, IndexError, ValueError, KeyError, httpx.HTTPError):
             pass
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit("gpufleet up did not become ready")
+    raise SystemExit(f"gpufleet {command[0]} did not become ready")
+
+
+def start_up(simulate: str, env_extra: dict[str, str] | None = None) -> Up:
+    """`gpufleet up` with a simulated local agent, once its GPUs are registered."""
+    return start_server(["up", "--simulate", simulate], env_extra, wait_for_gpus=True)
 
 
 def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:

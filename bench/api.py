@@ -14,12 +14,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _up import start_server
 
 
 def main() -> None:
@@ -44,37 +34,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
-    base.chmod(0o755)
-    port = free_port()
-    env = {
-        **os.environ,
-        "GPUFLEET_DATA_DIR": str(base / "data"),
-        "GPUFLEET_CONFIG_DIR": str(base / "cfg"),
-        "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "1000000000",  # on, but never reached
-        "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
-        "GPUFLEET_LOG_LEVEL": "warning",
-    }
-    log = (base / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpufleet.cli.main", "server", "--port", str(port), "--workers", str(args.workers)],
-        env=env, stdout=log, stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
+    # Rate limiting stays on, with limits never reached.
+    up = start_server(["server", "--workers", str(args.workers)], keep_database_url=True)
+    url, headers, proc = up.url, up.headers, up.proc
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("server did not start: " + (base / "server.log").read_text()[-2000:])
-            time.sleep(0.2)
-        cfg = (base / "cfg" / "config.toml").read_text()
-        key = cfg.split('api_key = "')[1].split('"')[0]
-        headers = {"Authorization": f"Bearer {key}"}
         me = httpx.get(f"{url}/v1/me", headers=headers).json()
         org = me["organization_id"]
         server = psutil.Process(proc.pid)
@@ -121,13 +84,7 @@ def main() -> None:
         }
         print(json.dumps(result))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        up.stop()
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,14 +36,11 @@ from typing import Any
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _up import start_server
+
 GPUS = 8
 SAMPLES = 10  # per GPU per heartbeat: 10 s at 1 Hz
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Fleet:
@@ -313,44 +308,17 @@ def main() -> None:
         run(args, args.url, port, {"Authorization": f"Bearer {args.api_key}"}, {}, Path(tempfile.mkdtemp()))
         return
 
-    base = Path(tempfile.mkdtemp(prefix="gpufleet-ingest-"))
-    base.chmod(0o755)
-    port = free_port()
-    env = {
-        **os.environ,
-        "GPUFLEET_DATA_DIR": str(base / "data"),
-        "GPUFLEET_CONFIG_DIR": str(base / "cfg"),
-        "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "0",
-        "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "0",
-        "GPUFLEET_LOG_LEVEL": "warning",
-    }
-    log = (base / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port)], env=env, stdout=log, stderr=log
+    # Rate limits off: a thousand hosts heartbeat from one address.
+    up = start_server(
+        ["up"],
+        {"GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "0", "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "0"},
+        keep_database_url=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("server did not start: " + (base / "server.log").read_text()[-2000:])
-            time.sleep(0.2)
-        key = (base / "cfg" / "config.toml").read_text().split('api_key = "')[1].split('"')[0]
-        headers = {"Authorization": f"Bearer {key}"}
-        run(args, url, port, headers, {"server": proc.pid}, base)
+        port = int(up.url.rsplit(":", 1)[1])
+        run(args, up.url, port, up.headers, {"server": up.proc.pid}, up.base)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        up.stop()
 
 
 def run(
