@@ -23,7 +23,9 @@ from gpufleet.scheduler.model import (
     JobRequest,
     Placement,
     Unschedulable,
+    reserve_memory,
 )
+from gpufleet.scheduler.reasons import explain as explain_job
 
 if TYPE_CHECKING:
     from gpufleet.scheduler.policies import Policy
@@ -244,8 +246,6 @@ class ClusterState:
         if choice is None:
             if not explain:
                 return Unschedulable(job.id, ("no host fits now",))
-            from gpufleet.scheduler.reasons import explain as explain_job
-
             return explain_job(self, job)
         h, option = choice
         placement = self._placement(h, option, job)
@@ -324,13 +324,6 @@ class ClusterState:
             )
             out.append(HostState(h.id, h.name, h.cpu_total, h.cpu_free, h.ram_total, h.ram_free, gpus, h.status))
         return out
-
-
-def reserve_memory(job: JobRequest, gpu_memory_mb: int) -> int:
-    """GPU memory a fractional job reserves on a GPU with ``gpu_memory_mb`` total."""
-    if job.memory_mb:
-        return job.memory_mb
-    return gpu_memory_mb * job.gpu_milli // WHOLE_GPU
 
 
 def _candidates_one(index: _ModelIndex, job: JobRequest, seen: set[int], mixed: bool = False) -> Iterator[int]:

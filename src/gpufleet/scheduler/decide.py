@@ -23,8 +23,16 @@ from typing import Any, cast
 from uuid import UUID
 
 from gpufleet.domain import gpu_type_tokens
-from gpufleet.scheduler.cluster import ClusterState, Host, Option, reserve_memory
-from gpufleet.scheduler.model import WHOLE_GPU, GpuShare, HostState, JobRequest, Placement, Unschedulable
+from gpufleet.scheduler.cluster import ClusterState, Host, Option
+from gpufleet.scheduler.model import (
+    WHOLE_GPU,
+    GpuShare,
+    HostState,
+    JobRequest,
+    Placement,
+    Unschedulable,
+    reserve_memory,
+)
 from gpufleet.scheduler.policies import Policy
 from gpufleet.scheduler.reasons import explain
 from gpufleet.scheduler.types import PendingJob, Quota

@@ -129,3 +129,10 @@ class Unschedulable:
     job_id: str
     reasons: tuple[str, ...]
     never: bool = False
+
+
+def reserve_memory(job: JobRequest, gpu_memory_mb: int) -> int:
+    """GPU memory a fractional job reserves on a GPU with ``gpu_memory_mb`` total."""
+    if job.memory_mb:
+        return job.memory_mb
+    return gpu_memory_mb * job.gpu_milli // WHOLE_GPU

@@ -6,9 +6,12 @@ This is the slow path (every host is looked at); it runs only when no placement 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gpufleet.scheduler.cluster import ClusterState, Host, reserve_memory
-from gpufleet.scheduler.model import WHOLE_GPU, JobRequest, Unschedulable
+from gpufleet.scheduler.model import WHOLE_GPU, JobRequest, Unschedulable, reserve_memory
+
+if TYPE_CHECKING:
+    from gpufleet.scheduler.cluster import ClusterState, Host
 
 PER_HOST_LIMIT = 5  # up to this many hosts, each gets its own line
 
