@@ -45,6 +45,16 @@ def test_json_output(tmp_path: Path) -> None:
     assert [s["seed"] for s in out["seeds"]] == [1, 2, 3]
     assert set(out["mean"]) >= {"alloc_pct_at_100", "alloc_pct_at_end", "frag_pct_at_90", "failed"}
     assert 0 < out["mean"]["alloc_pct_at_end"] <= 100
+    assert (out["max_candidates"], out["scan_limit"]) == (64, 32)  # the bounds production runs with
+
+
+def test_bounds_can_be_lifted(tmp_path: Path) -> None:
+    nodes, pods = files(tmp_path)
+    args = ["simulate", "--nodes", nodes, "--pods", pods, "--seeds", "1", "--json"]
+    result = CliRunner().invoke(app(), [*args, "--max-candidates", "0", "--scan-limit", "0"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["max_candidates"], out["scan_limit"]) == (None, None)
 
 
 def test_table_output(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpufleet.scheduler.allocator import ClusterState, allocate, policy_named
+from gpufleet.scheduler.allocator import ClusterState, allocate, make_policy
 from gpufleet.scheduler.fragmentation import Shape, Workload
 from gpufleet.scheduler.model import GpuShare, GpuState, HostState, JobRequest, Placement, Unschedulable
 from tests.scheduler.helpers import host, job
@@ -29,7 +29,7 @@ def test_fractional_job_packs_onto_the_partly_used_gpu(name: str) -> None:
     # whole-GPU jobs arrive too, so breaking the idle GPU would cost more than using the shared one
     workload = Workload([Shape(0, 1, 300), Shape(0, 1, 1000)])
     hosts = [host("idle", gpus=1), host("shared", milli=[400, 0])]
-    result = allocate(job(milli=300), hosts, policy_named(name, workload))
+    result = allocate(job(milli=300), hosts, make_policy(name, workload=workload))
     assert isinstance(result, Placement)
     assert (result.host_id, result.gpus) == ("shared", (GpuShare("shared/g0", 300, 24576),))
 
@@ -116,7 +116,7 @@ def test_best_fit_fills_the_fullest_host_first() -> None:
 def test_default_keeps_whole_idle_hosts_for_multi_gpu_jobs() -> None:
     hosts = [host("idle8", gpus=8), host("half", gpus=8, free=4)]
     cluster = ClusterState(hosts)
-    policy = policy_named("default")
+    policy = make_policy("default")
     first = cluster.place(job(id="one"), policy)
     assert isinstance(first, Placement) and first.host_id == "half"
     big = cluster.place(job(gpus=8, id="eight"), policy)
@@ -125,7 +125,7 @@ def test_default_keeps_whole_idle_hosts_for_multi_gpu_jobs() -> None:
 
 def test_place_apply_release_round_trip() -> None:
     cluster = ClusterState([host("a", gpus=2)])
-    policy = policy_named("best-fit")
+    policy = make_policy("best-fit")
     p1 = cluster.place(job(milli=500, id="x", cpu=1000), policy)
     p2 = cluster.place(job(milli=500, id="y", cpu=1000), policy)
     assert isinstance(p1, Placement) and isinstance(p2, Placement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufleet.scheduler.allocator import ClusterState, policy_named
+from gpufleet.scheduler.allocator import ClusterState, make_policy
 from gpufleet.scheduler.model import GpuState, HostState, JobRequest, Placement
 
 MODELS = ["A100-80GB", "T4", "V100"]
@@ -81,7 +81,7 @@ def test_random_placements_and_releases_keep_capacity_exact(
     snapshot: list[HostState], requests: list[int], policy: str, data: st.DataObject
 ) -> None:
     cluster = ClusterState(snapshot)
-    chosen = policy_named(policy, seed=1)
+    chosen = make_policy(policy, seed=1)
     running: dict[str, JobRequest] = {}
     placements: list[Placement] = []
     for n, action in enumerate(requests):
@@ -113,7 +113,7 @@ def test_random_placements_and_releases_keep_capacity_exact(
 def test_placed_whenever_some_host_fits(snapshot: list[HostState], job: JobRequest) -> None:
     cluster = ClusterState(snapshot)
     fits = any(cluster.options(h, job) for h in cluster.hosts)
-    result = cluster.place(job, policy_named("default"))
+    result = cluster.place(job, make_policy("default"))
     assert isinstance(result, Placement) == fits
 
 
@@ -134,6 +134,6 @@ def test_never_means_no_empty_host_could_hold_it(snapshot: list[HostState], job:
             for h in snapshot
         ]
     )
-    result = ClusterState(snapshot).place(job, policy_named("best-fit"))
+    result = ClusterState(snapshot).place(job, make_policy("best-fit"))
     if not isinstance(result, Placement) and result.never:
         assert not any(empty.options(h, job) for h in empty.hosts)

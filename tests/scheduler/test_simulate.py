@@ -145,3 +145,21 @@ def test_parse_seeds() -> None:
     for bad in ("x", "5-3", "1-", ""):
         with pytest.raises(ValueError, match="seed range"):
             parse_seeds(bad)
+
+
+def test_simulate_runs_the_policy_as_production_bounds_it() -> None:
+    from gpufleet.config import Settings
+    from gpufleet.scheduler.allocator import DEFAULT_MAX_CANDIDATES, DEFAULT_SCAN_LIMIT, make_policy
+    from gpufleet.scheduler.policies import BoundedScan
+    from gpufleet.simulation import PolicyBounds
+
+    settings = Settings()
+    assert (settings.scheduler_max_candidates, settings.scheduler_scan_limit) == (
+        DEFAULT_MAX_CANDIDATES,
+        DEFAULT_SCAN_LIMIT,
+    )
+    assert PolicyBounds() == PolicyBounds(DEFAULT_MAX_CANDIDATES, DEFAULT_SCAN_LIMIT)
+    policy = make_policy("default")
+    assert isinstance(policy, BoundedScan)
+    assert policy.scan_limit == DEFAULT_SCAN_LIMIT
+    assert getattr(policy.inner, "max_candidates", None) == DEFAULT_MAX_CANDIDATES

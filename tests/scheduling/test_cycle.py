@@ -8,8 +8,8 @@ from gpufleet.db.pool import Database
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.repo import scheduling as sched_repo
 from gpufleet.scheduler import commit
+from gpufleet.scheduler.allocator import make_policy
 from gpufleet.scheduler.decide import NO_HOSTS, decide_org
-from gpufleet.scheduler.service import make_policy
 from gpufleet.services import quotas as quotas_service
 from gpufleet.services.allocation import allocate_gpu
 from tests.factories import create_host, create_org
@@ -142,7 +142,7 @@ async def test_a_lost_race_is_retried_never_failed(db: Database) -> None:
     # decide on a snapshot, then let a concurrent allocate_gpu caller take that GPU before the commit
     async with db.system_transaction() as conn:
         snap = await sched_repo.snapshot(conn, queue_limit=100)
-    decision = decide_org(snap.hosts[org.id], snap.pending, policy=make_policy("default", 64))
+    decision = decide_org(snap.hosts[org.id], snap.pending, policy=make_policy("default"))
     (placement,) = decision.placements
     taken = placement[1].gpus[0].gpu_id
     rival = await submit(db, org.id)

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gpufleet.scheduler.allocator import DEFAULT_MAX_CANDIDATES, DEFAULT_SCAN_LIMIT
 from gpufleet.scheduler.policies import POLICIES
-from gpufleet.simulation import TraceError, load_hosts, load_jobs, parse_seeds, report, run
+from gpufleet.simulation import PolicyBounds, TraceError, load_hosts, load_jobs, parse_seeds, report, run
 from gpufleet.simulation.protocol import SeedResult
 
 
@@ -34,6 +35,14 @@ def simulate(
     ] = 1.3,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds: a range (42-51), a list (1,3,5-7).")] = "42-51",
     policy: Annotated[str, typer.Option("--policy", help=f"One of: {', '.join(POLICIES)}.")] = "default",
+    max_candidates: Annotated[
+        int,
+        typer.Option("--max-candidates", min=0, help="Hosts scored per decision (0: all). Production's default."),
+    ] = DEFAULT_MAX_CANDIDATES,
+    scan_limit: Annotated[
+        int,
+        typer.Option("--scan-limit", min=0, help="Tightest hosts looked at first (0: none). Production's default."),
+    ] = DEFAULT_SCAN_LIMIT,
     with_memory: Annotated[
         bool, typer.Option("--with-memory", help="Also count host RAM (memory_mib) of openb files.")
     ] = False,
@@ -44,7 +53,10 @@ def simulate(
     All jobs arrive, then jobs resampled from the list until the requested GPU reaches
     INFLATION x capacity, shuffled by each seed; nothing departs. Reports the share of GPU
     allocated at 100% and at the end, fragmentation at 90%, failed jobs and decision times.
+    The policy is bounded exactly as the scheduler runs it (GPUFLEET_SCHEDULER_MAX_CANDIDATES and
+    GPUFLEET_SCHEDULER_SCAN_LIMIT default to the same values); the report names the bounds used.
     """
+    bounds = PolicyBounds(max_candidates or None, scan_limit or None)
     try:
         seed_list = parse_seeds(seeds)
         if policy not in POLICIES:
@@ -60,7 +72,7 @@ def simulate(
     console = Console(stderr=True)
     try:
         if as_json:
-            results = [run(hosts, jobs, policy, s, inflation) for s in seed_list]
+            results = [run(hosts, jobs, policy, s, inflation, bounds=bounds) for s in seed_list]
         else:
             with Progress(
                 TextColumn("[progress.description]{task.description}"),
@@ -76,12 +88,12 @@ def simulate(
                     def tick(done: int, total: int, task: TaskID = task) -> None:
                         progress.update(task, completed=done, total=total)
 
-                    results.append(run(hosts, jobs, policy, s, inflation, on_progress=tick))
+                    results.append(run(hosts, jobs, policy, s, inflation, on_progress=tick, bounds=bounds))
                     progress.remove_task(task)
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
-    out = report(policy, inflation, results)
+    out = report(policy, inflation, results, bounds)
     out["nodes"] = str(nodes)
     out["pods"] = str(pods)
     out["hosts"] = len(hosts)
@@ -96,7 +108,11 @@ def simulate(
 def _table(out: dict[str, object], inflation: float) -> None:
     end = f"{inflation * 100:g}%"
     table = Table(
-        title=f"policy {out['policy']}: {out['hosts']} hosts, {out['gpus']} GPUs, {out['jobs_in_list']} jobs in list",
+        title=(
+            f"policy {out['policy']} (max candidates {out['max_candidates'] or 'all'}, "
+            f"scan limit {out['scan_limit'] or 'none'}): "
+            f"{out['hosts']} hosts, {out['gpus']} GPUs, {out['jobs_in_list']} jobs in list"
+        ),
         caption="GPU allocated and fragmented, % of GPU capacity, at that share of demand arrived",
     )
     table.add_column("seed", justify="right")

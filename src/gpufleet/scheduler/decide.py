@@ -15,15 +15,13 @@ Rules (docs/scheduler.md, "The scheduler loop"):
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
 from uuid import UUID
 
 from gpufleet.domain import gpu_type_tokens
-from gpufleet.scheduler.cluster import ClusterState, Host, Option
+from gpufleet.scheduler.cluster import ClusterState, Host
 from gpufleet.scheduler.model import (
     WHOLE_GPU,
     GpuShare,
@@ -166,42 +164,6 @@ class QuotaBook:
         if used < q.max_gpus * WHOLE_GPU:
             text += f", this job needs {_fmt(need / WHOLE_GPU)}"
         return text
-
-
-class BoundedScan:
-    """Adapter: the wrapped policy first sees only the ``scan_limit`` tightest candidate hosts.
-
-    ``ScoringPolicy.max_candidates`` counts hosts *scored*; hosts in the same state are skipped
-    without being counted, so on a large idle fleet (thousands of identical hosts) a decision
-    still walks every host. The candidates come tightest first, so the first few hold the best
-    fits; only when none of them fits is the whole cluster searched (no false "cannot place").
-    """
-
-    def __init__(self, inner: Policy, scan_limit: int | None) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.scan_limit = scan_limit
-
-    def choose(self, cluster: ClusterState, job: JobRequest) -> tuple[Host, Option] | None:
-        if self.scan_limit is not None:
-            found = self.inner.choose(cast(ClusterState, _Capped(cluster, self.scan_limit)), job)
-            if found is not None:
-                return found
-        return self.inner.choose(cluster, job)
-
-
-class _Capped:
-    """A ClusterState whose ``candidates`` stop after ``limit`` hosts; everything else delegates."""
-
-    def __init__(self, cluster: ClusterState, limit: int) -> None:
-        self._cluster = cluster
-        self._limit = limit
-
-    def candidates(self, job: JobRequest) -> Iterator[int]:
-        return itertools.islice(self._cluster.candidates(job), self._limit)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cluster, name)
 
 
 def request_of(job: PendingJob, inventory: Inventory) -> JobRequest:

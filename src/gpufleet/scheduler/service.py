@@ -20,23 +20,14 @@ from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import scheduling as repo
 from gpufleet.scheduler import commit
-from gpufleet.scheduler.decide import BoundedScan, OrgDecision, decide_org
+from gpufleet.scheduler.allocator import make_policy
+from gpufleet.scheduler.decide import OrgDecision, decide_org
 from gpufleet.scheduler.leader import LeaderElection
 from gpufleet.scheduler.model import Placement
-from gpufleet.scheduler.policies import POLICIES, Policy, RandomFit
+from gpufleet.scheduler.policies import Policy
 from gpufleet.scheduler.types import CycleResult, PendingJob
 
 log = logging.getLogger(__name__)
-
-
-def make_policy(name: str, max_candidates: int | None, scan_limit: int | None = None) -> Policy:
-    """A fresh placement policy by name (``Settings.scheduler_policy``), its scan bounded."""
-    factory = POLICIES.get(name)
-    if factory is None:
-        raise ValueError(f"unknown scheduler policy {name!r}; choose one of {', '.join(POLICIES)}")
-    if factory is RandomFit:
-        return RandomFit(0)
-    return BoundedScan(factory(max_candidates=max_candidates), scan_limit)
 
 
 @dataclass
@@ -94,7 +85,7 @@ class Scheduler:
         if policy is None:
             s = self.settings
             policy = self._policies[org_id] = make_policy(
-                s.scheduler_policy, s.scheduler_max_candidates, s.scheduler_scan_limit
+                s.scheduler_policy, max_candidates=s.scheduler_max_candidates, scan_limit=s.scheduler_scan_limit
             )
         return policy
 

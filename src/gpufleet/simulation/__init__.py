@@ -1,6 +1,7 @@
 """Capacity planning on workload traces: trace loading, the allocation protocol, its metrics."""
 
 from gpufleet.simulation.protocol import (
+    PolicyBounds,
     SeedResult,
     Summary,
     arrivals,
@@ -13,6 +14,7 @@ from gpufleet.simulation.protocol import (
 from gpufleet.simulation.traces import TraceError, load_hosts, load_jobs
 
 __all__ = [
+    "PolicyBounds",
     "SeedResult",
     "Summary",
     "TraceError",

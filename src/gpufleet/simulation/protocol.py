@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import fmean
 
-from gpufleet.scheduler.allocator import policy_named
+from gpufleet.scheduler.allocator import DEFAULT_MAX_CANDIDATES, DEFAULT_SCAN_LIMIT
+from gpufleet.scheduler.allocator import make_policy as make_named_policy
 from gpufleet.scheduler.cluster import ClusterState
 from gpufleet.scheduler.fragmentation import Shape, Workload, cluster_fragmentation, gpu_vector
 from gpufleet.scheduler.model import HostState, JobRequest, Placement
@@ -43,10 +44,21 @@ def arrivals(jobs: Sequence[JobRequest], capacity_milli: int, inflation: float, 
     return out
 
 
-def make_policy(name: str, jobs: Sequence[JobRequest], seed: int) -> Policy:
-    """A fresh policy; ``fgd`` gets the job list's shape distribution as its target workload, as in
-    FGD; ``default`` learns the distribution online from the jobs it has been asked to place."""
-    return policy_named(name, Workload.of_jobs(jobs) if name == "fgd" else None, seed)
+@dataclass(frozen=True, slots=True)
+class PolicyBounds:
+    """How much of the cluster one decision looks at; the defaults are production's."""
+
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES
+    scan_limit: int | None = DEFAULT_SCAN_LIMIT
+
+
+def make_policy(name: str, jobs: Sequence[JobRequest], seed: int, bounds: PolicyBounds = PolicyBounds()) -> Policy:
+    """The production policy by name; ``fgd`` gets the job list's shape distribution as its target
+    workload, as in FGD; ``default`` learns the distribution online from the jobs it is asked to place."""
+    workload = Workload.of_jobs(jobs) if name == "fgd" else None
+    return make_named_policy(
+        name, workload=workload, seed=seed, max_candidates=bounds.max_candidates, scan_limit=bounds.scan_limit
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +81,16 @@ def run(
     seed: int,
     inflation: float = 1.3,
     on_progress: Callable[[int, int], None] | None = None,
+    bounds: PolicyBounds = PolicyBounds(),
 ) -> SeedResult:
-    """Run the protocol once; ``on_progress(done, total)`` is called every 1,000 jobs."""
+    """Run the protocol once with the policy as production bounds it (unless ``bounds`` says
+    otherwise); ``on_progress(done, total)`` is called every 1,000 jobs."""
     cluster = ClusterState(hosts)
     capacity = cluster.total_gpu_milli
     if capacity == 0:
         raise ValueError("the hosts have no usable GPU")
     order = arrivals(jobs, capacity, inflation, seed)
-    policy = make_policy(policy_name, jobs, seed)
+    policy = make_policy(policy_name, jobs, seed, bounds)
     target = Workload.of_jobs(jobs).distribution()
     timings: list[int] = []
     arrived = failed = failed_milli = 0
@@ -157,8 +171,10 @@ def parse_seeds(text: str) -> list[int]:
 METRICS = ("alloc_at_100", "alloc_at_end", "frag_at_90", "failed", "decision_us_p50", "decision_us_p99")
 
 
-def report(policy: str, inflation: float, results: Sequence[SeedResult]) -> dict[str, object]:
-    """One JSON-ready object: every seed's figures and their means."""
+def report(
+    policy: str, inflation: float, results: Sequence[SeedResult], bounds: PolicyBounds = PolicyBounds()
+) -> dict[str, object]:
+    """One JSON-ready object: the settings used, every seed's figures and their means."""
     seeds = [
         {
             "seed": r.seed,
@@ -182,4 +198,11 @@ def report(policy: str, inflation: float, results: Sequence[SeedResult]) -> dict
         "decision_us_p50": round(summary.mean("decision_us_p50"), 1),
         "decision_us_p99": round(summary.mean("decision_us_p99"), 1),
     }
-    return {"policy": policy, "inflation": inflation, "seeds": seeds, "mean": mean}
+    return {
+        "policy": policy,
+        "max_candidates": bounds.max_candidates,
+        "scan_limit": bounds.scan_limit,
+        "inflation": inflation,
+        "seeds": seeds,
+        "mean": mean,
+    }
