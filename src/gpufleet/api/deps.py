@@ -13,6 +13,7 @@ from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.permissions import PERMISSIONS, allowed
 from gpufleet.schemas.common import DEFAULT_PAGE, MAX_PAGE
 from gpufleet.services.auth import Authenticator, Principal
+from gpufleet.services.host_auth import HostAuthenticator
 
 ORG_HEADER = "x-gpufleet-organization"
 
@@ -88,6 +89,9 @@ DEFAULT_LIMIT = DEFAULT_PAGE
 
 
 def forget_credentials(request: Request) -> None:
-    """After a change to who may do what, drop this replica's cached credentials at once."""
+    """After a change to who may do what (a key or host revoked, a role changed, a host
+    re-registered), drop this replica's cached credentials, API keys and host credentials, at once."""
     auth: Authenticator = request.app.state.authenticator
     auth.invalidate()
+    hosts: HostAuthenticator = request.app.state.host_authenticator
+    hosts.forget_all()
