@@ -54,6 +54,21 @@ async def test_hs256_token_signs_in_and_creates_an_organization(client: httpx.As
     assert_problem(await client.get("/v1/members", headers={**h, "X-Gpufleet-Organization": str(uuid.uuid4())}), 401)
 
 
+async def test_a_supabase_user_accepts_an_invite_to_an_existing_account_with_its_token(
+    client: httpx.AsyncClient, tenant: TenantFactory
+) -> None:
+    admin: Tenant = await tenant(Role.ADMIN)
+    sub = str(uuid.uuid4())
+    h = {"Authorization": f"Bearer {token(sub)}"}
+    me = (await client.get("/v1/me", headers=h)).json()  # signs in: the account now exists
+    r = await client.post("/v1/invites", json={"email": me["user"]["email"]}, headers=admin.headers)
+    invite = r.json()["token"]
+    assert_problem(await client.post("/v1/invites/accept", json={"token": invite}), 401, "already exists")
+    r = await client.post("/v1/invites/accept", json={"token": invite}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["user"]["id"] == me["user"]["id"] and r.json()["organization"]["id"] == str(admin.org.id)
+
+
 @pytest.mark.parametrize(
     ("claims", "message"),
     [

@@ -58,6 +58,17 @@ async def current_principal(request: Request) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """For routes open to anyone that act differently for a signed-in caller: no credential is
+    None; a credential that does not verify is still a 401, never an anonymous call."""
+    if "authorization" not in request.headers:
+        return None
+    return await current_principal(request)
+
+
+MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 DB = Annotated[Database, Depends(get_db)]
 
 
