@@ -1,7 +1,7 @@
 """Revocation across replicas: two app instances on one database, each with its own credential
-caches. A revoked or superseded credential is refused at once by the replica that revoked it
-and within ``auth_cache_ttl_s`` (2 s) by every other; reports that change state are refused at
-once everywhere (the credential is checked again in their own transaction)."""
+caches. A revoked or superseded host credential is refused at once on every agent route by
+every replica (each call checks it again in its own transaction); an API key at once by the
+replica that revoked it and within ``auth_cache_ttl_s`` (2 s) by every other."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
@@ -92,18 +93,11 @@ async def test_a_revoked_host_credential_is_refused_on_every_agent_route(db: Dat
 
         r = await a.post(f"/v1/hosts/{reg['host_id']}/revoke", headers=admin.headers)
         assert r.status_code == 200, r.text
-        revoked_at = time.monotonic()
         # The replica that revoked: refused at once, on every route.
         await _refused_everywhere(a, cred, job_id)
-        # Another replica: whatever changes state or hands out the job's secrets is refused at once...
-        for name in ("assignments", "started", "exit", "reconcile", "heartbeat"):
-            r = await _agent_calls(b, cred, job_id)[name]()
-            assert r.status_code == 401, (name, r.text)
-        # ... and the rest within the cache's bound, counted from its last look at the database.
-        logs_on_b = _agent_calls(b, cred, job_id)["logs"]
-        waited = await _seconds_until_refused(logs_on_b, revoked_at)
-        assert revoked_at - warmed_at + waited <= TTL_S + 0.3, waited
+        # Another replica, which verified the credential a moment ago: refused at once too.
         await _refused_everywhere(b, cred, job_id)
+        assert time.monotonic() - warmed_at < TTL_S  # so no cache entry had expired meanwhile
         assert await _status(db, job_id) == "allocated"  # nothing the old credential sent took effect
 
 
@@ -151,3 +145,10 @@ async def test_a_revoked_api_key_is_refused_within_the_bound_on_another_replica(
         assert_problem(await a.get("/v1/me", headers=h), 401, "revoked")
         waited = await _seconds_until_refused(lambda: b.get("/v1/me", headers=h), revoked_at)
         assert revoked_at - warmed_at + waited <= TTL_S + 0.3, waited
+
+
+def test_the_revocation_tests_call_every_agent_route(app: FastAPI) -> None:
+    """A new agent route must join ``_agent_calls`` (and check ``ensure_current`` in its transaction)."""
+    paths = app.openapi()["paths"]
+    routes = {p.rsplit("/", 1)[-1] for p in paths if p.startswith("/v1/agent/") and p != "/v1/agent/register"}
+    assert routes == set(_agent_calls(httpx.AsyncClient(), "gfh_x", "j"))

