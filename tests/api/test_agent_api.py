@@ -161,5 +161,6 @@ async def test_a_remembered_credential_dies_with_revocation_and_re_registration(
     assert (await client.post(f"/v1/hosts/{reg['host_id']}/revoke", headers=t.headers)).status_code == 200
     again = await register(client, t)  # same host, new credential, no longer revoked
     assert again["host_id"] == reg["host_id"]
-    assert_problem(await heartbeat(client, reg["credential"]), 401, "revoked")
+    # Replaced: refused at once, as never issued (its hash is no longer the host's).
+    assert_problem(await heartbeat(client, reg["credential"]), 401, "replaced when its host registered again")
     assert (await heartbeat(client, again["credential"])).status_code == 200

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
+from gpufleet.services.auth import Authenticator
 from tests.api.conftest import Tenant, TenantFactory, build_app
 from tests.api.test_tenancy_api import assert_problem
 from tests.factories import create_job
@@ -51,6 +52,21 @@ async def test_hs256_token_signs_in_and_creates_an_organization(client: httpx.As
     r = await client.get("/v1/members", headers={**h, "X-Gpufleet-Organization": org_id})
     assert r.status_code == 200 and len(r.json()["items"]) == 1
     assert_problem(await client.get("/v1/members", headers={**h, "X-Gpufleet-Organization": str(uuid.uuid4())}), 401)
+
+
+async def test_a_supabase_user_accepts_an_invite_to_an_existing_account_with_its_token(
+    client: httpx.AsyncClient, tenant: TenantFactory
+) -> None:
+    admin: Tenant = await tenant(Role.ADMIN)
+    sub = str(uuid.uuid4())
+    h = {"Authorization": f"Bearer {token(sub)}"}
+    me = (await client.get("/v1/me", headers=h)).json()  # signs in: the account now exists
+    r = await client.post("/v1/invites", json={"email": me["user"]["email"]}, headers=admin.headers)
+    invite = r.json()["token"]
+    assert_problem(await client.post("/v1/invites/accept", json={"token": invite}), 401, "already exists")
+    r = await client.post("/v1/invites/accept", json={"token": invite}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["user"]["id"] == me["user"]["id"] and r.json()["organization"]["id"] == str(admin.org.id)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +120,91 @@ async def test_es256_tokens_verified_with_jwks(db: Database, jwks_server: tuple[
         other = ec.generate_private_key(ec.SECP256R1())
         bad = token(str(uuid.uuid4()), key=other, alg="ES256", kid="k1")
         assert_problem(await c.get("/v1/me", headers={"Authorization": f"Bearer {bad}"}), 401)
+
+
+class RotatingJwks:
+    """A local JWKS endpoint whose published keys a test changes, counting the fetches."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self.published: list[str] = []
+        self.fetches = 0
+
+    def new_key(self, kid: str, *, publish: bool = True) -> ec.EllipticCurvePrivateKey:
+        self.keys[kid] = ec.generate_private_key(ec.SECP256R1())
+        if publish:
+            self.published.append(kid)
+        return self.keys[kid]
+
+    def body(self) -> bytes:
+        self.fetches += 1
+        jwks = [
+            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.keys[k].public_key())), "kid": k, "alg": "ES256"}
+            for k in self.published
+        ]
+        return json.dumps({"keys": jwks}).encode()
+
+
+@pytest.fixture
+def rotating_jwks() -> Iterator[tuple[str, RotatingJwks]]:
+    state = RotatingJwks()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = state.body()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json", state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+async def test_a_rotated_signing_key_is_fetched_at_once_and_refetches_are_rate_limited(
+    db: Database, rotating_jwks: tuple[str, RotatingJwks]
+) -> None:
+    url, jwks = rotating_jwks
+    k1 = jwks.new_key("k1")
+    app = build_app(db, supabase_url=PROJECT, supabase_jwks_url=url)
+    now = [1000.0]
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        app.state.authenticator = Authenticator(app.state.db, app.state.settings, clock=lambda: now[0])
+
+        async def me(key: Any, kid: str) -> httpx.Response:
+            signed = token(str(uuid.uuid4()), key=key, alg="ES256", kid=kid)
+            return await c.get("/v1/me", headers={"Authorization": f"Bearer {signed}"})
+
+        assert (await me(k1, "k1")).status_code == 200
+        assert jwks.fetches == 1
+        # The provider rotates: a token signed by the new key works at once (one refetch).
+        now[0] += 5
+        k2 = jwks.new_key("k2")
+        assert (await me(k2, "k2")).status_code == 200
+        assert (await me(k1, "k1")).status_code == 200
+        assert jwks.fetches == 2
+        # Made-up kids: refused, and at most one refetch per JWKS_REFETCH_MIN_S.
+        bogus = jwks.new_key("k3", publish=False)
+        for _ in range(5):
+            assert_problem(await me(bogus, "k3"), 401, "unknown key")
+        assert jwks.fetches == 2
+        now[0] += Authenticator.JWKS_REFETCH_MIN_S + 1
+        jwks.published.append("k3")
+        assert (await me(bogus, "k3")).status_code == 200
+        assert jwks.fetches == 3
+        # Known keys are served from the cache until the document's time to live.
+        assert (await me(k2, "k2")).status_code == 200 and jwks.fetches == 3
+        now[0] += Authenticator.JWKS_TTL_S
+        assert (await me(k2, "k2")).status_code == 200 and jwks.fetches == 4
 
 
 async def _emulate_supabase(db: Database) -> None:

@@ -26,6 +26,7 @@ from gpufleet.observability import HttpMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
+from gpufleet.services.host_auth import HostAuthenticator
 from gpufleet.services.wakeups import WakeHub
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def create_app(
         app.state.handle = handle
         app.state.db = handle.db
         app.state.authenticator = Authenticator(handle.db, settings)
+        app.state.host_authenticator = HostAuthenticator(handle.db)
         limiter = RateLimiter(handle.db, sync_s=settings.rate_limit_sync_s)
         limiter_holder["limiter"] = limiter
         app.state.limiter = limiter

@@ -13,6 +13,7 @@ from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.permissions import PERMISSIONS, allowed
 from gpufleet.schemas.common import DEFAULT_PAGE, MAX_PAGE
 from gpufleet.services.auth import Authenticator, Principal
+from gpufleet.services.host_auth import HostAuthenticator
 
 ORG_HEADER = "x-gpufleet-organization"
 
@@ -57,6 +58,17 @@ async def current_principal(request: Request) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """For routes open to anyone that act differently for a signed-in caller: no credential is
+    None; a credential that does not verify is still a 401, never an anonymous call."""
+    if "authorization" not in request.headers:
+        return None
+    return await current_principal(request)
+
+
+MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 DB = Annotated[Database, Depends(get_db)]
 
 
@@ -88,6 +100,9 @@ DEFAULT_LIMIT = DEFAULT_PAGE
 
 
 def forget_credentials(request: Request) -> None:
-    """After a change to who may do what, drop this replica's cached credentials at once."""
+    """After a change to who may do what (a key or host revoked, a role changed, a host
+    re-registered), drop this replica's cached credentials, API keys and host credentials, at once."""
     auth: Authenticator = request.app.state.authenticator
     auth.invalidate()
+    hosts: HostAuthenticator = request.app.state.host_authenticator
+    hosts.forget_all()

@@ -167,6 +167,24 @@ async def find_by_credential(conn: Conn, *, credential_hash: bytes) -> Credentia
     return CredentialMatch(identity, row["revoked_at"] is not None, row["removed_at"] is not None)
 
 
+async def holds_credential(conn: Conn, *, org_id: UUID, host_id: UUID, credential_hash: bytes | None) -> bool:
+    """Whether the host is not revoked and ``credential_hash`` (when given) is still its credential.
+
+    A plain read, no lock: a report that reads "yes" and commits is ordered before a revocation
+    that commits later; nothing that starts after the revocation committed reads "yes".
+    """
+    return bool(
+        await conn.fetchval(
+            """select exists (select 1 from hosts
+                               where organization_id = $1 and id = $2 and revoked_at is null
+                                 and ($3::bytea is null or credential_hash = $3))""",
+            org_id,
+            host_id,
+            credential_hash,
+        )
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Beat:
     old_status: HostStatus

@@ -75,8 +75,17 @@ async def revoke_invite(db: Database, p: Principal, invite_id: UUID) -> members.
         return invite
 
 
-async def accept_invite(db: Database, *, token: str, name: str) -> tuple[Organization, User, Role, CreatedKey]:
-    """Accept by token: the membership, the user if new, and a first API key, in one transaction."""
+async def accept_invite(
+    db: Database, *, token: str, name: str, caller: Principal | None = None
+) -> tuple[Organization, User, Role, CreatedKey]:
+    """Accept by token: the membership, the user if new, and a first API key, in one transaction.
+
+    The token alone speaks only for an email that has no account yet (the account is created;
+    a caller's own credential plays no part). An invite addressed to an existing account is
+    accepted only by a request authenticated as that account (``caller``: its API key, of any
+    organization, or its Supabase token); otherwise nothing is created, so whoever holds the
+    token (the inviting admin included) never gets a credential of someone else's account.
+    """
     if not security.well_formed(token, security.INVITE_TOKEN):
         raise Unauthorized("malformed invite token")
     async with db.system_transaction() as conn:
@@ -87,6 +96,16 @@ async def accept_invite(db: Database, *, token: str, name: str) -> tuple[Organiz
         if not usable:
             raise Unauthorized("this invite was already used, revoked, or has expired")
         user = await orgs.user_by_email(conn, email=invite.email)
+        if user is not None and caller is None:
+            raise Unauthorized(
+                "an account with this email already exists: accept the invite signed in as that account "
+                "(Authorization: Bearer <its API key or Supabase token>). Nothing was changed"
+            )
+        if user is not None and caller is not None and user.id != caller.user_id:
+            raise Forbidden(
+                "this invite is addressed to another account: accept it signed in as the invited account. "
+                "Nothing was changed"
+            )
         if user is None:
             user = await orgs.create_user(conn, email=invite.email, name=name)
         if await members.get(conn, org_id=invite.organization_id, user_id=user.id) is not None:

@@ -21,6 +21,7 @@ from gpufleet.execution_domain import Assignment, ExecutionPolicy, KillInstructi
 from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
 from gpufleet.repo.execution import RunState
+from gpufleet.services.hosts import ensure_current
 from gpufleet.services.wakeups import WakeHub
 
 DEFAULT_POLICY = ExecutionPolicy()
@@ -64,6 +65,7 @@ async def next_assignments(
 
 async def _fetch(db: Database, identity: HostIdentity, limit: int) -> list[Assignment]:
     async with db.transaction(identity.org_id) as conn:
+        await ensure_current(conn, identity)  # every read, so a long poll ends at a revocation
         return await repo.assignments_for_host(conn, org_id=identity.org_id, host_id=identity.host_id, limit=limit)
 
 

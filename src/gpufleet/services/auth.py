@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain import Role
 from gpufleet.errors import Unauthorized
 from gpufleet.repo import api_keys, members, orgs
+from gpufleet.ttl_cache import TTLCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +42,25 @@ def _lower(a: Role, b: Role) -> Role:
 
 
 class Authenticator:
-    """Resolves credentials; one per app. Keeps only a record of when each key was last touched."""
+    """Resolves credentials; one per app. Verified API keys are remembered for
+    ``auth_cache_ttl_s`` (the bound on revocation elsewhere; ``invalidate`` makes it "at once"
+    here), the JWKS document for ``JWKS_TTL_S``; both in the one ``TTLCache``."""
 
     TOUCH_EVERY_S = 60.0
     CACHE_MAX = 10_000
+    JWKS_TTL_S = 600.0
+    # An unknown ``kid`` (a rotated key) refetches the JWKS at once, but at most this often, so
+    # tokens with made-up kids cannot turn into a request flood against the identity provider.
+    JWKS_REFETCH_MIN_S = 30.0
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.settings = settings
+        self.clock = clock
         self._touched: dict[UUID, float] = {}
-        # key hash -> (valid until (monotonic), key expiry (epoch s) or None, principal)
-        self._cache: dict[bytes, tuple[float, float | None, Principal]] = {}
-        self._jwks: dict[str, Any] | None = None
-        self._jwks_at = 0.0
+        self._cache: TTLCache[bytes, Principal] = TTLCache(max_entries=self.CACHE_MAX, clock=clock)
+        self._jwks: TTLCache[str, jwt.PyJWKSet] = TTLCache(max_entries=1, clock=clock)
+        self._jwks_refetched_at: float | None = None
         self._jwks_lock = asyncio.Lock()
 
     def invalidate(self) -> None:
@@ -64,12 +72,9 @@ class Authenticator:
             raise Unauthorized("malformed API key (expected gfk_... with a valid checksum)")
         key_hash = security.hash_secret(secret)
         cached = self._cache.get(key_hash)
-        now = time.monotonic()
         if cached is not None:
-            valid_until, expires, principal = cached
-            if now < valid_until and (expires is None or time.time() < expires):
-                return principal
-            del self._cache[key_hash]
+            return cached
+        now = self.clock()  # before the lookup: the answer is never kept longer than the TTL
         async with self.db.system_transaction() as conn:
             found = await api_keys.principal_by_hash(conn, key_hash=key_hash)
             if found is None:
@@ -91,12 +96,10 @@ class Authenticator:
             credential="api_key",
             key_id=found.key_id,
         )
-        ttl = self.settings.auth_cache_ttl_s
-        if ttl > 0:
-            if len(self._cache) >= self.CACHE_MAX:
-                self._cache.clear()
-            expires = found.expires_at.timestamp() if found.expires_at else None
-            self._cache[key_hash] = (now + ttl, expires, principal)
+        until = now + self.settings.auth_cache_ttl_s
+        if found.expires_at is not None:  # never past the key's own expiry
+            until = min(until, now + (found.expires_at.timestamp() - time.time()))
+        self._cache.put(key_hash, principal, until=until)
         return principal
 
     @property
@@ -113,20 +116,43 @@ class Authenticator:
                 raise Unauthorized("HS256 tokens are not accepted by this server")
             return s.supabase_jwt_secret.get_secret_value(), ["HS256"]
         if alg in ("ES256", "RS256") and s.supabase_jwks_url:
-            async with self._jwks_lock:
-                if self._jwks is None or time.monotonic() - self._jwks_at > 600:
-                    async with httpx.AsyncClient(timeout=5) as client:
-                        resp = await client.get(s.supabase_jwks_url)
-                        resp.raise_for_status()
-                        self._jwks = resp.json()
-                        self._jwks_at = time.monotonic()
-            keys = jwt.PyJWKSet.from_dict(self._jwks or {"keys": []})
             kid = header.get("kid")
-            for key in keys.keys:
-                if kid is None or key.key_id == kid:
-                    return key.key, [alg]
-            raise Unauthorized("token signed by an unknown key")
+            key = self._jwk(await self._jwks_doc(refetch=False), kid)
+            if key is None:
+                key = self._jwk(await self._jwks_doc(refetch=True), kid)
+            if key is None:
+                raise Unauthorized("token signed by an unknown key")
+            return key, [alg]
         raise Unauthorized(f"unsupported token algorithm {alg!r}")
+
+    @staticmethod
+    def _jwk(keys: jwt.PyJWKSet | None, kid: object) -> Any:
+        for key in keys.keys if keys is not None else []:
+            if kid is None or key.key_id == kid:
+                return key.key
+        return None
+
+    async def _jwks_doc(self, *, refetch: bool) -> jwt.PyJWKSet | None:
+        """The signing keys; fetched when missing or older than ``JWKS_TTL_S``, and again for an
+        unknown ``kid`` (``refetch``) when the last such refetch is ``JWKS_REFETCH_MIN_S`` old."""
+        url = self.settings.supabase_jwks_url
+        assert url is not None
+        async with self._jwks_lock:
+            keys = self._jwks.get(url)
+            now = self.clock()
+            if keys is not None and refetch:
+                last = self._jwks_refetched_at
+                if last is not None and now - last < self.JWKS_REFETCH_MIN_S:
+                    return None  # the caller already looked in ``keys``
+                self._jwks_refetched_at = now
+                keys = None
+            if keys is None:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    resp = await client.get(url)
+                    resp.raise_for_status()
+                    keys = jwt.PyJWKSet.from_dict(resp.json())
+                self._jwks.put(url, keys, until=now + self.JWKS_TTL_S)
+            return keys
 
     async def bearer_jwt(self, token: str, org_hint: UUID | None) -> Principal:
         s = self.settings

@@ -152,12 +152,26 @@ async def authenticate_host(db: Database, credential: str) -> HostIdentity:
     async with db.system_transaction() as conn:
         match = await repo.find_by_credential(conn, credential_hash=credential_hash)
     if match is None:
-        raise Unauthorized("unknown host credential")
+        raise Unauthorized("unknown host credential (never issued, or replaced when its host registered again)")
     if match.removed:
         raise Unauthorized("host credential revoked: the host was removed; register it again with a join token")
     if match.revoked:
         raise Unauthorized("host credential revoked; register the host again with a join token")
     return replace(match.identity, credential_hash=credential_hash)
+
+
+async def ensure_current(conn: Connection, identity: HostIdentity) -> None:
+    """Inside an agent call's own transaction: refuse a credential revoked or replaced since it
+    was verified (the identity may come from a replica's cache, see services/host_auth.py).
+
+    Every agent call runs it (the heartbeat folds the same test into its host UPDATE), so a
+    revocation or re-registration is final at once on every replica, whatever the caches hold.
+    """
+    held = await repo.holds_credential(
+        conn, org_id=identity.org_id, host_id=identity.host_id, credential_hash=identity.credential_hash
+    )
+    if not held:
+        raise Unauthorized("host credential revoked or replaced; register the host again with a join token")
 
 
 async def get_host(db: Database, *, org_id: UUID, host_id: UUID) -> HostDetail:

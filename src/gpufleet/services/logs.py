@@ -30,6 +30,7 @@ from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import logs as repo
 from gpufleet.repo.execution import AttemptRecord
 from gpufleet.services.assignments import DEFAULT_POLICY
+from gpufleet.services.hosts import ensure_current
 from gpufleet.services.reports import fence, stale_attempt
 from gpufleet.services.wakeups import WakeHub
 
@@ -145,6 +146,7 @@ async def append_logs(
     acked = ordered[-1].seq if ordered else None
     org_id = identity.org_id
     async with db.transaction(org_id) as conn:
+        await ensure_current(conn, identity)
         job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
         if job is None:
             raise stale_attempt(job_id, attempt, "no such job")

@@ -103,7 +103,8 @@ async def create(
                 key = await issue_key(conn, org_id=org_id, user_id=p.user_id, name=f"{wanted} owner", role=Role.OWNER)
             return org, key
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict(f"the slug {wanted!r} is taken; choose another", field="slug") from exc
+        # Slugs are unique across tenants: say neither whose it is nor that another organization exists.
+        raise Conflict("slug not available; choose another", field="slug") from exc
 
 
 async def get(db: Database, p: Principal, org_id: UUID) -> Organization:

@@ -33,6 +33,7 @@ from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.assignments import DEFAULT_POLICY, judge
+from gpufleet.services.hosts import ensure_current
 from gpufleet.services.transitions import transition_job
 
 MAX_REASON = 2000
@@ -88,6 +89,7 @@ async def report_started(
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31):
         raise InvalidInput("pid must be a positive whole number", field="pid")
     async with db.transaction(identity.org_id) as conn:
+        await ensure_current(conn, identity)
         job = fence(
             await jobs_repo.get_for_update(conn, org_id=identity.org_id, job_id=job_id), identity, job_id, attempt
         )
@@ -133,6 +135,7 @@ async def report_exit(
     _check_attempt(attempt)
     outcome = clean_outcome(outcome)
     async with db.transaction(identity.org_id) as conn:
+        await ensure_current(conn, identity)
         job = await jobs_repo.get_for_update(conn, org_id=identity.org_id, job_id=job_id)
         if job is None:
             raise stale_attempt(job_id, attempt, "no such job")
@@ -269,6 +272,7 @@ async def reconcile(
     decisions: list[ReconcileDecision] = []
     lost: list[UUID] = []
     async with db.transaction(org_id) as conn:
+        await ensure_current(conn, identity)  # a superseded agent's "I run nothing" must change nothing
         active = await repo.active_on_host(conn, org_id=org_id, host_id=identity.host_id)
         for job_id in sorted(set(active) | {e.job_id for e in cleaned}):  # the lock order: by id
             await jobs_repo.get_for_update(conn, org_id=org_id, job_id=job_id)

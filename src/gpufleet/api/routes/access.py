@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, MaybeCaller, forget_credentials, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
 from gpufleet.schemas.tenancy import (
@@ -55,11 +55,22 @@ async def revoke_invite(invite_id: UUID, p: Caller, db: DB) -> InviteRead:
     "/invites/accept",
     status_code=201,
     tags=["invites"],
-    responses={401: {"description": "unknown, used, revoked or expired token"}},
+    responses={
+        401: {
+            "description": "unknown, used, revoked or expired token; an invalid credential; or the invited "
+            "email has an account and the request is not signed in as it"
+        },
+        403: {"description": "signed in as an account the invite is not addressed to"},
+    },
 )
-async def accept_invite(body: InviteAccept, db: DB) -> InviteAccepted:
-    """Accept an invitation by its token (no other credential needed); returns a first API key, once."""
-    org, user, role, key = await access.accept_invite(db, token=body.token, name=body.name)
+async def accept_invite(body: InviteAccept, db: DB, caller: MaybeCaller) -> InviteAccepted:
+    """Accept an invitation by its token; returns a first API key, once.
+
+    For an email with no account yet the token is enough: the account is created. For an email
+    that already has an account, the request must be signed in as that account
+    (``Authorization: Bearer`` its API key of any organization, or its Supabase token);
+    otherwise nothing is created and the answer says so."""
+    org, user, role, key = await access.accept_invite(db, token=body.token, name=body.name, caller=caller)
     return InviteAccepted(
         organization=OrganizationRead.model_validate(org),
         user=UserRead.model_validate(user),

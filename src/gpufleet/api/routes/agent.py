@@ -6,13 +6,13 @@ registration a join token (``Bearer gfj_...``), everything after it the host cre
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from gpufleet.api.deps import DB
+from gpufleet.api.deps import DB, forget_credentials
 from gpufleet.api.routes.hosts import gpu_read
-from gpufleet.db.pool import Database
 from gpufleet.errors import InvalidInput, Unauthorized
 from gpufleet.execution_domain import ExecutionPolicy
 from gpufleet.hosts_domain import HeartbeatPolicy, HostIdentity
@@ -64,17 +64,22 @@ def execution_policy(request: Request) -> ExecutionPolicy:
     return policy
 
 
-def _authenticator(request: Request, db: Database) -> HostAuthenticator:
-    state = request.app.state
-    auth: HostAuthenticator | None = getattr(state, "host_authenticator", None)
-    if auth is None or auth.db is not db:
-        auth = state.host_authenticator = HostAuthenticator(db)
+def host_authenticator(request: Request) -> HostAuthenticator:
+    """This replica's host-credential cache (built with the app; see services/host_auth.py)."""
+    auth: HostAuthenticator = request.app.state.host_authenticator
     return auth
 
 
-async def current_host(request: Request, db: DB) -> HostIdentity:
-    """The host a credential belongs to (remembered per app; see services/host_auth.py)."""
-    return await _authenticator(request, db).authenticate(_bearer(request, "gfh_", "the host credential"))
+async def current_host(request: Request) -> AsyncIterator[HostIdentity]:
+    """The host a credential belongs to. A call the database refused as revoked or replaced
+    (``ensure_current``) also drops the credential from this replica's cache."""
+    auth = host_authenticator(request)
+    host = await auth.authenticate(_bearer(request, "gfh_", "the host credential"))
+    try:
+        yield host
+    except Unauthorized:
+        auth.forget(host)
+        raise
 
 
 Host = Annotated[HostIdentity, Depends(current_host)]
@@ -98,6 +103,8 @@ async def register(body: RegisterRequest, request: Request, db: DB) -> RegisterR
         name=body.name,
         policy=policy,
     )
+    if reg.reregistered:  # the old credential is refused here at once (elsewhere: ensure_current, the TTL)
+        forget_credentials(request)
     return RegisterResponse(
         host_id=reg.host.id,
         organization_id=reg.host.organization_id,
@@ -141,9 +148,6 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
         result = await heartbeats.heartbeat(db, host, report, policy=policy)
     except InvalidInput as exc:
         raise _wire_error(exc, where) from None
-    except Unauthorized:
-        _authenticator(request, db).forget(host)
-        raise
     running = [(r.job_id, r.attempt) for r in body.running]
     kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
     return HeartbeatResponse(

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.config import Settings
 from gpufleet.domain import GpuStatus, HostStatus
@@ -153,9 +153,11 @@ async def host_maintenance(host_id: UUID, p: Caller, db: DB, body: MaintenanceCh
 
 
 @router.post("/hosts/{host_id}/revoke", tags=["hosts"], **requires("hosts.revoke", NOT_FOUND))
-async def revoke_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+async def revoke_host(host_id: UUID, p: Caller, db: DB, request: Request) -> HostRead:
     """The host's credential stops working at once; it can register again with a join token."""
-    return host_read(await hosts.revoke_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+    revoked = await hosts.revoke_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id))
+    forget_credentials(request)
+    return host_read(revoked)
 
 
 @router.delete(
@@ -163,9 +165,11 @@ async def revoke_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
     tags=["hosts"],
     **requires("hosts.remove", {**NOT_FOUND, 409: {"description": "jobs still run or are allocated there"}}),
 )
-async def remove_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+async def remove_host(host_id: UUID, p: Caller, db: DB, request: Request) -> HostRead:
     """Retire a host: revoked, its GPUs offline, its name free; its history stays."""
-    return host_read(await hosts.remove_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+    removed = await hosts.remove_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id))
+    forget_credentials(request)
+    return host_read(removed)
 
 
 # ---------------------------------------------------------------- GPUs
