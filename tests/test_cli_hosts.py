@@ -76,7 +76,7 @@ def test_join_token_prints_the_agent_command(cli, live: LiveServer) -> None:  # 
     code, out, _ = cli("hosts", "revoke-join-token", created["id"], "--json")
     assert code == 0 and json.loads(out)["revoked_at"]
     code, _, err = cli("hosts", "join-token", "--expires", "soon")
-    assert code == 1 and "--expires 'soon'" in err
+    assert code == 2 and "--expires 'soon'" in err
 
 
 def test_hosts_commands(cli, live: LiveServer) -> None:  # type: ignore[no-untyped-def]
