@@ -13,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from gpufleet.cli.common import console
 from gpufleet.cli.main import app
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain import Role
@@ -41,6 +42,7 @@ def cli(live: LiveServer, owner: Tenant, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("GPUFLEET_API_KEY", owner.key)
     monkeypatch.setenv("GPUFLEET_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(console, "width", 250)  # the console may have measured its width before this test
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str, str]:
