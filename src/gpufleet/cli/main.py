@@ -70,8 +70,28 @@ def _json_requested(argv: list[str]) -> bool:
     return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
 
 
+GLOBAL_VALUE_OPTIONS = ("--url", "--api-key")
+
+
+def _globals_first(argv: list[str]) -> list[str]:
+    """``gpufleet jobs list --url U`` as ``gpufleet --url U jobs list``: global options go anywhere before ``--``."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < end:
+        arg = argv[i]
+        if arg in GLOBAL_VALUE_OPTIONS and i + 1 < end:
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        (front if arg.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS else rest).append(arg)
+        i += 1
+    return front + rest + argv[end:]
+
+
 def main() -> None:
-    argv = sys.argv[1:]
+    argv = _globals_first(sys.argv[1:])
     common.json_errors = _json_requested(argv)
     try:
         code = app(args=argv, prog_name="gpufleet", standalone_mode=False)
