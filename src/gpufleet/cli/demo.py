@@ -90,7 +90,7 @@ def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUI
     table.add_column("Runtime", justify="right")
     for job in jobs.values():
         gpus = ", ".join(
-            gpu_names.get(g.gpu_id, str(g.gpu_id)[:8]) + ("" if g.milli == 1000 else f" ({g.milli / 1000:.2f})")
+            gpu_names.get(g.gpu_id, str(g.gpu_id)[:8]) + ("" if g.milli == 1000 else f" ({g.milli / 1000:g} GPU)")
             for g in job.gpus
         )
         # A finished job has released its GPUs: show the ones it ran on.

@@ -359,7 +359,7 @@ def quotas_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
         show(found, True)
         return
     rows = [
-        {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus}"}
+        {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus} GPUs"}
         for q in found
     ]
     show(rows, False, ["id", "gpu_model", "used"], wide=wide)
