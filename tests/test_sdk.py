@@ -116,5 +116,10 @@ async def test_the_async_client(live: LiveServer, owner: Tenant) -> None:
         assert cancelled.status == "cancelled" and (await gf.job_events(job.id))[-1].type == "job.cancelled"
         with pytest.raises(NotFound):
             await gf.get_job(uuid.uuid4())
-        both = await asyncio.gather(gf.me(), gf.list_hosts())
-        assert both[0].organization_id == owner.org.id and both[1] == []
+        both = await asyncio.gather(gf.me(), gf.list_hosts(), gf.fleet_summary())
+        assert both[0].organization_id == owner.org.id and both[1] == [] and both[2].hosts_total == 0
+        key = await gf.create_api_key("async")
+        assert key.id in {k.id for k in await gf.list_api_keys()}
+        assert (await gf.revoke_api_key(key.id)).revoked_at is not None
+        feed = await gf.events(after_seq=0)
+        assert "job.cancelled" in [e.type for e in feed.events]
