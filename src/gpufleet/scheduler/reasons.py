@@ -131,10 +131,11 @@ def _reasons(cluster: ClusterState, job: JobRequest, scan: _Scan) -> tuple[str, 
         memory, model = scan.largest_memory
         out.append(f"no host has a {words} with {job.memory_mb} MiB memory (largest: {memory} MiB {model})")
     elif not scan.could_ever:
-        out.append(
-            f"no host could ever hold {k} {words}(s) with {_cores(job.cpu_milli)} CPU cores and "
-            f"{job.ram_mb} MiB RAM, even if empty"
-        )
+        # Name only what the job asked for: "8 GPUs", not "8 GPU(s) with 0 CPU cores and 0 MiB RAM".
+        needs = [f"{k} {words}" + ("s" if k != 1 else "")] if k else []
+        needs += [f"{_cores(job.cpu_milli)} CPU cores"] if job.cpu_milli else []
+        needs += [f"{job.ram_mb} MiB RAM"] if job.ram_mb else []
+        out.append(f"no host could ever hold {' and '.join(needs) or 'the job'}, even if empty")
     if len(cluster.hosts) <= PER_HOST_LIMIT:
         return tuple(out + scan.per_host)
     if k and scan.gpu_fit_hosts == 0 and scan.model_seen and scan.memory_seen:
