@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, Role] = {
     "api_keys.read": M,
     "api_keys.revoke": M,
     "events.read": V,
+    "ids.resolve": V,  # each kind also needs its own list permission (services/resolve.py)
     # Jobs and quotas (docs/api.md, "Jobs" and "Quotas").
     "jobs.submit": M,
     "jobs.list": V,

@@ -258,7 +258,7 @@ async def test_pending_reasons_and_never_satisfiable_jobs(
     await scheduler(db).run_once()
     got = (await client.get(f"/v1/jobs/{big['id']}", headers=t.headers)).json()
     assert got["status"] == "pending"
-    assert got["pending_reason"].count(": 1 of 2 A100-80GB GPUs free") == 3, got["pending_reason"]
+    assert got["pending_reason"].count(": 1 A100-80GB GPU free, the job needs 2") == 3, got["pending_reason"]
     failed = (await client.get(f"/v1/jobs/{never['id']}", headers=t.headers)).json()
     assert failed["status"] == "allocation_failed" and failed["pending_reason"] is None
     assert "no host could ever hold 8 GPU" in failed["status_reason"] and failed["finished_at"]

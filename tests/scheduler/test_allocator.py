@@ -15,7 +15,7 @@ POLICY_NAMES = ["default", "best-fit", "fgd", "random"]
 def test_two_gpus_on_a_host_with_one_free_is_unschedulable_naming_the_host() -> None:
     result = allocate(job(gpus=2), [host("a", free=1)])
     assert isinstance(result, Unschedulable)
-    assert result.reasons == ("a: 1 of 2 GPUs free",)
+    assert result.reasons == ("a: 1 GPU free, the job needs 2",)
     assert not result.never
 
 

@@ -29,7 +29,7 @@ async def test_fractional_jobs_share_a_gpu_and_memory_follows_milli(db: Database
         g = await conn.fetchrow("select allocated_milli, allocated_memory_mb from gpu_resources where id = $1", gpu.id)
     assert g is not None and (g["allocated_milli"], g["allocated_memory_mb"]) == (1000, 81920)
     status, reason, _ = await status_of(db, jobs[4])
-    assert status == "pending" and reason and "250 milli-GPU" in reason
+    assert status == "pending" and reason and "0.25 GPU free" in reason
     await assert_clean(db)
 
 
@@ -83,7 +83,7 @@ async def test_pending_reason_is_written_only_when_it_changes(db: Database) -> N
     r1 = await sched.run_once()
     assert r1.placed == 1 and r1.reasons_written == 1
     reason = (await status_of(db, second))[1]
-    assert reason and "0 of 1 GPUs free" in reason
+    assert reason and "0 GPUs free, the job needs 1" in reason
     async with db.system_transaction() as conn:
         stamp = await conn.fetchval("select updated_at from jobs where id = $1", second)
     r2 = await sched.run_once()

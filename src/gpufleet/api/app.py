@@ -18,6 +18,7 @@ from gpufleet.api import errors
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
+from gpufleet.api.routes import resolve as resolve_routes
 from gpufleet.background import liveness, reaper, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
@@ -124,7 +125,7 @@ def create_app(
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops):
+    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops, resolve_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -9,8 +9,9 @@ from uuid import UUID
 
 import typer
 
-from gpufleet.cli.common import console, fail
-from gpufleet.cli.remote import JsonOpt, client, dump, show
+from gpufleet.cli.common import console, usage
+from gpufleet.cli.jobs import gpu_amount
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, show
 from gpufleet.domain import GpuStatus, HostStatus
 from gpufleet.hosts_domain import MetricAgg, MetricBucket
 from gpufleet.schemas.hosts import GpuRead, HostRead
@@ -21,7 +22,7 @@ gpus = typer.Typer(help="GPUs of the current organization's hosts.", no_args_is_
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HOST_COLUMNS = ["name", "id", "status", "kind", "cpu_cores", "ram_gb", "last_heartbeat_at", "status_reason"]
-GPU_COLUMNS = ["id", "host", "index", "model", "memory_gb", "status", "kind", "allocated_milli", "foreign_usage"]
+GPU_COLUMNS = ["id", "host", "index", "model", "memory_gb", "status", "kind", "allocated", "foreign_usage"]
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +35,7 @@ def parse_duration(text: str, option: str) -> timedelta:
     """``90s``, ``30m``, ``24h``, ``7d``."""
     match = _DURATION.match(text.strip().lower())
     if match is None:
-        fail(f"{option} {text!r}: expected a number and a unit, e.g. 30m, 24h or 7d")
+        usage(f"{option} {text!r}: expected a number and a unit, e.g. 30m, 24h or 7d")
     return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
@@ -52,6 +53,7 @@ def gpu_row(g: GpuRead, host_names: dict[UUID, str]) -> dict[str, Any]:
         "host": host_names.get(g.host_id, str(g.host_id)),
         "kind": _kind(g.simulated),
         "memory_gb": round(g.memory_mb / 1024, 1),
+        "allocated": gpu_amount(g.allocated_milli) if g.allocated_milli else "-",
     }
 
 
@@ -83,24 +85,27 @@ def hosts_join_token(
 
 @hosts.command("join-tokens")
 def hosts_join_tokens(
-    all_: bool = typer.Option(False, "--all", help="Also revoked, expired and used-up tokens."), as_json: bool = JsonOpt
+    all_: bool = typer.Option(False, "--all", help="Also revoked, expired and used-up tokens."),
+    wide: bool = WideOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """List join tokens (usable ones by default)."""
     with client() as c:
         tokens = c.list_join_tokens(include_inactive=all_)
-    show(tokens, as_json, ["id", "name", "prefix", "uses", "max_uses", "expires_at", "revoked_at"])
+    show(tokens, as_json, ["id", "name", "prefix", "uses", "max_uses", "expires_at", "revoked_at"], wide=wide)
 
 
 @hosts.command("revoke-join-token")
-def hosts_revoke_join_token(token_id: UUID, as_json: bool = JsonOpt) -> None:
+def hosts_revoke_join_token(token_id: str = id_arg("join token"), as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.revoke_join_token(token_id), as_json, ["id", "prefix", "revoked_at"])
+        show(c.revoke_join_token(resolve(c, "join_token", token_id)), as_json, ["id", "prefix", "revoked_at"])
 
 
 @hosts.command("list")
 def hosts_list(
     status: HostStatus = typer.Option(None, "--status", help="Only hosts in this status."),
     removed: bool = typer.Option(False, "--removed", help="Include removed hosts."),
+    wide: bool = WideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     with client() as c:
@@ -108,14 +113,14 @@ def hosts_list(
     if as_json:
         show(found, True)
         return
-    show([host_row(h) for h in found], False, HOST_COLUMNS)
+    show([host_row(h) for h in found], False, HOST_COLUMNS, wide=wide)
 
 
 @hosts.command("show")
-def hosts_show(host_id: UUID, as_json: bool = JsonOpt) -> None:
+def hosts_show(host_id: str = id_arg("host"), wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     """A host with its GPUs."""
     with client() as c:
-        host = c.get_host(host_id)
+        host = c.get_host(resolve(c, "host", host_id))
     if as_json:
         show(host, True)
         return
@@ -131,30 +136,32 @@ def hosts_show(host_id: UUID, as_json: bool = JsonOpt) -> None:
         f"{host.last_heartbeat_at or 'never'}",
         highlight=False,
     )
-    show([gpu_row(g, {host.id: host.name}) for g in host.gpus], False, GPU_COLUMNS)
+    show([gpu_row(g, {host.id: host.name}) for g in host.gpus], False, GPU_COLUMNS, wide=wide)
 
 
-def _host_action(action: str, host_id: UUID, as_json: bool, **kw: Any) -> None:
+def _host_action(action: str, host_id: str, as_json: bool, **kw: Any) -> None:
     with client() as c:
-        host = getattr(c, action)(host_id, **kw)
+        host = getattr(c, action)(resolve(c, "host", host_id), **kw)
     show(host_row(host) if not as_json else host, as_json, ["name", "id", "status", "kind", "status_reason"])
 
 
 @hosts.command("drain")
-def hosts_drain(host_id: UUID, reason: str = typer.Option(None, help="Why."), as_json: bool = JsonOpt) -> None:
+def hosts_drain(
+    host_id: str = id_arg("host"), reason: str = typer.Option(None, help="Why."), as_json: bool = JsonOpt
+) -> None:
     """No new work on the host; what runs there finishes."""
     _host_action("drain_host", host_id, as_json, reason=reason)
 
 
 @hosts.command("undrain")
-def hosts_undrain(host_id: UUID, as_json: bool = JsonOpt) -> None:
+def hosts_undrain(host_id: str = id_arg("host"), as_json: bool = JsonOpt) -> None:
     """A draining host takes new work again."""
     _host_action("undrain_host", host_id, as_json)
 
 
 @hosts.command("maintenance")
 def hosts_maintenance(
-    host_id: UUID,
+    host_id: str = id_arg("host"),
     off: bool = typer.Option(False, "--off", help="End maintenance (back to ready)."),
     reason: str = typer.Option(None, help="Why."),
     as_json: bool = JsonOpt,
@@ -164,14 +171,14 @@ def hosts_maintenance(
 
 
 @hosts.command("revoke")
-def hosts_revoke(host_id: UUID, as_json: bool = JsonOpt) -> None:
+def hosts_revoke(host_id: str = id_arg("host"), as_json: bool = JsonOpt) -> None:
     """Revoke the host's credential: its agent stops; it can register again with a join token."""
     _host_action("revoke_host", host_id, as_json)
 
 
 @hosts.command("remove")
 def hosts_remove(
-    host_id: UUID, yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt
+    host_id: str = id_arg("host"), yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt
 ) -> None:
     """Retire a host (refused while jobs run there); its history stays."""
     if not yes:
@@ -186,51 +193,53 @@ def hosts_remove(
 def gpus_list(
     model: str = typer.Option(None, "--model", help="Part of the model name, any case."),
     status: GpuStatus = typer.Option(None, "--status"),
-    host: UUID = typer.Option(None, "--host", help="Host id."),
+    host: str = typer.Option(None, "--host", help="Host id (or any unique start of it)."),
+    wide: bool = WideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     with client() as c:
-        found = c.list_gpus(model=model, status=status, host_id=host)
+        found = c.list_gpus(model=model, status=status, host_id=resolve(c, "host", host) if host else None)
         names = {h.id: h.name for h in c.list_hosts()} if found and not as_json else {}
     if as_json:
         show(found, True)
         return
-    show([gpu_row(g, names) for g in found], False, GPU_COLUMNS)
+    show([gpu_row(g, names) for g in found], False, GPU_COLUMNS, wide=wide)
 
 
 @gpus.command("show")
-def gpus_show(gpu_id: UUID, as_json: bool = JsonOpt) -> None:
+def gpus_show(gpu_id: str = id_arg("GPU"), wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
-        gpu = c.get_gpu(gpu_id)
+        gpu = c.get_gpu(resolve(c, "gpu", gpu_id))
         name = c.get_host(gpu.host_id).name if not as_json else ""
     if as_json:
         show(gpu, True)
         return
     row = gpu_row(gpu, {gpu.host_id: name})
-    show(row, False, [*GPU_COLUMNS, "uuid", "pci_bus_id", "status_reason", "hourly_price", "last_seen_at"])
+    show(row, False, [*GPU_COLUMNS, "uuid", "pci_bus_id", "status_reason", "hourly_price", "last_seen_at"], wide=wide)
 
 
 @gpus.command("maintenance")
 def gpus_maintenance(
-    gpu_id: UUID,
+    gpu_id: str = id_arg("GPU"),
     off: bool = typer.Option(False, "--off", help="Back into service."),
     reason: str = typer.Option(None),
     as_json: bool = JsonOpt,
 ) -> None:
     with client() as c:
-        show(c.set_gpu_maintenance(gpu_id, not off, reason), as_json, ["id", "uuid", "status", "status_reason"])
+        full = resolve(c, "gpu", gpu_id)
+        show(c.set_gpu_maintenance(full, not off, reason), as_json, ["id", "uuid", "status", "status_reason"])
 
 
 @gpus.command("clear-health")
-def gpus_clear_health(gpu_id: UUID, as_json: bool = JsonOpt) -> None:
+def gpus_clear_health(gpu_id: str = id_arg("GPU"), as_json: bool = JsonOpt) -> None:
     """Declare an unhealthy GPU fit again."""
     with client() as c:
-        show(c.clear_gpu_health(gpu_id), as_json, ["id", "uuid", "status"])
+        show(c.clear_gpu_health(resolve(c, "gpu", gpu_id)), as_json, ["id", "uuid", "status"])
 
 
 @gpus.command("metrics")
 def gpus_metrics(
-    gpu_id: UUID,
+    gpu_id: str = id_arg("GPU"),
     since: str = typer.Option("1h", "--since", help="How far back, e.g. 15m, 1h, 7d."),
     bucket: MetricBucket = typer.Option(MetricBucket.MINUTE, "--bucket", help="raw, 1m, 5m or 1h."),
     agg: MetricAgg = typer.Option(MetricAgg.AVG, "--agg", help="avg or max per bucket."),
@@ -240,7 +249,7 @@ def gpus_metrics(
     end = datetime.now(UTC)
     start = end - parse_duration(since, "--since")
     with client() as c:
-        series = c.gpu_metrics(gpu_id, start=start, end=end, bucket=bucket.value, agg=agg.value)
+        series = c.gpu_metrics(resolve(c, "gpu", gpu_id), start=start, end=end, bucket=bucket.value, agg=agg.value)
     if as_json:
         show(series, True)
         return

@@ -15,17 +15,18 @@ from uuid import UUID
 import typer
 from rich.table import Table
 
-from gpufleet.cli.common import console, emit_json, fail
-from gpufleet.cli.remote import JsonOpt, client, dump, show
-from gpufleet.client import Client
+from gpufleet.cli.common import EXIT_OK, EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, fail, usage
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, short, show
 from gpufleet.domain import JobStatus
 from gpufleet.schemas.jobs import JobRead, RetryPolicy
+from gpufleet.sdk import Client
 
 jobs = typer.Typer(help="Submit, list, inspect, wait for and cancel jobs.", no_args_is_help=True)
 quotas = typer.Typer(help="How many GPUs the organization may hold at once (admins set them).", no_args_is_help=True)
 
-# `jobs wait` exit codes: 0 succeeded, 1 finished otherwise, 2 still not finished at --timeout.
-EXIT_SUCCEEDED, EXIT_UNSUCCESSFUL, EXIT_TIMEOUT = 0, 1, 2
+# `jobs wait` exit codes (docs/cli.md): 0 succeeded, 3 finished otherwise, 4 still not finished at --timeout;
+# 1 and 2 stay what they are for every command (an error, a wrong command line).
+EXIT_SUCCEEDED = EXIT_OK
 
 LogStreamOpt = Literal["all", "stdout", "stderr"]
 LIST_COLUMNS = ["id", "name", "status", "gpus", "priority", "created_at", "reason"]
@@ -41,22 +42,36 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            fail(f"{what} {item!r} is not KEY=VALUE")
+            usage(f"{what} {item!r} is not KEY=VALUE")
         out[key] = value
     return out
+
+
+def gpu_amount(milli: int, count: int = 1) -> str:
+    """GPUs as people say them: "0.25 GPU", "1 GPU", "2 GPUs"."""
+    amount = count * milli / 1000
+    return f"{amount:g} GPU" + ("s" if amount > 1 else "")
 
 
 def _gpus(job: JobRead) -> str:
     r = job.requirements
     if r.gpu_count == 0:
         return "-"
-    size = f"{r.gpu_milli / 1000:g}" if r.gpu_milli < 1000 else str(r.gpu_count)
-    return size + (f" x {'/'.join(r.gpu_models)}" if r.gpu_models else "")
+    return gpu_amount(r.gpu_milli, r.gpu_count) + (f" ({' or '.join(r.gpu_models)})" if r.gpu_models else "")
 
 
-def _row(job: JobRead) -> dict[str, Any]:
+def _attempt(job: JobRead) -> str | None:
+    """ "attempt 2 of 3" only when retries on failure were asked for; a host-loss requeue says so."""
+    if job.retry.on_failure:
+        return f"{job.attempt} of {job.retry.max_attempts}"
+    if job.attempt > 1:
+        return f"{job.attempt} (queued again after its host was lost)"
+    return None
+
+
+def _row(job: JobRead, wide: bool = False) -> dict[str, Any]:
     return {
-        "id": str(job.id),
+        "id": short(job.id, wide),
         "name": job.name,
         "status": job.status.value + (" (cancel requested)" if job.cancel_requested_at and not job.finished else ""),
         "gpus": _gpus(job),
@@ -84,9 +99,10 @@ def _detail(job: JobRead) -> None:
         ("cpu / ram", f"{r.cpu_milli / 1000:g} cores, {r.ram_mb} MiB" if r.cpu_milli or r.ram_mb else None),
         ("priority", job.priority),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.labels.items()) or None),
-        ("attempt", f"{job.attempt} of {job.retry.max_attempts}"),
+        ("model type", job.model_type),
+        ("attempt", _attempt(job)),
         ("host", job.host_id),
-        ("allocated", ", ".join(f"{g.gpu_id} ({g.milli / 1000:g})" for g in job.gpus) or None),
+        ("allocated", ", ".join(f"GPU {short(g.gpu_id)} ({gpu_amount(g.milli)})" for g in job.gpus) or None),
         ("exit code", job.exit_code),
         ("cancel requested", job.cancel_requested_at),
         ("created", job.created_at),
@@ -101,13 +117,13 @@ def _detail(job: JobRead) -> None:
     console.print(table)
 
 
-def _wait(c: Client, job_id: UUID, timeout_s: float | None, as_json: bool) -> None:
-    if not as_json:
+def _wait(c: Client, job_id: UUID, timeout_s: float | None, as_json: bool, *, quiet: bool = False) -> None:
+    if not as_json and not quiet:
         console.print(f"waiting for {job_id} ...", highlight=False)
     job = c.wait_job(job_id, timeout_s)
     if as_json:
         emit_json(dump(job))
-    else:
+    elif not quiet:
         console.print(f"{job.id} {job.status}" + (f": {job.status_reason}" if job.status_reason else ""))
     if not job.finished:
         raise typer.Exit(EXIT_TIMEOUT)
@@ -118,10 +134,13 @@ def _wait(c: Client, job_id: UUID, timeout_s: float | None, as_json: bool) -> No
 def jobs_submit(
     cmd: list[str] = typer.Argument(None, metavar="-- CMD ARGS", help="The command and its arguments, after `--`."),
     name: str = typer.Option(None, help="A name (default: the command)."),
-    gpus: int = typer.Option(1, "--gpus", min=0, help="Whole GPUs on one host; 0 for CPU only."),
+    gpus: int = typer.Option(None, "--gpus", min=0, help="Whole GPUs on one host (default 1); 0 for CPU only."),
     gpu_fraction: float = typer.Option(None, help="A fraction of one GPU, e.g. 0.25 (instead of --gpus)."),
-    min_memory_gb: float = typer.Option(None, help="GPU memory per GPU, GB."),
-    gpu_model: list[str] = typer.Option(None, "--gpu-model", help="Acceptable GPU model (repeatable)."),
+    min_memory_gb: float = typer.Option(None, help="GPU memory per GPU, GB (the sketch's min_memory)."),
+    gpu_model: list[str] = typer.Option(
+        None, "--gpu-model", "--gpu-type", help="Acceptable GPU model, e.g. 'NVIDIA A100' (repeatable)."
+    ),
+    model_type: str = typer.Option(None, "--model-type", help="What kind of model the job runs, e.g. text."),
     cpus: float = typer.Option(None, help="CPU cores."),
     ram_gb: float = typer.Option(None, help="RAM, GB."),
     priority: int = typer.Option(None, help="-1000..1000; higher runs first."),
@@ -131,23 +150,31 @@ def jobs_submit(
     workdir: str = typer.Option(None, help="Working directory on the host."),
     script: Path = typer.Option(None, help="Run this shell script file ('-' for stdin) instead of a command."),
     retries: int = typer.Option(None, min=0, max=99, help="Run again this many times if it fails."),
+    max_attempts: int = typer.Option(
+        None, min=1, max=100, help="Attempts in all, host-loss requeues included (default 3; with --retries: N+1)."
+    ),
+    host_loss_requeue: bool = typer.Option(
+        True, "--requeue-on-host-loss/--no-requeue-on-host-loss", help="Queue it again if its host is lost."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait until it finishes; exit status as `jobs wait`."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the job id (for ID=$(...))."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Queue a job: `gpufleet jobs submit --gpus 2 -- python train.py --epochs 3`."""
-    if cmd and script is not None:
-        fail("give a command after `--` or --script, not both")
-    if not cmd and script is None:
-        fail("no command: put it after `--`, e.g. `gpufleet jobs submit -- python train.py`")
+    _refuse_conflicts(cmd, script, gpus, gpu_fraction, min_memory_gb, gpu_model, retries, max_attempts, quiet, as_json)
     script_text = None
     if script is not None:
         script_text = sys.stdin.read() if str(script) == "-" else _read(script)
-    gpu_count, gpu_milli = gpus, None
+    gpu_count, gpu_milli = (1 if gpus is None else gpus), None
     if gpu_fraction is not None:
-        if not 0 < gpu_fraction < 1:
-            fail("--gpu-fraction must be between 0 and 1 (use --gpus for whole GPUs)")
         gpu_count, gpu_milli = 1, max(1, round(gpu_fraction * 1000))
-    retry = RetryPolicy(on_failure=True, max_attempts=retries + 1) if retries else None
+    retry = None
+    if retries or max_attempts is not None or not host_loss_requeue:
+        retry = RetryPolicy(
+            on_failure=bool(retries),
+            on_host_loss=host_loss_requeue,
+            max_attempts=max_attempts if max_attempts is not None else (retries + 1 if retries else 3),
+        )
     with client() as c:
         job = c.submit_job(
             name=name or (" ".join(cmd)[:200] if cmd else script.name if script else "job"),
@@ -157,6 +184,7 @@ def jobs_submit(
             gpu_milli=gpu_milli,
             min_memory_gb=min_memory_gb,
             gpu_models=gpu_model or None,
+            model_type=model_type,
             cpu_cores=cpus,
             ram_gb=ram_gb,
             priority=priority,
@@ -166,14 +194,46 @@ def jobs_submit(
             working_dir=workdir,
             retry=retry,
         )
+        if quiet:
+            typer.echo(str(job.id))
         if wait:
-            if not as_json:
+            if not as_json and not quiet:
                 console.print(f"submitted {job.id}", highlight=False)
-            _wait(c, job.id, None, as_json)
+            _wait(c, job.id, None, as_json, quiet=quiet)
     if as_json:
         show(job, True)
-    else:
+    elif not quiet:
         console.print(f"submitted {job.id} ({job.status})", highlight=False)
+
+
+def _refuse_conflicts(
+    cmd: list[str] | None,
+    script: Path | None,
+    gpus: int | None,
+    gpu_fraction: float | None,
+    min_memory_gb: float | None,
+    gpu_model: list[str] | None,
+    retries: int | None,
+    max_attempts: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Flags that cannot mean anything together: one line, exit 2, before anything is sent."""
+    if cmd and script is not None:
+        usage("give a command after `--` or --script, not both")
+    if not cmd and script is None:
+        usage("no command: put it after `--`, e.g. `gpufleet jobs submit -- python train.py`")
+    if gpu_fraction is not None:
+        if gpus is not None:
+            usage(f"give --gpus or --gpu-fraction, not both (--gpu-fraction {gpu_fraction:g} is part of one GPU)")
+        if not 0 < gpu_fraction < 1:
+            usage("--gpu-fraction must be between 0 and 1 (use --gpus for whole GPUs)")
+    if gpus == 0 and (min_memory_gb is not None or gpu_model):
+        usage("--gpus 0 asks for no GPU: drop --min-memory-gb/--gpu-model, or ask for GPUs")
+    if retries and max_attempts is not None and max_attempts != retries + 1:
+        usage(f"--retries {retries} means {retries + 1} attempts; give --retries or --max-attempts, not both")
+    if quiet and as_json:
+        usage("give -q/--quiet (the id alone) or --json (the whole job), not both")
 
 
 def _read(path: Path) -> str:
@@ -188,21 +248,23 @@ def jobs_list(
     status: list[JobStatus] = typer.Option(None, "--status", help="Only these states (repeatable)."),
     label: list[str] = typer.Option(None, "--label", help="KEY=VALUE; jobs with every such label (repeatable)."),
     limit: int = typer.Option(50, min=1, help="At most this many, newest first."),
+    wide: bool = WideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
+    """Jobs, newest first, with why each waits or ended (ids shortened; --wide for whole ones)."""
     with client() as c:
         found = list(itertools.islice(c.list_jobs(status=status or None, labels=_pairs(label, "--label")), limit))
     if as_json:
         show(found, True)
     else:
-        show([_row(j) for j in found], False, LIST_COLUMNS)
+        show([_row(j, wide) for j in found], False, LIST_COLUMNS, wide=wide)
 
 
 @jobs.command("show")
-def jobs_show(job_id: UUID, as_json: bool = JsonOpt) -> None:
+def jobs_show(job_id: str = id_arg("job"), as_json: bool = JsonOpt) -> None:
     """One job in full; a pending job says why it waits."""
     with client() as c:
-        job = c.get_job(job_id)
+        job = c.get_job(resolve(c, "job", job_id))
     if as_json:
         show(job, True)
     else:
@@ -211,11 +273,13 @@ def jobs_show(job_id: UUID, as_json: bool = JsonOpt) -> None:
 
 @jobs.command("events")
 def jobs_events(
-    job_id: UUID, after_seq: int = typer.Option(0, min=0, help="Only after this seq."), as_json: bool = JsonOpt
+    job_id: str = id_arg("job"),
+    after_seq: int = typer.Option(0, min=0, help="Only after this seq."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """The job's history, oldest first."""
     with client() as c:
-        evs = c.job_events(job_id, after_seq=after_seq)
+        evs = c.job_events(resolve(c, "job", job_id), after_seq=after_seq)
     if as_json:
         show(evs, True)
         return
@@ -233,10 +297,10 @@ def jobs_events(
 
 
 @jobs.command("cancel")
-def jobs_cancel(job_id: UUID, as_json: bool = JsonOpt) -> None:
+def jobs_cancel(job_id: str = id_arg("job"), as_json: bool = JsonOpt) -> None:
     """Cancel a job (a running one is stopped by its agent)."""
     with client() as c:
-        job = c.cancel_job(job_id)
+        job = c.cancel_job(resolve(c, "job", job_id))
     if as_json:
         show(job, True)
     elif job.status is JobStatus.CANCELLED:
@@ -247,27 +311,26 @@ def jobs_cancel(job_id: UUID, as_json: bool = JsonOpt) -> None:
 
 @jobs.command("wait")
 def jobs_wait(
-    job_id: UUID,
+    job_id: str = id_arg("job"),
     timeout: float = typer.Option(None, min=0, help="Give up after this many seconds (default: never)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Wait for a job to finish. Exit status: 0 succeeded, 1 finished otherwise, 2 timed out waiting."""
+    """Wait for a job to finish. Exit status: 0 succeeded, 3 finished otherwise, 4 not finished at --timeout."""
     with client() as c:
-        _wait(c, job_id, timeout, as_json)
+        _wait(c, resolve(c, "job", job_id), timeout, as_json)
 
 
 @jobs.command("logs")
 def jobs_logs(
-    job_id: UUID,
+    job_id: str = id_arg("job"),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing output as it comes until the job ends."),
     attempt: int = typer.Option(None, min=1, help="This attempt (default: the current one; -f follows retries)."),
     stream: LogStreamOpt = typer.Option("all", "--stream", help="Only this stream (gpufleet's notices always)."),
 ) -> None:
     """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr."""
     with client() as c:
-        entries = (
-            c.follow_job_logs(job_id, attempt=attempt) if follow else c.iter_job_logs(job_id, attempt=attempt)
-        )
+        full = resolve(c, "job", job_id)
+        entries = c.follow_job_logs(full, attempt=attempt) if follow else c.iter_job_logs(full, attempt=attempt)
         shown: int | None = None
         try:
             for e in entries:
@@ -289,17 +352,17 @@ def _write(out: BinaryIO, data: bytes) -> None:
 
 
 @quotas.command("list")
-def quotas_list(as_json: bool = JsonOpt) -> None:
+def quotas_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
         found = c.list_quotas()
     if as_json:
         show(found, True)
         return
     rows = [
-        {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus}"}
+        {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus} GPUs"}
         for q in found
     ]
-    show(rows, False, ["id", "gpu_model", "used"])
+    show(rows, False, ["id", "gpu_model", "used"], wide=wide)
 
 
 @quotas.command("set")
@@ -318,7 +381,8 @@ def quotas_set(
 
 
 @quotas.command("delete")
-def quotas_delete(quota_id: UUID) -> None:
+def quotas_delete(quota_id: str = id_arg("quota")) -> None:
     with client() as c:
-        c.delete_quota(quota_id)
-    console.print(f"deleted quota {quota_id}", highlight=False)
+        full = resolve(c, "quota", quota_id)
+        c.delete_quota(full)
+    console.print(f"deleted quota {full}", highlight=False)

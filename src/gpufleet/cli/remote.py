@@ -1,10 +1,12 @@
-"""Talking to a gpufleet server from the CLI: the client, one-line errors, tables or --json."""
+"""Talking to a gpufleet server from the CLI: the client, short ids, one-line errors, tables or --json."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from uuid import UUID
 
 import httpx
 import typer
@@ -13,23 +15,97 @@ from rich.table import Table
 
 from gpufleet.cli import config
 from gpufleet.cli.common import console, emit_json, fail
-from gpufleet.client import ApiError, Client
+from gpufleet.sdk import Client, GpufleetError
 
-JsonOpt = typer.Option(False, "--json", help="Print JSON for programs.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON for programs (errors too, on stderr).")
+WideOpt = typer.Option(False, "--wide", help="Full ids in tables (default: their first 8 characters).")
+SHORT = 8  # hex characters of an id shown in tables; any unique start of 4 or more is accepted back
+
+
+def id_arg(what: str) -> Any:
+    return typer.Argument(..., metavar="ID", help=f"The {what}'s id, or any unique start of it (4+ characters).")
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _overrides() -> tuple[str | None, str | None]:
+    """``--url`` / ``--api-key`` given before the command (``gpufleet --url U jobs list``)."""
+    try:
+        from typer._click.globals import get_current_context  # typer >= 0.2x carries its own click
+    except ImportError:  # pragma: no cover
+        from click import get_current_context  # type: ignore[no-redef]
+    ctx = get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return (obj.get("url"), obj.get("api_key")) if isinstance(obj, dict) else (None, None)
 
 
 @contextlib.contextmanager
 def client(*, need_key: bool = True) -> Iterator[Client]:
-    cfg = config.load()
-    if need_key and not cfg.api_key:
-        fail(f"no API key: set GPUFLEET_API_KEY or run `gpufleet up` once to create {config.config_path()}")
+    url, key = _overrides()
     try:
-        with Client(cfg.url, cfg.api_key) as c:
-            yield c
-    except ApiError as exc:
+        cfg = config.load(url, key)
+    except ValueError as exc:
         fail(str(exc))
+    if need_key and not cfg.api_key:
+        fail(
+            "no API key: pass --api-key, set GPUFLEET_API_KEY, or run `gpufleet up` once to create "
+            f"{config.config_path()}"
+        )
+    try:
+        with Client(cfg.url, cfg.api_key or "") as c:
+            yield c
+    except GpufleetError as exc:
+        fail(str(exc), status=exc.status)
     except httpx.TransportError as exc:
         fail(f"cannot reach gpufleet at {cfg.url}: {exc}")
+
+
+KIND_WORDS = {"job": "job", "host": "host", "gpu": "GPU", "key": "API key", "join_token": "join token",
+              "invite": "invite", "quota": "quota"}  # fmt: skip
+
+
+def resolve(c: Client, kind: str, text: str) -> UUID:
+    """The id ``text`` names: a full id as it is, else the one id of ``kind`` it starts (asked of the server)."""
+    full = _full(text)
+    if full is not None:
+        return full
+    found = c.resolve(kind, text)
+    word = KIND_WORDS.get(kind, kind)
+    return _one_of(text, word, [(m.id, m.label) for m in found.matches], found.more)
+
+
+def resolve_local(text: str, word: str, candidates: Iterable[tuple[UUID, str]]) -> UUID:
+    """As ``resolve`` among ``candidates`` the client already has (organizations, members: a few)."""
+    full = _full(text)
+    if full is not None:
+        return full
+    digits = text.strip().lower().replace("-", "")
+    if len(digits) < 4 or not re.fullmatch(r"[0-9a-f]+", digits):
+        fail(f"{text!r} is not an id: give 4 or more hex characters of one", status=422)
+    matches = [(i, label) for i, label in candidates if i.hex.startswith(digits)]
+    return _one_of(text, word, matches, False)
+
+
+def _full(text: str) -> UUID | None:
+    t = text.strip().lower()
+    return UUID(t) if _UUID.match(t) or re.fullmatch(r"[0-9a-f]{32}", t) else None
+
+
+def _one_of(text: str, word: str, matches: list[tuple[UUID, str]], more: bool) -> UUID:
+    if len(matches) == 1:
+        return matches[0][0]
+    if not matches:
+        fail(f"no {word} has an id starting with {text!r}", status=404)
+    lines = [f"{i}  {label}" for i, label in matches] + (["..."] if more else [])
+    fail(f"{text!r} is ambiguous: {'more than ' if more else ''}{len(matches)} {word}s match; give more characters:",
+         status=409, lines=lines)  # fmt: skip
+
+
+def short(value: Any, wide: bool = False) -> str:
+    """An id as tables show it: its first 8 characters (enough to paste back), or whole with --wide."""
+    text = "" if value is None else str(value)
+    return text if wide or not _UUID.match(text) else text[:SHORT]
 
 
 def dump(obj: Any) -> Any:
@@ -40,8 +116,16 @@ def dump(obj: Any) -> Any:
     return obj
 
 
-def show(obj: Any, as_json: bool, columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """Print ``obj`` (a model or a list of models) as JSON or as a table of ``columns``."""
+def show(
+    obj: Any,
+    as_json: bool,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    *,
+    wide: bool = False,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Print ``obj`` (a model or a list of models) as JSON (full ids) or as a table of ``columns`` (short ids)."""
     if as_json:
         emit_json(dump(obj))
         return
@@ -50,7 +134,7 @@ def show(obj: Any, as_json: bool, columns: Sequence[str] | None = None, title: s
     cols = list(columns or (data[0].keys() if data else []))
     table = Table(title=title)
     for c in cols:
-        table.add_column(c.replace("_", " ").title())
+        table.add_column((headers or {}).get(c) or c.replace("_", " ").title())
     for d in data:
-        table.add_row(*["" if d.get(c) is None else str(d.get(c)) for c in cols])
+        table.add_row(*[short(d.get(c), wide) for c in cols])
     console.print(table)

@@ -8,8 +8,9 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import console
-from gpufleet.cli.remote import JsonOpt, client, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve, resolve_local, show
 from gpufleet.domain import Role
+from gpufleet.sdk import Client
 
 orgs = typer.Typer(help="Organizations you belong to.", no_args_is_help=True)
 members = typer.Typer(help="Members of the current organization.", no_args_is_help=True)
@@ -25,7 +26,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys, name="keys")
 
 
-def whoami(as_json: bool = JsonOpt) -> None:
+def _org(c: Client, text: str) -> UUID:
+    return resolve_local(
+        text, "organization", ((m.organization_id, m.organization_name) for m in c.list_organizations())
+    )
+
+
+def _member(c: Client, text: str) -> UUID:
+    return resolve_local(text, "member", ((m.user_id, m.email) for m in c.list_members()))
+
+
+def whoami(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     """Who this credential is, and in which organization."""
     with client() as c:
         me = c.me()
@@ -33,13 +44,14 @@ def whoami(as_json: bool = JsonOpt) -> None:
         show(me, True)
         return
     console.print(f"{me.user.email} ({me.role} of {me.organization_id}, via {me.credential})")
-    show(me.memberships, False, ["organization_id", "organization_name", "organization_slug", "role"])
+    show(me.memberships, False, ["organization_id", "organization_name", "organization_slug", "role"], wide=wide)
 
 
 @orgs.command("list")
-def orgs_list(as_json: bool = JsonOpt) -> None:
+def orgs_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.list_organizations(), as_json, ["organization_id", "organization_name", "organization_slug", "role"])
+        found = c.list_organizations()
+    show(found, as_json, ["organization_id", "organization_name", "organization_slug", "role"], wide=wide)
 
 
 @orgs.command("create")
@@ -58,45 +70,52 @@ def orgs_create(
 
 
 @orgs.command("show")
-def orgs_show(org_id: UUID, as_json: bool = JsonOpt) -> None:
+def orgs_show(org_id: str = id_arg("organization"), as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.get_organization(org_id), as_json, ["id", "name", "slug", "settings", "created_at"])
+        show(c.get_organization(_org(c, org_id)), as_json, ["id", "name", "slug", "settings", "created_at"])
 
 
 @orgs.command("update")
-def orgs_update(org_id: UUID, name: str = typer.Option(None), as_json: bool = JsonOpt) -> None:
+def orgs_update(org_id: str = id_arg("organization"), name: str = typer.Option(None), as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.update_organization(org_id, name=name), as_json, ["id", "name", "slug"])
+        show(c.update_organization(_org(c, org_id), name=name), as_json, ["id", "name", "slug"])
 
 
 @orgs.command("delete")
-def orgs_delete(org_id: UUID, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+def orgs_delete(
+    org_id: str = id_arg("organization"), yes: bool = typer.Option(False, "--yes", help="Do not ask.")
+) -> None:
     """Delete an organization and everything in it (owners only; refused while hosts or jobs remain)."""
-    if not yes:
-        typer.confirm(f"Delete organization {org_id} and all its data?", abort=True)
     with client() as c:
-        c.delete_organization(org_id)
-    console.print(f"deleted {org_id}")
+        full = _org(c, org_id)
+        if not yes:
+            typer.confirm(f"Delete organization {full} and all its data?", abort=True)
+        c.delete_organization(full)
+    console.print(f"deleted {full}")
 
 
 @members.command("list")
-def members_list(as_json: bool = JsonOpt) -> None:
+def members_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.list_members(), as_json, ["user_id", "email", "name", "role", "created_at"])
+        found = c.list_members()
+    show(found, as_json, ["user_id", "email", "name", "role", "created_at"], wide=wide)
 
 
 @members.command("set-role")
-def members_set_role(user_id: UUID, role: Role, as_json: bool = JsonOpt) -> None:
+def members_set_role(
+    user_id: str = id_arg("member's user"), role: Role = typer.Argument(...), as_json: bool = JsonOpt
+) -> None:
     with client() as c:
-        show(c.set_member_role(user_id, role), as_json, ["user_id", "email", "role"])
+        show(c.set_member_role(_member(c, user_id), role), as_json, ["user_id", "email", "role"])
 
 
 @members.command("remove")
-def members_remove(user_id: UUID) -> None:
+def members_remove(user_id: str = id_arg("member's user")) -> None:
     """Remove a member (their API keys for this organization are revoked)."""
     with client() as c:
-        c.remove_member(user_id)
-    console.print(f"removed {user_id}")
+        full = _member(c, user_id)
+        c.remove_member(full)
+    console.print(f"removed {full}")
 
 
 @invites.command("create")
@@ -117,15 +136,16 @@ def invites_create(
 
 
 @invites.command("list")
-def invites_list(as_json: bool = JsonOpt) -> None:
+def invites_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.list_invites(), as_json, ["id", "email", "role", "expires_at", "accepted_at", "revoked_at"])
+        found = c.list_invites()
+    show(found, as_json, ["id", "email", "role", "expires_at", "accepted_at", "revoked_at"], wide=wide)
 
 
 @invites.command("revoke")
-def invites_revoke(invite_id: UUID, as_json: bool = JsonOpt) -> None:
+def invites_revoke(invite_id: str = id_arg("invite"), as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.revoke_invite(invite_id), as_json, ["id", "email", "revoked_at"])
+        show(c.revoke_invite(resolve(c, "invite", invite_id)), as_json, ["id", "email", "revoked_at"])
 
 
 @invites.command("accept")
@@ -158,12 +178,13 @@ def keys_create(
 
 
 @keys.command("list")
-def keys_list(as_json: bool = JsonOpt) -> None:
+def keys_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.list_api_keys(), as_json, ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at"])
+        found = c.list_api_keys()
+    show(found, as_json, ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at"], wide=wide)
 
 
 @keys.command("revoke")
-def keys_revoke(key_id: UUID, as_json: bool = JsonOpt) -> None:
+def keys_revoke(key_id: str = id_arg("API key"), as_json: bool = JsonOpt) -> None:
     with client() as c:
-        show(c.revoke_api_key(key_id), as_json, ["id", "name", "revoked_at"])
+        show(c.revoke_api_key(resolve(c, "key", key_id)), as_json, ["id", "name", "revoked_at"])

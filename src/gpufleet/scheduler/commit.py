@@ -91,7 +91,10 @@ def _why_not(
         if g is None or not g.allocatable or g.host_id != r.host_id:
             return f"GPU {gpu_id} is no longer available"
         if milli[gpu_id] < m or memory[gpu_id] < mem:
-            return f"GPU {gpu_id}: {milli[gpu_id]} milli-GPU / {memory[gpu_id]} MiB free, needs {m} / {mem}"
+            return (
+                f"GPU {gpu_id}: {milli[gpu_id] / 1000:g} GPU / {memory[gpu_id]} MiB free, "
+                f"needs {m / 1000:g} GPU / {mem} MiB"
+            )
     return None
 
 

@@ -20,6 +20,11 @@ def _cores(milli: int) -> str:
     return f"{milli / 1000:g}"
 
 
+def _gpu_share(milli: int) -> str:
+    """A share of one GPU as people say it: "0.25 GPU"."""
+    return f"{milli / 1000:g} GPU"
+
+
 def _gpu_words(job: JobRequest) -> str:
     models = "/".join(sorted(job.gpu_models))
     return f"{models} GPU" if models else "GPU"
@@ -110,9 +115,10 @@ def _host_gpu_line(h: Host, job: JobRequest, suitable: list[int]) -> str:
         return f"{h.name}: no GPU"
     if job.fractional:
         most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
-        return f"{h.name}: no {words} with {job.gpu_milli} milli-GPU free (most free: {most})"
+        return f"{h.name}: no {words} with {_gpu_share(job.gpu_milli)} free (most free: {_gpu_share(most)})"
+    # "1 of 2 GPUs free" would read as the host's size; say what is free and what the job needs.
     free = sum(1 for i in suitable if h.usable[i] and h.free[i] == WHOLE_GPU)
-    return f"{h.name}: {free} of {job.gpu_count} {words}s free"
+    return f"{h.name}: {free} {words}{'' if free == 1 else 's'} free, the job needs {job.gpu_count}"
 
 
 def _reasons(cluster: ClusterState, job: JobRequest, scan: _Scan) -> tuple[str, ...]:
@@ -128,16 +134,20 @@ def _reasons(cluster: ClusterState, job: JobRequest, scan: _Scan) -> tuple[str, 
         memory, model = scan.largest_memory
         out.append(f"no host has a {words} with {job.memory_mb} MiB memory (largest: {memory} MiB {model})")
     elif not scan.could_ever:
-        out.append(
-            f"no host could ever hold {k} {words}(s) with {_cores(job.cpu_milli)} CPU cores and "
-            f"{job.ram_mb} MiB RAM, even if empty"
-        )
+        # Name only what the job asked for: "8 GPUs", not "8 GPU(s) with 0 CPU cores and 0 MiB RAM".
+        needs = [f"{k} {words}" + ("s" if k != 1 else "")] if k else []
+        needs += [f"{_cores(job.cpu_milli)} CPU cores"] if job.cpu_milli else []
+        needs += [f"{job.ram_mb} MiB RAM"] if job.ram_mb else []
+        out.append(f"no host could ever hold {' and '.join(needs) or 'the job'}, even if empty")
     if len(cluster.hosts) <= PER_HOST_LIMIT:
         return tuple(out + scan.per_host)
     if k and scan.gpu_fit_hosts == 0 and scan.model_seen and scan.memory_seen:
         if job.fractional:
             most, name = scan.best_milli
-            out.append(f"no ready host has a {words} with {job.gpu_milli} milli-GPU free (most free: {most} on {name})")
+            out.append(
+                f"no ready host has a {words} with {_gpu_share(job.gpu_milli)} free "
+                f"(most free: {_gpu_share(most)} on {name})"
+            )
         else:
             out.append(f"no ready host has {k} free {words}s; {scan.hosts_with_best} hosts have {scan.best_count}")
     elif scan.gpu_fit_hosts and scan.cpu_best < job.cpu_milli:

@@ -1,8 +1,13 @@
-"""The SDK's plumbing: one HTTP client, problem+json errors as ApiError, pages and iteration."""
+"""The SDK's one HTTP layer: how a request is shaped and an answer read, for the sync and async clients.
+
+Both clients take the same arguments; without ``url``/``api_key`` they read what the CLI reads
+(arguments, then ``GPUFLEET_URL``/``GPUFLEET_API_KEY``, then the config file: ``sdk/config.py``).
+Every >= 400 answer becomes the typed error of ``sdk/errors.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -11,49 +16,61 @@ from pydantic import BaseModel
 
 from gpufleet import __version__
 from gpufleet.schemas.common import Page
+from gpufleet.sdk import config
+from gpufleet.sdk.errors import GpufleetError, api_error
 
 M = TypeVar("M", bound=BaseModel)
 C = TypeVar("C", bound="BaseClient")
+A = TypeVar("A", bound="AsyncBaseClient")
+
+ApiError = GpufleetError  # the name this class had before the typed errors; kept for existing code
+
+__all__ = ["ApiError", "AsyncBaseClient", "BaseClient", "api_error", "decode"]
 
 
-class ApiError(Exception):
-    """An error answer from the server, as its problem+json said it."""
+def _setup(url: str | None, api_key: str | None, organization: UUID | None) -> tuple[str, dict[str, str]]:
+    cfg = config.load(url, api_key)
+    headers = {"User-Agent": f"gpufleet-sdk/{__version__}"}
+    if cfg.api_key:
+        headers["Authorization"] = f"Bearer {cfg.api_key}"
+    if organization:
+        headers["X-Gpufleet-Organization"] = str(organization)
+    return cfg.url.rstrip("/"), headers
 
-    def __init__(self, status: int, title: str, detail: str | None, body: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.body = body or {}
+
+def _request_kw(json: Any, params: dict[str, Any] | None, timeout: float | None) -> dict[str, Any]:
+    clean = {k: v for k, v in (params or {}).items() if v is not None}
+    return {
+        "json": json,
+        "params": clean or None,
+        "timeout": timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+    }
 
 
-def api_error(response: httpx.Response) -> ApiError:
-    """The error a >= 400 answer stands for (its body must have been read)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"title": response.reason_phrase, "detail": response.text[:200]}
-    if not isinstance(body, dict):
-        body = {"title": response.reason_phrase, "detail": str(body)[:200]}
-    return ApiError(response.status_code, body.get("title", "Error"), body.get("detail"), body)
+def decode(response: httpx.Response) -> Any:
+    """The JSON of a successful answer (None for an empty one); the typed error otherwise."""
+    if response.status_code >= 400:
+        raise api_error(response)
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()
+
+
+def page_of(model: type[M], raw: Any) -> Page[M]:
+    return Page[model].model_validate(raw)  # type: ignore[valid-type]
 
 
 class BaseClient:
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         api_key: str | None = None,
         *,
         timeout: float = 30.0,
         organization: UUID | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"User-Agent": f"gpufleet-sdk/{__version__}"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        if organization:
-            headers["X-Gpufleet-Organization"] = str(organization)
-        self.url = url.rstrip("/")
+        self.url, headers = _setup(url, api_key, organization)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self: C) -> C:
@@ -65,8 +82,6 @@ class BaseClient:
     def close(self) -> None:
         self._http.close()
 
-    # -- plumbing -------------------------------------------------------------------------
-
     def request(
         self,
         method: str,
@@ -77,34 +92,65 @@ class BaseClient:
         timeout: float | None = None,
     ) -> Any:
         """``timeout`` (seconds) replaces the client's for this call (long polls need more)."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        response = self._http.request(
-            method,
-            path,
-            json=json,
-            params=clean or None,
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-        if response.status_code >= 400:
-            raise api_error(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return decode(self._http.request(method, path, **_request_kw(json, params, timeout)))
 
     def _one(self, model: type[M], method: str, path: str, **kw: Any) -> M:
         return model.model_validate(self.request(method, path, **kw))
 
-    def _page(self, model: type[M], path: str, *, limit: int | None, cursor: str | None) -> Page[M]:
-        return Page[model].model_validate(  # type: ignore[valid-type]
-            self.request("GET", path, params={"limit": limit, "cursor": cursor})
-        )
-
-    def _all(self, model: type[M], path: str) -> Iterator[M]:
+    def _all(self, model: type[M], path: str, params: dict[str, Any] | None = None) -> Iterator[M]:
+        """Every item of a listing, a page at a time as the caller iterates."""
         cursor = None
         while True:
-            page = self._page(model, path, limit=200, cursor=cursor)
+            page = page_of(model, self.request("GET", path, params={**(params or {}), "limit": 200, "cursor": cursor}))
             yield from page.items
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
 
+
+class AsyncBaseClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        organization: UUID | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url, headers = _setup(url, api_key, organization)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    async def __aenter__(self: A) -> A:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpx's per-request timeout, as the sync client's)
+    ) -> Any:
+        return decode(await self._http.request(method, path, **_request_kw(json, params, timeout)))
+
+    async def _one(self, model: type[M], method: str, path: str, **kw: Any) -> M:
+        return model.model_validate(await self.request(method, path, **kw))
+
+    async def _all(self, model: type[M], path: str, params: dict[str, Any] | None = None) -> AsyncIterator[M]:
+        cursor = None
+        while True:
+            raw = await self.request("GET", path, params={**(params or {}), "limit": 200, "cursor": cursor})
+            page = page_of(model, raw)
+            for item in page.items:
+                yield item
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel
-
 from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.schemas.common import Page
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -22,21 +17,8 @@ from gpufleet.schemas.hosts import (
 )
 from gpufleet.sdk.base import BaseClient
 
-M = TypeVar("M", bound=BaseModel)
-
 
 class HostsMixin(BaseClient):
-    def _filtered(self, model: type[M], path: str, params: dict[str, Any]) -> Iterator[M]:
-        """Every item of a filtered list, page by page."""
-        cursor = None
-        while True:
-            raw = self.request("GET", path, params={**params, "limit": 200, "cursor": cursor})
-            page = Page[model].model_validate(raw)  # type: ignore[valid-type]
-            yield from page.items
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
-
     # -- join tokens ----------------------------------------------------------------------
 
     def create_join_token(
@@ -47,7 +29,7 @@ class HostsMixin(BaseClient):
 
     def list_join_tokens(self, *, include_inactive: bool = False) -> list[JoinTokenRead]:
         params = {"include_inactive": str(include_inactive).lower()}
-        return list(self._filtered(JoinTokenRead, "/v1/join-tokens", params))
+        return list(self._all(JoinTokenRead, "/v1/join-tokens", params))
 
     def revoke_join_token(self, token_id: UUID) -> JoinTokenRead:
         return self._one(JoinTokenRead, "DELETE", f"/v1/join-tokens/{token_id}")
@@ -56,7 +38,7 @@ class HostsMixin(BaseClient):
 
     def list_hosts(self, *, status: HostStatus | str | None = None, include_removed: bool = False) -> list[HostRead]:
         params = {"status": str(status) if status else None, "include_removed": str(include_removed).lower()}
-        return list(self._filtered(HostRead, "/v1/hosts", params))
+        return list(self._all(HostRead, "/v1/hosts", params))
 
     def get_host(self, host_id: UUID) -> HostDetailRead:
         return self._one(HostDetailRead, "GET", f"/v1/hosts/{host_id}")
@@ -87,7 +69,7 @@ class HostsMixin(BaseClient):
         host_id: UUID | None = None,
     ) -> list[GpuRead]:
         params = {"model": model, "status": str(status) if status else None, "host_id": host_id}
-        return list(self._filtered(GpuRead, "/v1/gpus", params))
+        return list(self._all(GpuRead, "/v1/gpus", params))
 
     def get_gpu(self, gpu_id: UUID) -> GpuRead:
         return self._one(GpuRead, "GET", f"/v1/gpus/{gpu_id}")

@@ -15,12 +15,40 @@ from gpufleet.domain import JobStatus
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
-from gpufleet.sdk.base import ApiError, BaseClient, api_error
+from gpufleet.sdk.base import BaseClient
+from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
 
 # The server sends a keep-alive every 15 s: a quieter connection is dead.
 FOLLOW_READ_TIMEOUT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 _EOL = re.compile(r"\r\n|\r|\n")
+
+
+def job_body(spec: JobCreate | None = None, **given: Any) -> dict[str, Any]:
+    """The JSON of a job to submit: ``spec``'s fields, then every keyword that is not None."""
+    body: dict[str, Any] = spec.model_dump(mode="json", exclude_unset=True) if spec else {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in ("command", "gpu_models"):
+            value = list(value)
+        elif key in ("env", "labels"):
+            value = dict(value)
+        elif isinstance(value, RetryPolicy):
+            value = value.model_dump()
+        body[key] = value
+    return body
+
+
+def jobs_params(
+    status: Sequence[JobStatus] | None, labels: Mapping[str, str] | None, limit: int | None, cursor: str | None
+) -> dict[str, Any]:
+    return {
+        "status": [JobStatus(s).value for s in status] if status else None,
+        "label": [f"{k}={v}" for k, v in labels.items()] if labels else None,
+        "limit": limit,
+        "cursor": cursor,
+    }
 
 
 class JobsMixin(BaseClient):
@@ -49,28 +77,27 @@ class JobsMixin(BaseClient):
     ) -> JobRead:
         """Queue a job: pass a ``JobCreate``, or its fields as keywords (keywords win).
 
-        The server validates; a bad field is an ``ApiError`` 422 whose detail names it.
+        The server validates; a bad field is a ``ValidationFailed`` (422) whose detail names it.
         """
-        body: dict[str, Any] = spec.model_dump(mode="json", exclude_unset=True) if spec else {}
-        given: dict[str, Any] = {
-            "name": name,
-            "command": list(command) if command is not None else None,
-            "script": script,
-            "gpu_count": gpu_count,
-            "gpu_milli": gpu_milli,
-            "min_memory_gb": min_memory_gb,
-            "gpu_models": list(gpu_models) if gpu_models is not None else None,
-            "cpu_cores": cpu_cores,
-            "ram_gb": ram_gb,
-            "priority": priority,
-            "max_runtime": max_runtime,
-            "env": dict(env) if env is not None else None,
-            "labels": dict(labels) if labels is not None else None,
-            "working_dir": working_dir,
-            "model_type": model_type,
-            "retry": retry.model_dump() if retry is not None else None,
-        }
-        body.update({k: v for k, v in given.items() if v is not None})
+        body = job_body(
+            spec,
+            name=name,
+            command=command,
+            script=script,
+            gpu_count=gpu_count,
+            gpu_milli=gpu_milli,
+            min_memory_gb=min_memory_gb,
+            gpu_models=gpu_models,
+            cpu_cores=cpu_cores,
+            ram_gb=ram_gb,
+            priority=priority,
+            max_runtime=max_runtime,
+            env=env,
+            labels=labels,
+            working_dir=working_dir,
+            model_type=model_type,
+            retry=retry,
+        )
         return self._one(JobRead, "POST", "/v1/jobs", json=body)
 
     def get_job(self, job_id: UUID) -> JobRead:
@@ -85,12 +112,7 @@ class JobsMixin(BaseClient):
         cursor: str | None = None,
     ) -> Page[JobRead]:
         """One page, newest first; pass its ``next_cursor`` back for the next."""
-        params: dict[str, Any] = {
-            "status": [JobStatus(s).value for s in status] if status else None,
-            "label": [f"{k}={v}" for k, v in labels.items()] if labels else None,
-            "limit": limit,
-            "cursor": cursor,
-        }
+        params = jobs_params(status, labels, limit, cursor)
         return Page[JobRead].model_validate(self.request("GET", "/v1/jobs", params=params))
 
     def list_jobs(
@@ -194,12 +216,12 @@ class JobsMixin(BaseClient):
                             yield entry
             except httpx.TransportError:
                 pass  # dropped (or never opened): resume below
-            except ApiError as exc:
+            except GpufleetError as exc:
                 if exc.status not in RETRY_STATUSES:
                     raise
             failures += 1  # also a stream that closed without its `end` event
             if failures > reconnects:
-                raise ApiError(503, "Service Unavailable", f"the log stream of job {job_id} kept dropping")
+                raise ServiceUnavailable(503, "Service Unavailable", f"the log stream of job {job_id} kept dropping")
             time.sleep(min(backoff_s * 2 ** (failures - 1), 10.0))
 
     # -- quotas ---------------------------------------------------------------------------
