@@ -93,8 +93,12 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
         assert key not in log.read_text() and "not printed, as stdout is not a terminal" in log.read_text()
         url = f"http://127.0.0.1:{port}"
         job_pid = base / "job.pid"
-        r = httpx.post(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=10, json={
-            "name": "runs", "script": f"echo $$ > {job_pid}.tmp; mv {job_pid}.tmp {job_pid}; exec sleep 300"})
+        r = httpx.post(
+            f"{url}/v1/jobs",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+            json={"name": "runs", "script": f"echo $$ > {job_pid}.tmp; mv {job_pid}.tmp {job_pid}; exec sleep 300"},
+        )
         assert r.status_code == 201, r.text
         job = int(_until(lambda: job_pid.read_text().strip()))
 
