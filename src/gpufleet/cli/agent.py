@@ -167,3 +167,25 @@ def register(app: typer.Typer) -> None:
 def standalone() -> None:
     """`python -m gpufleet.agent`: the agent command without the rest of the CLI."""
     typer.run(agent)
+
+
+def agent_only_main() -> None:
+    """`gpufleet` of the agent-only install (packaging/agent): `agent` and `version`, nothing else."""
+    from gpufleet import __version__
+
+    args = sys.argv[1:]
+    if args[:1] == ["agent"]:
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        app.command()(agent)
+        app(args=args[1:], prog_name="gpufleet agent")
+    elif args[:1] in (["version"], ["--version"]):
+        sys.stdout.write(f"{__version__}\n")
+    elif not args or args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: gpufleet agent --server URL [OPTIONS]   (see gpufleet agent --help)\n")
+        sys.stdout.write("       gpufleet version\n")
+    else:
+        sys.stderr.write(
+            f"error: `gpufleet {args[0]}` is not part of the agent-only install (gpufleet-agent); "
+            "install the full gpufleet package for the server and the rest of the CLI\n"
+        )
+        sys.exit(2)
