@@ -4,12 +4,15 @@ order with no traceback and exit 0; a `gpufleet up` killed with -9 leaves a lock
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,11 +133,32 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
     assert _until(lambda: not psutil.pid_exists(job) or psutil.Process(job).status() == psutil.STATUS_ZOMBIE, 10)
 
 
+def _start_up_on_a_terminal(base: Path, port: int) -> tuple[subprocess.Popen[bytes], bytearray]:
+    """`gpufleet up` with its stdout on a pseudo-terminal, as when a person runs it; what it printed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [GPUFLEET, "up", "--port", str(port), "--simulate", "1xA100-80GB"],
+        env=_env(base), stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(slave)
+    out = bytearray()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(master, 65536):
+                out.extend(chunk)
+        os.close(master)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, out
+
+
 def test_sigterm_stops_cleanly_and_a_lock_left_by_kill_9_is_taken_over(base: Path) -> None:
     port = free_port()
-    first = _start_up(base, port, base / "first.log")
+    first, printed = _start_up_on_a_terminal(base, port)
     try:
-        _ready_host(base, port)
+        key = _ready_host(base, port)
+        assert key in printed.decode(errors="replace")  # on a terminal, the first-run key is shown once
         agents = _agent_pids(first)
     finally:
         first.kill()

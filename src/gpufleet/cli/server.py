@@ -42,10 +42,10 @@ class _QuietCut(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt) or "timeout graceful shutdown" in record.msg:
-            self.cut += 1 if record.exc_info else 0
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            self.cut += 1
             return False
-        return True
+        return "timeout graceful shutdown" not in str(record.msg)
 
 
 class _Server(uvicorn.Server):
