@@ -86,6 +86,13 @@ def _agent_pids(proc: subprocess.Popen[bytes]) -> list[int]:
     return [p.pid for p in psutil.Process(proc.pid).children() if "gpufleet.agent" in " ".join(p.cmdline())]
 
 
+def _follow(url: str, key: str) -> None:
+    with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"},
+                                                             timeout=90) as stream:  # fmt: skip
+        for _ in stream.iter_bytes():
+            pass
+
+
 def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base: Path) -> None:
     port = free_port()
     log = base / "up.log"
@@ -123,13 +130,24 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
             "choose another with --port or GPUFLEET_PORT"
         ]
         assert psutil.pid_exists(job)  # the refused instances touched nothing of the running one
+        # A log stream and an event long poll still open when the stop comes are cut without a traceback.
+        followers = [
+            threading.Thread(target=_follow, args=(f"{url}/v1/jobs/{r.json()['id']}/logs/stream", key)),
+            threading.Thread(target=_follow, args=(f"{url}/v1/events?after_seq={2**62}&wait_s=30", key)),
+        ]
+        for follower in followers:
+            follower.start()
+        time.sleep(0.5)
     finally:
         code = _stop(proc, signal.SIGINT)
     out = log.read_text()
+    for follower in followers:
+        follower.join(10)
     assert code == 0, out
     assert "Traceback" not in out and "Exception in ASGI application" not in out, out
     stop = out[out.index("stopping (SIGINT)") :].splitlines()
-    assert len(stop) <= 12 and stop[-1] == "gpufleet stopped", stop
+    assert len(stop) <= 16 and stop[-1] == "gpufleet stopped", "\n".join(stop)
+    assert "open request(s) (log streams, long polls) were cut at shutdown" in out
     assert _until(lambda: not psutil.pid_exists(job) or psutil.Process(job).status() == psutil.STATUS_ZOMBIE, 10)
 
 
