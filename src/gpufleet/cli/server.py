@@ -149,7 +149,9 @@ def _serve(
     # HTTP client's request lines would only repeat it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
-    lock = _lock_data_dir(settings) if local_agent or banner else None
+    # `up` (the banner) owns its data dir and its local agent's state: one per data dir. `server`
+    # does not: replicas may share an embedded database on purpose (db/embedded.py).
+    lock = _lock_data_dir(settings) if banner else None
     if settings.workers > 1:
         if local_agent:
             console.print("with several workers no local agent is started: run `gpufleet agent` beside the server")
