@@ -68,7 +68,7 @@ def test_join_token_prints_the_agent_command(cli, live: LiveServer) -> None:  # 
     assert code == 0, out
     token = re.search(r"shown once\): (gfj_\S+)", out)
     assert token is not None
-    assert f"gpufleet agent --server {live.url} --join-token {token[1]}" in out
+    assert f"GPUFLEET_JOIN_TOKEN={token[1]} gpufleet agent --server {live.url}" in out
     assert "3 use(s)" in out
     code, out, _ = cli("hosts", "join-token", "--json")
     created = json.loads(out)

@@ -9,21 +9,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gpufleet.paths import default_data_dir
+
 Mode = Literal["development", "production"]
-
-
-def default_data_dir() -> Path:
-    """Where the embedded database and local state live.
-
-    As root the XDG home is usually ``/root`` (mode 0700), which the unprivileged
-    PostgreSQL user cannot traverse; a system location is used instead so that no
-    permission outside gpufleet's own directory ever has to change.
-    """
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return Path("/var/lib/gpufleet")
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "gpufleet"
 
 
 def default_config_dir() -> Path:

@@ -119,7 +119,7 @@ async def test_restarted_agent_reuses_its_credential(live: LiveServer, api: http
     # Another server's URL with this state dir: a clear refusal, not "unknown credential".
     with pytest.raises(AgentError, match="holds a credential for"):
         await Agent(_config("http://127.0.0.1:1", tmp_path)).start()
-    with pytest.raises(AgentError, match="pass --join-token"):
+    with pytest.raises(AgentError, match="pass a join token in GPUFLEET_JOIN_TOKEN, with --join-token-file"):
         await Agent(_config(live.url, tmp_path / "empty")).start()
     await again.close()
 
@@ -175,7 +175,7 @@ async def test_revoked_agent_stops_with_a_message(live: LiveServer, api: httpx.A
     assert agent.credential is not None
     r = await api.post(f"/v1/hosts/{agent.credential.host_id}/revoke")
     assert r.status_code == 200
-    with pytest.raises(AgentError, match=r"host credential revoked.*agent stops.*--join-token"):
+    with pytest.raises(AgentError, match=r"host credential revoked.*agent stops.*new join token"):
         await asyncio.wait_for(task, 10)
     assert not (tmp_path / "host-credential.json").exists() and (tmp_path / "host-credential.revoked").exists()
     # Started again with a join token, it registers the host anew, in place.
@@ -239,7 +239,8 @@ def _has_nvml() -> bool:
 
 @pytest.mark.skipif(_has_nvml(), reason="this machine has an NVIDIA driver; scripts/gpu_check.sh covers NVML")
 def test_no_nvml_is_one_clear_line(tmp_path: Path) -> None:
-    proc = _cli("--server", f"http://127.0.0.1:{free_port()}", "--join-token", "gfj_x", "--state-dir", str(tmp_path))
+    proc = _cli("--server", f"http://127.0.0.1:{free_port()}", "--state-dir", str(tmp_path),
+                env={"GPUFLEET_JOIN_TOKEN": "gfj_x"})  # fmt: skip
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "NVML is not available" in err and "--simulate" in err

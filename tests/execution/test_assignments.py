@@ -91,3 +91,20 @@ async def test_a_waiting_agent_wakes_when_the_scheduler_places_a_job(db: Databas
             w.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
     assert hub.waiting == 0
+
+
+async def test_a_draining_hub_ends_long_polls_at_once(db: Database) -> None:
+    """At shutdown (`gpufleet up` stopping) an agent's open long poll answers now, not in 30 s."""
+    _, (host,) = await fleet(db, "n1")
+    hub = WakeHub(db, recheck_s=30)
+    await hub.start()
+    try:
+        poll = asyncio.create_task(next_assignments(db, host, wait_s=30, hub=hub))
+        await asyncio.sleep(0.2)
+        assert not poll.done()
+        started = time.monotonic()
+        hub.drain()
+        assert await asyncio.wait_for(poll, 2) == [] and time.monotonic() - started < 1
+        assert await next_assignments(db, host, wait_s=30, hub=hub) == []  # a new one does not wait either
+    finally:
+        await hub.close()

@@ -12,13 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from uuid import UUID
 
+from gpufleet.paths import default_state_dir
 
-def default_state_dir() -> Path:
-    """``/var/lib/gpufleet/agent`` as root, else ``$XDG_DATA_HOME/gpufleet/agent``."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return Path("/var/lib/gpufleet/agent")
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "gpufleet" / "agent"
+__all__ = ["CredentialStore", "StoredCredential", "default_state_dir"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,7 +147,8 @@ class Agent:
         if not self.config.join_token:
             raise AgentError(
                 f"this host is not registered yet (no credential in {self.config.state_dir}); "
-                "pass --join-token (create one with `gpufleet hosts join-token`)"
+                "pass a join token in GPUFLEET_JOIN_TOKEN, with --join-token-file FILE or on stdin with "
+                "--join-token - (create one with `gpufleet hosts join-token`)"
             )
         failures = 0
         while not stop.is_set():
@@ -244,7 +245,7 @@ class Agent:
                 where = f"; its credential was moved to {moved}" if moved else ""
                 raise AgentError(
                     f"the server refused this host's credential ({exc.detail}): the agent stops{where}. "
-                    "Start it again with a new --join-token to register the host anew."
+                    "Start it again with a new join token (GPUFLEET_JOIN_TOKEN) to register the host anew."
                 ) from None
             if exc.status == 413 and self.batch_samples > 1:
                 self.batch_samples = max(1, self.batch_samples // 2)

@@ -14,10 +14,19 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from gpufleet.cli.common import fail
+from gpufleet.instance_lock import InstanceBusy, InstanceLock
+
+TOKEN_ENV = "GPUFLEET_JOIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr (no Rich console here: the agent-only install keeps its imports small)."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
 
 
 def _labels(values: list[str]) -> dict[str, str]:
@@ -33,7 +42,14 @@ def _labels(values: list[str]) -> dict[str, str]:
 def agent(
     server: str = typer.Option(..., "--server", envvar="GPUFLEET_URL", help="The gpufleet server's URL."),
     join_token: str = typer.Option(
-        None, "--join-token", envvar="GPUFLEET_JOIN_TOKEN", help="gfj_... token; needed only to register."
+        None,
+        "--join-token",
+        metavar="-|TOKEN",
+        help="gfj_... token, needed only to register; '-' reads it from stdin. Prefer GPUFLEET_JOIN_TOKEN "
+        "or --join-token-file: a token given here is visible to every user in `ps`.",
+    ),
+    join_token_file: Path = typer.Option(
+        None, "--join-token-file", help="Read the join token from this file (e.g. a secret mounted by systemd)."
     ),
     name: str = typer.Option(None, "--name", help="Host name in gpufleet (default: the hostname)."),
     label: list[str] = typer.Option([], "--label", help="KEY=VALUE, repeatable."),
@@ -54,20 +70,35 @@ def agent(
         help="Stop running jobs when the agent stops (default: they keep running and a restarted agent adopts them).",
     ),
 ) -> None:
-    """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT)."""
+    """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT).
+
+    The join token is read from GPUFLEET_JOIN_TOKEN, --join-token-file FILE or stdin (--join-token -).
+    """
     _shed_server_modules()
-    from gpufleet.agent.credentials import default_state_dir
     from gpufleet.agent.loop import Agent, AgentConfig, AgentError
+    from gpufleet.paths import default_state_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    token = _join_token(join_token, join_token_file)
+    state_dir = state_dir or default_state_dir()
+    lock = InstanceLock(state_dir / "agent.lock")
+    try:
+        lock.acquire(url=server)
+    except InstanceBusy as busy:
+        fail(
+            f"an agent is already running with state dir {state_dir} ({busy.describe()}); "
+            "to run another agent on this machine, give it its own --state-dir"
+        )
+    except OSError as exc:
+        fail(f"cannot use the state dir {state_dir}: {exc.strerror or exc}")
     config = AgentConfig(
         server=server,
-        join_token=join_token,
+        join_token=token,
         name=name,
         labels=_labels(label),
         simulate=simulate,
         sim_host=sim_host,
-        state_dir=state_dir or default_state_dir(),
+        state_dir=state_dir,
         interval_s=interval,
         stop_jobs_on_exit=stop_jobs_on_exit,
     )
@@ -83,6 +114,38 @@ def agent(
         asyncio.run(main())
     except AgentError as exc:
         fail(str(exc))
+    finally:
+        lock.release()
+
+
+def _join_token(value: str | None, path: Path | None) -> str | None:
+    """The join token from one place: the file, stdin (``-``), the argument (warned), else the environment.
+
+    The environment variable is dropped once read, so the agent's jobs never inherit it.
+    """
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if value is not None and path is not None:
+        fail("give the join token once: --join-token or --join-token-file, not both")
+    if path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"--join-token-file {path}: {exc.strerror or exc}")
+        if not token:
+            fail(f"--join-token-file {path} is empty")
+        return token
+    if value == "-":
+        token = sys.stdin.readline().strip()
+        if not token:
+            fail("--join-token -: nothing was read from stdin")
+        return token
+    if value:
+        sys.stderr.write(
+            f"warning: --join-token TOKEN is visible to every user of this machine in `ps`; pass it as "
+            f"{TOKEN_ENV}=..., with --join-token-file FILE, or on stdin with --join-token -\n"
+        )
+        return value
+    return from_env or None
 
 
 def _shed_server_modules() -> None:
@@ -104,3 +167,25 @@ def register(app: typer.Typer) -> None:
 def standalone() -> None:
     """`python -m gpufleet.agent`: the agent command without the rest of the CLI."""
     typer.run(agent)
+
+
+def agent_only_main() -> None:
+    """`gpufleet` of the agent-only install (packaging/agent): `agent` and `version`, nothing else."""
+    from gpufleet import __version__
+
+    args = sys.argv[1:]
+    if args[:1] == ["agent"]:
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        app.command()(agent)
+        app(args=args[1:], prog_name="gpufleet agent")
+    elif args[:1] in (["version"], ["--version"]):
+        sys.stdout.write(f"{__version__}\n")
+    elif not args or args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: gpufleet agent --server URL [OPTIONS]   (see gpufleet agent --help)\n")
+        sys.stdout.write("       gpufleet version\n")
+    else:
+        sys.stderr.write(
+            f"error: `gpufleet {args[0]}` is not part of the agent-only install (gpufleet-agent); "
+            "install the full gpufleet package for the server and the rest of the CLI\n"
+        )
+        sys.exit(2)

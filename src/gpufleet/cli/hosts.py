@@ -80,7 +80,9 @@ def hosts_join_token(
     console.print(f"join token {created.prefix}… ({created.id}), {uses}, expires {expires_at}", highlight=False)
     console.print(f"token (shown once): {created.token}", highlight=False, soft_wrap=True)
     console.print("run this on the GPU host:", highlight=False)
-    console.print(f"  gpufleet agent --server {url} --join-token {created.token}", highlight=False, soft_wrap=True)
+    # In the environment, not argv: a token on the command line is visible to every user in `ps`.
+    command = f"GPUFLEET_JOIN_TOKEN={created.token} gpufleet agent --server {url}"
+    console.print(f"  {command}", highlight=False, soft_wrap=True)
 
 
 @hosts.command("join-tokens")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -26,9 +27,19 @@ from gpufleet.agent.credentials import CredentialStore
 from gpufleet.agent.gpus import GpuDiscoveryError, open_backend
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.instance_lock import InstanceBusy, InstanceLock
 from gpufleet.services.bootstrap import local_agent_token
 
 log = logging.getLogger("gpufleet.up")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the agent's child process before exec (Linux): SIGTERM it when `gpufleet up` dies, even
+    by kill -9, so no agent outlives its server holding the state dir and running jobs."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 DEFAULT_SIMULATION = "4xA100-80GB"  # the architecture sketch's demo job asks for an A100 with >= 8 GB
 STOP_WAIT_S = 20.0  # the agent stops its jobs (SIGTERM, SIGKILL after at most 5 s) before it exits
@@ -85,7 +96,16 @@ class LocalAgent:
                 args += ["--simulate", self.simulate]
             if self._stopping:
                 return
-            self.proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
+            await self._wait_for_state_dir()
+            # Its own session: a Ctrl-C aimed at `gpufleet up` reaches `up` alone, which stops the
+            # agent (and its jobs) first, then the server, then the database -- in that order.
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
             if self._stopping:  # asked to stop while it was being started
                 self.signal_stop()
             code = await self.proc.wait()
@@ -103,6 +123,26 @@ class LocalAgent:
                     if (await client.get("/readyz")).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
+
+    async def _wait_for_state_dir(self) -> None:
+        """An agent left by a killed `gpufleet up` (kill -9) is told to stop when its parent dies
+        (``_die_with_parent``), then stops its jobs: wait for it to let the state dir go."""
+        lock = InstanceLock(self.state_dir / "agent.lock")
+        deadline = asyncio.get_running_loop().time() + STOP_WAIT_S
+        said = False
+        while not self._stopping:
+            try:
+                lock.acquire()
+            except InstanceBusy as busy:
+                if asyncio.get_running_loop().time() > deadline:
+                    return  # the agent itself will say who holds it
+                if not said:
+                    log.warning("waiting for the agent of an earlier run (%s) to stop", busy.describe())
+                    said = True
+                await asyncio.sleep(0.2)
+            else:
+                lock.release()
+                return
 
     def _adopt_credential(self) -> bool:
         """A credential stored by an earlier run is this server's (same data dir): follow a new port."""

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
+from collections.abc import Generator
+from types import FrameType
 from typing import Any
 
 import typer
@@ -14,15 +21,38 @@ from fastapi import FastAPI
 
 from gpufleet.api.app import create_app
 from gpufleet.cli import config as client_config
-from gpufleet.cli.common import console, load_settings
+from gpufleet.cli.common import console, fail, load_settings
 from gpufleet.cli.local_agent import LocalAgent, choose_inventory
 from gpufleet.config import Settings
+from gpufleet.instance_lock import InstanceBusy, InstanceLock
+from gpufleet.paths import data_dir_why
 from gpufleet.services.bootstrap import FirstRun
+
+LOCK_FILE = "gpufleet.lock"  # in the data dir: one `gpufleet up` per data dir
+
+
+class _QuietCut(logging.Filter):
+    """At shutdown, a request still open after the grace period (a log stream, a long poll) is cut:
+    uvicorn logs each as an "Exception in ASGI application" traceback. That is the expected end of
+    such a request, so it is counted instead and summed up in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            self.cut += 1
+            return False
+        return "timeout graceful shutdown" not in str(record.msg)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn with `up`'s local agent: started once the app is up, stopped first at shutdown, while
-    the server still answers (so the agent's last reports land and no long-poll holds it up)."""
+    """uvicorn, stopping in order: `up`'s local agent and its jobs first, while the server still
+    answers (so the agent's last reports land), then the server (open long polls answer at once),
+    then the database (the app's lifespan). A signal is not re-raised after the stop as uvicorn
+    does: the stop is complete, so the process exits 0 and asyncio cancels no request midway."""
 
     local_agent: LocalAgent | None = None
     _agent_task: asyncio.Task[None] | None = None
@@ -36,7 +66,73 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.local_agent is not None and self._agent_task is not None:
             await self.local_agent.stop(self._agent_task)
+        hub = getattr(getattr(self.config.app, "state", None), "hub", None)
+        if hub is not None:
+            hub.drain()  # long polls (the agent's assignments, event feeds) answer now instead of in 30 s
+        quiet = _QuietCut()
+        logging.getLogger("uvicorn.error").addFilter(quiet)
         await super().shutdown(sockets)
+        if quiet.cut:
+            console.print(f"{quiet.cut} open request(s) (log streams, long polls) were cut at shutdown")
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:  # a second Ctrl-C: skip the waits (the agent still stops its jobs)
+            self.force_exit = True
+            return
+        self.should_exit = True
+        what = (
+            "the local agent and its jobs, then the server, then the database"
+            if self.local_agent
+            else ("the server, then the database")
+        )
+        sys.stderr.write(f"stopping ({signal.Signals(sig).name}): {what}\n")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts: a port in use is one line, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"port {port} on {host} is already in use (another gpufleet, or another program); "
+                "choose another with --port or GPUFLEET_PORT"
+            )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return sock
+
+
+def _lock_data_dir(settings: Settings) -> InstanceLock:
+    lock = InstanceLock(settings.data_dir / LOCK_FILE)
+    try:
+        # 0755: as root, the embedded PostgreSQL's own user must traverse the data dir.
+        lock.acquire(dir_mode=0o755, url=_local_url(settings), data_dir=str(settings.data_dir))
+    except InstanceBusy as busy:
+        fail(
+            f"gpufleet is already running with the data dir {settings.data_dir} ({busy.describe()}); "
+            "to run a second instance, give it its own data dir and port: "
+            "GPUFLEET_DATA_DIR=/another/dir gpufleet up --port 8742"
+        )
+    except OSError as exc:
+        fail(f"cannot use the data dir {settings.data_dir}: {exc.strerror or exc}")
+    return lock
 
 
 def _serve(
@@ -53,8 +149,9 @@ def _serve(
     # HTTP client's request lines would only repeat it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
-    if banner:
-        console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})")
+    # `up` (the banner) owns its data dir and its local agent's state: one per data dir. `server`
+    # does not: replicas may share an embedded database on purpose (db/embedded.py).
+    lock = _lock_data_dir(settings) if banner else None
     if settings.workers > 1:
         if local_agent:
             console.print("with several workers no local agent is started: run `gpufleet agent` beside the server")
@@ -74,6 +171,10 @@ def _serve(
             timeout_graceful_shutdown=3,
         )
         return
+    sock = _bind(settings.host, settings.port)
+    if banner:
+        console.print(f"gpufleet on http://{settings.host}:{settings.port}  (database: {where})", soft_wrap=True)
+        console.print(f"data dir: {settings.data_dir} ({data_dir_why(settings.data_dir)})", soft_wrap=True)
     app = create_app(settings, on_first_run=lambda created: _announce_first_run(settings, created))
     agent = None
     if local_agent:
@@ -91,7 +192,14 @@ def _serve(
     )
     server = _Server(config)
     server.local_agent = agent
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if lock is not None:
+            lock.release()
+    if server.started:
+        console.print("gpufleet stopped")
 
 
 def _local_url(settings: Settings) -> str:
@@ -106,12 +214,17 @@ def worker_app() -> FastAPI:
 
 
 def _announce_first_run(settings: Settings, created: FirstRun) -> None:
-    """Show the first owner key once and keep it for the CLI; it is never logged."""
+    """Keep the first owner key for the CLI; show it once, and only on a terminal: a service's
+    stdout goes to its logs, where a secret must never land."""
     path = client_config.save(_local_url(settings), created.api_key)
-    console.print(
-        f"\nFirst run: created user {created.user.email}, organization '{created.organization.slug}' and an "
-        f"owner API key (shown once, saved to {path}, mode 0600):\n\n  {created.api_key}\n"
-    )
+    what = f"created user {created.user.email}, organization '{created.organization.slug}' and an owner API key"
+    if sys.stdout.isatty():
+        console.print(f"\nFirst run: {what} (shown once, saved to {path}, mode 0600):\n\n  {created.api_key}\n")
+    else:
+        console.print(
+            f"First run: {what}, saved to {path} (mode 0600; not printed, as stdout is not a terminal)",
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -58,7 +58,7 @@ async def next_assignments(
         while True:
             found = await _fetch(db, identity, limit)
             left = deadline - loop.time()
-            if found or left <= 0:
+            if found or left <= 0 or hub.draining:  # draining: the server is stopping
                 return found
             await sub.wait(left)
 

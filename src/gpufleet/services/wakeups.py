@@ -71,6 +71,7 @@ class WakeHub:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self.listening = False  # wake-ups flow: from LISTEN, or from the polling task
+        self.draining = False  # the server is stopping: long polls answer with what they have
         self.notifications = 0
 
     @classmethod
@@ -105,6 +106,11 @@ class WakeHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._drop()
+        self.wake_all()
+
+    def drain(self) -> None:
+        """The server is stopping: wake every waiter, and have long polls answer now (``draining``)."""
+        self.draining = True
         self.wake_all()
 
     @contextlib.contextmanager
