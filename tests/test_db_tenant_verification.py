@@ -11,7 +11,7 @@ import os
 import asyncpg
 import pytest
 
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Connection, Database
 from gpufleet.domain import Organization
 from tests.factories import create_org
 from tests.tenancy import TENANT_TABLES_SQL, populate
@@ -30,12 +30,10 @@ def _col(table: str) -> str:
     return "id" if table == "organizations" else "organization_id"
 
 
-async def _visible(
-    conn: asyncpg.Connection[asyncpg.Record] | object, tables: list[str], org: Organization
-) -> dict[str, int]:
+async def _visible(conn: Connection, tables: list[str], org: Organization) -> dict[str, int]:
     seen = {}
     for t in tables:
-        n = await conn.fetchval(f"select count(*) from {t} where {_col(t)} = $1", org.id)  # type: ignore[attr-defined]
+        n = await conn.fetchval(f"select count(*) from {t} where {_col(t)} = $1", org.id)
         if n:
             seen[t] = n
     return seen
@@ -148,3 +146,17 @@ async def test_the_check_runs_once_per_statement_not_per_row(db: Database) -> No
             r[0] for r in await conn.fetch("explain select * from hosts h join jobs j on j.host_id = h.id")
         )
     assert "InitPlan" in plan and "SubPlan" not in plan, plan
+
+
+async def test_a_temporary_table_does_not_stand_in_for_a_tenant_table(db: Database) -> None:
+    conn = await asyncpg.connect(db.runtime_dsn_)
+    try:
+        await conn.execute("create temp table hosts (id uuid, organization_id uuid)")
+        which = "select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = 'hosts'::regclass"
+        assert await conn.fetchval(which) == "public"  # not pg_temp_N
+        await conn.execute("set search_path = pg_temp, public")
+        assert (await conn.fetchval(which)).startswith("pg_temp")
+        await conn.execute("reset all")  # what the pool does on release: the role's default comes back
+        assert await conn.fetchval(which) == "public"
+    finally:
+        await conn.close()

@@ -19,6 +19,8 @@ create table gpufleet_tenant_key (
     created_at  timestamptz not null default now(),
     updated_at  timestamptz not null default now()
 );
+create trigger gpufleet_tenant_key_touch before update on gpufleet_tenant_key
+    for each row execute function gpufleet_touch_updated_at();
 -- Owner only. RLS on (not forced, no policy): even a role that some platform's default
 -- privileges grant SELECT on every new table (Supabase's anon/authenticated) reads no row.
 alter table gpufleet_tenant_key enable row level security;
@@ -48,8 +50,7 @@ begin
       into ipad, opad
       from generate_series(0, 63) i;
     insert into gpufleet_tenant_key (id, secret, ipad, opad) values (true, k, ipad, opad)
-        on conflict (id) do update set secret = excluded.secret, ipad = excluded.ipad, opad = excluded.opad,
-                                       updated_at = now();
+        on conflict (id) do update set secret = excluded.secret, ipad = excluded.ipad, opad = excluded.opad;
 end $$;
 revoke all on function gpufleet_rotate_tenant_key() from public;
 select gpufleet_rotate_tenant_key();
@@ -89,6 +90,18 @@ language sql stable parallel restricted as $$
                                                   current_setting('gpufleet.user_id', true))
                 then current_setting('gpufleet.user_id', true)::uuid end
 $$;
+
+-- A runtime-role session may create temporary tables, and pg_temp is searched first unless it is
+-- named: a temporary `jobs` would stand in for public.jobs in that session's later (pooled)
+-- transactions, of any tenant. Name it last. The pool's RESET ALL brings this default back.
+-- For the role in every database (the role is gpufleet's, and a per-database setting would not
+-- follow a database copied with CREATE DATABASE ... TEMPLATE).
+do $$
+begin
+    alter role gpufleet_app set search_path = public, pg_temp;
+exception when insufficient_privilege then
+    raise notice 'gpufleet: could not set search_path for gpufleet_app (needs superuser or CREATEROLE)';
+end $$;
 
 -- ---------------------------------------------------------------- wake-ups without tenant data
 -- Any gpufleet_app session may LISTEN, so a payload would tell it other tenants' host and job
