@@ -3,6 +3,9 @@
 * ``transaction(org_id)``: request handling. Connects as the runtime role ``gpufleet_app``
   (not superuser, not owner, no BYPASSRLS) and sets ``gpufleet.org_id`` for this transaction
   only, so PostgreSQL's row-level security shows that organization's rows and nothing else.
+  The setting counts only with its ``gpufleet.tenant_tag``, an HMAC under a key only the owner
+  can read (migration 0007): a session that can run SQL as the runtime role, but holds no key,
+  cannot make the database show it another organization's rows (docs/security.md).
 * ``system_transaction()``: background work that must see every tenant (the scheduler, the
   reaper, webhook delivery, authentication before the tenant is known). Connects as the owner
   and switches to the role ``gpufleet_system``, whose policies are the only ones that span tenants.
@@ -11,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +31,13 @@ SYSTEM_ROLE = "gpufleet_system"
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+# The tag travels as a bind parameter, never in the query text, so no other session can read it
+# from pg_stat_activity.
+_SET_TENANT = (
+    "select set_config('gpufleet.org_id', $1, true), set_config('gpufleet.user_id', $2, true),"
+    " set_config('gpufleet.tenant_tag', $3, true)"
+)
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -65,6 +77,7 @@ class Database:
         self.transaction_pooler = transaction_pooler
         self._runtime: Pool | None = None
         self._owner: Pool | None = None
+        self._tenant_key: bytes | None = None
 
     async def open(self) -> None:
         extra: dict[str, Any] = {"statement_cache_size": 0} if self.transaction_pooler else {}
@@ -74,6 +87,22 @@ class Database:
         self._owner = await asyncpg.create_pool(
             self.owner_dsn, min_size=1, max_size=max(2, self.max_size // 2), init=_init_connection, **extra
         )
+        with contextlib.suppress(asyncpg.UndefinedTableError):  # not migrated yet: loaded on first use
+            await self._load_tenant_key()
+
+    async def _load_tenant_key(self) -> bytes:
+        """The key of the tenant tags; read once, as the owner (the runtime role cannot read it)."""
+        async with self.owner_pool.acquire() as conn:
+            key = await conn.fetchval("select secret from gpufleet_tenant_key")
+        if key is None:
+            raise RuntimeError("gpufleet_tenant_key is empty; run `select gpufleet_rotate_tenant_key()` as the owner")
+        self._tenant_key = bytes(key)
+        return self._tenant_key
+
+    async def tenant_tag(self, org: str, user: str) -> str:
+        """The tag that makes the database accept ``org``/``user`` as this transaction's tenant."""
+        key = self._tenant_key if self._tenant_key is not None else await self._load_tenant_key()
+        return hmac.new(key, f"{org}/{user}".encode(), hashlib.sha256).hexdigest()
 
     async def close(self) -> None:
         for pool in (self._runtime, self._owner):
@@ -96,29 +125,27 @@ class Database:
     @asynccontextmanager
     async def transaction(self, org_id: UUID | None, *, user_id: UUID | None = None) -> AsyncIterator[Connection]:
         """A transaction as the runtime role, seeing only ``org_id``'s rows (none when ``None``)."""
+        org, user = str(org_id) if org_id else "", str(user_id) if user_id else ""
+        tag = await self.tenant_tag(org, user)
         async with self.runtime_pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('gpufleet.org_id', $1, true), set_config('gpufleet.user_id', $2, true)",
-                str(org_id) if org_id else "",
-                str(user_id) if user_id else "",
-            )
+            await conn.execute(_SET_TENANT, org, user, tag)
             yield conn
 
     @asynccontextmanager
     async def flat_transaction(self, org_id: UUID) -> AsyncIterator[Connection]:
-        """``transaction(org_id)`` in one round trip fewer, for hot paths (the heartbeat).
+        """``transaction(org_id)`` without asyncpg's transaction object, for hot paths (the heartbeat).
 
-        BEGIN and the tenant ``set_config`` go to the server as one simple query (the values are
-        UUIDs, so inlining them is safe); COMMIT on success, ROLLBACK on any exception. No
-        ``conn.transaction()`` (savepoints) inside: asyncpg refuses them in a transaction it did
-        not start.
+        A plain BEGIN, then the tenant settings (the tag as a bind parameter: inlined into one
+        simple query with BEGIN it would show in pg_stat_activity to every runtime-role session);
+        COMMIT on success, ROLLBACK on any exception. No ``conn.transaction()`` (savepoints)
+        inside: asyncpg refuses them in a transaction it did not start.
         """
-        org = str(UUID(str(org_id)))  # hex digits and dashes only
+        org = str(UUID(str(org_id)))
+        tag = await self.tenant_tag(org, "")
         async with self.runtime_pool.acquire() as conn:
-            await conn.execute(
-                f"begin; select set_config('gpufleet.org_id', '{org}', true), set_config('gpufleet.user_id', '', true)"
-            )
+            await conn.execute("begin")
             try:
+                await conn.execute(_SET_TENANT, org, "", tag)
                 yield conn
             except BaseException:
                 if not conn.is_closed():

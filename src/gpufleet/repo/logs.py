@@ -99,6 +99,21 @@ async def has_after(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int, aft
     )
 
 
-async def notify(conn: Conn, *, job_id: UUID) -> None:
-    """Wake the job's followers at commit (one notification per transaction, however many chunks)."""
-    await conn.execute("select pg_notify($1, $2)", LOGS_CHANNEL, str(job_id))
+async def notify(conn: Conn) -> None:
+    """Wake log followers at commit (one notification per transaction, however many chunks).
+
+    No payload: any runtime-role session can LISTEN, so a job id would reach other tenants.
+    The listener finds out which followed jobs changed with ``follow_marks``.
+    """
+    await conn.execute("select pg_notify($1, '')", LOGS_CHANNEL)
+
+
+async def follow_marks(conn: Conn, *, job_ids: Sequence[UUID]) -> dict[UUID, tuple[str, int, int]]:
+    """System path: per job, what its log followers wait for to change (status, attempt, chunks stored)."""
+    rows = await conn.fetch(
+        """select j.id, j.status, j.attempt,
+                  coalesce((select sum(a.log_next_seq) from job_attempts a where a.job_id = j.id), 0) as chunks
+             from jobs j where j.id = any($1::uuid[])""",
+        list(job_ids),
+    )
+    return {r["id"]: (r["status"], r["attempt"], int(r["chunks"])) for r in rows}

@@ -33,7 +33,7 @@ async def heartbeat(
     span = inventory.validate_samples(report.samples, policy)
     org_id, host_id = identity.org_id, identity.host_id
     actor = f"host:{identity.name}"
-    async with db.flat_transaction(org_id) as conn:  # BEGIN and set_config in one round trip
+    async with db.flat_transaction(org_id) as conn:  # no savepoint machinery on the hot path
         beat = await hosts_repo.record_heartbeat(
             conn, org_id=org_id, host_id=host_id, facts=report.facts, credential_hash=identity.credential_hash
         )

@@ -165,7 +165,7 @@ async def append_logs(
             plan.add(c)
         if plan.rows:
             await repo.insert_chunks(conn, org_id=org_id, job_id=job_id, attempt=attempt, rows=plan.rows)
-            await repo.notify(conn, job_id=job_id)
+            await repo.notify(conn)
         if plan.rows or plan.ends != record.ends:
             await repo.save_counters(
                 conn,

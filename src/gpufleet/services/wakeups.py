@@ -2,9 +2,13 @@
 
 Thousands of agents long-poll for assignments at once; each waits on an ``asyncio.Event`` keyed
 by its host id, and a single connection LISTENing on the execution channels fans notifications
-out to them (a notification for a host nobody waits on here costs one dict lookup). Behind a
-transaction pooler (no LISTEN) one polling task asks the database, for every host waiting in this
-process at once, which of them have work, and wakes log followers on each tick to re-read.
+out to them. The notifications carry no payload (any runtime-role session may LISTEN, so a host
+or job id would reach other tenants): on one, the hub asks the database in one system-path query
+which of the hosts (or followed jobs) waiting in this process have something new, and wakes
+exactly those. Notifications that arrive during that query are folded into one more query, so
+a burst of placements costs a few queries, not one per notification or per waiter. Behind a
+transaction pooler (no LISTEN) one polling task asks the same question for the hosts on each
+tick, and wakes log followers to re-read.
 
 A waiter must subscribe *before* it reads the database and wait afterwards, so a wake-up that
 lands between the read and the wait is not lost. Notifications can still be lost (the listening
@@ -24,6 +28,7 @@ import asyncpg
 
 from gpufleet.db.pool import Database
 from gpufleet.repo import execution as repo
+from gpufleet.repo import logs as logs_repo
 from gpufleet.repo.logs import LOGS_CHANNEL
 from gpufleet.repo.scheduling import ping
 
@@ -73,6 +78,9 @@ class WakeHub:
         self.listening = False  # wake-ups flow: from LISTEN, or from the polling task
         self.draining = False  # the server is stopping: long polls answer with what they have
         self.notifications = 0
+        self._dirty: set[Channel] = set()  # channels notified since the last check began
+        self._checker: asyncio.Task[None] | None = None
+        self._log_marks: dict[UUID, tuple[str, int, int]] = {}  # followed job -> what was seen last
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> WakeHub:
@@ -100,11 +108,12 @@ class WakeHub:
                     await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in (self._task, self._checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._checker = None
         await self._drop()
         self.wake_all()
 
@@ -139,11 +148,44 @@ class WakeHub:
 
     # ------------------------------------------------------------------------------ LISTEN
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+    def _on_notify(self, _conn: object, _pid: int, channel: str, _payload: object) -> None:
         self.notifications += 1
         kind = _CHANNELS.get(channel)
-        if kind is not None:
-            self.wake(kind, str(payload))
+        if kind is None:
+            return
+        self._dirty.add(kind)
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check_dirty(), name="execution-wakeup-check")
+
+    async def _check_dirty(self) -> None:
+        while self._dirty:
+            kinds, self._dirty = self._dirty, set()
+            try:
+                await self.check(kinds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("execution wake-up check failed; waking every waiter of %s", sorted(kinds))
+                for kind in kinds:
+                    self.wake_all(kind)
+
+    async def check(self, kinds: set[Channel]) -> None:
+        """Wake the waiters of ``kinds`` that have something new: one query per channel, all waiters."""
+        hosts = [UUID(key) for (ch, key) in self._waiters if ch == "assignments"] if "assignments" in kinds else []
+        jobs = [UUID(key) for (ch, key) in self._waiters if ch == "logs"] if "logs" in kinds else []
+        if not hosts and not jobs:
+            return
+        async with self._db.system_transaction() as conn:
+            ready = await repo.hosts_with_assignments(conn, host_ids=hosts) if hosts else []
+            marks = await logs_repo.follow_marks(conn, job_ids=jobs) if jobs else {}
+        for host_id in ready:
+            self.wake("assignments", str(host_id))
+        if "logs" in kinds:
+            for job_id in jobs:
+                mark = marks.get(job_id)
+                if mark is None or mark != self._log_marks.get(job_id):
+                    self.wake("logs", str(job_id))
+            self._log_marks = dict(marks)  # followed jobs only, so it stays bounded
 
     async def _listen_forever(self) -> None:
         delay = 0.5
