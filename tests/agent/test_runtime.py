@@ -42,8 +42,8 @@ def alive(pid: int | None) -> bool:
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
-    runtime = ProcessRuntime(tmp_path / "state", base_env={"PATH": os.environ["PATH"], "HOME": "/root",
-                                                           "GPUFLEET_AGENT_TOKEN": "secret"})
+    runtime = ProcessRuntime(tmp_path / "state", work_root=tmp_path / "work",
+                             base_env={"PATH": os.environ["PATH"], "HOME": "/root", "GPUFLEET_AGENT_TOKEN": "secret"})
     yield runtime
     for job_id in runtime.running():
         await runtime.terminate(job_id, grace_s=0)
@@ -77,7 +77,7 @@ async def wait_for_output(rt: ProcessRuntime, job_id: str, text: bytes, limit_s:
 async def test_success(rt: ProcessRuntime) -> None:
     job = await rt.start(ProcessSpec("ok", 1, argv=py("print('hello')")))
     assert job.pid and job.outcome is None and rt.running() == ["ok"]
-    assert Path(job.working_dir) == rt.state_dir / "work" / "ok" / "1"
+    assert Path(job.working_dir) == rt.work_root / "ok.1"
     outcome = await rt.wait("ok")
     assert (outcome.status, outcome.exit_code, outcome.signal) == ("succeeded", 0, None)
     assert await collect(rt, "ok") == {"stdout": b"hello\n", "stderr": b""}
@@ -300,9 +300,10 @@ async def test_spec_validation_and_unknown_jobs(rt: ProcessRuntime) -> None:
 async def test_forget_removes_the_jobs_files(rt: ProcessRuntime) -> None:
     await rt.start(ProcessSpec("gone", 1, argv=py("open('out.txt', 'w').write('x')")))
     await rt.wait("gone")
-    assert (rt.state_dir / "work" / "gone" / "1" / "out.txt").exists()
+    assert (rt.work_root / "gone.1" / "out.txt").exists()
     rt.forget("gone")
     assert [p for p in rt.state_dir.rglob("*") if p.is_file()] == []
+    assert list(rt.work_root.iterdir()) == []
     assert rt.tracked() == []
 
 

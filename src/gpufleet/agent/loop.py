@@ -28,6 +28,7 @@ from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSampl
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
 from gpufleet.agent.runtime import ProcessRuntime
+from gpufleet.agent.runtime_users import JobUserError, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -68,6 +69,8 @@ class AgentConfig:
     assignment_wait_s: float = 30.0  # assignment long-poll
     kill_grace_s: float = 30.0  # SIGTERM then SIGKILL after this, for the agent's own max_runtime_s check
     stop_jobs_on_exit: bool = False  # `gpufleet up`'s local agent: leave no job behind on shutdown
+    job_user: str = "auto"  # auto (root: a gpufleet-job-N user per job), agent (its own user), or a user name
+    work_dir: Path | None = None  # jobs' working directories; None: runtime_users.default_work_root
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
@@ -277,8 +280,13 @@ class Agent:
     def job_runner(self) -> JobRunner:
         """The job loop, over a process runtime in the state directory (docs/agent.md)."""
         assert self.credential is not None
+        try:
+            users = job_users(self.config.job_user, state_dir=self.config.state_dir)
+            runtime = ProcessRuntime(self.config.state_dir, users=users, work_root=self.config.work_dir)
+        except (JobUserError, OSError) as exc:
+            raise AgentError(f"cannot prepare to run jobs: {exc}") from None
         return JobRunner(
-            ProcessRuntime(self.config.state_dir),
+            runtime,
             self.api,
             self.credential.credential,
             backoff=self._backoff,
