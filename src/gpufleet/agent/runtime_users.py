@@ -40,7 +40,7 @@ SLOT_LOCK_DIR = Path("/run/gpufleet/job-slots")  # tmpfs: emptied by a reboot, a
 MAX_SLOTS = 1024
 SAME_USER_WARNING = (
     "jobs run as this agent's own user (uid {uid}) and can read its credential and state in {state_dir}; "
-    "run the agent as root so each job runs as an unprivileged gpufleet-job-N user (docs/agent.md, 'Job users')"
+    "{fix} so each job runs as an unprivileged gpufleet-job-N user (docs/agent.md, 'Job users')"
 )
 
 
@@ -129,7 +129,8 @@ def job_users(policy: str, *, state_dir: Path) -> JobUsers:
             raise JobUserError(f"--job-user {policy}: running jobs as another user needs an agent running as root")
         users = NamedUser(policy)
     if not users.separate:
-        log.warning(SAME_USER_WARNING.format(uid=os.geteuid(), state_dir=state_dir))
+        fix = "drop --job-user agent" if root else "run the agent as root"
+        log.warning(SAME_USER_WARNING.format(uid=os.geteuid(), state_dir=state_dir, fix=fix))
     return users
 
 
