@@ -53,11 +53,22 @@ async def test_jobs_of_a_stopping_agent_are_requeued_and_run_on_its_next_start(c
 
 
 async def test_the_agent_program_on_sigterm_interrupts_its_jobs_the_same_way(cluster: Cluster) -> None:
-    args = ["--server", cluster.live.url, "--simulate", "2xA100-80GB", "--name", "prog-1", "--interval", "0.5",
-            "--state-dir", str(cluster.tmp / "prog"), "--stop-jobs-on-exit", "--job-user", "agent"]
-    env = {**os.environ, "GPUFLEET_JOIN_TOKEN": cluster.token}
-    proc = subprocess.Popen([sys.executable, "-m", "gpufleet.cli.main", "agent", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    args = [
+        "--server",
+        cluster.live.url,
+        "--simulate",
+        "2xA100-80GB",
+        "--name",
+        "prog-1",
+        "--interval",
+        "0.5",
+        "--state-dir",
+        str(cluster.tmp / "prog"),
+        "--stop-jobs-on-exit",
+        "--job-user",
+        "agent",
+    ]
+    proc = _agent_program(args, cluster.token)
     try:
         job_id = await cluster.submit(script=AGAIN)
         await _ready_or_dead(cluster, job_id, proc)
@@ -72,6 +83,17 @@ async def test_the_agent_program_on_sigterm_interrupts_its_jobs_the_same_way(clu
             proc.communicate()
     r = await cluster.api.post(f"/v1/jobs/{job_id}/cancel")  # leave nothing pending for the ledger audit
     assert r.status_code == 200, r.text
+
+
+def _agent_program(args: list[str], token: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "GPUFLEET_JOIN_TOKEN": token}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpufleet.cli.main", "agent", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 async def _ready_or_dead(cluster: Cluster, job_id: str, proc: subprocess.Popen[Any]) -> None:

@@ -60,8 +60,9 @@ async def test_a_job_reads_nothing_of_the_agent_nor_of_another_job(
     credential = (state / "host-credential.json").read_text()
     assert "gfh_" in credential
 
-    victim = await cluster.submit(script="echo s3cret > secret.txt; echo ready; exec sleep 60",
-                                  env={"VICTIM_TOKEN": "tok-of-the-victim"})
+    victim = await cluster.submit(
+        script="echo s3cret > secret.txt; echo ready; exec sleep 60", env={"VICTIM_TOKEN": "tok-of-the-victim"}
+    )
     await cluster.wait(victim, "running")
     await until(lambda: _has_output(cluster, victim, b"ready"), what="the victim's first line")
     assert running.agent.jobs is not None
@@ -70,8 +71,9 @@ async def test_a_job_reads_nothing_of_the_agent_nor_of_another_job(
     work_stat = victim_work.stat()
     assert stat.S_IMODE(work_stat.st_mode) == 0o700 and work_stat.st_uid != 0
 
-    attacker = await cluster.submit(script=ATTACK, env={"STATE": str(state), "VICTIM": victim,
-                                                         "VICTIM_WORK": str(victim_work)})
+    attacker = await cluster.submit(
+        script=ATTACK, env={"STATE": str(state), "VICTIM": victim, "VICTIM_WORK": str(victim_work)}
+    )
     job = await cluster.wait(attacker)
     out = (await cluster.logs(attacker))["stdout"].decode()
     assert job["status"] == "succeeded" and out.endswith("finished\n"), (job, out)

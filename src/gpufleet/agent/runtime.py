@@ -34,21 +34,21 @@ import psutil
 
 from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream
 from gpufleet.agent.runtime_proc import (
+    TERMINATE_REASONS,
     ExitOutcome,
     LogStats,
     ProcessSpec,
     RecoveredJob,
     RunningJob,
     StartError,
-    TERMINATE_REASONS,
     StateRecord,
     UnknownJobError,
+    boot_id,
     check_working_dir,
     group_members,
     job_env,
     kill_group,
     kill_pids,
-    boot_id,
     outcome_of,
     process_state,
     read_exit_file,

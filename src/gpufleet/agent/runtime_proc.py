@@ -37,7 +37,9 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # or the machine rebooted under it), not because of anything the job did or anyone asked.
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 TERMINATE_REASONS = ("cancelled", "timed_out", "interrupted")
-_STOPPED_AS: dict[str, OutcomeStatus] = {"cancelled": "cancelled", "timed_out": "timed_out", "interrupted": "interrupted"}
+_STOPPED_AS: dict[str, OutcomeStatus] = {
+    "cancelled": "cancelled", "timed_out": "timed_out", "interrupted": "interrupted",
+}
 _LABELS = {"cancelled": "cancelled", "timed_out": "timed out", "interrupted": "interrupted: the agent stopped"}
 
 

@@ -63,7 +63,7 @@ def _spawn_as(user: bytes, cwd: bytes, executable: bytes, argv: list[bytes], env
             for signum in (_SIGHUP, _SIGINT, _SIGPIPE, _SIGTERM, _SIGXFSZ):
                 _signal.signal(signum, _signal.SIG_DFL)
             step = f"cannot execute {os.fsdecode(argv[0])}"
-            os.execve(executable, argv, env)
+            os.execve(executable, argv, env)  # noqa: S606 - the job's own argv, as posix_spawn below
         except OSError as exc:
             os.write(write_end, f"{step}: {exc.strerror}".encode("utf-8", "replace"))
         os._exit(127)
@@ -86,7 +86,7 @@ def main(launch_path: str) -> int:
     argc = int(fields[4])
     argv = fields[5 : 5 + argc]
     env = dict(kv.split(b"=", 1) for kv in fields[5 + argc :] if b"=" in kv)
-    try:
+    try:  # noqa: SIM105 - contextlib is one import too many for the shim's start-up time
         os.set_inheritable(3, False)  # the slot lock, if any, is the shim's alone
     except OSError:
         pass

@@ -26,7 +26,7 @@ import pwd
 import shutil
 import signal
 import stat
-import subprocess  # noqa: S404 - useradd, with a fixed argv
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,12 +138,23 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    argv = [useradd, "--system", "--no-create-home", "--user-group", "--home-dir", "/nonexistent",
-            "--shell", "/usr/sbin/nologin", "--comment", "gpufleet job slot", name]
+    argv = [
+        useradd,
+        "--system",
+        "--no-create-home",
+        "--user-group",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--comment",
+        "gpufleet job slot",
+        name,
+    ]
     deadline = time.monotonic() + 10.0
     while True:
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         except OSError as exc:
             raise JobUserError(f"cannot create the job user {name} ({exc}); create it or pass --job-user") from None
         with contextlib.suppress(KeyError):
@@ -189,12 +200,13 @@ def prepare_work_root(root: Path, *, state_dir: Path, users: JobUsers) -> None:
     if root == state or state in root.parents:
         raise JobUserError(f"the jobs' work directory {root} must not be inside the state directory {state}")
     root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    os.chmod(root, 0o711)
+    os.chmod(root, 0o711)  # noqa: S103 - search only: a job user enters its own dir, lists nothing
     if not users.separate:
         return
     for parent in root.parents:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             raise JobUserError(
-                f"job users cannot reach {root}: {parent} is not searchable by others (chmod o+x it, or pass --work-dir)"
+                f"job users cannot reach {root}: {parent} is not searchable by others "
+                "(chmod o+x it, or pass --work-dir)"
             )
