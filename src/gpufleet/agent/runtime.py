@@ -57,7 +57,14 @@ from gpufleet.agent.runtime_proc import (
     start_ticks,
     write_launch_file,
 )
-from gpufleet.agent.runtime_users import JobIdentity, JobUsers, default_work_root, prepare_work_root, sweep_uid
+from gpufleet.agent.runtime_users import (
+    JobIdentity,
+    JobUsers,
+    default_work_root,
+    make_workdir,
+    prepare_work_root,
+    sweep_uid,
+)
 
 __all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
            "RunningJob", "UnknownJobError"]
@@ -198,7 +205,7 @@ class ProcessRuntime:
             if user is not None:
                 job.uid, job.lock_fd = user.uid, user.lock_fd
             if own_workdir:
-                _make_workdir(Path(workdir), user)
+                make_workdir(Path(workdir), user)
             env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
                           gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
                           gpu_memory_mb=spec.gpu_memory_mb, user=user, home=workdir if own_workdir else None)
@@ -451,10 +458,3 @@ class ProcessRuntime:
         with contextlib.suppress(OSError):  # empty: leave no litter (e.g. under /var/lib) behind
             self.work_root.rmdir()
 
-
-def _make_workdir(path: Path, user: JobIdentity | None) -> None:
-    """A fresh directory only the job's user can enter (a leftover of an earlier try is replaced)."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700)
-    if user is not None:
-        os.chown(path, user.uid, user.gid)

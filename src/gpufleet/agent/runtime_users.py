@@ -210,3 +210,11 @@ def prepare_work_root(root: Path, *, state_dir: Path, users: JobUsers) -> None:
                 f"job users cannot reach {root}: {parent} is not searchable by others "
                 "(chmod o+x it, or pass --work-dir)"
             )
+
+
+def make_workdir(path: Path, user: JobIdentity | None) -> None:
+    """A fresh directory only the job's user can enter (a leftover of an earlier try is replaced)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700)
+    if user is not None:
+        os.chown(path, user.uid, user.gid)
