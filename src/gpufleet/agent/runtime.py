@@ -59,6 +59,7 @@ from gpufleet.agent.runtime_proc import (
 )
 from gpufleet.agent.runtime_users import (
     JobIdentity,
+    JobUserError,
     JobUsers,
     default_work_root,
     make_workdir,
@@ -208,16 +209,16 @@ class ProcessRuntime:
                 make_workdir(Path(workdir), user)
             env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
                           gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
-                          gpu_memory_mb=spec.gpu_memory_mb, user=user, home=workdir if own_workdir else None)
+                          gpu_memory_mb=spec.gpu_memory_mb, user=user, home=workdir)
             check_working_dir(workdir)
             executable = resolve_executable(argv[0], env["PATH"], workdir, user)
             write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable,
                               argv=argv, env=env, user=user)
             job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"], job.lock_fd)
-        except (StartError, OSError) as exc:
+        except (StartError, JobUserError, OSError) as exc:
             self._release(job)
             launch_path.unlink(missing_ok=True)
-            reason = str(exc) if isinstance(exc, StartError) else f"could not start the job: {exc}"
+            reason = f"could not start the job: {exc}" if isinstance(exc, OSError) else str(exc)
             job.outcome = ExitOutcome("failed", None, None, reason)
             job.done.set()
             return job

@@ -180,6 +180,7 @@ def signal_name(signum: int) -> str:
 def job_env(base: Mapping[str, str], spec_env: Mapping[str, str], *, job_id: str, attempt: int,
             gpus: Sequence[str], gpu_milli: int | None, gpu_memory_mb: int | None,
             user: JobIdentity | None = None, home: str | None = None) -> dict[str, str]:
+    """The job's environment: the allow-listed part of the agent's, the spec's, then gpufleet's own."""
     env = {k: v for k, v in base.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     if user is not None:
