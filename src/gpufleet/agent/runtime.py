@@ -64,7 +64,7 @@ from gpufleet.agent.runtime_users import (
     default_work_root,
     make_workdir,
     prepare_work_root,
-    sweep_uid,
+    release_slot,
 )
 
 __all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
@@ -169,12 +169,18 @@ class ProcessRuntime:
 
     async def start(self, spec: ProcessSpec) -> RunningJob:
         """Start a job. A job that cannot start comes back with a ``failed`` outcome, not an error."""
+        try:  # off the event loop: it may create a user, and it sweeps the slot's uid
+            user: JobIdentity | JobUserError | None = await asyncio.to_thread(self.users.claim)
+        except JobUserError as exc:
+            user = exc
         previous = self._jobs.get(spec.job_id)
+        if previous is not None and previous.outcome is None:
+            if isinstance(user, JobIdentity):
+                release_slot(None, user.lock_fd)
+            raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
         if previous is not None:
-            if previous.outcome is None:
-                raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
             self.forget(spec.job_id)  # a new attempt replaces a finished one
-        job = self._launch(spec)
+        job = self._launch(spec, user)
         self._jobs[job.job_id] = job
         if job.outcome is None:
             self._save(job)
@@ -182,7 +188,7 @@ class ProcessRuntime:
             self._watch(job)
         return self._snapshot(job)
 
-    def _launch(self, spec: ProcessSpec) -> _Job:
+    def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> _Job:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
@@ -195,16 +201,16 @@ class ProcessRuntime:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
         exit_path.unlink(missing_ok=True)
-        user: JobIdentity | None = None
+        if isinstance(user, JobIdentity):
+            job.uid, job.lock_fd = user.uid, user.lock_fd
         if spec.argv is not None:
             argv = list(spec.argv)
         else:
             assert spec.script is not None
             argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", spec.script]
         try:
-            user = self.users.claim()
-            if user is not None:
-                job.uid, job.lock_fd = user.uid, user.lock_fd
+            if isinstance(user, JobUserError):
+                raise user
             if own_workdir:
                 make_workdir(Path(workdir), user)
             env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
@@ -297,12 +303,10 @@ class ProcessRuntime:
     def _release(self, job: _Job) -> None:
         """The job is over: with a uid of its own, nothing of that uid may outlive it (a process
         that left the job's group included); then the slot is free for the next job."""
-        if job.lock_fd is None:
-            return
-        if job.uid is not None and self.users.exclusive:
-            sweep_uid(job.uid)
-        os.close(job.lock_fd)
-        job.lock_fd = None
+        fd, job.lock_fd = job.lock_fd, None
+        if fd is not None:
+            uid = job.uid if self.users.exclusive else None
+            asyncio.get_running_loop().run_in_executor(None, release_slot, uid, fd)  # a /proc walk: off the loop
 
     # -- public operations on running jobs -----------------------------------------------------
 
