@@ -169,10 +169,12 @@ class ProcessRuntime:
 
     async def start(self, spec: ProcessSpec) -> RunningJob:
         """Start a job. A job that cannot start comes back with a ``failed`` outcome, not an error."""
-        try:  # off the event loop: it may create a user, and it sweeps the slot's uid
-            user: JobIdentity | JobUserError | None = await asyncio.to_thread(self.users.claim)
-        except JobUserError as exc:
-            user = exc
+        user: JobIdentity | JobUserError | None = None
+        if self.users.separate:
+            try:  # off the event loop: it may create a user, and it sweeps the slot's uid
+                user = await asyncio.to_thread(self.users.claim)
+            except JobUserError as exc:
+                user = exc
         previous = self._jobs.get(spec.job_id)
         if previous is not None and previous.outcome is None:
             if isinstance(user, JobIdentity):
