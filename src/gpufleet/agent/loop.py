@@ -28,7 +28,7 @@ from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSampl
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
 from gpufleet.agent.runtime import ProcessRuntime
-from gpufleet.agent.runtime_users import JobUserError, job_users
+from gpufleet.agent.runtime_users import JobUserError, JobUsers, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -106,6 +106,7 @@ class Agent:
         self.jobs: JobRunner | None = None
         self._seq = 0
         self._facts_sent = False
+        self._job_users: JobUsers | None = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -277,12 +278,20 @@ class Agent:
             else:
                 log.warning("server asked to stop job %s attempt %d (%s)", order.job_id, order.attempt, order.reason)
 
+    def job_users(self) -> JobUsers:
+        """Who jobs run as (``--job-user``); decided once, at start, with its warning if unsafe."""
+        if self._job_users is None:
+            try:
+                self._job_users = job_users(self.config.job_user, state_dir=self.config.state_dir)
+            except JobUserError as exc:
+                raise AgentError(str(exc)) from None
+        return self._job_users
+
     def job_runner(self) -> JobRunner:
         """The job loop, over a process runtime in the state directory (docs/agent.md)."""
         assert self.credential is not None
         try:
-            users = job_users(self.config.job_user, state_dir=self.config.state_dir)
-            runtime = ProcessRuntime(self.config.state_dir, users=users, work_root=self.config.work_dir)
+            runtime = ProcessRuntime(self.config.state_dir, users=self.job_users(), work_root=self.config.work_dir)
         except (JobUserError, OSError) as exc:
             raise AgentError(f"cannot prepare to run jobs: {exc}") from None
         return JobRunner(
@@ -312,6 +321,8 @@ class Agent:
         raises ``AgentError`` when the agent cannot go on.
         """
         try:
+            if self.config.run_jobs:
+                self.job_users()  # a bad --job-user stops the agent before it registers
             if await self.start(stop) is None:
                 return
             tasks = [asyncio.create_task(self._sample_loop(stop), name="gpu-sampler")]
