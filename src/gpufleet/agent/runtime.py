@@ -118,7 +118,7 @@ class ProcessRuntime:
                  users: JobUsers | None = None, work_root: Path | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.users = users or JobUsers()
-        self.work_root = Path(work_root) if work_root is not None else default_work_root(self.state_dir)
+        self.work_root = Path(work_root).absolute() if work_root is not None else default_work_root(self.state_dir)
         self._chunk_bytes, self._buffer_bytes = log_chunk_bytes, log_buffer_bytes
         LogBuffer("-", 0, chunk_bytes=log_chunk_bytes, buffer_bytes=log_buffer_bytes)  # validates
         self._clock = clock
