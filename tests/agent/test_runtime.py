@@ -200,7 +200,7 @@ async def test_large_output_arrives_complete_and_in_order(rt: ProcessRuntime) ->
 
 
 async def test_buffer_bound_drops_oldest_with_a_marker(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s", log_chunk_bytes=16 * 1024, log_buffer_bytes=64 * 1024)
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w", log_chunk_bytes=16 * 1024, log_buffer_bytes=64 * 1024)
     try:
         payload = b"".join(b"%07d\n" % i for i in range(2**20 // 8))
         await rt.start(ProcessSpec("flood", 1, argv=py(
@@ -229,7 +229,7 @@ async def test_binary_output_roundtrips(rt: ProcessRuntime) -> None:
 
 
 async def test_unacked_chunks_are_sent_again(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s", log_chunk_bytes=4, log_buffer_bytes=1024)
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w", log_chunk_bytes=4, log_buffer_bytes=1024)
     try:
         await rt.start(ProcessSpec("re", 1, argv=py("print('aaabbbcccddd', end='')")))
         await rt.wait("re")
@@ -310,7 +310,7 @@ async def test_forget_removes_the_jobs_files(rt: ProcessRuntime) -> None:
 async def test_recover_after_agent_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     go = tmp_path / "go"
-    before = ProcessRuntime(state)
+    before = ProcessRuntime(state, work_root=tmp_path / "w")
     waiter = await before.start(ProcessSpec("alive", 1, argv=py(
         f"import os, time\nprint('before', flush=True)\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
         "print('after')")))
@@ -326,7 +326,7 @@ async def test_recover_after_agent_restart(tmp_path: Path) -> None:
     assert ends.pid is not None
     await eventually(lambda: not alive(ends.pid), "'ends' to end while the agent is down")
 
-    after = ProcessRuntime(state)
+    after = ProcessRuntime(state, work_root=tmp_path / "w")
     try:
         found = {r.job_id: r for r in await after.recover()}
         assert set(found) == {"alive", "ends", "stale"}
@@ -358,11 +358,11 @@ async def test_recover_after_agent_restart(tmp_path: Path) -> None:
 
 
 async def test_recover_reports_outcome_recorded_before_restart(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s")
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
     await rt.start(ProcessSpec("done", 1, argv=["sleep", "30"]))
     await rt.terminate("done", grace_s=5, reason="timed_out")
     await rt.close()
-    again = ProcessRuntime(tmp_path / "s")
+    again = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
     [found] = await again.recover()
     assert found.outcome is not None and found.outcome.status == "timed_out" and not found.alive
     assert (await again.wait("done")).status == "timed_out"
@@ -378,7 +378,7 @@ async def test_recover_does_not_touch_a_process_that_reused_the_pid(tmp_path: Pa
                              outcome=None, start_ticks=1)
         (tmp_path / "s" / "jobs").mkdir(parents=True)
         (tmp_path / "s" / "jobs" / "old.json").write_text(record.to_json())
-        rt = ProcessRuntime(tmp_path / "s")
+        rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
         [found] = await rt.recover()
         assert not found.alive and found.outcome is not None
         assert (found.outcome.status, found.outcome.reason) == ("failed", "agent restarted; exit status lost")
