@@ -93,6 +93,14 @@ class SlotUsers(JobUsers):
 
     def __init__(self, lock_dir: Path = SLOT_LOCK_DIR, *, prefix: str = SLOT_PREFIX) -> None:
         self.lock_dir, self.prefix = lock_dir, prefix
+        if _useradd() is None:
+            try:
+                pwd.getpwnam(f"{prefix}0")
+            except KeyError:
+                raise JobUserError(
+                    f"useradd is not installed, so the job users {prefix}N cannot be created: "
+                    "install it (package passwd/shadow-utils), create them, or pass --job-user"
+                ) from None
         lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(lock_dir, 0o700)
 
@@ -131,10 +139,16 @@ def job_users(policy: str, *, state_dir: Path) -> JobUsers:
     return users
 
 
+def _useradd() -> str | None:
+    return shutil.which("useradd") or next(
+        (p for p in ("/usr/sbin/useradd", "/sbin/useradd") if os.access(p, os.X_OK)), None
+    )
+
+
 def _ensure_user(name: str) -> pwd.struct_passwd:
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    useradd = _useradd() or "useradd"
     argv = [
         useradd,
         "--system",
