@@ -69,13 +69,18 @@ def test_up_runs_a_job_on_its_local_agent_and_sigterm_leaves_nothing(base: Path)
         hosts = _poll(lambda: httpx.get(f"{url}/v1/hosts", headers=headers, timeout=2).json()["items"])
         assert isinstance(hosts, list) and [h["simulated"] for h in hosts] == [True], hosts
         assert "SIMULATED inventory 2xA100-80GB" in log.read_text()
-        pidfile = tmp_path / "job.pid"
+        # As root the job runs as an unprivileged gpufleet-job-N user: give it a place it may write.
+        (tmp_path / "job").mkdir(mode=0o1777)
+        (tmp_path / "job").chmod(0o1777)
+        pidfile = tmp_path / "job" / "job.pid"
         r = httpx.post(f"{url}/v1/jobs", headers=headers, timeout=10, json={
             "name": "stays", "script": f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300"})
         assert r.status_code == 201, r.text
         pids["job"] = int(str(_poll(lambda: pidfile.read_text().strip())))
         agent = [p for p in psutil.Process(proc.pid).children() if "gpufleet.agent" in " ".join(p.cmdline())]
         assert len(agent) == 1 and _alive(pids["job"])
+        if os.geteuid() == 0:  # the job is not root's, though `up` is
+            assert psutil.Process(pids["job"]).uids().real != 0
         pids["agent"] = agent[0].pid
         pids["postgres"] = EmbeddedPostgres(tmp_path / "data" / "postgres").server_pid()
         assert _alive(pids["postgres"])

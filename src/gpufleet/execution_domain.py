@@ -10,8 +10,9 @@ from uuid import UUID
 if TYPE_CHECKING:
     from gpufleet.config import Settings
 
-OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
-OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+# ``interrupted``: the attempt's host stopped it (agent shutdown, reboot): not the job's failure.
+OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
 LogStream = Literal["stdout", "stderr", "system"]
 AgentStream = Literal["stdout", "stderr"]
 KillReason = Literal["cancelled", "timed_out", "fenced"]
@@ -19,6 +20,7 @@ ReconcileAction = Literal["continue", "kill", "forget"]
 
 # Why the server ended an attempt itself (event data ``reason`` / ``status_reason`` prefix).
 HOST_LOST = "host_lost"
+HOST_STOPPED = "host_stopped"  # the agent reported ``interrupted``: its host stopped the attempt
 PROCESS_LOST = "agent restarted; process not found"
 EXIT_STATUS_LOST = "agent restarted; exit status lost"
 

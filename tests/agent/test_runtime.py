@@ -42,8 +42,8 @@ def alive(pid: int | None) -> bool:
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
-    runtime = ProcessRuntime(tmp_path / "state", base_env={"PATH": os.environ["PATH"], "HOME": "/root",
-                                                           "GPUFLEET_AGENT_TOKEN": "secret"})
+    runtime = ProcessRuntime(tmp_path / "state", work_root=tmp_path / "work",
+                             base_env={"PATH": os.environ["PATH"], "HOME": "/root", "GPUFLEET_AGENT_TOKEN": "secret"})
     yield runtime
     for job_id in runtime.running():
         await runtime.terminate(job_id, grace_s=0)
@@ -77,7 +77,7 @@ async def wait_for_output(rt: ProcessRuntime, job_id: str, text: bytes, limit_s:
 async def test_success(rt: ProcessRuntime) -> None:
     job = await rt.start(ProcessSpec("ok", 1, argv=py("print('hello')")))
     assert job.pid and job.outcome is None and rt.running() == ["ok"]
-    assert Path(job.working_dir) == rt.state_dir / "work" / "ok" / "1"
+    assert Path(job.working_dir) == rt.work_root / "ok.1"
     outcome = await rt.wait("ok")
     assert (outcome.status, outcome.exit_code, outcome.signal) == ("succeeded", 0, None)
     assert await collect(rt, "ok") == {"stdout": b"hello\n", "stderr": b""}
@@ -200,7 +200,7 @@ async def test_large_output_arrives_complete_and_in_order(rt: ProcessRuntime) ->
 
 
 async def test_buffer_bound_drops_oldest_with_a_marker(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s", log_chunk_bytes=16 * 1024, log_buffer_bytes=64 * 1024)
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w", log_chunk_bytes=16 * 1024, log_buffer_bytes=64 * 1024)
     try:
         payload = b"".join(b"%07d\n" % i for i in range(2**20 // 8))
         await rt.start(ProcessSpec("flood", 1, argv=py(
@@ -229,7 +229,7 @@ async def test_binary_output_roundtrips(rt: ProcessRuntime) -> None:
 
 
 async def test_unacked_chunks_are_sent_again(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s", log_chunk_bytes=4, log_buffer_bytes=1024)
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w", log_chunk_bytes=4, log_buffer_bytes=1024)
     try:
         await rt.start(ProcessSpec("re", 1, argv=py("print('aaabbbcccddd', end='')")))
         await rt.wait("re")
@@ -300,16 +300,17 @@ async def test_spec_validation_and_unknown_jobs(rt: ProcessRuntime) -> None:
 async def test_forget_removes_the_jobs_files(rt: ProcessRuntime) -> None:
     await rt.start(ProcessSpec("gone", 1, argv=py("open('out.txt', 'w').write('x')")))
     await rt.wait("gone")
-    assert (rt.state_dir / "work" / "gone" / "1" / "out.txt").exists()
+    assert (rt.work_root / "gone.1" / "out.txt").exists()
     rt.forget("gone")
     assert [p for p in rt.state_dir.rglob("*") if p.is_file()] == []
+    assert list(rt.work_root.iterdir()) == []
     assert rt.tracked() == []
 
 
 async def test_recover_after_agent_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     go = tmp_path / "go"
-    before = ProcessRuntime(state)
+    before = ProcessRuntime(state, work_root=tmp_path / "w")
     waiter = await before.start(ProcessSpec("alive", 1, argv=py(
         f"import os, time\nprint('before', flush=True)\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
         "print('after')")))
@@ -325,7 +326,7 @@ async def test_recover_after_agent_restart(tmp_path: Path) -> None:
     assert ends.pid is not None
     await eventually(lambda: not alive(ends.pid), "'ends' to end while the agent is down")
 
-    after = ProcessRuntime(state)
+    after = ProcessRuntime(state, work_root=tmp_path / "w")
     try:
         found = {r.job_id: r for r in await after.recover()}
         assert set(found) == {"alive", "ends", "stale"}
@@ -357,11 +358,11 @@ async def test_recover_after_agent_restart(tmp_path: Path) -> None:
 
 
 async def test_recover_reports_outcome_recorded_before_restart(tmp_path: Path) -> None:
-    rt = ProcessRuntime(tmp_path / "s")
+    rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
     await rt.start(ProcessSpec("done", 1, argv=["sleep", "30"]))
     await rt.terminate("done", grace_s=5, reason="timed_out")
     await rt.close()
-    again = ProcessRuntime(tmp_path / "s")
+    again = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
     [found] = await again.recover()
     assert found.outcome is not None and found.outcome.status == "timed_out" and not found.alive
     assert (await again.wait("done")).status == "timed_out"
@@ -377,7 +378,7 @@ async def test_recover_does_not_touch_a_process_that_reused_the_pid(tmp_path: Pa
                              outcome=None, start_ticks=1)
         (tmp_path / "s" / "jobs").mkdir(parents=True)
         (tmp_path / "s" / "jobs" / "old.json").write_text(record.to_json())
-        rt = ProcessRuntime(tmp_path / "s")
+        rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")
         [found] = await rt.recover()
         assert not found.alive and found.outcome is not None
         assert (found.outcome.status, found.outcome.reason) == ("failed", "agent restarted; exit status lost")

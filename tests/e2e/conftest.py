@@ -73,6 +73,9 @@ class Cluster:
             "state_dir": self.tmp / name, "interval_s": 0.3, "sample_interval_s": 0.5,
             "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "assignment_wait_s": 2.0, "kill_grace_s": 1.0,
             "stop_jobs_on_exit": True,
+            # The tests' jobs run this interpreter, under root's 0700 home here: a job user could not
+            # start it. test_job_isolation.py runs agents with the default (job users) instead.
+            "job_user": "agent",
         }
         return AgentConfig(**{**base, **kw})
 

@@ -339,10 +339,12 @@ class JobRunner:
 
     async def close(self) -> None:
         """Stop supervising. The jobs keep running (a restarted agent adopts them) unless
-        ``stop_jobs_on_exit``: then they are terminated (their outcome is kept for the next start)."""
+        ``stop_jobs_on_exit``: then they are terminated as ``interrupted`` (nobody cancelled them and
+        they did not fail: their host stopped; the server requeues them per their host-loss retry
+        policy) and the outcome is kept for the next start if the report does not land now."""
         if self.stop_jobs_on_exit:
             for run in list(self.runs.values()):
-                self.terminate(run, "cancelled", min(self.kill_grace_s, 5.0))
+                self.terminate(run, "interrupted", min(self.kill_grace_s, 5.0))
             stopping = [r.stopping for r in self.runs.values() if r.stopping is not None]
             if stopping:
                 await asyncio.wait(stopping, timeout=10)

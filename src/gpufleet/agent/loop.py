@@ -28,6 +28,7 @@ from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSampl
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
 from gpufleet.agent.runtime import ProcessRuntime
+from gpufleet.agent.runtime_users import JobUserError, JobUsers, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -68,6 +69,8 @@ class AgentConfig:
     assignment_wait_s: float = 30.0  # assignment long-poll
     kill_grace_s: float = 30.0  # SIGTERM then SIGKILL after this, for the agent's own max_runtime_s check
     stop_jobs_on_exit: bool = False  # `gpufleet up`'s local agent: leave no job behind on shutdown
+    job_user: str = "auto"  # auto (root: a gpufleet-job-N user per job), agent (its own user), or a user name
+    work_dir: Path | None = None  # jobs' working directories; None: runtime_users.default_work_root
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
@@ -103,6 +106,7 @@ class Agent:
         self.jobs: JobRunner | None = None
         self._seq = 0
         self._facts_sent = False
+        self._job_users: JobUsers | None = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -275,11 +279,24 @@ class Agent:
             else:
                 log.warning("server asked to stop job %s attempt %d (%s)", order.job_id, order.attempt, order.reason)
 
+    def job_users(self) -> JobUsers:
+        """Who jobs run as (``--job-user``); decided once, at start, with its warning if unsafe."""
+        if self._job_users is None:
+            try:
+                self._job_users = job_users(self.config.job_user, state_dir=self.config.state_dir)
+            except JobUserError as exc:
+                raise AgentError(str(exc)) from None
+        return self._job_users
+
     def job_runner(self) -> JobRunner:
         """The job loop, over a process runtime in the state directory (docs/agent.md)."""
         assert self.credential is not None
+        try:
+            runtime = ProcessRuntime(self.config.state_dir, users=self.job_users(), work_root=self.config.work_dir)
+        except (JobUserError, OSError) as exc:
+            raise AgentError(f"cannot prepare to run jobs: {exc}") from None
         return JobRunner(
-            ProcessRuntime(self.config.state_dir),
+            runtime,
             self.api,
             self.credential.credential,
             backoff=self._backoff,
@@ -305,6 +322,8 @@ class Agent:
         raises ``AgentError`` when the agent cannot go on.
         """
         try:
+            if self.config.run_jobs:
+                self.job_users()  # a bad --job-user stops the agent before it registers
             if await self.start(stop) is None:
                 return
             tasks = [asyncio.create_task(self._sample_loop(stop), name="gpu-sampler")]

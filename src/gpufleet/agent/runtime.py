@@ -9,7 +9,10 @@ its exit status. State directory layout::
     jobs/<job_id>.<attempt>.exit       written by the shim: "exit N" | "signal N" | "error MSG"
     logs/<job_id>/<attempt>.stdout     the job's output, followed into an acknowledged chunk queue
     logs/<job_id>/<attempt>.stderr
-    work/<job_id>/<attempt>/           default working directory
+
+The state dir is 0700 and the job runs as another user where the agent can (runtime_users.py),
+so a job reads none of it. Its default working directory is ``WORK_ROOT/<job_id>.<attempt>/``,
+outside the state dir, 0700 and owned by the job's user.
 
 All methods run on the agent's event loop; none blocks on the job.
 """
@@ -31,6 +34,7 @@ import psutil
 
 from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream
 from gpufleet.agent.runtime_proc import (
+    TERMINATE_REASONS,
     ExitOutcome,
     LogStats,
     ProcessSpec,
@@ -39,6 +43,7 @@ from gpufleet.agent.runtime_proc import (
     StartError,
     StateRecord,
     UnknownJobError,
+    boot_id,
     check_working_dir,
     group_members,
     job_env,
@@ -51,6 +56,15 @@ from gpufleet.agent.runtime_proc import (
     spawn_shim,
     start_ticks,
     write_launch_file,
+)
+from gpufleet.agent.runtime_users import (
+    JobIdentity,
+    JobUserError,
+    JobUsers,
+    default_work_root,
+    make_workdir,
+    prepare_work_root,
+    release_slot,
 )
 
 __all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
@@ -83,6 +97,9 @@ class _Job:
     follower: LogFollower | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     pidfd: int | None = None
+    uid: int | None = None
+    boot_id: str | None = None
+    lock_fd: int | None = None  # our copy of the job slot's lock: the uid is this job's until closed
 
 
 class ProcessRuntime:
@@ -91,20 +108,29 @@ class ProcessRuntime:
     Typical life: ``recover()`` at agent start; ``start()``; an uploader loop of ``drain_logs()`` /
     ``ack()``; ``wait()`` or ``terminate()``; once the outcome and all logs are reported, ``forget()``.
     ``clock`` stamps ``started_at``; ``base_env`` is what jobs may inherit from (default: os.environ).
+    ``users`` says who jobs run as (default: the agent's own user); ``work_root`` where their
+    default working directories go (default: ``default_work_root(state_dir)``).
     """
 
     def __init__(self, state_dir: Path, *, log_chunk_bytes: int = 64 * 1024,
                  log_buffer_bytes: int = 8 * 1024 * 1024, clock: Callable[[], datetime] = _utcnow,
-                 base_env: Mapping[str, str] | None = None, poll_s: float = 0.1) -> None:
+                 base_env: Mapping[str, str] | None = None, poll_s: float = 0.1,
+                 users: JobUsers | None = None, work_root: Path | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.users = users or JobUsers()
+        self.work_root = Path(work_root).absolute() if work_root is not None else default_work_root(self.state_dir)
         self._chunk_bytes, self._buffer_bytes = log_chunk_bytes, log_buffer_bytes
         LogBuffer("-", 0, chunk_bytes=log_chunk_bytes, buffer_bytes=log_buffer_bytes)  # validates
         self._clock = clock
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._poll_s = poll_s  # only where pidfd_open is unavailable
         self._jobs: dict[str, _Job] = {}
-        for sub in ("jobs", "logs", "work"):
-            (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)  # also one made before jobs ran as another user
+        for sub in ("jobs", "logs"):
+            (self.state_dir / sub).mkdir(exist_ok=True, mode=0o700)
+        prepare_work_root(self.work_root, state_dir=self.state_dir, users=self.users)
+        self._boot_id = boot_id()
 
     # -- paths and state files -----------------------------------------------------------------
 
@@ -126,7 +152,7 @@ class ProcessRuntime:
         record = StateRecord(
             job.job_id, job.attempt, job.pid, job.create_time, job.started_at, job.working_dir,
             job.own_workdir, job.terminating, job.killed, job.grace_s, dict(job.buffer.acked_offsets),
-            job.buffer.acked_seq, job.outcome, job.start_ticks,
+            job.buffer.acked_seq, job.outcome, job.start_ticks, job.uid, job.boot_id,
         )
         path = self._state_path(job.job_id)
         tmp = path.with_suffix(".json.tmp")
@@ -143,12 +169,20 @@ class ProcessRuntime:
 
     async def start(self, spec: ProcessSpec) -> RunningJob:
         """Start a job. A job that cannot start comes back with a ``failed`` outcome, not an error."""
+        user: JobIdentity | JobUserError | None = None
+        if self.users.separate:
+            try:  # off the event loop: it may create a user, and it sweeps the slot's uid
+                user = await asyncio.to_thread(self.users.claim)
+            except JobUserError as exc:
+                user = exc
         previous = self._jobs.get(spec.job_id)
+        if previous is not None and previous.outcome is None:
+            if isinstance(user, JobIdentity):
+                release_slot(None, user.lock_fd)
+            raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
         if previous is not None:
-            if previous.outcome is None:
-                raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
             self.forget(spec.job_id)  # a new attempt replaces a finished one
-        job = self._launch(spec)
+        job = self._launch(spec, user)
         self._jobs[job.job_id] = job
         if job.outcome is None:
             self._save(job)
@@ -156,37 +190,43 @@ class ProcessRuntime:
             self._watch(job)
         return self._snapshot(job)
 
-    def _launch(self, spec: ProcessSpec) -> _Job:
+    def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> _Job:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
-        workdir = str(self.state_dir / "work" / job_id / str(attempt)) if own_workdir else str(spec.working_dir)
+        workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
         job = _Job(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True,
-                   LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes))
+                   LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
+                   boot_id=self._boot_id)
         logs = self._log_paths(job_id, attempt)
         logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
         for path in logs.values():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
         exit_path.unlink(missing_ok=True)
-        env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
-                      gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
-                      gpu_memory_mb=spec.gpu_memory_mb)
+        if isinstance(user, JobIdentity):
+            job.uid, job.lock_fd = user.uid, user.lock_fd
         if spec.argv is not None:
             argv = list(spec.argv)
         else:
             assert spec.script is not None
             argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", spec.script]
         try:
+            if isinstance(user, JobUserError):
+                raise user
             if own_workdir:
-                Path(workdir).mkdir(parents=True, exist_ok=True)
+                make_workdir(Path(workdir), user)
+            env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
+                          gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
+                          gpu_memory_mb=spec.gpu_memory_mb, user=user, home=workdir)
             check_working_dir(workdir)
-            executable = resolve_executable(argv[0], env["PATH"], workdir)
+            executable = resolve_executable(argv[0], env["PATH"], workdir, user)
             write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable,
-                              argv=argv, env=env)
-            job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"])
-        except (StartError, OSError) as exc:
+                              argv=argv, env=env, user=user)
+            job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"], job.lock_fd)
+        except (StartError, JobUserError, OSError) as exc:
+            self._release(job)
             launch_path.unlink(missing_ok=True)
-            reason = str(exc) if isinstance(exc, StartError) else f"could not start the job: {exc}"
+            reason = f"could not start the job: {exc}" if isinstance(exc, OSError) else str(exc)
             job.outcome = ExitOutcome("failed", None, None, reason)
             job.done.set()
             return job
@@ -248,17 +288,27 @@ class ProcessRuntime:
             kill_group(job.pid, signal.SIGKILL)
         else:
             kill_pids(group_members(job.pid, job.create_time, job.start_ticks), signal.SIGKILL)
+        self._release(job)
         with contextlib.suppress(ChildProcessError):  # not our child after a real restart
             pid, status = os.waitpid(job.pid, os.WNOHANG)
             if pid:
                 shim_code = os.waitstatus_to_exitcode(status)
         record = read_exit_file(self._exit_path(job.job_id, job.attempt))
+        rebooted = None not in (job.boot_id, self._boot_id) and job.boot_id != self._boot_id
         job.outcome = outcome_of(record, shim_code, terminating=job.terminating, killed=job.killed,
-                                 grace_s=job.grace_s)
+                                 grace_s=job.grace_s, rebooted=rebooted)
         self._save(job)
         job.done.set()
         if job.follower is not None:
             job.follower.process_exited()
+
+    def _release(self, job: _Job) -> None:
+        """The job is over: with a uid of its own, nothing of that uid may outlive it (a process
+        that left the job's group included); then the slot is free for the next job."""
+        fd, job.lock_fd = job.lock_fd, None
+        if fd is not None:
+            uid = job.uid if self.users.exclusive else None
+            asyncio.get_running_loop().run_in_executor(None, release_slot, uid, fd)  # a /proc walk: off the loop
 
     # -- public operations on running jobs -----------------------------------------------------
 
@@ -287,10 +337,10 @@ class ProcessRuntime:
             kill_pids(group_members(job.pid, job.create_time, job.start_ticks), sig)
 
     async def terminate(self, job_id: str, *, grace_s: float = 30.0, reason: str = "cancelled") -> ExitOutcome:
-        """SIGTERM the job's process group, SIGKILL it after ``grace_s``; outcome ``cancelled`` or
-        ``timed_out`` (``reason``). A job that already ended keeps its own outcome."""
-        if reason not in ("cancelled", "timed_out"):
-            raise ValueError(f"reason must be 'cancelled' or 'timed_out', not {reason!r}")
+        """SIGTERM the job's process group, SIGKILL it after ``grace_s``; outcome ``cancelled``,
+        ``timed_out`` or ``interrupted`` (``reason``). A job that already ended keeps its own outcome."""
+        if reason not in TERMINATE_REASONS:
+            raise ValueError(f"reason must be one of {', '.join(TERMINATE_REASONS)}, not {reason!r}")
         job = self._get(job_id)
         if job.outcome is None and job.terminating is None:
             job.terminating, job.grace_s = reason, grace_s
@@ -378,7 +428,7 @@ class ProcessRuntime:
                            next_seq=r.acked_seq + 1, offsets=r.acked_offsets)
         return _Job(r.job_id, r.attempt, r.pid, r.create_time, r.start_ticks, r.started_at, r.working_dir,
                     r.own_workdir, own_child=False, buffer=buffer, outcome=r.outcome, terminating=r.terminating,
-                    killed=r.killed, grace_s=r.grace_s)
+                    killed=r.killed, grace_s=r.grace_s, uid=r.uid, boot_id=r.boot_id)
 
     # -- cleanup -------------------------------------------------------------------------------
 
@@ -397,8 +447,6 @@ class ProcessRuntime:
             (self.state_dir / "logs" / job_id).rmdir()
         if job.own_workdir and not keep_workdir:
             shutil.rmtree(job.working_dir, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (self.state_dir / "work" / job_id).rmdir()
         del self._jobs[job_id]
 
     async def close(self) -> None:
@@ -406,8 +454,14 @@ class ProcessRuntime:
         tasks = []
         for job in self._jobs.values():
             self._unwatch(job)
+            if job.lock_fd is not None:  # the running job's shim holds the slot on its own
+                os.close(job.lock_fd)
+                job.lock_fd = None
             tasks += job.tasks
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._jobs.clear()
+        with contextlib.suppress(OSError):  # empty: leave no litter (e.g. under /var/lib) behind
+            self.work_root.rmdir()
+

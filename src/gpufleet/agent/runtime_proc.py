@@ -18,17 +18,29 @@ from typing import Literal
 import psutil
 
 from gpufleet.agent.runtime_logs import Stream
+from gpufleet.agent.runtime_users import JobIdentity
 
 SHIM_PATH = Path(__file__).with_name("runtime_shim.py")
 
-# Variables a job inherits from the agent's environment; everything else (the agent's own
-# credentials above all) stays out. The job's spec can add or override any of them.
+# Variables a job inherits from the agent's environment. An allow-list, not a deny-list: the
+# agent's environment holds secrets under names nobody can list in advance (GPUFLEET_* keys and
+# join tokens, cloud credentials, proxy passwords, whatever the service manager adds), and a job
+# is less trusted than its host; what it needs beyond these it gets through its own spec's env.
+# With a job user, HOME/USER/LOGNAME/TMPDIR are that user's (HOME: the job's work dir) instead.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
                  "LD_LIBRARY_PATH")
+_PER_USER_ENV = ("HOME", "USER", "LOGNAME", "TMPDIR")
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
+# ``interrupted``: stopped because its host stopped (the agent shut down with --stop-jobs-on-exit,
+# or the machine rebooted under it), not because of anything the job did or anyone asked.
+OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+TERMINATE_REASONS = ("cancelled", "timed_out", "interrupted")
+_STOPPED_AS: dict[str, OutcomeStatus] = {
+    "cancelled": "cancelled", "timed_out": "timed_out", "interrupted": "interrupted",
+}
+_LABELS = {"cancelled": "cancelled", "timed_out": "timed out", "interrupted": "interrupted: the agent stopped"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +68,7 @@ class ProcessSpec:
     argv: Sequence[str] | None = None
     script: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    working_dir: str | None = None  # default: a fresh state_dir/work/<job_id>/<attempt>
+    working_dir: str | None = None  # default: a fresh WORK_ROOT/<job_id>.<attempt> (never in the state dir)
     gpus: Sequence[str | int] = ()  # UUIDs (preferred) or NVML indices -> CUDA_VISIBLE_DEVICES
     gpu_milli: int | None = None  # 1..999: a fractional share of the single GPU in ``gpus``
     gpu_memory_mb: int | None = None  # memory limit that goes with a fractional share
@@ -119,13 +131,15 @@ class StateRecord:
     started_at: datetime
     working_dir: str
     own_workdir: bool
-    terminating: str | None  # "cancelled" / "timed_out" once terminate() began
+    terminating: str | None  # "cancelled" / "timed_out" / "interrupted" once terminate() began
     killed: bool  # SIGKILL was sent after the grace period
     grace_s: float | None
     acked_offsets: dict[Stream, int]
     acked_seq: int
     outcome: ExitOutcome | None
     start_ticks: int | None = None
+    uid: int | None = None  # the job's user, when not the agent's
+    boot_id: str | None = None  # the kernel's boot id when the job started: a later one means a reboot
 
     VERSION = 1
 
@@ -151,6 +165,8 @@ class StateRecord:
             acked_offsets={s: int(offsets.get(s, 0)) for s in ("stdout", "stderr")},
             acked_seq=int(data["acked_seq"]), outcome=None if outcome is None else ExitOutcome(**outcome),
             start_ticks=None if data.get("start_ticks") is None else int(data["start_ticks"]),
+            uid=None if data.get("uid") is None else int(data["uid"]),
+            boot_id=None if data.get("boot_id") is None else str(data["boot_id"]),
         )
 
 
@@ -162,9 +178,17 @@ def signal_name(signum: int) -> str:
 
 
 def job_env(base: Mapping[str, str], spec_env: Mapping[str, str], *, job_id: str, attempt: int,
-            gpus: Sequence[str], gpu_milli: int | None, gpu_memory_mb: int | None) -> dict[str, str]:
+            gpus: Sequence[str], gpu_milli: int | None, gpu_memory_mb: int | None,
+            user: JobIdentity | None = None, home: str | None = None) -> dict[str, str]:
+    """The job's environment: the allow-listed part of the agent's, the spec's, then gpufleet's own."""
     env = {k: v for k, v in base.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
+    if user is not None:
+        for key in _PER_USER_ENV:
+            env.pop(key, None)
+        env["USER"] = env["LOGNAME"] = user.name
+        if home is not None:
+            env["HOME"] = home
     env.update(spec_env)
     # Set last, so a job cannot widen its own GPU view.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -187,8 +211,33 @@ def check_working_dir(path: str) -> None:
         raise StartError(f"permission denied: cannot enter working directory {path}")
 
 
-def resolve_executable(name: str, search_path: str, cwd: str) -> str:
-    """The absolute path the job's argv[0] runs, searched like execvp does, or StartError."""
+def may_access(path: str, user: JobIdentity | None, mode: int) -> bool:
+    """``os.access`` for the job's user: every parent searchable, the path itself ``mode``.
+
+    Root's own ``os.access`` says yes to nearly everything, so it cannot tell whether the job's
+    user will be able to run a program (e.g. a Python under root's 0700 home)."""
+    if user is None:
+        return os.access(path, mode)
+    path = os.path.realpath(path)  # a symlink's target's parents are what the kernel walks
+    try:
+        checks = [(p, os.X_OK) for p in reversed(Path(path).parents)] + [(Path(path), mode)]
+        for p, want in checks:
+            st = os.stat(p)
+            if st.st_uid == user.uid:
+                bits = st.st_mode >> 6
+            elif st.st_gid == user.gid or st.st_gid in user.groups:
+                bits = st.st_mode >> 3
+            else:
+                bits = st.st_mode
+            if (bits & want) != want:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def resolve_executable(name: str, search_path: str, cwd: str, user: JobIdentity | None = None) -> str:
+    """The absolute path the job's argv[0] runs, searched like execvp does (as the job's user), or StartError."""
     if "/" in name:
         candidates = [os.path.join(cwd, name)]
     else:
@@ -196,19 +245,21 @@ def resolve_executable(name: str, search_path: str, cwd: str) -> str:
     denied = None
     for path in candidates:
         if os.path.isfile(path):
-            if os.access(path, os.X_OK):
+            if may_access(path, user, os.X_OK):
                 return os.path.abspath(path)
             denied = denied or path
         elif os.path.isdir(path) and "/" in name:
             raise StartError(f"permission denied: {name} is a directory")
     if denied is not None:
-        raise StartError(f"permission denied: {name} is not executable")
+        by = "" if user is None else f" by the job's user {user.name}"
+        raise StartError(f"permission denied: {name} is not executable{by}")
     raise StartError(f"executable not found: {name}")
 
 
 def write_launch_file(path: Path, *, exit_path: Path, cwd: str, executable: str, argv: Sequence[str],
-                      env: Mapping[str, str]) -> None:
-    fields: list[str] = [str(exit_path), cwd, executable, str(len(argv)), *argv]
+                      env: Mapping[str, str], user: JobIdentity | None = None) -> None:
+    who = "" if user is None else f"{user.uid}:{user.gid}:{','.join(map(str, user.groups))}"
+    fields: list[str] = [str(exit_path), cwd, executable, who, str(len(argv)), *argv]
     fields += [f"{k}={v}" for k, v in env.items()]
     encoded = [os.fsencode(f) for f in fields]
     if any(b"\0" in f for f in encoded):
@@ -221,8 +272,11 @@ def write_launch_file(path: Path, *, exit_path: Path, cwd: str, executable: str,
         os.close(fd)
 
 
-def spawn_shim(launch_path: Path, stdout_path: Path, stderr_path: Path) -> int:
-    """Start the shim in a new session (its pid is the job's pgid); returns its pid."""
+def spawn_shim(launch_path: Path, stdout_path: Path, stderr_path: Path, lock_fd: int | None = None) -> int:
+    """Start the shim in a new session (its pid is the job's pgid); returns its pid.
+
+    ``lock_fd`` (a job slot's lock) becomes the shim's fd 3, so the slot stays taken while the job runs."""
+    extra = [] if lock_fd is None else [(os.POSIX_SPAWN_DUP2, lock_fd, 3)]
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out = os.open(stdout_path, flags, 0o600)
     try:
@@ -231,7 +285,7 @@ def spawn_shim(launch_path: Path, stdout_path: Path, stderr_path: Path) -> int:
             return os.posix_spawn(
                 sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(launch_path)], {},
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
+                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2), *extra],
                 setsid=True,
             )
         finally:
@@ -317,11 +371,22 @@ def kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def boot_id() -> str | None:
+    """The kernel's id of this boot: a job whose state names another one died with a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
-               terminating: str | None, killed: bool, grace_s: float | None) -> ExitOutcome:
+               terminating: str | None, killed: bool, grace_s: float | None,
+               rebooted: bool = False) -> ExitOutcome:
     """How a job ended, from the shim's exit file and (when we reaped it) the shim's own status.
 
     ``shim_code`` follows ``os.waitstatus_to_exitcode``: negative means killed by that signal.
+    ``rebooted``: the machine restarted since the job started (it was recovered after a reboot).
     """
     if exit_record is not None and exit_record[0] == "error":
         return ExitOutcome("failed", None, None, exit_record[1])
@@ -333,8 +398,8 @@ def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
     elif shim_code is not None:
         code, sig = (shim_code, None) if shim_code >= 0 else (None, -shim_code)
     if terminating is not None:
-        label = "cancelled" if terminating == "cancelled" else "timed out"
-        status: OutcomeStatus = "cancelled" if terminating == "cancelled" else "timed_out"
+        status: OutcomeStatus = _STOPPED_AS.get(terminating, "cancelled")
+        label = _LABELS[status]
         if killed:
             return ExitOutcome(status, None, signal.SIGKILL.value,
                                f"{label}; killed by SIGKILL after a {grace_s:g} s grace period")
@@ -345,6 +410,9 @@ def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
         else:
             detail = "stopped while the agent was down"
         return ExitOutcome(status, code, sig, f"{label}; {detail}")
+    if rebooted and (sig is not None or code is None):
+        how = "" if sig is None else f"; killed by signal {signal_name(sig)}"
+        return ExitOutcome("interrupted", None, sig, f"interrupted: the host restarted{how}")
     if sig is not None:
         return ExitOutcome("failed", None, sig, f"killed by signal {signal_name(sig)}")
     if code is None:

@@ -9,12 +9,19 @@ It ignores SIGTERM/SIGINT/SIGHUP (with a handler, so the job still gets default 
 SIGTERM to the process group stops the job while the shim lives on to record how the job ended. Only
 SIGKILL stops the shim, and then the agent knows it sent one.
 
+With a job user (the agent runs as root), the shim stays root, so the job can neither signal it
+nor touch the exit file, and starts the job with fork: the child sets the groups, gid and uid,
+umask 077, enters the working directory as that user, and execs; an error before the exec
+comes back through a close-on-exec pipe. File descriptor 3, when open, is the job's slot lock
+(runtime_users.py): the shim holds it for the job's life and never passes it on.
+
 This file runs by path under ``-I -S`` (no site, no PYTHON* variables, no gpufleet import) so a
 job's environment cannot break it and it starts in a few milliseconds: keep it to ``os``, ``sys``
 and ``_signal``, without json, subprocess or enum.
 
-Launch file: NUL-separated fields: exit file path, working directory, executable path, argc,
-argv[0..argc-1], then KEY=VALUE environment entries.
+Launch file: NUL-separated fields: exit file path, working directory, executable path, the job's
+user (empty: the shim's own; else ``uid:gid:gid1,gid2``), argc, argv[0..argc-1], then KEY=VALUE
+environment entries.
 Exit file, one line: ``exit N``, ``signal N``, or ``error MESSAGE`` (the job could not be started).
 """
 
@@ -39,16 +46,59 @@ def _write(path: bytes, line: str) -> None:
     os.replace(tmp, path)
 
 
+def _spawn_as(user: bytes, cwd: bytes, executable: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> int:
+    """fork, become the job's user, exec; OSError(message) when that fails before the exec."""
+    uid, gid, groups = user.split(b":")
+    read_end, write_end = os.pipe()  # both close-on-exec (PEP 446)
+    pid = os.fork()
+    if pid == 0:  # the child: only os calls, then exec or _exit
+        try:
+            step = "cannot switch to the job's user"
+            os.setgroups([int(g) for g in groups.split(b",") if g])
+            os.setgid(int(gid))
+            os.setuid(int(uid))
+            os.umask(0o077)
+            step = f"cannot enter working directory {os.fsdecode(cwd)}"
+            os.chdir(cwd)
+            for signum in (_SIGHUP, _SIGINT, _SIGPIPE, _SIGTERM, _SIGXFSZ):
+                _signal.signal(signum, _signal.SIG_DFL)
+            step = f"cannot execute {os.fsdecode(argv[0])}"
+            os.execve(executable, argv, env)  # noqa: S606 - the job's own argv, as posix_spawn below
+        except OSError as exc:
+            os.write(write_end, f"{step}: {exc.strerror}".encode("utf-8", "replace"))
+        os._exit(127)
+    os.close(write_end)
+    message = b""
+    while chunk := os.read(read_end, 4096):
+        message += chunk
+    os.close(read_end)
+    if message:
+        os.waitpid(pid, 0)
+        raise OSError(message.decode("utf-8", "replace"))
+    return pid
+
+
 def main(launch_path: str) -> int:
     with open(launch_path, "rb") as f:
         fields = f.read().split(b"\0")
     os.unlink(launch_path)
-    exit_path, cwd, executable = fields[0], fields[1], fields[2]
-    argc = int(fields[3])
-    argv = fields[4 : 4 + argc]
-    env = dict(kv.split(b"=", 1) for kv in fields[4 + argc :] if b"=" in kv)
+    exit_path, cwd, executable, user = fields[0], fields[1], fields[2], fields[3]
+    argc = int(fields[4])
+    argv = fields[5 : 5 + argc]
+    env = dict(kv.split(b"=", 1) for kv in fields[5 + argc :] if b"=" in kv)
+    try:  # noqa: SIM105 - contextlib is one import too many for the shim's start-up time
+        os.set_inheritable(3, False)  # the slot lock, if any, is the shim's alone
+    except OSError:
+        pass
     for signum in (_SIGHUP, _SIGINT, _SIGTERM):
         _signal.signal(signum, _ignore)
+    if user:
+        try:
+            pid = _spawn_as(user, cwd, executable, argv, env)
+        except OSError as exc:
+            _write(exit_path, f"error {exc}")
+            return 127
+        return _wait(pid, exit_path)
     try:
         os.chdir(cwd)
     except OSError as exc:
@@ -62,6 +112,10 @@ def main(launch_path: str) -> int:
     except OSError as exc:
         _write(exit_path, f"error cannot execute {os.fsdecode(argv[0])}: {exc.strerror}")
         return 127
+    return _wait(pid, exit_path)
+
+
+def _wait(pid: int, exit_path: bytes) -> int:
     _, status = os.waitpid(pid, 0)  # PEP 475: retried after our no-op signal handlers run
     code = os.waitstatus_to_exitcode(status)
     _write(exit_path, f"exit {code}" if code >= 0 else f"signal {-code}")

@@ -69,6 +69,13 @@ def agent(
         "--stop-jobs-on-exit",
         help="Stop running jobs when the agent stops (default: they keep running and a restarted agent adopts them).",
     ),
+    job_user: str = typer.Option(
+        "auto", "--job-user",
+        help="Who jobs run as: auto (as root, an unprivileged gpufleet-job-N user per job), agent, or a user name.",
+    ),
+    work_dir: Path = typer.Option(
+        None, "--work-dir", help="Where jobs' working directories go (default: /var/lib/gpufleet/work/... as root)."
+    ),
 ) -> None:
     """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT).
 
@@ -101,6 +108,8 @@ def agent(
         state_dir=state_dir,
         interval_s=interval,
         stop_jobs_on_exit=stop_jobs_on_exit,
+        job_user=job_user,
+        work_dir=work_dir,
     )
 
     async def main() -> None:

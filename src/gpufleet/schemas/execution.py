@@ -13,7 +13,7 @@ from pydantic import Field
 
 from gpufleet.schemas.common import RequestModel, ResponseModel
 
-OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
+OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
 
 class AssignedGpuOut(ResponseModel):

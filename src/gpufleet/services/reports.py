@@ -20,6 +20,7 @@ from gpufleet.domain import Job, JobStatus
 from gpufleet.errors import InvalidInput, StaleAttempt
 from gpufleet.execution_domain import (
     EXIT_STATUS_LOST,
+    HOST_STOPPED,
     OUTCOMES,
     PROCESS_LOST,
     ExecutionPolicy,
@@ -128,7 +129,8 @@ async def report_exit(
     *,
     policy: ExecutionPolicy = DEFAULT_POLICY,
 ) -> Job:
-    """The attempt ended: succeeded / failed (retried per policy) / cancelled / timed_out.
+    """The attempt ended: succeeded / failed (retried per policy) / cancelled / timed_out /
+    interrupted (its host stopped it: requeued per the host-loss policy, else failed).
 
     Returns the job as it is now: terminal, or ``pending`` on its next attempt after a retry.
     """
@@ -143,10 +145,11 @@ async def report_exit(
 
 
 def target_of(job: Job, outcome: ExitReport) -> JobStatus:
-    """The status an outcome moves the job to. A stop the server did not ask for is a failure."""
+    """The status an outcome moves the job to. A stop the server did not ask for is a failure
+    (an ``interrupted`` one is first offered a retry, as a host loss: ``apply_exit``)."""
     if outcome.status == "succeeded":
         return J.SUCCEEDED
-    if outcome.status == "cancelled" and job.cancel_requested_at is not None:
+    if outcome.status in ("cancelled", "interrupted") and job.cancel_requested_at is not None:
         return J.CANCELLED
     if outcome.status == "timed_out" and job.spec.max_runtime_s is not None:
         return J.TIMED_OUT
@@ -181,7 +184,14 @@ async def apply_exit(conn: Conn, job: Job, identity: HostIdentity, attempt: int,
         reported_by="agent",
     )
     data: dict[str, Any] = {"exit_code": outcome.exit_code, "signal": outcome.signal, "host_id": str(identity.host_id)}
-    if target is J.FAILED and may_retry(job, on="failure"):
+    if target is J.FAILED and outcome.status == "interrupted":
+        # Its host stopped it: nothing the job did, so the host-loss policy decides, as for a lost host.
+        data["cause"] = HOST_STOPPED
+        if may_retry(job, on="host_loss"):
+            return await requeue(
+                conn, job, reason=f"attempt {job.attempt} {outcome.reason}", cause=HOST_STOPPED, actor=actor, data=data
+            )
+    elif target is J.FAILED and may_retry(job, on="failure"):
         return await requeue(
             conn, job, reason=f"attempt {job.attempt} failed: {outcome.reason}", cause="failed", actor=actor, data=data
         )
