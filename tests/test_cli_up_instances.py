@@ -102,7 +102,10 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
         # The first-run key went to the config file only: stdout is not a terminal (service logs).
         assert key not in log.read_text() and "not printed, as stdout is not a terminal" in log.read_text()
         url = f"http://127.0.0.1:{port}"
-        job_pid = base / "job.pid"
+        # The job runs as its own unprivileged user: it may write only where everybody may.
+        (base / "job").mkdir(mode=0o1777)
+        (base / "job").chmod(0o1777)
+        job_pid = base / "job" / "job.pid"
         r = httpx.post(
             f"{url}/v1/jobs",
             headers={"Authorization": f"Bearer {key}"},
