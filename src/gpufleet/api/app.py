@@ -114,6 +114,7 @@ def create_app(
         def hit(self, bucket: str, limit: int, *, now: float | None = None) -> Any:
             return limiter_holder["limiter"].hit(bucket, limit, now=now)
 
+    app.add_middleware(errors.ContainUnexpected)  # inside the access log, so it records the 500 or 503
     app.add_middleware(
         GpufleetMiddleware,
         max_body=settings.max_body_bytes,

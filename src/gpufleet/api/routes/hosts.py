@@ -14,7 +14,7 @@ from gpufleet.config import Settings
 from gpufleet.domain import GpuStatus, HostStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
-from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.schemas.common import Page, Timestamp, decode_cursor, encode_cursor
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -223,8 +223,8 @@ async def gpu_metrics(
     request: Request,
     p: Caller,
     db: DB,
-    start: Annotated[datetime | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
+    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
     bucket: MetricBucket = MetricBucket.RAW,
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
