@@ -72,7 +72,10 @@ def database_lost(exc: BaseException) -> bool:
         | TimeoutError,
     ):
         return True
-    # asyncpg's own "connection is closed" / "connection was closed in the middle of operation".
+    # asyncpg's own "connection is closed"; and a connection the server terminated while idle,
+    # whose protocol is left mid-state ("cannot switch to state ...; another operation is in progress").
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
 
@@ -140,6 +143,8 @@ def install(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = 'Bearer realm="gpufleet"'
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         if exc.status >= 500:
             log.error("request failed: %s", exc)
         return problem(exc.status, exc.title, exc.message, headers=headers or None, **exc.extra)
