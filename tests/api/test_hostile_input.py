@@ -54,7 +54,9 @@ async def test_deep_json_in_a_free_form_field_is_refused_naming_the_limit(
     )
     assert_problem(r, 422, "nested")
     # A reasonable depth still works.
-    r = await client.patch(f"/v1/organizations/{t.org.id}", json={"settings": json.loads(nested(10))}, headers=t.headers)
+    r = await client.patch(
+        f"/v1/organizations/{t.org.id}", json={"settings": json.loads(nested(10))}, headers=t.headers
+    )
     assert r.status_code == 200, r.text
 
 
@@ -79,7 +81,9 @@ async def test_lone_surrogate_in_label_and_settings_keys_are_422(
     token = await join_token(client, t)
     reg = {"facts": facts(), "gpus": gpus(), "labels": {"\udc80": "x"}}
     raw = json.dumps(reg)  # ensure_ascii: the surrogate travels as the escape \udc80
-    r = await client.post("/v1/agent/register", content=raw, headers={**bearer(token), "content-type": "application/json"})
+    r = await client.post(
+        "/v1/agent/register", content=raw, headers={**bearer(token), "content-type": "application/json"}
+    )
     assert_problem(r, 422, "labels")
     raw = json.dumps({"settings": {"ok": {"\udc80": 1}}})
     r = await client.patch(
@@ -103,9 +107,7 @@ async def test_log_after_seq_beyond_the_column_is_422(
         assert_problem(r, 422, "after_seq")
     r = await client.get(f"/v1/jobs/{job_id}/logs", params={"after_seq": 2**31 - 1}, headers=t.headers)
     assert r.status_code == 200, r.text
-    r = await client.get(
-        f"/v1/jobs/{job_id}/logs/stream", headers={**t.headers, "Last-Event-ID": f"1:{2**62}"}
-    )
+    r = await client.get(f"/v1/jobs/{job_id}/logs/stream", headers={**t.headers, "Last-Event-ID": f"1:{2**62}"})
     assert_problem(r, 422, "Last-Event-ID")
 
 
@@ -148,10 +150,16 @@ async def test_agent_report_ints_beyond_their_columns_are_422(client: httpx.Asyn
     job = "00000000-0000-0000-0000-000000000001"
     for path, body, field in [
         (f"/v1/agent/jobs/{job}/started", {"attempt": 2**31}, "attempt"),
-        (f"/v1/agent/jobs/{job}/logs", {"attempt": 1, "chunks": [
-            {"seq": 2**31, "stream": "stdout", "offset": 0, "data_b64": ""}]}, "seq"),
-        (f"/v1/agent/jobs/{job}/logs", {"attempt": 1, "chunks": [
-            {"seq": 0, "stream": "stdout", "offset": 2**63, "data_b64": ""}]}, "offset"),
+        (
+            f"/v1/agent/jobs/{job}/logs",
+            {"attempt": 1, "chunks": [{"seq": 2**31, "stream": "stdout", "offset": 0, "data_b64": ""}]},
+            "seq",
+        ),
+        (
+            f"/v1/agent/jobs/{job}/logs",
+            {"attempt": 1, "chunks": [{"seq": 0, "stream": "stdout", "offset": 2**63, "data_b64": ""}]},
+            "offset",
+        ),
     ]:
         r = await client.post(path, json=body, headers=cred)
         assert_problem(r, 422, field)

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gpufleet import __version__
-from gpufleet.api import errors
+from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
@@ -100,6 +100,9 @@ def create_app(
         version=__version__,
         summary="Self-hosted, multi-tenant GPU fleet manager",
         lifespan=lifespan,
+        docs_url=None,  # served by openapi.install from the package, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.http_metrics = HttpMetrics()
@@ -125,6 +128,7 @@ def create_app(
     )
     for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops):
         app.include_router(module.router)
+    openapi.install(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -152,8 +152,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": printable(_loc(e.get("loc", ()))), "message": printable(str(e.get("msg", "invalid"))),
-             "type": e.get("type")}
+            {
+                "field": printable(_loc(e.get("loc", ()))),
+                "message": printable(str(e.get("msg", "invalid"))),
+                "type": e.get("type"),
+            }
             for e in exc.errors()[:MAX_ERRORS]
         ]
         first = errors[0] if errors else {"field": "?", "message": "invalid request"}
