@@ -36,9 +36,7 @@ KEEPALIVE_S = 15.0
 Attempt = Annotated[
     int | None, Query(ge=1, le=INT32_MAX, description="Which attempt (default: the job's current one).")
 ]
-AfterSeq = Annotated[
-    int, Query(ge=-1, le=INT32_MAX, description="Only chunks after this `seq` (-1: from the start).")
-]
+AfterSeq = Annotated[int, Query(ge=-1, le=INT32_MAX, description="Only chunks after this `seq` (-1: from the start).")]
 LimitBytes = Annotated[int, Query(ge=1, le=logs.MAX_READ_BYTES, description="About this many bytes per page.")]
 LastEventId = Annotated[
     str | None,
