@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.api.agent_helpers import bearer, facts, gpus, join_token, register
 from tests.api.conftest import TenantFactory
@@ -163,3 +164,35 @@ async def test_agent_report_ints_beyond_their_columns_are_422(client: httpx.Asyn
     ]:
         r = await client.post(path, json=body, headers=cred)
         assert_problem(r, 422, field)
+
+
+async def test_a_long_path_makes_a_bounded_access_log_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gpufleet.access")
+    r = await client.get("/v1/" + "x" * 20_000)
+    assert r.status_code == 404
+    lines = [rec for rec in caplog.records if rec.name == "gpufleet.access"]
+    assert lines and all(len(rec.getMessage()) < 600 and len(rec.path) <= 512 for rec in lines)  # type: ignore[attr-defined]
+
+
+async def test_an_unexpected_error_is_one_bounded_log_line_and_a_500_problem(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    def recurse(n: int) -> int:
+        return recurse(n + 1) + 1
+
+    @app.get("/boom")
+    async def boom() -> None:
+        recurse(0)
+
+    caplog.set_level(logging.DEBUG)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/boom")
+    assert_problem(r, 500)
+    assert "recurse" not in r.text
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is None and len(errors[0].getMessage()) <= 4200
+    assert "RecursionError" in errors[0].getMessage()
