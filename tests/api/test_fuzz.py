@@ -29,7 +29,6 @@ from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer
 from tests.pg import PgServer
 
-
 # A failure is reported as generated: shrinking a request through a live server takes minutes.
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 
