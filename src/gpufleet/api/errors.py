@@ -167,6 +167,7 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         detail = exc.detail if isinstance(exc.detail, str) else None
         titles = {
+            400: "Bad Request",
             404: "Not Found",
             405: "Method Not Allowed",
             401: "Unauthorized",
