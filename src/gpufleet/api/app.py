@@ -138,14 +138,15 @@ def create_app(
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> Any:
         """Readiness: the database answers and every migration is applied."""
+        retry = {"Retry-After": str(errors.RETRY_AFTER_S)}
         try:
             async with request.app.state.db.owner_connection() as conn:
                 current = await migrate.is_current(conn)
         except Exception as exc:  # any failure to reach the database means "not ready"
             log.warning("readiness check failed: %s", exc)
-            return errors.problem(503, "Service Unavailable", "database unreachable")
+            return errors.problem(503, "Service Unavailable", "database unreachable", headers=retry)
         if not current:
-            return errors.problem(503, "Service Unavailable", "database migrations are not current")
+            return errors.problem(503, "Service Unavailable", "database migrations are not current", headers=retry)
         return JSONResponse({"status": "ready", "database": "ok", "migrations": "current"})
 
     return app

@@ -118,6 +118,8 @@ class ContainUnexpected:
 
         try:
             await self.app(scope, receive, send_tracked)
+        except StarletteHTTPException:
+            raise  # an answer on purpose, e.g. the 413 of a body over the limit while it streams in
         except Exception as exc:
             if database_lost(exc):
                 log.warning("database connection lost: %s", printable(f"{type(exc).__name__}: {exc}"))
