@@ -196,3 +196,15 @@ async def test_an_unexpected_error_is_one_bounded_log_line_and_a_500_problem(
     assert len(errors) == 1
     assert errors[0].exc_info is None and len(errors[0].getMessage()) <= 4200
     assert "RecursionError" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_non_finite_numbers_in_settings_are_422_naming_the_field(
+    client: httpx.AsyncClient, tenant: TenantFactory, number: str
+) -> None:
+    t = await tenant()
+    raw = '{"settings": {"limits": {"x": [1, ' + number + "]}}}"
+    r = await client.patch(
+        f"/v1/organizations/{t.org.id}", content=raw, headers={**t.headers, "content-type": "application/json"}
+    )
+    assert_problem(r, 422, "limits.x[1]")

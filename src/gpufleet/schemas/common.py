@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -46,6 +47,26 @@ def _storable_instant(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_storable_instant)]
 """A timezone-aware instant PostgreSQL stores and the server can read back; every datetime a client sends."""
+
+
+def _finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number (JSON has no NaN or Infinity)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite(v, f"{where}.{printable_key(k)}" if where else printable_key(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite(v, f"{where}[{i}]")
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    _finite(value, "")  # depth already bounded by the request model's walk
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+"""A free-form JSON object stored as jsonb: numbers must be finite (jsonb has no NaN or Infinity)."""
 
 # Free-form JSON (settings, labels) deeper than this is refused: no legitimate document needs it,
 # and walking an arbitrarily deep one would exhaust the interpreter's stack.

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import AfterValidator, Field, field_validator
 
 from gpufleet.domain import Role
-from gpufleet.schemas.common import RequestModel, ResponseModel, Timestamp
+from gpufleet.schemas.common import JsonObject, RequestModel, ResponseModel, Timestamp
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -61,7 +61,7 @@ class OrganizationCreate(RequestModel):
 
 class OrganizationUpdate(RequestModel):
     name: Name | None = None
-    settings: dict[str, Any] | None = Field(default=None, description="Replaces the settings object.")
+    settings: JsonObject | None = Field(default=None, description="Replaces the settings object.")
 
 
 class OrganizationRead(ResponseModel):
