@@ -25,7 +25,6 @@ MAX_PAGE = 200
 # column is a 422 naming the field, never a driver error (a 500) deep in a transaction.
 INT32_MAX = 2**31 - 1  # integer columns: attempts, log seq, counters
 BIGINT_MAX = 2**63 - 1  # bigint columns: byte offsets, sizes in MiB
-Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
 NonNegInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
 NonNegBigInt = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
@@ -46,7 +45,8 @@ def _storable_instant(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_storable_instant)]
-"""A timezone-aware instant PostgreSQL stores and the server can read back; every datetime a client sends."""
+"""A timezone-aware instant PostgreSQL stores and the server can read back. Heartbeat sample times
+are the exception: the service bounds them tighter, by the database clock and the allowed skew."""
 
 
 def _finite(value: Any, where: str) -> None:
