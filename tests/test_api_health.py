@@ -35,6 +35,7 @@ async def test_readyz_reports_pending_migrations(client: httpx.AsyncClient, db: 
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
     assert "migrations" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) >= 1
 
 
 async def test_unknown_route_and_wrong_method_are_problems(client: httpx.AsyncClient) -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gpufleet import __version__
-from gpufleet.api import errors
+from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
@@ -103,6 +103,9 @@ def create_app(
         version=__version__,
         summary="Self-hosted, multi-tenant GPU fleet manager",
         lifespan=lifespan,
+        docs_url=None,  # served by openapi.install from the package, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.http_metrics = HttpMetrics()
@@ -117,6 +120,7 @@ def create_app(
         def hit(self, bucket: str, limit: int, *, now: float | None = None) -> Any:
             return limiter_holder["limiter"].hit(bucket, limit, now=now)
 
+    app.add_middleware(errors.ContainUnexpected)  # inside the access log, so it records the 500 or 503
     app.add_middleware(
         GpufleetMiddleware,
         max_body=settings.max_body_bytes,
@@ -127,6 +131,7 @@ def create_app(
     )
     for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops, resolve_routes):
         app.include_router(module.router)
+    openapi.install(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -136,14 +141,15 @@ def create_app(
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> Any:
         """Readiness: the database answers and every migration is applied."""
+        retry = {"Retry-After": str(errors.RETRY_AFTER_S)}
         try:
             async with request.app.state.db.owner_connection() as conn:
                 current = await migrate.is_current(conn)
         except Exception as exc:  # any failure to reach the database means "not ready"
             log.warning("readiness check failed: %s", exc)
-            return errors.problem(503, "Service Unavailable", "database unreachable")
+            return errors.problem(503, "Service Unavailable", "database unreachable", headers=retry)
         if not current:
-            return errors.problem(503, "Service Unavailable", "database migrations are not current")
+            return errors.problem(503, "Service Unavailable", "database migrations are not current", headers=retry)
         return JSONResponse({"status": "ready", "database": "ok", "migrations": "current"})
 
     return app

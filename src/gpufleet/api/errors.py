@@ -1,20 +1,54 @@
-"""One mapping from errors to RFC 9457 problem+json responses, for every route."""
+"""One mapping from errors to RFC 9457 problem+json responses, for every route.
+
+Hostile input must never turn into a 500 or a flood of log lines: the messages a client sent
+text into are made printable (a lone surrogate would not even encode), a validation answer
+lists a bounded number of errors, a lost database connection is a 503 the client may retry,
+and an unexpected error logs one line of bounded size (see ``ContainUnexpected``).
+"""
 
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufleet.errors import GpufleetError, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+MAX_ERRORS = 20  # validation errors listed in one answer
+MAX_TEXT = 300  # characters of any one message in an answer or a log line
+MAX_TRACE = 4000  # characters of a traceback in the log
+RETRY_AFTER_S = 2  # what a 503 asks the client to wait: the pool replaces a lost connection at once
+
+
+def printable(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` as it can be encoded and shown: lone surrogates escaped, length bounded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable_doc(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return printable(value, 4 * MAX_TEXT)
+    if depth > 4:
+        return None  # a problem document is ours and shallow; never walk a client's deep value
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_doc(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_doc(v, depth + 1) for v in value[:MAX_ERRORS]]
+    return value
 
 
 def problem(
@@ -24,7 +58,78 @@ def problem(
     if detail:
         body["detail"] = detail
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return JSONResponse(_printable_doc(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database connection is gone or refused (a retryable 503)."""
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError  # class 08: connection failure, closed mid-operation
+        | asyncpg.exceptions.OperatorInterventionError  # 57: pg_terminate_backend, shutdown
+        | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return True
+    # asyncpg's own "connection is closed"; and a connection the server terminated while idle,
+    # whose protocol is left mid-state ("cannot switch to state ...; another operation is in progress").
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+def unavailable() -> JSONResponse:
+    return problem(
+        503,
+        "Service Unavailable",
+        "the database connection was lost; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def bounded_trace(exc: BaseException) -> str:
+    """The last frames of ``exc``'s traceback, at most ``MAX_TRACE`` characters."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-12, chain=False))
+    return text if len(text) <= MAX_TRACE else "..." + text[-MAX_TRACE:]
+
+
+class ContainUnexpected:
+    """Turns any error that escaped the handlers into one 500 problem and one bounded log line.
+
+    Starlette's own 500 path re-raises to the server, which logs the whole traceback again
+    (a RecursionError's is thousands of frames): nothing escapes this layer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except StarletteHTTPException:
+            raise  # an answer on purpose, e.g. the 413 of a body over the limit while it streams in
+        except Exception as exc:
+            if database_lost(exc):
+                log.warning("database connection lost: %s", printable(f"{type(exc).__name__}: {exc}"))
+                response = unavailable()
+            else:
+                log.error("unhandled error: %s", bounded_trace(exc))
+                response = problem(500, "Internal Server Error", "an unexpected error occurred; see the server log")
+            if started:
+                return  # a stream already under way: the client sees it cut, and reconnects
+            await response(scope, receive, send)
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -40,6 +145,8 @@ def install(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = 'Bearer realm="gpufleet"'
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         if exc.status >= 500:
             log.error("request failed: %s", exc)
         return problem(exc.status, exc.title, exc.message, headers=headers or None, **exc.extra)
@@ -47,8 +154,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _loc(e.get("loc", ())), "message": e.get("msg", "invalid"), "type": e.get("type")}
-            for e in exc.errors()
+            {
+                "field": printable(_loc(e.get("loc", ()))),
+                "message": printable(str(e.get("msg", "invalid"))),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()[:MAX_ERRORS]
         ]
         first = errors[0] if errors else {"field": "?", "message": "invalid request"}
         return problem(422, "Unprocessable Content", f"{first['field']}: {first['message']}", errors=errors)
@@ -58,6 +169,7 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         detail = exc.detail if isinstance(exc.detail, str) else None
         titles = {
+            400: "Bad Request",
             404: "Not Found",
             405: "Method Not Allowed",
             401: "Unauthorized",
@@ -67,7 +179,8 @@ def install(app: FastAPI) -> None:
         }
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, headers=headers or None)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return problem(500, "Internal Server Error", "an unexpected error occurred; see the server log")
+    @app.exception_handler(asyncpg.DataError)
+    async def _out_of_range(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # The schemas bound every value to its column (schemas/common.py); this is the backstop.
+        log.warning("value refused by the database: %s", printable(f"{type(exc).__name__}: {exc}"))
+        return problem(422, "Unprocessable Content", "a value is outside the range the database stores")

@@ -21,6 +21,7 @@ log = logging.getLogger("gpufleet.access")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_LOGGED_PATH = 512
 
 
 class RequestIdFilter(logging.Filter):
@@ -147,14 +148,17 @@ class GpufleetMiddleware:
         finally:
             if self.metrics is not None:
                 self.metrics.observe(scope.get("method", "-"), status_holder["status"], time.perf_counter() - started)
+            path = str(scope.get("path", ""))
+            if len(path) > MAX_LOGGED_PATH:  # a client's long path must not make a long log line
+                path = path[: MAX_LOGGED_PATH - 3] + "..."
             log.info(
                 "%s %s %s",
                 scope.get("method"),
-                scope.get("path"),
+                path,
                 status_holder["status"],
                 extra={
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "path": path,
                     "status": status_holder["status"],
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "client": client,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from contextvars import ContextVar
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
 from gpufleet.errors import InvalidInput
 
@@ -18,6 +19,62 @@ T = TypeVar("T")
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+
+
+# The ranges of PostgreSQL's columns, checked once at the edge so that a value too large for its
+# column is a 422 naming the field, never a driver error (a 500) deep in a transaction.
+INT32_MAX = 2**31 - 1  # integer columns: attempts, log seq, counters
+BIGINT_MAX = 2**63 - 1  # bigint columns: byte offsets, sizes in MiB
+NonNegInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+NonNegBigInt = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+
+# PostgreSQL stores timestamptz from 4713 BC to 294276 AD, but the server reads values back as
+# Python datetimes (years 1 to 9999, in UTC). A day of margin on each side keeps window arithmetic
+# (``end - 1 hour``, bucket edges) inside that range too.
+TIMESTAMP_MIN = datetime(1, 1, 2, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _storable_instant(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a time zone, e.g. 2030-01-01T00:00:00Z")
+    if not TIMESTAMP_MIN <= value <= TIMESTAMP_MAX:
+        raise ValueError(f"must lie between {TIMESTAMP_MIN.date()} and {TIMESTAMP_MAX.date()} (UTC)")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_storable_instant)]
+"""A timezone-aware instant PostgreSQL stores and the server can read back. Heartbeat sample times
+are the exception: the service bounds them tighter, by the database clock and the allowed skew."""
+
+
+def _finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number (JSON has no NaN or Infinity)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite(v, f"{where}.{printable_key(k)}" if where else printable_key(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite(v, f"{where}[{i}]")
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    _finite(value, "")  # depth already bounded by the request model's walk
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+"""A free-form JSON object stored as jsonb: numbers must be finite (jsonb has no NaN or Infinity)."""
+
+# Free-form JSON (settings, labels) deeper than this is refused: no legitimate document needs it,
+# and walking an arbitrarily deep one would exhaust the interpreter's stack.
+MAX_JSON_DEPTH = 32
+
+
+class _TooDeep(ValueError):
+    pass
 
 
 # Set while a request model validates: the models nested in it need not walk their part again.
@@ -37,33 +94,38 @@ def _clean_str(s: str) -> bool:
     return True
 
 
-def _clean_items(values: Any) -> bool:
+def _clean_items(values: Any, depth: int) -> bool:
     types = {type(v) for v in values}
     if types <= _SCALARS:
         return True  # the common case: arrays of numbers (metric samples)
     if types <= _SCALARS | {str}:
         # One scan of all the strings; joining adds no NUL and merges no surrogates.
         return _clean_str("".join([v for v in values if type(v) is str]))
-    return all(_clean(v) for v in values)
+    return all(_clean(v, depth) for v in values)
 
 
-def _clean(value: Any) -> bool:
-    """Whether ``value`` holds only storable text: fast and pathless (the message comes from ``_storable``)."""
+def _clean(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds only storable text: fast and pathless (the message comes from ``_storable``).
+
+    Raises ``_TooDeep`` past ``MAX_JSON_DEPTH`` levels, before the interpreter's stack runs out.
+    """
     t = type(value)
     if t is str:
         return _clean_str(value)
-    if t is dict:
-        return _clean_items(value) and _clean_items(value.values())
-    if t is list or t is tuple:
-        return _clean_items(value)
     if t in _SCALARS:
         return True
+    if depth >= MAX_JSON_DEPTH:
+        raise _TooDeep(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if t is dict:
+        return _clean_items(value, depth + 1) and _clean_items(value.values(), depth + 1)
+    if t is list or t is tuple:
+        return _clean_items(value, depth + 1)
     if isinstance(value, str):
         return _clean_str(str(value))
     if isinstance(value, dict):
-        return all(_clean(k) and _clean(v) for k, v in value.items())
+        return all(_clean(k, depth + 1) and _clean(v, depth + 1) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return all(_clean(v) for v in value)
+        return all(_clean(v, depth + 1) for v in value)
     return True
 
 
@@ -73,9 +135,20 @@ def _storable(value: Any, where: str) -> None:
     Checked first without paths (a request body is clean almost always, and a heartbeat holds
     hundreds of values); only a body that fails is walked again to name the field.
     """
-    if _clean(value):
-        return
+    try:
+        if _clean(value):
+            return
+    except _TooDeep as exc:
+        raise ValueError(f"{where or 'body'}: {exc}") from None
     _name_unstorable(value, where)
+
+
+def printable_key(key: object) -> str:
+    """A key as it can be shown in a message: lone surrogates and controls escaped, length bounded."""
+    text = str(key)
+    if not text.isprintable() or not _clean_str(text):
+        text = ascii(text)[1:-1]
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _name_unstorable(value: Any, where: str) -> None:
@@ -88,8 +161,9 @@ def _name_unstorable(value: Any, where: str) -> None:
             raise ValueError(f"{where}: not valid Unicode text") from exc
     elif isinstance(value, dict):
         for k, v in value.items():
-            _name_unstorable(k, f"{where}.{k}" if where else str(k))
-            _name_unstorable(v, f"{where}.{k}" if where else str(k))
+            name = f"{where}.{printable_key(k)}" if where else printable_key(k)
+            _name_unstorable(k, name)
+            _name_unstorable(v, name)
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
             _name_unstorable(v, f"{where}[{i}]")
@@ -138,6 +212,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, ident = json.loads(raw)
-        return datetime.fromisoformat(ts), UUID(ident)
-    except (binascii.Error, ValueError, TypeError, json.JSONDecodeError) as exc:
+        at = datetime.fromisoformat(ts)
+        _storable_instant(at if at.tzinfo else at.replace(tzinfo=UTC))
+        return at, UUID(ident)
+    except (binascii.Error, ValueError, TypeError, OverflowError, json.JSONDecodeError) as exc:
         raise InvalidInput("cursor: not a cursor returned by this API", field="cursor") from exc

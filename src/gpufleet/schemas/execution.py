@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.common import NonNegBigInt, NonNegInt32, PositiveInt32, RequestModel, ResponseModel
 
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
@@ -46,12 +46,12 @@ class AssignmentsResponse(ResponseModel):
 
 
 class StartedIn(RequestModel):
-    attempt: int = Field(ge=1)
-    pid: int | None = Field(default=None, ge=1)
+    attempt: PositiveInt32
+    pid: PositiveInt32 | None = None
 
 
 class ExitIn(RequestModel):
-    attempt: int = Field(ge=1)
+    attempt: PositiveInt32
     status: OutcomeStatus
     exit_code: int | None = Field(default=None, ge=-1024, le=1024)
     signal: int | None = Field(default=None, ge=1, le=128)
@@ -59,15 +59,15 @@ class ExitIn(RequestModel):
 
 
 class LogChunkWire(RequestModel):
-    seq: int = Field(ge=0, description="The agent's order across both streams.")
+    seq: NonNegInt32 = Field(description="The agent's order across both streams.")
     stream: Literal["stdout", "stderr"]
-    offset: int = Field(ge=0, description="Byte offset of `data` within its stream.")
+    offset: NonNegBigInt = Field(description="Byte offset of `data` within its stream.")
     data_b64: str = Field(default="", max_length=2 * 1024 * 1024)
-    dropped_bytes: int = Field(default=0, ge=0, description="> 0: the agent lost this many bytes here.")
+    dropped_bytes: NonNegBigInt = Field(default=0, description="> 0: the agent lost this many bytes here.")
 
 
 class LogsIn(RequestModel):
-    attempt: int = Field(ge=1)
+    attempt: PositiveInt32
     chunks: list[LogChunkWire] = Field(max_length=1000)
 
 
@@ -88,7 +88,7 @@ class ReconcileOutcomeIn(RequestModel):
 
 class ReconcileEntryIn(RequestModel):
     job_id: UUID
-    attempt: int = Field(ge=1)
+    attempt: PositiveInt32
     alive: bool
     outcome: ReconcileOutcomeIn | None = Field(default=None, description="A run that ended while the agent was down.")
 
@@ -112,7 +112,7 @@ class ReconcileOut(ResponseModel):
 
 class RunningJobIn(RequestModel):
     job_id: UUID
-    attempt: int = Field(ge=1)
+    attempt: PositiveInt32
 
 
 class LogEntryOut(ResponseModel):

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import AfterValidator, Field, field_validator
 
 from gpufleet.domain import Role
-from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.common import JsonObject, RequestModel, ResponseModel, Timestamp
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -61,7 +61,7 @@ class OrganizationCreate(RequestModel):
 
 class OrganizationUpdate(RequestModel):
     name: Name | None = None
-    settings: dict[str, Any] | None = Field(default=None, description="Replaces the settings object.")
+    settings: JsonObject | None = Field(default=None, description="Replaces the settings object.")
 
 
 class OrganizationRead(ResponseModel):
@@ -127,14 +127,7 @@ class InviteAccepted(ResponseModel):
 class ApiKeyCreate(RequestModel):
     name: Name
     role: Role | None = Field(default=None, description="At most the creator's role; defaults to it.")
-    expires_at: datetime | None = Field(default=None, description="Timezone-aware; must be in the future.")
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("must include a timezone, e.g. 2027-01-01T00:00:00Z")
-        return v
+    expires_at: Timestamp | None = Field(default=None, description="Timezone-aware; must be in the future.")
 
 
 class ApiKeyRead(ResponseModel):

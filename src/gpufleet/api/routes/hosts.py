@@ -14,7 +14,7 @@ from gpufleet.config import Settings
 from gpufleet.domain import GpuStatus, HostStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
-from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.schemas.common import Page, Timestamp, decode_cursor, encode_cursor
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -61,7 +61,7 @@ def gpu_read(gpu: GpuDetail) -> GpuRead:
 # ---------------------------------------------------------------- join tokens
 
 
-@router.post("/join-tokens", status_code=201, tags=["hosts"], **requires("join_tokens.create"))
+@router.post("/join-tokens", status_code=201, tags=["join-tokens"], **requires("join_tokens.create"))
 async def create_join_token(body: JoinTokenCreate, p: Caller, db: DB) -> JoinTokenCreated:
     """A token an agent registers a host with; the token itself is in this answer only."""
     issued = await join_tokens.create_join_token(
@@ -76,7 +76,7 @@ async def create_join_token(body: JoinTokenCreate, p: Caller, db: DB) -> JoinTok
     return JoinTokenCreated.model_validate({**vars_of(issued.token), "token": issued.secret})
 
 
-@router.get("/join-tokens", tags=["hosts"], **requires("join_tokens.list"))
+@router.get("/join-tokens", tags=["join-tokens"], **requires("join_tokens.list"))
 async def list_join_tokens(
     p: Caller,
     db: DB,
@@ -91,7 +91,7 @@ async def list_join_tokens(
     return Page[JoinTokenRead](items=[JoinTokenRead.model_validate(vars_of(t)) for t in rows[:limit]], next_cursor=nxt)
 
 
-@router.delete("/join-tokens/{token_id}", tags=["hosts"], **requires("join_tokens.revoke", NOT_FOUND))
+@router.delete("/join-tokens/{token_id}", tags=["join-tokens"], **requires("join_tokens.revoke", NOT_FOUND))
 async def revoke_join_token(token_id: UUID, p: Caller, db: DB) -> JoinTokenRead:
     """Revoke a token (idempotent); hosts registered with it keep working."""
     token = await join_tokens.revoke_join_token(db, org_id=p.require_org(), token_id=token_id, actor=str(p.user_id))
@@ -227,8 +227,8 @@ async def gpu_metrics(
     request: Request,
     p: Caller,
     db: DB,
-    start: Annotated[datetime | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
+    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
     bucket: MetricBucket = MetricBucket.RAW,
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:

@@ -24,6 +24,7 @@ from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.db.pool import Database
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.execution_domain import LogEntry, LogPage
+from gpufleet.schemas.common import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
 from gpufleet.services.wakeups import WakeHub
@@ -33,9 +34,9 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 KEEPALIVE_S = 15.0
 Attempt = Annotated[
-    int | None, Query(ge=1, le=2**31 - 1, description="Which attempt (default: the job's current one).")
+    int | None, Query(ge=1, le=INT32_MAX, description="Which attempt (default: the job's current one).")
 ]
-AfterSeq = Annotated[int, Query(ge=-1, le=2**62, description="Only chunks after this `seq` (-1: from the start).")]
+AfterSeq = Annotated[int, Query(ge=-1, le=INT32_MAX, description="Only chunks after this `seq` (-1: from the start).")]
 LimitBytes = Annotated[int, Query(ge=1, le=logs.MAX_READ_BYTES, description="About this many bytes per page.")]
 LastEventId = Annotated[
     str | None,
@@ -150,7 +151,7 @@ def _resume(attempt: int | None, after_seq: int, last_event_id: str | None) -> t
         at = int(head) if colon else None
     except ValueError:
         seq, at = -2, None
-    if seq < -1 or seq > 2**62 or (at is not None and not 1 <= at < 2**31):
+    if seq < -1 or seq > INT32_MAX or (at is not None and not 1 <= at <= INT32_MAX):
         raise InvalidInput("Last-Event-ID: not an id this stream sent (ATTEMPT:SEQ)", field="Last-Event-ID")
     if attempt is not None and at is not None and at != attempt:
         raise InvalidInput(f"Last-Event-ID: of attempt {at}, but attempt={attempt} was asked", field="Last-Event-ID")
