@@ -105,6 +105,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "gpus", "description": "GPUs, their health and metrics; the fleet summary."},
     {"name": "agent", "description": "What node agents call, with a join token or their host credential."},
     {"name": "events", "description": "Every state change, in order."},
+    {"name": "ids", "description": "Short ids: a unique prefix resolved to the whole id."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 
@@ -136,6 +137,9 @@ def _security(path: str, op: dict[str, Any]) -> list[dict[str, list[str]]] | Non
         return [{"apiKey": []}]
     if path == "/v1/agent/register":
         return [{"joinToken": []}]
+    if path == "/v1/invites/accept":
+        # The token alone for a new account; an existing account must also prove who it is.
+        return [{}, {"apiKey": []}]
     if path.startswith("/v1/agent/"):
         return [{"hostCredential": []}]
     return None
