@@ -4,6 +4,8 @@ admins never see their members' other organizations; a slug conflict does not sa
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from gpufleet.db.pool import Database
@@ -71,6 +73,23 @@ async def test_an_invite_for_an_existing_account_needs_that_account(
         assert not any(x in r.text for x in org_b), (path, r.text)
     r = await client.patch(f"/v1/members/{bob.user.id}", json={"role": "viewer"}, headers=admin.headers)
     assert r.status_code == 200 and not any(x in r.text for x in org_b)
+
+
+async def test_two_invites_of_one_new_email_accepted_at_once_make_one_account(
+    client: httpx.AsyncClient, tenant: TenantFactory
+) -> None:
+    first: Tenant = await tenant(Role.ADMIN)
+    second: Tenant = await tenant(Role.ADMIN)
+    for n in range(4):  # a race: repeat so that the two acceptances really overlap
+        email = f"dana{n}@example.com"
+        tokens = [(await _invite(client, admin, email))["token"] for admin in (first, second)]
+        answers = await asyncio.gather(
+            *(client.post("/v1/invites/accept", json={"token": t, "name": "Dana"}) for t in tokens)
+        )
+        codes = sorted(r.status_code for r in answers)
+        # One account is made; the other acceptance is refused with a reason, never a 500.
+        assert codes[0] == 201 and codes[1] in (401, 409), [r.text for r in answers]
+        assert "Nothing was changed" in next(r for r in answers if r.status_code != 201).json()["detail"]
 
 
 async def test_an_invite_for_a_new_email_still_creates_the_account(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -205,6 +206,30 @@ async def test_a_rotated_signing_key_is_fetched_at_once_and_refetches_are_rate_l
         assert (await me(k2, "k2")).status_code == 200 and jwks.fetches == 3
         now[0] += Authenticator.JWKS_TTL_S
         assert (await me(k2, "k2")).status_code == 200 and jwks.fetches == 4
+
+
+async def test_a_jwks_without_usable_keys_is_401_not_500(
+    db: Database, rotating_jwks: tuple[str, RotatingJwks]
+) -> None:
+    url, jwks = rotating_jwks
+    unpublished = jwks.new_key("k1", publish=False)  # the provider serves {"keys": []}
+    app = build_app(db, supabase_url=PROJECT, supabase_jwks_url=url)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        signed = token(str(uuid.uuid4()), key=unpublished, alg="ES256", kid="k1")
+        r = await c.get("/v1/me", headers={"Authorization": f"Bearer {signed}"})
+        assert_problem(r, 401, "invalid token")
+
+
+async def test_concurrent_first_requests_of_a_new_identity_make_one_user(client: httpx.AsyncClient) -> None:
+    sub = str(uuid.uuid4())
+    for _ in range(3):
+        signed = token(sub, email=f"{sub}@example.com")
+        answers = await asyncio.gather(
+            *(client.get("/v1/me", headers={"Authorization": f"Bearer {signed}"}) for _ in range(6))
+        )
+        assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
+        assert len({r.json()["user"]["id"] for r in answers}) == 1
 
 
 async def _emulate_supabase(db: Database) -> None:

@@ -59,15 +59,20 @@ async def default_org(conn: Conn) -> Organization | None:
     return _org(row) if row else None
 
 
-async def create_user(conn: Conn, *, email: str, name: str = "", external_id: str | None = None) -> User:
+async def create_user(conn: Conn, *, email: str, name: str = "", external_id: str | None = None) -> User | None:
+    """The new user, or ``None`` when the email (or external id) was taken meanwhile.
+
+    Two transactions creating the same account at once (two invites accepted together, two first
+    requests of a new Supabase identity) must not end in a unique violation: the later one waits
+    for the earlier to commit and then gets ``None``, so its caller can decide what that means.
+    """
     row = await conn.fetchrow(
-        "insert into users (email, name, external_id) values ($1, $2, $3) returning *",
+        "insert into users (email, name, external_id) values ($1, $2, $3) on conflict do nothing returning *",
         email,
         name,
         external_id,
     )
-    assert row is not None
-    return _user(row)
+    return _user(row) if row else None
 
 
 async def get_user(conn: Conn, *, user_id: UUID) -> User | None:

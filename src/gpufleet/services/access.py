@@ -108,6 +108,11 @@ async def accept_invite(
             )
         if user is None:
             user = await orgs.create_user(conn, email=invite.email, name=name)
+            if user is None:
+                raise Conflict(
+                    f"an account for {invite.email} was created at this same moment: accept the invite again, "
+                    "signed in as that account. Nothing was changed"
+                )
         if await members.get(conn, org_id=invite.organization_id, user_id=user.id) is not None:
             raise Conflict(f"{invite.email} is already a member of this organization")
         await orgs.add_member(conn, org_id=invite.organization_id, user_id=user.id, role=invite.role)

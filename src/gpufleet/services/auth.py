@@ -168,17 +168,18 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("token expired") from exc
-        except (jwt.InvalidTokenError, httpx.HTTPError, ValueError) as exc:
+        except (jwt.InvalidTokenError, jwt.PyJWKSetError, jwt.PyJWKError, httpx.HTTPError, ValueError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         sub = str(claims["sub"])
         async with self.db.system_transaction() as conn:
             user = await orgs.user_by_external_id(conn, external_id=sub)
             if user is None:
                 email = str(claims.get("email") or f"{sub}@users.supabase")
-                existing = await orgs.user_by_email(conn, email=email)
-                if existing is not None:
-                    raise Unauthorized("a gpufleet user with this email exists and is not linked to this identity")
                 user = await orgs.create_user(conn, email=email, name=str(claims.get("name", "")), external_id=sub)
+                # None: the email is taken, by a concurrent first request of this identity or by another account
+                user = user or await orgs.user_by_external_id(conn, external_id=sub)
+                if user is None:
+                    raise Unauthorized("a gpufleet user with this email exists and is not linked to this identity")
             if not user.is_active:
                 raise Unauthorized("user is deactivated")
             mine = await members.memberships_of(conn, user_id=user.id)

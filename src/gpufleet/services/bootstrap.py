@@ -33,6 +33,7 @@ async def first_run(db: Database, settings: Settings) -> FirstRun | None:
         if await orgs.count_users(conn) > 0:
             return None
         user = await orgs.create_user(conn, email=settings.bootstrap_admin_email, name="Administrator")
+        assert user is not None  # no user at all, under the bootstrap lock
         org_id = uuid.uuid4()
         org = await orgs.create(conn, org_id=org_id, name="Default", slug="default")
         await orgs.add_member(conn, org_id=org_id, user_id=user.id, role=Role.OWNER)
