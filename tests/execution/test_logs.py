@@ -187,3 +187,18 @@ async def test_follow_yields_chunks_as_they_arrive_and_ends_at_the_terminal_stat
     assert [(c.attempt, c.data) for c in got] == [(1, b"line0"), (1, b"line1"), (1, b"line2"), (2, b"second")]
     if hub:
         assert hub.notifications >= 4  # woken by NOTIFY, not by the periodic re-read
+
+
+async def test_an_upload_while_the_job_ends_waits_instead_of_deadlocking(db: Database) -> None:
+    # The reaper and exit reports lock the job row, then the attempt's; a log upload must take
+    # them in the same order (its chunks' foreign key share-locks the job row).
+    org, (host,) = await fleet(db)
+    job_id = await running(db, org.id, host)
+    await append_logs(db, host, job_id, 1, [LogChunkIn(1, "stdout", 0, b"a\n")])
+    async with db.system_transaction() as conn:
+        await conn.execute("select 1 from jobs where id = $1 for update", job_id)
+        upload = asyncio.create_task(append_logs(db, host, job_id, 1, [LogChunkIn(2, "stdout", 2, b"b\n")]))
+        await asyncio.sleep(0.3)  # the upload is waiting for a lock by now
+        await conn.execute("update job_attempts set reason = 'ending' where job_id = $1 and attempt = 1", job_id)
+    result = await asyncio.wait_for(upload, 10)
+    assert (result.acked_seq, result.stored_chunks) == (2, 1)

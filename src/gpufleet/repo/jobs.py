@@ -120,6 +120,14 @@ async def get(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
     return _job(row) if row else None
 
 
+async def get_for_key_share(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
+    """The job, its row share-locked as a foreign key to it would be: taken *before* locking a row
+    that refers to the job (an attempt), so that writers which lock the job and then its attempt
+    (the reaper, exit reports) are waited for instead of deadlocked with."""
+    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for key share", org_id, job_id)
+    return _job(row) if row else None
+
+
 async def get_for_update(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
     row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for update", org_id, job_id)
     return _job(row) if row else None

@@ -147,7 +147,7 @@ async def append_logs(
     org_id = identity.org_id
     async with db.transaction(org_id) as conn:
         await ensure_current(conn, identity)
-        job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
+        job = await jobs_repo.get_for_key_share(conn, org_id=org_id, job_id=job_id)  # lock order: job, attempt
         if job is None:
             raise stale_attempt(job_id, attempt, "no such job")
         record = await exec_repo.get_attempt(conn, org_id=org_id, job_id=job_id, attempt=attempt)
