@@ -31,8 +31,8 @@ from hypothesis.stateful import (
 
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain import JobStatus, gpu_type_tokens
-from gpufleet.repo import gpus, orgs
 from gpufleet.errors import InvalidTransition
+from gpufleet.repo import gpus, orgs
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import hosts as hosts_service
 from gpufleet.services import jobs as jobs_service
