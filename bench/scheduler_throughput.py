@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.embedded import EmbeddedPostgres
@@ -210,6 +212,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "gpu_allocated_fraction": round(float(gpu_alloc or 0), 4),
             "audit": audit,
             "ledger_exact": not any(audit.values()),
+            "machine": machine(),
         }
     finally:
         await admin.execute(f'drop database if exists "{name}" with (force)')
