@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+# A benchmark whose requests fail more often than this measured something else: it exits non-zero.
+MAX_ERROR_RATE = 0.001
+
 
 @dataclass
 class Result:
@@ -19,21 +22,35 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 1.0
+
+    @property
+    def failed(self) -> bool:
+        """More than MAX_ERROR_RATE of the requests failed (or none was made)."""
+        return self.error_rate > MAX_ERROR_RATE
+
     def summary(self) -> dict[str, object]:
         lat = sorted(self.latencies_ms)
 
         def pct(p: float) -> float:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else 0.0
 
+        ok = self.requests - self.errors
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "error_rate": round(self.error_rate, 6),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "req_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
+            # Successes only: an error answered fast is not throughput.
+            "req_per_s": round(ok / self.seconds, 1) if self.seconds else 0.0,
             "p50_ms": pct(0.50),
             "p90_ms": pct(0.90),
             "p99_ms": pct(0.99),
             "mean_ms": round(statistics.fmean(lat), 2) if lat else 0.0,
+            "latency_of": "all responses, errors included",
+            "failed": self.failed,
         }
 
 

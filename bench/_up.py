@@ -62,12 +62,15 @@ def start_server(
     *,
     wait_for_gpus: bool = False,
     keep_database_url: bool = False,
+    log_level: str | None = None,
 ) -> Up:
     """Run ``gpufleet <command>`` on a fresh temporary data dir; return once it answers.
 
     Ready means /readyz answers and the first-run owner key is in the config file it wrote; with
     ``wait_for_gpus``, also that a ready host with GPUs (the local agent) is registered. The
     embedded database is used unless ``keep_database_url`` lets GPUFLEET_DATABASE_URL through.
+    Logging is what a user gets (INFO: one access-log line per request, to the log file) unless
+    ``log_level`` says otherwise ("warning" turns the access log off).
     """
     base = Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
     base.chmod(0o755)  # ours; as root the embedded database's user must traverse it
@@ -78,15 +81,19 @@ def start_server(
         "GPUFLEET_CONFIG_DIR": str(base / "cfg"),
         "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "1000000000",
         "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "1000000000",
-        "GPUFLEET_LOG_LEVEL": "warning",
         **(env_extra or {}),
     }
+    env.pop("GPUFLEET_LOG_LEVEL", None)
+    if log_level is not None:
+        env["GPUFLEET_LOG_LEVEL"] = log_level
     if not keep_database_url:
         env.pop("GPUFLEET_DATABASE_URL", None)
     log = (base / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpufleet.cli.main", *command, "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     cfg = base / "cfg" / "config.toml"

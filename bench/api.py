@@ -4,7 +4,12 @@ Starts `gpufleet server` in a subprocess (embedded PostgreSQL in a temporary dat
 GPUFLEET_DATABASE_URL is set), takes the first-run owner key, and drives it with a keep-alive
 load generator. Prints one JSON object.
 
-    python bench/api.py [--seconds 10] [--connections 64] [--workers 1]
+    python bench/api.py [--seconds 10] [--connections 64] [--workers 1] [--logging default|off]
+
+``--logging default`` (the default) runs the server as a user does: log level INFO, so one
+access-log line per request (to a file, as a service manager would take it). ``--logging off``
+sets GPUFLEET_LOG_LEVEL=warning, which drops the access log: report it as such. The rates count
+successful responses only; the benchmark exits non-zero when more than 0.1% of requests fail.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,7 +27,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loadgen import run
+from _loadgen import MAX_ERROR_RATE, run
+from _machine import machine
 from _up import start_server
 
 
@@ -32,10 +37,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--logging", choices=["default", "off"], default="default")
     args = ap.parse_args()
 
     # Rate limiting stays on, with limits never reached.
-    up = start_server(["server", "--workers", str(args.workers)], keep_database_url=True)
+    up = start_server(
+        ["server", "--workers", str(args.workers)],
+        keep_database_url=True,
+        log_level=None if args.logging == "default" else "warning",
+    )
+    failed = False
     url, headers, proc = up.url, up.headers, up.proc
     try:
         me = httpx.get(f"{url}/v1/me", headers=headers).json()
@@ -57,11 +68,20 @@ def main() -> None:
             cpu0 = server_cpu()
             t0 = time.perf_counter()
             res = asyncio.run(
-                run(url, method=method, path=path, headers=headers, body=body,
-                    connections=args.connections, duration_s=args.seconds)
+                run(
+                    url,
+                    method=method,
+                    path=path,
+                    headers=headers,
+                    body=body,
+                    connections=args.connections,
+                    duration_s=args.seconds,
+                )
             )
             wall = time.perf_counter() - t0
             cpu1 = server_cpu()
+            nonlocal failed
+            failed = failed or res.failed
             out = res.summary()
             # The server's processes, not the database's (embedded PostgreSQL runs as its own tree).
             out["server_cpu_cores"] = round((cpu1 - cpu0) / wall, 2)
@@ -72,12 +92,12 @@ def main() -> None:
         result = {
             "benchmark": "api",
             "date": datetime.now(UTC).date().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-            f"{platform.python_version()}",
+            "machine": machine(),
             "database": "external" if os.environ.get("GPUFLEET_DATABASE_URL") else "embedded PostgreSQL 18",
             "connections": args.connections,
             "seconds": args.seconds,
             "server_workers": args.workers,
+            "logging": "default (INFO, access log on)" if args.logging == "default" else "off (warning, no access log)",
             "get_one_object": get,
             "create": create,
             "targets": {"get_req_per_s": 1500, "create_req_per_s": 800, "p99_ms": 50},
@@ -85,6 +105,8 @@ def main() -> None:
         print(json.dumps(result))
     finally:
         up.stop()
+    if failed:
+        sys.exit(f"more than {MAX_ERROR_RATE:.1%} of the requests failed: see the statuses above")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loadgen import MAX_ERROR_RATE
+from _machine import machine
 from _up import start_server
 
 GPUS = 8
@@ -202,7 +203,8 @@ async def capacity(fleet: Fleet, port: int, seconds: float, connections: int) ->
     return {
         "connections": connections,
         "heartbeats": len(latencies),
-        "heartbeats_per_s": round(len(latencies) / wall, 1),
+        # Successes only (2xx): an error answered fast is not throughput.
+        "heartbeats_per_s": round(sum(v for k, v in statuses.items() if k < 300) / wall, 1),
         "statuses": {str(k): v for k, v in statuses.items()},
         "p50_ms": pct(latencies, 0.5),
         "p99_ms": pct(latencies, 0.99),
@@ -256,8 +258,20 @@ def measure(
 def agent_footprint(url: str, headers: dict[str, str], base: Path, seconds: float) -> dict[str, Any]:
     token = httpx.post(f"{url}/v1/join-tokens", json={"name": "agent"}, headers=headers).json()["token"]
     log = (base / "agent.log").open("wb")
-    cmd = [str(Path(sys.executable).parent / "gpufleet"), "agent", "--server", url, "--join-token", token,
-           "--simulate", "8xH100-80GB", "--name", "footprint", "--state-dir", str(base / "agent")]
+    cmd = [
+        str(Path(sys.executable).parent / "gpufleet"),
+        "agent",
+        "--server",
+        url,
+        "--join-token",
+        token,
+        "--simulate",
+        "8xH100-80GB",
+        "--name",
+        "footprint",
+        "--state-dir",
+        str(base / "agent"),
+    ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
         p = psutil.Process(proc.pid)
@@ -341,8 +355,7 @@ def run(
     result = {
         "benchmark": "ingest",
         "date": datetime.now(UTC).date().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        "machine": machine(),
         "database": "external" if os.environ.get("GPUFLEET_DATABASE_URL") else "embedded PostgreSQL",
         "hosts": args.hosts,
         "gpus": args.hosts * GPUS,
@@ -353,7 +366,16 @@ def run(
         "agent": agent,
         "targets": {"samples_per_s": 50_000, "heartbeat_p99_ms": 100, "agent_rss_mb": 60, "agent_cpu_pct": 1},
     }
+    failed = {name: error_rate(part["statuses"]) for name, part in (("nominal", nom), ("capacity", cap))}
+    result["error_rate"] = failed
     print(json.dumps(result))
+    if any(rate > MAX_ERROR_RATE for rate in failed.values()):
+        sys.exit(f"more than {MAX_ERROR_RATE:.1%} of the heartbeats failed: {failed}")
+
+
+def error_rate(statuses: dict[str, int]) -> float:
+    total = sum(statuses.values())
+    return sum(v for k, v in statuses.items() if int(k) >= 300) / total if total else 1.0
 
 
 if __name__ == "__main__":

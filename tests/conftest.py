@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 
@@ -9,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from gpufleet.db.pool import Database
+from tests import dbleg
 from tests.pg import PgServer, build_template, start_server, unique_name
 
 
@@ -19,6 +21,20 @@ def pg_server() -> Iterator[PgServer]:
     if server.embedded is not None:
         server.embedded.stop()
         shutil.rmtree(server.embedded.root.parent, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def database_leg(request: pytest.FixtureRequest) -> dbleg.Leg | None:
+    """In CI (GPUFLEET_TEST_EXPECT_DATABASE set): record which database this session runs on and
+    fail every test if it is not the leg CI expects. Elsewhere nothing is started for it."""
+    expect = os.environ.get(dbleg.EXPECT_ENV)
+    if not expect:
+        return None
+    server: PgServer = request.getfixturevalue("pg_server")
+    leg = await dbleg.record(server.base_dsn)
+    dbleg.save(leg, os.environ.get(dbleg.RECORD_ENV))
+    dbleg.check(expect, leg, os.environ.get("GPUFLEET_TEST_DATABASE_URL"))
+    return leg
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -91,7 +91,21 @@ async def test_runtime_role_cannot_escape_with_set_role_or_settings(db: Database
             async with conn.transaction():
                 await conn.execute("set local role gpufleet_system")
         assert await conn.fetchval("select count(*) from jobs") == 0
-        # Claiming another tenant in the setting is only possible for this transaction's own
-        # connection, which is how request handling is scoped; the point here is that nothing
-        # but the setting decides, and there is no blanket bypass.
         assert await conn.fetchval("select rolbypassrls from pg_roles where rolname = current_user") is False
+        # Settings: claiming the other tenant without its tag shows nothing of it (the tag is an
+        # HMAC under a key the runtime role cannot read), ...
+        async with conn.transaction():
+            await conn.execute("select set_config('gpufleet.org_id', $1, true)", str(b.id))
+            assert await conn.fetchval("select count(*) from jobs") == 0
+            assert await conn.fetchval("select count(*) from jobs where organization_id = $1", b.id) == 0
+        # ... turning row security off makes a query refuse rather than bypass the policies, ...
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute("set local row_security = off")
+                await conn.fetchval("select count(*) from jobs")
+        # ... and the setting that would skip triggers needs a superuser.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute("set local session_replication_role = replica")
+    async with db.transaction(b.id) as conn:
+        assert await conn.fetchval("select count(*) from jobs") > 0  # there was something to see

@@ -26,7 +26,9 @@ class FakeRealBackend:
         pass
 
 
-def test_facts_of_this_machine_with_real_gpus() -> None:
+def test_facts_of_this_machine_with_a_non_simulated_gpu_backend() -> None:
+    """The machine's own facts, with the driver and CUDA versions from a non-simulated backend
+    (a stand-in answering as NVML does: no GPU is needed; scripts/gpu_check.sh runs on real ones)."""
     facts = collect_host_facts(FakeRealBackend())
     assert facts.hostname == platform.node()
     assert facts.os.startswith(f"{platform.system()} {platform.release().split('-')[0]}")
