@@ -87,6 +87,24 @@ async def test_each_running_job_has_its_own_user_and_nothing_of_it_outlives_the_
         await rt.close()
 
 
+async def test_what_a_job_leaves_in_shared_temp_folders_goes_with_it(base: Path) -> None:
+    if not ROOT:
+        return  # without job users every job is the agent's own user: nothing to keep apart (warned at start)
+    rt = ProcessRuntime(base / "state", users=SlotUsers(), work_root=base / "work")
+    tag = base.name
+    left = [Path(f"/tmp/{tag}-secret"), Path(f"/dev/shm/{tag}-secret"), Path(f"/tmp/{tag}-dir")]
+    script = f"umask 077; echo s > {left[0]}; echo s > {left[1]}; mkdir {left[2]} && echo s > {left[2]}/f"
+    try:
+        await rt.start(ProcessSpec("leaves", 1, script=script))
+        assert (await rt.wait("leaves")).status == "succeeded"
+        # The next job of the same slot user (another member's, perhaps) must not find them.
+        await eventually(lambda: not any(p.exists() for p in left), "the job's temporary files to be removed")
+    finally:
+        await rt.close()
+        for p in left:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 async def test_reboot_turns_a_lost_job_into_interrupted(tmp_path: Path) -> None:
     gone = await asyncio.create_subprocess_exec("true")
     await gone.wait()

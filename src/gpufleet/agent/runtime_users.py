@@ -36,7 +36,8 @@ SLOT_PREFIX = "gpufleet-job-"
 SLOT_LOCK_DIR = Path("/run/gpufleet/job-slots")  # tmpfs: emptied by a reboot, as the jobs are
 MAX_SLOTS = 1024
 SAME_USER_WARNING = (
-    "jobs run as this agent's own user (uid {uid}) and can read its credential and state in {state_dir}; "
+    "jobs run as this agent's own user (uid {uid}) and can read its credential and state in {state_dir} "
+    "(and all else this user can: under a non-root `gpufleet up`, its embedded database); "
     "{fix} so each job runs as an unprivileged gpufleet-job-N user (docs/agent.md, 'Job users')"
 )
 
@@ -115,6 +116,7 @@ class SlotUsers(JobUsers):
             try:
                 entry = _ensure_user(f"{self.prefix}{n}")
                 sweep_uid(entry.pw_uid)  # a free slot: anything of its uid is a previous job's leftover
+                sweep_files(entry.pw_uid)
             except BaseException:
                 os.close(fd)
                 raise
@@ -191,10 +193,43 @@ def sweep_uid(uid: int) -> None:
                     os.kill(int(entry.name), signal.SIGKILL)
 
 
+# Where any user may write: what a job leaves there would be readable by the next job of its slot
+# user (another member's job), so it goes with the job. Sticky world-writable folders below them
+# (e.g. /tmp/.X11-unix, a tool's shared cache) are searched too, a few levels deep.
+SHARED_TEMP_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))  # noqa: S108
+_SHARED_DEPTH = 3
+
+
+def sweep_files(uid: int, roots: tuple[Path, ...] = SHARED_TEMP_DIRS) -> int:
+    """Remove what ``uid`` owns in the shared temporary folders; the number of entries removed."""
+    removed = 0
+
+    def visit(folder: Path, depth: int) -> None:
+        nonlocal removed
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_uid == uid:
+                        if stat.S_ISDIR(st.st_mode):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+                        removed += 1
+                    elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002 and depth < _SHARED_DEPTH:
+                        visit(Path(entry.path), depth + 1)
+
+    for root in roots:
+        visit(root, 1)
+    return removed
+
+
 def release_slot(uid: int | None, lock_fd: int | None) -> None:
-    """A job slot's job is over: kill what is left of its ``uid`` (if exclusive to it), then free it."""
+    """A job slot's job is over: kill what is left of its ``uid`` (if exclusive to it) and remove its
+    files from the shared temporary folders, then free the slot."""
     if uid is not None:
         sweep_uid(uid)
+        sweep_files(uid)
     if lock_fd is not None:
         os.close(lock_fd)
 
