@@ -1,0 +1,201 @@
+"""Prices, metering and usage: the SQL of costs (the metering itself is in 0015_costs.sql).
+
+Cost of work = cost rows (closed intervals, written at release and hourly) + what running
+allocations accrued since they were last metered, computed on read by the same SQL function
+(``gpufleet_cost_segments``), so live numbers and closed ones never overlap.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.costs_domain import Price, PriceKind, UsageRow
+from gpufleet.db.pool import Connection as Conn
+
+# Every cost since $2 of the organizations $1: closed rows plus the live part of running work.
+COSTS = """
+    select c.organization_id, c.job_id, c.attempt, c.user_id, c.labels, c.gpu_model, c.host_id,
+           c.period_start, c.gpu_seconds, c.amount
+      from cost_tracking c where c.organization_id = any($1::uuid[]) and c.period_start >= $2
+    union all
+    select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, s.gpu_model, s.host_id,
+           s.period_start, s.gpu_seconds, s.amount
+      from allocations a,
+           lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
+     where a.released_at is null and a.organization_id = any($1::uuid[]) and s.period_start >= $2
+"""
+
+EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+def _price(row: asyncpg.Record) -> Price:
+    return Price(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        kind=PriceKind(row["kind"]),
+        gpu_model=row["gpu_model"],
+        host_id=row["host_id"],
+        hourly_price=row["hourly_price"],
+        currency=row["currency"],
+        effective_from=row["effective_from"],
+        set_by=row["set_by"],
+        current=row["current"],
+    )
+
+
+async def add_price(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    kind: PriceKind,
+    gpu_model: str | None,
+    host_id: UUID | None,
+    hourly_price: Decimal,
+    currency: str,
+    effective_from: datetime | None,
+    set_by: str | None,
+) -> Price:
+    """A price change from ``effective_from`` (None: now, by the database clock); history stays.
+
+    Setting the same key at the same instant again replaces that change (idempotent PUT).
+    """
+    row = await conn.fetchrow(
+        """insert into gpu_prices (organization_id, kind, gpu_model, host_id, hourly_price, currency,
+                                   effective_from, set_by)
+           values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)
+           on conflict (organization_id, kind, coalesce(gpu_model, ''),
+                        coalesce(host_id, '00000000-0000-0000-0000-000000000000'::uuid), effective_from)
+           do update set hourly_price = excluded.hourly_price, currency = excluded.currency, set_by = excluded.set_by
+        returning *, effective_from <= now() as current""",
+        org_id,
+        kind.value,
+        gpu_model,
+        host_id,
+        hourly_price,
+        currency,
+        effective_from,
+        set_by,
+    )
+    assert row is not None
+    return _price(row)
+
+
+async def list_prices(conn: Conn, *, org_id: UUID, history: bool = False) -> list[Price]:
+    """Prices in force now and changes still to come; with ``history``, superseded ones too."""
+    rows = await conn.fetch(
+        """select p.*, p.id = (select q.id from gpu_prices q
+                                where q.organization_id = p.organization_id and q.kind = p.kind
+                                  and q.gpu_model is not distinct from p.gpu_model
+                                  and q.host_id is not distinct from p.host_id and q.effective_from <= now()
+                                order by q.effective_from desc limit 1) as current
+             from gpu_prices p where p.organization_id = $1
+            order by p.kind, p.gpu_model nulls first, p.host_id nulls first, p.effective_from""",
+        org_id,
+    )
+    prices = [_price(r) for r in rows]
+    if history:
+        return prices
+    now = await conn.fetchval("select now()")
+    return [p for p in prices if p.current or p.effective_from > now]
+
+
+async def currency(conn: Conn, *, org_id: UUID) -> str | None:
+    """The organization's currency: that of its prices (one currency per organization)."""
+    value = await conn.fetchval(
+        "select currency from gpu_prices where organization_id = $1 order by effective_from desc limit 1", org_id
+    )
+    return str(value) if value is not None else None
+
+
+async def hourly_rate(
+    conn: Conn, *, org_id: UUID, gpu_models: list[str] | None, gpu_share: Decimal, cpu_milli: int, ram_mb: int
+) -> Decimal:
+    """What one hour of a job costs now at the dearest GPU model it may land on (an upper bound).
+
+    ``gpu_models`` None: any model of the organization's inventory or price list.
+    """
+    value = await conn.fetchval(
+        """select coalesce((select max(p.hourly_price) from gpu_prices p
+                              where p.organization_id = $1 and p.kind = 'gpu' and p.effective_from <= now()
+                                and ($2::text[] is null or p.gpu_model = any($2::text[]))
+                                and not exists (select 1 from gpu_prices n
+                                                 where n.organization_id = p.organization_id and n.kind = p.kind
+                                                   and n.gpu_model = p.gpu_model
+                                                   and n.host_id is not distinct from p.host_id
+                                                   and n.effective_from > p.effective_from
+                                                   and n.effective_from <= now())), 0) * $3
+                + gpufleet_price_at($1, 'cpu', null, null, now()) * $4 / 1000
+                + gpufleet_price_at($1, 'ram', null, null, now()) * $5 / 1024""",
+        org_id,
+        gpu_models,
+        gpu_share,
+        cpu_milli,
+        ram_mb,
+    )
+    return Decimal(value)
+
+
+async def close_intervals(conn: Conn) -> int:
+    """Write the cost rows of running work up to the last full hour (system path); returns allocations."""
+    return int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()))"))
+
+
+_GROUPS: dict[str, tuple[str, str]] = {
+    # by -> (key expression, readable name expression)
+    "day": ("to_char(c.period_start at time zone 'UTC', 'YYYY-MM-DD')", "null"),
+    "user": ("c.user_id::text", "(select u.email from users u where u.id = c.user_id)"),
+    "job": ("c.job_id::text", "(select j.name from jobs j where j.id = c.job_id)"),
+    "model": ("c.gpu_model", "null"),
+    "host": ("c.host_id::text", "(select h.name from hosts h where h.id = c.host_id)"),
+}
+
+
+async def usage(conn: Conn, *, org_id: UUID, by: str, since: datetime) -> list[UsageRow]:
+    """GPU-hours and cost per group since ``since`` (``by``: a key of _GROUPS or ``label:KEY``)."""
+    params: list[Any] = [[org_id], since]
+    if by.startswith("label:"):
+        params.append(by.removeprefix("label:"))
+        key, name = "c.labels ->> $3", "null"
+    else:
+        key, name = _GROUPS[by]
+    rows = await conn.fetch(
+        f"""select k as key, min(n) as name, sum(gpu_seconds) / 3600 as gpu_hours, sum(amount) as cost
+              from (select {key} as k, {name} as n, c.gpu_seconds, c.amount from ({COSTS}) c) g
+             group by k order by sum(amount) desc, k nulls last""",
+        *params,
+    )
+    return [
+        UsageRow(key=r["key"], name=r["name"], gpu_hours=Decimal(r["gpu_hours"]), cost=Decimal(r["cost"]))
+        for r in rows
+    ]
+
+
+async def job_costs(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> dict[UUID, Decimal]:
+    """Each job's cost so far, all attempts (closed rows + live accrual)."""
+    if not job_ids:
+        return {}
+    rows = await conn.fetch(
+        """select job_id, sum(amount) as cost from (
+               select c.job_id, c.amount from cost_tracking c
+                where c.organization_id = $1 and c.job_id = any($2::uuid[])
+               union all
+               select s.job_id, s.amount from allocations a,
+                      lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
+                where a.released_at is null and a.organization_id = $1 and a.job_id = any($2::uuid[])
+           ) c group by job_id""",
+        org_id,
+        job_ids,
+    )
+    found = {r["job_id"]: Decimal(r["cost"]) for r in rows}
+    return {j: found.get(j, Decimal(0)) for j in job_ids}
+
+
+async def set_estimate(conn: Conn, *, org_id: UUID, job_id: UUID, estimate: Decimal) -> None:
+    await conn.execute(
+        "update jobs set cost_estimate = $3 where organization_id = $1 and id = $2", org_id, job_id, estimate
+    )
