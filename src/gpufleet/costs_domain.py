@@ -7,7 +7,7 @@ a budget's limit in a message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -129,3 +129,38 @@ class BudgetState:
         if estimate:
             text += f"; this job may cost {money(estimate, cur)}"
         return text
+
+
+def first_block(
+    states: Sequence[BudgetState],
+    user_id: UUID | None,
+    labels: Mapping[str, str],
+    estimate: Decimal | None,
+    extra: Mapping[UUID, Decimal] | None = None,
+) -> BudgetState | None:
+    """The first hard budget covering this work that has no room for ``estimate``."""
+    for s in states:
+        if s.budget.hard and s.budget.applies(user_id, labels):
+            if s.blocks(estimate, (extra or {}).get(s.budget.id, Decimal(0))):
+                return s
+    return None
+
+
+class BudgetBook:
+    """Hard budgets during one decision: each placement takes its estimate off what is left."""
+
+    def __init__(self, states: Sequence[BudgetState]) -> None:
+        self.states = [s for s in states if s.budget.hard]
+        self.extra: dict[UUID, Decimal] = {}
+
+    def admit(self, user_id: UUID | None, labels: Mapping[str, str], estimate: Decimal | None) -> str | None:
+        """None if the work fits every hard budget covering it, else the pending reason."""
+        if not self.states:
+            return None
+        blocked = first_block(self.states, user_id, labels, estimate, self.extra)
+        return None if blocked is None else blocked.reason(estimate, self.extra.get(blocked.budget.id, Decimal(0)))
+
+    def charge(self, user_id: UUID | None, labels: Mapping[str, str], estimate: Decimal | None) -> None:
+        for s in self.states:
+            if estimate and s.budget.applies(user_id, labels):
+                self.extra[s.budget.id] = self.extra.get(s.budget.id, Decimal(0)) + estimate

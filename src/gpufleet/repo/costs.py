@@ -112,32 +112,24 @@ async def currency(conn: Conn, *, org_id: UUID) -> str | None:
     return str(value) if value is not None else None
 
 
-async def hourly_rate(
-    conn: Conn, *, org_id: UUID, gpu_models: list[str] | None, gpu_share: Decimal, cpu_milli: int, ram_mb: int
-) -> Decimal:
-    """What one hour of a job costs now at the dearest GPU model it may land on (an upper bound).
-
-    ``gpu_models`` None: any model of the organization's inventory or price list.
-    """
-    value = await conn.fetchval(
-        """select coalesce((select max(p.hourly_price) from gpu_prices p
-                              where p.organization_id = $1 and p.kind = 'gpu' and p.effective_from <= now()
-                                and ($2::text[] is null or p.gpu_model = any($2::text[]))
-                                and not exists (select 1 from gpu_prices n
-                                                 where n.organization_id = p.organization_id and n.kind = p.kind
-                                                   and n.gpu_model = p.gpu_model
-                                                   and n.host_id is not distinct from p.host_id
-                                                   and n.effective_from > p.effective_from
-                                                   and n.effective_from <= now())), 0) * $3
-                + gpufleet_price_at($1, 'cpu', null, null, now()) * $4 / 1000
-                + gpufleet_price_at($1, 'ram', null, null, now()) * $5 / 1024""",
+async def current_rates(conn: Conn, *, org_id: UUID) -> tuple[dict[str, Decimal], Decimal, Decimal]:
+    """Prices in force now: the dearest per GPU model (over hosts), the CPU core-hour and GiB-hour."""
+    rows = await conn.fetch(
+        """select distinct on (kind, gpu_model, host_id) kind, gpu_model, hourly_price from gpu_prices
+            where organization_id = $1 and effective_from <= now()
+            order by kind, gpu_model, host_id, effective_from desc""",
         org_id,
-        gpu_models,
-        gpu_share,
-        cpu_milli,
-        ram_mb,
     )
-    return Decimal(value)
+    gpu: dict[str, Decimal] = {}
+    cpu = ram = Decimal(0)
+    for r in rows:
+        if r["kind"] == "gpu":
+            gpu[r["gpu_model"]] = max(gpu.get(r["gpu_model"], Decimal(0)), r["hourly_price"])
+        elif r["kind"] == "cpu":
+            cpu = max(cpu, r["hourly_price"])
+        else:
+            ram = max(ram, r["hourly_price"])
+    return gpu, cpu, ram
 
 
 async def close_intervals(conn: Conn) -> int:
@@ -199,3 +191,13 @@ async def set_estimate(conn: Conn, *, org_id: UUID, job_id: UUID, estimate: Deci
     await conn.execute(
         "update jobs set cost_estimate = $3 where organization_id = $1 and id = $2", org_id, job_id, estimate
     )
+
+
+async def db_now(conn: Conn) -> datetime:
+    """The database clock (the transaction's start): every cost is judged by it."""
+    value: datetime = await conn.fetchval("select now()")
+    return value
+
+
+async def host_exists(conn: Conn, *, org_id: UUID, host_id: UUID) -> bool:
+    return bool(await conn.fetchval("select 1 from hosts where organization_id = $1 and id = $2", org_id, host_id))
