@@ -67,7 +67,9 @@ async def upsert(
 
 
 async def delete(conn: Conn, *, org_id: UUID, budget_id: UUID) -> Budget | None:
-    row = await conn.fetchrow("delete from budgets where organization_id = $1 and id = $2 returning *", org_id, budget_id)
+    row = await conn.fetchrow(
+        "delete from budgets where organization_id = $1 and id = $2 returning *", org_id, budget_id
+    )
     return budget_of(row) if row else None
 
 

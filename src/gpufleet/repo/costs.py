@@ -162,29 +162,32 @@ async def usage(conn: Conn, *, org_id: UUID, by: str, since: datetime) -> list[U
         *params,
     )
     return [
-        UsageRow(key=r["key"], name=r["name"], gpu_hours=Decimal(r["gpu_hours"]), cost=Decimal(r["cost"]))
-        for r in rows
+        UsageRow(key=r["key"], name=r["name"], gpu_hours=Decimal(r["gpu_hours"]), cost=Decimal(r["cost"])) for r in rows
     ]
+
+
+async def job_money(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> dict[UUID, tuple[Decimal, Decimal | None]]:
+    """Each job's (cost so far over all attempts: closed rows + live accrual, its estimate)."""
+    if not job_ids:
+        return {}
+    rows = await conn.fetch(
+        """select j.id, j.cost_estimate,
+                  coalesce((select sum(c.amount) from cost_tracking c
+                             where c.organization_id = $1 and c.job_id = j.id), 0)
+                  + coalesce((select sum(s.amount) from allocations a,
+                                     lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
+                               where a.job_id = j.id and a.released_at is null), 0) as cost
+             from jobs j where j.organization_id = $1 and j.id = any($2::uuid[])""",
+        org_id,
+        job_ids,
+    )
+    return {r["id"]: (Decimal(r["cost"]), r["cost_estimate"]) for r in rows}
 
 
 async def job_costs(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> dict[UUID, Decimal]:
     """Each job's cost so far, all attempts (closed rows + live accrual)."""
-    if not job_ids:
-        return {}
-    rows = await conn.fetch(
-        """select job_id, sum(amount) as cost from (
-               select c.job_id, c.amount from cost_tracking c
-                where c.organization_id = $1 and c.job_id = any($2::uuid[])
-               union all
-               select s.job_id, s.amount from allocations a,
-                      lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
-                where a.released_at is null and a.organization_id = $1 and a.job_id = any($2::uuid[])
-           ) c group by job_id""",
-        org_id,
-        job_ids,
-    )
-    found = {r["job_id"]: Decimal(r["cost"]) for r in rows}
-    return {j: found.get(j, Decimal(0)) for j in job_ids}
+    money = await job_money(conn, org_id=org_id, job_ids=job_ids)
+    return {j: money[j][0] if j in money else Decimal(0) for j in job_ids}
 
 
 async def set_estimate(conn: Conn, *, org_id: UUID, job_id: UUID, estimate: Decimal) -> None:

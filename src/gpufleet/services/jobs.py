@@ -16,6 +16,7 @@ import binascii
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -44,6 +45,7 @@ async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID |
         job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
         if estimate is not None:
             await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
+            job = replace(job, cost_estimate=estimate)
         await events_repo.append(
             conn,
             org_id=org_id,
