@@ -140,9 +140,12 @@ def first_block(
 ) -> BudgetState | None:
     """The first hard budget covering this work that has no room for ``estimate``."""
     for s in states:
-        if s.budget.hard and s.budget.applies(user_id, labels):
-            if s.blocks(estimate, (extra or {}).get(s.budget.id, Decimal(0))):
-                return s
+        if (
+            s.budget.hard
+            and s.budget.applies(user_id, labels)
+            and s.blocks(estimate, (extra or {}).get(s.budget.id, Decimal(0)))
+        ):
+            return s
     return None
 
 

@@ -3,6 +3,7 @@ GPUs, closed hourly and at release, never counted twice (database clock; timesta
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from uuid import UUID
 
@@ -88,7 +89,7 @@ async def test_cost_is_exact_to_the_cent_across_a_price_change(db: Database) -> 
     # cut at every hour boundary and at the price change, no gaps and no overlaps
     for rows in (whole_rows, quarter_rows):
         assert len(rows) >= 4
-        assert all(a["period_end"] == b["period_start"] for a, b in zip(rows, rows[1:], strict=False))
+        assert all(a["period_end"] == b["period_start"] for a, b in itertools.pairwise(rows))
         assert {r["hourly_price"] for r in rows} == {Decimal("2.0000"), Decimal("3.0000")}
     async with db.transaction(org.id) as conn:
         after = await costs_repo.job_costs(conn, org_id=org.id, job_ids=[whole, quarter])

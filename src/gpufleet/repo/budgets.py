@@ -46,7 +46,8 @@ async def upsert(
 ) -> Budget:
     """Set the budget of this scope and period, replacing any previous one."""
     row = await conn.fetchrow(
-        f"""insert into budgets (organization_id, period, amount_limit, currency, action, user_id, label_key, label_value)
+        f"""insert into budgets (organization_id, period, amount_limit, currency, action, user_id,
+                                 label_key, label_value)
             values ($1, $2, $3, $4, $5, $6, $7, $8)
             on conflict (organization_id, period, coalesce(user_id, '{_NIL}'::uuid), coalesce(label_key, ''),
                          coalesce(label_value, ''))
@@ -127,9 +128,11 @@ async def states(
                              and j.cost_estimate > 0),
                     spent as (
                         select x.job_id, sum(x.amount) as amount from (
-                            select c.job_id, c.amount from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
+                            select c.job_id, c.amount
+                              from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
                             union all
-                            select s.job_id, s.amount from allocations a join j on j.id = a.job_id and j.attempt = a.attempt,
+                            select s.job_id, s.amount
+                              from allocations a join j on j.id = a.job_id and j.attempt = a.attempt,
                                    lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
                              where a.released_at is null) x
                          group by x.job_id)

@@ -99,9 +99,8 @@ async def set_price(
         current = await repo.currency(conn, org_id=org_id)
         if current is not None and current != currency:
             raise Conflict(f"this organization's prices are in {current}; one currency per organization")
-        if host_id is not None:
-            if not await repo.host_exists(conn, org_id=org_id, host_id=host_id):
-                raise NotFound(f"host {host_id} not found")
+        if host_id is not None and not await repo.host_exists(conn, org_id=org_id, host_id=host_id):
+            raise NotFound(f"host {host_id} not found")
         price = await repo.add_price(
             conn,
             org_id=org_id,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
 from decimal import Decimal
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
