@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from gpufleet.cli.common import console
+from gpufleet.cli.demo import render
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
+from gpufleet.schemas.jobs import JobRead
 from tests.api.conftest import Tenant, make_tenant
 from tests.factories import create_host
 from tests.liveserver import LiveServer
@@ -61,6 +64,10 @@ async def test_prices_usage_csv_and_a_hard_budget(cli: Cli, owner: Tenant, db: D
         await conn.execute("update gpu_prices set effective_from = now() - interval '1 day'")
     code, out, _ = cli("jobs", "show", job[:8])
     assert code == 0 and "1.89 so far" in out  # 0.5 x 2 h x 1.89
+    shown = JobRead.model_validate_json(cli("jobs", "show", job, "--json")[1])
+    with console.capture() as captured:
+        console.print(render({shown.id: shown}, {}, {}))
+    assert "Cost" in captured.get() and "1.8900" in captured.get()  # the demo dashboard's cost column
 
     code, out, err = cli("usage", "--by", "model", "--since", "1d", "--csv")
     assert code == 0, err
