@@ -86,7 +86,9 @@ def start_server(
     log = (base / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpufleet.cli.main", *command, "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     cfg = base / "cfg" / "config.toml"

@@ -57,8 +57,15 @@ def main() -> None:
             cpu0 = server_cpu()
             t0 = time.perf_counter()
             res = asyncio.run(
-                run(url, method=method, path=path, headers=headers, body=body,
-                    connections=args.connections, duration_s=args.seconds)
+                run(
+                    url,
+                    method=method,
+                    path=path,
+                    headers=headers,
+                    body=body,
+                    connections=args.connections,
+                    duration_s=args.seconds,
+                )
             )
             wall = time.perf_counter() - t0
             cpu1 = server_cpu()

@@ -256,8 +256,20 @@ def measure(
 def agent_footprint(url: str, headers: dict[str, str], base: Path, seconds: float) -> dict[str, Any]:
     token = httpx.post(f"{url}/v1/join-tokens", json={"name": "agent"}, headers=headers).json()["token"]
     log = (base / "agent.log").open("wb")
-    cmd = [str(Path(sys.executable).parent / "gpufleet"), "agent", "--server", url, "--join-token", token,
-           "--simulate", "8xH100-80GB", "--name", "footprint", "--state-dir", str(base / "agent")]
+    cmd = [
+        str(Path(sys.executable).parent / "gpufleet"),
+        "agent",
+        "--server",
+        url,
+        "--join-token",
+        token,
+        "--simulate",
+        "8xH100-80GB",
+        "--name",
+        "footprint",
+        "--state-dir",
+        str(base / "agent"),
+    ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
         p = psutil.Process(proc.pid)

@@ -1,13 +1,15 @@
 """Placements committed per second by the real scheduler path; prints one JSON object.
 
-    python bench/scheduler_throughput.py [--hosts 5000] [--jobs 10000] [--orgs 4] [--seed 1]
+    python bench/scheduler_throughput.py [--hosts 5000] [--jobs 10000] [--orgs 4] [--seed 1] [--budget]
 
 A fresh database (on GPUFLEET_TEST_DATABASE_URL's server, or an embedded one) is bulk-loaded with
 set-based SQL: ``--hosts`` hosts x 8 GPUs (four models) spread over ``--orgs`` organizations and
 ``--jobs`` pending jobs of mixed shapes (fractions, 1/2/4/8 GPUs, CPU-only, model constraints,
 priorities). Then ``Scheduler.run_once`` runs until it places nothing more; the figure is
 committed placements / wall time of those cycles (snapshot + decisions + commits + reasons).
-Afterwards SQL checks the ledger: no over-allocation, no leaked allocation.
+Afterwards SQL checks the ledger: no over-allocation, no leaked allocation. ``--budget`` gives
+every organization prices and a hard monthly budget too large to refuse anything, and every job an
+estimate, so each decision and each batch commit pays for the budget check (docs/costs.md).
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ select ('00000000-0000-4000-8000-' || lpad((1 + n % orgs)::text, 12, '0'))::uuid
 end $$;
 """
 
+BUDGET_SQL = """
+insert into gpu_prices (organization_id, kind, gpu_model, hourly_price, effective_from)
+select o.id, 'gpu', m.model, m.price, now() - interval '1 day'
+  from organizations o, (values ('A100-80GB', 1.89), ('H100-80GB', 2.49), ('L4', 0.45), ('T4', 0.35)) m(model, price);
+update jobs set cost_estimate = gpu_count * gpu_milli / 1000.0 * 2.49;
+insert into budgets (organization_id, period, amount_limit, action) select id, 'month', 1000000000, 'block'
+  from organizations;
+"""
+
 AUDIT_SQL = {
     "gpus_over_or_mismatched": """
         select count(*) from gpu_resources g
@@ -133,6 +144,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.seed / 1000,
                     args.jobs,
                 )
+                if args.budget:
+                    await conn.execute(BUDGET_SQL)
             await conn.execute("vacuum analyze")
             load_s = time.perf_counter() - t0
         finally:
@@ -171,6 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "orgs": args.orgs,
             "jobs": args.jobs,
             "policy": args.policy,
+            "hard_budgets": args.budget,
             "batch_size": args.batch,
             "load_s": round(load_s, 2),
             "placed": placed,
@@ -213,6 +227,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--policy", default="default")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--budget", action="store_true", help="Hard budgets, prices and estimates everywhere.")
     out = asyncio.run(run(parser.parse_args()))
     print(json.dumps(out))
     return 0 if out["ledger_exact"] else 1

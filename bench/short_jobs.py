@@ -27,8 +27,9 @@ from _up import Up, cpu_seconds, start_up
 
 async def run(up: Up, n: int) -> dict[str, object]:
     procs = up.processes()
-    async with httpx.AsyncClient(base_url=up.url, headers=up.headers, timeout=120,
-                                 limits=httpx.Limits(max_connections=32)) as client:
+    async with httpx.AsyncClient(
+        base_url=up.url, headers=up.headers, timeout=120, limits=httpx.Limits(max_connections=32)
+    ) as client:
         cpu0 = cpu_seconds(procs)
         t0 = time.monotonic()
         sem = asyncio.Semaphore(16)
@@ -54,8 +55,10 @@ async def run(up: Up, n: int) -> dict[str, object]:
     elapsed = (finished - created).total_seconds()
     statuses = Counter(j["status"] for j in jobs)
     return {
-        "jobs": n, "statuses": dict(statuses),
-        "elapsed_s": round(elapsed, 2), "submit_s": round(submitted_s, 2),
+        "jobs": n,
+        "statuses": dict(statuses),
+        "elapsed_s": round(elapsed, 2),
+        "submit_s": round(submitted_s, 2),
         "jobs_per_s": round(n / elapsed, 1),
         "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1},
         "cpu_pct_of_one_core": {k: round(100 * (cpu1[k] - cpu0.get(k, 0.0)) / elapsed) for k in cpu1},
@@ -86,11 +89,18 @@ def main() -> None:
         result = asyncio.run(run(up, args.jobs))
     finally:
         up.stop()
-    print(json.dumps({
-        "benchmark": "short_jobs", "simulate": args.simulate, **result,
-        "target_jobs_per_s": 140, "slurm_tuned_jobs_per_s": 14.1,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "short_jobs",
+                "simulate": args.simulate,
+                **result,
+                "target_jobs_per_s": 140,
+                "slurm_tuned_jobs_per_s": 14.1,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ async def measure(client: httpx.AsyncClient, job_id: str, t_submit: float) -> tu
 
 
 async def run(up: Up, sequential: int, concurrent: int) -> dict[str, object]:
-    async with httpx.AsyncClient(base_url=up.url, headers=up.headers, timeout=60,
-                                 limits=httpx.Limits(max_connections=200)) as client:
+    async with httpx.AsyncClient(
+        base_url=up.url, headers=up.headers, timeout=60, limits=httpx.Limits(max_connections=200)
+    ) as client:
         for _ in range(5):  # warm-up
             await measure(client, *(await submit(client)))
         seq_run, seq_start = [], []
@@ -75,13 +76,26 @@ async def run(up: Up, sequential: int, concurrent: int) -> dict[str, object]:
         results = await asyncio.gather(*(measure(client, j, t) for j, t in subs))
         cpu_run = [a for a, _ in results]
     return {
-        "sequential": {"n": sequential, "to_process_p50_ms": pct(seq_run, 50), "to_process_p99_ms": pct(seq_run, 99),
-                       "to_started_at_p50_ms": pct(seq_start, 50), "to_started_at_p99_ms": pct(seq_start, 99)},
-        "concurrent": {"n": concurrent, "to_process_p50_ms": pct(con_run, 50), "to_process_p99_ms": pct(con_run, 99),
-                       "to_started_at_p50_ms": pct(con_start, 50), "to_started_at_p99_ms": pct(con_start, 99),
-                       "note": "8 GPUs for 50 jobs: most wait for a GPU to free up"},
-        "concurrent_no_gpu": {"n": concurrent, "to_process_p50_ms": pct(cpu_run, 50),
-                              "to_process_p99_ms": pct(cpu_run, 99)},
+        "sequential": {
+            "n": sequential,
+            "to_process_p50_ms": pct(seq_run, 50),
+            "to_process_p99_ms": pct(seq_run, 99),
+            "to_started_at_p50_ms": pct(seq_start, 50),
+            "to_started_at_p99_ms": pct(seq_start, 99),
+        },
+        "concurrent": {
+            "n": concurrent,
+            "to_process_p50_ms": pct(con_run, 50),
+            "to_process_p99_ms": pct(con_run, 99),
+            "to_started_at_p50_ms": pct(con_start, 50),
+            "to_started_at_p99_ms": pct(con_start, 99),
+            "note": "8 GPUs for 50 jobs: most wait for a GPU to free up",
+        },
+        "concurrent_no_gpu": {
+            "n": concurrent,
+            "to_process_p50_ms": pct(cpu_run, 50),
+            "to_process_p99_ms": pct(cpu_run, 99),
+        },
     }
 
 
@@ -96,11 +110,17 @@ def main() -> None:
         result = asyncio.run(run(up, args.sequential, args.concurrent))
     finally:
         up.stop()
-    print(json.dumps({
-        "benchmark": "submit_latency", "simulate": args.simulate, **result,
-        "targets_ms": {"p50": 100, "p99": 1000},
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "submit_latency",
+                "simulate": args.simulate,
+                **result,
+                "targets_ms": {"p50": 100, "p99": 1000},
+                "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def test_up_runs_a_job_on_its_local_agent_and_sigterm_leaves_nothing(base: Path)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gpufleet.cli.main", "up", "--port", str(port), "--simulate", "2xA100-80GB"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     pids: dict[str, int | None] = {}
     try:
@@ -70,8 +72,12 @@ def test_up_runs_a_job_on_its_local_agent_and_sigterm_leaves_nothing(base: Path)
         assert isinstance(hosts, list) and [h["simulated"] for h in hosts] == [True], hosts
         assert "SIMULATED inventory 2xA100-80GB" in log.read_text()
         pidfile = tmp_path / "job.pid"
-        r = httpx.post(f"{url}/v1/jobs", headers=headers, timeout=10, json={
-            "name": "stays", "script": f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300"})
+        r = httpx.post(
+            f"{url}/v1/jobs",
+            headers=headers,
+            timeout=10,
+            json={"name": "stays", "script": f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300"},
+        )
         assert r.status_code == 201, r.text
         pids["job"] = int(str(_poll(lambda: pidfile.read_text().strip())))
         agent = [p for p in psutil.Process(proc.pid).children() if "gpufleet.agent" in " ".join(p.cmdline())]

@@ -11,7 +11,7 @@ import asyncpg
 
 from gpufleet.costs_domain import Budget, BudgetPeriod, BudgetState
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.repo.costs import COSTS
+from gpufleet.repo.costs import OPEN
 
 _NIL = "00000000-0000-0000-0000-000000000000"
 
@@ -102,53 +102,46 @@ async def states(
         return []
     orgs = sorted({r["organization_id"] for r in rows})
     since = min(r["window_start"] for r in rows)
-    ids = [r["id"] for r in rows]
-    spent = {
-        r["id"]: Decimal(r["spent"])
-        for r in await conn.fetch(
-            f"""with c as ({COSTS})
-                select b.id, coalesce(sum(c.amount), 0) as spent
-                  from budgets b left join c on c.organization_id = b.organization_id
-                   and c.period_start >= gpufleet_budget_window(b.period, now())
-                   and (b.user_id is null or c.user_id = b.user_id)
-                   and (b.label_key is null or c.labels ->> b.label_key = b.label_value)
-                 where b.id = any($3::uuid[])
-                 group by b.id""",
-            orgs,
-            since,
-            ids,
-        )
-    }
-    outstanding = {
-        r["id"]: Decimal(r["outstanding"])
-        for r in await conn.fetch(
-            """with j as (select j.id, j.organization_id, j.submitted_by, j.labels, j.attempt, j.cost_estimate
-                            from jobs j
-                           where j.organization_id = any($1::uuid[]) and j.status = any($3::text[])
-                             and j.cost_estimate > 0),
-                    spent as (
-                        select x.job_id, sum(x.amount) as amount from (
+    found = await conn.fetch(
+        f"""with {OPEN},
+                 b as (select b.id, b.organization_id, b.user_id, b.label_key, b.label_value,
+                              gpufleet_budget_window(b.period, now()) as w
+                         from budgets b where b.id = any($3::uuid[])),
+                 c as (select c.organization_id, c.user_id, c.labels, c.period_start, c.amount
+                         from cost_tracking c where c.organization_id = any($1::uuid[]) and c.period_start >= $2
+                       union all
+                       select l.organization_id, l.user_id, l.labels, l.period_start, l.amount
+                         from live l where l.period_start >= $2),
+                 spent as (select b.id, sum(c.amount) as amount from b join c on c.organization_id = b.organization_id
+                              and c.period_start >= b.w
+                              and (b.user_id is null or c.user_id = b.user_id)
+                              and (b.label_key is null or c.labels ->> b.label_key = b.label_value)
+                            group by b.id),
+                 j as (select j.id, j.organization_id, j.submitted_by, j.labels, j.attempt, j.cost_estimate
+                         from jobs j
+                        where j.organization_id = any($1::uuid[]) and j.status = any($4::text[])
+                          and j.cost_estimate > 0),
+                 jc as (select x.job_id, sum(x.amount) as amount from (
                             select c.job_id, c.amount
                               from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
                             union all
-                            select s.job_id, s.amount
-                              from allocations a join j on j.id = a.job_id and j.attempt = a.attempt,
-                                   lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
-                             where a.released_at is null) x
-                         group by x.job_id)
-               select b.id, coalesce(sum(greatest(j.cost_estimate - coalesce(spent.amount, 0), 0)), 0) as outstanding
-                 from budgets b
-                 left join j on j.organization_id = b.organization_id
-                  and (b.user_id is null or j.submitted_by = b.user_id)
-                  and (b.label_key is null or j.labels ->> b.label_key = b.label_value)
-                 left join spent on spent.job_id = j.id
-                where b.id = any($2::uuid[])
-                group by b.id""",
-            orgs,
-            ids,
-            list(outstanding_statuses),
-        )
-    }
+                            select l.job_id, l.amount from live l join j on j.id = l.job_id and j.attempt = l.attempt
+                        ) x group by x.job_id),
+                 outstanding as (select b.id, sum(greatest(j.cost_estimate - coalesce(jc.amount, 0), 0)) as amount
+                                   from b join j on j.organization_id = b.organization_id
+                                    and (b.user_id is null or j.submitted_by = b.user_id)
+                                    and (b.label_key is null or j.labels ->> b.label_key = b.label_value)
+                                   left join jc on jc.job_id = j.id
+                                  group by b.id)
+            select b.id, coalesce(spent.amount, 0) as spent, coalesce(outstanding.amount, 0) as outstanding
+              from b left join spent on spent.id = b.id left join outstanding on outstanding.id = b.id""",
+        orgs,
+        since,
+        [r["id"] for r in rows],
+        list(outstanding_statuses),
+    )
+    spent = {r["id"]: Decimal(r["spent"]) for r in found}
+    outstanding = {r["id"]: Decimal(r["outstanding"]) for r in found}
     return [
         BudgetState(
             budget=budget_of(r),

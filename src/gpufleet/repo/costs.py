@@ -17,17 +17,67 @@ import asyncpg
 from gpufleet.costs_domain import Price, PriceKind, UsageRow
 from gpufleet.db.pool import Connection as Conn
 
+# What running allocations of the organizations $1 accrued since they were last metered, up to
+# now (never stored). An allocation whose open interval crosses no hour boundary and no price
+# change (almost all: the hourly close keeps them short) is one segment, computed set-based here
+# with gpufleet_cost_segments' formula; the others go through that function.
+LIVE = """
+    select a.organization_id, a.job_id, a.attempt, j.submitted_by as user_id, j.labels, g.model as gpu_model,
+           a.host_id, o.s as period_start, round(v.secs * a.milli / 1000, 6) as gpu_seconds,
+           round(v.secs * (a.milli * v.gp / 1000
+                           + case when v.carrier then j.cpu_milli * v.cp / 1000 + j.ram_mb * v.rp / 1024 else 0 end)
+                 / 3600, 6) as amount
+      from open o join allocations a on a.id = o.id join jobs j on j.id = a.job_id
+           join gpu_resources g on g.id = a.gpu_id,
+           lateral (select extract(epoch from now() - o.s) as secs,
+                           gpufleet_price_at(a.organization_id, 'gpu', g.model, a.host_id, o.s) as gp,
+                           gpufleet_price_at(a.organization_id, 'cpu', null, a.host_id, o.s) as cp,
+                           gpufleet_price_at(a.organization_id, 'ram', null, a.host_id, o.s) as rp,
+                           (j.cpu_milli > 0 or j.ram_mb > 0)
+                           and a.gpu_id = (select x.gpu_id from allocations x
+                                            where x.job_id = a.job_id and x.attempt = a.attempt
+                                            order by x.gpu_id limit 1) as carrier) v
+     where o.simple and now() > o.s
+    union all
+    select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, s.gpu_model, s.host_id,
+           s.period_start, s.gpu_seconds, s.amount
+      from open o join allocations a on a.id = o.id,
+           lateral gpufleet_cost_segments(a, o.s, now()) s
+     where not o.simple
+"""
+
+
+def open_cte(where: str = "a.organization_id = any($1::uuid[])") -> str:
+    """The CTEs ``open`` (running allocations matching ``where``, each marked simple or not) and ``live``."""
+    return OPEN_TEMPLATE.replace("{where}", where)
+
+
+OPEN_TEMPLATE = (
+    """
+    open as materialized (
+        select a.id, coalesce(a.metered_until, a.created_at) as s,
+               date_trunc('hour', coalesce(a.metered_until, a.created_at)) = date_trunc('hour', now())
+               and not exists (select 1 from gpu_prices p
+                                where p.organization_id = a.organization_id
+                                  and p.effective_from > coalesce(a.metered_until, a.created_at)
+                                  and p.effective_from <= now()
+                                  and (p.host_id is null or p.host_id = a.host_id)) as simple
+          from allocations a where a.released_at is null and {where}
+    ),
+    live as materialized ("""
+    + LIVE
+    + """)"""
+)
+OPEN = open_cte()
+
 # Every cost since $2 of the organizations $1: closed rows plus the live part of running work.
-COSTS = """
+COSTS = f"""
+    with {OPEN}
     select c.organization_id, c.job_id, c.attempt, c.user_id, c.labels, c.gpu_model, c.host_id,
            c.period_start, c.gpu_seconds, c.amount
       from cost_tracking c where c.organization_id = any($1::uuid[]) and c.period_start >= $2
     union all
-    select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, s.gpu_model, s.host_id,
-           s.period_start, s.gpu_seconds, s.amount
-      from allocations a,
-           lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
-     where a.released_at is null and a.organization_id = any($1::uuid[]) and s.period_start >= $2
+    select * from live where period_start >= $2
 """
 
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
@@ -171,14 +221,13 @@ async def job_money(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> dict[UU
     if not job_ids:
         return {}
     rows = await conn.fetch(
-        """select j.id, j.cost_estimate,
-                  coalesce((select sum(c.amount) from cost_tracking c
-                             where c.organization_id = $1 and c.job_id = j.id), 0)
-                  + coalesce((select sum(s.amount) from allocations a,
-                                     lateral gpufleet_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
-                               where a.job_id = j.id and a.released_at is null), 0) as cost
-             from jobs j where j.organization_id = $1 and j.id = any($2::uuid[])""",
-        org_id,
+        f"""with {open_cte("a.organization_id = ($1::uuid[])[1] and a.job_id = any($2::uuid[])")}
+            select j.id, j.cost_estimate,
+                   coalesce((select sum(c.amount) from cost_tracking c
+                              where c.organization_id = ($1::uuid[])[1] and c.job_id = j.id), 0)
+                   + coalesce((select sum(l.amount) from live l where l.job_id = j.id), 0) as cost
+              from jobs j where j.organization_id = ($1::uuid[])[1] and j.id = any($2::uuid[])""",
+        [org_id],
         job_ids,
     )
     return {r["id"]: (Decimal(r["cost"]), r["cost_estimate"]) for r in rows}
