@@ -16,6 +16,7 @@ from gpufleet.repo import scheduling as sched_repo
 from gpufleet.scheduler import commit
 from gpufleet.scheduler.model import GpuShare, Placement
 from gpufleet.services import budgets, costs
+from gpufleet.services.allocation import allocate_gpu
 from tests.factories import create_host, create_job, create_org
 from tests.scheduling.helpers import scheduler, status_of, submit
 
@@ -106,6 +107,21 @@ async def test_placement_rechecks_the_budget_under_lock(db: Database) -> None:
     assert reason == (
         "budget: $0.00 of $10.00 spent, $6.00 reserved by running work this month; this job may cost $6.00"
     )
+
+
+async def test_allocate_gpu_refuses_a_job_over_a_hard_budget(db: Database) -> None:
+    org_id = await _priced_org(db, limit="10")
+    _, (gpu,) = await create_host(db, org_id, gpus_spec=(A100,))
+    job = await create_job(db, org_id, max_runtime_s=3 * 3600)
+    async with db.system_transaction() as conn:
+        await conn.execute("update jobs set cost_estimate = 6 where id = $1", job.id)
+    await _spend(db, org_id, "4.01")
+    with pytest.raises(BudgetExceeded):
+        await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)
+    assert (await status_of(db, job.id))[0] == "pending"  # nothing changed
+    await budgets.set_budget(db, org_id, amount_limit=Decimal("10.01"), hard=True)
+    await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)  # 4.01 + 6 fits exactly
+    assert (await status_of(db, job.id))[0] == "allocated"
 
 
 async def test_queued_work_waits_once_the_budget_is_spent(db: Database) -> None:

@@ -82,6 +82,7 @@ async def states(
     outstanding_statuses: Sequence[str],
     lock: bool = False,
     skip_locked: bool = False,
+    exclude_job: UUID | None = None,
 ) -> list[BudgetState]:
     """Budgets of ``org_ids`` (None: every organization, system path) with their period's spend.
 
@@ -89,6 +90,7 @@ async def states(
     decision that spends a budget (admission, placement), so two of them never both see the
     same remaining amount. ``outstanding_statuses``: which unfinished jobs reserve their
     estimate (admission counts pending ones too; placement only those holding resources).
+    ``exclude_job``: the job being judged, not counted among them.
     """
     lock_sql = (" for update skip locked" if skip_locked else " for update") if lock else ""
     rows = await conn.fetch(
@@ -120,7 +122,7 @@ async def states(
                  j as (select j.id, j.organization_id, j.submitted_by, j.labels, j.attempt, j.cost_estimate
                          from jobs j
                         where j.organization_id = any($1::uuid[]) and j.status = any($4::text[])
-                          and j.cost_estimate > 0),
+                          and j.cost_estimate > 0 and j.id is distinct from $5),
                  jc as (select x.job_id, sum(x.amount) as amount from (
                             select c.job_id, c.amount
                               from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
@@ -139,6 +141,7 @@ async def states(
         since,
         [r["id"] for r in rows],
         list(outstanding_statuses),
+        exclude_job,
     )
     spent = {r["id"]: Decimal(r["spent"]) for r in found}
     outstanding = {r["id"]: Decimal(r["outstanding"]) for r in found}

@@ -98,15 +98,27 @@ async def delete_budget(db: Database, org_id: UUID, budget_id: UUID, *, actor: s
 
 
 async def admit(
-    conn: Connection, org_id: UUID, *, user_id: UUID | None, labels: Mapping[str, str], estimate: Decimal | None
+    conn: Connection,
+    org_id: UUID,
+    *,
+    user_id: UUID | None,
+    labels: Mapping[str, str],
+    estimate: Decimal | None,
+    placing: UUID | None = None,
 ) -> None:
     """Refuse work a hard budget has no room for (BudgetExceeded, 402), in the caller's transaction.
 
     The budget rows stay locked until that transaction commits, so concurrent submissions are
     judged one after the other, each seeing the estimates of those admitted before it.
+    ``placing``: the job is being placed (``allocate_gpu``), judged against work that holds resources.
     """
     states = await repo.states(
-        conn, org_ids=[org_id], hard_only=True, outstanding_statuses=ADMISSION_STATUSES, lock=True
+        conn,
+        org_ids=[org_id],
+        hard_only=True,
+        outstanding_statuses=PLACEMENT_STATUSES if placing else ADMISSION_STATUSES,
+        lock=True,
+        exclude_job=placing,
     )
     blocked = first_block(states, user_id, labels, estimate)
     if blocked is None:
