@@ -112,7 +112,8 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
     for u in usage_rows:
         usage.setdefault(u["organization_id"], {})[u["model"]] = int(u["milli"])
     budgets: dict[UUID, list[BudgetState]] = {}
-    for b in await budgets_repo.states(conn, org_ids=None, hard_only=True, outstanding_statuses=HOLDING):
+    waiting = sorted({j.organization_id for j in pending})  # only they can spend a budget now
+    for b in await budgets_repo.states(conn, org_ids=waiting, hard_only=True, outstanding_statuses=HOLDING):
         budgets.setdefault(b.budget.organization_id, []).append(b)
     return FleetSnapshot(hosts=hosts, pending=pending, quotas=quotas, gpu_usage=usage, budgets=budgets)
 
