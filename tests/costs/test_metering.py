@@ -77,6 +77,13 @@ async def test_cost_is_exact_to_the_cent_across_a_price_change(db: Database) -> 
         assert await costs_repo.close_intervals(conn) == 0  # nothing new to close: idempotent
     async with db.transaction(org.id) as conn:
         live = await costs_repo.job_costs(conn, org_id=org.id, job_ids=[whole, quarter])
+        # the set-based live path equals the segment function the release will write with
+        by_function = await conn.fetch(
+            """select a.job_id, sum(s.amount) + (select sum(c.amount) from cost_tracking c where c.job_id = a.job_id)
+                 from allocations a, lateral gpufleet_cost_segments(a, a.metered_until, now()) s
+                where a.released_at is null group by a.job_id"""
+        )
+    assert dict((r[0], r[1]) for r in by_function) == live
     assert cents(live[whole]) == Decimal("6.30") and cents(live[quarter]) == Decimal("1.50")
 
     for job in (whole, quarter):

@@ -24,19 +24,24 @@ from gpufleet.db.pool import Connection as Conn
 LIVE = """
     select a.organization_id, a.job_id, a.attempt, j.submitted_by as user_id, j.labels, g.model as gpu_model,
            a.host_id, o.s as period_start, round(v.secs * a.milli / 1000, 6) as gpu_seconds,
-           round(v.secs * (a.milli * v.gp / 1000
-                           + case when v.carrier then j.cpu_milli * v.cp / 1000 + j.ram_mb * v.rp / 1024 else 0 end)
+           round(v.secs * (a.milli * coalesce(gh.hourly_price, g0.hourly_price, 0) / 1000
+                           + case when o.carrier
+                                  then j.cpu_milli * coalesce(ch.hourly_price, c0.hourly_price, 0) / 1000
+                                       + j.ram_mb * coalesce(rh.hourly_price, r0.hourly_price, 0) / 1024
+                                  else 0 end)
                  / 3600, 6) as amount
       from open o join allocations a on a.id = o.id join jobs j on j.id = a.job_id
-           join gpu_resources g on g.id = a.gpu_id,
-           lateral (select extract(epoch from now() - o.s) as secs,
-                           gpufleet_price_at(a.organization_id, 'gpu', g.model, a.host_id, o.s) as gp,
-                           gpufleet_price_at(a.organization_id, 'cpu', null, a.host_id, o.s) as cp,
-                           gpufleet_price_at(a.organization_id, 'ram', null, a.host_id, o.s) as rp,
-                           (j.cpu_milli > 0 or j.ram_mb > 0)
-                           and a.gpu_id = (select x.gpu_id from allocations x
-                                            where x.job_id = a.job_id and x.attempt = a.attempt
-                                            order by x.gpu_id limit 1) as carrier) v
+           join gpu_resources g on g.id = a.gpu_id
+           cross join lateral (select extract(epoch from now() - o.s) as secs) v
+           -- no price change since o.s: the price in force then is the one in force now
+           left join cur gh on gh.organization_id = a.organization_id and gh.kind = 'gpu'
+                           and gh.gpu_model = g.model and gh.host_id = a.host_id
+           left join cur g0 on g0.organization_id = a.organization_id and g0.kind = 'gpu'
+                           and g0.gpu_model = g.model and g0.host_id is null
+           left join cur ch on ch.organization_id = a.organization_id and ch.kind = 'cpu' and ch.host_id = a.host_id
+           left join cur c0 on c0.organization_id = a.organization_id and c0.kind = 'cpu' and c0.host_id is null
+           left join cur rh on rh.organization_id = a.organization_id and rh.kind = 'ram' and rh.host_id = a.host_id
+           left join cur r0 on r0.organization_id = a.organization_id and r0.kind = 'ram' and r0.host_id is null
      where o.simple and now() > o.s
     union all
     select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, s.gpu_model, s.host_id,
@@ -56,6 +61,8 @@ OPEN_TEMPLATE = (
     """
     open as materialized (
         select a.id, coalesce(a.metered_until, a.created_at) as s,
+               -- the attempt's first GPU carries the job's CPU and RAM (as in gpufleet_cost_segments)
+               a.gpu_id = first_value(a.gpu_id) over (partition by a.job_id, a.attempt order by a.gpu_id) as carrier,
                date_trunc('hour', coalesce(a.metered_until, a.created_at)) = date_trunc('hour', now())
                and not exists (select 1 from gpu_prices p
                                 where p.organization_id = a.organization_id
@@ -63,6 +70,14 @@ OPEN_TEMPLATE = (
                                   and p.effective_from <= now()
                                   and (p.host_id is null or p.host_id = a.host_id)) as simple
           from allocations a where a.released_at is null and {where}
+    ),
+    cur as materialized (
+        select distinct on (p.organization_id, p.kind, p.gpu_model, p.host_id)
+               p.organization_id, p.kind, p.gpu_model, p.host_id, p.hourly_price
+          from gpu_prices p
+         where p.organization_id in (select a.organization_id from allocations a join open o on o.id = a.id)
+           and p.effective_from <= now()
+         order by p.organization_id, p.kind, p.gpu_model, p.host_id, p.effective_from desc
     ),
     live as materialized ("""
     + LIVE
