@@ -123,7 +123,7 @@ async def states(
                          from jobs j
                         where j.organization_id = any($1::uuid[]) and j.status = any($4::text[])
                           and j.cost_estimate > 0 and j.id is distinct from $5),
-                 jc as (select x.job_id, sum(x.amount) as amount from (
+                 jc as materialized (select x.job_id, sum(x.amount) as amount from (
                             select c.job_id, c.amount
                               from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
                             union all
