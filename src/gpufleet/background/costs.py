@@ -24,9 +24,17 @@ class CostsReport:
     threshold_events: int
 
 
+CLOSE_BATCH = 500  # allocations per transaction
+
+
 async def run_once(db: Database) -> CostsReport:
-    async with db.system_transaction() as conn:
-        closed = await repo.close_intervals(conn)
+    closed = 0
+    while True:
+        async with db.system_transaction() as conn:
+            n = await repo.close_intervals(conn, limit=CLOSE_BATCH)
+        closed += n
+        if n < CLOSE_BATCH:
+            break
     return CostsReport(closed, await budgets.check_thresholds(db))
 
 

@@ -197,9 +197,10 @@ async def current_rates(conn: Conn, *, org_id: UUID) -> tuple[dict[str, Decimal]
     return gpu, cpu, ram
 
 
-async def close_intervals(conn: Conn) -> int:
-    """Write the cost rows of running work up to the last full hour (system path); returns allocations."""
-    return int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()))"))
+async def close_intervals(conn: Conn, *, limit: int = 1_000_000) -> int:
+    """Write the cost rows of running work up to the last full hour (system path), for at most
+    ``limit`` allocations; returns how many were closed."""
+    return int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()), $1)", limit))
 
 
 _GROUPS: dict[str, tuple[str, str]] = {

@@ -130,8 +130,9 @@ end $$;
 create trigger allocations_meter before update of released_at on allocations
     for each row execute function gpufleet_meter_on_release();
 
--- Closed hourly for running work (background/costs.py): everything up to `upto` is written.
-create or replace function gpufleet_close_cost_intervals(upto timestamptz) returns integer
+-- Closed hourly for running work (background/costs.py): everything up to `upto` is written, at
+-- most `lim` allocations per call (a short transaction: a release waiting on one of its rows waits little).
+create or replace function gpufleet_close_cost_intervals(upto timestamptz, lim integer) returns integer
 language plpgsql as $$
 declare
     a allocations;
@@ -139,7 +140,7 @@ declare
 begin
     for a in select * from allocations
               where released_at is null and coalesce(metered_until, created_at) < upto
-              order by id for update skip locked
+              order by id limit lim for update skip locked
     loop
         perform gpufleet_write_costs(a, coalesce(a.metered_until, a.created_at), upto);
         update allocations set metered_until = upto where id = a.id;
@@ -179,7 +180,7 @@ grant execute on function gpufleet_price_at(uuid, text, text, uuid, timestamptz)
     gpufleet_cost_segments(allocations, timestamptz, timestamptz),
     gpufleet_write_costs(allocations, timestamptz, timestamptz),
     gpufleet_budget_window(text, timestamptz),
-    gpufleet_close_cost_intervals(timestamptz)
+    gpufleet_close_cost_intervals(timestamptz, integer)
     to gpufleet_app, gpufleet_system;
 
 -- Supabase's column grants (0003) list columns explicitly: refresh them for the new ones.
