@@ -1,6 +1,6 @@
 """Placements committed per second by the real scheduler path; prints one JSON object.
 
-    python bench/scheduler_throughput.py [--hosts 5000] [--jobs 10000] [--orgs 4] [--seed 1]
+    python bench/scheduler_throughput.py [--hosts 5000] [--jobs 10000] [--orgs 4] [--seed 1] [--budget]
 
 A fresh database (on GPUFLEET_TEST_DATABASE_URL's server, or an embedded one) is bulk-loaded with
 set-based SQL: ``--hosts`` hosts x 8 GPUs (four models) spread over ``--orgs`` organizations and
@@ -12,6 +12,9 @@ Afterwards SQL checks the ledger: no over-allocation, no leaked allocation.
 This is the best case (an idle fleet, one big cycle, no churn); ``bench/scheduler_churn.py`` is
 the hard case. The embedded database runs as users get it (fsync, synchronous_commit and
 full_page_writes on); ``--non-durable`` turns them off, and the result says so ("durability").
+``--budget`` gives
+every organization prices and a hard monthly budget too large to refuse anything, and every job an
+estimate, so each decision and each batch commit pays for the budget check (docs/costs.md).
 """
 
 from __future__ import annotations
@@ -81,6 +84,14 @@ end $$;
 
 # Faster, and loses committed work on a crash: never what a user runs, so only on request.
 NON_DURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+BUDGET_SQL = """
+insert into gpu_prices (organization_id, kind, gpu_model, hourly_price, effective_from)
+select o.id, 'gpu', m.model, m.price, now() - interval '1 day'
+  from organizations o, (values ('A100-80GB', 1.89), ('H100-80GB', 2.49), ('L4', 0.45), ('T4', 0.35)) m(model, price);
+update jobs set cost_estimate = gpu_count * gpu_milli / 1000.0 * 2.49;
+insert into budgets (organization_id, period, amount_limit, action) select id, 'month', 1000000000, 'block'
+  from organizations;
+"""
 
 AUDIT_SQL = {
     "gpus_over_or_mismatched": """
@@ -148,6 +159,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.seed / 1000,
                     args.jobs,
                 )
+                if args.budget:
+                    await conn.execute(BUDGET_SQL)
             await conn.execute("vacuum analyze")
             load_s = time.perf_counter() - t0
         finally:
@@ -188,6 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "orgs": args.orgs,
             "jobs": args.jobs,
             "policy": args.policy,
+            "hard_budgets": args.budget,
             "batch_size": args.batch,
             "load_s": round(load_s, 2),
             "placed": placed,
@@ -232,6 +246,7 @@ def main() -> int:
     parser.add_argument("--policy", default="default")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--non-durable", action="store_true", help="embedded only: fsync etc. off (label it)")
+    parser.add_argument("--budget", action="store_true", help="Hard budgets, prices and estimates everywhere.")
     out = asyncio.run(run(parser.parse_args()))
     print(json.dumps(out))
     return 0 if out["ledger_exact"] else 1

@@ -48,13 +48,21 @@ class LiveServer:
                 await db.open()
                 try:
                     app = create_app(
-                        Settings(**self.settings), database=DatabaseHandle(db, None), bootstrap=False,
+                        Settings(**self.settings),
+                        database=DatabaseHandle(db, None),
+                        bootstrap=False,
                         background=self.background,
                     )
                     self.app = app
                     # An agent's assignment long-poll (up to 30 s) would hold the stop up: cut it after 1 s.
-                    config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                            timeout_graceful_shutdown=1)
+                    config = uvicorn.Config(
+                        app,
+                        host="127.0.0.1",
+                        port=self.port,
+                        log_level="warning",
+                        lifespan="on",
+                        timeout_graceful_shutdown=1,
+                    )
                     self._server = uvicorn.Server(config)
                     ready.set()
                     await self._server.serve()

@@ -58,7 +58,9 @@ def _register(live: LiveServer, token: str, name: str = "sim-1", n: int = 2) -> 
     assert r.status_code == 201, r.text
     reg: dict[str, Any] = r.json()
     beat = {"gpus": gpus(name, n, model="H100-80GB"), "metrics": [series(f"GPU-{name}-0", 5)]}
-    r = httpx.post(f"{live.url}/v1/agent/heartbeat", json=beat, headers={"Authorization": f"Bearer {reg['credential']}"})
+    r = httpx.post(
+        f"{live.url}/v1/agent/heartbeat", json=beat, headers={"Authorization": f"Bearer {reg['credential']}"}
+    )
     assert r.status_code == 200, r.text
     return reg
 
@@ -138,4 +140,6 @@ def test_gpus_metrics_and_fleet(cli, live: LiveServer) -> None:  # type: ignore[
     assert code == 0 and "GPUs: 2" in out and "2 SIMULATED" in out and "H100-80GB" in out
     code, out, _ = cli("fleet", "--json")
     summary = json.loads(out)
-    assert summary["gpus_total"] == 2 and summary["hosts_by_status"] == {"ready": 1} and summary["samples_in_window"] == 5
+    assert (
+        summary["gpus_total"] == 2 and summary["hosts_by_status"] == {"ready": 1} and summary["samples_in_window"] == 5
+    )

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=5.0, gt=0)
     reaper_batch_size: int = Field(default=500, ge=1)  # jobs handled per reaper pass and kind
 
+    # Costs (docs/costs.md): hourly cost rows of running work and budget threshold events
+    costs_interval_s: float = Field(default=60.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.mode == "production":

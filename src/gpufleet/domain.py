@@ -170,6 +170,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested_at: datetime | None = None  # a running job asked to stop (the agent acts on it)
+    cost_estimate: Decimal | None = None  # max_runtime_s at the prices of its submission (docs/costs.md)
 
 
 @dataclass(frozen=True, slots=True)

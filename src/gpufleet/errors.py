@@ -52,6 +52,13 @@ class QuotaExceeded(Conflict):
     title = "Quota Exceeded"
 
 
+class BudgetExceeded(GpufleetError):
+    """A hard budget has no room for this work; the extras name the budget and the amounts."""
+
+    status = 402
+    title = "Budget Exceeded"
+
+
 class RateLimited(GpufleetError):
     status = 429
     title = "Too Many Requests"

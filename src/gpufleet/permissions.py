@@ -34,6 +34,13 @@ PERMISSIONS: dict[str, Role] = {
     "quotas.list": V,
     "quotas.set": A,
     "quotas.delete": A,
+    # Costs (docs/costs.md): prices are admin-only; usage and budgets are visible to members.
+    "prices.list": A,
+    "prices.set": A,
+    "usage.read": V,
+    "budgets.list": V,
+    "budgets.set": A,
+    "budgets.delete": A,
     # Hosts, GPUs and join tokens (docs/api.md, "Hosts, GPUs and agents"). The agent's own
     # routes (/v1/agent/*) are not here: they authenticate with a join token or a host credential.
     "join_tokens.create": A,

@@ -252,8 +252,20 @@ async def test_the_agent_program_registers_and_exits_0_on_sigterm(
 ) -> None:
     token = await _token(api)
     proc = _cli(
-        "--server", live.url, "--join-token", token, "--simulate", "8xH100-80GB", "--name", "prog-1",
-        "--state-dir", str(tmp_path), "--interval", "0.5", "--label", "zone=b",
+        "--server",
+        live.url,
+        "--join-token",
+        token,
+        "--simulate",
+        "8xH100-80GB",
+        "--name",
+        "prog-1",
+        "--state-dir",
+        str(tmp_path),
+        "--interval",
+        "0.5",
+        "--label",
+        "zone=b",
     )
     try:
         deadline = time.monotonic() + 60  # generous: a loaded machine imports slowly

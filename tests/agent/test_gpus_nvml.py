@@ -56,9 +56,13 @@ def make_stub(gpus: list[FakeGpu], *, init_error: str | None = None) -> tuple[ty
     calls = Calls()
     m.NVMLError = NVMLError  # type: ignore[attr-defined]
     errors = {
-        "NotSupported": "Not Supported", "NoPermission": "Insufficient Permissions",
-        "FunctionNotFound": "Function Not Found", "LibraryNotFound": "NVML Shared Library Not Found",
-        "DriverNotLoaded": "Driver Not Loaded", "Timeout": "Timeout", "GpuIsLost": "GPU is lost",
+        "NotSupported": "Not Supported",
+        "NoPermission": "Insufficient Permissions",
+        "FunctionNotFound": "Function Not Found",
+        "LibraryNotFound": "NVML Shared Library Not Found",
+        "DriverNotLoaded": "Driver Not Loaded",
+        "Timeout": "Timeout",
+        "GpuIsLost": "GPU is lost",
         "LibRmVersionMismatch": "RM has detected an NVML/RM version mismatch.",
     }
     for name, message in errors.items():
@@ -109,14 +113,15 @@ def make_stub(gpus: list[FakeGpu], *, init_error: str | None = None) -> tuple[ty
     ns.nvmlDeviceGetUUID = lambda h: h.uuid
     ns.nvmlDeviceGetName = lambda h: h.name
     ns.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(
-        total=h.total_mb * MIB, used=h.used_mb * MIB, free=(h.total_mb - h.used_mb) * MIB)
+        total=h.total_mb * MIB, used=h.used_mb * MIB, free=(h.total_mb - h.used_mb) * MIB
+    )
     ns.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=h.bus_id)
     ns.nvmlDeviceGetMigMode = lambda h: unsupported_if_none(h.mig)
     ns.nvmlDeviceGetPowerUsage = lambda h: unsupported_if_none(h.power_mw)
     ns.nvmlDeviceGetTotalEccErrors = lambda h, kind, counter: unsupported_if_none(
-        h.ecc if (kind, counter) == (1, 0) else None)
-    ns.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(
-        gpu=unsupported_if_none(h.util), memory=0)
+        h.ecc if (kind, counter) == (1, 0) else None
+    )
+    ns.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=unsupported_if_none(h.util), memory=0)
     ns.nvmlDeviceGetTemperature = lambda h, sensor: h.temp
     ns.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=p) for p in h.compute_pids]
     ns.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [types.SimpleNamespace(pid=p) for p in h.graphics_pids]
@@ -129,11 +134,33 @@ def make_stub(gpus: list[FakeGpu], *, init_error: str | None = None) -> tuple[ty
 
 def two_gpus() -> list[FakeGpu]:
     return [
-        FakeGpu("GPU-11111111-2222-3333-4444-555555555555", "NVIDIA H100 80GB HBM3", 81559, 1024,
-                "00000000:18:00.0", mig=[0, 0], power_mw=312_456, ecc=0, util=87, temp=64,
-                compute_pids=[100, 101], graphics_pids=[101]),
-        FakeGpu("GPU-66666666-7777-8888-9999-000000000000", "NVIDIA GeForce RTX 4090", 24564, 5,
-                "00000000:3B:00.0", mig=None, power_mw=None, ecc=None, util=0, temp=35, events=False),
+        FakeGpu(
+            "GPU-11111111-2222-3333-4444-555555555555",
+            "NVIDIA H100 80GB HBM3",
+            81559,
+            1024,
+            "00000000:18:00.0",
+            mig=[0, 0],
+            power_mw=312_456,
+            ecc=0,
+            util=87,
+            temp=64,
+            compute_pids=[100, 101],
+            graphics_pids=[101],
+        ),
+        FakeGpu(
+            "GPU-66666666-7777-8888-9999-000000000000",
+            "NVIDIA GeForce RTX 4090",
+            24564,
+            5,
+            "00000000:3B:00.0",
+            mig=None,
+            power_mw=None,
+            ecc=None,
+            util=0,
+            temp=35,
+            events=False,
+        ),
     ]
 
 
@@ -213,10 +240,13 @@ def test_failed_required_query_names_it(stub: tuple[types.ModuleType, Calls, lis
     backend.close()
 
 
-@pytest.mark.parametrize(("error", "detail"), [
-    ("NVMLError_LibraryNotFound", "NVML Shared Library Not Found"),
-    ("NVMLError_DriverNotLoaded", "Driver Not Loaded"),
-])
+@pytest.mark.parametrize(
+    ("error", "detail"),
+    [
+        ("NVMLError_LibraryNotFound", "NVML Shared Library Not Found"),
+        ("NVMLError_DriverNotLoaded", "Driver Not Loaded"),
+    ],
+)
 def test_no_driver_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, error: str, detail: str) -> None:
     module, _ = make_stub([], init_error=error)
     monkeypatch.setitem(sys.modules, "pynvml", module)

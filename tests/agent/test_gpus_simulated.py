@@ -21,28 +21,34 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("8xH100-80GB", [SimulatedGpuSpec("H100-80GB", 81559, 8)]),
-    ("4xA100-80GB", [SimulatedGpuSpec("A100-80GB", 81920, 4)]),
-    ("2xA100-40GB,1xT4-16GB", [SimulatedGpuSpec("A100-40GB", 40960, 2), SimulatedGpuSpec("T4", 15360, 1)]),
-    ("1xL4", [SimulatedGpuSpec("L4", 23034, 1)]),
-    (" 2 x h100 ", [SimulatedGpuSpec("H100-80GB", 81559, 2)]),
-    ("1xMYGPU-24GB", [SimulatedGpuSpec("MYGPU-24GB", 24576, 1)]),
-    ("1xRTX4090,1xA10G", [SimulatedGpuSpec("RTX4090", 24564, 1), SimulatedGpuSpec("A10G", 23028, 1)]),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("8xH100-80GB", [SimulatedGpuSpec("H100-80GB", 81559, 8)]),
+        ("4xA100-80GB", [SimulatedGpuSpec("A100-80GB", 81920, 4)]),
+        ("2xA100-40GB,1xT4-16GB", [SimulatedGpuSpec("A100-40GB", 40960, 2), SimulatedGpuSpec("T4", 15360, 1)]),
+        ("1xL4", [SimulatedGpuSpec("L4", 23034, 1)]),
+        (" 2 x h100 ", [SimulatedGpuSpec("H100-80GB", 81559, 2)]),
+        ("1xMYGPU-24GB", [SimulatedGpuSpec("MYGPU-24GB", 24576, 1)]),
+        ("1xRTX4090,1xA10G", [SimulatedGpuSpec("RTX4090", 24564, 1), SimulatedGpuSpec("A10G", 23028, 1)]),
+    ],
+)
 def test_parse_spec(spec: str, expected: list[SimulatedGpuSpec]) -> None:
     assert parse_simulate_spec(spec) == expected
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("", "empty GPU spec: expected COUNTxMODEL"),
-    ("8H100", "bad GPU spec part '8H100' in '8H100': expected COUNTxMODEL"),
-    ("0xH100", "'0xH100'.*count must be at least 1"),
-    ("2xA100-40GB,,1xT4", "bad GPU spec part '' in"),
-    ("xH100", "bad GPU spec part 'xH100'"),
-    ("2xMYSTERY", "unknown GPU model 'MYSTERY' in '2xMYSTERY': give its memory as MYSTERY-NNGB"),
-    ("1xH100-0GB", "memory must be at least 1GB"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "empty GPU spec: expected COUNTxMODEL"),
+        ("8H100", "bad GPU spec part '8H100' in '8H100': expected COUNTxMODEL"),
+        ("0xH100", "'0xH100'.*count must be at least 1"),
+        ("2xA100-40GB,,1xT4", "bad GPU spec part '' in"),
+        ("xH100", "bad GPU spec part 'xH100'"),
+        ("2xMYSTERY", "unknown GPU model 'MYSTERY' in '2xMYSTERY': give its memory as MYSTERY-NNGB"),
+        ("1xH100-0GB", "memory must be at least 1GB"),
+    ],
+)
 def test_parse_spec_errors_name_the_bad_part(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_simulate_spec(spec)
@@ -55,7 +61,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_load_yaml_hosts(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 hosts:
   - name: sim-1
     gpus: [{model: A100-80GB, count: 4}, {model: MYGPU, memory_mb: 20000}]
@@ -64,7 +72,8 @@ hosts:
     labels: {zone: a}
   - name: sim-2
     gpus: "2xT4-16GB"
-""")
+""",
+    )
     one, two = load_simulated_hosts(path)
     assert one.name == "sim-1" and (one.cpu_cores, one.ram_mb, one.labels) == (64, 512 * 1024, {"zone": "a"})
     assert one.gpus == (SimulatedGpuSpec("A100-80GB", 81920, 4), SimulatedGpuSpec("MYGPU", 20000, 1))
@@ -75,15 +84,18 @@ hosts:
     assert isinstance(open_backend(str(path)), SimulatedBackend)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("hosts: []", "'hosts' must be a non-empty list"),
-    ("hosts: [{name: a, gpus: [{model: T4}], gpu: 1}]", r"hosts\[0\]: unknown keys \['gpu'\]"),
-    ("hosts: [{gpus: '1xT4'}]", r"missing keys \['name'\]"),
-    ("hosts: [{name: a, gpus: [{model: T4, count: 0}]}]", r"hosts\[0\] \(a\)\.gpus\[0\]\.count must be a positive"),
-    ("hosts: [{name: a, gpus: [{model: WHAT}]}]", "unknown GPU model 'WHAT'"),
-    ("hosts: [{name: a, gpus: '1xT4'}, {name: a, gpus: '1xL4'}]", r"duplicate host names \['a'\]"),
-    ("hosts: [{name: a, gpus: '1xT4'", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hosts: []", "'hosts' must be a non-empty list"),
+        ("hosts: [{name: a, gpus: [{model: T4}], gpu: 1}]", r"hosts\[0\]: unknown keys \['gpu'\]"),
+        ("hosts: [{gpus: '1xT4'}]", r"missing keys \['name'\]"),
+        ("hosts: [{name: a, gpus: [{model: T4, count: 0}]}]", r"hosts\[0\] \(a\)\.gpus\[0\]\.count must be a positive"),
+        ("hosts: [{name: a, gpus: [{model: WHAT}]}]", "unknown GPU model 'WHAT'"),
+        ("hosts: [{name: a, gpus: '1xT4'}, {name: a, gpus: '1xL4'}]", r"duplicate host names \['a'\]"),
+        ("hosts: [{name: a, gpus: '1xT4'", "not valid YAML"),
+    ],
+)
 def test_yaml_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_simulated_hosts(write(tmp_path, text))
@@ -119,8 +131,9 @@ def test_samples_depend_only_on_seed_uuid_and_time() -> None:
     assert all(s.ts == t1 for s in first[0])
     c = SimulatedBackend("4xH100-80GB", seed=2, host_name="h")
     c.set_busy(c.discover()[0].uuid)
-    assert c.sample(t1)[0].utilization_pct != first[0][0].utilization_pct or \
-        c.sample(t1)[0].power_w != first[0][0].power_w
+    assert (
+        c.sample(t1)[0].utilization_pct != first[0][0].utilization_pct or c.sample(t1)[0].power_w != first[0][0].power_w
+    )
 
 
 def test_busy_gpu_shows_load_and_temperature_follows_power() -> None:

@@ -39,8 +39,9 @@ def test_facts_of_this_machine_with_a_non_simulated_gpu_backend() -> None:
 
 
 def test_simulated_host_spec_overrides_machine() -> None:
-    host = SimulatedHost("sim-7", (SimulatedGpuSpec("T4", 15360, 2),), cpu_cores=96, ram_mb=768 * 1024,
-                         labels={"zone": "b"})
+    host = SimulatedHost(
+        "sim-7", (SimulatedGpuSpec("T4", 15360, 2),), cpu_cores=96, ram_mb=768 * 1024, labels={"zone": "b"}
+    )
     facts = collect_host_facts(SimulatedBackend(host))
     assert (facts.hostname, facts.cpu_cores, facts.ram_mb, facts.labels) == ("sim-7", 96, 768 * 1024, {"zone": "b"})
     assert (facts.driver_version, facts.cuda_version, facts.simulated) == (None, None, True)

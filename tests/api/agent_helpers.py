@@ -29,8 +29,7 @@ def facts(hostname: str = "node-1", **kw: Any) -> dict[str, Any]:
 
 def gpus(name: str = "node-1", n: int = 2, model: str = "A100-80GB") -> list[dict[str, Any]]:
     return [
-        {"uuid": f"GPU-{name}-{i}", "index": i, "model": model, "memory_mb": 81920, "simulated": True}
-        for i in range(n)
+        {"uuid": f"GPU-{name}-{i}", "index": i, "model": model, "memory_mb": 81920, "simulated": True} for i in range(n)
     ]
 
 

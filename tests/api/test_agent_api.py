@@ -51,7 +51,9 @@ async def test_register_and_heartbeat(client: httpx.AsyncClient, tenant: TenantF
     # A retried heartbeat (same samples) stores nothing twice.
     same = {"gpus": gpus("gpu-7", 1), "metrics": [series("GPU-gpu-7-0", 2)]}
     for _ in range(2):
-        assert (await client.post("/v1/agent/heartbeat", json=same, headers=bearer(reg["credential"]))).status_code == 200
+        assert (
+            await client.post("/v1/agent/heartbeat", json=same, headers=bearer(reg["credential"]))
+        ).status_code == 200
     gpu0 = reg["gpus"][0]["id"]
     assert len((await client.get(f"/v1/gpus/{gpu0}/metrics", headers=t.headers)).json()["points"]) == 7
     # A GPU no longer listed goes offline.
@@ -64,13 +66,17 @@ async def test_agent_credentials_are_checked(client: httpx.AsyncClient, tenant: 
     body = {"facts": facts("h1"), "gpus": gpus("h1", 1)}
     assert_problem(await client.post("/v1/agent/register", json=body), 401, "Bearer gfj_")
     assert_problem(await client.post("/v1/agent/register", json=body, headers=t.headers), 401, "not an API key")
-    assert_problem(await client.post("/v1/agent/register", json=body, headers=bearer("gfj_nonsense")), 401, "malformed join token")
+    assert_problem(
+        await client.post("/v1/agent/register", json=body, headers=bearer("gfj_nonsense")), 401, "malformed join token"
+    )
     token = await join_token(client, t, max_uses=1)
     r = await client.post("/v1/agent/register", json=body, headers=bearer(token))
     assert r.status_code == 201 and r.json()["name"] == "h1"  # default name: the hostname
     assert_problem(await client.post("/v1/agent/register", json=body, headers=bearer(token)), 401, "used 1 of 1 times")
     token2 = await join_token(client, t)
-    assert_problem(await client.post("/v1/agent/register", json=body, headers=bearer(token2)), 409, "already registered")
+    assert_problem(
+        await client.post("/v1/agent/register", json=body, headers=bearer(token2)), 409, "already registered"
+    )
     # API keys, join tokens and garbage are not host credentials.
     for secret in (t.key, token2, "gfh_short"):
         assert_problem(await heartbeat(client, secret, "h1", 1), 401)
@@ -91,11 +97,23 @@ async def test_malformed_and_oversized_reports_change_nothing(
     ok = series("GPU-node-1-0", 3)
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"gpus": gpus(), "metrics": [{**ok, "utilization_pct": [1.0, 2.0]}]}, 422, "2 values for 3 timestamps"),
-        ({"gpus": gpus(), "metrics": [{**ok, "utilization_pct": [1.0, 101.0, 3.0]}]}, 422, "metrics[0].utilization_pct[1]"),
-        ({"gpus": gpus(), "metrics": [ok, series("GPU-node-1-1", 2, power_w=[1.0, -5.0])]}, 422, "metrics[1].power_w[1]"),
+        (
+            {"gpus": gpus(), "metrics": [{**ok, "utilization_pct": [1.0, 101.0, 3.0]}]},
+            422,
+            "metrics[0].utilization_pct[1]",
+        ),
+        (
+            {"gpus": gpus(), "metrics": [ok, series("GPU-node-1-1", 2, power_w=[1.0, -5.0])]},
+            422,
+            "metrics[1].power_w[1]",
+        ),
         ({"gpus": gpus(), "metrics": [series("GPU-other-9", 2)]}, 422, "metrics[0].uuid"),
         ({"gpus": gpus(), "metrics": [{**ok, "ts": ["2020-01-01T00:00:00+00:00"] * 3}]}, 422, "metrics[0].ts[0]"),
-        ({"gpus": gpus(), "metrics": [{**ok, "ts": ["2030-01-01T00:00:00"] * 3}]}, 422, "metrics[0].ts[0] must be a timezone-aware"),
+        (
+            {"gpus": gpus(), "metrics": [{**ok, "ts": ["2030-01-01T00:00:00"] * 3}]},
+            422,
+            "metrics[0].ts[0] must be a timezone-aware",
+        ),
         ({"gpus": gpus() + gpus()[:1]}, 422, "listed twice"),
         ({"gpus": gpus(), "metrics": [series("GPU-node-1-0", 30), series("GPU-node-1-1", 30)]}, 422, "at most 50"),
         ({"gpus": gpus(), "status": "ready"}, 422, "status"),
@@ -105,7 +123,9 @@ async def test_malformed_and_oversized_reports_change_nothing(
     for body, status, text in cases:
         r = await client.post("/v1/agent/heartbeat", json=body, headers=bearer(cred))
         assert_problem(r, status, text)
-    r = await client.post("/v1/agent/heartbeat", content=b"{not json", headers={**bearer(cred), "content-type": "application/json"})
+    r = await client.post(
+        "/v1/agent/heartbeat", content=b"{not json", headers={**bearer(cred), "content-type": "application/json"}
+    )
     assert_problem(r, 422)
     # Over the 1 MiB body limit: refused before it is read whole.
     huge = {"gpus": gpus(), "metrics": [series("GPU-node-1-0", 3)], "pad": "x" * (1024 * 1024)}
@@ -144,7 +164,11 @@ async def test_one_organizations_agent_cannot_touch_anothers_hosts(
     token_a = await join_token(client, a)
     body = {"name": "node-b", "facts": facts("node-b"), "gpus": gpus("node-b", 2)}
     r = await client.post("/v1/agent/register", json=body, headers=bearer(token_a))
-    assert r.status_code == 201 and r.json()["organization_id"] == str(a.org.id) and r.json()["host_id"] != reg_b["host_id"]
+    assert (
+        r.status_code == 201
+        and r.json()["organization_id"] == str(a.org.id)
+        and r.json()["host_id"] != reg_b["host_id"]
+    )
     # B's hosts, GPUs, samples and events are exactly as they were; B's views show none of A's.
     assert await _fingerprint(db, b.org.id) == before
     assert await _state(db, reg_b["host_id"]) == state_b

@@ -19,7 +19,9 @@ def app_settings() -> dict[str, Any]:
     return {"max_body_bytes": 2048, "rate_limit_key_per_minute": 5, "rate_limit_ip_per_minute": 0}
 
 
-async def test_oversized_bodies_get_413_and_change_nothing(client: httpx.AsyncClient, tenant: TenantFactory, db: Database) -> None:
+async def test_oversized_bodies_get_413_and_change_nothing(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
     t: Tenant = await tenant(Role.OWNER)
     big = {"name": "x", "settings": {"blob": "y" * 5000}}
     r = await client.patch(f"/v1/organizations/{t.org.id}", json=big, headers=t.headers)

@@ -69,7 +69,9 @@ async def test_the_long_poll_returns_a_placed_job_promptly(
     assert await _poll(client, cred) == []
 
 
-async def test_the_long_poll_checks_its_wait_and_its_credential(client: httpx.AsyncClient, tenant: TenantFactory) -> None:
+async def test_the_long_poll_checks_its_wait_and_its_credential(
+    client: httpx.AsyncClient, tenant: TenantFactory
+) -> None:
     t: Tenant = await tenant(Role.ADMIN)
     cred = (await register(client, t))["credential"]
     for bad in (31, -1, "nan", "x"):
@@ -108,7 +110,9 @@ async def test_a_failure_with_retries_requeues_and_the_old_attempt_is_fenced(
     cred = (await register(client, t))["credential"]
     job_id = await placed_job(client, t, db, retry={"on_failure": True, "max_attempts": 2})
     assert (await started(client, cred, job_id)).status_code == 204
-    assert (await exited(client, cred, job_id, status="failed", exit_code=3, reason="exited with code 3")).status_code == 204
+    assert (
+        await exited(client, cred, job_id, status="failed", exit_code=3, reason="exited with code 3")
+    ).status_code == 204
     row = await job(db, uuid.UUID(job_id))
     assert (row["status"], row["attempt"]) == ("pending", 2)
     # Reports about attempt 1 (now stale) and about attempt 2 (not placed here): 409, nothing changes.

@@ -23,7 +23,9 @@ async def sql(db: Database, query: str, *args: object) -> object:
 
 async def test_join_token_lifecycle(client: httpx.AsyncClient, tenant: TenantFactory) -> None:
     t: Tenant = await tenant(Role.ADMIN)
-    r = await client.post("/v1/join-tokens", json={"name": "rack 4", "max_uses": 2, "expires_in_hours": 2}, headers=t.headers)
+    r = await client.post(
+        "/v1/join-tokens", json={"name": "rack 4", "max_uses": 2, "expires_in_hours": 2}, headers=t.headers
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["token"].startswith("gfj_") and created["token"].startswith(created["prefix"])
@@ -51,9 +53,14 @@ async def test_join_token_errors(client: httpx.AsyncClient, tenant: TenantFactor
     for bad in ({"max_uses": 0}, {"expires_in_hours": 0}, {"expires_in_hours": 9000}, {"token": "x"}, {"uses": 3}):
         r = await client.post("/v1/join-tokens", json=bad, headers=admin.headers)
         assert_problem(r, 422, next(iter(bad)))
-    assert_problem(await client.delete("/v1/join-tokens/8b9a3c0e-1111-4a4a-9b9b-000000000000", headers=admin.headers), 404)
+    assert_problem(
+        await client.delete("/v1/join-tokens/8b9a3c0e-1111-4a4a-9b9b-000000000000", headers=admin.headers), 404
+    )
     # Pages: newest first, keyset cursor.
-    ids = [(await client.post("/v1/join-tokens", json={"name": str(i)}, headers=admin.headers)).json()["id"] for i in range(3)]
+    ids = [
+        (await client.post("/v1/join-tokens", json={"name": str(i)}, headers=admin.headers)).json()["id"]
+        for i in range(3)
+    ]
     first = (await client.get("/v1/join-tokens?limit=2", headers=admin.headers)).json()
     second = (await client.get(f"/v1/join-tokens?limit=2&cursor={first['next_cursor']}", headers=admin.headers)).json()
     assert [x["id"] for x in first["items"] + second["items"]] == ids[::-1] and second["next_cursor"] is None
@@ -105,12 +112,16 @@ async def test_host_admin_operations(client: httpx.AsyncClient, tenant: TenantFa
     assert_problem(await client.post(f"/v1/hosts/{h}/drain", headers=viewer.headers), 403, "admin")
     r = await client.post(f"/v1/hosts/{h}/drain", json={"reason": "kernel upgrade"}, headers=t.headers)
     assert (r.status_code, r.json()["status"], r.json()["status_reason"]) == (200, "draining", "kernel upgrade")
-    assert_problem(await client.post(f"/v1/hosts/{h}/maintenance", json={"on": False}, headers=t.headers), 409, "draining")
+    assert_problem(
+        await client.post(f"/v1/hosts/{h}/maintenance", json={"on": False}, headers=t.headers), 409, "draining"
+    )
     assert (await client.post(f"/v1/hosts/{h}/undrain", headers=t.headers)).json()["status"] == "ready"
     assert (await client.post(f"/v1/hosts/{h}/undrain", headers=t.headers)).json()["status"] == "ready"  # idempotent
     r = await client.post(f"/v1/hosts/{h}/maintenance", headers=t.headers)  # no body: on
     assert r.json()["status"] == "maintenance"
-    assert (await client.post(f"/v1/hosts/{h}/maintenance", json={"on": False}, headers=t.headers)).json()["status"] == "ready"
+    assert (await client.post(f"/v1/hosts/{h}/maintenance", json={"on": False}, headers=t.headers)).json()[
+        "status"
+    ] == "ready"
     assert_problem(await client.post(f"/v1/hosts/{h}/maintenance", json={"on": "maybe"}, headers=t.headers), 422, "on")
     # Removal waits for running work.
     job = await create_job(db, t.org.id)
@@ -121,7 +132,9 @@ async def test_host_admin_operations(client: httpx.AsyncClient, tenant: TenantFa
     r = await client.delete(f"/v1/hosts/{h}", headers=t.headers)
     assert r.status_code == 200 and r.json()["removed_at"] and r.json()["revoked_at"]
     assert (await client.get("/v1/hosts", headers=t.headers)).json()["items"] == []
-    assert [x["id"] for x in (await client.get("/v1/hosts?include_removed=true", headers=t.headers)).json()["items"]] == [h]
+    assert [
+        x["id"] for x in (await client.get("/v1/hosts?include_removed=true", headers=t.headers)).json()["items"]
+    ] == [h]
     assert (await client.get(f"/v1/hosts/{h}", headers=t.headers)).json()["gpus"][0]["status"] == "offline"
     assert_problem(await client.delete(f"/v1/hosts/{h}", headers=t.headers), 404)
     assert_problem(await heartbeat(client, reg["credential"]), 401, "host credential revoked")
@@ -148,14 +161,18 @@ async def test_gpu_operations_and_health(client: httpx.AsyncClient, tenant: Tena
     assert_problem(await client.post(f"/v1/gpus/{gpu}/clear-health", headers=t.headers), 409, "not unhealthy")
     r = await client.post(f"/v1/gpus/{gpu}/maintenance", json={"reason": "reseat"}, headers=t.headers)
     assert (r.json()["status"], r.json()["status_reason"]) == ("maintenance", "reseat")
-    assert (await client.post(f"/v1/gpus/{gpu}/maintenance", json={"on": False}, headers=t.headers)).json()["status"] == "available"
+    assert (await client.post(f"/v1/gpus/{gpu}/maintenance", json={"on": False}, headers=t.headers)).json()[
+        "status"
+    ] == "available"
     assert_problem(await client.post(f"/v1/gpus/{gpu}/maintenance", json={"on": False}, headers=t.headers), 409)
     # A hot GPU turns unhealthy through a heartbeat; an admin clears it.
     hot = series("GPU-node-1-0", 2, temperature_c=[70.0, 97.0])
     assert (await heartbeat(client, reg["credential"], metrics=[hot])).status_code == 200
     got = (await client.get(f"/v1/gpus/{gpu}", headers=t.headers)).json()
     assert got["status"] == "unhealthy" and "97" in got["status_reason"]
-    assert [g["id"] for g in (await client.get("/v1/gpus?status=unhealthy", headers=t.headers)).json()["items"]] == [gpu]
+    assert [g["id"] for g in (await client.get("/v1/gpus?status=unhealthy", headers=t.headers)).json()["items"]] == [
+        gpu
+    ]
     assert (await client.post(f"/v1/gpus/{gpu}/clear-health", headers=t.headers)).json()["status"] == "available"
     # Memory in use on a GPU gpufleet holds free: the foreign usage flag is visible.
     busy = series("GPU-node-1-1", 1, memory_used_mb=[30000], process_count=[2])
@@ -180,13 +197,17 @@ async def test_metrics_raw_and_bucketed(client: httpx.AsyncClient, tenant: Tenan
     raw = (await client.get(f"/v1/gpus/{gpu}/metrics", params=q, headers=viewer.headers)).json()
     assert (raw["bucket"], raw["source"], raw["truncated"], len(raw["points"])) == ("raw", "raw", False, 120)
     assert raw["points"][65]["utilization_pct"] == 45.0
-    per_min = (await client.get(f"/v1/gpus/{gpu}/metrics", params={**q, "bucket": "1m", "agg": "max"}, headers=viewer.headers)).json()
+    per_min = (
+        await client.get(f"/v1/gpus/{gpu}/metrics", params={**q, "bucket": "1m", "agg": "max"}, headers=viewer.headers)
+    ).json()
     assert [(p["utilization_pct"], p["samples"]) for p in per_min["points"]] == [(59.0, 60), (99.0, 60)]
     avg = (await client.get(f"/v1/gpus/{gpu}/metrics", params={**q, "bucket": "1m"}, headers=viewer.headers)).json()
     assert avg["points"][0]["utilization_pct"] == 29.5
     # Default range: the last hour.
     assert len((await client.get(f"/v1/gpus/{gpu}/metrics", headers=viewer.headers)).json()["points"]) == 120
-    assert_problem(await client.get(f"/v1/gpus/{gpu}/metrics", params={"bucket": "2m"}, headers=viewer.headers), 422, "bucket")
+    assert_problem(
+        await client.get(f"/v1/gpus/{gpu}/metrics", params={"bucket": "2m"}, headers=viewer.headers), 422, "bucket"
+    )
     bad = {"start": q["end"], "end": q["start"]}
     assert_problem(await client.get(f"/v1/gpus/{gpu}/metrics", params=bad, headers=viewer.headers), 422, "end")
     naive = {"end": "2030-01-01T00:00:00"}

@@ -85,6 +85,7 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     a_key = (await client.post("/v1/api-keys", json={"name": "a"}, headers=a_member.headers)).json()
     a_job = (await client.post("/v1/jobs", json={"name": "a", "command": ["true"]}, headers=a.headers)).json()
     a_quota = (await client.put("/v1/quotas", json={"max_gpus": 4}, headers=a.headers)).json()
+    a_budget = (await client.put("/v1/budgets", json={"amount": "100"}, headers=a.headers)).json()
     a_host, a_gpus = await create_host(db, a.org.id)
     a_token = (await client.post("/v1/join-tokens", json={}, headers=a.headers)).json()
     objects = {
@@ -94,6 +95,7 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "key_id": a_key["id"],
         "job_id": a_job["id"],
         "quota_id": a_quota["id"],
+        "budget_id": a_budget["id"],
         "host_id": str(a_host.id),
         "gpu_id": str(a_gpus[0].id),
         "token_id": a_token["id"],

@@ -28,8 +28,15 @@ PROJECT = "https://abcd1234.supabase.co"
 
 
 def token(sub: str, *, key: Any = SECRET, alg: str = "HS256", kid: str | None = None, **claims: Any) -> str:
-    body = {"sub": sub, "aud": "authenticated", "iss": f"{PROJECT}/auth/v1", "exp": int(time.time()) + 300,
-            "email": f"{sub[:8]}@example.com", "role": "authenticated", **claims}
+    body = {
+        "sub": sub,
+        "aud": "authenticated",
+        "iss": f"{PROJECT}/auth/v1",
+        "exp": int(time.time()) + 300,
+        "email": f"{sub[:8]}@example.com",
+        "role": "authenticated",
+        **claims,
+    }
     return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 

@@ -50,12 +50,16 @@ async def test_organization_lifecycle(client: httpx.AsyncClient, tenant: TenantF
     assert r.status_code == 200 and r.json()["name"] == "ML Lab" and r.json()["settings"] == {"a": 1}
     assert (await client.get(f"/v1/organizations/{new_org}", headers=h)).json()["name"] == "ML Lab"
     # Same slug again: conflict naming the field.
-    assert_problem(await client.post("/v1/organizations", json={"name": "x", "slug": "research-lab"}, headers=t.headers), 409)
+    assert_problem(
+        await client.post("/v1/organizations", json={"name": "x", "slug": "research-lab"}, headers=t.headers), 409
+    )
     assert (await client.delete(f"/v1/organizations/{new_org}", headers=h)).status_code == 204
     assert_problem(await client.get(f"/v1/organizations/{new_org}", headers=h), 401)  # its key went with it
 
 
-async def test_delete_refused_while_hosts_remain(client: httpx.AsyncClient, tenant: TenantFactory, db: Database) -> None:
+async def test_delete_refused_while_hosts_remain(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
     t: Tenant = await tenant(Role.OWNER)
     await create_host(db, t.org.id)
     r = await client.delete(f"/v1/organizations/{t.org.id}", headers=t.headers)
@@ -67,11 +71,15 @@ async def test_validation_errors_name_the_field(client: httpx.AsyncClient, tenan
     t: Tenant = await tenant(Role.OWNER)
     r = await client.post("/v1/organizations", json={"name": ""}, headers=t.headers)
     assert_problem(r, 422, "name")
-    r = await client.post("/v1/organizations", json={"name": "x", "id": "00000000-0000-0000-0000-000000000000"}, headers=t.headers)
+    r = await client.post(
+        "/v1/organizations", json={"name": "x", "id": "00000000-0000-0000-0000-000000000000"}, headers=t.headers
+    )
     assert_problem(r, 422, "id")  # server-owned fields cannot be set
     r = await client.post("/v1/api-keys", json={"name": "k", "role": "emperor"}, headers=t.headers)
     assert_problem(r, 422, "role")
-    r = await client.post("/v1/organizations", content=b"{not json", headers={**t.headers, "content-type": "application/json"})
+    r = await client.post(
+        "/v1/organizations", content=b"{not json", headers={**t.headers, "content-type": "application/json"}
+    )
     assert_problem(r, 422)
     r = await client.get("/v1/api-keys?limit=1000", headers=t.headers)
     assert_problem(r, 422, "limit")
@@ -88,30 +96,50 @@ async def test_members_roles_and_the_last_owner(client: httpx.AsyncClient, tenan
     page = (await client.get("/v1/members", headers=member.headers)).json()
     assert {m["user_id"] for m in page["items"]} == {str(owner.user.id), str(admin.user.id), str(member.user.id)}
     # The last owner can be neither demoted nor removed.
-    assert_problem(await client.patch(f"/v1/members/{owner.user.id}", json={"role": "admin"}, headers=owner.headers), 409, "last owner")
+    assert_problem(
+        await client.patch(f"/v1/members/{owner.user.id}", json={"role": "admin"}, headers=owner.headers),
+        409,
+        "last owner",
+    )
     assert_problem(await client.delete(f"/v1/members/{owner.user.id}", headers=owner.headers), 409, "last owner")
     # An admin cannot grant more than its own role, nor touch an owner.
-    assert_problem(await client.patch(f"/v1/members/{member.user.id}", json={"role": "owner"}, headers=admin.headers), 403)
-    assert_problem(await client.patch(f"/v1/members/{owner.user.id}", json={"role": "viewer"}, headers=admin.headers), 403)
+    assert_problem(
+        await client.patch(f"/v1/members/{member.user.id}", json={"role": "owner"}, headers=admin.headers), 403
+    )
+    assert_problem(
+        await client.patch(f"/v1/members/{owner.user.id}", json={"role": "viewer"}, headers=admin.headers), 403
+    )
     r = await client.patch(f"/v1/members/{member.user.id}", json={"role": "viewer"}, headers=admin.headers)
     assert r.status_code == 200 and r.json()["role"] == "viewer"
     # The demoted member's key is now limited to viewer, whatever role the key was created with.
     assert (await client.get("/v1/me", headers=member.headers)).json()["role"] == "viewer"
     assert_problem(await client.post("/v1/api-keys", json={"name": "k"}, headers=member.headers), 403)
     # With a second owner, the first can step down.
-    assert (await client.patch(f"/v1/members/{admin.user.id}", json={"role": "owner"}, headers=owner.headers)).status_code == 200
-    assert (await client.patch(f"/v1/members/{owner.user.id}", json={"role": "admin"}, headers=owner.headers)).status_code == 200
+    assert (
+        await client.patch(f"/v1/members/{admin.user.id}", json={"role": "owner"}, headers=owner.headers)
+    ).status_code == 200
+    assert (
+        await client.patch(f"/v1/members/{owner.user.id}", json={"role": "admin"}, headers=owner.headers)
+    ).status_code == 200
     # Removing a member revokes their keys.
     assert (await client.delete(f"/v1/members/{member.user.id}", headers=admin.headers)).status_code == 204
     assert_problem(await client.get("/v1/me", headers=member.headers), 401)
     assert_problem(await client.delete(f"/v1/members/{member.user.id}", headers=admin.headers), 404)
 
 
-async def test_invites_are_single_use_and_expire(client: httpx.AsyncClient, tenant: TenantFactory, db: Database) -> None:
+async def test_invites_are_single_use_and_expire(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
     admin: Tenant = await tenant(Role.ADMIN)
-    assert_problem(await client.post("/v1/invites", json={"email": "x@example.com", "role": "owner"}, headers=admin.headers), 403)
-    assert_problem(await client.post("/v1/invites", json={"email": "not-an-email"}, headers=admin.headers), 422, "email")
-    r = await client.post("/v1/invites", json={"email": "New.Person@Example.com", "role": "member"}, headers=admin.headers)
+    assert_problem(
+        await client.post("/v1/invites", json={"email": "x@example.com", "role": "owner"}, headers=admin.headers), 403
+    )
+    assert_problem(
+        await client.post("/v1/invites", json={"email": "not-an-email"}, headers=admin.headers), 422, "email"
+    )
+    r = await client.post(
+        "/v1/invites", json={"email": "New.Person@Example.com", "role": "member"}, headers=admin.headers
+    )
     assert r.status_code == 201, r.text
     invite = r.json()
     token = invite["token"]
@@ -134,7 +162,9 @@ async def test_invites_are_single_use_and_expire(client: httpx.AsyncClient, tena
     assert_problem(await client.post("/v1/invites/accept", json={"token": r2["token"]}), 401)
     r3 = (await client.post("/v1/invites", json={"email": "c@example.com"}, headers=admin.headers)).json()
     async with db.system_transaction() as conn:
-        await conn.execute("update organization_invites set expires_at = now() - interval '1 second' where id = $1", r3["id"])
+        await conn.execute(
+            "update organization_invites set expires_at = now() - interval '1 second' where id = $1", r3["id"]
+        )
     assert_problem(await client.post("/v1/invites/accept", json={"token": r3["token"]}), 401, "expired")
     # Inviting an existing member is a conflict.
     assert_problem(await client.post("/v1/invites", json={"email": admin.user.email}, headers=admin.headers), 409)
@@ -150,7 +180,11 @@ async def test_api_keys_lifecycle(client: httpx.AsyncClient, tenant: TenantFacto
     admin: Tenant = await tenant(Role.ADMIN, member.org)
     assert_problem(await client.post("/v1/api-keys", json={"name": "k", "role": "admin"}, headers=member.headers), 403)
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    assert_problem(await client.post("/v1/api-keys", json={"name": "k", "expires_at": past}, headers=member.headers), 422, "expires_at")
+    assert_problem(
+        await client.post("/v1/api-keys", json={"name": "k", "expires_at": past}, headers=member.headers),
+        422,
+        "expires_at",
+    )
     r = await client.post("/v1/api-keys", json={"name": "ci"}, headers=member.headers)
     assert r.status_code == 201
     created = r.json()
@@ -176,7 +210,9 @@ async def test_api_keys_lifecycle(client: httpx.AsyncClient, tenant: TenantFacto
     assert used is not None
 
 
-async def test_bad_credentials_get_401_with_www_authenticate(client: httpx.AsyncClient, tenant: TenantFactory, db: Database) -> None:
+async def test_bad_credentials_get_401_with_www_authenticate(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
     t: Tenant = await tenant(Role.OWNER)
     wrong_checksum = t.key[:-1] + ("a" if t.key[-1] != "a" else "b")
     cases = {
@@ -191,7 +227,9 @@ async def test_bad_credentials_get_401_with_www_authenticate(client: httpx.Async
         assert_problem(r, 401)
         assert r.headers["www-authenticate"].startswith("Bearer"), label
     async with db.system_transaction() as conn:
-        await conn.execute("update api_keys set expires_at = now() - interval '1 second' where organization_id = $1", t.org.id)
+        await conn.execute(
+            "update api_keys set expires_at = now() - interval '1 second' where organization_id = $1", t.org.id
+        )
     assert_problem(await client.get("/v1/me", headers=t.headers), 401, "expired")
 
 

@@ -64,14 +64,27 @@ class Cluster:
 
     def server(self, port: int | None = None) -> LiveServer:
         kw: dict[str, Any] = {"port": port} if port else {}
-        return LiveServer(self.pg.dsn(self.db_name), self.pg.dsn(self.db_name, user=RUNTIME_ROLE),
-                          settings=dict(SERVER_SETTINGS), background=True, **kw)
+        return LiveServer(
+            self.pg.dsn(self.db_name),
+            self.pg.dsn(self.db_name, user=RUNTIME_ROLE),
+            settings=dict(SERVER_SETTINGS),
+            background=True,
+            **kw,
+        )
 
     def config(self, name: str = "node-1", **kw: Any) -> AgentConfig:
         base: dict[str, Any] = {
-            "server": self.live.url, "join_token": self.token, "simulate": "4xA100-80GB", "name": name,
-            "state_dir": self.tmp / name, "interval_s": 0.3, "sample_interval_s": 0.5,
-            "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "assignment_wait_s": 2.0, "kill_grace_s": 1.0,
+            "server": self.live.url,
+            "join_token": self.token,
+            "simulate": "4xA100-80GB",
+            "name": name,
+            "state_dir": self.tmp / name,
+            "interval_s": 0.3,
+            "sample_interval_s": 0.5,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.5,
+            "assignment_wait_s": 2.0,
+            "kill_grace_s": 1.0,
             "stop_jobs_on_exit": True,
             # The tests' jobs run this interpreter, under root's 0700 home here: a job user could not
             # start it. test_job_isolation.py runs agents with the default (job users) instead.
@@ -84,8 +97,10 @@ class Cluster:
         stop = asyncio.Event()
         running = RunningAgent(agent, stop, asyncio.create_task(agent.run(stop)))
         self.agents.append(running)
-        await until(lambda: (agent.jobs is not None and agent.jobs.reconciled.is_set()) or running.task.done(),
-                    what="the agent to reconcile")
+        await until(
+            lambda: (agent.jobs is not None and agent.jobs.reconciled.is_set()) or running.task.done(),
+            what="the agent to reconcile",
+        )
         assert not running.task.done(), running.task
         return running
 
@@ -131,8 +146,12 @@ class Cluster:
 @pytest.fixture
 async def cluster(pg_server: PgServer, db_name: str, db: Database, tmp_path: Path) -> AsyncIterator[Cluster]:
     owner = await make_tenant(db, Role.OWNER)
-    live = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE),
-                      settings=dict(SERVER_SETTINGS), background=True)
+    live = LiveServer(
+        pg_server.dsn(db_name),
+        pg_server.dsn(db_name, user=RUNTIME_ROLE),
+        settings=dict(SERVER_SETTINGS),
+        background=True,
+    )
     await asyncio.to_thread(live.start)
     async with httpx.AsyncClient(base_url=live.url, headers=owner.headers, timeout=30) as api:
         c = Cluster(pg_server, db_name, db, owner, tmp_path, live, api)

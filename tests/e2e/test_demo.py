@@ -26,6 +26,7 @@ async def test_demo_runs_every_job_to_success(cluster: Cluster) -> None:
     assert result.exit_code == 0, result.output
     jobs = json.loads(result.stdout[result.stdout.index("[") :])
     assert [j["status"] for j in jobs] == ["succeeded"] * len(demo_jobs())
+    assert all(j["cost"] is not None for j in jobs)  # metered even without prices (0 then)
     text = next(j for j in jobs if j["name"] == "Text Generation")
     assert text["model_type"] == "text" and text["requirements"]["min_memory_mb"] == 8192
     assert text["requirements"]["gpu_models"] == ["NVIDIA A100"]  # matched by tokens: it ran on an A100-80GB

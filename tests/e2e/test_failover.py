@@ -121,8 +121,10 @@ async def test_server_restart_mid_job(cluster: Cluster, tmp_path: Path) -> None:
     flag.touch()  # the job ends while the server is down; the agent keeps its output and outcome
     assert agent.agent.jobs is not None
     runs = agent.agent.jobs.runs
-    await until(lambda: agent.agent.jobs is not None and agent.agent.jobs.runtime.outcome(job_id) is not None,
-                what="the job to end")
+    await until(
+        lambda: agent.agent.jobs is not None and agent.agent.jobs.runtime.outcome(job_id) is not None,
+        what="the job to end",
+    )
     assert job_id in runs
     cluster.live = cluster.server(port)
     await asyncio.to_thread(cluster.live.start)
@@ -134,5 +136,3 @@ async def test_server_restart_mid_job(cluster: Cluster, tmp_path: Path) -> None:
 
 async def _stdout_has(cluster: Cluster, job_id: str, data: bytes) -> bool:
     return data in (await cluster.logs(job_id))["stdout"]
-
-

@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 MODELS = {"A100-80GB": 81920, "L4": 23034, "T4-16GB": 15360}
 
+
 class _Loop:
     """An event loop in a thread: hypothesis drives the machine synchronously, the database is async."""
 
@@ -92,8 +93,12 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
             self.draining: set[uuid.UUID] = set()
             self._host("A100-80GB", 4, 64)  # so that most jobs have somewhere to go from the start
 
-        @rule(target=gpus_, model=st.sampled_from(sorted(MODELS)), count=st.integers(1, 4),
-              cores=st.sampled_from([16, 64]))
+        @rule(
+            target=gpus_,
+            model=st.sampled_from(sorted(MODELS)),
+            count=st.integers(1, 4),
+            cores=st.sampled_from([16, 64]),
+        )
         def add_host(self, model: str, count: int, cores: int) -> Any:
             return multiple(*self._host(model, count, cores))
 
@@ -105,16 +110,29 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
                     )
                     self.host_ids.append(host.id)
                     return [
-                        (await gpus.add_gpu(conn, org_id=self.org_id, host_id=host.id, uuid=f"GPU-{uuid.uuid4()}",
-                                            index=i, model=model, memory_mb=MODELS[model])).id
+                        (
+                            await gpus.add_gpu(
+                                conn,
+                                org_id=self.org_id,
+                                host_id=host.id,
+                                uuid=f"GPU-{uuid.uuid4()}",
+                                index=i,
+                                model=model,
+                                memory_mb=MODELS[model],
+                            )
+                        ).id
                         for i in range(count)
                     ]
 
             return loop.run(make())
 
-        @rule(target=jobs, shape=st.sampled_from([(1, 1000), (2, 1000), (3, 1000), (1, 250), (1, 500), (0, 0)]),
-              model=st.sampled_from([None, None, "A100", "L4", "T4"]), memory_gb=st.sampled_from([0, 8, 20]),
-              cores=st.sampled_from([0, 1, 4]))
+        @rule(
+            target=jobs,
+            shape=st.sampled_from([(1, 1000), (2, 1000), (3, 1000), (1, 250), (1, 500), (0, 0)]),
+            model=st.sampled_from([None, None, "A100", "L4", "T4"]),
+            memory_gb=st.sampled_from([0, 8, 20]),
+            cores=st.sampled_from([0, 1, 4]),
+        )
         def submit_job(self, shape: tuple[int, int], model: str | None, memory_gb: int, cores: int) -> uuid.UUID:
             count, milli = shape
             spec: dict[str, Any] = {"gpu_count": count, "gpu_milli": milli, "cpu_milli": cores * 1000}
@@ -147,9 +165,12 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
                 loop.run(hosts_service.undrain_host(db, org_id=self.org_id, host_id=host))
                 self.draining.discard(host)
 
-        @rule(pick=st.integers(0, 10_000), to=st.sampled_from([JobStatus.RUNNING, JobStatus.SUCCEEDED,
-                                                                 JobStatus.FAILED, JobStatus.CANCELLED,
-                                                                 JobStatus.PENDING]))
+        @rule(
+            pick=st.integers(0, 10_000),
+            to=st.sampled_from(
+                [JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING]
+            ),
+        )
         def move(self, pick: int, to: JobStatus) -> None:
             """A job that holds GPUs starts, finishes, fails, is cancelled or is requeued."""
 
@@ -234,8 +255,13 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
     try:
         run_state_machine_as_test(
             Ledger,
-            settings=settings(max_examples=25, stateful_step_count=40, deadline=None, database=None,
-                              suppress_health_check=list(HealthCheck)),
+            settings=settings(
+                max_examples=25,
+                stateful_step_count=40,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            ),
         )
     finally:
         loop.run(db.close())

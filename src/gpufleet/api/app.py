@@ -18,7 +18,9 @@ from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
+from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import resolve as resolve_routes
+from gpufleet.background import costs as costs_loop
 from gpufleet.background import liveness, reaper, retention
 from gpufleet.config import Settings
 from gpufleet.db import migrate
@@ -76,6 +78,7 @@ def create_app(
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
             tasks.append(asyncio.create_task(retention.run(handle.db, settings, stop), name="retention"))
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
+            tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
         try:
             if bootstrap:
                 created = await first_run(handle.db, settings)
@@ -132,6 +135,7 @@ def create_app(
     for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops, resolve_routes):
         app.include_router(module.router)
     openapi.install(app)
+    app.include_router(costs_routes.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -81,6 +81,11 @@ def _runtime(job: JobRead) -> str:
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
+def _cost(job: JobRead) -> str:
+    """Cost so far (docs/costs.md); four decimals, since demo jobs cost fractions of a cent."""
+    return "-" if job.cost is None else f"{job.cost:.4f}"
+
+
 def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUID, str]) -> Table:
     table = Table(title="Job Status Dashboard")
     table.add_column("Job ID", style="cyan")
@@ -88,6 +93,7 @@ def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUI
     table.add_column("Status", style="green")
     table.add_column("GPU")
     table.add_column("Runtime", justify="right")
+    table.add_column("Cost", justify="right")
     for job in jobs.values():
         gpus = ", ".join(
             gpu_names.get(g.gpu_id, str(g.gpu_id)[:8]) + ("" if g.milli == 1000 else f" ({g.milli / 1000:g} GPU)")
@@ -99,7 +105,7 @@ def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUI
         gpus = gpus or held.get(job.id, "")
         detail = job.pending_reason if job.status == "pending" else job.status_reason
         status = f"[{_STYLE.get(job.status, 'white')}]{job.status}[/]" + (f"\n[dim]{detail}[/dim]" if detail else "")
-        table.add_row(str(job.id)[:8], job.name, status, gpus or "-", _runtime(job))
+        table.add_row(str(job.id)[:8], job.name, status, gpus or "-", _runtime(job), _cost(job))
     return table
 
 

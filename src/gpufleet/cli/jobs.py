@@ -17,6 +17,7 @@ from rich.table import Table
 
 from gpufleet.cli.common import EXIT_OK, EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, short, show
+from gpufleet.costs_domain import cents
 from gpufleet.domain import JobStatus
 from gpufleet.schemas.jobs import JobRead, RetryPolicy
 from gpufleet.sdk import Client
@@ -81,6 +82,14 @@ def _row(job: JobRead, wide: bool = False) -> dict[str, Any]:
     }
 
 
+def _cost(job: JobRead) -> str | None:
+    """Cost so far to the cent (docs/costs.md), and the estimate when the job has one."""
+    if job.cost is None:
+        return None
+    text = f"{cents(job.cost)}" + ("" if job.finished else " so far")
+    return text + (f" (estimate {cents(job.cost_estimate)})" if job.cost_estimate is not None else "")
+
+
 def _detail(job: JobRead) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -104,6 +113,7 @@ def _detail(job: JobRead) -> None:
         ("host", job.host_id),
         ("allocated", ", ".join(f"GPU {short(g.gpu_id)} ({gpu_amount(g.milli)})" for g in job.gpus) or None),
         ("exit code", job.exit_code),
+        ("cost", _cost(job)),
         ("cancel requested", job.cancel_requested_at),
         ("created", job.created_at),
         ("started", job.started_at),

@@ -9,6 +9,7 @@ import typer
 from gpufleet import __version__
 from gpufleet.cli import agent as agent_cli
 from gpufleet.cli import common
+from gpufleet.cli import costs as costs_cli
 from gpufleet.cli import db as db_cli
 from gpufleet.cli import demo as demo_cli
 from gpufleet.cli import hosts as hosts_cli
@@ -37,6 +38,7 @@ demo_cli.register(app)
 hosts_cli.register(app)
 agent_cli.register(app)
 jobs_cli.register(app)
+costs_cli.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -102,6 +102,7 @@ def _job(row: asyncpg.Record) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         cancel_requested_at=row.get("cancel_requested_at"),
+        cost_estimate=row.get("cost_estimate"),
     )
 
 

@@ -8,16 +8,21 @@ triggers check it again against the GPU's and host's organization.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from gpufleet.costs_domain import BudgetState
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.repo import budgets as budgets_repo
 from gpufleet.scheduler.model import AVAILABLE, GpuState, HostState
 from gpufleet.scheduler.types import FleetSnapshot, PendingJob, Quota
 
 ACTOR = "scheduler"
+# Jobs whose unspent estimates a hard budget reserves when another job is placed.
+HOLDING = ("allocated", "running")
 # A GPU the ledger may still allocate from; the allocator calls both "available".
 _ALLOCATABLE = frozenset({"available", "allocated"})
 
@@ -37,7 +42,8 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
     job_rows = await conn.fetch(
         """select id, organization_id, attempt, priority,
                   extract(epoch from clock_timestamp() - queued_at)::float8 as waited_s,
-                  gpu_count, gpu_milli, min_memory_mb, gpu_models, cpu_milli, ram_mb, pending_reason
+                  gpu_count, gpu_milli, min_memory_mb, gpu_models, cpu_milli, ram_mb, pending_reason,
+                  submitted_by, labels, cost_estimate
              from jobs where status = 'pending'
             order by priority desc, queued_at, id
             limit $1""",
@@ -93,6 +99,9 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
             cpu_milli=r["cpu_milli"],
             ram_mb=r["ram_mb"],
             pending_reason=r["pending_reason"],
+            submitted_by=r["submitted_by"],
+            labels=r["labels"],
+            cost_estimate=r["cost_estimate"],
         )
         for r in job_rows
     ]
@@ -102,7 +111,11 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
     usage: dict[UUID, dict[str, int]] = {}
     for u in usage_rows:
         usage.setdefault(u["organization_id"], {})[u["model"]] = int(u["milli"])
-    return FleetSnapshot(hosts=hosts, pending=pending, quotas=quotas, gpu_usage=usage)
+    budgets: dict[UUID, list[BudgetState]] = {}
+    waiting = sorted({j.organization_id for j in pending})  # only they can spend a budget now
+    for b in await budgets_repo.states(conn, org_ids=waiting, hard_only=True, outstanding_statuses=HOLDING):
+        budgets.setdefault(b.budget.organization_id, []).append(b)
+    return FleetSnapshot(hosts=hosts, pending=pending, quotas=quotas, gpu_usage=usage, budgets=budgets)
 
 
 def quota_of(row: Any) -> Quota:
@@ -182,6 +195,9 @@ class PlacementRow:
     shares: tuple[tuple[UUID, int, int], ...]  # (gpu id, milli, memory MiB)
     cpu_milli: int
     ram_mb: int
+    user_id: UUID | None = None  # for hard budgets
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cost_estimate: Decimal | None = None
 
 
 async def write_placements(conn: Conn, rows: Sequence[PlacementRow]) -> int:

@@ -16,7 +16,9 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.db.pool import Database
+from gpufleet.costs_domain import BudgetBook
+from gpufleet.db.pool import Connection, Database
+from gpufleet.repo import budgets as budgets_repo
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import scheduling as repo
 from gpufleet.repo.scheduling import Locked, PlacementRow
@@ -39,6 +41,9 @@ def rows_of(placements: Sequence[tuple[PendingJob, Placement]]) -> list[Placemen
             shares=tuple((UUID(s.gpu_id), s.milli, s.memory_mb) for s in p.gpus),
             cpu_milli=p.cpu_milli,
             ram_mb=p.ram_mb,
+            user_id=job.submitted_by,
+            labels=job.labels,
+            cost_estimate=job.cost_estimate,
         )
         for job, p in placements
     ]
@@ -98,6 +103,35 @@ def _why_not(
     return None
 
 
+async def within_budgets(
+    conn: Connection, rows: list[PlacementRow]
+) -> tuple[list[PlacementRow], list[tuple[PlacementRow, str]]]:
+    """Split placements into (within every hard budget, over one and why), with the budgets locked.
+
+    This is the authoritative budget check: the budget rows stay locked until this transaction
+    commits, so two placements (or a placement and a submission) never both spend the same
+    remaining amount. Without hard budgets it costs one indexed read.
+    """
+    if not rows:
+        return rows, []
+    states = await budgets_repo.states(
+        conn, org_ids=sorted({r.org_id for r in rows}), hard_only=True, outstanding_statuses=repo.HOLDING, lock=True
+    )
+    if not states:
+        return rows, []
+    book = BudgetBook(states)
+    ok: list[PlacementRow] = []
+    over: list[tuple[PlacementRow, str]] = []
+    for r in rows:
+        why = book.admit(r.user_id, r.labels, r.cost_estimate)
+        if why is None:
+            book.charge(r.user_id, r.labels, r.cost_estimate)
+            ok.append(r)
+        else:
+            over.append((r, why))
+    return ok, over
+
+
 async def commit_batch(db: Database, rows: Sequence[PlacementRow]) -> CommitOutcome:
     """One transaction: lock, check, write what still fits, record the conflicts."""
     job_ids = sorted({r.job_id for r in rows})
@@ -107,6 +141,8 @@ async def commit_batch(db: Database, rows: Sequence[PlacementRow]) -> CommitOutc
         async with db.system_transaction() as conn:
             locked = await repo.lock_batch(conn, job_ids=job_ids, host_ids=host_ids, gpu_ids=gpu_ids)
             ok, lost, gone = check(rows, locked)
+            ok, over = await within_budgets(conn, ok)
+            lost += over
             await repo.write_placements(conn, ok)
             await repo.record_conflicts(conn, lost)
     except asyncpg.PostgresError as exc:

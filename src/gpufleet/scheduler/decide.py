@@ -9,6 +9,8 @@ Rules (docs/scheduler.md, "The scheduler loop"):
   the host drains until the job fits, while backfill continues on every other host. At most
   ``max_reservations`` hosts per organization are held at once.
 * Quotas are checked before placement; a job over quota waits with the quota as its reason.
+  Hard budgets likewise ("budget: $493.20 of $500.00 spent ..."); the commit checks them again
+  with the budget rows locked (scheduler/commit.py), which is the authoritative check.
 * A job no host of the organization could ever hold (even empty, whatever its state) fails,
   unless the organization has no hosts at all yet (a fleet being set up: the job waits).
 """
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from uuid import UUID
 
+from gpufleet.costs_domain import BudgetBook, BudgetState
 from gpufleet.domain import gpu_type_tokens
 from gpufleet.scheduler.cluster import ClusterState, Host
 from gpufleet.scheduler.model import (
@@ -200,6 +203,7 @@ def decide_org(
     policy: Policy,
     quotas: Sequence[Quota] = (),
     usage_by_model: dict[str, int] | None = None,
+    budgets: Sequence[BudgetState] = (),
     starvation_after_s: float = 300.0,
     max_reservations: int = 4,
     on_placement: Callable[[PendingJob, Placement], None] | None = None,
@@ -217,6 +221,7 @@ def decide_org(
     cluster = ClusterState(hosts)
     inventory = Inventory(hosts)
     book = QuotaBook(quotas, usage_by_model or {}, inventory)
+    money = BudgetBook(budgets)
     failed_shapes: dict[ShapeKey, Unschedulable] = {}
     never_reasons: dict[ShapeKey, str] = {}
     clock = time.perf_counter_ns
@@ -230,6 +235,8 @@ def decide_org(
             out.failed.append((job, why))
             continue
         blocked, allowed = book.admit(req)
+        if blocked is None:
+            blocked = money.admit(job.submitted_by, job.labels, job.cost_estimate)
         if blocked is not None:
             out.reasons[job.id] = blocked
             continue
@@ -243,6 +250,7 @@ def decide_org(
             out.decision_ns.append(clock() - t0)
             if isinstance(decided, Placement):
                 book.charge(decided)
+                money.charge(job.submitted_by, job.labels, job.cost_estimate)
                 out.placements.append((job, decided))
                 if on_placement is not None:
                     on_placement(job, decided)

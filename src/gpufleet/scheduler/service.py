@@ -192,6 +192,7 @@ class Scheduler:
                         policy=policies[org_id],
                         quotas=snap.quotas.get(org_id, ()),
                         usage_by_model=snap.gpu_usage.get(org_id),
+                        budgets=snap.budgets.get(org_id, ()),
                         starvation_after_s=s.scheduler_starvation_after_s,
                         max_reservations=s.scheduler_max_reservations,
                         on_placement=placed,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from uuid import UUID
 
+from gpufleet.costs_domain import BudgetState
 from gpufleet.domain import Job
 from gpufleet.scheduler.model import HostState
 
@@ -52,6 +55,10 @@ class PendingJob:
     cpu_milli: int
     ram_mb: int
     pending_reason: str | None
+    # for budgets: whose work it is, its labels, and its expected cost (None: unbounded)
+    submitted_by: UUID | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cost_estimate: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class FleetSnapshot:
     pending: list[PendingJob]
     quotas: dict[UUID, list[Quota]]
     gpu_usage: dict[UUID, dict[str, int]]
+    budgets: dict[UUID, list[BudgetState]] = field(default_factory=dict)  # hard budgets only
 
 
 @dataclass(frozen=True, slots=True)

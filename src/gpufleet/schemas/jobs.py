@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -240,13 +241,19 @@ class JobRead(ResponseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cost: Decimal | None = Field(
+        default=None, description="Cost so far over all attempts, running time included (exact; docs/costs.md)."
+    )
+    cost_estimate: Decimal | None = Field(
+        default=None, description="max_runtime_s at the price in force at submission (null: no max_runtime_s)."
+    )
 
     @property
     def finished(self) -> bool:
         return self.status in states.JOB_TERMINAL
 
     @classmethod
-    def of(cls, job: Job, gpus: Sequence[Allocation] = ()) -> JobRead:
+    def of(cls, job: Job, gpus: Sequence[Allocation] = (), cost: Decimal | None = None) -> JobRead:
         s = job.spec
         return cls(
             id=job.id,
@@ -284,6 +291,8 @@ class JobRead(ResponseModel):
             updated_at=job.updated_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            cost=cost,
+            cost_estimate=job.cost_estimate,
         )
 
 

@@ -8,6 +8,7 @@ from gpufleet.sdk.aio import AsyncClient
 from gpufleet.sdk.client import Client
 from gpufleet.sdk.errors import (
     BadRequest,
+    BudgetExceeded,
     Conflict,
     Forbidden,
     GpufleetError,
@@ -28,6 +29,7 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "BadRequest",
+    "BudgetExceeded",
     "Client",
     "Conflict",
     "Forbidden",

@@ -40,10 +40,11 @@ from gpufleet.schemas.tenancy import (
     MeRead,
 )
 from gpufleet.sdk.base import AsyncBaseClient, page_of
+from gpufleet.sdk.costs import AsyncCostsMixin
 from gpufleet.sdk.jobs import job_body, jobs_params
 
 
-class AsyncClient(AsyncBaseClient):
+class AsyncClient(AsyncCostsMixin, AsyncBaseClient):
     async def ready(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", "/readyz")
         return result

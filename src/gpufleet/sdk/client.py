@@ -29,13 +29,14 @@ from gpufleet.schemas.tenancy import (
     OrganizationRead,
 )
 from gpufleet.sdk.base import ApiError, BaseClient
+from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
 
 __all__ = ["ApiError", "Client"]
 
 
-class Client(JobsMixin, HostsMixin, BaseClient):
+class Client(JobsMixin, HostsMixin, CostsMixin, BaseClient):
     # -- health ---------------------------------------------------------------------------
 
     def ready(self) -> dict[str, Any]:

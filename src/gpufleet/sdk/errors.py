@@ -37,6 +37,10 @@ class Unauthorized(GpufleetError):
     """401: no key, or a wrong, expired or revoked one."""
 
 
+class BudgetExceeded(GpufleetError):
+    """402: a hard budget has no room for this work; ``body`` has budget, spent, remaining and estimate."""
+
+
 class Forbidden(GpufleetError):
     """403: the key's role may not do this."""
 
@@ -87,6 +91,7 @@ class ServiceUnavailable(ServerError):
 BY_STATUS: dict[int, type[GpufleetError]] = {
     400: BadRequest,
     401: Unauthorized,
+    402: BudgetExceeded,
     403: Forbidden,
     404: NotFound,
     409: Conflict,

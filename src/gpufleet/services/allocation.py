@@ -11,6 +11,7 @@ from gpufleet.domain import Allocation, JobStatus
 from gpufleet.errors import Conflict, NotFound
 from gpufleet.repo import events, gpus
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.services import budgets
 from gpufleet.services.transitions import transition_job
 
 
@@ -28,6 +29,7 @@ async def allocate_gpu(
     Either the job becomes ``allocated`` on the GPU's host with the allocation recorded, or
     nothing changes and ``Conflict`` is raised (the GPU was taken meanwhile, or its host is not
     ready); the conflict itself is recorded as an ``allocation.conflict`` event for admins.
+    A hard budget without room for the job refuses it (BudgetExceeded) and nothing changes.
     """
     try:
         async with db.transaction(org_id) as conn:
@@ -48,6 +50,15 @@ async def allocate_gpu(
                 host_id=gpu.host_id,
                 attempt=job.attempt,
                 milli=milli,
+            )
+            # After the job, host and GPU rows: the scheduler's lock order (budgets come last).
+            await budgets.admit(
+                conn,
+                org_id,
+                user_id=job.submitted_by,
+                labels=job.spec.labels,
+                estimate=job.cost_estimate,
+                placing=job.id,
             )
             await events.append(
                 conn,

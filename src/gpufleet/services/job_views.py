@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.domain import Allocation, Job, JobStatus
 from gpufleet.errors import NotFound
+from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import jobs as jobs_repo
 
@@ -19,6 +21,7 @@ _HOLDING = (JobStatus.ALLOCATED, JobStatus.RUNNING)
 class JobView:
     job: Job
     gpus: list[Allocation] = field(default_factory=list)
+    cost: Decimal | None = None  # so far, running work included (docs/costs.md)
 
 
 async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
@@ -31,15 +34,19 @@ async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
             if (job.status in _HOLDING)
             else []
         )
-    return JobView(job, held)
+        cost = (await costs_repo.job_costs(conn, org_id=org_id, job_ids=[job.id]))[job.id]
+    return JobView(job, held, cost)
 
 
 async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[JobView]:
     """``jobs`` with what each holds now; one query for the whole list (none if none hold GPUs)."""
     holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu_count > 0]
     by_job: dict[UUID, list[Allocation]] = {}
-    if holding:
+    money: dict[UUID, Decimal] = {}
+    if jobs:
         async with db.transaction(org_id) as conn:
-            for a in await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=holding):
-                by_job.setdefault(a.job_id, []).append(a)
-    return [JobView(j, by_job.get(j.id, [])) for j in jobs]
+            if holding:
+                for a in await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=holding):
+                    by_job.setdefault(a.job_id, []).append(a)
+            money = await costs_repo.job_costs(conn, org_id=org_id, job_ids=[j.id for j in jobs])
+    return [JobView(j, by_job.get(j.id, []), money.get(j.id)) for j in jobs]

@@ -16,6 +16,7 @@ import binascii
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -23,9 +24,11 @@ from gpufleet import states
 from gpufleet.db.pool import Database
 from gpufleet.domain import Event, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as repo
 from gpufleet.scheduler.types import JobPage
+from gpufleet.services import budgets, costs
 from gpufleet.services.job_spec import validate
 from gpufleet.services.transitions import transition_job
 
@@ -37,7 +40,12 @@ async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID |
     """Validate and queue a job; the scheduler is woken when this transaction commits."""
     clean = validate(spec)
     async with db.transaction(org_id, user_id=submitted_by) as conn:
+        estimate = await costs.estimate(conn, org_id, clean)
+        await budgets.admit(conn, org_id, user_id=submitted_by, labels=clean.labels, estimate=estimate)
         job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
+        if estimate is not None:
+            await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
+            job = replace(job, cost_estimate=estimate)
         await events_repo.append(
             conn,
             org_id=org_id,

@@ -33,8 +33,13 @@ async def list_events(
     return FeedPage(
         events=[
             FeedEvent(
-                seq=e.seq, type=e.type, data=e.data, actor=e.actor, created_at=e.created_at,
-                entity_type=e.entity_type, entity_id=e.entity_id,
+                seq=e.seq,
+                type=e.type,
+                data=e.data,
+                actor=e.actor,
+                created_at=e.created_at,
+                entity_type=e.entity_type,
+                entity_id=e.entity_id,
             )
             for e in found
         ],

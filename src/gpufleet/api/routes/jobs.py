@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -36,7 +37,7 @@ async def submit_job(body: JobCreate, p: Caller, db: DB) -> JobRead:
         job = await jobs.submit(db, p.require_org(), spec, submitted_by=p.user_id)
     except InvalidInput as exc:
         raise body.wire_error(exc) from exc
-    return JobRead.of(job)
+    return JobRead.of(job, cost=Decimal(0))  # nothing accrues before it is placed
 
 
 @router.get("/jobs", **requires("jobs.list"))
@@ -52,14 +53,14 @@ async def list_jobs(
     org_id = p.require_org()
     page = await jobs.list_jobs(db, org_id, status=status, labels=_labels(label), limit=limit, cursor=cursor)
     views = await job_views.with_gpus(db, org_id, page.items)
-    return Page[JobRead](items=[JobRead.of(v.job, v.gpus) for v in views], next_cursor=page.next_cursor)
+    return Page[JobRead](items=[JobRead.of(v.job, v.gpus, v.cost) for v in views], next_cursor=page.next_cursor)
 
 
 @router.get("/jobs/{job_id}", **requires("jobs.read", NOT_FOUND))
 async def get_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
     """The job; while pending, `pending_reason` says why it waits."""
     view = await job_views.get(db, p.require_org(), job_id)
-    return JobRead.of(view.job, view.gpus)
+    return JobRead.of(view.job, view.gpus, view.cost)
 
 
 @router.post("/jobs/{job_id}/cancel", **requires("jobs.cancel", {**NOT_FOUND, **FINISHED}))
@@ -69,7 +70,7 @@ async def cancel_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
     org_id = p.require_org()
     job = await jobs.cancel(db, org_id, job_id, actor=f"user:{p.user_id}")
     (view,) = await job_views.with_gpus(db, org_id, [job])
-    return JobRead.of(view.job, view.gpus)
+    return JobRead.of(view.job, view.gpus, view.cost)
 
 
 @router.get("/jobs/{job_id}/events", **requires("jobs.read", NOT_FOUND))
@@ -102,7 +103,7 @@ async def wait_job(
     org_id = p.require_org()
     job = await jobs.wait(db, org_id, job_id, timeout_s)
     (view,) = await job_views.with_gpus(db, org_id, [job])
-    return JobRead.of(view.job, view.gpus)
+    return JobRead.of(view.job, view.gpus, view.cost)
 
 
 def _labels(given: list[str] | None) -> dict[str, str] | None:

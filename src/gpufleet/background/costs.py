@@ -1,0 +1,45 @@
+"""Cost accounting in the background: close running work's cost rows hourly, emit budget thresholds.
+
+Release already closes an allocation's last interval in its own transaction; this task only
+writes whole hours of work still running (so a report for last month never depends on a live
+computation) and tells budgets about what was spent. Both steps are idempotent: replicas running
+it at once skip each other's locked rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gpufleet.background.loop import run_periodically
+from gpufleet.config import Settings
+from gpufleet.db.pool import Database
+from gpufleet.repo import costs as repo
+from gpufleet.services import budgets
+
+
+@dataclass(frozen=True, slots=True)
+class CostsReport:
+    allocations_closed: int
+    threshold_events: int
+
+
+CLOSE_BATCH = 500  # allocations per transaction
+
+
+async def run_once(db: Database) -> CostsReport:
+    closed = 0
+    while True:
+        async with db.system_transaction() as conn:
+            n = await repo.close_intervals(conn, limit=CLOSE_BATCH)
+        closed += n
+        if n < CLOSE_BATCH:
+            break
+    return CostsReport(closed, await budgets.check_thresholds(db))
+
+
+async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+    async def once() -> None:
+        await run_once(db)
+
+    await run_periodically("costs", once, interval_s=settings.costs_interval_s, stop=stop)

@@ -1,0 +1,169 @@
+"""Frozen domain objects for prices, usage and budgets, and the money rules; no I/O here.
+
+Money is ``Decimal`` end to end (``numeric`` in PostgreSQL). Cost rows are rounded to 6 decimals
+when written; a total is rounded once, to the cent (half up), when it is shown or compared with
+a budget's limit in a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from uuid import UUID
+
+CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+THRESHOLDS = (50, 80, 100)  # percent of a budget: one budget.threshold event each per period
+
+
+class PriceKind(StrEnum):
+    GPU = "gpu"  # per GPU-hour of one model (a fractional allocation pays its share)
+    CPU = "cpu"  # per core-hour
+    RAM = "ram"  # per GiB-hour
+
+
+class BudgetPeriod(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+def cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """``$493.20`` for dollars, ``493.20 EUR`` otherwise."""
+    text = f"{cents(amount):,.2f}"
+    return f"${text}" if currency == "USD" else f"{text} {currency}"
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    id: UUID
+    organization_id: UUID
+    kind: PriceKind
+    gpu_model: str | None
+    host_id: UUID | None
+    hourly_price: Decimal
+    currency: str
+    effective_from: datetime
+    set_by: str | None
+    current: bool  # in force now (False: superseded history, or a change still to come)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key: str | None  # the group: a day, user id, job id, model, host id or label value (None: unset)
+    name: str | None  # a readable name for ids (user email, job name, host name)
+    gpu_hours: Decimal
+    cost: Decimal  # exact sum of cost rows (6 decimals); shown to the cent
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    id: UUID
+    organization_id: UUID
+    period: BudgetPeriod
+    amount_limit: Decimal
+    currency: str
+    hard: bool
+    user_id: UUID | None
+    label_key: str | None
+    label_value: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def applies(self, user_id: UUID | None, labels: Mapping[str, str]) -> bool:
+        if self.user_id is not None and self.user_id != user_id:
+            return False
+        return self.label_key is None or labels.get(self.label_key) == self.label_value
+
+    @property
+    def scope(self) -> str:
+        if self.user_id is not None:
+            return f"user {self.user_id}"
+        if self.label_key is not None:
+            return f"label {self.label_key}={self.label_value}"
+        return "organization"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A budget with what its period has spent (closed + live) and what running work may still spend."""
+
+    budget: Budget
+    period_start: datetime
+    spent: Decimal
+    outstanding: Decimal  # sum over unfinished jobs in scope of (estimate - cost so far), >= 0
+    alerted_period_start: datetime | None = None
+    alerted_pct: int = 0
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(Decimal(0), self.budget.amount_limit - self.spent - self.outstanding)
+
+    def blocks(self, estimate: Decimal | None, extra: Decimal = Decimal(0)) -> bool:
+        """Whether a job of this ``estimate`` (None: unbounded) would overspend the budget.
+
+        A job without an estimate is let through while anything is left; one with an estimate
+        only if all of it fits. ``extra`` is what earlier placements of the same decision took.
+        """
+        committed = self.spent + self.outstanding + extra
+        if not estimate:
+            return committed >= self.budget.amount_limit
+        return committed + estimate > self.budget.amount_limit
+
+    def reason(self, estimate: Decimal | None, extra: Decimal = Decimal(0)) -> str:
+        cur = self.budget.currency
+        text = f"budget: {money(self.spent, cur)} of {money(self.budget.amount_limit, cur)} spent"
+        if self.outstanding + extra:
+            text += f", {money(self.outstanding + extra, cur)} reserved by running work"
+        if self.budget.scope != "organization":
+            text += f" ({self.budget.scope}, this {self.budget.period.value})"
+        else:
+            text += f" this {self.budget.period.value}"
+        if estimate:
+            text += f"; this job may cost {money(estimate, cur)}"
+        return text
+
+
+def first_block(
+    states: Sequence[BudgetState],
+    user_id: UUID | None,
+    labels: Mapping[str, str],
+    estimate: Decimal | None,
+    extra: Mapping[UUID, Decimal] | None = None,
+) -> BudgetState | None:
+    """The first hard budget covering this work that has no room for ``estimate``."""
+    for s in states:
+        if (
+            s.budget.hard
+            and s.budget.applies(user_id, labels)
+            and s.blocks(estimate, (extra or {}).get(s.budget.id, Decimal(0)))
+        ):
+            return s
+    return None
+
+
+class BudgetBook:
+    """Hard budgets during one decision: each placement takes its estimate off what is left."""
+
+    def __init__(self, states: Sequence[BudgetState]) -> None:
+        self.states = [s for s in states if s.budget.hard]
+        self.extra: dict[UUID, Decimal] = {}
+
+    def admit(self, user_id: UUID | None, labels: Mapping[str, str], estimate: Decimal | None) -> str | None:
+        """None if the work fits every hard budget covering it, else the pending reason."""
+        if not self.states:
+            return None
+        blocked = first_block(self.states, user_id, labels, estimate, self.extra)
+        return None if blocked is None else blocked.reason(estimate, self.extra.get(blocked.budget.id, Decimal(0)))
+
+    def charge(self, user_id: UUID | None, labels: Mapping[str, str], estimate: Decimal | None) -> None:
+        for s in self.states:
+            if estimate and s.budget.applies(user_id, labels):
+                self.extra[s.budget.id] = self.extra.get(s.budget.id, Decimal(0)) + estimate

@@ -1,0 +1,164 @@
+"""Budgets: their rows, and what each period has spent and what unfinished work may still spend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.costs_domain import Budget, BudgetPeriod, BudgetState
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.repo.costs import OPEN
+
+_NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def budget_of(row: asyncpg.Record) -> Budget:
+    return Budget(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        period=BudgetPeriod(row["period"]),
+        amount_limit=row["amount_limit"],
+        currency=row["currency"],
+        hard=row["action"] == "block",
+        user_id=row["user_id"],
+        label_key=row["label_key"],
+        label_value=row["label_value"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def upsert(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    period: BudgetPeriod,
+    amount_limit: Decimal,
+    currency: str,
+    hard: bool,
+    user_id: UUID | None,
+    label_key: str | None,
+    label_value: str | None,
+) -> Budget:
+    """Set the budget of this scope and period, replacing any previous one."""
+    row = await conn.fetchrow(
+        f"""insert into budgets (organization_id, period, amount_limit, currency, action, user_id,
+                                 label_key, label_value)
+            values ($1, $2, $3, $4, $5, $6, $7, $8)
+            on conflict (organization_id, period, coalesce(user_id, '{_NIL}'::uuid), coalesce(label_key, ''),
+                         coalesce(label_value, ''))
+            do update set amount_limit = excluded.amount_limit, currency = excluded.currency,
+                          action = excluded.action
+         returning *""",
+        org_id,
+        period.value,
+        amount_limit,
+        currency,
+        "block" if hard else "warn",
+        user_id,
+        label_key,
+        label_value,
+    )
+    assert row is not None
+    return budget_of(row)
+
+
+async def delete(conn: Conn, *, org_id: UUID, budget_id: UUID) -> Budget | None:
+    row = await conn.fetchrow(
+        "delete from budgets where organization_id = $1 and id = $2 returning *", org_id, budget_id
+    )
+    return budget_of(row) if row else None
+
+
+async def states(
+    conn: Conn,
+    *,
+    org_ids: Sequence[UUID] | None,
+    hard_only: bool,
+    outstanding_statuses: Sequence[str],
+    lock: bool = False,
+    skip_locked: bool = False,
+    exclude_job: UUID | None = None,
+) -> list[BudgetState]:
+    """Budgets of ``org_ids`` (None: every organization, system path) with their period's spend.
+
+    ``lock`` takes the budget rows FOR UPDATE in id order: the serialisation point of every
+    decision that spends a budget (admission, placement), so two of them never both see the
+    same remaining amount. ``outstanding_statuses``: which unfinished jobs reserve their
+    estimate (admission counts pending ones too; placement only those holding resources).
+    ``exclude_job``: the job being judged, not counted among them.
+    """
+    lock_sql = (" for update skip locked" if skip_locked else " for update") if lock else ""
+    rows = await conn.fetch(
+        f"""select b.*, gpufleet_budget_window(b.period, now()) as window_start from budgets b
+             where ($1::uuid[] is null or b.organization_id = any($1::uuid[])) and (not $2 or b.action = 'block')
+             order by b.id{lock_sql}""",
+        list(org_ids) if org_ids is not None else None,
+        hard_only,
+    )
+    if not rows:
+        return []
+    orgs = sorted({r["organization_id"] for r in rows})
+    since = min(r["window_start"] for r in rows)
+    found = await conn.fetch(
+        f"""with {OPEN},
+                 b as (select b.id, b.organization_id, b.user_id, b.label_key, b.label_value,
+                              gpufleet_budget_window(b.period, now()) as w
+                         from budgets b where b.id = any($3::uuid[])),
+                 c as (select c.organization_id, c.user_id, c.labels, c.period_start, c.amount
+                         from cost_tracking c where c.organization_id = any($1::uuid[]) and c.period_start >= $2
+                       union all
+                       select l.organization_id, l.user_id, l.labels, l.period_start, l.amount
+                         from live l where l.period_start >= $2),
+                 spent as (select b.id, sum(c.amount) as amount from b join c on c.organization_id = b.organization_id
+                              and c.period_start >= b.w
+                              and (b.user_id is null or c.user_id = b.user_id)
+                              and (b.label_key is null or c.labels ->> b.label_key = b.label_value)
+                            group by b.id),
+                 j as (select j.id, j.organization_id, j.submitted_by, j.labels, j.attempt, j.cost_estimate
+                         from jobs j
+                        where j.organization_id = any($1::uuid[]) and j.status = any($4::text[])
+                          and j.cost_estimate > 0 and j.id is distinct from $5),
+                 jc as materialized (select x.job_id, sum(x.amount) as amount from (
+                            select c.job_id, c.amount
+                              from cost_tracking c join j on j.id = c.job_id and j.attempt = c.attempt
+                            union all
+                            select l.job_id, l.amount from live l join j on j.id = l.job_id and j.attempt = l.attempt
+                        ) x group by x.job_id),
+                 outstanding as (select b.id, sum(greatest(j.cost_estimate - coalesce(jc.amount, 0), 0)) as amount
+                                   from b join j on j.organization_id = b.organization_id
+                                    and (b.user_id is null or j.submitted_by = b.user_id)
+                                    and (b.label_key is null or j.labels ->> b.label_key = b.label_value)
+                                   left join jc on jc.job_id = j.id
+                                  group by b.id)
+            select b.id, coalesce(spent.amount, 0) as spent, coalesce(outstanding.amount, 0) as outstanding
+              from b left join spent on spent.id = b.id left join outstanding on outstanding.id = b.id""",
+        orgs,
+        since,
+        [r["id"] for r in rows],
+        list(outstanding_statuses),
+        exclude_job,
+    )
+    spent = {r["id"]: Decimal(r["spent"]) for r in found}
+    outstanding = {r["id"]: Decimal(r["outstanding"]) for r in found}
+    return [
+        BudgetState(
+            budget=budget_of(r),
+            period_start=r["window_start"],
+            spent=spent.get(r["id"], Decimal(0)),
+            outstanding=outstanding.get(r["id"], Decimal(0)),
+            alerted_period_start=r["alerted_period_start"],
+            alerted_pct=r["alerted_pct"],
+        )
+        for r in rows
+    ]
+
+
+async def mark_alerted(conn: Conn, *, budget_id: UUID, period_start: datetime, pct: int) -> None:
+    await conn.execute(
+        "update budgets set alerted_period_start = $2, alerted_pct = $3 where id = $1", budget_id, period_start, pct
+    )
