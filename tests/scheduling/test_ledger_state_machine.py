@@ -181,6 +181,11 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
 
             candidates = loop.run(active())
             if not candidates:
+                # Nothing holds GPUs yet: let the scheduler place what is queued, so that releases are
+                # exercised on every run rather than only when the draw happened to schedule first.
+                self.schedule()
+                candidates = loop.run(active())
+            if not candidates:
                 return
             job = candidates[pick % len(candidates)]
 
