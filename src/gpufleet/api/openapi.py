@@ -106,6 +106,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "agent", "description": "What node agents call, with a join token or their host credential."},
     {"name": "events", "description": "Every state change, in order."},
     {"name": "ids", "description": "Short ids: a unique prefix resolved to the whole id."},
+    {"name": "costs", "description": "Prices, usage and cost reports, budgets."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 

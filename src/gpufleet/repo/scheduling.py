@@ -329,13 +329,22 @@ async def fail_jobs(conn: Conn, *, jobs: Sequence[tuple[UUID, str]]) -> int:
 
 
 async def set_pending_reasons(conn: Conn, *, reasons: Sequence[tuple[UUID, str | None]]) -> int:
-    """Write why jobs wait; only rows whose reason really changes are touched."""
+    """Write why jobs wait; only rows whose reason really changes are touched.
+
+    A reason is advice, rewritten every cycle: rows another transaction holds (a placement, a
+    cancel, another scheduler during a leader change) are skipped rather than waited for, and
+    the rest are locked in id order, so two writers never deadlock over a set of jobs.
+    """
     if not reasons:
         return 0
     status = await conn.execute(
-        """update jobs j set pending_reason = p.reason
-             from unnest($1::uuid[], $2::text[]) as p(id, reason)
-            where j.id = p.id and j.status = 'pending' and j.pending_reason is distinct from p.reason""",
+        """with p as (select * from unnest($1::uuid[], $2::text[]) as p(id, reason)),
+                free as (select j.id from jobs j join p on p.id = j.id
+                          where j.status = 'pending' and j.pending_reason is distinct from p.reason
+                          order by j.id for no key update of j skip locked)
+           update jobs j set pending_reason = p.reason
+             from p join free on free.id = p.id
+            where j.id = p.id""",
         [j for j, _ in reasons],
         [r for _, r in reasons],
     )
