@@ -353,6 +353,7 @@ def _write(out: BinaryIO, data: bytes) -> None:
 
 @quotas.command("list")
 def quotas_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """Quotas of the organization and how much of each is in use."""
     with client() as c:
         found = c.list_quotas()
     if as_json:
@@ -382,6 +383,7 @@ def quotas_set(
 
 @quotas.command("delete")
 def quotas_delete(quota_id: str = id_arg("quota")) -> None:
+    """Delete a quota (admins)."""
     with client() as c:
         full = resolve(c, "quota", quota_id)
         c.delete_quota(full)
