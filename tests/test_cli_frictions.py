@@ -181,3 +181,28 @@ async def test_wording_gpus_attempts_and_shares(gf: Run, owner: Tenant, db: Data
         await conn.execute("update jobs set attempt = 2 where id = $1", uuid.UUID(plain))
     out = gf("jobs", "show", plain[:8]).stdout
     assert "2 (queued again after its host was lost)" in out and "of 3" not in out
+
+
+async def test_ids_in_tables_can_be_pasted_back_at_80_columns(gf: Run, owner: Tenant, db: Database) -> None:
+    host, gpus = await create_host(
+        db, owner.org.id, name="a-host-with-a-rather-long-name", gpus_spec=(("A100-80GB", 81920),) * 2
+    )
+    job = gf(
+        "jobs", "submit", "-q", "--gpus", "0", "--name", "a job with a long name to squeeze", "--", "true"
+    ).stdout.strip()
+    narrow = {"COLUMNS": "80"}
+    tables = {
+        "gpus list": ([str(g.id) for g in gpus], gf("gpus", "list", env=narrow).stdout),
+        "hosts list": ([str(host.id)], gf("hosts", "list", env=narrow).stdout),
+        "jobs list": ([job], gf("jobs", "list", env=narrow).stdout),
+        "hosts show": ([str(g.id) for g in gpus], gf("hosts", "show", str(host.id)[:8], env=narrow).stdout),
+    }
+    for what, (ids, out) in tables.items():
+        assert max(map(len, out.splitlines())) <= 80, (what, out)
+        for full in ids:
+            assert re.search(rf"\b{full[:8]}\b", out), (what, full, out)  # 8 characters, whole, on one line
+    for args, ids in ((("hosts", "list"), [str(host.id)]), (("gpus", "list"), [str(g.id) for g in gpus])):
+        out = gf(*args, "--wide", env=narrow).stdout
+        for full in ids:
+            assert full in out, (args, out)
+        assert "…" not in out, out

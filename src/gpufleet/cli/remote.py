@@ -20,6 +20,7 @@ from gpufleet.sdk import Client, GpufleetError
 JsonOpt = typer.Option(False, "--json", help="Print JSON for programs (errors too, on stderr).")
 WideOpt = typer.Option(False, "--wide", help="Full ids in tables (default: their first 8 characters).")
 SHORT = 8  # hex characters of an id shown in tables; any unique start of 4 or more is accepted back
+ID_WIDTH = 36  # a whole UUID, as --wide shows it
 
 
 def id_arg(what: str) -> Any:
@@ -108,6 +109,10 @@ def short(value: Any, wide: bool = False) -> str:
     return text if wide or not _UUID.match(text) else text[:SHORT]
 
 
+def _is_id(column: str) -> bool:
+    return column == "id" or column.endswith("_id")
+
+
 def dump(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json")
@@ -134,7 +139,13 @@ def show(
     cols = list(columns or (data[0].keys() if data else []))
     table = Table(title=title)
     for c in cols:
-        table.add_column((headers or {}).get(c) or c.replace("_", " ").title())
+        header = (headers or {}).get(c) or c.replace("_", " ").title()
+        if _is_id(c):
+            # An id is for pasting back: whole (never wrapped or cut with "…"); the other columns
+            # wrap instead when the terminal is narrow (80 columns included).
+            table.add_column(header, no_wrap=True, overflow="ignore", min_width=ID_WIDTH if wide else SHORT)
+        else:
+            table.add_column(header, overflow="fold")
     for d in data:
         table.add_row(*[short(d.get(c), wide) for c in cols])
     console.print(table)
