@@ -206,3 +206,13 @@ async def test_ids_in_tables_can_be_pasted_back_at_80_columns(gf: Run, owner: Te
         for full in ids:
             assert full in out, (args, out)
         assert "…" not in out, out
+
+
+async def test_logs_follow_of_a_job_that_did_not_succeed_says_so_and_exits_3(gf: Run) -> None:
+    job = gf("jobs", "submit", "-q", "--gpus", "1", "--", "true").stdout.strip()  # no host: it waits
+    assert gf("jobs", "cancel", job[:8]).returncode == 0
+    r = gf("jobs", "logs", "-f", job[:8])
+    assert r.returncode == 3 and r.stdout == "" and one_line(r.stderr), r
+    assert r.stderr.startswith(f"[gpufleet] job {job} cancelled"), r.stderr
+    r = gf("jobs", "logs", job[:8])  # without -f: the output as it is, exit 0
+    assert r.returncode == 0 and r.stderr == "", r

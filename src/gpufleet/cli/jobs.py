@@ -327,7 +327,9 @@ def jobs_logs(
     attempt: int = typer.Option(None, min=1, help="This attempt (default: the current one; -f follows retries)."),
     stream: LogStreamOpt = typer.Option("all", "--stream", help="Only this stream (gpufleet's notices always)."),
 ) -> None:
-    """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr."""
+    """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr.
+
+    With -f, a job that ends without succeeding adds one line on stderr and exits 3 (as `jobs wait`)."""
     with client() as c:
         full = resolve(c, "job", job_id)
         entries = c.follow_job_logs(full, attempt=attempt) if follow else c.iter_job_logs(full, attempt=attempt)
@@ -344,6 +346,17 @@ def jobs_logs(
         except BrokenPipeError:  # `gpufleet jobs logs ID | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             raise typer.Exit(0) from None
+        if follow:
+            _followed_to_the_end(c.get_job(full))
+
+
+def _followed_to_the_end(job: JobRead) -> None:
+    """After `logs -f`: a job that did not succeed says so on stderr and exits 3, as `jobs wait` does."""
+    if not job.finished or job.status is JobStatus.SUCCEEDED:
+        return
+    reason = f": {job.status_reason}" if job.status_reason else ""
+    _write(sys.stderr.buffer, f"[gpufleet] job {job.id} {job.status.value}{reason}\n".encode())
+    raise typer.Exit(EXIT_UNSUCCESSFUL)
 
 
 def _write(out: BinaryIO, data: bytes) -> None:
