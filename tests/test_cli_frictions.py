@@ -95,8 +95,11 @@ async def test_short_ids_quiet_submit_and_ambiguous_prefixes(gf: Run, owner: Ten
     assert r.returncode == 0 and f"cancelled {b}" in r.stdout
     r = gf("jobs", "show", "dddd")
     assert r.returncode == 1 and one_line(r.stderr) and "no job has an id starting with 'dddd'" in r.stderr
-    r = gf("jobs", "show", "abc")
-    assert r.returncode == 1 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr
+    for bad in ("abc", "zzzzzzzz", "ab", "0" * 33):  # not an id: a wrong command line, nothing sent
+        r = gf("jobs", "show", bad)
+        assert r.returncode == 2 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr, (bad, r.stderr)
+    r = gf("orgs", "show", "zz")
+    assert r.returncode == 2 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr, r.stderr
 
 
 async def test_every_field_of_the_sketchs_job_and_refused_combinations(gf: Run) -> None:
@@ -113,6 +116,8 @@ async def test_every_field_of_the_sketchs_job_and_refused_combinations(gf: Run) 
     )
     assert job["requirements"]["min_memory_mb"] == 8192
     assert job["retry"] == {"on_host_loss": False, "on_failure": False, "max_attempts": 5}
+    out = gf("jobs", "show", job["id"][:8]).stdout  # in the unit it was given in
+    assert "8 GB per GPU" in out and "MiB" not in out, out
 
     refused = [
         ("--gpus", "2", "--gpu-fraction", "0.5"),
@@ -147,6 +152,8 @@ async def test_errors_exit_codes_and_global_options(gf: Run, live: LiveServer, o
     r = gf("jobs", "wait", pending[:8], "--timeout", "0.1")
     assert r.returncode == 4, r.stderr  # not 2: that is a wrong command line
 
+    r = gf("whoami")  # the organization by name and slug, not only its id
+    assert r.returncode == 0 and f"{owner.org.name} ({owner.org.slug})" in r.stdout.splitlines()[0], r.stdout
     r = gf("--version")
     assert r.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+\S*\n", r.stdout)
     # --url/--api-key stand in for the environment, before or after the command
@@ -168,7 +175,7 @@ async def test_wording_gpus_attempts_and_shares(gf: Run, owner: Tenant, db: Data
     await scheduler(db).run_once()
 
     out = gf("jobs", "show", big[:8]).stdout
-    assert "no host could ever hold 8 GPUs, even if empty" in out and "4 GPUs free, the job needs 8" in out
+    assert "no host could ever hold 8 GPUs, even if empty" in out and "four: has 4 GPUs, the job needs 8" in out
     assert "4 of 8" not in out and "attempt" not in out  # no retries asked for: no "attempt 1 of 3"
     out = gf("jobs", "show", share["id"][:8]).stdout
     assert "attempt" in out and "1 of 3" in out and "0.25 GPU" in out and "milli" not in out.lower()

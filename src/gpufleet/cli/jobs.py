@@ -53,6 +53,11 @@ def gpu_amount(milli: int, count: int = 1) -> str:
     return f"{amount:g} GPU" + ("s" if amount > 1 else "")
 
 
+def _gb(mb: int) -> str:
+    """Memory in the unit it is asked in (--min-memory-gb, --ram-gb; 1 GB = 1024 MiB here)."""
+    return f"{mb / 1024:.4g} GB"
+
+
 def _gpus(job: JobRead) -> str:
     r = job.requirements
     if r.gpu_count == 0:
@@ -95,8 +100,8 @@ def _detail(job: JobRead) -> None:
         ("command", " ".join(job.command) if job.command else None),
         ("script", (job.script or "").splitlines()[0] + " ..." if job.script else None),
         ("gpus", _gpus(job)),
-        ("gpu memory", f"{r.min_memory_mb} MiB per GPU" if r.min_memory_mb else None),
-        ("cpu / ram", f"{r.cpu_milli / 1000:g} cores, {r.ram_mb} MiB" if r.cpu_milli or r.ram_mb else None),
+        ("gpu memory", f"{_gb(r.min_memory_mb)} per GPU" if r.min_memory_mb else None),
+        ("cpu / ram", f"{r.cpu_milli / 1000:g} cores, {_gb(r.ram_mb)} RAM" if r.cpu_milli or r.ram_mb else None),
         ("priority", job.priority),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.labels.items()) or None),
         ("model type", job.model_type),

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from gpufleet.cli import config
-from gpufleet.cli.common import console, emit_json, fail
+from gpufleet.cli.common import console, emit_json, fail, usage
 from gpufleet.sdk import Client, GpufleetError
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for programs (errors too, on stderr).")
@@ -71,6 +71,7 @@ def resolve(c: Client, kind: str, text: str) -> UUID:
     full = _full(text)
     if full is not None:
         return full
+    _check_prefix(text)
     found = c.resolve(kind, text)
     word = KIND_WORDS.get(kind, kind)
     return _one_of(text, word, [(m.id, m.label) for m in found.matches], found.more)
@@ -81,11 +82,17 @@ def resolve_local(text: str, word: str, candidates: Iterable[tuple[UUID, str]]) 
     full = _full(text)
     if full is not None:
         return full
-    digits = text.strip().lower().replace("-", "")
-    if len(digits) < 4 or not re.fullmatch(r"[0-9a-f]+", digits):
-        fail(f"{text!r} is not an id: give 4 or more hex characters of one", status=422)
+    digits = _check_prefix(text)
     matches = [(i, label) for i, label in candidates if i.hex.startswith(digits)]
     return _one_of(text, word, matches, False)
+
+
+def _check_prefix(text: str) -> str:
+    """The hex digits of an id's start; a wrong command line (exit 2) when ``text`` cannot be one."""
+    digits = text.strip().lower().replace("-", "")
+    if not re.fullmatch(r"[0-9a-f]{4,32}", digits):
+        usage(f"{text!r} is not an id: give 4 to 32 hex digits of one (dashes allowed)")
+    return digits
 
 
 def _full(text: str) -> UUID | None:

@@ -43,7 +43,9 @@ def whoami(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     if as_json:
         show(me, True)
         return
-    console.print(f"{me.user.email} ({me.role} of {me.organization_id}, via {me.credential})")
+    org = next((m for m in me.memberships if m.organization_id == me.organization_id), None)
+    where = f"{org.organization_name} ({org.organization_slug})" if org else str(me.organization_id)
+    console.print(f"{me.user.email}: {me.role} of {where}, via {me.credential}", highlight=False)
     show(me.memberships, False, ["organization_id", "organization_name", "organization_slug", "role"], wide=wide)
 
 
