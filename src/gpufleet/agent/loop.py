@@ -28,7 +28,7 @@ from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSampl
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
 from gpufleet.agent.runtime import ProcessRuntime
-from gpufleet.agent.runtime_users import JobUserError, JobUsers, job_users
+from gpufleet.agent.runtime_users import JobUserError, JobUsers, hidden_from_jobs, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -291,10 +291,14 @@ class Agent:
     def job_runner(self) -> JobRunner:
         """The job loop, over a process runtime in the state directory (docs/agent.md)."""
         assert self.credential is not None
+        users = self.job_users()
         try:
-            runtime = ProcessRuntime(self.config.state_dir, users=self.job_users(), work_root=self.config.work_dir)
+            runtime = ProcessRuntime(self.config.state_dir, users=users, work_root=self.config.work_dir)
         except (JobUserError, OSError) as exc:
             raise AgentError(f"cannot prepare to run jobs: {exc}") from None
+        hidden = hidden_from_jobs(users) if users.separate else None
+        if hidden:
+            log.warning(hidden)
         return JobRunner(
             runtime,
             self.api,

@@ -139,10 +139,6 @@ def job_users(policy: str, *, state_dir: Path) -> JobUsers:
     if not users.separate:
         fix = "drop --job-user agent" if root else "run the agent as root"
         log.warning(SAME_USER_WARNING.format(uid=os.geteuid(), state_dir=state_dir, fix=fix))
-    else:
-        hidden = hidden_from_jobs(users)
-        if hidden:
-            log.warning(hidden)
     return users
 
 
