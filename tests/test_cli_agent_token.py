@@ -104,3 +104,55 @@ def test_token_sources_are_checked_in_one_line(tmp_path: Path) -> None:
     assert both.returncode == 1 and "not both" in both.stderr and len(both.stderr.strip().splitlines()) == 1
     empty = run("--join-token", "-", stdin="\n")
     assert empty.returncode == 1 and "nothing was read from stdin" in empty.stderr
+
+
+def test_a_plain_agent_logs_what_matters_and_says_how_it_stopped(
+    pg_server: PgServer, db_name: str, owner: Tenant, tmp_path: Path
+) -> None:
+    """No line per HTTP request (heartbeats every 0.2 s here); one line at stop about the jobs left."""
+    live = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE), background=True)
+    live.start()
+    state = tmp_path / "state"
+    env = {**os.environ, "GPUFLEET_JOIN_TOKEN": _token(live, owner)}
+    argv = [GPUFLEET, "agent", "--server", live.url, "--state-dir", str(state), "--simulate", "1xA100-80GB",
+            "--interval", "0.2"]  # fmt: skip
+
+    def job() -> dict[str, object]:
+        return dict(httpx.get(f"{live.url}/v1/jobs/{job_id}", headers=owner.headers).json())
+
+    def heartbeat() -> object:
+        return httpx.get(f"{live.url}/v1/hosts", headers=owner.headers).json()["items"][0]["last_heartbeat_at"]
+
+    def run_until(check: object, *extra: str) -> str:
+        proc = subprocess.Popen([*argv, *extra], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not check():  # type: ignore[operator]
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+            time.sleep(1)  # a few heartbeats
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        with proc.stderr:
+            return proc.stderr.read()
+
+    try:
+        r = httpx.post(f"{live.url}/v1/jobs", headers=owner.headers,
+                       json={"name": "stays", "gpu_count": 0, "command": ["sleep", "60"]})  # fmt: skip
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        err = run_until(lambda: job()["status"] == "running")
+        assert "HTTP Request" not in err and "httpx" not in err, err
+        assert err.rstrip().splitlines()[-1].endswith("stopped; 1 job left running for the next start to adopt"), err
+        # The next start adopts it; stopped with --stop-jobs-on-exit, it is interrupted.
+        before = heartbeat()
+        err = run_until(lambda: heartbeat() != before, "--stop-jobs-on-exit")
+        assert "HTTP Request" not in err and "stopped 1 job (interrupted" in err.rstrip().splitlines()[-1], err
+        deadline = time.monotonic() + 20
+        while job()["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job()["status"] != "running"
+    finally:
+        live.stop()

@@ -39,3 +39,20 @@ def test_the_docs_name_the_environment_config_file_exit_codes_and_completion() -
     for needed in ("GPUFLEET_URL", "GPUFLEET_API_KEY", "GPUFLEET_CONFIG_DIR", "config.toml", "### Exit codes",
                    "--install-completion", "--url", "--api-key", "--version", "--wide"):  # fmt: skip
         assert needed in DOC, needed
+
+
+def _commands(command: object, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = [(prefix.strip() or "gpufleet", command)]
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        out += _commands(sub, f"{prefix} {name}")
+    return out
+
+
+def test_every_command_and_group_has_help() -> None:
+    """`gpufleet X --help` (and the list of X's subcommands) says what each one is for."""
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) > 50
+    empty = [
+        path for path, c in commands if not (getattr(c, "help", None) or getattr(c, "short_help", None) or "").strip()
+    ]
+    assert not empty, f"these commands have no help text: {empty}"

@@ -95,8 +95,11 @@ async def test_short_ids_quiet_submit_and_ambiguous_prefixes(gf: Run, owner: Ten
     assert r.returncode == 0 and f"cancelled {b}" in r.stdout
     r = gf("jobs", "show", "dddd")
     assert r.returncode == 1 and one_line(r.stderr) and "no job has an id starting with 'dddd'" in r.stderr
-    r = gf("jobs", "show", "abc")
-    assert r.returncode == 1 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr
+    for bad in ("abc", "zzzzzzzz", "ab", "0" * 33):  # not an id: a wrong command line, nothing sent
+        r = gf("jobs", "show", bad)
+        assert r.returncode == 2 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr, (bad, r.stderr)
+    r = gf("orgs", "show", "zz")
+    assert r.returncode == 2 and one_line(r.stderr) and "4 to 32 hex digits" in r.stderr, r.stderr
 
 
 async def test_every_field_of_the_sketchs_job_and_refused_combinations(gf: Run) -> None:
@@ -113,6 +116,8 @@ async def test_every_field_of_the_sketchs_job_and_refused_combinations(gf: Run) 
     )
     assert job["requirements"]["min_memory_mb"] == 8192
     assert job["retry"] == {"on_host_loss": False, "on_failure": False, "max_attempts": 5}
+    out = gf("jobs", "show", job["id"][:8]).stdout  # in the unit it was given in
+    assert "8 GB per GPU" in out and "MiB" not in out, out
 
     refused = [
         ("--gpus", "2", "--gpu-fraction", "0.5"),
@@ -147,6 +152,8 @@ async def test_errors_exit_codes_and_global_options(gf: Run, live: LiveServer, o
     r = gf("jobs", "wait", pending[:8], "--timeout", "0.1")
     assert r.returncode == 4, r.stderr  # not 2: that is a wrong command line
 
+    r = gf("whoami")  # the organization by name and slug, not only its id
+    assert r.returncode == 0 and f"{owner.org.name} ({owner.org.slug})" in r.stdout.splitlines()[0], r.stdout
     r = gf("--version")
     assert r.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+\S*\n", r.stdout)
     # --url/--api-key stand in for the environment, before or after the command
@@ -168,7 +175,7 @@ async def test_wording_gpus_attempts_and_shares(gf: Run, owner: Tenant, db: Data
     await scheduler(db).run_once()
 
     out = gf("jobs", "show", big[:8]).stdout
-    assert "no host could ever hold 8 GPUs, even if empty" in out and "4 GPUs free, the job needs 8" in out
+    assert "no host could ever hold 8 GPUs, even if empty" in out and "four: has 4 GPUs, the job needs 8" in out
     assert "4 of 8" not in out and "attempt" not in out  # no retries asked for: no "attempt 1 of 3"
     out = gf("jobs", "show", share["id"][:8]).stdout
     assert "attempt" in out and "1 of 3" in out and "0.25 GPU" in out and "milli" not in out.lower()
@@ -181,3 +188,38 @@ async def test_wording_gpus_attempts_and_shares(gf: Run, owner: Tenant, db: Data
         await conn.execute("update jobs set attempt = 2 where id = $1", uuid.UUID(plain))
     out = gf("jobs", "show", plain[:8]).stdout
     assert "2 (queued again after its host was lost)" in out and "of 3" not in out
+
+
+async def test_ids_in_tables_can_be_pasted_back_at_80_columns(gf: Run, owner: Tenant, db: Database) -> None:
+    host, gpus = await create_host(
+        db, owner.org.id, name="a-host-with-a-rather-long-name", gpus_spec=(("A100-80GB", 81920),) * 2
+    )
+    job = gf(
+        "jobs", "submit", "-q", "--gpus", "0", "--name", "a job with a long name to squeeze", "--", "true"
+    ).stdout.strip()
+    narrow = {"COLUMNS": "80"}
+    tables = {
+        "gpus list": ([str(g.id) for g in gpus], gf("gpus", "list", env=narrow).stdout),
+        "hosts list": ([str(host.id)], gf("hosts", "list", env=narrow).stdout),
+        "jobs list": ([job], gf("jobs", "list", env=narrow).stdout),
+        "hosts show": ([str(g.id) for g in gpus], gf("hosts", "show", str(host.id)[:8], env=narrow).stdout),
+    }
+    for what, (ids, out) in tables.items():
+        assert max(map(len, out.splitlines())) <= 80, (what, out)
+        for full in ids:
+            assert re.search(rf"\b{full[:8]}\b", out), (what, full, out)  # 8 characters, whole, on one line
+    for args, ids in ((("hosts", "list"), [str(host.id)]), (("gpus", "list"), [str(g.id) for g in gpus])):
+        out = gf(*args, "--wide", env=narrow).stdout
+        for full in ids:
+            assert full in out, (args, out)
+        assert "…" not in out, out
+
+
+async def test_logs_follow_of_a_job_that_did_not_succeed_says_so_and_exits_3(gf: Run) -> None:
+    job = gf("jobs", "submit", "-q", "--gpus", "1", "--", "true").stdout.strip()  # no host: it waits
+    assert gf("jobs", "cancel", job[:8]).returncode == 0
+    r = gf("jobs", "logs", "-f", job[:8])
+    assert r.returncode == 3 and r.stdout == "" and one_line(r.stderr), r
+    assert r.stderr.startswith(f"[gpufleet] job {job} cancelled"), r.stderr
+    r = gf("jobs", "logs", job[:8])  # without -f: the output as it is, exit 0
+    assert r.returncode == 0 and r.stderr == "", r

@@ -14,7 +14,7 @@ import pytest
 
 from gpufleet.agent.runtime import ProcessRuntime, ProcessSpec
 from gpufleet.agent.runtime_proc import StateRecord
-from gpufleet.agent.runtime_users import JobUserError, NamedUser, SlotUsers, job_users
+from gpufleet.agent.runtime_users import JobUserError, NamedUser, SlotUsers, hidden_from_jobs, job_users
 from tests.agent.test_runtime import alive, eventually
 
 ROOT = os.geteuid() == 0
@@ -146,3 +146,39 @@ async def test_a_job_stopped_with_its_agent_is_interrupted(tmp_path: Path) -> No
     assert outcome.reason == "interrupted: the agent stopped; stopped by signal 15 (SIGTERM)"
     assert not alive(job.pid)
     await rt.close()
+
+
+def test_a_path_and_python_closed_to_job_users_are_announced_in_one_line(tmp_path: Path) -> None:
+    closed = tmp_path / "home" / "shims"  # like pyenv's shims under root's 0700 home
+    closed.mkdir(parents=True)
+    (tmp_path / "home").chmod(0o700)
+    (closed / "python").write_text("#!/bin/sh\n")
+    (closed / "python").chmod(0o755)
+    users = SlotUsers.__new__(SlotUsers)  # only its kind matters here: nothing is created
+    message = hidden_from_jobs(users, f"{closed}:/usr/bin:/bin", str(closed / "python"))
+    assert message is not None and "\n" not in message
+    assert f"the directories {closed} of this agent's PATH nor its Python ({closed / 'python'})" in message
+    assert "jobs run with PATH=/usr/bin:/bin, where" in message and "python is not found" in message
+    assert "--job-user" in message and "outside a 0700 home" in message
+    assert hidden_from_jobs(users, "/usr/bin:/bin", "/bin/sh") is None
+
+
+async def test_a_jobs_path_keeps_only_what_its_user_can_search(base: Path) -> None:
+    if not ROOT:
+        return  # without job users the job's PATH is the agent's (checked in test_runtime.py)
+    closed = base / "root-home" / "shims"
+    closed.mkdir(parents=True)
+    (base / "root-home").chmod(0o700)
+    (closed / "sh").symlink_to("/bin/sh")  # would shadow /bin/sh, if the job's user could reach it
+    out = base / "out"
+    out.mkdir()
+    out.chmod(0o1777)
+    env = {"PATH": f"{closed}:/usr/bin:/bin"}
+    rt = ProcessRuntime(base / "state", users=SlotUsers(), work_root=base / "work", base_env=env)
+    try:
+        await rt.start(ProcessSpec("p", 1, argv=["sh", "-c", f'echo "$PATH" > {out}/path']))
+        outcome = await rt.wait("p")
+        assert outcome.status == "succeeded", outcome
+        assert (out / "path").read_text() == "/usr/bin:/bin\n"
+    finally:
+        await rt.close()

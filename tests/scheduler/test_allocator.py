@@ -19,6 +19,15 @@ def test_two_gpus_on_a_host_with_one_free_is_unschedulable_naming_the_host() -> 
     assert not result.never
 
 
+def test_a_host_too_small_even_if_empty_is_described_by_its_size() -> None:
+    result = allocate(job(gpus=3), [host("ag2", gpus=2, free=0), host("ag4", gpus=4, free=1)])
+    assert isinstance(result, Unschedulable) and not result.never
+    assert result.reasons == ("ag2: has 2 GPUs, the job needs 3", "ag4: 1 GPU free, the job needs 3")
+    result = allocate(job(gpus=8), [host("ag2", gpus=2, free=0)])
+    assert isinstance(result, Unschedulable) and result.never
+    assert result.reasons == ("no host could ever hold 8 GPUs, even if empty", "ag2: has 2 GPUs, the job needs 8")
+
+
 def test_whole_gpus_all_on_one_host() -> None:
     result = allocate(job(gpus=2, cpu=8000, ram=1024), [host("a", free=1), host("b", gpus=4, free=2)])
     assert result == Placement("j", "b", (GpuShare("b/g0", 1000, 81920), GpuShare("b/g1", 1000, 81920)), 8000, 1024)

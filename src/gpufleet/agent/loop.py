@@ -28,7 +28,7 @@ from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSampl
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
 from gpufleet.agent.runtime import ProcessRuntime
-from gpufleet.agent.runtime_users import JobUserError, JobUsers, job_users
+from gpufleet.agent.runtime_users import JobUserError, JobUsers, hidden_from_jobs, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -291,10 +291,14 @@ class Agent:
     def job_runner(self) -> JobRunner:
         """The job loop, over a process runtime in the state directory (docs/agent.md)."""
         assert self.credential is not None
+        users = self.job_users()
         try:
-            runtime = ProcessRuntime(self.config.state_dir, users=self.job_users(), work_root=self.config.work_dir)
+            runtime = ProcessRuntime(self.config.state_dir, users=users, work_root=self.config.work_dir)
         except (JobUserError, OSError) as exc:
             raise AgentError(f"cannot prepare to run jobs: {exc}") from None
+        hidden = hidden_from_jobs(users) if users.separate else None
+        if hidden:
+            log.warning(hidden)
         return JobRunner(
             runtime,
             self.api,
@@ -321,10 +325,12 @@ class Agent:
         abandoned; jobs keep running for the next start to adopt, unless ``stop_jobs_on_exit``);
         raises ``AgentError`` when the agent cannot go on.
         """
+        running: int | None = None  # jobs running when the agent stopped (None: it never ran any)
         try:
             if self.config.run_jobs:
                 self.job_users()  # a bad --job-user stops the agent before it registers
             if await self.start(stop) is None:
+                log.info("stopped before this host was registered")
                 return
             tasks = [asyncio.create_task(self._sample_loop(stop), name="gpu-sampler")]
             if self.config.run_jobs:
@@ -339,9 +345,11 @@ class Agent:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 if self.jobs is not None:
+                    running = len(self.jobs.running())
                     await self.jobs.close()
         finally:
             await self.close()
+        log.info(stopped_line(running, stop_jobs=self.config.stop_jobs_on_exit))
 
     async def _sample_loop(self, stop: asyncio.Event) -> None:
         period = self.config.sample_interval_s
@@ -401,6 +409,16 @@ class Agent:
         await self.api.aclose()
         if self.backend is not None:
             self.backend.close()
+
+
+def stopped_line(running: int | None, *, stop_jobs: bool) -> str:
+    """What the agent's last line says about the jobs it leaves (`gpufleet agent` logs it at stop)."""
+    if not running:
+        return "stopped; no job was running"
+    jobs = f"{running} job{'' if running == 1 else 's'}"
+    if stop_jobs:
+        return f"stopped {jobs} (interrupted: the server requeues them per their host-loss policy)"
+    return f"stopped; {jobs} left running for the next start to adopt"
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -18,7 +18,7 @@ from typing import Literal
 import psutil
 
 from gpufleet.agent.runtime_logs import Stream
-from gpufleet.agent.runtime_users import JobIdentity
+from gpufleet.agent.runtime_users import JobIdentity, may_access, searchable_path
 
 SHIM_PATH = Path(__file__).with_name("runtime_shim.py")
 
@@ -184,6 +184,9 @@ def job_env(base: Mapping[str, str], spec_env: Mapping[str, str], *, job_id: str
     env = {k: v for k, v in base.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     if user is not None:
+        # Only what the job's user can search: a pyenv or venv under root's 0700 home would shadow
+        # the system's python3 for the job's own lookups (bash, execvp) with "permission denied".
+        env["PATH"] = searchable_path(env["PATH"], user)
         for key in _PER_USER_ENV:
             env.pop(key, None)
         env["USER"] = env["LOGNAME"] = user.name
@@ -209,31 +212,6 @@ def check_working_dir(path: str) -> None:
         raise StartError(f"working directory is not a directory: {path}")
     if not os.access(path, os.X_OK):
         raise StartError(f"permission denied: cannot enter working directory {path}")
-
-
-def may_access(path: str, user: JobIdentity | None, mode: int) -> bool:
-    """``os.access`` for the job's user: every parent searchable, the path itself ``mode``.
-
-    Root's own ``os.access`` says yes to nearly everything, so it cannot tell whether the job's
-    user will be able to run a program (e.g. a Python under root's 0700 home)."""
-    if user is None:
-        return os.access(path, mode)
-    path = os.path.realpath(path)  # a symlink's target's parents are what the kernel walks
-    try:
-        checks = [(p, os.X_OK) for p in reversed(Path(path).parents)] + [(Path(path), mode)]
-        for p, want in checks:
-            st = os.stat(p)
-            if st.st_uid == user.uid:
-                bits = st.st_mode >> 6
-            elif st.st_gid == user.gid or st.st_gid in user.groups:
-                bits = st.st_mode >> 3
-            else:
-                bits = st.st_mode
-            if (bits & want) != want:
-                return False
-    except OSError:
-        return False
-    return True
 
 
 def resolve_executable(name: str, search_path: str, cwd: str, user: JobIdentity | None = None) -> str:

@@ -26,6 +26,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,37 @@ def job_users(policy: str, *, state_dir: Path) -> JobUsers:
     return users
 
 
+# Owns nothing and is in no group: what any job user can reach, judged by the "other" permission bits.
+_ANY_JOB_USER = JobIdentity(2**31 - 2, 2**31 - 2, (), "a job user")
+
+
+def hidden_from_jobs(users: JobUsers, search_path: str | None = None, python: str | None = None) -> str | None:
+    """One line when the PATH or the Python this agent was started with are closed to its job users
+    (e.g. a pyenv or venv under root's 0700 home): what jobs get instead, and what to do."""
+    identity = users.claim() if isinstance(users, NamedUser) else _ANY_JOB_USER
+    search_path = os.environ.get("PATH", os.defpath) if search_path is None else search_path
+    python = python or sys.executable
+    dirs = list(dict.fromkeys(d for d in search_path.split(os.pathsep) if os.path.isabs(d)))
+    closed = [d for d in dirs if os.path.isdir(d) and not may_access(d, identity, os.X_OK)]
+    python_closed = not may_access(python, identity, os.X_OK)
+    if not closed and not python_closed:
+        return None
+    kept = searchable_path(search_path, identity)
+    found = {n: shutil.which(n, path=kept) for n in ("python3", "python")}
+    pythons = " and ".join(f"{n} is {p}" if p else f"{n} is not found" for n, p in found.items())
+    what = []
+    if closed:
+        what.append(f"the directories {', '.join(closed)} of this agent's PATH")
+    if python_closed:
+        real = os.path.realpath(python)
+        what.append(f"its Python ({python}{'' if real == python else ' -> ' + real})")
+    return (
+        f"job users cannot reach {' nor '.join(what)}: jobs run with PATH={kept}, where {pythons}; to give jobs "
+        "this PATH and Python, install them outside a 0700 home (e.g. a venv in /opt), or pass --job-user "
+        "(docs/agent.md, 'Job users')"
+    )
+
+
 def _useradd() -> str | None:
     return shutil.which("useradd") or next(
         (p for p in ("/usr/sbin/useradd", "/sbin/useradd") if os.access(p, os.X_OK)), None
@@ -232,6 +264,38 @@ def release_slot(uid: int | None, lock_fd: int | None) -> None:
         sweep_files(uid)
     if lock_fd is not None:
         os.close(lock_fd)
+
+
+def may_access(path: str, user: JobIdentity | None, mode: int) -> bool:
+    """``os.access`` for the job's user: every parent searchable, the path itself ``mode``.
+
+    Root's own ``os.access`` says yes to nearly everything, so it cannot tell whether the job's
+    user will be able to run a program (e.g. a Python under root's 0700 home)."""
+    if user is None:
+        return os.access(path, mode)
+    path = os.path.realpath(path)  # a symlink's target's parents are what the kernel walks
+    try:
+        checks = [(p, os.X_OK) for p in reversed(Path(path).parents)] + [(Path(path), mode)]
+        for p, want in checks:
+            st = os.stat(p)
+            if st.st_uid == user.uid:
+                bits = st.st_mode >> 6
+            elif st.st_gid == user.gid or st.st_gid in user.groups:
+                bits = st.st_mode >> 3
+            else:
+                bits = st.st_mode
+            if (bits & want) != want:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def searchable_path(search_path: str, user: JobIdentity) -> str:
+    """``search_path`` without the directories ``user`` cannot search (relative entries stay:
+    they name the job's own working directory)."""
+    kept = [d for d in search_path.split(os.pathsep) if not os.path.isabs(d) or may_access(d, user, os.X_OK)]
+    return os.pathsep.join(kept) if any(kept) else os.defpath
 
 
 def default_work_root(state_dir: Path) -> Path:

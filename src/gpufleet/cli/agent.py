@@ -86,6 +86,9 @@ def agent(
     from gpufleet.paths import default_state_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_level.lower() != "debug":  # one line per request, heartbeats included, would drown what matters
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     token = _join_token(join_token, join_token_file)
     state_dir = state_dir or default_state_dir()
     lock = InstanceLock(state_dir / "agent.lock")

@@ -99,6 +99,7 @@ def hosts_join_tokens(
 
 @hosts.command("revoke-join-token")
 def hosts_revoke_join_token(token_id: str = id_arg("join token"), as_json: bool = JsonOpt) -> None:
+    """Revoke a join token: no more hosts can register with it."""
     with client() as c:
         show(c.revoke_join_token(resolve(c, "join_token", token_id)), as_json, ["id", "prefix", "revoked_at"])
 
@@ -110,6 +111,7 @@ def hosts_list(
     wide: bool = WideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
+    """GPU hosts with their status and last heartbeat (ids shortened; --wide for whole ones)."""
     with client() as c:
         found = c.list_hosts(status=status, include_removed=removed)
     if as_json:
@@ -199,6 +201,7 @@ def gpus_list(
     wide: bool = WideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
+    """GPUs of every host, with what is allocated on each."""
     with client() as c:
         found = c.list_gpus(model=model, status=status, host_id=resolve(c, "host", host) if host else None)
         names = {h.id: h.name for h in c.list_hosts()} if found and not as_json else {}
@@ -210,6 +213,7 @@ def gpus_list(
 
 @gpus.command("show")
 def gpus_show(gpu_id: str = id_arg("GPU"), wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """One GPU in full: UUID, PCI bus, status, price."""
     with client() as c:
         gpu = c.get_gpu(resolve(c, "gpu", gpu_id))
         name = c.get_host(gpu.host_id).name if not as_json else ""
@@ -227,6 +231,7 @@ def gpus_maintenance(
     reason: str = typer.Option(None),
     as_json: bool = JsonOpt,
 ) -> None:
+    """Take a GPU out of service (or, with --off, bring it back)."""
     with client() as c:
         full = resolve(c, "gpu", gpu_id)
         show(c.set_gpu_maintenance(full, not off, reason), as_json, ["id", "uuid", "status", "status_reason"])

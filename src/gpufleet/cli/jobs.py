@@ -54,6 +54,11 @@ def gpu_amount(milli: int, count: int = 1) -> str:
     return f"{amount:g} GPU" + ("s" if amount > 1 else "")
 
 
+def _gb(mb: int) -> str:
+    """Memory in the unit it is asked in (--min-memory-gb, --ram-gb; 1 GB = 1024 MiB here)."""
+    return f"{mb / 1024:.4g} GB"
+
+
 def _gpus(job: JobRead) -> str:
     r = job.requirements
     if r.gpu_count == 0:
@@ -104,8 +109,8 @@ def _detail(job: JobRead) -> None:
         ("command", " ".join(job.command) if job.command else None),
         ("script", (job.script or "").splitlines()[0] + " ..." if job.script else None),
         ("gpus", _gpus(job)),
-        ("gpu memory", f"{r.min_memory_mb} MiB per GPU" if r.min_memory_mb else None),
-        ("cpu / ram", f"{r.cpu_milli / 1000:g} cores, {r.ram_mb} MiB" if r.cpu_milli or r.ram_mb else None),
+        ("gpu memory", f"{_gb(r.min_memory_mb)} per GPU" if r.min_memory_mb else None),
+        ("cpu / ram", f"{r.cpu_milli / 1000:g} cores, {_gb(r.ram_mb)} RAM" if r.cpu_milli or r.ram_mb else None),
         ("priority", job.priority),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.labels.items()) or None),
         ("model type", job.model_type),
@@ -337,7 +342,9 @@ def jobs_logs(
     attempt: int = typer.Option(None, min=1, help="This attempt (default: the current one; -f follows retries)."),
     stream: LogStreamOpt = typer.Option("all", "--stream", help="Only this stream (gpufleet's notices always)."),
 ) -> None:
-    """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr."""
+    """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr.
+
+    With -f, a job that ends without succeeding adds one line on stderr and exits 3 (as `jobs wait`)."""
     with client() as c:
         full = resolve(c, "job", job_id)
         entries = c.follow_job_logs(full, attempt=attempt) if follow else c.iter_job_logs(full, attempt=attempt)
@@ -354,6 +361,17 @@ def jobs_logs(
         except BrokenPipeError:  # `gpufleet jobs logs ID | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             raise typer.Exit(0) from None
+        if follow:
+            _followed_to_the_end(c.get_job(full))
+
+
+def _followed_to_the_end(job: JobRead) -> None:
+    """After `logs -f`: a job that did not succeed says so on stderr and exits 3, as `jobs wait` does."""
+    if not job.finished or job.status is JobStatus.SUCCEEDED:
+        return
+    reason = f": {job.status_reason}" if job.status_reason else ""
+    _write(sys.stderr.buffer, f"[gpufleet] job {job.id} {job.status.value}{reason}\n".encode())
+    raise typer.Exit(EXIT_UNSUCCESSFUL)
 
 
 def _write(out: BinaryIO, data: bytes) -> None:
@@ -363,6 +381,7 @@ def _write(out: BinaryIO, data: bytes) -> None:
 
 @quotas.command("list")
 def quotas_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """Quotas of the organization and how much of each is in use."""
     with client() as c:
         found = c.list_quotas()
     if as_json:
@@ -392,6 +411,7 @@ def quotas_set(
 
 @quotas.command("delete")
 def quotas_delete(quota_id: str = id_arg("quota")) -> None:
+    """Delete a quota (admins)."""
     with client() as c:
         full = resolve(c, "quota", quota_id)
         c.delete_quota(full)

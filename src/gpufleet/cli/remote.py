@@ -14,12 +14,13 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from gpufleet.cli import config
-from gpufleet.cli.common import console, emit_json, fail
+from gpufleet.cli.common import console, emit_json, fail, usage
 from gpufleet.sdk import Client, GpufleetError
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for programs (errors too, on stderr).")
 WideOpt = typer.Option(False, "--wide", help="Full ids in tables (default: their first 8 characters).")
 SHORT = 8  # hex characters of an id shown in tables; any unique start of 4 or more is accepted back
+ID_WIDTH = 36  # a whole UUID, as --wide shows it
 
 
 def id_arg(what: str) -> Any:
@@ -70,6 +71,7 @@ def resolve(c: Client, kind: str, text: str) -> UUID:
     full = _full(text)
     if full is not None:
         return full
+    _check_prefix(text)
     found = c.resolve(kind, text)
     word = KIND_WORDS.get(kind, kind)
     return _one_of(text, word, [(m.id, m.label) for m in found.matches], found.more)
@@ -80,11 +82,17 @@ def resolve_local(text: str, word: str, candidates: Iterable[tuple[UUID, str]]) 
     full = _full(text)
     if full is not None:
         return full
-    digits = text.strip().lower().replace("-", "")
-    if len(digits) < 4 or not re.fullmatch(r"[0-9a-f]+", digits):
-        fail(f"{text!r} is not an id: give 4 or more hex characters of one", status=422)
+    digits = _check_prefix(text)
     matches = [(i, label) for i, label in candidates if i.hex.startswith(digits)]
     return _one_of(text, word, matches, False)
+
+
+def _check_prefix(text: str) -> str:
+    """The hex digits of an id's start; a wrong command line (exit 2) when ``text`` cannot be one."""
+    digits = text.strip().lower().replace("-", "")
+    if not re.fullmatch(r"[0-9a-f]{4,32}", digits):
+        usage(f"{text!r} is not an id: give 4 to 32 hex digits of one (dashes allowed)")
+    return digits
 
 
 def _full(text: str) -> UUID | None:
@@ -106,6 +114,10 @@ def short(value: Any, wide: bool = False) -> str:
     """An id as tables show it: its first 8 characters (enough to paste back), or whole with --wide."""
     text = "" if value is None else str(value)
     return text if wide or not _UUID.match(text) else text[:SHORT]
+
+
+def _is_id(column: str) -> bool:
+    return column == "id" or column.endswith("_id")
 
 
 def dump(obj: Any) -> Any:
@@ -134,7 +146,13 @@ def show(
     cols = list(columns or (data[0].keys() if data else []))
     table = Table(title=title)
     for c in cols:
-        table.add_column((headers or {}).get(c) or c.replace("_", " ").title())
+        header = (headers or {}).get(c) or c.replace("_", " ").title()
+        if _is_id(c):
+            # An id is for pasting back: whole (never wrapped or cut with "…"); the other columns
+            # wrap instead when the terminal is narrow (80 columns included).
+            table.add_column(header, no_wrap=True, overflow="ignore", min_width=ID_WIDTH if wide else SHORT)
+        else:
+            table.add_column(header, overflow="fold")
     for d in data:
         table.add_row(*[short(d.get(c), wide) for c in cols])
     console.print(table)

@@ -147,7 +147,8 @@ def _serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # gpufleet logs every request itself (with its request id); uvicorn's access log and the
     # HTTP client's request lines would only repeat it.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     where = f"embedded PostgreSQL in {settings.embedded_dir}" if settings.embedded else "GPUFLEET_DATABASE_URL"
     # `up` (the banner) owns its data dir and its local agent's state: one per data dir. `server`
     # does not: replicas may share an embedded database on purpose (db/embedded.py).

@@ -43,12 +43,15 @@ def whoami(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     if as_json:
         show(me, True)
         return
-    console.print(f"{me.user.email} ({me.role} of {me.organization_id}, via {me.credential})")
+    org = next((m for m in me.memberships if m.organization_id == me.organization_id), None)
+    where = f"{org.organization_name} ({org.organization_slug})" if org else str(me.organization_id)
+    console.print(f"{me.user.email}: {me.role} of {where}, via {me.credential}", highlight=False)
     show(me.memberships, False, ["organization_id", "organization_name", "organization_slug", "role"], wide=wide)
 
 
 @orgs.command("list")
 def orgs_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """Organizations you belong to, with your role in each."""
     with client() as c:
         found = c.list_organizations()
     show(found, as_json, ["organization_id", "organization_name", "organization_slug", "role"], wide=wide)
@@ -71,12 +74,14 @@ def orgs_create(
 
 @orgs.command("show")
 def orgs_show(org_id: str = id_arg("organization"), as_json: bool = JsonOpt) -> None:
+    """One organization: name, slug, settings."""
     with client() as c:
         show(c.get_organization(_org(c, org_id)), as_json, ["id", "name", "slug", "settings", "created_at"])
 
 
 @orgs.command("update")
 def orgs_update(org_id: str = id_arg("organization"), name: str = typer.Option(None), as_json: bool = JsonOpt) -> None:
+    """Rename an organization (admins)."""
     with client() as c:
         show(c.update_organization(_org(c, org_id), name=name), as_json, ["id", "name", "slug"])
 
@@ -96,6 +101,7 @@ def orgs_delete(
 
 @members.command("list")
 def members_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """Members of the current organization and their roles."""
     with client() as c:
         found = c.list_members()
     show(found, as_json, ["user_id", "email", "name", "role", "created_at"], wide=wide)
@@ -105,6 +111,7 @@ def members_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 def members_set_role(
     user_id: str = id_arg("member's user"), role: Role = typer.Argument(...), as_json: bool = JsonOpt
 ) -> None:
+    """Change a member's role (at most yours)."""
     with client() as c:
         show(c.set_member_role(_member(c, user_id), role), as_json, ["user_id", "email", "role"])
 
@@ -137,6 +144,7 @@ def invites_create(
 
 @invites.command("list")
 def invites_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """Invitations to the current organization, pending and past."""
     with client() as c:
         found = c.list_invites()
     show(found, as_json, ["id", "email", "role", "expires_at", "accepted_at", "revoked_at"], wide=wide)
@@ -144,6 +152,7 @@ def invites_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 
 @invites.command("revoke")
 def invites_revoke(invite_id: str = id_arg("invite"), as_json: bool = JsonOpt) -> None:
+    """Revoke an invitation that was not accepted yet."""
     with client() as c:
         show(c.revoke_invite(resolve(c, "invite", invite_id)), as_json, ["id", "email", "revoked_at"])
 
@@ -179,6 +188,7 @@ def keys_create(
 
 @keys.command("list")
 def keys_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
+    """API keys of the current organization (never their secrets)."""
     with client() as c:
         found = c.list_api_keys()
     show(found, as_json, ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at"], wide=wide)
@@ -186,5 +196,6 @@ def keys_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 
 @keys.command("revoke")
 def keys_revoke(key_id: str = id_arg("API key"), as_json: bool = JsonOpt) -> None:
+    """Revoke an API key: requests with it are refused from now on."""
     with client() as c:
         show(c.revoke_api_key(resolve(c, "key", key_id)), as_json, ["id", "name", "revoked_at"])

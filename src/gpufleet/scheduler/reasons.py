@@ -116,6 +116,11 @@ def _host_gpu_line(h: Host, job: JobRequest, suitable: list[int]) -> str:
     if job.fractional:
         most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
         return f"{h.name}: no {words} with {_gpu_share(job.gpu_milli)} free (most free: {_gpu_share(most)})"
+    if len(suitable) < job.gpu_count:  # never, even if empty: say the host's size, not what is free now
+        total = len(h.gpu_ids)
+        some = f"{len(suitable)} {words}{'' if len(suitable) == 1 else 's'}"
+        some += "" if total == len(suitable) else f" (of {total})"
+        return f"{h.name}: has {some}, the job needs {job.gpu_count}"
     # "1 of 2 GPUs free" would read as the host's size; say what is free and what the job needs.
     free = sum(1 for i in suitable if h.usable[i] and h.free[i] == WHOLE_GPU)
     return f"{h.name}: {free} {words}{'' if free == 1 else 's'} free, the job needs {job.gpu_count}"
