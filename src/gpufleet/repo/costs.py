@@ -1,5 +1,7 @@
 """Prices, metering and usage: the SQL of costs (the metering itself is in 0009_costs.sql).
 
+Jobs without GPUs are metered the same way through their CPU reservation (``cpu_reservations``).
+
 Cost of work = cost rows (closed intervals, written at release and hourly) + what running
 allocations accrued since they were last metered, computed on read by the same SQL function
 (``gpufleet_cost_segments``), so live numbers and closed ones never overlap.
@@ -49,6 +51,13 @@ LIVE = """
       from open o join allocations a on a.id = o.id,
            lateral gpufleet_cost_segments(a, o.s, now()) s
      where not o.simple
+    union all
+    -- jobs without GPUs: their CPU and RAM reservation (few next to allocations: always the function)
+    select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, null::text, s.host_id,
+           s.period_start, 0::numeric, s.amount
+      from cpu_reservations a,
+           lateral gpufleet_reservation_cost_segments(a, coalesce(a.metered_until, a.created_at), now()) s
+     where a.released_at is null and {where} and now() > coalesce(a.metered_until, a.created_at)
 """
 
 
@@ -199,8 +208,13 @@ async def current_rates(conn: Conn, *, org_id: UUID) -> tuple[dict[str, Decimal]
 
 async def close_intervals(conn: Conn, *, limit: int = 1_000_000) -> int:
     """Write the cost rows of running work up to the last full hour (system path), for at most
-    ``limit`` allocations; returns how many were closed."""
-    return int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()), $1)", limit))
+    ``limit`` allocations and CPU reservations (allocations first); returns how many were closed."""
+    n = int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()), $1)", limit))
+    if n < limit:
+        n += int(
+            await conn.fetchval("select gpufleet_close_reservation_intervals(date_trunc('hour', now()), $1)", limit - n)
+        )
+    return n
 
 
 _GROUPS: dict[str, tuple[str, str]] = {
