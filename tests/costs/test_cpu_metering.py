@@ -72,6 +72,14 @@ async def test_a_cpu_only_job_is_metered_hourly_and_at_release_to_the_cent(db: D
     # gpu job: 2.5 h x 2.00 = 5.00; 2 cores x (0.06 + 0.10) = 0.32; 4 GiB x 2.5 h x 0.01 = 0.10
     async with db.transaction(org.id) as conn:
         live = await costs_repo.job_costs(conn, org_id=org.id, job_ids=[cpu_job, gpu_job])
+        # the set-based live path equals the segment function the release will write with
+        by_function = await conn.fetchval(
+            """select sum(s.amount) + (select sum(c.amount) from cost_tracking c where c.job_id = $1)
+                 from cpu_reservations r, lateral gpufleet_reservation_cost_segments(r, r.metered_until, now()) s
+                where r.job_id = $1""",
+            cpu_job,
+        )
+    assert by_function == live[cpu_job]
     assert (cents(live[cpu_job]), cents(live[gpu_job])) == (Decimal("0.84"), Decimal("5.42"))
     shown = await job_views.get(db, org.id, cpu_job)
     assert shown.cost is not None and cents(shown.cost) == Decimal("0.84")

@@ -59,8 +59,9 @@ begin
     end if;
     return null;
 end $$;
+-- Only jobs without GPUs fire it (the WHEN keeps it off the scheduler's path for GPU jobs).
 create trigger jobs_cpu_reservation after insert or update of status, host_id, attempt on jobs
-    for each row execute function gpufleet_job_reservation();
+    for each row when (new.gpu_count = 0) execute function gpufleet_job_reservation();
 
 -- Jobs without GPUs already holding a host when this migration runs start being metered now.
 insert into cpu_reservations (organization_id, job_id, host_id, attempt, cpu_milli, ram_mb)
