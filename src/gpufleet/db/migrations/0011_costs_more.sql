@@ -17,8 +17,11 @@ create table cpu_reservations (
     released_at     timestamptz,
     metered_until   timestamptz,
     created_at      timestamptz not null default now(),
+    updated_at      timestamptz not null default now(),
     unique (job_id, attempt)
 );
+create trigger cpu_reservations_touch before update on cpu_reservations
+    for each row execute function gpufleet_touch_updated_at();
 create index cpu_reservations_active_idx on cpu_reservations (organization_id) where released_at is null;
 
 alter table cpu_reservations enable row level security;
