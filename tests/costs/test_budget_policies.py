@@ -3,7 +3,7 @@ budget's running work at 100 %, on a real database (timestamps backdated, never 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from gpufleet.background import costs as costs_task
 from gpufleet.costs_domain import BudgetPeriod, PriceKind, parse_period
 from gpufleet.db.pool import Database
 from gpufleet.errors import BudgetExceeded, InvalidInput
+from gpufleet.sdk.costs import budget_body
 from gpufleet.services import budgets, costs
 from tests.factories import create_host, create_org
 from tests.scheduling.helpers import scheduler, status_of, submit
@@ -135,3 +136,18 @@ async def test_without_the_policy_running_work_is_never_stopped(db: Database) ->
     _, running, allocated, _ = await _running_work_over_budget(db, stop_running=False)
     assert (await costs_task.run_once(db)).jobs_stopped == 0
     assert [(await status_of(db, j))[0] for j in (running, allocated)] == ["running", "allocated"]
+
+
+def test_the_sdk_sends_a_custom_period_as_its_days_and_start() -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    assert budget_body("300", "14d", True, None, "team=nlp", start, True) == {
+        "amount": "300",
+        "period": "custom",
+        "period_days": 14,
+        "starts_at": "2026-12-01T00:00:00+00:00",
+        "hard": True,
+        "stop_running": True,
+        "user_id": None,
+        "label": "team=nlp",
+    }
+    assert budget_body("5", BudgetPeriod.WEEK, False, None, None)["period"] == "week"
