@@ -119,3 +119,29 @@ async def test_a_requeued_cpu_only_job_pays_each_attempt_once(db: Database) -> N
     # attempt 1: 1 core x (1 h x 0.04 + 1 h x 0.10) + 1 GiB x 2 h x 0.01 = 0.16; attempt 2: 0.5 h x (0.10 + 0.01)
     by_attempt = {a: cents(sum((r["amount"] for r in rows if r["attempt"] == a), Decimal(0))) for a in (1, 2)}
     assert by_attempt == {1: Decimal("0.16"), 2: Decimal("0.06")}  # 0.055 rounds half up
+
+
+async def test_a_move_to_another_host_within_an_attempt_meters_both_holdings(db: Database) -> None:
+    org = await create_org(db)
+    for _ in range(2):
+        await create_host(db, org.id, gpus_spec=(A100,))
+    job = await submit(db, org.id, gpu_count=0, gpu_milli=0, cpu_milli=1000, ram_mb=1024)
+    assert (await scheduler(db).run_once()).placed == 1
+    await _prices_and_backdate(db, org.id, 90)
+    async with db.system_transaction() as conn:
+        other = await conn.fetchval(
+            "select h.id from hosts h, jobs j where j.id = $1 and h.organization_id = j.organization_id and h.id <> j.host_id",
+            job,
+        )
+        await conn.execute("update jobs set host_id = $2 where id = $1", job, other)
+        await conn.execute(
+            "update cpu_reservations set created_at = now() - interval '30 minutes' where released_at is null"
+        )
+        held = await conn.fetch(
+            "select host_id, released_at is null as held from cpu_reservations where job_id = $1", job
+        )
+    assert sorted((r["host_id"] == other, r["held"]) for r in held) == [(False, False), (True, True)]
+    await jobs_service.cancel(db, org.id, job)
+    rows = await _rows(db, job)
+    # first host: 30 min x 0.04 + 1 h x 0.10 + 1.5 h x 0.01 = 0.135; second: 0.5 h x (0.10 + 0.01) = 0.055
+    assert cents(sum((r["amount"] for r in rows), Decimal(0))) == Decimal("0.19")  # type: ignore[misc]

@@ -17,9 +17,10 @@ create table cpu_reservations (
     released_at     timestamptz,
     metered_until   timestamptz,
     created_at      timestamptz not null default now(),
-    updated_at      timestamptz not null default now(),
-    unique (job_id, attempt)
+    updated_at      timestamptz not null default now()
 );
+-- One held at a time per job (a move to another host within an attempt releases, then takes anew).
+create unique index cpu_reservations_held_key on cpu_reservations (job_id) where released_at is null;
 create trigger cpu_reservations_touch before update on cpu_reservations
     for each row execute function gpufleet_touch_updated_at();
 create index cpu_reservations_active_idx on cpu_reservations (organization_id) where released_at is null;
@@ -58,7 +59,7 @@ begin
     if is_active and (not was_active or moved) then
         insert into cpu_reservations (organization_id, job_id, host_id, attempt, cpu_milli, ram_mb)
         values (new.organization_id, new.id, new.host_id, new.attempt, new.cpu_milli, new.ram_mb)
-        on conflict (job_id, attempt) do nothing;
+        on conflict (job_id) where released_at is null do nothing;
     end if;
     return null;
 end $$;
