@@ -100,6 +100,12 @@ async def populate(db: Database, org: Organization) -> None:
             job,
             host,
         )
+        await c.execute(
+            "insert into cpu_reservations (organization_id, job_id, host_id, attempt, cpu_milli, ram_mb) values ($1,$2,$3,1,0,0)",
+            o,
+            job,
+            host,
+        )
         pred: UUID = await c.fetchval(
             "insert into predictions (organization_id, model) values ($1, 'm') returning id", o
         )

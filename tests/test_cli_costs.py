@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ async def test_prices_usage_csv_and_a_hard_budget(cli: Cli, owner: Tenant, db: D
     shown = JobRead.model_validate_json(cli("jobs", "show", job, "--json")[1])
     with console.capture() as captured:
         console.print(render({shown.id: shown}, {}, {}))
-    assert "Cost" in captured.get() and "1.8900" in captured.get()  # the demo dashboard's cost column
+    # the demo dashboard's cost column (4 decimals: the running job accrues ~0.0001 per 0.4 s meanwhile)
+    assert "Cost" in captured.get() and "1.89" in captured.get()
 
     code, out, err = cli("usage", "--by", "model", "--since", "1d", "--csv")
     assert code == 0, err
@@ -91,3 +93,26 @@ async def test_prices_usage_csv_and_a_hard_budget(cli: Cli, owner: Tenant, db: D
     assert (b["spent"], b["remaining"], b["hard"]) == ("1.89", "0.11", True)
     code, out, _ = cli("budgets", "delete", b["id"][:8])
     assert code == 0 and out.startswith("deleted budget")
+
+
+def test_a_custom_period_and_the_stop_policy_from_the_command_line(cli: Cli) -> None:
+    code, out, err = cli(
+        "budgets", "set", "300", "--period", "14d", "--start", "2026-01-05T00:00:00Z", "--hard", "--stop-running"
+    )
+    assert code == 0, err
+    assert "$300.00 per 14-day period for the organization (hard, stops running work at 100 %)" in out
+    code, out, _ = cli("budgets", "list", "--json")
+    (b,) = json.loads(out)
+    assert (b["period"], b["period_days"], b["starts_at"], b["stop_running"]) == (
+        "custom",
+        14,
+        "2026-01-05T00:00:00Z",
+        True,
+    )
+    # the window is the 14-day period now running, on the grid from the start
+    start = datetime.fromisoformat(b["period_start"])
+    assert (start - datetime(2026, 1, 5, tzinfo=UTC)).total_seconds() % (14 * 86400) == 0
+    assert start <= datetime.now(UTC) < start + timedelta(days=14)
+    assert cli("budgets", "set", "5", "--stop-running")[0] == 2  # needs --hard
+    assert cli("budgets", "set", "5", "--start", "2026-01-05T00:00:00Z")[0] == 2  # a calendar month has no start
+    assert cli("budgets", "set", "5", "--period", "2w")[0] == 2

@@ -29,6 +29,21 @@ class BudgetPeriod(StrEnum):
     DAY = "day"
     WEEK = "week"
     MONTH = "month"
+    CUSTOM = "custom"  # period_days days, repeating from period_anchor
+
+
+def parse_period(text: str) -> tuple[BudgetPeriod, int | None]:
+    """``day``, ``week``, ``month`` or ``14d`` (a custom period of 14 days) -> (period, days)."""
+    value = text.strip().lower()
+    if value.endswith("d") and value[:-1].isdigit():
+        return BudgetPeriod.CUSTOM, int(value[:-1])
+    try:
+        period = BudgetPeriod(value)
+    except ValueError:
+        raise ValueError(f"period {text!r}: expected day, week, month or a number of days such as 14d") from None
+    if period is BudgetPeriod.CUSTOM:
+        raise ValueError("a custom period is given as a number of days, such as 14d")
+    return period, None
 
 
 def cents(amount: Decimal) -> Decimal:
@@ -76,6 +91,14 @@ class Budget:
     label_value: str | None
     created_at: datetime
     updated_at: datetime
+    period_days: int | None = None  # custom periods only
+    period_anchor: datetime | None = None  # custom periods only: when the first one starts
+    stop_running: bool = False  # hard budgets only: cancel running work at 100 %
+
+    @property
+    def period_name(self) -> str:
+        """``month``, or ``14-day period`` for a custom one (as in "this month")."""
+        return f"{self.period_days}-day period" if self.period is BudgetPeriod.CUSTOM else self.period.value
 
     def applies(self, user_id: UUID | None, labels: Mapping[str, str]) -> bool:
         if self.user_id is not None and self.user_id != user_id:
@@ -123,9 +146,9 @@ class BudgetState:
         if self.outstanding + extra:
             text += f", {money(self.outstanding + extra, cur)} reserved by running work"
         if self.budget.scope != "organization":
-            text += f" ({self.budget.scope}, this {self.budget.period.value})"
+            text += f" ({self.budget.scope}, this {self.budget.period_name})"
         else:
-            text += f" this {self.budget.period.value}"
+            text += f" this {self.budget.period_name}"
         if estimate:
             text += f"; this job may cost {money(estimate, cur)}"
         return text

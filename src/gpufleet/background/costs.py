@@ -2,7 +2,8 @@
 
 Release already closes an allocation's last interval in its own transaction; this task only
 writes whole hours of work still running (so a report for last month never depends on a live
-computation) and tells budgets about what was spent. Both steps are idempotent: replicas running
+computation), tells budgets about what was spent, and stops the running work of hard budgets
+at 100 % that ask for it (``stop_running``). Both steps are idempotent: replicas running
 it at once skip each other's locked rows.
 """
 
@@ -15,13 +16,14 @@ from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import costs as repo
-from gpufleet.services import budgets
+from gpufleet.services import budget_stop, budgets
 
 
 @dataclass(frozen=True, slots=True)
 class CostsReport:
     allocations_closed: int
     threshold_events: int
+    jobs_stopped: int = 0  # by hard budgets with stop_running at 100 %
 
 
 CLOSE_BATCH = 500  # allocations per transaction
@@ -35,7 +37,8 @@ async def run_once(db: Database) -> CostsReport:
         closed += n
         if n < CLOSE_BATCH:
             break
-    return CostsReport(closed, await budgets.check_thresholds(db))
+    events = await budgets.check_thresholds(db)
+    return CostsReport(closed, events, await budget_stop.stop_overspent(db))
 
 
 async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:

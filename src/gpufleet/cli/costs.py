@@ -12,8 +12,8 @@ import typer
 
 from gpufleet.cli.common import console, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve, resolve_local, show
-from gpufleet.costs_domain import BudgetPeriod, PriceKind, money
-from gpufleet.schemas.costs import UsageRead
+from gpufleet.costs_domain import BudgetPeriod, PriceKind, money, parse_period
+from gpufleet.schemas.costs import BudgetRead, UsageRead
 from gpufleet.sdk import Client
 
 prices = typer.Typer(help="Prices per GPU-hour, CPU core-hour and RAM GiB-hour (admins).", no_args_is_help=True)
@@ -34,6 +34,20 @@ def _amount(text: str, what: str) -> Decimal:
     if not value.is_finite() or value < 0:
         usage(f"{what} must be 0 or more, got {text}")
     return value
+
+
+def _when(text: str, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        usage(f"{what} {text!r} is not an ISO time such as 2026-12-01T00:00:00Z")
+    if value.tzinfo is None:
+        usage(f"{what} needs a time zone, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+def _period_name(b: BudgetRead) -> str:
+    return f"{b.period_days}-day period" if b.period is BudgetPeriod.CUSTOM else b.period.value
 
 
 def _member(c: Client, text: str) -> UUID:
@@ -159,13 +173,28 @@ def _csv(report: UsageRead) -> None:
 @budgets.command("set")
 def budgets_set(
     amount: str = typer.Argument(..., help="The limit per period, e.g. 500."),
-    period: BudgetPeriod = typer.Option(BudgetPeriod.MONTH, "--period", help="A calendar day, week or month (UTC)."),
+    period: str = typer.Option(
+        "month", "--period", help="A calendar day, week or month (UTC), or a number of days such as 14d (repeating)."
+    ),
+    start: str = typer.Option(None, "--start", help="With --period Nd: when the first period starts (ISO time)."),
     user: str = typer.Option(None, "--user", help="Only this member's work (email or id)."),
     label: str = typer.Option(None, "--label", help="Only jobs with this label, KEY=VALUE."),
     hard: bool = typer.Option(False, "--hard", help="Refuse work that would overspend (else only warn)."),
+    stop_running: bool = typer.Option(
+        False, "--stop-running", help="With --hard: at 100 % the server cancels the scope's running jobs."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create or replace the budget of the organization, a user or a label, for a period."""
+    try:
+        kind, _ = parse_period(period)
+    except ValueError as e:
+        usage(str(e))
+    if start is not None and kind is not BudgetPeriod.CUSTOM:
+        usage("--start goes with a custom --period such as 14d")
+    if stop_running and not hard:
+        usage("--stop-running needs --hard")
+    starts_at = _when(start, "--start") if start is not None else None
     if user and label:
         usage("--user and --label exclude each other")
     if label is not None and "=" not in label:
@@ -173,14 +202,23 @@ def budgets_set(
     value = _amount(amount, "amount")
     with client() as c:
         user_id = _member(c, user) if user else None
-        b = c.set_budget(value, period=period, hard=hard, user_id=user_id, label=label)
+        b = c.set_budget(
+            value,
+            period=period,
+            hard=hard,
+            user_id=user_id,
+            label=label,
+            starts_at=starts_at,
+            stop_running=stop_running,
+        )
     if as_json:
         show(b, True)
         return
-    kind = "hard" if b.hard else "soft"
+    strength = "hard, stops running work at 100 %" if b.stop_running else "hard" if b.hard else "soft"
+    name = _period_name(b)
     console.print(
-        f"budget {b.id}: {money(b.amount, b.currency)} per {b.period.value} for the {b.scope} ({kind}); "
-        f"{money(b.spent, b.currency)} spent this {b.period.value}",
+        f"budget {b.id}: {money(b.amount, b.currency)} per {name} for the {b.scope} ({strength}); "
+        f"{money(b.spent, b.currency)} spent this {name} (since {b.period_start:%Y-%m-%d %H:%M} UTC)",
         highlight=False,
     )
 
@@ -197,8 +235,8 @@ def budgets_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
         {
             "id": str(b.id),
             "scope": b.scope,
-            "limit": f"{money(b.amount, b.currency)} / {b.period.value}",
-            "hard": "hard" if b.hard else "soft",
+            "limit": f"{money(b.amount, b.currency)} / {_period_name(b)}",
+            "hard": ("hard+stop" if b.stop_running else "hard") if b.hard else "soft",
             "spent": f"{money(b.spent, b.currency)} ({b.percent}%)",
             "reserved": money(b.reserved, b.currency),
             "remaining": money(b.remaining, b.currency),

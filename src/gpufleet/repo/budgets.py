@@ -29,6 +29,9 @@ def budget_of(row: asyncpg.Record) -> Budget:
         label_value=row["label_value"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        period_days=row["period_days"],
+        period_anchor=row["period_anchor"],
+        stop_running=row["stop_running"],
     )
 
 
@@ -43,16 +46,22 @@ async def upsert(
     user_id: UUID | None,
     label_key: str | None,
     label_value: str | None,
+    period_days: int | None = None,
+    period_anchor: datetime | None = None,
+    stop_running: bool = False,
 ) -> Budget:
-    """Set the budget of this scope and period, replacing any previous one."""
+    """Set the budget of this scope and period, replacing any previous one (one custom period per scope)."""
     row = await conn.fetchrow(
         f"""insert into budgets (organization_id, period, amount_limit, currency, action, user_id,
-                                 label_key, label_value)
-            values ($1, $2, $3, $4, $5, $6, $7, $8)
+                                 label_key, label_value, period_days, period_anchor, stop_running)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                    case when $9::integer is not null then coalesce($10, date_trunc('day', now(), 'UTC')) end, $11)
             on conflict (organization_id, period, coalesce(user_id, '{_NIL}'::uuid), coalesce(label_key, ''),
                          coalesce(label_value, ''))
             do update set amount_limit = excluded.amount_limit, currency = excluded.currency,
-                          action = excluded.action
+                          action = excluded.action, period_days = excluded.period_days,
+                          period_anchor = excluded.period_anchor, stop_running = excluded.stop_running,
+                          updated_at = now()
          returning *""",
         org_id,
         period.value,
@@ -62,6 +71,9 @@ async def upsert(
         user_id,
         label_key,
         label_value,
+        period_days,
+        period_anchor,
+        stop_running,
     )
     assert row is not None
     return budget_of(row)
@@ -94,7 +106,8 @@ async def states(
     """
     lock_sql = (" for update skip locked" if skip_locked else " for update") if lock else ""
     rows = await conn.fetch(
-        f"""select b.*, gpufleet_budget_window(b.period, now()) as window_start from budgets b
+        f"""select b.*, gpufleet_budget_start(b.period, b.period_days, b.period_anchor, now()) as window_start
+              from budgets b
              where ($1::uuid[] is null or b.organization_id = any($1::uuid[])) and (not $2 or b.action = 'block')
              order by b.id{lock_sql}""",
         list(org_ids) if org_ids is not None else None,
@@ -107,7 +120,7 @@ async def states(
     found = await conn.fetch(
         f"""with {OPEN},
                  b as (select b.id, b.organization_id, b.user_id, b.label_key, b.label_value,
-                              gpufleet_budget_window(b.period, now()) as w
+                              gpufleet_budget_start(b.period, b.period_days, b.period_anchor, now()) as w
                          from budgets b where b.id = any($3::uuid[])),
                  c as (select c.organization_id, c.user_id, c.labels, c.period_start, c.amount
                          from cost_tracking c where c.organization_id = any($1::uuid[]) and c.period_start >= $2
@@ -162,3 +175,18 @@ async def mark_alerted(conn: Conn, *, budget_id: UUID, period_start: datetime, p
     await conn.execute(
         "update budgets set alerted_period_start = $2, alerted_pct = $3 where id = $1", budget_id, period_start, pct
     )
+
+
+async def running_jobs_in_scope(conn: Conn, *, budget: Budget) -> list[UUID]:
+    """Jobs holding resources in a budget's scope that nobody asked to stop yet (system path)."""
+    rows = await conn.fetch(
+        """select id from jobs
+            where organization_id = $1 and status in ('allocated', 'running') and cancel_requested_at is null
+              and ($2::uuid is null or submitted_by = $2) and ($3::text is null or labels ->> $3 = $4)
+            order by id""",
+        budget.organization_id,
+        budget.user_id,
+        budget.label_key,
+        budget.label_value,
+    )
+    return [r["id"] for r in rows]

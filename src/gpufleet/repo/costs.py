@@ -1,5 +1,7 @@
 """Prices, metering and usage: the SQL of costs (the metering itself is in 0009_costs.sql).
 
+Jobs without GPUs are metered the same way through their CPU reservation (``cpu_reservations``).
+
 Cost of work = cost rows (closed intervals, written at release and hourly) + what running
 allocations accrued since they were last metered, computed on read by the same SQL function
 (``gpufleet_cost_segments``), so live numbers and closed ones never overlap.
@@ -49,11 +51,31 @@ LIVE = """
       from open o join allocations a on a.id = o.id,
            lateral gpufleet_cost_segments(a, o.s, now()) s
      where not o.simple
+    union all
+    -- jobs without GPUs: their CPU and RAM reservation, the same two paths
+    select a.organization_id, a.job_id, a.attempt, j.submitted_by, j.labels, null::text, a.host_id, o.s,
+           0::numeric,
+           round(v.secs * (a.cpu_milli * coalesce(ch.hourly_price, c0.hourly_price, 0) / 1000
+                           + a.ram_mb * coalesce(rh.hourly_price, r0.hourly_price, 0) / 1024) / 3600, 6)
+      from ropen o join cpu_reservations a on a.id = o.id join jobs j on j.id = a.job_id
+           cross join lateral (select extract(epoch from now() - o.s) as secs) v
+           left join cur ch on ch.organization_id = a.organization_id and ch.kind = 'cpu' and ch.host_id = a.host_id
+           left join cur c0 on c0.organization_id = a.organization_id and c0.kind = 'cpu' and c0.host_id is null
+           left join cur rh on rh.organization_id = a.organization_id and rh.kind = 'ram' and rh.host_id = a.host_id
+           left join cur r0 on r0.organization_id = a.organization_id and r0.kind = 'ram' and r0.host_id is null
+     where o.simple and now() > o.s
+    union all
+    select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, null::text, s.host_id,
+           s.period_start, 0::numeric, s.amount
+      from ropen o join cpu_reservations a on a.id = o.id,
+           lateral gpufleet_reservation_cost_segments(a, o.s, now()) s
+     where not o.simple
 """
 
 
 def open_cte(where: str = "a.organization_id = any($1::uuid[])") -> str:
-    """The CTEs ``open`` (running allocations matching ``where``, each marked simple or not) and ``live``."""
+    """The CTEs ``open``/``ropen`` (running allocations / CPU reservations matching ``where``, each
+    marked simple or not), ``cur`` and ``live``."""
     return OPEN_TEMPLATE.replace("{where}", where)
 
 
@@ -71,11 +93,22 @@ OPEN_TEMPLATE = (
                                   and (p.host_id is null or p.host_id = a.host_id)) as simple
           from allocations a where a.released_at is null and {where}
     ),
+    ropen as materialized (
+        select a.id, a.organization_id, coalesce(a.metered_until, a.created_at) as s,
+               date_trunc('hour', coalesce(a.metered_until, a.created_at)) = date_trunc('hour', now())
+               and not exists (select 1 from gpu_prices p
+                                where p.organization_id = a.organization_id and p.kind in ('cpu', 'ram')
+                                  and p.effective_from > coalesce(a.metered_until, a.created_at)
+                                  and p.effective_from <= now()
+                                  and (p.host_id is null or p.host_id = a.host_id)) as simple
+          from cpu_reservations a where a.released_at is null and {where}
+    ),
     cur as materialized (
         select distinct on (p.organization_id, p.kind, p.gpu_model, p.host_id)
                p.organization_id, p.kind, p.gpu_model, p.host_id, p.hourly_price
           from gpu_prices p
-         where p.organization_id in (select a.organization_id from allocations a join open o on o.id = a.id)
+         where p.organization_id in (select a.organization_id from allocations a join open o on o.id = a.id
+                                     union select o.organization_id from ropen o)
            and p.effective_from <= now()
          order by p.organization_id, p.kind, p.gpu_model, p.host_id, p.effective_from desc
     ),
@@ -199,8 +232,13 @@ async def current_rates(conn: Conn, *, org_id: UUID) -> tuple[dict[str, Decimal]
 
 async def close_intervals(conn: Conn, *, limit: int = 1_000_000) -> int:
     """Write the cost rows of running work up to the last full hour (system path), for at most
-    ``limit`` allocations; returns how many were closed."""
-    return int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()), $1)", limit))
+    ``limit`` allocations and CPU reservations (allocations first); returns how many were closed."""
+    n = int(await conn.fetchval("select gpufleet_close_cost_intervals(date_trunc('hour', now()), $1)", limit))
+    if n < limit:
+        n += int(
+            await conn.fetchval("select gpufleet_close_reservation_intervals(date_trunc('hour', now()), $1)", limit - n)
+        )
+    return n
 
 
 _GROUPS: dict[str, tuple[str, str]] = {

@@ -86,8 +86,18 @@ class UsageRead(ResponseModel):
 
 class BudgetSet(RequestModel):
     amount: Decimal = Field(ge=0, max_digits=14, decimal_places=2, description="The limit per period, to the cent.")
-    period: BudgetPeriod = Field(default=BudgetPeriod.MONTH, description="A calendar day, week or month (UTC).")
+    period: BudgetPeriod = Field(
+        default=BudgetPeriod.MONTH, description="A calendar day, week or month (UTC), or custom (period_days)."
+    )
+    period_days: int | None = Field(default=None, ge=1, le=366, description="custom: the length of a period, in days.")
+    starts_at: datetime | None = Field(
+        default=None,
+        description="custom: when the first period starts; periods repeat from it (default: today 00:00 UTC).",
+    )
     hard: bool = Field(default=False, description="Refuse work that would overspend (else only warn by events).")
+    stop_running: bool = Field(
+        default=False, description="Hard budgets only: at 100 % the server cancels the scope's running work."
+    )
     user_id: UUID | None = Field(default=None, description="Only this user's work.")
     label: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}=.{0,200}$", description="Only jobs with KEY=VALUE."
@@ -99,7 +109,10 @@ class BudgetRead(ResponseModel):
     amount: Decimal
     currency: str
     period: BudgetPeriod
+    period_days: int | None = Field(default=None, description="custom periods: their length in days.")
+    starts_at: datetime | None = Field(default=None, description="custom periods: when the first one started.")
     hard: bool
+    stop_running: bool = Field(default=False, description="At 100 % the server cancels the scope's running work.")
     scope: str = Field(description="organization, user <id> or label KEY=VALUE.")
     user_id: UUID | None
     label: str | None
@@ -120,7 +133,10 @@ class BudgetRead(ResponseModel):
             amount=b.amount_limit,
             currency=b.currency,
             period=b.period,
+            period_days=b.period_days,
+            starts_at=b.period_anchor,
             hard=b.hard,
+            stop_running=b.stop_running,
             scope=b.scope,
             user_id=b.user_id,
             label=f"{b.label_key}={b.label_value}" if b.label_key is not None else None,

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from gpufleet.costs_domain import BudgetPeriod, PriceKind
+from gpufleet.costs_domain import BudgetPeriod, PriceKind, parse_period
 from gpufleet.schemas.costs import BudgetRead, PriceRead, UsageRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient
 
@@ -38,11 +38,18 @@ def budget_body(
     hard: bool,
     user_id: UUID | None,
     label: str | None,
+    starts_at: datetime | None = None,
+    stop_running: bool = False,
 ) -> dict[str, Any]:
+    """``period``: day, week, month or a custom length such as ``14d`` (repeating from ``starts_at``)."""
+    kind, days = parse_period(str(period))
     return {
         "amount": str(amount),
-        "period": str(period),
+        "period": str(kind),
+        "period_days": days,
+        "starts_at": starts_at.isoformat() if starts_at else None,
         "hard": hard,
+        "stop_running": stop_running,
         "user_id": str(user_id) if user_id else None,
         "label": label,
     }
@@ -82,9 +89,16 @@ class CostsMixin(BaseClient):
         hard: bool = False,
         user_id: UUID | None = None,
         label: str | None = None,
+        starts_at: datetime | None = None,
+        stop_running: bool = False,
     ) -> BudgetRead:
-        """Create or replace the budget of a scope (organization, ``user_id`` or ``label`` KEY=VALUE)."""
-        return self._one(BudgetRead, "PUT", "/v1/budgets", json=budget_body(amount, period, hard, user_id, label))
+        """Create or replace the budget of a scope (organization, ``user_id`` or ``label`` KEY=VALUE).
+
+        ``period``: day, week, month (calendar, UTC) or ``"14d"``: 14-day periods repeating from
+        ``starts_at``. ``stop_running`` (with ``hard``): at 100 % the server cancels running work.
+        """
+        body = budget_body(amount, period, hard, user_id, label, starts_at, stop_running)
+        return self._one(BudgetRead, "PUT", "/v1/budgets", json=body)
 
     def delete_budget(self, budget_id: UUID) -> None:
         self.request("DELETE", f"/v1/budgets/{budget_id}")
@@ -122,8 +136,10 @@ class AsyncCostsMixin(AsyncBaseClient):
         hard: bool = False,
         user_id: UUID | None = None,
         label: str | None = None,
+        starts_at: datetime | None = None,
+        stop_running: bool = False,
     ) -> BudgetRead:
-        body = budget_body(amount, period, hard, user_id, label)
+        body = budget_body(amount, period, hard, user_id, label, starts_at, stop_running)
         return await self._one(BudgetRead, "PUT", "/v1/budgets", json=body)
 
     async def delete_budget(self, budget_id: UUID) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from gpufleet.repo import events
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = Decimal("999999999999.99")  # numeric(14, 2)
+MAX_PERIOD_DAYS = 366
 ADMISSION_STATUSES = ("pending", "allocated", "running")  # estimates reserved at submission
 PLACEMENT_STATUSES = ("allocated", "running")  # the job being placed is counted on its own
 THRESHOLD_EVENT = "budget.threshold"
@@ -40,9 +42,26 @@ async def set_budget(
     hard: bool = False,
     user_id: UUID | None = None,
     label: tuple[str, str] | None = None,
+    period_days: int | None = None,
+    starts_at: datetime | None = None,
+    stop_running: bool = False,
     actor: str | None = None,
 ) -> Budget:
-    """Create or replace the budget of this scope and period. Lowering it stops no running work."""
+    """Create or replace the budget of this scope and period.
+
+    ``period`` CUSTOM: periods of ``period_days`` days repeating from ``starts_at`` (default: the
+    start of today, UTC). ``stop_running`` (hard budgets only): at 100 % the costs task cancels
+    the scope's running work. Lowering a budget stops nothing by itself.
+    """
+    if period is BudgetPeriod.CUSTOM:
+        if period_days is None or not 1 <= period_days <= MAX_PERIOD_DAYS:
+            raise InvalidInput(f"a custom period is from 1 to {MAX_PERIOD_DAYS} days", field="period_days")
+        if starts_at is not None and starts_at.utcoffset() is None:
+            raise InvalidInput("the start needs a time zone (e.g. 2026-12-01T00:00:00Z)", field="starts_at")
+    elif period_days is not None or starts_at is not None:
+        raise InvalidInput("period_days and starts_at are for custom periods only", field="period_days")
+    if stop_running and not hard:
+        raise InvalidInput("only a hard budget can stop running work", field="stop_running")
     if amount_limit < 0 or amount_limit > MAX_LIMIT or cents(amount_limit) != amount_limit:
         raise InvalidInput(f"amount must be from 0 to {MAX_LIMIT}, to the cent", field="amount")
     if user_id is not None and label is not None:
@@ -60,6 +79,9 @@ async def set_budget(
                 user_id=user_id,
                 label_key=label[0] if label else None,
                 label_value=label[1] if label else None,
+                period_days=period_days,
+                period_anchor=starts_at,
+                stop_running=stop_running,
             )
             await events.append(
                 conn,
@@ -67,7 +89,14 @@ async def set_budget(
                 entity_type="organization",
                 entity_id=org_id,
                 type="budget.set",
-                data={"budget_id": str(budget.id), "amount": str(amount_limit), "period": period.value, "hard": hard},
+                data={
+                    "budget_id": str(budget.id),
+                    "amount": str(amount_limit),
+                    "period": period.value,
+                    "period_days": period_days,
+                    "hard": hard,
+                    "stop_running": stop_running,
+                },
                 actor=actor,
             )
             return budget
@@ -127,8 +156,8 @@ async def admit(
     spent = cents(blocked.spent + blocked.outstanding)
     raise BudgetExceeded(
         f"{blocked.reason(estimate)}: the {b.scope} budget of {cents(b.amount_limit)} {b.currency} per "
-        f"{b.period.value} has {cents(blocked.remaining)} left. Raise it (gpufleet budgets set) or wait for the next "
-        f"{b.period.value}.",
+        f"{b.period_name} has {cents(blocked.remaining)} left. Raise it (gpufleet budgets set) or wait for the next "
+        f"{b.period_name}.",
         budget_id=str(b.id),
         budget=str(cents(b.amount_limit)),
         spent=str(spent),
@@ -165,6 +194,7 @@ async def check_thresholds(db: Database) -> int:
                         "budget": str(cents(b.amount_limit)),
                         "currency": b.currency,
                         "period": b.period.value,
+                        "period_days": b.period_days,
                         "period_start": s.period_start.isoformat(),
                         "scope": b.scope,
                         "hard": b.hard,

@@ -72,7 +72,9 @@ async def get(db: Database, org_id: UUID, job_id: UUID) -> Job:
     return job
 
 
-async def cancel(db: Database, org_id: UUID, job_id: UUID, actor: str | None = None) -> Job:
+async def cancel(
+    db: Database, org_id: UUID, job_id: UUID, actor: str | None = None, *, reason: str | None = None
+) -> Job:
     """Cancel a job.
 
     * pending or allocated: ``cancelled`` at once; the ledger trigger releases its GPUs, CPU and
@@ -80,6 +82,8 @@ async def cancel(db: Database, org_id: UUID, job_id: UUID, actor: str | None = N
     * running: ``cancel_requested_at`` is set (event ``job.cancel_requested``) and the job is
       returned still running; the agent kills the process and reports it ``cancelled``.
     * already cancelled: returned unchanged (cancelling twice is not an error).
+
+    ``reason``: why, when the server cancels (a budget at 100 %); default "cancelled by <actor>".
     * otherwise finished: InvalidTransition (409).
     """
     async with db.transaction(org_id) as conn:
@@ -88,7 +92,7 @@ async def cancel(db: Database, org_id: UUID, job_id: UUID, actor: str | None = N
             raise NotFound(f"job {job_id} not found")
         if job.status in (JobStatus.PENDING, JobStatus.ALLOCATED):
             return await transition_job(
-                conn, job, JobStatus.CANCELLED, reason=f"cancelled by {actor or 'a user'}", actor=actor
+                conn, job, JobStatus.CANCELLED, reason=reason or f"cancelled by {actor or 'a user'}", actor=actor
             )
         if job.status is JobStatus.RUNNING:
             if job.cancel_requested_at is not None:
@@ -101,7 +105,11 @@ async def cancel(db: Database, org_id: UUID, job_id: UUID, actor: str | None = N
                 entity_type="job",
                 entity_id=job_id,
                 type="job.cancel_requested",
-                data={"attempt": job.attempt, "host_id": str(job.host_id) if job.host_id else None},
+                data={
+                    "attempt": job.attempt,
+                    "host_id": str(job.host_id) if job.host_id else None,
+                    **({"reason": reason} if reason else {}),
+                },
                 actor=actor,
             )
             return marked
