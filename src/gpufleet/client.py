@@ -1,8 +1,8 @@
 """The typed Python SDK. The CLI, the dashboard and the agent all go through it.
 
-    from gpufleet.client import Client
-    with Client("http://127.0.0.1:8741", api_key="gfk_...") as gf:
-        print(gf.me().user.email)
+from gpufleet.client import Client
+with Client("http://127.0.0.1:8741", api_key="gfk_...") as gf:
+    print(gf.me().user.email)
 """
 
 from __future__ import annotations
@@ -99,9 +99,7 @@ class Client(JobsMixin, HostsMixin, BaseClient):
 
     # -- API keys -------------------------------------------------------------------------
 
-    def create_api_key(
-        self, name: str, role: Role | None = None, expires_at: datetime | None = None
-    ) -> ApiKeyCreated:
+    def create_api_key(self, name: str, role: Role | None = None, expires_at: datetime | None = None) -> ApiKeyCreated:
         body: dict[str, Any] = {"name": name}
         if role is not None:
             body["role"] = role.value

@@ -74,8 +74,11 @@ class JobRunner:
 
     def running(self) -> list[RunningJobIn]:
         """The (job, attempt)s this host runs, for every heartbeat."""
-        return [RunningJobIn(job_id=r.job_id, attempt=r.attempt) for r in self.runs.values()
-                if not (r.finished or r.fenced or r.bad_spec)]
+        return [
+            RunningJobIn(job_id=r.job_id, attempt=r.attempt)
+            for r in self.runs.values()
+            if not (r.finished or r.fenced or r.bad_spec)
+        ]
 
     def on_kill(self, order: KillOrder) -> None:
         """A kill order from a heartbeat reply: cancelled / timed_out (reported), fenced (not)."""
@@ -157,8 +160,13 @@ class JobRunner:
         fractional = len(a.gpus) == 1 and a.gpus[0].milli < 1000
         try:
             spec = ProcessSpec(
-                run.key, a.attempt, argv=a.command, script=None if a.command is not None else a.script,
-                env=a.env, working_dir=a.working_dir, gpus=list(run.gpus),
+                run.key,
+                a.attempt,
+                argv=a.command,
+                script=None if a.command is not None else a.script,
+                env=a.env,
+                working_dir=a.working_dir,
+                gpus=list(run.gpus),
                 gpu_milli=a.gpus[0].milli if fractional else None,
                 gpu_memory_mb=a.gpus[0].memory_mb if fractional else None,
             )
@@ -191,8 +199,13 @@ class JobRunner:
             outcome = run.bad_spec or self.runtime.outcome(run.key)
             assert outcome is not None
             self._set_busy(run, False)
-            exit_in = ExitIn(attempt=run.attempt, status=outcome.status, exit_code=outcome.exit_code,
-                             signal=outcome.signal, reason=outcome.reason[:4000])
+            exit_in = ExitIn(
+                attempt=run.attempt,
+                status=outcome.status,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                reason=outcome.reason[:4000],
+            )
             if await self._report(run, "exit", exit_in):
                 self._forget(run)
         except UnknownJobError:
@@ -282,8 +295,13 @@ class JobRunner:
                 if exc.stale:
                     await self.drop(run)
                     return False
-                log.error("job %s attempt %d: the server refused the %s report (%s); forgetting the run",
-                          run.job_id, run.attempt, what, exc)
+                log.error(
+                    "job %s attempt %d: the server refused the %s report (%s); forgetting the run",
+                    run.job_id,
+                    run.attempt,
+                    what,
+                    exc,
+                )
                 if run.bad_spec is None and self.runtime.outcome(run.key) is None:
                     await self.drop(run)
                 else:
@@ -303,13 +321,19 @@ class JobRunner:
             if not chunks or run.fenced:
                 continue
             try:
-                ack = await self.api.logs(self.credential, run.job_id,
-                                          LogsIn(attempt=run.attempt, chunks=[_wire(c) for c in chunks]))
+                ack = await self.api.logs(
+                    self.credential, run.job_id, LogsIn(attempt=run.attempt, chunks=[_wire(c) for c in chunks])
+                )
             except ServerUnreachable as exc:
                 failures += 1
                 delay = self.backoff(failures, exc.retry_after)
-                log.warning("job %s: log upload failed (%s); %d chunks kept, retrying in %.1f s",
-                            run.job_id, exc, len(chunks), delay)
+                log.warning(
+                    "job %s: log upload failed (%s); %d chunks kept, retrying in %.1f s",
+                    run.job_id,
+                    exc,
+                    len(chunks),
+                    delay,
+                )
                 await wait_or_stop(self._halt, delay)
                 continue
             except Refused as exc:
@@ -320,8 +344,9 @@ class JobRunner:
                     self.upload_bytes //= 2
                     continue
                 # The server will never take these; keeping them would block the rest.
-                log.error("job %s: the server refused %d log chunks (%s); they were dropped",
-                          run.job_id, len(chunks), exc)
+                log.error(
+                    "job %s: the server refused %d log chunks (%s); they were dropped", run.job_id, len(chunks), exc
+                )
                 self.runtime.ack(run.key, chunks[-1].seq)
                 continue
             failures = 0
@@ -360,5 +385,10 @@ class JobRunner:
 
 
 def _wire(chunk: LogChunk) -> LogChunkWire:
-    return LogChunkWire(seq=chunk.seq, stream=chunk.stream, offset=chunk.offset,
-                        data_b64=base64.b64encode(chunk.data).decode("ascii"), dropped_bytes=chunk.dropped_bytes)
+    return LogChunkWire(
+        seq=chunk.seq,
+        stream=chunk.stream,
+        offset=chunk.offset,
+        data_b64=base64.b64encode(chunk.data).decode("ascii"),
+        dropped_bytes=chunk.dropped_bytes,
+    )

@@ -55,12 +55,21 @@ async def recover(self: JobRunner) -> bool:
     entries = []
     for run in self.runs.values():
         outcome = self.runtime.outcome(run.key)
-        entries.append(ReconcileEntryIn(
-            job_id=run.job_id, attempt=run.attempt, alive=outcome is None,
-            outcome=None if outcome is None else ReconcileOutcomeIn(
-                status=outcome.status, exit_code=outcome.exit_code, signal=outcome.signal,
-                reason=outcome.reason[:4000]),
-        ))
+        entries.append(
+            ReconcileEntryIn(
+                job_id=run.job_id,
+                attempt=run.attempt,
+                alive=outcome is None,
+                outcome=None
+                if outcome is None
+                else ReconcileOutcomeIn(
+                    status=outcome.status,
+                    exit_code=outcome.exit_code,
+                    signal=outcome.signal,
+                    reason=outcome.reason[:4000],
+                ),
+            )
+        )
     failures = 0
     while not self._stop.is_set():
         try:
@@ -77,10 +86,14 @@ async def recover(self: JobRunner) -> bool:
     for run in list(self.runs.values()):
         _apply(self, run, decided.get(run.key))
     if reply.lost:
-        log.warning("the server had %d job(s) running here that this agent did not know: %s",
-                    len(reply.lost), ", ".join(map(str, reply.lost)))
+        log.warning(
+            "the server had %d job(s) running here that this agent did not know: %s",
+            len(reply.lost),
+            ", ".join(map(str, reply.lost)),
+        )
     self.reconciled.set()
     return True
+
 
 def _apply(self: JobRunner, run: Run, decision: ReconcileDecisionOut | None) -> None:
     if decision is not None and decision.attempt != run.attempt:

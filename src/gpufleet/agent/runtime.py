@@ -53,8 +53,16 @@ from gpufleet.agent.runtime_proc import (
     write_launch_file,
 )
 
-__all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
-           "RunningJob", "UnknownJobError"]
+__all__ = [
+    "ExitOutcome",
+    "LogChunk",
+    "LogStats",
+    "ProcessRuntime",
+    "ProcessSpec",
+    "RecoveredJob",
+    "RunningJob",
+    "UnknownJobError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +101,16 @@ class ProcessRuntime:
     ``clock`` stamps ``started_at``; ``base_env`` is what jobs may inherit from (default: os.environ).
     """
 
-    def __init__(self, state_dir: Path, *, log_chunk_bytes: int = 64 * 1024,
-                 log_buffer_bytes: int = 8 * 1024 * 1024, clock: Callable[[], datetime] = _utcnow,
-                 base_env: Mapping[str, str] | None = None, poll_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        log_chunk_bytes: int = 64 * 1024,
+        log_buffer_bytes: int = 8 * 1024 * 1024,
+        clock: Callable[[], datetime] = _utcnow,
+        base_env: Mapping[str, str] | None = None,
+        poll_s: float = 0.1,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self._chunk_bytes, self._buffer_bytes = log_chunk_bytes, log_buffer_bytes
         LogBuffer("-", 0, chunk_bytes=log_chunk_bytes, buffer_bytes=log_buffer_bytes)  # validates
@@ -124,9 +139,20 @@ class ProcessRuntime:
         if job.pid is None or job.create_time is None:
             return
         record = StateRecord(
-            job.job_id, job.attempt, job.pid, job.create_time, job.started_at, job.working_dir,
-            job.own_workdir, job.terminating, job.killed, job.grace_s, dict(job.buffer.acked_offsets),
-            job.buffer.acked_seq, job.outcome, job.start_ticks,
+            job.job_id,
+            job.attempt,
+            job.pid,
+            job.create_time,
+            job.started_at,
+            job.working_dir,
+            job.own_workdir,
+            job.terminating,
+            job.killed,
+            job.grace_s,
+            dict(job.buffer.acked_offsets),
+            job.buffer.acked_seq,
+            job.outcome,
+            job.start_ticks,
         )
         path = self._state_path(job.job_id)
         tmp = path.with_suffix(".json.tmp")
@@ -160,17 +186,33 @@ class ProcessRuntime:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.state_dir / "work" / job_id / str(attempt)) if own_workdir else str(spec.working_dir)
-        job = _Job(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True,
-                   LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes))
+        job = _Job(
+            job_id,
+            attempt,
+            None,
+            None,
+            None,
+            self._clock(),
+            workdir,
+            own_workdir,
+            True,
+            LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
+        )
         logs = self._log_paths(job_id, attempt)
         logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
         for path in logs.values():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
         exit_path.unlink(missing_ok=True)
-        env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
-                      gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
-                      gpu_memory_mb=spec.gpu_memory_mb)
+        env = job_env(
+            self._base_env,
+            spec.env,
+            job_id=job_id,
+            attempt=attempt,
+            gpus=[str(g) for g in spec.gpus],
+            gpu_milli=spec.gpu_milli,
+            gpu_memory_mb=spec.gpu_memory_mb,
+        )
         if spec.argv is not None:
             argv = list(spec.argv)
         else:
@@ -181,8 +223,7 @@ class ProcessRuntime:
                 Path(workdir).mkdir(parents=True, exist_ok=True)
             check_working_dir(workdir)
             executable = resolve_executable(argv[0], env["PATH"], workdir)
-            write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable,
-                              argv=argv, env=env)
+            write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable, argv=argv, env=env)
             job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"])
         except (StartError, OSError) as exc:
             launch_path.unlink(missing_ok=True)
@@ -253,8 +294,7 @@ class ProcessRuntime:
             if pid:
                 shim_code = os.waitstatus_to_exitcode(status)
         record = read_exit_file(self._exit_path(job.job_id, job.attempt))
-        job.outcome = outcome_of(record, shim_code, terminating=job.terminating, killed=job.killed,
-                                 grace_s=job.grace_s)
+        job.outcome = outcome_of(record, shim_code, terminating=job.terminating, killed=job.killed, grace_s=job.grace_s)
         self._save(job)
         job.done.set()
         if job.follower is not None:
@@ -374,11 +414,30 @@ class ProcessRuntime:
         return found
 
     def _job_from_state(self, r: StateRecord) -> _Job:
-        buffer = LogBuffer(r.job_id, r.attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes,
-                           next_seq=r.acked_seq + 1, offsets=r.acked_offsets)
-        return _Job(r.job_id, r.attempt, r.pid, r.create_time, r.start_ticks, r.started_at, r.working_dir,
-                    r.own_workdir, own_child=False, buffer=buffer, outcome=r.outcome, terminating=r.terminating,
-                    killed=r.killed, grace_s=r.grace_s)
+        buffer = LogBuffer(
+            r.job_id,
+            r.attempt,
+            chunk_bytes=self._chunk_bytes,
+            buffer_bytes=self._buffer_bytes,
+            next_seq=r.acked_seq + 1,
+            offsets=r.acked_offsets,
+        )
+        return _Job(
+            r.job_id,
+            r.attempt,
+            r.pid,
+            r.create_time,
+            r.start_ticks,
+            r.started_at,
+            r.working_dir,
+            r.own_workdir,
+            own_child=False,
+            buffer=buffer,
+            outcome=r.outcome,
+            terminating=r.terminating,
+            killed=r.killed,
+            grace_s=r.grace_s,
+        )
 
     # -- cleanup -------------------------------------------------------------------------------
 
@@ -390,8 +449,12 @@ class ProcessRuntime:
         self._unwatch(job)
         for task in job.tasks:
             task.cancel()
-        for path in (self._state_path(job_id), self._exit_path(job_id, job.attempt),
-                     self._launch_path(job_id, job.attempt), *self._log_paths(job_id, job.attempt).values()):
+        for path in (
+            self._state_path(job_id),
+            self._exit_path(job_id, job.attempt),
+            self._launch_path(job_id, job.attempt),
+            *self._log_paths(job_id, job.attempt).values(),
+        ):
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             (self.state_dir / "logs" / job_id).rmdir()

@@ -68,8 +68,16 @@ class _Item:
 class LogBuffer:
     """The chunk queue of one job attempt. Pure bookkeeping: no I/O, no clock."""
 
-    def __init__(self, job_id: str, attempt: int, *, chunk_bytes: int, buffer_bytes: int,
-                 next_seq: int = 1, offsets: Mapping[Stream, int] | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        chunk_bytes: int,
+        buffer_bytes: int,
+        next_seq: int = 1,
+        offsets: Mapping[Stream, int] | None = None,
+    ) -> None:
         if not 0 < chunk_bytes <= buffer_bytes:
             raise ValueError(f"need 0 < chunk_bytes <= buffer_bytes, got {chunk_bytes} and {buffer_bytes}")
         self.job_id, self.attempt = job_id, attempt
@@ -103,8 +111,13 @@ class LogBuffer:
         offset, pos = self._next_offset[stream], 0
         while pos < len(data):
             last = self._items[-1] if self._items else None
-            if (last is not None and last.stream == stream and not last.sent and not last.dropped
-                    and len(last.data) < self.chunk_bytes):
+            if (
+                last is not None
+                and last.stream == stream
+                and not last.sent
+                and not last.dropped
+                and len(last.data) < self.chunk_bytes
+            ):
                 n = min(self.chunk_bytes - len(last.data), len(data) - pos)
                 last.data += data[pos : pos + n]
             else:
@@ -121,8 +134,7 @@ class LogBuffer:
         """Record that the next ``n`` bytes of ``stream`` will never be read (they would be dropped)."""
         offset = self._next_offset[stream]
         last = self._items[-1] if self._items else None
-        if (last is not None and last.stream == stream and last.dropped and not last.sent
-                and last.end == offset):
+        if last is not None and last.stream == stream and last.dropped and not last.sent and last.end == offset:
             last.dropped += n
         else:
             self._items.append(_Item(self._seq(), stream, offset, bytearray(), dropped=n))
@@ -167,8 +179,7 @@ class LogBuffer:
                 break
             it.sent = True
             total += len(it.data)
-            out.append(LogChunk(self.job_id, self.attempt, it.seq, it.stream, bytes(it.data), it.offset,
-                                it.dropped))
+            out.append(LogChunk(self.job_id, self.attempt, it.seq, it.stream, bytes(it.data), it.offset, it.dropped))
         return out
 
     def ack(self, seq: int) -> bool:
@@ -190,8 +201,15 @@ class LogFollower:
     idle. After ``process_exited()`` it reads to the end of both files and sets ``finished``.
     """
 
-    def __init__(self, buffer: LogBuffer, paths: Mapping[Stream, Path], *, read_bytes: int = 1 << 20,
-                 min_poll_s: float = 0.01, max_poll_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        buffer: LogBuffer,
+        paths: Mapping[Stream, Path],
+        *,
+        read_bytes: int = 1 << 20,
+        min_poll_s: float = 0.01,
+        max_poll_s: float = 0.25,
+    ) -> None:
         self.buffer = buffer
         self.paths = dict(paths)
         self.read_bytes = read_bytes

@@ -23,8 +23,7 @@ SHIM_PATH = Path(__file__).with_name("runtime_shim.py")
 
 # Variables a job inherits from the agent's environment; everything else (the agent's own
 # credentials above all) stays out. The job's spec can add or override any of them.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-                 "LD_LIBRARY_PATH")
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -143,13 +142,19 @@ class StateRecord:
             raise ValueError("unsupported state file version")
         offsets, outcome, grace = data["acked_offsets"], data["outcome"], data["grace_s"]
         return cls(
-            job_id=str(data["job_id"]), attempt=int(data["attempt"]), pid=int(data["pid"]),
-            create_time=float(data["create_time"]), started_at=datetime.fromisoformat(data["started_at"]),
-            working_dir=str(data["working_dir"]), own_workdir=bool(data["own_workdir"]),
-            terminating=data["terminating"], killed=bool(data["killed"]),
+            job_id=str(data["job_id"]),
+            attempt=int(data["attempt"]),
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            started_at=datetime.fromisoformat(data["started_at"]),
+            working_dir=str(data["working_dir"]),
+            own_workdir=bool(data["own_workdir"]),
+            terminating=data["terminating"],
+            killed=bool(data["killed"]),
             grace_s=None if grace is None else float(grace),
             acked_offsets={s: int(offsets.get(s, 0)) for s in ("stdout", "stderr")},
-            acked_seq=int(data["acked_seq"]), outcome=None if outcome is None else ExitOutcome(**outcome),
+            acked_seq=int(data["acked_seq"]),
+            outcome=None if outcome is None else ExitOutcome(**outcome),
             start_ticks=None if data.get("start_ticks") is None else int(data["start_ticks"]),
         )
 
@@ -161,8 +166,16 @@ def signal_name(signum: int) -> str:
         return str(signum)
 
 
-def job_env(base: Mapping[str, str], spec_env: Mapping[str, str], *, job_id: str, attempt: int,
-            gpus: Sequence[str], gpu_milli: int | None, gpu_memory_mb: int | None) -> dict[str, str]:
+def job_env(
+    base: Mapping[str, str],
+    spec_env: Mapping[str, str],
+    *,
+    job_id: str,
+    attempt: int,
+    gpus: Sequence[str],
+    gpu_milli: int | None,
+    gpu_memory_mb: int | None,
+) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     env.update(spec_env)
@@ -206,8 +219,9 @@ def resolve_executable(name: str, search_path: str, cwd: str) -> str:
     raise StartError(f"executable not found: {name}")
 
 
-def write_launch_file(path: Path, *, exit_path: Path, cwd: str, executable: str, argv: Sequence[str],
-                      env: Mapping[str, str]) -> None:
+def write_launch_file(
+    path: Path, *, exit_path: Path, cwd: str, executable: str, argv: Sequence[str], env: Mapping[str, str]
+) -> None:
     fields: list[str] = [str(exit_path), cwd, executable, str(len(argv)), *argv]
     fields += [f"{k}={v}" for k, v in env.items()]
     encoded = [os.fsencode(f) for f in fields]
@@ -229,9 +243,14 @@ def spawn_shim(launch_path: Path, stdout_path: Path, stderr_path: Path) -> int:
         err = os.open(stderr_path, flags, 0o600)
         try:
             return os.posix_spawn(
-                sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(launch_path)], {},
-                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
+                sys.executable,
+                [sys.executable, "-I", "-S", str(SHIM_PATH), str(launch_path)],
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                ],
                 setsid=True,
             )
         finally:
@@ -298,8 +317,12 @@ def group_members(pgid: int, leader_create_time: float, leader_ticks: int | None
     members = []
     for proc in psutil.process_iter():
         try:
-            if (proc.pid != pgid and os.getpgid(proc.pid) == pgid and proc.create_time() >= leader_create_time - 1
-                    and proc.status() != psutil.STATUS_ZOMBIE):
+            if (
+                proc.pid != pgid
+                and os.getpgid(proc.pid) == pgid
+                and proc.create_time() >= leader_create_time - 1
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
                 members.append(proc.pid)
         except (OSError, psutil.Error):
             continue
@@ -317,8 +340,14 @@ def kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
-               terminating: str | None, killed: bool, grace_s: float | None) -> ExitOutcome:
+def outcome_of(
+    exit_record: tuple[str, str] | None,
+    shim_code: int | None,
+    *,
+    terminating: str | None,
+    killed: bool,
+    grace_s: float | None,
+) -> ExitOutcome:
     """How a job ended, from the shim's exit file and (when we reaped it) the shim's own status.
 
     ``shim_code`` follows ``os.waitstatus_to_exitcode``: negative means killed by that signal.
@@ -336,8 +365,9 @@ def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
         label = "cancelled" if terminating == "cancelled" else "timed out"
         status: OutcomeStatus = "cancelled" if terminating == "cancelled" else "timed_out"
         if killed:
-            return ExitOutcome(status, None, signal.SIGKILL.value,
-                               f"{label}; killed by SIGKILL after a {grace_s:g} s grace period")
+            return ExitOutcome(
+                status, None, signal.SIGKILL.value, f"{label}; killed by SIGKILL after a {grace_s:g} s grace period"
+            )
         if sig is not None:
             detail = f"stopped by signal {signal_name(sig)}"
         elif code is not None:

@@ -56,8 +56,11 @@ def main(launch_path: str) -> int:
         return 126
     try:
         pid = os.posix_spawn(
-            executable, argv, env,
-            setsigdef=(_SIGHUP, _SIGINT, _SIGPIPE, _SIGTERM, _SIGXFSZ), setsigmask=(),
+            executable,
+            argv,
+            env,
+            setsigdef=(_SIGHUP, _SIGINT, _SIGPIPE, _SIGTERM, _SIGXFSZ),
+            setsigmask=(),
         )
     except OSError as exc:
         _write(exit_path, f"error cannot execute {os.fsdecode(argv[0])}: {exc.strerror}")

@@ -49,9 +49,7 @@ class Refused(Exception):
 
 
 class AgentApi:
-    def __init__(
-        self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._http = httpx.AsyncClient(
@@ -68,8 +66,14 @@ class AgentApi:
         return await self._call("POST", path, secret, content=body)
 
     async def _call(
-        self, method: str, path: str, secret: str, *, content: bytes | None = None,
-        params: dict[str, Any] | None = None, read_s: float | None = None,
+        self,
+        method: str,
+        path: str,
+        secret: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        read_s: float | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {secret}"}
         if content is not None:
@@ -115,7 +119,10 @@ class AgentApi:
     async def assignments(self, credential: str, *, wait_s: float) -> AssignmentsResponse:
         """Long-poll: the host's assignments now, or the first within ``wait_s`` seconds."""
         reply = await self._call(
-            "GET", "/v1/agent/assignments", credential, params={"wait_s": f"{wait_s:g}"},
+            "GET",
+            "/v1/agent/assignments",
+            credential,
+            params={"wait_s": f"{wait_s:g}"},
             read_s=wait_s + self.timeout,
         )
         return AssignmentsResponse.model_validate(reply)

@@ -17,8 +17,8 @@ from gpufleet import __version__
 from gpufleet.api import errors
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
-from gpufleet.background import liveness, reaper, retention
+from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
+from gpufleet.background import events_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
@@ -75,6 +75,11 @@ def create_app(
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
             tasks.append(asyncio.create_task(retention.run(handle.db, settings, stop), name="retention"))
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
+            tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
+            if settings.webhook_delivery_enabled:
+                tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
+            if settings.notify_stderr:
+                tasks.append(asyncio.create_task(notify.run(handle.db, stop), name="notify-stderr"))
         try:
             if bootstrap:
                 created = await first_run(handle.db, settings)
@@ -124,7 +129,7 @@ def create_app(
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops):
+    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -49,7 +49,8 @@ def agent(
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     stop_jobs_on_exit: bool = typer.Option(
-        False, "--stop-jobs-on-exit",
+        False,
+        "--stop-jobs-on-exit",
         help="Stop running jobs when the agent stops (default: they keep running and a restarted agent adopts them).",
     ),
 ) -> None:

@@ -50,7 +50,9 @@ def demo_jobs() -> list[JobCreate]:
 
     return [
         job(
-            "Text Generation", "text", 10,
+            "Text Generation",
+            "text",
+            10,
             gpu_requirements=GpuRequirements(min_memory=8, gpu_type="NVIDIA A100").model_dump(),
         ),
         job("Image Classification", "vision", 8, gpu_count=1, min_memory_gb=16),
@@ -61,8 +63,14 @@ def demo_jobs() -> list[JobCreate]:
 
 
 _STYLE = {
-    "pending": "yellow", "allocated": "blue", "running": "bold cyan", "succeeded": "green",
-    "failed": "red", "cancelled": "magenta", "timed_out": "red", "allocation_failed": "red",
+    "pending": "yellow",
+    "allocated": "blue",
+    "running": "bold cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "timed_out": "red",
+    "allocation_failed": "red",
 }
 
 
@@ -113,8 +121,12 @@ def demo(
 
         refresh_names()
         deadline = time.monotonic() + timeout
-        with Live(get_renderable=lambda: render(jobs, gpu_names, held), console=console, refresh_per_second=4,
-                  transient=as_json):
+        with Live(
+            get_renderable=lambda: render(jobs, gpu_names, held),
+            console=console,
+            refresh_per_second=4,
+            transient=as_json,
+        ):
             while not all(j.finished for j in jobs.values()) and time.monotonic() < deadline:
                 page = c.events(after_seq=position, wait_s=10, entity_type="job")
                 position = page.last_seq

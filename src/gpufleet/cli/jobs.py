@@ -265,9 +265,7 @@ def jobs_logs(
 ) -> None:
     """A job's output, byte for byte: its stdout to stdout, its stderr and gpufleet's notices to stderr."""
     with client() as c:
-        entries = (
-            c.follow_job_logs(job_id, attempt=attempt) if follow else c.iter_job_logs(job_id, attempt=attempt)
-        )
+        entries = c.follow_job_logs(job_id, attempt=attempt) if follow else c.iter_job_logs(job_id, attempt=attempt)
         shown: int | None = None
         try:
             for e in entries:

@@ -72,8 +72,15 @@ class LocalAgent:
             env.pop("GPUFLEET_JOIN_TOKEN", None)
             if not self._adopt_credential():
                 env["GPUFLEET_JOIN_TOKEN"] = await local_agent_token(db)  # in the environment, not argv
-            args = ["-m", "gpufleet.agent", "--state-dir", str(self.state_dir), "--stop-jobs-on-exit",
-                    "--log-level", "warning"]
+            args = [
+                "-m",
+                "gpufleet.agent",
+                "--state-dir",
+                str(self.state_dir),
+                "--stop-jobs-on-exit",
+                "--log-level",
+                "warning",
+            ]
             if self.simulate:
                 args += ["--simulate", self.simulate]
             if self._stopping:

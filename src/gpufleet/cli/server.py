@@ -40,8 +40,12 @@ class _Server(uvicorn.Server):
 
 
 def _serve(
-    host: str | None, port: int | None, workers: int | None, banner: bool,
-    local_agent: bool = False, simulate: str | None = None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    banner: bool,
+    local_agent: bool = False,
+    simulate: str | None = None,
 ) -> None:
     settings = load_settings(host=host, port=port, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -77,8 +81,13 @@ def _serve(
         console.print(message)
         agent = LocalAgent(settings, _local_url(settings), spec)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-        access_log=False, timeout_graceful_shutdown=3,  # then requests still open (long-polls) are cut
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=3,  # then requests still open (long-polls) are cut
     )
     server = _Server(config)
     server.local_agent = agent
@@ -114,7 +123,9 @@ def register(app: typer.Typer) -> None:
             False, "--no-local-agent", help="Do not run an agent for this machine (the server and scheduler only)."
         ),
         simulate: str = typer.Option(
-            None, "--simulate", metavar="SPEC",
+            None,
+            "--simulate",
+            metavar="SPEC",
             help="The local agent's simulated GPUs, e.g. 8xH100-80GB (default: NVML, or 4xA100-80GB without a driver).",
         ),
     ) -> None:

@@ -228,7 +228,6 @@ async def transition(
     return _gpu(row) if row else None
 
 
-
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 

@@ -72,9 +72,7 @@ _MEMBER_SELECT = """select m.user_id, m.organization_id, m.role, m.created_at, u
                       from organization_members m join users u on u.id = m.user_id"""
 
 
-async def page(
-    conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None
-) -> list[Member]:
+async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Member]:
     rows = await conn.fetch(
         f"""{_MEMBER_SELECT}
             where m.organization_id = $1 and ($2::timestamptz is null or (m.created_at, m.user_id) > ($2, $3))
@@ -165,9 +163,7 @@ async def create_invite(
     return _invite(row)
 
 
-async def invites_page(
-    conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None
-) -> list[Invite]:
+async def invites_page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Invite]:
     rows = await conn.fetch(
         """select * from organization_invites
             where organization_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))

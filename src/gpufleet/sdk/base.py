@@ -107,4 +107,3 @@ class BaseClient:
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
-

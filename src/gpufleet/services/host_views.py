@@ -57,6 +57,4 @@ async def page_join_tokens(
     db: Database, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
 ) -> list[JoinToken]:
     async with db.transaction(org_id) as conn:
-        return await join_tokens.page(
-            conn, org_id=org_id, limit=limit, after=after, include_inactive=include_inactive
-        )
+        return await join_tokens.page(conn, org_id=org_id, limit=limit, after=after, include_inactive=include_inactive)

@@ -38,8 +38,7 @@ def _load_pynvml() -> ModuleType:
         return importlib.import_module("pynvml")
     except ImportError as exc:
         raise GpuDiscoveryError(
-            f"NVML is not available on this host (the nvidia-ml-py package cannot be imported: {exc}). "
-            f"{_SIMULATE_HINT}"
+            f"NVML is not available on this host (the nvidia-ml-py package cannot be imported: {exc}). {_SIMULATE_HINT}"
         ) from None
 
 
@@ -91,8 +90,7 @@ class NvmlBackend:
         if self._handles is None:
             nvml = self._nvml
             count = self._required("device count", nvml.nvmlDeviceGetCount)
-            handles = [self._required(f"handle of GPU {i}", nvml.nvmlDeviceGetHandleByIndex, i)
-                       for i in range(count)]
+            handles = [self._required(f"handle of GPU {i}", nvml.nvmlDeviceGetHandleByIndex, i) for i in range(count)]
             self._uuids = [_text(self._required("UUID", nvml.nvmlDeviceGetUUID, h)) for h in handles]
             self._handles = handles
             self._register_xid_events()
@@ -148,17 +146,19 @@ class NvmlBackend:
             memory = self._required(f"memory of GPU {index}", nvml.nvmlDeviceGetMemoryInfo, handle)
             pci = self._required(f"PCI info of GPU {index}", nvml.nvmlDeviceGetPciInfo, handle)
             mig = self._optional(nvml.nvmlDeviceGetMigMode, handle)
-            gpus.append(GpuInfo(
-                uuid=uuid,
-                index=index,
-                model=_text(self._required(f"name of GPU {index}", nvml.nvmlDeviceGetName, handle)),
-                memory_total_mb=int(memory.total) // _MIB,
-                pci_bus_id=_text(pci.busId),
-                mig_mode=None if mig is None else mig[0] == nvml.NVML_DEVICE_MIG_ENABLE,
-                driver_version=driver,
-                cuda_version=cuda,
-                simulated=False,
-            ))
+            gpus.append(
+                GpuInfo(
+                    uuid=uuid,
+                    index=index,
+                    model=_text(self._required(f"name of GPU {index}", nvml.nvmlDeviceGetName, handle)),
+                    memory_total_mb=int(memory.total) // _MIB,
+                    pci_bus_id=_text(pci.busId),
+                    mig_mode=None if mig is None else mig[0] == nvml.NVML_DEVICE_MIG_ENABLE,
+                    driver_version=driver,
+                    cuda_version=cuda,
+                    simulated=False,
+                )
+            )
         return gpus
 
     def sample(self, now: datetime) -> list[GpuSample]:
@@ -171,25 +171,30 @@ class NvmlBackend:
             util = self._optional(nvml.nvmlDeviceGetUtilizationRates, handle)
             power_mw = self._optional(nvml.nvmlDeviceGetPowerUsage, handle)
             pids: set[int] = set()
-            for query in (nvml.nvmlDeviceGetComputeRunningProcesses,
-                          nvml.nvmlDeviceGetGraphicsRunningProcesses):
+            for query in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
                 pids.update(p.pid for p in self._optional(query, handle) or ())
-            samples.append(GpuSample(
-                uuid=uuid,
-                ts=now,
-                utilization_pct=None if util is None else int(util.gpu),
-                memory_used_mb=int(memory.used) // _MIB,
-                temperature_c=self._optional(
-                    nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU,
-                ),
-                power_w=None if power_mw is None else round(power_mw / 1000.0, 1),
-                ecc_uncorrected=self._optional(
-                    nvml.nvmlDeviceGetTotalEccErrors, handle,
-                    nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC,
-                ),
-                xid_errors=self._xid_counts.get(uuid),
-                process_count=len(pids),
-            ))
+            samples.append(
+                GpuSample(
+                    uuid=uuid,
+                    ts=now,
+                    utilization_pct=None if util is None else int(util.gpu),
+                    memory_used_mb=int(memory.used) // _MIB,
+                    temperature_c=self._optional(
+                        nvml.nvmlDeviceGetTemperature,
+                        handle,
+                        nvml.NVML_TEMPERATURE_GPU,
+                    ),
+                    power_w=None if power_mw is None else round(power_mw / 1000.0, 1),
+                    ecc_uncorrected=self._optional(
+                        nvml.nvmlDeviceGetTotalEccErrors,
+                        handle,
+                        nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                        nvml.NVML_VOLATILE_ECC,
+                    ),
+                    xid_errors=self._xid_counts.get(uuid),
+                    process_count=len(pids),
+                )
+            )
         return samples
 
     def close(self) -> None:

@@ -56,9 +56,16 @@ KNOWN_MODELS: dict[str, tuple[int, float, float]] = {
     "RTX4090": (24564, 20.0, 450.0),
 }
 _ALIASES = {
-    "H200": "H200-141GB", "H100": "H100-80GB", "A100": "A100-80GB", "V100": "V100-32GB",
-    "T4-16GB": "T4", "L4-24GB": "L4", "A10G-24GB": "A10G", "A10-24GB": "A10",
-    "L40S-48GB": "L40S", "RTX4090-24GB": "RTX4090",
+    "H200": "H200-141GB",
+    "H100": "H100-80GB",
+    "A100": "A100-80GB",
+    "V100": "V100-32GB",
+    "T4-16GB": "T4",
+    "L4-24GB": "L4",
+    "A10G-24GB": "A10G",
+    "A10-24GB": "A10",
+    "L40S-48GB": "L40S",
+    "RTX4090-24GB": "RTX4090",
 }
 _DEFAULT_POWER = (30.0, 300.0)
 _SPEC_FORM = "COUNTxMODEL[-NNGB], groups separated by commas, e.g. 8xH100-80GB or 2xA100-40GB,1xT4-16GB"
@@ -141,8 +148,7 @@ def _check_keys(obj: Any, allowed: set[str], required: set[str], what: str) -> d
 
 
 def _host_from_yaml(raw: Any, where: str) -> SimulatedHost:
-    host = _check_keys(raw, {"name", "gpus", "cpu_cores", "ram_gb", "ram_mb", "labels"},
-                       {"name", "gpus"}, where)
+    host = _check_keys(raw, {"name", "gpus", "cpu_cores", "ram_gb", "ram_mb", "labels"}, {"name", "gpus"}, where)
     name = str(host["name"])
     where = f"{where} ({name})"
     gpus_raw = host["gpus"]
@@ -172,8 +178,9 @@ def _host_from_yaml(raw: Any, where: str) -> SimulatedHost:
     labels = host.get("labels") or {}
     if not isinstance(labels, dict):
         raise ValueError(f"{where}.labels must be a mapping of strings")
-    return SimulatedHost(name=name, gpus=tuple(gpus), cpu_cores=cores, ram_mb=ram_mb,
-                         labels={str(k): str(v) for k, v in labels.items()})
+    return SimulatedHost(
+        name=name, gpus=tuple(gpus), cpu_cores=cores, ram_mb=ram_mb, labels={str(k): str(v) for k, v in labels.items()}
+    )
 
 
 def load_simulated_hosts(path: str | Path) -> list[SimulatedHost]:
@@ -218,13 +225,17 @@ class SimulatedBackend:
     name = "simulated"
     simulated = True
 
-    def __init__(self, hosts_or_spec: str | SimulatedHost | Sequence[SimulatedGpuSpec], *,
-                 seed: int = 0, host_name: str | None = None) -> None:
+    def __init__(
+        self,
+        hosts_or_spec: str | SimulatedHost | Sequence[SimulatedGpuSpec],
+        *,
+        seed: int = 0,
+        host_name: str | None = None,
+    ) -> None:
         if isinstance(hosts_or_spec, SimulatedHost):
             host = hosts_or_spec
         else:
-            groups = (parse_simulate_spec(hosts_or_spec) if isinstance(hosts_or_spec, str)
-                      else list(hosts_or_spec))
+            groups = parse_simulate_spec(hosts_or_spec) if isinstance(hosts_or_spec, str) else list(hosts_or_spec)
             host = SimulatedHost(name=host_name or socket.gethostname(), gpus=tuple(groups))
         self.host = host
         self.seed = seed
@@ -238,11 +249,19 @@ class SimulatedBackend:
                 index = len(self._gpus)
                 uuid = simulated_uuid(seed, host.name, index)
                 self._power[uuid] = power
-                self._gpus.append(GpuInfo(
-                    uuid=uuid, index=index, model=group.model, memory_total_mb=group.memory_mb,
-                    pci_bus_id=f"00000000:{(0x18 + 0x10 * index) % 0x100:02X}:00.0",
-                    mig_mode=None, driver_version="simulated", cuda_version=None, simulated=True,
-                ))
+                self._gpus.append(
+                    GpuInfo(
+                        uuid=uuid,
+                        index=index,
+                        model=group.model,
+                        memory_total_mb=group.memory_mb,
+                        pci_bus_id=f"00000000:{(0x18 + 0x10 * index) % 0x100:02X}:00.0",
+                        mig_mode=None,
+                        driver_version="simulated",
+                        cuda_version=None,
+                        simulated=True,
+                    )
+                )
         self._busy: set[str] = set()
         self._faults: dict[str, _Faults] = {g.uuid: _Faults() for g in self._gpus}
 
@@ -257,9 +276,16 @@ class SimulatedBackend:
         self._check(uuid)
         (self._busy.add if busy else self._busy.discard)(uuid)
 
-    def inject(self, uuid: str, *, ecc_uncorrected: int = 0, xid: int | None = None,
-               temperature_c: int | None = None, foreign_memory_mb: int | None = None,
-               foreign_processes: int | None = None) -> None:
+    def inject(
+        self,
+        uuid: str,
+        *,
+        ecc_uncorrected: int = 0,
+        xid: int | None = None,
+        temperature_c: int | None = None,
+        foreign_memory_mb: int | None = None,
+        foreign_processes: int | None = None,
+    ) -> None:
         """Add faults: ECC errors and one XID event (code ``xid``) add up; the others are set."""
         faults = self._check(uuid)
         faults.ecc_uncorrected += ecc_uncorrected
@@ -315,9 +341,15 @@ class SimulatedBackend:
         if temperature is None:
             temperature = round(30.0 + 50.0 * power / max_w + rng.gauss(0.0, 0.7))
         return GpuSample(
-            uuid=gpu.uuid, ts=now, utilization_pct=utilization, memory_used_mb=memory_used,
-            temperature_c=temperature, power_w=round(power, 1), ecc_uncorrected=faults.ecc_uncorrected,
-            xid_errors=len(faults.xids), process_count=(1 if busy else 0) + faults.foreign_processes,
+            uuid=gpu.uuid,
+            ts=now,
+            utilization_pct=utilization,
+            memory_used_mb=memory_used,
+            temperature_c=temperature,
+            power_w=round(power, 1),
+            ecc_uncorrected=faults.ecc_uncorrected,
+            xid_errors=len(faults.xids),
+            process_count=(1 if busy else 0) + faults.foreign_processes,
         )
 
     def close(self) -> None:

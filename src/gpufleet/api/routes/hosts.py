@@ -112,7 +112,11 @@ async def list_hosts(
 ) -> Page[HostRead]:
     """Hosts by name."""
     rows = await host_views.page_hosts(
-        db, org_id=p.require_org(), limit=limit + 1, after=_after_id(cursor), status=status,
+        db,
+        org_id=p.require_org(),
+        limit=limit + 1,
+        after=_after_id(cursor),
+        status=status,
         include_removed=include_removed,
     )
     return Page[HostRead](items=[host_read(h) for h in rows[:limit]], next_cursor=_next(rows, limit))
@@ -190,7 +194,12 @@ async def list_gpus(
 ) -> Page[GpuRead]:
     """GPUs of live hosts, by host name and index."""
     rows = await host_views.page_gpus(
-        db, org_id=p.require_org(), limit=limit + 1, after=_after_id(cursor), status=status, host_id=host_id,
+        db,
+        org_id=p.require_org(),
+        limit=limit + 1,
+        after=_after_id(cursor),
+        status=status,
+        host_id=host_id,
         model=model or None,
     )
     return Page[GpuRead](items=[gpu_read(g) for g in rows[:limit]], next_cursor=_next(rows, limit))
