@@ -158,21 +158,23 @@ async def claim(conn: Conn, *, owner: str, limit: int, per_webhook: int, lease_s
     event order; other workers skip them (SKIP LOCKED) until the lease ends."""
     rows = await conn.fetch(
         """with due as (
-               select d.id from webhook_deliveries d
+               select d.id, d.webhook_id, d.event_seq, d.created_at, d.next_attempt_at
+                 from webhook_deliveries d
                  join webhooks w on w.id = d.webhook_id and w.is_active
                 where d.status in ('pending', 'failed') and d.next_attempt_at <= now()
                 order by d.next_attempt_at, d.event_seq nulls last
                 limit $1 * 4
                   for update of d skip locked),
            ranked as (
-               select d.id,
-                      row_number() over (partition by d.webhook_id
-                                         order by d.event_seq nulls last, d.created_at) as n
-                 from webhook_deliveries d join due using (id))
+               select id, next_attempt_at, event_seq,
+                      row_number() over (partition by webhook_id order by event_seq nulls last, created_at) as n
+                 from due),
+           chosen as (
+               select id from ranked where n <= $2 order by next_attempt_at, event_seq nulls last limit $1)
            update webhook_deliveries d
               set status = 'delivering', lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
-             from ranked r, webhooks w
-            where d.id = r.id and r.n <= $2 and w.id = d.webhook_id
+             from chosen c, webhooks w
+            where d.id = c.id and w.id = d.webhook_id
         returning d.*, w.url,
                   w.secret_ciphertext,
                   case when w.previous_secret_expires_at > now() then w.previous_secret_ciphertext end as previous""",
@@ -181,7 +183,7 @@ async def claim(conn: Conn, *, owner: str, limit: int, per_webhook: int, lease_s
         owner,
         float(lease_s),
     )
-    rows = sorted(rows, key=lambda r: (r["event_seq"] is None, r["event_seq"] or 0, r["created_at"]))[:limit]
+    rows = sorted(rows, key=lambda r: (r["event_seq"] is None, r["event_seq"] or 0, r["created_at"]))
     return [
         Claim(
             delivery=_delivery(r),
