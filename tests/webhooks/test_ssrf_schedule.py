@@ -91,7 +91,9 @@ async def test_the_sender_connects_to_the_validated_address_not_a_new_lookup() -
         return ["127.0.0.1"]
 
     try:
-        target = await ssrf.resolve(f"http://hooks.invalid:{receiver.port}/ok", ssrf.parse_networks("127.0.0.0/8"), once)
+        target = await ssrf.resolve(
+            f"http://hooks.invalid:{receiver.port}/ok", ssrf.parse_networks("127.0.0.0/8"), once
+        )
         sender = Sender(timeout_s=2)
         outcome = await sender.send(target, b"{}", {"webhook-id": "msg_x"})
         await sender.aclose()
