@@ -1,7 +1,7 @@
 """A real HTTP receiver on 127.0.0.1 for webhook tests: it records every request and answers by path.
 
 Paths: ``/ok`` 200, ``/fail`` 500, ``/gone`` 410, ``/busy`` 429 with ``Retry-After``, ``/hang``
-(sleeps longer than any test timeout), ``/redirect`` 302 to ``/ok``. ``fail_first`` makes ``/flaky``
+(sleeps longer than any test timeout), ``/slow`` (200 after ``slow_s``), ``/redirect`` 302 to ``/ok``. ``fail_first`` makes ``/flaky``
 answer 500 that many times, then 200.
 """
 
@@ -27,6 +27,7 @@ class Receiver:
     retry_after: str = "7"
     fail_first: int = 0
     hang_s: float = 5.0
+    slow_s: float = 0.2
     requests: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,7 +63,10 @@ class Receiver:
                     "/busy": (429, {"Retry-After": receiver.retry_after}),
                     "/redirect": (302, {"Location": "/ok"}),
                     "/flaky": (500 if flaky else 204, {}),
+                    "/slow": (200, {}),
                 }.get(self.path.split("?")[0], (404, {}))
+                if self.path == "/slow":
+                    time.sleep(receiver.slow_s)
                 if self.path == "/hang":
                     time.sleep(receiver.hang_s)
                     status = 200
