@@ -30,11 +30,12 @@ from gpufleet.schemas.tenancy import (
 from gpufleet.sdk.base import ApiError, BaseClient
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
+from gpufleet.sdk.webhooks import WebhooksMixin
 
 __all__ = ["ApiError", "Client"]
 
 
-class Client(JobsMixin, HostsMixin, BaseClient):
+class Client(JobsMixin, HostsMixin, WebhooksMixin, BaseClient):
     # -- health ---------------------------------------------------------------------------
 
     def ready(self) -> dict[str, Any]:

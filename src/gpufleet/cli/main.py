@@ -15,6 +15,7 @@ from gpufleet.cli import jobs as jobs_cli
 from gpufleet.cli import server as server_cli
 from gpufleet.cli import simulate as simulate_cli
 from gpufleet.cli import tenancy as tenancy_cli
+from gpufleet.cli import webhooks as webhooks_cli
 from gpufleet.errors import GpufleetError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ demo_cli.register(app)
 hosts_cli.register(app)
 agent_cli.register(app)
 jobs_cli.register(app)
+webhooks_cli.register(app)
 
 
 @app.command()
