@@ -70,7 +70,9 @@ class DeliveryWorker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.allow = settings.webhook_networks
         self.box = SecretBox(settings.secret_key.get_secret_value())
-        self.per_webhook = settings.webhook_endpoint_concurrency * 4
+        # Per endpoint and round: enough to keep its connections busy, few enough that a hanging
+        # receiver's claims (timeout x rounds) stay well inside the lease.
+        self.per_webhook = settings.webhook_endpoint_concurrency * 8
         rounds = math.ceil(self.per_webhook / settings.webhook_endpoint_concurrency)
         self.lease_s = settings.webhook_timeout_s * rounds + 30.0
         self.sender = Sender(
@@ -256,8 +258,8 @@ async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
                 report = RoundReport()
             else:
                 failures = 0
-            if report.claimed >= settings.webhook_batch_size and not failures:
-                continue  # a backlog: go on at once
+            if report.claimed and not failures:
+                continue  # there may be more due: go on at once (an idle round costs one query)
             delay = loop_delay(settings.webhook_poll_s, failures, jitter=0.1, max_backoff_s=60.0, rng=rng)
             waits = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
