@@ -3,6 +3,7 @@ submit a job, and the receiver gets signed `job.*` deliveries that `standardwebh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ async def test_the_quickstart_from_the_cli(
     deadline = time.monotonic() + 20
     while not any(job["id"].encode() in r.body for r in receiver.requests):
         assert time.monotonic() < deadline, "no delivery for the job"
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     got = next(r for r in receiver.requests if job["id"].encode() in r.body)
     payload = Verifier(secret).verify(got.body, got.headers)  # the pre-rotation secret still verifies
     assert payload["type"].startswith("job.") and payload["data"]["entity_id"] == job["id"]
