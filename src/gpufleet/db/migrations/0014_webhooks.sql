@@ -115,3 +115,13 @@ begin
         perform gpufleet_enable_supabase_policies();
     end if;
 end $$;
+
+-- Receivers' answers are for admins: no Supabase member read on the attempts (the call above
+-- grants one on every tenant table it finds).
+do $$
+begin
+    if exists (select 1 from pg_roles where rolname = 'authenticated') then
+        drop policy if exists supabase_member_read on webhook_attempts;
+        revoke all on webhook_attempts from authenticated;
+    end if;
+end $$;
