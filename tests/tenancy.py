@@ -124,9 +124,15 @@ async def populate(db: Database, org: Organization) -> None:
             o,
             job,
         )
-        await c.execute(
-            "insert into webhook_deliveries (organization_id, webhook_id, event_id, event_type, payload) values ($1,$2,$3,'job.pending','{}')",
+        delivery: UUID = await c.fetchval(
+            "insert into webhook_deliveries (organization_id, webhook_id, event_id, event_type, payload) values ($1,$2,$3,'job.pending','{}') returning id",
             o,
             hook,
             event,
+        )
+        await c.execute(
+            "insert into webhook_attempts (organization_id, delivery_id, webhook_id, attempt, url, succeeded) values ($1,$2,$3,1,'https://example.com/h',true)",
+            o,
+            delivery,
+            hook,
         )

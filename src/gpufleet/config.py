@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpufleet.paths import default_data_dir
+from gpufleet.webhooks.ssrf import Network, parse_networks
 
 Mode = Literal["development", "production"]
 
@@ -119,6 +120,22 @@ class Settings(BaseSettings):
 
     # Costs (docs/costs.md): hourly cost rows of running work and budget threshold events
     costs_interval_s: float = Field(default=60.0, gt=0)
+    # Events and webhooks (docs/webhooks.md, docs/events.md)
+    events_retention_days: int = Field(default=30, ge=1)
+    events_retention_batch: int = Field(default=5000, ge=1)  # rows per delete statement
+    webhook_delivery_enabled: bool = True  # the delivery worker in this replica
+    # CIDRs (comma-separated) a webhook may reach besides global unicast addresses: on-premises receivers.
+    webhook_allow_networks: str = ""
+    webhook_timeout_s: float = Field(default=10.0, gt=0)  # one attempt, connect to last byte
+    webhook_batch_size: int = Field(default=200, ge=1)  # deliveries claimed per round
+    webhook_concurrency: int = Field(default=64, ge=1)  # attempts in flight per replica
+    webhook_endpoint_concurrency: int = Field(default=8, ge=1)  # in flight per endpoint (1: strict order)
+    webhook_poll_s: float = Field(default=1.0, gt=0)  # look for due retries at least this often
+    webhook_retry_after_max_s: float = Field(default=3600.0, ge=1)
+    webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)  # failing this long: disabled
+    webhook_rotation_overlap_s: float = Field(default=86400.0, ge=0)  # both secrets sign this long
+    # `gpufleet up --notify-stderr`: print admin notifications (docs/events.md, "admin") to stderr.
+    notify_stderr: bool = False
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -139,7 +156,12 @@ class Settings(BaseSettings):
                     "GPUFLEET_DATABASE_RUNTIME_PASSWORD (or GPUFLEET_DATABASE_RUNTIME_URL) must be set "
                     "in production mode when GPUFLEET_DATABASE_URL points at a server"
                 )
+        parse_networks(self.webhook_allow_networks)  # a bad CIDR is refused at start, naming it
         return self
+
+    @property
+    def webhook_networks(self) -> list[Network]:
+        return parse_networks(self.webhook_allow_networks)
 
     @property
     def embedded(self) -> bool:

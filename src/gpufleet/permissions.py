@@ -56,6 +56,9 @@ PERMISSIONS: dict[str, Role] = {
     "gpus.manage": A,  # maintenance, clear health
     "metrics.read": V,
     "fleet.read": V,
+    # Webhooks (docs/webhooks.md): URLs, secrets and receivers' answers are for admins only.
+    "webhooks.read": A,
+    "webhooks.manage": A,
 }
 
 

@@ -17,11 +17,11 @@ from gpufleet import __version__
 from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy
+from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import resolve as resolve_routes
 from gpufleet.background import costs as costs_loop
-from gpufleet.background import liveness, reaper, retention
+from gpufleet.background import events_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
@@ -79,6 +79,11 @@ def create_app(
             tasks.append(asyncio.create_task(retention.run(handle.db, settings, stop), name="retention"))
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
+            tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
+            if settings.webhook_delivery_enabled:
+                tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
+            if settings.notify_stderr:
+                tasks.append(asyncio.create_task(notify.run(handle.db, stop), name="notify-stderr"))
         try:
             if bootstrap:
                 created = await first_run(handle.db, settings)
@@ -132,7 +137,7 @@ def create_app(
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, ops, resolve_routes):
+    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes):
         app.include_router(module.router)
     openapi.install(app)
     app.include_router(costs_routes.router)

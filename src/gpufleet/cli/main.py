@@ -17,6 +17,7 @@ from gpufleet.cli import jobs as jobs_cli
 from gpufleet.cli import server as server_cli
 from gpufleet.cli import simulate as simulate_cli
 from gpufleet.cli import tenancy as tenancy_cli
+from gpufleet.cli import webhooks as webhooks_cli
 from gpufleet.errors import GpufleetError
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -39,6 +40,7 @@ hosts_cli.register(app)
 agent_cli.register(app)
 jobs_cli.register(app)
 costs_cli.register(app)
+webhooks_cli.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -242,9 +242,14 @@ def register(app: typer.Typer) -> None:
             metavar="SPEC",
             help="The local agent's simulated GPUs, e.g. 8xH100-80GB (default: NVML, or 4xA100-80GB without a driver).",
         ),
+        notify_stderr: bool = typer.Option(
+            False, "--notify-stderr", help="Print admin notifications (unreachable hosts, failed allocations, ...)."
+        ),
     ) -> None:
         """Start gpufleet: the server (embedded database unless GPUFLEET_DATABASE_URL is set), the
         scheduler, and an agent for this machine's GPUs (simulated when it has none)."""
+        if notify_stderr:
+            os.environ["GPUFLEET_NOTIFY_STDERR"] = "true"
         _serve(host, port, None, banner=True, local_agent=not no_local_agent, simulate=simulate)
 
     @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -101,20 +102,79 @@ async def append_many(
 
 
 async def feed(
-    conn: Conn, *, org_id: UUID, after_seq: int, entity_type: str | None = None, limit: int = 200
+    conn: Conn,
+    *,
+    org_id: UUID,
+    after_seq: int,
+    entity_type: str | None = None,
+    limit: int = 200,
+    type_pattern: str | None = None,
+    entity_id: UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[Event]:
-    """An organization's events after ``after_seq``, oldest first: the change feed."""
+    """An organization's events after ``after_seq``, oldest first: the change feed. ``type_pattern``
+    is a subscription pattern (an exact type, ``job.*`` or ``*``); ``since``/``until`` bound
+    ``created_at`` (inclusive, exclusive)."""
     rows = await conn.fetch(
         """select * from events
             where organization_id = $1 and seq > $2 and ($3::text is null or entity_type = $3)
+              and ($5::text is null or gpufleet_webhook_matches(array[$5::text], type))
+              and ($6::uuid is null or entity_id = $6)
+              and ($7::timestamptz is null or created_at >= $7)
+              and ($8::timestamptz is null or created_at < $8)
             order by seq limit $4""",
         org_id,
         after_seq,
         entity_type,
         limit,
+        type_pattern,
+        entity_id,
+        since,
+        until,
     )
     return [_event(r) for r in rows]
 
 
 async def last_seq(conn: Conn, *, org_id: UUID) -> int:
     return int(await conn.fetchval("select coalesce(max(seq), 0) from events where organization_id = $1", org_id))
+
+
+async def delete_older_than(conn: Conn, *, days: int, limit: int) -> int:
+    """Retention: up to ``limit`` of the oldest events past ``days``, every tenant (the system path)."""
+    result = await conn.execute(
+        """delete from events where id in (
+               select id from events where created_at < now() - make_interval(days => $1)
+                order by created_at limit $2)""",
+        days,
+        limit,
+    )
+    return int(result.split()[-1])
+
+
+async def delete_finished_deliveries_older_than(conn: Conn, *, days: int, limit: int) -> int:
+    """Retention of webhook history: finished deliveries (and their attempts) past ``days``."""
+    result = await conn.execute(
+        """delete from webhook_deliveries where id in (
+               select id from webhook_deliveries
+                where status in ('succeeded', 'dead') and created_at < now() - make_interval(days => $1)
+                limit $2)""",
+        days,
+        limit,
+    )
+    return int(result.split()[-1])
+
+
+async def of_types_after(conn: Conn, *, after_seq: int, types: Sequence[str], limit: int = 500) -> list[Event]:
+    """Every tenant's events of ``types`` after ``after_seq`` (the system path): operator notifications."""
+    rows = await conn.fetch(
+        "select * from events where seq > $1 and type = any($2::text[]) order by seq limit $3",
+        after_seq,
+        list(types),
+        limit,
+    )
+    return [_event(r) for r in rows]
+
+
+async def max_seq(conn: Conn) -> int:
+    return int(await conn.fetchval("select coalesce(max(seq), 0) from events"))

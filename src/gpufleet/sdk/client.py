@@ -32,11 +32,12 @@ from gpufleet.sdk.base import ApiError, BaseClient
 from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
+from gpufleet.sdk.webhooks import WebhooksMixin
 
 __all__ = ["ApiError", "Client"]
 
 
-class Client(JobsMixin, HostsMixin, CostsMixin, BaseClient):
+class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, BaseClient):
     # -- health ---------------------------------------------------------------------------
 
     def ready(self) -> dict[str, Any]:

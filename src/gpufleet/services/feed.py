@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Database
@@ -27,10 +28,12 @@ async def wait_for_events(
     wait_s: float,
     entity_type: str | None = None,
     limit: int = 200,
+    filters: dict[str, Any] | None = None,
 ) -> tuple[list[Event], int]:
     """Events after ``after_seq`` (waiting up to ``wait_s`` for the first), and the seq to ask after next.
 
     ``after_seq`` below zero means "from now": nothing is returned, only the current position.
+    ``filters`` are ``repo.events.feed``'s (type pattern, entity id, time range).
     Waiting re-reads with a backoff capped at half a second, so a quiet feed costs two cheap index
     reads per second per follower.
     """
@@ -41,7 +44,9 @@ async def wait_for_events(
     delay = _FIRST_DELAY_S
     while True:
         async with db.transaction(org_id) as conn:
-            found = await events.feed(conn, org_id=org_id, after_seq=after_seq, entity_type=entity_type, limit=limit)
+            found = await events.feed(
+                conn, org_id=org_id, after_seq=after_seq, entity_type=entity_type, limit=limit, **(filters or {})
+            )
         left = deadline - time.monotonic()
         if found or left <= 0:
             return found, found[-1].seq if found else after_seq

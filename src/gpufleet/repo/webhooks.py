@@ -1,0 +1,173 @@
+"""Webhook endpoints: every SQL statement about the ``webhooks`` table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.webhooks.model import Webhook
+
+_COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
+
+
+def _webhook(row: asyncpg.Record) -> Webhook:
+    return Webhook(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        url=row["url"],
+        description=row["description"],
+        event_types=list(row["event_types"]),
+        enabled=row["is_active"],
+        disabled_at=row["disabled_at"],
+        disabled_reason=row["disabled_reason"],
+        failing_since=row["failing_since"],
+        previous_secret_expires_at=row["previous_secret_expires_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def create(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    url: str,
+    description: str,
+    event_types: list[str],
+    secret_ciphertext: bytes,
+    enabled: bool,
+    created_by: UUID | None,
+) -> Webhook:
+    row = await conn.fetchrow(
+        """insert into webhooks (organization_id, url, description, event_types, secret_ciphertext, is_active,
+                                 created_by)
+           values ($1, $2, $3, $4, $5, $6, $7) returning *""",
+        org_id,
+        url,
+        description,
+        event_types,
+        secret_ciphertext,
+        enabled,
+        created_by,
+    )
+    assert row is not None
+    return _webhook(row)
+
+
+async def get(conn: Conn, *, org_id: UUID, webhook_id: UUID, for_update: bool = False) -> Webhook | None:
+    lock = " for update" if for_update else ""
+    row = await conn.fetchrow(
+        f"select * from webhooks where organization_id = $1 and id = $2{lock}", org_id, webhook_id
+    )
+    return _webhook(row) if row else None
+
+
+async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Webhook]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    rows = await conn.fetch(
+        """select * from webhooks
+            where organization_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
+            order by created_at desc, id desc limit $4""",
+        org_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_webhook(r) for r in rows]
+
+
+async def update(conn: Conn, *, org_id: UUID, webhook_id: UUID, fields: dict[str, Any]) -> Webhook | None:
+    """Change the given columns; enabling clears the disabled and failing marks."""
+    unknown = set(fields) - _COLUMNS
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets = [f"{col} = ${i}" for i, col in enumerate(fields, start=3)]
+    if fields.get("is_active") is True:
+        sets += ["disabled_at = null", "disabled_reason = null", "failing_since = null"]
+    elif fields.get("is_active") is False:
+        sets += [
+            "disabled_at = coalesce(disabled_at, now())",
+            "disabled_reason = coalesce(disabled_reason, 'disabled by an admin')",
+        ]
+    row = await conn.fetchrow(
+        f"update webhooks set {', '.join(sets) or 'updated_at = now()'}"
+        " where organization_id = $1 and id = $2 returning *",
+        org_id,
+        webhook_id,
+        *fields.values(),
+    )
+    return _webhook(row) if row else None
+
+
+async def delete(conn: Conn, *, org_id: UUID, webhook_id: UUID) -> Webhook | None:
+    row = await conn.fetchrow(
+        "delete from webhooks where organization_id = $1 and id = $2 returning *", org_id, webhook_id
+    )
+    return _webhook(row) if row else None
+
+
+async def rotate_secret(
+    conn: Conn, *, org_id: UUID, webhook_id: UUID, secret_ciphertext: bytes, overlap_s: float
+) -> Webhook | None:
+    """The new secret signs from now on; the current one keeps signing beside it for ``overlap_s``."""
+    row = await conn.fetchrow(
+        """update webhooks
+              set previous_secret_ciphertext = case when $4 > 0 then secret_ciphertext end,
+                  previous_secret_expires_at = case when $4 > 0 then now() + make_interval(secs => $4) end,
+                  secret_ciphertext = $3
+            where organization_id = $1 and id = $2 returning *""",
+        org_id,
+        webhook_id,
+        secret_ciphertext,
+        float(overlap_s),
+    )
+    return _webhook(row) if row else None
+
+
+async def secret(conn: Conn, *, org_id: UUID, webhook_id: UUID) -> bytes | None:
+    value: bytes | None = await conn.fetchval(
+        "select secret_ciphertext from webhooks where organization_id = $1 and id = $2", org_id, webhook_id
+    )
+    return value
+
+
+# -- failure bookkeeping (the delivery worker, on the system path) ---------------------------
+
+
+async def mark_succeeded(conn: Conn, *, webhook_ids: list[UUID]) -> None:
+    if webhook_ids:
+        await conn.execute(
+            """update webhooks set failing_since = null, failure_count = 0
+                where id = any($1::uuid[]) and (failing_since is not null or failure_count <> 0)""",
+            webhook_ids,
+        )
+
+
+async def mark_failing(conn: Conn, *, webhook_ids: list[UUID], disable_after_s: float) -> list[Webhook]:
+    """Start (or extend) each endpoint's failing streak; the active ones failing longer than
+    ``disable_after_s`` are returned so the caller disables them."""
+    if not webhook_ids:
+        return []
+    rows = await conn.fetch(
+        """update webhooks set failing_since = coalesce(failing_since, now()), failure_count = failure_count + 1
+            where id = any($1::uuid[])
+        returning *, is_active and failing_since < now() - make_interval(secs => $2) as overdue""",
+        webhook_ids,
+        float(disable_after_s),
+    )
+    return [_webhook(r) for r in rows if r["overdue"]]
+
+
+async def disable(conn: Conn, *, webhook_id: UUID, reason: str) -> Webhook | None:
+    """Switch an endpoint off; None when it was off already (so only one disable records an event)."""
+    row = await conn.fetchrow(
+        """update webhooks set is_active = false, disabled_at = now(), disabled_reason = $2
+            where id = $1 and is_active returning *""",
+        webhook_id,
+        reason,
+    )
+    return _webhook(row) if row else None
