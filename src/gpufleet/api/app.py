@@ -137,7 +137,8 @@ def create_app(
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
     )
-    for module in (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes):
+    routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
+    for module in routers:
         app.include_router(module.router)
     openapi.install(app)
     app.include_router(costs_routes.router)

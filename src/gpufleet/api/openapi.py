@@ -107,6 +107,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "events", "description": "Every state change, in order."},
     {"name": "ids", "description": "Short ids: a unique prefix resolved to the whole id."},
     {"name": "costs", "description": "Prices, usage and cost reports, budgets."},
+    {"name": "webhooks", "description": "Signed deliveries of events to receivers: endpoints, secrets, history."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 

@@ -248,6 +248,7 @@ def budgets_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 
 @budgets.command("delete")
 def budgets_delete(budget: str = typer.Argument(..., help="The budget's id or a unique prefix of it.")) -> None:
+    """Remove a budget (admins)."""
     with client() as c:
         full = resolve_local(budget, "budget", ((b.id, b.scope) for b in c.list_budgets()))
         c.delete_budget(full)

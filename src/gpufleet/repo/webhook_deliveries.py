@@ -1,6 +1,6 @@
 """Webhook deliveries and their attempts: history for the API, claims and results for the worker.
 
-Deliveries are created by the ``events`` fan-out trigger (migration 0014) in the transaction that
+Deliveries are created by the ``events`` fan-out trigger (migration 0011) in the transaction that
 records the event; here they are claimed with ``FOR UPDATE SKIP LOCKED`` under a lease judged by
 the database clock, and a lease that ends without a result (a replica killed mid-delivery) makes
 the delivery due again, so every event is attempted at least once.
