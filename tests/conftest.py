@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import RUNTIME_ROLE, Database
+from gpufleet.domain import Role
 from tests import dbleg
+from tests.api.conftest import Tenant, make_tenant
+from tests.liveserver import LiveServer
 from tests.pg import PgServer, build_template, start_server, unique_name
 
 
@@ -58,3 +61,18 @@ async def db(pg_server: PgServer, db_name: str) -> AsyncIterator[Database]:
     await database.open()
     yield database
     await database.close()
+
+
+# A real server over the test's database, and the owner whose key talks to it: the fixtures of
+# every test that drives the real `gpufleet` binary or the SDK over HTTP.
+@pytest_asyncio.fixture(loop_scope="session")
+async def owner(db: Database) -> Tenant:
+    return await make_tenant(db, Role.OWNER)
+
+
+@pytest.fixture
+def live(pg_server: PgServer, db_name: str, owner: Tenant) -> Iterator[LiveServer]:
+    server = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE))
+    server.start()
+    yield server
+    server.stop()

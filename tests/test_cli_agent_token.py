@@ -8,33 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
-from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
-from tests.api.conftest import Tenant, make_tenant
+from gpufleet.db.pool import RUNTIME_ROLE
+from tests.api.conftest import Tenant
 from tests.liveserver import LiveServer
 from tests.pg import PgServer
 
 GPUFLEET = str(Path(sys.executable).parent / "gpufleet")
-
-
-@pytest.fixture
-async def owner(db: Database) -> Tenant:
-    return await make_tenant(db, Role.OWNER)
-
-
-@pytest.fixture
-def live(pg_server: PgServer, db_name: str, owner: Tenant) -> Iterator[LiveServer]:
-    server = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE))
-    server.start()
-    yield server
-    server.stop()
 
 
 def _token(live: LiveServer, owner: Tenant) -> str:

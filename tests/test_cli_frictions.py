@@ -9,34 +9,19 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
-from tests.api.conftest import Tenant, make_tenant
+from gpufleet.db.pool import Database
+from tests.api.conftest import Tenant
 from tests.factories import create_host
 from tests.liveserver import LiveServer
-from tests.pg import PgServer
 from tests.scheduling.helpers import scheduler
 
 BIN = str(Path(sys.executable).parent / "gpufleet")
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-async def owner(db: Database) -> Tenant:
-    return await make_tenant(db, Role.OWNER)
-
-
-@pytest.fixture
-def live(pg_server: PgServer, db_name: str, owner: Tenant) -> Iterator[LiveServer]:
-    server = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

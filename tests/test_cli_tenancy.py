@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from gpufleet.cli.main import app
-from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
-from tests.api.conftest import Tenant, make_tenant
+from tests.api.conftest import Tenant
 from tests.liveserver import LiveServer
-from tests.pg import PgServer
-
-
-@pytest.fixture
-async def owner(db: Database) -> Tenant:
-    return await make_tenant(db, Role.OWNER)
-
-
-@pytest.fixture
-def live(pg_server: PgServer, db_name: str, owner: Tenant) -> Iterator[LiveServer]:
-    server = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

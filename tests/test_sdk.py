@@ -6,13 +6,12 @@ import asyncio
 import os
 import tomllib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gpufleet.cli import config as cli_config
-from gpufleet.db.pool import RUNTIME_ROLE, Database
+from gpufleet.db.pool import Database
 from gpufleet.domain import JobStatus, Role
 from gpufleet.sdk import (
     AsyncClient,
@@ -31,21 +30,7 @@ from tests.api.conftest import Tenant, make_tenant
 from tests.api.test_jobs_api import finish
 from tests.factories import create_host
 from tests.liveserver import LiveServer
-from tests.pg import PgServer
 from tests.scheduling.helpers import scheduler
-
-
-@pytest.fixture
-async def owner(db: Database) -> Tenant:
-    return await make_tenant(db, Role.OWNER)
-
-
-@pytest.fixture
-def live(pg_server: PgServer, db_name: str, owner: Tenant) -> Iterator[LiveServer]:
-    server = LiveServer(pg_server.dsn(db_name), pg_server.dsn(db_name, user=RUNTIME_ROLE))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
