@@ -108,11 +108,13 @@ class _Pool:
 
 
 class Sender:
-    def __init__(self, *, timeout_s: float = 10.0, per_host_connections: int = 8) -> None:
+    def __init__(
+        self, *, timeout_s: float = 10.0, per_host_connections: int = 8, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.timeout_s = timeout_s
         self.per_host_connections = per_host_connections
         self._pools: OrderedDict[tuple[str, str, str, int], _Pool] = OrderedDict()
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # None: httpx's defaults (system-independent CA bundle), built on first use
 
     def _pool(self, t: Target) -> _Pool:
         key = (t.scheme, t.host, t.address, t.port)
@@ -182,7 +184,10 @@ class Sender:
         while True:
             event = http.next_event()
             if event is h11.NEED_DATA:
-                http.receive_data(await conn.reader.read(65536))
+                data = await conn.reader.read(65536)
+                if not data and response is None:
+                    raise ProtocolError("the receiver closed the connection without a response")
+                http.receive_data(data)
             elif isinstance(event, h11.Response):
                 response = event
             elif isinstance(event, h11.Data):
