@@ -13,7 +13,6 @@ outcome like any status: nothing is followed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections import OrderedDict
@@ -219,8 +218,7 @@ class Sender:
         pools, self._pools = list(self._pools.values()), OrderedDict()
         for pool in pools:
             pool.close()
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)  # let the transports close
+        await asyncio.sleep(0)  # let the transports close
 
 
 def _ms(started: float) -> int:
