@@ -279,7 +279,7 @@ async def lost_host_jobs(conn: Conn, *, grace_s: float, limit: int) -> list[Lost
               and h.unreachable_since < now() - make_interval(secs => $1)
             order by j.host_id, j.id
             limit $2
-              for update of j skip locked""",
+              for no key update of j skip locked""",
         grace_s,
         limit,
     )
@@ -304,7 +304,7 @@ async def silent_cancels(conn: Conn, *, after_s: float, limit: int) -> list[tupl
         """select organization_id, id from jobs
             where status = 'running' and cancel_requested_at < now() - make_interval(secs => $1)
             order by host_id, id limit $2
-              for update skip locked""",
+              for no key update skip locked""",
         after_s,
         limit,
     )
@@ -318,7 +318,7 @@ async def silent_timeouts(conn: Conn, *, after_s: float, limit: int) -> list[tup
             where status = 'running' and max_runtime_s is not null and cancel_requested_at is null
               and started_at + make_interval(secs => max_runtime_s + $1::float8) < now()
             order by host_id, id limit $2
-              for update skip locked""",
+              for no key update skip locked""",
         after_s,
         limit,
     )

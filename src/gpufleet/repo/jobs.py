@@ -122,15 +122,20 @@ async def get(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
 
 
 async def get_for_key_share(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
-    """The job, its row share-locked as a foreign key to it would be: taken *before* locking a row
-    that refers to the job (an attempt), so that writers which lock the job and then its attempt
-    (the reaper, exit reports) are waited for instead of deadlocked with."""
+    """The job, its row share-locked as a foreign key to it would be, taken *before* a row that
+    refers to the job (an attempt) is locked: the order the reaper and exit reports take them (job,
+    then attempt). Their NO KEY UPDATE does not block it, so an upload does not wait for them on the
+    job; a FOR UPDATE (a delete) is waited for before the attempt is locked, never deadlocked with."""
     row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for key share", org_id, job_id)
     return _job(row) if row else None
 
 
 async def get_for_update(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
-    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for update", org_id, job_id)
+    # NO KEY UPDATE: excludes other writers of the job, yet lets rows that refer to it (logs, attempts,
+    # allocations) check their foreign key meanwhile; a job's id never changes.
+    row = await conn.fetchrow(
+        "select * from jobs where organization_id = $1 and id = $2 for no key update", org_id, job_id
+    )
     return _job(row) if row else None
 
 

@@ -159,7 +159,7 @@ class Locked:
 async def lock_batch(conn: Conn, *, job_ids: list[UUID], host_ids: list[UUID], gpu_ids: list[UUID]) -> Locked:
     """Lock the batch's rows in id order, job -> host -> GPU (the order every ledger writer uses)."""
     jobs = await conn.fetch(
-        "select id, attempt from jobs where id = any($1::uuid[]) and status = 'pending' order by id for update",
+        "select id, attempt from jobs where id = any($1::uuid[]) and status = 'pending' order by id for no key update",
         job_ids,
     )
     hosts = await conn.fetch(
