@@ -46,6 +46,9 @@ class _Scan:
     per_host: list[str] = field(default_factory=list)
 
 
+HostKind = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...]]  # models, memory, usable of its GPUs
+
+
 @dataclass
 class StaticFit:
     model_seen: bool = False
@@ -72,16 +75,23 @@ def _suitable(cluster: ClusterState, job: JobRequest) -> StaticFit:
     found = cluster.explain_cache.get(key)
     if found is not None:
         return found
+    kinds = cluster.host_kinds
+    if kinds is None:  # hosts repeat: the same models, memory and usable GPUs are looked at once
+        kinds = cluster.host_kinds = [(tuple(h.models), tuple(h.mem_total), tuple(h.usable)) for h in cluster.hosts]
     found = StaticFit()
-    for h in cluster.hosts:
-        suitable = tuple(i for i in range(len(h.gpu_ids)) if _gpu_ok(h, i, job))
-        found.per_host.append((suitable, tuple(i for i in suitable if h.usable[i])))
-        for i in range(len(h.gpu_ids)):
-            if not job.gpu_models or h.models[i] in job.gpu_models:
-                found.model_seen = True
-                if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
-                    found.memory_seen = True
-                found.largest_memory = max(found.largest_memory, (h.mem_total[i], h.models[i]))
+    by_kind: dict[HostKind, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    for h, kind in zip(cluster.hosts, kinds, strict=True):
+        fit = by_kind.get(kind)
+        if fit is None:
+            suitable = tuple(i for i in range(len(h.gpu_ids)) if _gpu_ok(h, i, job))
+            fit = by_kind[kind] = (suitable, tuple(i for i in suitable if h.usable[i]))
+            for i in range(len(h.gpu_ids)):
+                if not job.gpu_models or h.models[i] in job.gpu_models:
+                    found.model_seen = True
+                    if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
+                        found.memory_seen = True
+                    found.largest_memory = max(found.largest_memory, (h.mem_total[i], h.models[i]))
+        found.per_host.append(fit)
     cluster.explain_cache[key] = found
     return found
 
@@ -94,6 +104,7 @@ def explain(cluster: ClusterState, job: JobRequest) -> Unschedulable:
     k = job.gpu_count
     milli = job.gpu_milli
     whole = milli == WHOLE_GPU
+    fractional = job.fractional
     for h, (suitable, usable) in zip(cluster.hosts, static.per_host, strict=True):
         ever = len(suitable) >= k and h.cpu_total >= job.cpu_milli and h.ram_total >= job.ram_mb
         scan.could_ever |= ever
@@ -120,9 +131,10 @@ def explain(cluster: ClusterState, job: JobRequest) -> Unschedulable:
                 scan.best_count, scan.hosts_with_best = free_now, 0
             if free_now == scan.best_count:
                 scan.hosts_with_best += 1
-            most = max((free[i] for i in usable), default=0)
-            if (most, h.name) > scan.best_milli:
-                scan.best_milli = (most, h.name)
+            if fractional:  # only a fractional job's reason names the most free share
+                most = max((free[i] for i in usable), default=0)
+                if (most, h.name) > scan.best_milli:
+                    scan.best_milli = (most, h.name)
             continue
         scan.gpu_fit_hosts += 1
         scan.cpu_best = max(scan.cpu_best, h.cpu_free)
