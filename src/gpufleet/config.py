@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     scheduler_queue_limit: int = Field(default=100_000, ge=1)  # pending jobs considered per cycle
     scheduler_starvation_after_s: float = Field(default=300.0, ge=0)  # then a host is held for the job
     scheduler_max_reservations: int = Field(default=4, ge=0)  # hosts held per organization at once
+    scheduler_reason_refresh_s: float = Field(default=30.0, ge=0)  # a reason whose counts alone changed
     scheduler_leader_retry_s: float = Field(default=1.5, gt=0)
     scheduler_lease_s: float = Field(default=10.0, gt=0)  # leader lease behind a transaction pooler
 

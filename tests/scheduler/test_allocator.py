@@ -181,3 +181,23 @@ def test_job_request_validation(kwargs: dict[str, int], message: str) -> None:
 def test_unknown_policy_name() -> None:
     with pytest.raises(ValueError, match="unknown policy"):
         allocate(job(), [host("a")], "nope")
+
+
+def test_explanations_in_one_cycle_follow_the_placements_made_in_it() -> None:
+    # what suits a request is worked out once per cycle; what is free must still be read each time
+    hosts = [host(f"h{i}", gpus=4, free=1) for i in range(3)] + [host(f"k{i}", gpus=4, free=0) for i in range(4)]
+    cluster = ClusterState(hosts)
+    policy = make_policy("default")
+    two = job(gpus=2, models=("A100-80GB",))
+    first = cluster.place(two, policy)
+    assert isinstance(first, Unschedulable)
+    assert first.reasons == ("no ready host has 2 free A100-80GB GPUs; 3 hosts have 1",)
+    assert isinstance(cluster.place(job(id="one"), policy), Placement)
+    again = cluster.place(two, policy)
+    assert isinstance(again, Unschedulable)
+    assert again.reasons == ("no ready host has 2 free A100-80GB GPUs; 2 hosts have 1",)
+    assert isinstance(cluster.place(job(id="last whole"), policy), Placement)
+    assert isinstance(cluster.place(job(milli=500, id="half"), policy), Placement)
+    share = cluster.place(job(milli=700, id="share", models=("A100-80GB",)), policy)
+    assert isinstance(share, Unschedulable)
+    assert share.reasons[0].startswith("no ready host has a A100-80GB GPU with 0.7 GPU free (most free: 0.5 GPU on")

@@ -25,6 +25,7 @@ from gpufleet.scheduler.model import (
     Unschedulable,
     reserve_memory,
 )
+from gpufleet.scheduler.reasons import HostKind, StaticFit
 from gpufleet.scheduler.reasons import explain as explain_job
 
 if TYPE_CHECKING:
@@ -167,6 +168,9 @@ class ClusterState:
                     self.total_gpu_milli += WHOLE_GPU
             self.allocated_gpu_milli += sum(WHOLE_GPU - f for f, ok in zip(h.free, h.usable, strict=True) if ok)
         self.models = sorted({m for h in self.hosts for m, ok in zip(h.models, h.usable, strict=True) if ok})
+        # (models, memory) -> which GPUs suit: reasons.explain's part that placements do not change
+        self.explain_cache: dict[tuple[frozenset[str], int], StaticFit] = {}
+        self.host_kinds: list[HostKind] | None = None
 
     # -- indexes -------------------------------------------------------------------------------
 

@@ -46,6 +46,17 @@ class _Scan:
     per_host: list[str] = field(default_factory=list)
 
 
+HostKind = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...]]  # models, memory, usable of its GPUs
+
+
+@dataclass
+class StaticFit:
+    model_seen: bool = False
+    memory_seen: bool = False
+    largest_memory: tuple[int, str] = (0, "")
+    per_host: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # suitable, usable
+
+
 def _gpu_ok(h: Host, i: int, job: JobRequest) -> bool:
     """The GPU's model and total memory suit the job (ignoring what is free now)."""
     if job.gpu_models and h.models[i] not in job.gpu_models:
@@ -53,54 +64,91 @@ def _gpu_ok(h: Host, i: int, job: JobRequest) -> bool:
     return h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_mb
 
 
-def _fits_now(h: Host, i: int, job: JobRequest) -> bool:
-    if h.free[i] < job.gpu_milli:
-        return False
-    total = h.mem_total[i]
-    return not total or job.gpu_milli == WHOLE_GPU or h.mem_free[i] >= reserve_memory(job, total)
+def _suitable(cluster: ClusterState, job: JobRequest) -> StaticFit:
+    """What does not change while a cycle decides: which GPUs suit the job's models and memory.
+
+    A full fleet explains a dozen shapes per organization per cycle; the model and memory
+    checks are the same for every shape asking for the same models and memory, so they are
+    done once per ClusterState (capacity changes, the GPUs' models, memory and status do not).
+    """
+    key = (job.gpu_models, job.memory_mb)
+    found = cluster.explain_cache.get(key)
+    if found is not None:
+        return found
+    kinds = cluster.host_kinds
+    if kinds is None:  # hosts repeat: the same models, memory and usable GPUs are looked at once
+        kinds = cluster.host_kinds = [(tuple(h.models), tuple(h.mem_total), tuple(h.usable)) for h in cluster.hosts]
+    found = StaticFit()
+    by_kind: dict[HostKind, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    for h, kind in zip(cluster.hosts, kinds, strict=True):
+        fit = by_kind.get(kind)
+        if fit is None:
+            suitable = tuple(i for i in range(len(h.gpu_ids)) if _gpu_ok(h, i, job))
+            fit = by_kind[kind] = (suitable, tuple(i for i in suitable if h.usable[i]))
+            for i in range(len(h.gpu_ids)):
+                if not job.gpu_models or h.models[i] in job.gpu_models:
+                    found.model_seen = True
+                    if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
+                        found.memory_seen = True
+                    found.largest_memory = max(found.largest_memory, (h.mem_total[i], h.models[i]))
+        found.per_host.append(fit)
+    cluster.explain_cache[key] = found
+    return found
 
 
 def explain(cluster: ClusterState, job: JobRequest) -> Unschedulable:
-    scan = _Scan()
+    static = _suitable(cluster, job)
+    scan = _Scan(model_seen=static.model_seen, memory_seen=static.memory_seen, largest_memory=static.largest_memory)
+    # one line per host is read only on a small cluster: a large one is not worded host by host
+    detail = len(cluster.hosts) <= PER_HOST_LIMIT
     k = job.gpu_count
-    for h in cluster.hosts:
-        suitable = [i for i in range(len(h.gpu_ids)) if _gpu_ok(h, i, job)]
-        for i in range(len(h.gpu_ids)):
-            if not job.gpu_models or h.models[i] in job.gpu_models:
-                scan.model_seen = True
-                if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
-                    scan.memory_seen = True
-                scan.largest_memory = max(scan.largest_memory, (h.mem_total[i], h.models[i]))
+    milli = job.gpu_milli
+    whole = milli == WHOLE_GPU
+    fractional = job.fractional
+    for h, (suitable, usable) in zip(cluster.hosts, static.per_host, strict=True):
         ever = len(suitable) >= k and h.cpu_total >= job.cpu_milli and h.ram_total >= job.ram_mb
         scan.could_ever |= ever
         if not h.ready:
             if ever:
                 scan.unavailable.append(f"{h.name} is {h.status}")
-            scan.per_host.append(f"{h.name}: {h.status}")
+            if detail:
+                scan.per_host.append(f"{h.name}: {h.status}")
             continue
-        broken = [i for i in suitable if not h.usable[i]]
-        if ever and broken and len(suitable) - len(broken) < k:
-            scan.unavailable.append(f"{len(broken)} suitable GPU(s) on {h.name} are unavailable")
-        free_now = [i for i in suitable if h.usable[i] and _fits_now(h, i, job)]
-        if k and len(free_now) < k:
-            scan.per_host.append(_host_gpu_line(h, job, suitable))
-            if len(free_now) > scan.best_count:
-                scan.best_count, scan.hosts_with_best = len(free_now), 0
-            if len(free_now) == scan.best_count:
+        broken = len(suitable) - len(usable)
+        if ever and broken and len(usable) < k:
+            scan.unavailable.append(f"{broken} suitable GPU(s) on {h.name} are unavailable")
+        free = h.free
+        free_now = 0
+        for i in usable:
+            if free[i] >= milli:
+                total = h.mem_total[i]
+                if not total or whole or h.mem_free[i] >= reserve_memory(job, total):
+                    free_now += 1
+        if k and free_now < k:
+            if detail:
+                scan.per_host.append(_host_gpu_line(h, job, list(suitable)))
+            if free_now > scan.best_count:
+                scan.best_count, scan.hosts_with_best = free_now, 0
+            if free_now == scan.best_count:
                 scan.hosts_with_best += 1
-            most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
-            scan.best_milli = max(scan.best_milli, (most, h.name))
+            if fractional:  # only a fractional job's reason names the most free share
+                most = max((free[i] for i in usable), default=0)
+                if (most, h.name) > scan.best_milli:
+                    scan.best_milli = (most, h.name)
             continue
         scan.gpu_fit_hosts += 1
         scan.cpu_best = max(scan.cpu_best, h.cpu_free)
         if h.cpu_free < job.cpu_milli:
-            scan.per_host.append(f"{h.name}: {_cores(h.cpu_free)} of {_cores(job.cpu_milli)} CPU cores free")
+            if detail:
+                scan.per_host.append(f"{h.name}: {_cores(h.cpu_free)} of {_cores(job.cpu_milli)} CPU cores free")
             continue
         scan.ram_best = max(scan.ram_best, h.ram_free)
         if h.ram_free < job.ram_mb:
-            scan.per_host.append(f"{h.name}: {h.ram_free} of {job.ram_mb} MiB RAM free")
+            if detail:
+                scan.per_host.append(f"{h.name}: {h.ram_free} of {job.ram_mb} MiB RAM free")
             continue
-        scan.per_host.append(f"{h.name}: fits (the cluster changed while deciding)")
+        if detail:
+            scan.per_host.append(f"{h.name}: fits (the cluster changed while deciding)")
     return Unschedulable(job.id, _reasons(cluster, job, scan), never=not scan.could_ever)
 
 

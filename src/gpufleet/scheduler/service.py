@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,6 +29,13 @@ from gpufleet.scheduler.policies import Policy
 from gpufleet.scheduler.types import CycleResult, PendingJob
 
 log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _meaning(reason: str | None) -> str | None:
+    """A reason without its numbers: "quota: 57 of 60 GPUs in use" means what "58 of 60" means."""
+    return None if reason is None else _NUMBER.sub("#", reason)
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Scheduler:
         )
         self._policies: dict[UUID, Policy] = {}
         self._wake = asyncio.Event()
+        self._reason_written: dict[UUID, float] = {}  # job -> when this scheduler last wrote its reason
 
     def _policy(self, org_id: UUID) -> Policy:
         # one per organization: a learning policy learns that organization's workload
@@ -118,7 +127,7 @@ class Scheduler:
                 break
         for job_id in placed_ids:
             total.reasons.pop(job_id, None)
-        changed = [(j, r) for j, r in total.reasons.items() if total.original.get(j) != r]
+        changed = self._reasons_to_write(total)
         written = 0
         if changed:
             t0 = time.perf_counter()
@@ -147,6 +156,36 @@ class Scheduler:
         st.cycle_s_total += result.duration_s
         st.last_cycle = result
         return result
+
+    def _reasons_to_write(self, total: _Pass) -> list[tuple[UUID, str | None]]:
+        """The reasons that changed, less those whose counts alone changed since a recent write.
+
+        On a busy fleet the counts in a reason ("quota: 57 of 60 GPUs in use", "3 hosts have 1")
+        move every cycle; rewriting hundreds of rows per cycle for that costs the database and
+        tells the user nothing new. Such a reason is rewritten at most every
+        ``scheduler_reason_refresh_s``; one that says something else is written at once.
+        """
+        now = time.monotonic()
+        refresh = self.settings.scheduler_reason_refresh_s
+        last = self._reason_written
+        changed: list[tuple[UUID, str | None]] = []
+        for job_id, reason in total.reasons.items():
+            before = total.original.get(job_id)
+            if before == reason:
+                continue
+            written_at = last.get(job_id)
+            if (
+                written_at is not None
+                and now - written_at < refresh
+                and before is not None
+                and _meaning(before) == _meaning(reason)
+            ):
+                continue
+            changed.append((job_id, reason))
+        # remember only jobs still pending: the map stays the size of the queue
+        self._reason_written = {j: last[j] for j in total.reasons if j in last}
+        self._reason_written.update((j, now) for j, _ in changed)
+        return changed
 
     async def _pass(self) -> tuple[_Pass, int]:
         """Snapshot, then decide (in a worker thread) while batches commit as they fill up.
