@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
@@ -43,6 +44,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/hosts/{host_id}/drain"): {"reason": "matrix"},
     ("POST", "/v1/hosts/{host_id}/maintenance"): {"on": True, "reason": "matrix"},
     ("POST", "/v1/gpus/{gpu_id}/maintenance"): {"on": True, "reason": "matrix"},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): {},
 }
 
 
@@ -75,6 +78,11 @@ async def test_every_v1_operation_is_in_the_permission_table(app: FastAPI) -> No
         assert op.get("x-permission") in PERMISSIONS, f"{method} {path} does not consult the permission table"
 
 
+@pytest.fixture
+def app_settings() -> dict[str, Any]:
+    return {"webhook_allow_networks": "127.0.0.0/8"}  # an org-A webhook to a local address
+
+
 async def test_cross_tenant_objects_are_404_and_untouched(
     app: FastAPI, client: httpx.AsyncClient, tenant: TenantFactory, db: Database
 ) -> None:
@@ -88,6 +96,9 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     a_budget = (await client.put("/v1/budgets", json={"amount": "100"}, headers=a.headers)).json()
     a_host, a_gpus = await create_host(db, a.org.id)
     a_token = (await client.post("/v1/join-tokens", json={}, headers=a.headers)).json()
+    hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["job.*"]}  # admitted by app_settings below
+    a_webhook = (await client.post("/v1/webhooks", json=hook, headers=a.headers)).json()
+    a_delivery = (await client.post(f"/v1/webhooks/{a_webhook['id']}/test", headers=a.headers)).json()
     objects = {
         "org_id": str(a.org.id),
         "user_id": str(a_member.user.id),
@@ -99,6 +110,8 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "host_id": str(a_host.id),
         "gpu_id": str(a_gpus[0].id),
         "token_id": a_token["id"],
+        "webhook_id": a_webhook["id"],
+        "delivery_id": a_delivery["id"],
     }
     checked = 0
     before = await _fingerprint(db, a.org.id)

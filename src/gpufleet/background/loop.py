@@ -57,5 +57,5 @@ async def run_periodically(
         delay = next_delay(interval_s, failures, jitter=jitter, max_backoff_s=max_backoff_s, rng=rng)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
-    log.info("background task %s stopped after %d runs", name, runs)
+    log.debug("background task %s stopped after %d runs", name, runs)  # one per task: noise at a stop
     return runs
