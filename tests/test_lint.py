@@ -1,4 +1,4 @@
-"""Strict tools are part of the suite: ruff and mypy must be clean."""
+"""Strict tools are part of the suite: ruff (lint and format) and mypy must be clean."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ BIN = Path(sys.executable).parent
 def test_ruff_is_clean() -> None:
     paths = [p for p in ("src", "tests", "bench", "scripts") if (ROOT / p).is_dir()]
     out = subprocess.run([str(BIN / "ruff"), "check", *paths], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    paths = [p for p in ("src", "tests", "bench", "scripts") if (ROOT / p).is_dir()]
+    out = subprocess.run(
+        [str(BIN / "ruff"), "format", "--check", *paths], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -291,8 +291,17 @@ async def test_the_agent_program_registers_and_exits_0_on_sigterm(
 
 def test_a_bad_job_user_is_one_line_before_registering(tmp_path: Path) -> None:
     # No server listens there: the agent must refuse before it tries to register (and retries forever).
-    proc = _cli("--server", f"http://127.0.0.1:{free_port()}", "--simulate", "1xA100-80GB",
-                "--state-dir", str(tmp_path), "--job-user", "no-such-user-here", env={"GPUFLEET_JOIN_TOKEN": "gfj_x"})
+    proc = _cli(
+        "--server",
+        f"http://127.0.0.1:{free_port()}",
+        "--simulate",
+        "1xA100-80GB",
+        "--state-dir",
+        str(tmp_path),
+        "--job-user",
+        "no-such-user-here",
+        env={"GPUFLEET_JOIN_TOKEN": "gfj_x"},
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "--job-user no-such-user-here" in err and "Traceback" not in err

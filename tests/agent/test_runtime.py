@@ -42,8 +42,11 @@ def alive(pid: int | None) -> bool:
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
-    runtime = ProcessRuntime(tmp_path / "state", work_root=tmp_path / "work",
-                             base_env={"PATH": os.environ["PATH"], "HOME": "/root", "GPUFLEET_AGENT_TOKEN": "secret"})
+    runtime = ProcessRuntime(
+        tmp_path / "state",
+        work_root=tmp_path / "work",
+        base_env={"PATH": os.environ["PATH"], "HOME": "/root", "GPUFLEET_AGENT_TOKEN": "secret"},
+    )
     yield runtime
     for job_id in runtime.running():
         await runtime.terminate(job_id, grace_s=0)
@@ -104,13 +107,17 @@ async def test_script_runs_in_a_shell(rt: ProcessRuntime) -> None:
     assert await collect(rt, "sh") == {"stdout": b"out\n", "stderr": b"err\n"}
 
 
-@pytest.mark.parametrize(("argv", "workdir", "reason"), [
-    (["definitely-not-a-command-3f9"], None, "executable not found: definitely-not-a-command-3f9"),
-    (["true"], "/nonexistent/dir", "working directory does not exist: /nonexistent/dir"),
-    (["./not-executable"], ".", "permission denied: ./not-executable is not executable"),
-])
-async def test_start_failures_are_outcomes(rt: ProcessRuntime, tmp_path: Path, argv: list[str],
-                                           workdir: str | None, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "workdir", "reason"),
+    [
+        (["definitely-not-a-command-3f9"], None, "executable not found: definitely-not-a-command-3f9"),
+        (["true"], "/nonexistent/dir", "working directory does not exist: /nonexistent/dir"),
+        (["./not-executable"], ".", "permission denied: ./not-executable is not executable"),
+    ],
+)
+async def test_start_failures_are_outcomes(
+    rt: ProcessRuntime, tmp_path: Path, argv: list[str], workdir: str | None, reason: str
+) -> None:
     (tmp_path / "not-executable").write_text("#!/bin/sh\n")
     wd = str(tmp_path) if workdir == "." else workdir
     job = await rt.start(ProcessSpec("nope", 1, argv=argv, working_dir=wd))
@@ -132,8 +139,10 @@ DUMP_ENV = py("import json, os; print(json.dumps(dict(os.environ)))")
 
 
 async def test_environment_of_a_gpu_job(rt: ProcessRuntime) -> None:
-    env = await env_of(rt, ProcessSpec("e1", 2, argv=DUMP_ENV, gpus=["GPU-a", "GPU-b"],
-                                       env={"FOO": "bar", "CUDA_VISIBLE_DEVICES": "all"}))
+    env = await env_of(
+        rt,
+        ProcessSpec("e1", 2, argv=DUMP_ENV, gpus=["GPU-a", "GPU-b"], env={"FOO": "bar", "CUDA_VISIBLE_DEVICES": "all"}),
+    )
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-a,GPU-b"  # the job cannot widen its view
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert (env["GPUFLEET_JOB_ID"], env["GPUFLEET_ATTEMPT"], env["FOO"]) == ("e1", "2", "bar")
@@ -150,16 +159,21 @@ async def test_environment_of_cpu_and_fractional_jobs(rt: ProcessRuntime) -> Non
 
 
 async def test_cancel_lets_the_job_stop_within_grace(rt: ProcessRuntime) -> None:
-    code = "import signal, sys, time\n" \
-        "def bye(*a):\n    print('bye', flush=True); sys.exit(0)\n" \
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*a):\n    print('bye', flush=True); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(30)"
+    )
     await rt.start(ProcessSpec("c", 1, argv=py(code)))
     await wait_for_output(rt, "c", b"ready")
     started = time.monotonic()
     outcome = await rt.terminate("c", grace_s=5)
     assert time.monotonic() - started < 2
     assert (outcome.status, outcome.exit_code, outcome.reason) == (
-        "cancelled", 0, "cancelled; exited with code 0 after SIGTERM")
+        "cancelled",
+        0,
+        "cancelled; exited with code 0 after SIGTERM",
+    )
     assert b"bye\n" in (await collect(rt, "c"))["stdout"]
 
 
@@ -203,8 +217,11 @@ async def test_buffer_bound_drops_oldest_with_a_marker(tmp_path: Path) -> None:
     rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w", log_chunk_bytes=16 * 1024, log_buffer_bytes=64 * 1024)
     try:
         payload = b"".join(b"%07d\n" % i for i in range(2**20 // 8))
-        await rt.start(ProcessSpec("flood", 1, argv=py(
-            "import sys\nfor i in range(2**20 // 8): sys.stdout.buffer.write(b'%07d\\n' % i)")))
+        await rt.start(
+            ProcessSpec(
+                "flood", 1, argv=py("import sys\nfor i in range(2**20 // 8): sys.stdout.buffer.write(b'%07d\\n' % i)")
+            )
+        )
         await rt.wait("flood")
         await eventually(lambda: rt.log_stats("flood").read_complete, "the output to be read")
         stats = rt.log_stats("flood")
@@ -214,7 +231,7 @@ async def test_buffer_bound_drops_oldest_with_a_marker(tmp_path: Path) -> None:
         assert marker.is_marker and (marker.stream, marker.offset, marker.data) == ("stdout", 0, b"")
         assert marker.dropped_bytes == stats.dropped_bytes == data[0].offset
         kept = b"".join(c.data for c in data)
-        assert 48 * 1024 <= len(kept) <= 64 * 1024 and kept == payload[marker.dropped_bytes:]
+        assert 48 * 1024 <= len(kept) <= 64 * 1024 and kept == payload[marker.dropped_bytes :]
         rt.ack("flood", chunks[-1].seq)
         assert rt.logs_complete("flood")
     finally:
@@ -259,8 +276,11 @@ def test_buffer_turns_a_sent_chunk_into_a_marker_with_its_seq() -> None:
     ]
     buf.append("stdout", b"dddddd")  # over again: bbbb goes, now handed out, so again in place
     assert [(c.seq, c.stream, c.offset, c.dropped_bytes, c.data) for c in buf.drain(100)] == [
-        (1, "stdout", 0, 4, b""), (2, "stdout", 4, 4, b""), (3, "stderr", 0, 0, b"cc"),
-        (4, "stdout", 8, 0, b"dddd"), (5, "stdout", 12, 0, b"dd"),
+        (1, "stdout", 0, 4, b""),
+        (2, "stdout", 4, 4, b""),
+        (3, "stderr", 0, 0, b"cc"),
+        (4, "stdout", 8, 0, b"dddd"),
+        (5, "stdout", 12, 0, b"dd"),
     ]
     buf.ack(5)
     assert buf.empty and buf.acked_offsets == {"stdout": 14, "stderr": 2} and buf.dropped_total == 8
@@ -274,7 +294,9 @@ def test_buffer_merges_unsent_drops_per_stream() -> None:
     buf.append("stderr", b"dddd")  # drops bb
     buf.append("stdout", b"e")  # drops cccc, which joins the aaaa gap
     assert [(c.seq, c.stream, c.offset, c.dropped_bytes, c.data) for c in buf.drain(100)] == [
-        (2, "stderr", 0, 2, b""), (3, "stdout", 0, 8, b""), (4, "stderr", 2, 0, b"dddd"),
+        (2, "stderr", 0, 2, b""),
+        (3, "stdout", 0, 8, b""),
+        (4, "stderr", 2, 0, b"dddd"),
         (5, "stdout", 8, 0, b"e"),
     ]
 
@@ -311,9 +333,16 @@ async def test_recover_after_agent_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     go = tmp_path / "go"
     before = ProcessRuntime(state, work_root=tmp_path / "w")
-    waiter = await before.start(ProcessSpec("alive", 1, argv=py(
-        f"import os, time\nprint('before', flush=True)\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
-        "print('after')")))
+    waiter = await before.start(
+        ProcessSpec(
+            "alive",
+            1,
+            argv=py(
+                f"import os, time\nprint('before', flush=True)\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+                "print('after')"
+            ),
+        )
+    )
     ends = await before.start(ProcessSpec("ends", 1, argv=py(READY + "import time; time.sleep(0.3); sys.exit(5)")))
     await before.start(ProcessSpec("stale", 1, argv=["sleep", "30"]))
     chunks = await before.drain_logs("alive", wait_s=5)
@@ -372,10 +401,22 @@ async def test_recover_reports_outcome_recorded_before_restart(tmp_path: Path) -
 async def test_recover_does_not_touch_a_process_that_reused_the_pid(tmp_path: Path) -> None:
     stranger = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)  # leads its group
     try:
-        record = StateRecord("old", 1, stranger.pid, create_time=1.0, started_at=datetime.now(UTC),
-                             working_dir=str(tmp_path), own_workdir=False, terminating=None, killed=False,
-                             grace_s=None, acked_offsets={"stdout": 0, "stderr": 0}, acked_seq=0,
-                             outcome=None, start_ticks=1)
+        record = StateRecord(
+            "old",
+            1,
+            stranger.pid,
+            create_time=1.0,
+            started_at=datetime.now(UTC),
+            working_dir=str(tmp_path),
+            own_workdir=False,
+            terminating=None,
+            killed=False,
+            grace_s=None,
+            acked_offsets={"stdout": 0, "stderr": 0},
+            acked_seq=0,
+            outcome=None,
+            start_ticks=1,
+        )
         (tmp_path / "s" / "jobs").mkdir(parents=True)
         (tmp_path / "s" / "jobs" / "old.json").write_text(record.to_json())
         rt = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")

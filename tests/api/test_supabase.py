@@ -215,9 +215,7 @@ async def test_a_rotated_signing_key_is_fetched_at_once_and_refetches_are_rate_l
         assert (await me(k2, "k2")).status_code == 200 and jwks.fetches == 4
 
 
-async def test_a_jwks_without_usable_keys_is_401_not_500(
-    db: Database, rotating_jwks: tuple[str, RotatingJwks]
-) -> None:
+async def test_a_jwks_without_usable_keys_is_401_not_500(db: Database, rotating_jwks: tuple[str, RotatingJwks]) -> None:
     url, jwks = rotating_jwks
     unpublished = jwks.new_key("k1", publish=False)  # the provider serves {"keys": []}
     app = build_app(db, supabase_url=PROJECT, supabase_jwks_url=url)

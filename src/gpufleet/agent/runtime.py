@@ -67,8 +67,16 @@ from gpufleet.agent.runtime_users import (
     release_slot,
 )
 
-__all__ = ["ExitOutcome", "LogChunk", "LogStats", "ProcessRuntime", "ProcessSpec", "RecoveredJob",
-           "RunningJob", "UnknownJobError"]
+__all__ = [
+    "ExitOutcome",
+    "LogChunk",
+    "LogStats",
+    "ProcessRuntime",
+    "ProcessSpec",
+    "RecoveredJob",
+    "RunningJob",
+    "UnknownJobError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +120,18 @@ class ProcessRuntime:
     default working directories go (default: ``default_work_root(state_dir)``).
     """
 
-    def __init__(self, state_dir: Path, *, log_chunk_bytes: int = 64 * 1024,
-                 log_buffer_bytes: int = 8 * 1024 * 1024, clock: Callable[[], datetime] = _utcnow,
-                 base_env: Mapping[str, str] | None = None, poll_s: float = 0.1,
-                 users: JobUsers | None = None, work_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        log_chunk_bytes: int = 64 * 1024,
+        log_buffer_bytes: int = 8 * 1024 * 1024,
+        clock: Callable[[], datetime] = _utcnow,
+        base_env: Mapping[str, str] | None = None,
+        poll_s: float = 0.1,
+        users: JobUsers | None = None,
+        work_root: Path | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.users = users or JobUsers()
         self.work_root = Path(work_root).absolute() if work_root is not None else default_work_root(self.state_dir)
@@ -150,9 +166,22 @@ class ProcessRuntime:
         if job.pid is None or job.create_time is None:
             return
         record = StateRecord(
-            job.job_id, job.attempt, job.pid, job.create_time, job.started_at, job.working_dir,
-            job.own_workdir, job.terminating, job.killed, job.grace_s, dict(job.buffer.acked_offsets),
-            job.buffer.acked_seq, job.outcome, job.start_ticks, job.uid, job.boot_id,
+            job.job_id,
+            job.attempt,
+            job.pid,
+            job.create_time,
+            job.started_at,
+            job.working_dir,
+            job.own_workdir,
+            job.terminating,
+            job.killed,
+            job.grace_s,
+            dict(job.buffer.acked_offsets),
+            job.buffer.acked_seq,
+            job.outcome,
+            job.start_ticks,
+            job.uid,
+            job.boot_id,
         )
         path = self._state_path(job.job_id)
         tmp = path.with_suffix(".json.tmp")
@@ -194,9 +223,19 @@ class ProcessRuntime:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
-        job = _Job(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True,
-                   LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
-                   boot_id=self._boot_id)
+        job = _Job(
+            job_id,
+            attempt,
+            None,
+            None,
+            None,
+            self._clock(),
+            workdir,
+            own_workdir,
+            True,
+            LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
+            boot_id=self._boot_id,
+        )
         logs = self._log_paths(job_id, attempt)
         logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
         for path in logs.values():
@@ -215,13 +254,22 @@ class ProcessRuntime:
                 raise user
             if own_workdir:
                 make_workdir(Path(workdir), user)
-            env = job_env(self._base_env, spec.env, job_id=job_id, attempt=attempt,
-                          gpus=[str(g) for g in spec.gpus], gpu_milli=spec.gpu_milli,
-                          gpu_memory_mb=spec.gpu_memory_mb, user=user, home=workdir)
+            env = job_env(
+                self._base_env,
+                spec.env,
+                job_id=job_id,
+                attempt=attempt,
+                gpus=[str(g) for g in spec.gpus],
+                gpu_milli=spec.gpu_milli,
+                gpu_memory_mb=spec.gpu_memory_mb,
+                user=user,
+                home=workdir,
+            )
             check_working_dir(workdir)
             executable = resolve_executable(argv[0], env["PATH"], workdir, user)
-            write_launch_file(launch_path, exit_path=exit_path, cwd=workdir, executable=executable,
-                              argv=argv, env=env, user=user)
+            write_launch_file(
+                launch_path, exit_path=exit_path, cwd=workdir, executable=executable, argv=argv, env=env, user=user
+            )
             job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"], job.lock_fd)
         except (StartError, JobUserError, OSError) as exc:
             self._release(job)
@@ -295,8 +343,9 @@ class ProcessRuntime:
                 shim_code = os.waitstatus_to_exitcode(status)
         record = read_exit_file(self._exit_path(job.job_id, job.attempt))
         rebooted = None not in (job.boot_id, self._boot_id) and job.boot_id != self._boot_id
-        job.outcome = outcome_of(record, shim_code, terminating=job.terminating, killed=job.killed,
-                                 grace_s=job.grace_s, rebooted=rebooted)
+        job.outcome = outcome_of(
+            record, shim_code, terminating=job.terminating, killed=job.killed, grace_s=job.grace_s, rebooted=rebooted
+        )
         self._save(job)
         job.done.set()
         if job.follower is not None:
@@ -424,11 +473,32 @@ class ProcessRuntime:
         return found
 
     def _job_from_state(self, r: StateRecord) -> _Job:
-        buffer = LogBuffer(r.job_id, r.attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes,
-                           next_seq=r.acked_seq + 1, offsets=r.acked_offsets)
-        return _Job(r.job_id, r.attempt, r.pid, r.create_time, r.start_ticks, r.started_at, r.working_dir,
-                    r.own_workdir, own_child=False, buffer=buffer, outcome=r.outcome, terminating=r.terminating,
-                    killed=r.killed, grace_s=r.grace_s, uid=r.uid, boot_id=r.boot_id)
+        buffer = LogBuffer(
+            r.job_id,
+            r.attempt,
+            chunk_bytes=self._chunk_bytes,
+            buffer_bytes=self._buffer_bytes,
+            next_seq=r.acked_seq + 1,
+            offsets=r.acked_offsets,
+        )
+        return _Job(
+            r.job_id,
+            r.attempt,
+            r.pid,
+            r.create_time,
+            r.start_ticks,
+            r.started_at,
+            r.working_dir,
+            r.own_workdir,
+            own_child=False,
+            buffer=buffer,
+            outcome=r.outcome,
+            terminating=r.terminating,
+            killed=r.killed,
+            grace_s=r.grace_s,
+            uid=r.uid,
+            boot_id=r.boot_id,
+        )
 
     # -- cleanup -------------------------------------------------------------------------------
 
@@ -440,8 +510,12 @@ class ProcessRuntime:
         self._unwatch(job)
         for task in job.tasks:
             task.cancel()
-        for path in (self._state_path(job_id), self._exit_path(job_id, job.attempt),
-                     self._launch_path(job_id, job.attempt), *self._log_paths(job_id, job.attempt).values()):
+        for path in (
+            self._state_path(job_id),
+            self._exit_path(job_id, job.attempt),
+            self._launch_path(job_id, job.attempt),
+            *self._log_paths(job_id, job.attempt).values(),
+        ):
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             (self.state_dir / "logs" / job_id).rmdir()
@@ -464,4 +538,3 @@ class ProcessRuntime:
         self._jobs.clear()
         with contextlib.suppress(OSError):  # empty: leave no litter (e.g. under /var/lib) behind
             self.work_root.rmdir()
-

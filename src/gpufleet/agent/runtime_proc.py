@@ -27,8 +27,7 @@ SHIM_PATH = Path(__file__).with_name("runtime_shim.py")
 # join tokens, cloud credentials, proxy passwords, whatever the service manager adds), and a job
 # is less trusted than its host; what it needs beyond these it gets through its own spec's env.
 # With a job user, HOME/USER/LOGNAME/TMPDIR are that user's (HOME: the job's work dir) instead.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-                 "LD_LIBRARY_PATH")
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
 _PER_USER_ENV = ("HOME", "USER", "LOGNAME", "TMPDIR")
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -38,7 +37,9 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 TERMINATE_REASONS = ("cancelled", "timed_out", "interrupted")
 _STOPPED_AS: dict[str, OutcomeStatus] = {
-    "cancelled": "cancelled", "timed_out": "timed_out", "interrupted": "interrupted",
+    "cancelled": "cancelled",
+    "timed_out": "timed_out",
+    "interrupted": "interrupted",
 }
 _LABELS = {"cancelled": "cancelled", "timed_out": "timed out", "interrupted": "interrupted: the agent stopped"}
 
@@ -157,13 +158,19 @@ class StateRecord:
             raise ValueError("unsupported state file version")
         offsets, outcome, grace = data["acked_offsets"], data["outcome"], data["grace_s"]
         return cls(
-            job_id=str(data["job_id"]), attempt=int(data["attempt"]), pid=int(data["pid"]),
-            create_time=float(data["create_time"]), started_at=datetime.fromisoformat(data["started_at"]),
-            working_dir=str(data["working_dir"]), own_workdir=bool(data["own_workdir"]),
-            terminating=data["terminating"], killed=bool(data["killed"]),
+            job_id=str(data["job_id"]),
+            attempt=int(data["attempt"]),
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            started_at=datetime.fromisoformat(data["started_at"]),
+            working_dir=str(data["working_dir"]),
+            own_workdir=bool(data["own_workdir"]),
+            terminating=data["terminating"],
+            killed=bool(data["killed"]),
             grace_s=None if grace is None else float(grace),
             acked_offsets={s: int(offsets.get(s, 0)) for s in ("stdout", "stderr")},
-            acked_seq=int(data["acked_seq"]), outcome=None if outcome is None else ExitOutcome(**outcome),
+            acked_seq=int(data["acked_seq"]),
+            outcome=None if outcome is None else ExitOutcome(**outcome),
             start_ticks=None if data.get("start_ticks") is None else int(data["start_ticks"]),
             uid=None if data.get("uid") is None else int(data["uid"]),
             boot_id=None if data.get("boot_id") is None else str(data["boot_id"]),
@@ -177,9 +184,18 @@ def signal_name(signum: int) -> str:
         return str(signum)
 
 
-def job_env(base: Mapping[str, str], spec_env: Mapping[str, str], *, job_id: str, attempt: int,
-            gpus: Sequence[str], gpu_milli: int | None, gpu_memory_mb: int | None,
-            user: JobIdentity | None = None, home: str | None = None) -> dict[str, str]:
+def job_env(
+    base: Mapping[str, str],
+    spec_env: Mapping[str, str],
+    *,
+    job_id: str,
+    attempt: int,
+    gpus: Sequence[str],
+    gpu_milli: int | None,
+    gpu_memory_mb: int | None,
+    user: JobIdentity | None = None,
+    home: str | None = None,
+) -> dict[str, str]:
     """The job's environment: the allow-listed part of the agent's, the spec's, then gpufleet's own."""
     env = {k: v for k, v in base.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
@@ -234,8 +250,16 @@ def resolve_executable(name: str, search_path: str, cwd: str, user: JobIdentity 
     raise StartError(f"executable not found: {name}")
 
 
-def write_launch_file(path: Path, *, exit_path: Path, cwd: str, executable: str, argv: Sequence[str],
-                      env: Mapping[str, str], user: JobIdentity | None = None) -> None:
+def write_launch_file(
+    path: Path,
+    *,
+    exit_path: Path,
+    cwd: str,
+    executable: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    user: JobIdentity | None = None,
+) -> None:
     who = "" if user is None else f"{user.uid}:{user.gid}:{','.join(map(str, user.groups))}"
     fields: list[str] = [str(exit_path), cwd, executable, who, str(len(argv)), *argv]
     fields += [f"{k}={v}" for k, v in env.items()]
@@ -261,9 +285,15 @@ def spawn_shim(launch_path: Path, stdout_path: Path, stderr_path: Path, lock_fd:
         err = os.open(stderr_path, flags, 0o600)
         try:
             return os.posix_spawn(
-                sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(launch_path)], {},
-                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2), *extra],
+                sys.executable,
+                [sys.executable, "-I", "-S", str(SHIM_PATH), str(launch_path)],
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                    *extra,
+                ],
                 setsid=True,
             )
         finally:
@@ -330,8 +360,12 @@ def group_members(pgid: int, leader_create_time: float, leader_ticks: int | None
     members = []
     for proc in psutil.process_iter():
         try:
-            if (proc.pid != pgid and os.getpgid(proc.pid) == pgid and proc.create_time() >= leader_create_time - 1
-                    and proc.status() != psutil.STATUS_ZOMBIE):
+            if (
+                proc.pid != pgid
+                and os.getpgid(proc.pid) == pgid
+                and proc.create_time() >= leader_create_time - 1
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
                 members.append(proc.pid)
         except (OSError, psutil.Error):
             continue
@@ -358,9 +392,15 @@ def boot_id() -> str | None:
         return None
 
 
-def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
-               terminating: str | None, killed: bool, grace_s: float | None,
-               rebooted: bool = False) -> ExitOutcome:
+def outcome_of(
+    exit_record: tuple[str, str] | None,
+    shim_code: int | None,
+    *,
+    terminating: str | None,
+    killed: bool,
+    grace_s: float | None,
+    rebooted: bool = False,
+) -> ExitOutcome:
     """How a job ended, from the shim's exit file and (when we reaped it) the shim's own status.
 
     ``shim_code`` follows ``os.waitstatus_to_exitcode``: negative means killed by that signal.
@@ -379,8 +419,9 @@ def outcome_of(exit_record: tuple[str, str] | None, shim_code: int | None, *,
         status: OutcomeStatus = _STOPPED_AS.get(terminating, "cancelled")
         label = _LABELS[status]
         if killed:
-            return ExitOutcome(status, None, signal.SIGKILL.value,
-                               f"{label}; killed by SIGKILL after a {grace_s:g} s grace period")
+            return ExitOutcome(
+                status, None, signal.SIGKILL.value, f"{label}; killed by SIGKILL after a {grace_s:g} s grace period"
+            )
         if sig is not None:
             detail = f"stopped by signal {signal_name(sig)}"
         elif code is not None:

@@ -70,7 +70,8 @@ def agent(
         help="Stop running jobs when the agent stops (default: they keep running and a restarted agent adopts them).",
     ),
     job_user: str = typer.Option(
-        "auto", "--job-user",
+        "auto",
+        "--job-user",
         help="Who jobs run as: auto (as root, an unprivileged gpufleet-job-N user per job), agent, or a user name.",
     ),
     work_dir: Path = typer.Option(
