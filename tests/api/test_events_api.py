@@ -48,3 +48,15 @@ async def test_long_poll_answers_when_an_event_arrives(client: httpx.AsyncClient
     last = r.json()["last_seq"]
     quiet = (await client.get("/v1/events", params={"after_seq": last, "wait_s": 0.2}, headers=a.headers)).json()
     assert quiet == {"events": [], "last_seq": last}
+
+
+async def test_after_is_the_cursor_too_and_bounds_are_checked(client: httpx.AsyncClient, tenant: TenantFactory) -> None:
+    a: Tenant = await tenant(Role.MEMBER)
+    start = (await client.get("/v1/events", params={"after_seq": -1}, headers=a.headers)).json()["last_seq"]
+    job = (await client.post("/v1/jobs", json=JOB, headers=a.headers)).json()
+    page = (await client.get("/v1/events", params={"after": start}, headers=a.headers)).json()
+    assert [e["entity_id"] for e in page["events"]] == [job["id"]]  # not the whole history again
+    both = await client.get("/v1/events", params={"after": start, "after_seq": start + 1}, headers=a.headers)
+    assert both.status_code == 422 and "after" in both.text
+    old = await client.get("/v1/events", params={"since": "0001-01-01T00:00:00+00:00"}, headers=a.headers)
+    assert old.status_code == 422 and "since" in old.text

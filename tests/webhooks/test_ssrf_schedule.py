@@ -29,6 +29,10 @@ REFUSED = {
     "::ffff:127.0.0.1": "loopback",
     "::ffff:169.254.169.254": "link-local",
     "240.0.0.1": "reserved",
+    "192.0.0.8": "reserved",  # IETF protocol assignments
+    "2002:7f00:1::1": "loopback",  # 6to4 wrapping 127.0.0.1
+    "2002:a9fe:a9fe::": "link-local",  # 6to4 wrapping the metadata service
+    "2001:0:4136:e378:8000:63bf:80ff:fffe": "loopback",  # Teredo, client 127.0.0.1 (obfuscated)
 }
 
 

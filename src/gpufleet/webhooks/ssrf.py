@@ -23,6 +23,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# IETF protocol assignments (192.0.0.8, 192.0.0.170, ...): not destinations, though some Python
+# versions call parts of the block private and others not.
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
 
 
 class WebhookRefused(InvalidInput):
@@ -65,8 +68,15 @@ def parse_networks(spec: str) -> list[Network]:
 
 def address_rule(ip: IPAddress) -> str | None:
     """The rule a destination address breaks, or None for a global unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return address_rule(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 destination are judged by it: mapped (::ffff:a.b.c.d),
+        # 6to4 (2002:AABB:CCDD::) and Teredo (2001:0::/32, the client address obfuscated).
+        if ip.ipv4_mapped is not None:
+            return address_rule(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            return address_rule(ip.sixtofour)
+        if ip.teredo is not None:
+            return address_rule(ip.teredo[1])
     if ip.is_unspecified:
         return "unspecified"
     if ip.is_loopback:
@@ -77,6 +87,8 @@ def address_rule(ip: IPAddress) -> str | None:
         return "multicast"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return "cgnat"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _IETF_PROTOCOL:
+        return "reserved"
     if ip.is_reserved:
         return "reserved"
     if ip.is_private:

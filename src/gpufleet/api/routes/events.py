@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.errors import InvalidInput
 from gpufleet.event_types import PATTERN
+from gpufleet.schemas.common import Timestamp
 from gpufleet.schemas.events import FeedEvent, FeedPage
 from gpufleet.services import feed
 
@@ -27,6 +27,7 @@ async def list_events(
     db: DB,
     request: Request,
     after_seq: Annotated[int, Query(ge=-1, le=2**62, description="-1: from now (returns only the position).")] = 0,
+    after: Annotated[int | None, Query(ge=-1, le=2**62, description="The same cursor as `after_seq`.")] = None,
     wait_s: Annotated[float, Query(ge=0, le=30, description="Wait this long for a first new event.")] = 0,
     entity_type: EntityType | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
@@ -35,14 +36,18 @@ async def list_events(
         Query(max_length=100, description="An event type or a prefix: `job.*` (or `job`), `host.unreachable`."),
     ] = None,
     entity_id: Annotated[UUID | None, Query(description="Only this object's events.")] = None,
-    since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Created before (ISO 8601).")] = None,
+    since: Annotated[Timestamp | None, Query(description="Created at or after (ISO 8601).")] = None,
+    until: Annotated[Timestamp | None, Query(description="Created before (ISO 8601).")] = None,
 ) -> FeedPage:
     """Events after `after_seq`, oldest first; with `wait_s`, a long poll that answers as soon as one arrives.
 
     `after_seq` is the cursor: pass the page's `last_seq` to read on. Every type is documented
     in docs/events.md."""
     cap = request.app.state.settings.long_poll_max_s
+    if after is not None:
+        if after_seq not in (0, after):
+            raise InvalidInput("after: give the cursor once, as `after` or as `after_seq`", field="after")
+        after_seq = after
     pattern = None
     if type is not None:
         pattern = type if "." in type or type == "*" else f"{type}.*"
