@@ -144,7 +144,7 @@ class BudgetState:
         cur = self.budget.currency
         text = f"budget: {money(self.spent, cur)} of {money(self.budget.amount_limit, cur)} spent"
         if self.outstanding + extra:
-            text += f", {money(self.outstanding + extra, cur)} reserved by running work"
+            text += f", {money(self.outstanding + extra, cur)} reserved by work already admitted"
         if self.budget.scope != "organization":
             text += f" ({self.budget.scope}, this {self.budget.period_name})"
         else:

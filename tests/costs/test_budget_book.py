@@ -43,7 +43,9 @@ def test_placements_spend_the_budget_in_queue_order() -> None:
     placed = [j.id for j, _ in out.placements]
     # 3 + 3 + 3 = 9 then 1 more = 10 (fits exactly); nothing is left for the unbounded one
     assert placed == [queue[0].id, queue[1].id, queue[2].id]
-    assert out.reasons[queue[3].id] == "budget: $3.00 of $10.00 spent, $7.00 reserved by running work this month"
+    assert (
+        out.reasons[queue[3].id] == "budget: $3.00 of $10.00 spent, $7.00 reserved by work already admitted this month"
+    )
 
 
 def test_a_users_budget_holds_only_that_users_work() -> None:

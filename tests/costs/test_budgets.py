@@ -51,7 +51,7 @@ async def test_a_job_that_would_overspend_is_refused_with_the_numbers(db: Databa
     e = refused.value
     assert (e.extra["spent"], e.extra["remaining"], e.extra["estimate"]) == ("499.20", "0.80", "2.00")
     assert e.message.startswith(
-        "budget: $493.20 of $500.00 spent, $6.00 reserved by running work this month; this job may cost $2.00"
+        "budget: $493.20 of $500.00 spent, $6.00 reserved by work already admitted this month; this job may cost $2.00"
     )
 
 
@@ -71,7 +71,7 @@ async def test_concurrent_submissions_never_overspend(db: Database) -> None:
         "4.00",
         "6.00",
     )
-    assert "budget: $0.00 of $10.00 spent, $6.00 reserved by running work this month" in e.message
+    assert "budget: $0.00 of $10.00 spent, $6.00 reserved by work already admitted this month" in e.message
 
 
 async def test_placement_rechecks_the_budget_under_lock(db: Database) -> None:
@@ -105,7 +105,7 @@ async def test_placement_rechecks_the_budget_under_lock(db: Database) -> None:
     status, reason, _ = await status_of(db, waiting)
     assert status == "pending"
     assert reason == (
-        "budget: $0.00 of $10.00 spent, $6.00 reserved by running work this month; this job may cost $6.00"
+        "budget: $0.00 of $10.00 spent, $6.00 reserved by work already admitted this month; this job may cost $6.00"
     )
 
 
