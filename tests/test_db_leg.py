@@ -48,7 +48,7 @@ def test_the_embedded_leg_fails_on_a_server_or_an_inherited_url() -> None:
     with pytest.raises(dbleg.WrongDatabase, match="inherited"):
         dbleg.check("embedded", EMBEDDED, URL)
     with pytest.raises(dbleg.WrongDatabase, match="must be one of"):
-        dbleg.check("sqlite", EMBEDDED, None)
+        dbleg.check("another-server", EMBEDDED, None)
     dbleg.check("embedded", EMBEDDED, None)
 
 

@@ -26,12 +26,12 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
+from gpufleet.agent.runtime_launch import LaunchPaths, TrackedJob, launch
 from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream
 from gpufleet.agent.runtime_proc import (
     TERMINATE_REASONS,
@@ -44,25 +44,19 @@ from gpufleet.agent.runtime_proc import (
     StateRecord,
     UnknownJobError,
     boot_id,
-    check_working_dir,
     group_members,
-    job_env,
     kill_group,
     kill_pids,
     outcome_of,
     process_state,
     read_exit_file,
-    resolve_executable,
-    spawn_shim,
     start_ticks,
-    write_launch_file,
 )
 from gpufleet.agent.runtime_users import (
     JobIdentity,
     JobUserError,
     JobUsers,
     default_work_root,
-    make_workdir,
     prepare_work_root,
     release_slot,
 )
@@ -83,31 +77,6 @@ log = logging.getLogger(__name__)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(eq=False)
-class _Job:
-    job_id: str
-    attempt: int
-    pid: int | None
-    create_time: float | None
-    start_ticks: int | None
-    started_at: datetime
-    working_dir: str
-    own_workdir: bool
-    own_child: bool  # False for a process adopted after a restart (someone else reaps it)
-    buffer: LogBuffer
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    outcome: ExitOutcome | None = None
-    terminating: str | None = None
-    killed: bool = False
-    grace_s: float | None = None
-    follower: LogFollower | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    pidfd: int | None = None
-    uid: int | None = None
-    boot_id: str | None = None
-    lock_fd: int | None = None  # our copy of the job slot's lock: the uid is this job's until closed
 
 
 class ProcessRuntime:
@@ -140,7 +109,7 @@ class ProcessRuntime:
         self._clock = clock
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._poll_s = poll_s  # only where pidfd_open is unavailable
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, TrackedJob] = {}
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)  # also one made before jobs ran as another user
         for sub in ("jobs", "logs"):
@@ -162,7 +131,7 @@ class ProcessRuntime:
     def _log_paths(self, job_id: str, attempt: int) -> dict[Stream, Path]:
         return {s: self.state_dir / "logs" / job_id / f"{attempt}.{s}" for s in STREAMS}
 
-    def _save(self, job: _Job) -> None:
+    def _save(self, job: TrackedJob) -> None:
         if job.pid is None or job.create_time is None:
             return
         record = StateRecord(
@@ -188,7 +157,7 @@ class ProcessRuntime:
         tmp.write_text(record.to_json(), encoding="utf-8")
         os.replace(tmp, path)
 
-    def _get(self, job_id: str) -> _Job:
+    def _get(self, job_id: str) -> TrackedJob:
         try:
             return self._jobs[job_id]
         except KeyError:
@@ -219,11 +188,11 @@ class ProcessRuntime:
             self._watch(job)
         return self._snapshot(job)
 
-    def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> _Job:
+    def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
-        job = _Job(
+        job = TrackedJob(
             job_id,
             attempt,
             None,
@@ -244,33 +213,16 @@ class ProcessRuntime:
         exit_path.unlink(missing_ok=True)
         if isinstance(user, JobIdentity):
             job.uid, job.lock_fd = user.uid, user.lock_fd
-        if spec.argv is not None:
-            argv = list(spec.argv)
-        else:
-            assert spec.script is not None
-            argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", spec.script]
         try:
             if isinstance(user, JobUserError):
                 raise user
-            if own_workdir:
-                make_workdir(Path(workdir), user)
-            env = job_env(
-                self._base_env,
-                spec.env,
-                job_id=job_id,
-                attempt=attempt,
-                gpus=[str(g) for g in spec.gpus],
-                gpu_milli=spec.gpu_milli,
-                gpu_memory_mb=spec.gpu_memory_mb,
-                user=user,
-                home=workdir,
+            job.pid = launch(
+                spec,
+                user,
+                LaunchPaths(Path(workdir), own_workdir, logs, exit_path, launch_path),
+                base_env=self._base_env,
+                lock_fd=job.lock_fd,
             )
-            check_working_dir(workdir)
-            executable = resolve_executable(argv[0], env["PATH"], workdir, user)
-            write_launch_file(
-                launch_path, exit_path=exit_path, cwd=workdir, executable=executable, argv=argv, env=env, user=user
-            )
-            job.pid = spawn_shim(launch_path, logs["stdout"], logs["stderr"], job.lock_fd)
         except (StartError, JobUserError, OSError) as exc:
             self._release(job)
             launch_path.unlink(missing_ok=True)
@@ -284,10 +236,10 @@ class ProcessRuntime:
         return job
 
     @staticmethod
-    def _snapshot(job: _Job) -> RunningJob:
+    def _snapshot(job: TrackedJob) -> RunningJob:
         return RunningJob(job.job_id, job.attempt, job.pid, job.started_at, job.working_dir, job.outcome)
 
-    def _follow(self, job: _Job) -> None:
+    def _follow(self, job: TrackedJob) -> None:
         job.follower = LogFollower(job.buffer, self._log_paths(job.job_id, job.attempt))
         job.tasks.append(asyncio.create_task(job.follower.run(), name=f"gpufleet-logs-{job.job_id}"))
         if job.outcome is not None:
@@ -295,7 +247,7 @@ class ProcessRuntime:
 
     # -- noticing the end ----------------------------------------------------------------------
 
-    def _watch(self, job: _Job) -> None:
+    def _watch(self, job: TrackedJob) -> None:
         assert job.pid is not None and job.create_time is not None
         try:
             fd = os.pidfd_open(job.pid)
@@ -312,19 +264,19 @@ class ProcessRuntime:
         job.pidfd = fd
         asyncio.get_running_loop().add_reader(fd, self._finish, job)
 
-    async def _poll_exit(self, job: _Job) -> None:
+    async def _poll_exit(self, job: TrackedJob) -> None:
         assert job.pid is not None and job.create_time is not None
         while process_state(job.pid, job.create_time, job.start_ticks) == "alive":  # noqa: ASYNC110 - no pidfd to wait on
             await asyncio.sleep(self._poll_s)
         self._finish(job)
 
-    def _unwatch(self, job: _Job) -> None:
+    def _unwatch(self, job: TrackedJob) -> None:
         if job.pidfd is not None:
             asyncio.get_running_loop().remove_reader(job.pidfd)
             os.close(job.pidfd)
             job.pidfd = None
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: TrackedJob) -> None:
         self._unwatch(job)
         if job.outcome is not None:
             return
@@ -351,7 +303,7 @@ class ProcessRuntime:
         if job.follower is not None:
             job.follower.process_exited()
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: TrackedJob) -> None:
         """The job is over: with a uid of its own, nothing of that uid may outlive it (a process
         that left the job's group included); then the slot is free for the next job."""
         fd, job.lock_fd = job.lock_fd, None
@@ -377,7 +329,7 @@ class ProcessRuntime:
     def outcome(self, job_id: str) -> ExitOutcome | None:
         return self._get(job_id).outcome
 
-    def _signal(self, job: _Job, sig: int) -> None:
+    def _signal(self, job: TrackedJob, sig: int) -> None:
         if job.outcome is not None or job.pid is None or job.create_time is None:
             return
         if job.own_child or process_state(job.pid, job.create_time, job.start_ticks) == "alive":
@@ -472,7 +424,7 @@ class ProcessRuntime:
             found.append(RecoveredJob(job.job_id, job.attempt, job.pid, job.started_at, alive, job.outcome))
         return found
 
-    def _job_from_state(self, r: StateRecord) -> _Job:
+    def _job_from_state(self, r: StateRecord) -> TrackedJob:
         buffer = LogBuffer(
             r.job_id,
             r.attempt,
@@ -481,7 +433,7 @@ class ProcessRuntime:
             next_seq=r.acked_seq + 1,
             offsets=r.acked_offsets,
         )
-        return _Job(
+        return TrackedJob(
             r.job_id,
             r.attempt,
             r.pid,
