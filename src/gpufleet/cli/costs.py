@@ -55,7 +55,7 @@ def _member(c: Client, text: str) -> UUID:
     by_email = [m.user_id for m in members if m.email.lower() == text.strip().lower()]
     if by_email:
         return by_email[0]
-    return resolve_local(text, "member", ((m.user_id, m.email) for m in members))
+    return resolve_local(text, "member", lambda: ((m.user_id, m.email) for m in members))
 
 
 @prices.command("set")
@@ -250,6 +250,6 @@ def budgets_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 def budgets_delete(budget: str = typer.Argument(..., help="The budget's id or a unique prefix of it.")) -> None:
     """Remove a budget (admins)."""
     with client() as c:
-        full = resolve_local(budget, "budget", ((b.id, b.scope) for b in c.list_budgets()))
+        full = resolve_local(budget, "budget", lambda: ((b.id, b.scope) for b in c.list_budgets()))
         c.delete_budget(full)
     console.print(f"deleted budget {full}", highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -77,13 +77,14 @@ def resolve(c: Client, kind: str, text: str) -> UUID:
     return _one_of(text, word, [(m.id, m.label) for m in found.matches], found.more)
 
 
-def resolve_local(text: str, word: str, candidates: Iterable[tuple[UUID, str]]) -> UUID:
-    """As ``resolve`` among ``candidates`` the client already has (organizations, members: a few)."""
+def resolve_local(text: str, word: str, candidates: Callable[[], Iterable[tuple[UUID, str]]]) -> UUID:
+    """As ``resolve`` among the few ids ``candidates()`` lists (organizations, members, webhooks),
+    asked for only when ``text`` is a prefix: a whole id needs no listing."""
     full = _full(text)
     if full is not None:
         return full
     digits = _check_prefix(text)
-    matches = [(i, label) for i, label in candidates if i.hex.startswith(digits)]
+    matches = [(i, label) for i, label in candidates() if i.hex.startswith(digits)]
     return _one_of(text, word, matches, False)
 
 

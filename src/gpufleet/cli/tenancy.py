@@ -28,12 +28,12 @@ def register(app: typer.Typer) -> None:
 
 def _org(c: Client, text: str) -> UUID:
     return resolve_local(
-        text, "organization", ((m.organization_id, m.organization_name) for m in c.list_organizations())
+        text, "organization", lambda: ((m.organization_id, m.organization_name) for m in c.list_organizations())
     )
 
 
 def _member(c: Client, text: str) -> UUID:
-    return resolve_local(text, "member", ((m.user_id, m.email) for m in c.list_members()))
+    return resolve_local(text, "member", lambda: ((m.user_id, m.email) for m in c.list_members()))
 
 
 def whoami(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:

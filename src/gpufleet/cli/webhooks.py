@@ -28,7 +28,7 @@ IdArg = typer.Argument(..., help="The webhook's id, or a unique start of it (4+ 
 
 def _webhook(c: Client, text: str) -> UUID:
     """A webhook id from a unique prefix (an organization has a handful: matched locally)."""
-    return resolve_local(text, "webhook", ((w.id, w.url) for w in c.list_webhooks()))
+    return resolve_local(text, "webhook", lambda: ((w.id, w.url) for w in c.list_webhooks()))
 
 
 def _row(w: WebhookRead) -> dict[str, Any]:
