@@ -136,3 +136,34 @@ async def populate(db: Database, org: Organization) -> None:
             delivery,
             hook,
         )
+        model: UUID = await c.fetchval("insert into models (organization_id, name) values ($1, 'm') returning id", o)
+        version: UUID = await c.fetchval(
+            """insert into model_versions (organization_id, model_id, digest, archive, archive_size, predict_ref)
+               values ($1, $2, $3, '\\x00', 1, 'predict.py:Predictor') returning id""",
+            o,
+            model,
+            hashlib.sha256(os.urandom(8)).hexdigest(),
+        )
+        deployment: UUID = await c.fetchval(
+            "insert into deployments (organization_id, name, model_id, version_id) values ($1, 'm', $2, $3) returning id",
+            o,
+            model,
+            version,
+        )
+        replica_job: UUID = await c.fetchval(
+            "insert into jobs (organization_id, name, command, kind) values ($1, 'r', '{runner}', 'replica') returning id",
+            o,
+        )
+        await c.execute(
+            "insert into replicas (organization_id, deployment_id, version_id, job_id) values ($1, $2, $3, $4)",
+            o,
+            deployment,
+            version,
+            replica_job,
+        )
+        await c.execute(
+            """insert into files (organization_id, name, size, sha256, data, expires_at)
+               values ($1, 'f.txt', 1, $2, 'x', now() + interval '1 day')""",
+            o,
+            hashlib.sha256(b"x").hexdigest(),
+        )
