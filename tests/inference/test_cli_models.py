@@ -49,6 +49,8 @@ def test_create_push_show_versions_from_the_cli(cli: CliRunner, owner: Tenant, t
     assert ref in _ok(cli, "models", "list")
     listed = json.loads(_ok(cli, "models", "list", "--json"))
     assert listed[0]["latest_version"]["id"] == digest
+    assert "1x GPU" in _ok(cli, "models", "update", ref, "--gpus", "1", "--description", "new words")
+    assert cli.invoke(app, ["models", "update", ref]).exit_code == 2
     assert "deleted" in _ok(cli, "models", "delete", ref, "--version", digest, "--yes")
     assert json.loads(_ok(cli, "models", "show", ref, "--json"))["latest_version"] is None
 

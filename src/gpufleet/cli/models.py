@@ -222,6 +222,30 @@ def versions(ref: str = RefArg, as_json: bool = JsonOpt, wide: bool = WideOpt) -
         show([_version_row(v, wide) for v in rows], False, VERSION_COLUMNS)
 
 
+@models.command("update")
+def update(
+    ref: str = RefArg,
+    gpus: int = GpusOpt,
+    gpu_fraction: float = FractionOpt,
+    min_memory_gb: float = MemoryOpt,
+    gpu_model: list[str] = GpuModelOpt,
+    cpus: float = CpuOpt,
+    ram_gb: float = RamOpt,
+    description: str = typer.Option(None, "--description", help="What the model does."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Change the description, or the default hardware: any hardware option replaces it whole (admins)."""
+    hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
+    if description is None and not hardware:
+        usage("nothing to change: give --description or hardware options")
+    with client() as c:
+        m = c.update_model(_ref(ref), description=description, **hardware)
+    if as_json:
+        show(m, True)
+    else:
+        console.print(f"model {m.owner}/{m.name}: {m.hardware.label}; {m.description}".rstrip("; "), highlight=False)
+
+
 @models.command("delete")
 def delete(
     ref: str = RefArg,
