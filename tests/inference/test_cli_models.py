@@ -79,9 +79,14 @@ def test_push_refuses_a_bad_directory_in_one_line(
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_push_to_a_missing_model_and_a_bad_ref(cli: CliRunner, owner: Tenant) -> None:
-    result = cli.invoke(app, ["models", "push", str(EXAMPLES / "echo"), f"{owner.org.slug}/nope"])
-    assert result.exit_code == 1 and "not found" in result.stderr
+def test_first_push_creates_the_model_and_a_bad_ref_is_refused(cli: CliRunner, owner: Tenant) -> None:
+    ref = f"{owner.org.slug}/fresh"
+    out = _ok(cli, "models", "push", str(EXAMPLES / "echo"), ref)
+    assert f"created model {ref} (CPU only per replica)" in out and "(new;" in out
+    shown = json.loads(_ok(cli, "models", "show", ref, "--json"))
+    assert shown["latest_version"]["id"] in out and shown["hardware"]["gpus"] == 0, shown
+    result = cli.invoke(app, ["models", "push", str(EXAMPLES / "echo"), "some-other-org/nope"])
+    assert result.exit_code == 1 and "not found" in result.stderr, result.stderr
     result = cli.invoke(app, ["models", "push", str(EXAMPLES / "echo"), "no-slash"])
     assert result.exit_code == 2 and "OWNER/NAME" in result.stderr
 

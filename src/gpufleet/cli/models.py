@@ -17,6 +17,7 @@ from gpufleet.inference.models_domain import split_ref
 from gpufleet.inference.validate import input_properties
 from gpufleet.schemas.models import FileRead, ModelRead, VersionRead
 from gpufleet.sdk import Client
+from gpufleet.sdk.errors import NotFound
 from gpufleet.sdk.models import pack_model
 
 models = typer.Typer(help="Cog models and their versions (push a directory, read its schema).", no_args_is_help=True)
@@ -120,7 +121,8 @@ def push(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print the version id alone."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Upload the directory as a new version (the same content again gives the same version)."""
+    """Upload the directory as a new version (the same content again gives the same version); the
+    first push of a name creates the model."""
     ref = _ref(ref)
     if not directory.is_dir():
         fail(f"{directory}: not a directory")
@@ -131,6 +133,16 @@ def push(
     except OSError as exc:
         fail(f"{directory}: {exc.strerror or exc}")
     with client() as c:
+        try:
+            c.get_model(ref)
+        except NotFound:
+            # First push of a name: the model is created with the hardware cog.yaml implies (one GPU
+            # when build.gpu is true, else none); `gpufleet models update` changes it later.
+            c.create_model(ref.split("/", 1)[1], owner=ref.split("/", 1)[0], gpus=1 if info.gpu else 0)
+            if not quiet and not as_json:
+                console.print(
+                    f"created model {ref} ({'1 GPU' if info.gpu else 'CPU only'} per replica)", highlight=False
+                )
         version, created = c.push_model_archive(ref, data)
     if as_json:
         show(version, True)
