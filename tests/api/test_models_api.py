@@ -212,6 +212,9 @@ async def test_files_bad_uploads(client: httpx.AsyncClient, tenant: TenantFactor
     assert r.status_code == 422 and "content" in r.json()["detail"]
     r = await client.post("/v1/files", files={"content": ("a", b"x")}, data={"metadata": "[1]"}, headers=member.headers)
     assert r.status_code == 422 and "metadata" in r.json()["detail"]
+    many = {f"f{i}": str(i) for i in range(9)}  # over the part limit: a 422 saying so, not Starlette's bare 400
+    r = await client.post("/v1/files", files={"content": ("a", b"x")}, data=many, headers=member.headers)
+    assert r.status_code == 422 and r.json()["detail"].startswith("body: Too many fields"), r.text
 
 
 async def test_files_are_capped_by_size(db: Database, tenant: TenantFactory) -> None:

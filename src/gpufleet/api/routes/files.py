@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.routes.models import base_url, next_url
@@ -45,7 +46,7 @@ def _upload_route() -> dict[str, Any]:
         "files.upload",
         {
             413: {"description": "the file is over `files_max_bytes`"},
-            422: {"description": "no file in `content`, or `metadata` is not a JSON object"},
+            422: {"description": "not a multipart body with one file in `content`, or `metadata` is not a JSON object"},
         },
     )
     kw["openapi_extra"] = {**kw["openapi_extra"], **UPLOAD_BODY}
@@ -60,7 +61,11 @@ def _text(value: object) -> str | None:
 async def create_file(p: Caller, db: DB, request: Request) -> FileRead:
     """Upload a file; pass its `urls.get` as a prediction input. It expires after `files_retention_s`."""
     settings = request.app.state.settings
-    async with request.form(max_files=1, max_fields=8) as form:
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except HTTPException as exc:  # Starlette's 400 for a malformed multipart body or too many parts
+        raise InvalidInput(f"body: {exc.detail}", field="body") from None
+    try:
         content = form.get("content")
         if not isinstance(content, UploadFile):
             raise InvalidInput("content: send the file as multipart/form-data in the `content` field", field="content")
@@ -68,6 +73,8 @@ async def create_file(p: Caller, db: DB, request: Request) -> FileRead:
         name = _text(form.get("filename")) or content.filename
         kind = _text(form.get("type")) or content.content_type
         metadata = files.parse_metadata(_text(form.get("metadata")))
+    finally:
+        await form.close()
     f = await files.upload(db, settings, p, name=name, content_type=kind, data=data, metadata=metadata)
     return FileRead.of(f, base_url(request))
 
