@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import Field
 
 from gpufleet.schemas.common import NonNegBigInt, NonNegInt32, PositiveInt32, RequestModel, ResponseModel
+from gpufleet.schemas.runner import ReplicaAssignmentOut
 
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
@@ -39,6 +40,9 @@ class AssignmentOut(ResponseModel):
     cpu_milli: int
     ram_mb: int
     allocated_at: datetime | None = None
+    replica: ReplicaAssignmentOut | None = Field(
+        default=None, description="A replica of a deployment: run the Model Runner's worker, not `command`."
+    )
 
 
 class AssignmentsResponse(ResponseModel):
