@@ -1,0 +1,1 @@
+"""Inference: Cog models (archives, schema derivation, input validation) and predictions."""
