@@ -93,7 +93,9 @@ class Worker:
         self.outbox: deque[bytes] = deque()
         self.outbox_bytes = 0
         self.unacked: dict[str, bytes] = {}
-        self.state, self.setup_s, self.error = "starting", None, None
+        self.state = "starting"
+        self.setup_s: float | None = None
+        self.error: str | None = None
         self.inflight: dict[str, Any] = {}  # id -> the task (async) or None (sync)
         self.canceled: set[str] = set()
         self.requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -134,8 +136,9 @@ class Worker:
             threading.Thread(target=self._read, args=(conn,), daemon=True, name="reader").start()
 
     def _status_line(self) -> bytes:
-        status = {"type": "status", "state": self.state, "setup_s": self.setup_s, "concurrency": self.concurrency}
-        status.update(error=self.error, inflight=sorted(set(self.inflight) | set(self.unacked)), pid=os.getpid())
+        status: dict[str, Any] = {"type": "status", "state": self.state, "setup_s": self.setup_s}
+        status.update(concurrency=self.concurrency, error=self.error, pid=os.getpid())
+        status["inflight"] = sorted(set(self.inflight) | set(self.unacked))
         return (json.dumps(status) + "\n").encode()
 
     def _send_line(self, line: bytes, *, keep: bool = True) -> None:
@@ -239,7 +242,7 @@ class Worker:
         sys.modules[name] = module
         spec.loader.exec_module(module)
         target = getattr(module, class_name or "Predictor")
-        predictor = target() if inspect.isclass(target) else None
+        predictor: Any = target() if inspect.isclass(target) else None
         if predictor is None:
             self.fn = target
             return None

@@ -73,7 +73,7 @@ def _coerce(value: Any, tp: Any, files_dir: pathlib.Path, where: str) -> Any:
             path = cog.Path.validate(value)
             return path.convert() if hasattr(path, "convert") else path
         if tp.__name__ == "Secret" and isinstance(value, str):
-            return tp(value)
+            return tp(value)  # type: ignore[call-arg]  # cog.Secret(value)
         if tp.__name__ == "File" and hasattr(tp, "validate"):
             return tp.validate(str(value))
         if tp is int and isinstance(value, float) and value.is_integer():
@@ -93,7 +93,8 @@ def _write_input_file(meta: dict[str, Any], files_dir: pathlib.Path) -> pathlib.
     path.write_bytes(base64.b64decode(meta.get("b64", "")))
     import cog
 
-    return cog.Path(path)
+    local: pathlib.Path = cog.Path(path)
+    return local
 
 
 def encode_output(value: Any, depth: int = 0) -> Any:
