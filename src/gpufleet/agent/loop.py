@@ -309,6 +309,7 @@ class Agent:
             fetch=lambda version_id: self.api.version_archive(credential, version_id),
             root=self.config.env_dir,
             pip=self.config.pip,
+            other_users=users.separate,
         )
 
         def models(jobs: JobRunner) -> ModelRunner:

@@ -117,6 +117,7 @@ class EnvCache:
     root: Path | None = None
     pip: PipOptions = field(default_factory=PipOptions)
     python: str = sys.executable
+    other_users: bool = False  # jobs run as other users (runtime_users.py): they must reach the root
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,14 +131,14 @@ class EnvCache:
         list on the machine, however many replicas ask at once. Raises ``EnvironmentFailed``."""
         started = time.monotonic()
         assert self.root is not None
+        packages = [p.strip() for p in replica.python_packages if p.strip()]
+        check_packages(packages)
         self._prepare_root()
         worker = self._install_worker()
         built_src = await self._locked(f"version-{replica.digest}", self._version, replica)
-        packages = [p.strip() for p in replica.python_packages if p.strip()]
         built_env = False
         python = self.python
         if packages:
-            check_packages(packages)
             if replica.python_version and not self._same_python(replica.python_version):
                 log.warning(
                     "model %s asks for Python %s; its environment uses this agent's Python %d.%d",
@@ -264,7 +265,7 @@ class EnvCache:
                 os.chmod(path, mode)
         self.archives.mkdir(parents=True, exist_ok=True, mode=0o700)
         closed = [str(p) for p in self.root.parents if not p.stat().st_mode & stat.S_IXOTH]
-        if closed and os.geteuid() == 0:
+        if closed and self.other_users:
             raise EnvironmentFailed(
                 f"job users cannot reach the model environments in {self.root}: {closed[0]} is not searchable "
                 "by others (chmod o+x it, or pass --env-dir)"

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", required=True)
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
-    worker = Worker(os.path.abspath(args.socket), args.src, args.ref, args.concurrency)
+    worker = Worker(args.socket, args.src, args.ref, args.concurrency)  # bound before any chdir: short
     sys.stdout, sys.stderr = wio.Tee(worker.send, 1), wio.Tee(worker.send, 2)
     worker.listen()
     worker.setup()
