@@ -59,6 +59,17 @@ PERMISSIONS: dict[str, Role] = {
     # Webhooks (docs/webhooks.md): URLs, secrets and receivers' answers are for admins only.
     "webhooks.read": A,
     "webhooks.manage": A,
+    # Models and files (docs/predictions.md): admins manage models; any member uploads input files.
+    "models.list": V,
+    "models.read": V,
+    "models.create": A,
+    "models.update": A,
+    "models.push": A,
+    "models.delete": A,
+    "files.upload": M,
+    "files.list": V,
+    "files.read": V,
+    "files.delete": M,
 }
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
+from gpufleet.inference import archive
 from gpufleet.permissions import PERMISSIONS
 from tests.api.conftest import Tenant, TenantFactory
 from tests.factories import create_host
@@ -46,7 +48,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/gpus/{gpu_id}/maintenance"): {"on": True, "reason": "matrix"},
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): {},
+    ("PATCH", "/v1/models/{owner}/{name}"): {"description": "matrix"},
 }
+
+
+_ECHO_ARCHIVE = archive.pack(Path(__file__).resolve().parents[2] / "examples" / "models" / "echo")
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -99,6 +105,11 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["job.*"]}  # admitted by app_settings below
     a_webhook = (await client.post("/v1/webhooks", json=hook, headers=a.headers)).json()
     a_delivery = (await client.post(f"/v1/webhooks/{a_webhook['id']}/test", headers=a.headers)).json()
+    await client.post("/v1/models", json={"name": "matrix"}, headers=a.headers)
+    a_version = (
+        await client.post(f"/v1/models/{a.org.slug}/matrix/versions", content=_ECHO_ARCHIVE, headers=a.headers)
+    ).json()
+    a_file = (await client.post("/v1/files", files={"content": ("a.txt", b"a")}, headers=a.headers)).json()
     objects = {
         "org_id": str(a.org.id),
         "user_id": str(a_member.user.id),
@@ -112,6 +123,10 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "token_id": a_token["id"],
         "webhook_id": a_webhook["id"],
         "delivery_id": a_delivery["id"],
+        "owner": a.org.slug,
+        "name": "matrix",
+        "version_id": a_version["id"],
+        "file_id": a_file["id"],
     }
     checked = 0
     before = await _fingerprint(db, a.org.id)
