@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import stat
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -75,6 +74,10 @@ class Server:
             digest=version_digest("acme", "echo", archive),
             predict_ref="predict.py:Predictor",
             python_packages=packages,
+            python_version=None,
+            gpu=False,
+            is_generator=False,
+            concurrency=1,
         )
 
 
@@ -125,8 +128,9 @@ async def test_a_version_with_packages_gets_its_venv_built_offline_once(tmp_path
     env = await cache.materialize(replica)
     assert not env.cached and env.python != sys.executable and Path(env.python).parent.name == "bin"
     probe = "import gftiny, cog; print(gftiny.VALUE, cog.__name__)"
-    out = subprocess.run([env.python, "-c", probe], capture_output=True, text=True, timeout=60, check=True)  # noqa: S603
-    assert out.stdout.split() == ["42", "cog"]  # its own package, and cog from the agent's environment
+    proc = await asyncio.create_subprocess_exec(env.python, "-c", probe, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert out.decode().split() == ["42", "cog"]  # its own package, and cog from the agent's environment
     venv = Path(env.python).parent.parent
     assert _world_readable(venv) and _world_readable(env.src)
     again = await cache.materialize(replica)

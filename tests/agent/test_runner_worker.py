@@ -22,7 +22,7 @@ from gpufleet.agent.runner.envs import EnvCache
 
 WORKER = Path(__file__).resolve().parents[2] / "src" / "gpufleet" / "agent" / "runner" / "worker.py"
 
-MODEL = '''
+MODEL = """
 import asyncio, os, subprocess, sys, time
 from cog import BasePredictor, Input, Path
 
@@ -58,9 +58,9 @@ class Predictor(BasePredictor):
             return image.read_text()
         if mode == "float":
             return n * 1.5
-'''.replace("-> Any", "")
+""".replace("-> Any", "")
 
-GENERATOR = '''
+GENERATOR = """
 import time
 from cog import BasePredictor, ConcatenateIterator
 
@@ -70,9 +70,9 @@ class Predictor(BasePredictor):
             print(f"token {i}")
             yield f"w{i} "
             time.sleep(delay)
-'''
+"""
 
-ASYNC = '''
+ASYNC = """
 import asyncio
 import cog
 
@@ -85,9 +85,9 @@ class Predictor(cog.BasePredictor):
         print("start", tag)
         await asyncio.sleep(delay)
         return tag
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 from cog import BasePredictor
 
 class Predictor(BasePredictor):
@@ -96,7 +96,7 @@ class Predictor(BasePredictor):
 
     def predict(self) -> str:
         return "never"
-'''
+"""
 
 
 class Worker:
@@ -117,7 +117,7 @@ class Worker:
         argv = [sys.executable, "-u", str(WORKER), "--socket", "worker.sock", "--src", str(self.src)]
         argv += ["--ref", "predict.py:Predictor", "--concurrency", str(concurrency)]
         env = {"PATH": os.environ["PATH"], "MARKS": str(self.marks), "HOME": str(self.workdir)}
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             argv, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         self.conn: WorkerConnection | None = None
@@ -379,7 +379,7 @@ def test_the_worker_runs_from_its_installed_copy_without_gpufleet(tmp_path: Path
         "import runpy, sys; sys.modules['gpufleet'] = None; sys.modules['pydantic'] = None; "
         f"sys.argv = [{str(worker)!r}, '--help']; runpy.run_path({str(worker)!r}, run_name='__main__')"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)  # noqa: S603
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "Model Runner worker" in result.stdout
 

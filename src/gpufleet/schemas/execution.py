@@ -12,9 +12,24 @@ from uuid import UUID
 from pydantic import Field
 
 from gpufleet.schemas.common import NonNegBigInt, NonNegInt32, PositiveInt32, RequestModel, ResponseModel
-from gpufleet.schemas.runner import ReplicaAssignmentOut
 
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+
+
+class AssignedReplicaOut(ResponseModel):
+    """In an assignment of a replica job: what the agent's model runner serves (docs/predictions.md)."""
+
+    replica_id: UUID
+    deployment: str = Field(description="owner/name")
+    model: str = Field(description="owner/name")
+    version_id: UUID
+    digest: str
+    predict_ref: str
+    python_packages: list[str]
+    python_version: str | None
+    gpu: bool
+    is_generator: bool
+    concurrency: int
 
 
 class AssignedGpuOut(ResponseModel):
@@ -40,8 +55,8 @@ class AssignmentOut(ResponseModel):
     cpu_milli: int
     ram_mb: int
     allocated_at: datetime | None = None
-    replica: ReplicaAssignmentOut | None = Field(
-        default=None, description="A replica of a deployment: run the Model Runner's worker, not `command`."
+    replica: AssignedReplicaOut | None = Field(
+        default=None, description="A deployment's replica: run the model runner for it, not `command`."
     )
 
 

@@ -16,24 +16,13 @@ from uuid import UUID
 from pydantic import Field, StringConstraints
 
 from gpufleet.schemas.common import PositiveInt32, RequestModel, ResponseModel
+from gpufleet.schemas.execution import AssignedReplicaOut
 
 RawText = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
-class ReplicaAssignmentOut(ResponseModel):
-    """What the agent needs to run a replica's worker (the job's ``command`` is only descriptive)."""
-
-    replica_id: UUID
-    deployment: str = Field(description="owner/name of the deployment")
-    model: str = Field(description="owner/name of the model: the archive's digest covers it")
-    version_id: UUID
-    digest: str = Field(description="sha256 of `owner/name\\0` + the archive: the version's id in the API")
-    predict_ref: str = Field(description="cog.yaml `predict`, e.g. predict.py:Predictor")
-    python_packages: list[str] = Field(default_factory=list)
-    python_version: str | None = None
-    gpu: bool = False
-    is_generator: bool = False
-    concurrency: int = Field(default=1, ge=1, le=64)
+# The ``replica`` of an assignment (schemas/execution.py, shared with the job protocol).
+ReplicaAssignmentOut = AssignedReplicaOut
 
 
 class ReplicaStateIn(RequestModel):
