@@ -32,6 +32,10 @@ PUBLIC |= {("GET", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}
+# The Model Runner's downloads and uploads: another organization's host gets 404
+# (tests/agent/test_runner_routes.py).
+PUBLIC |= {("GET", "/v1/agent/model-versions/{version_id}/archive"), ("POST", "/v1/agent/files")}
+PUBLIC |= {("GET", "/v1/agent/files/{file_id}")}
 
 # A valid body for each operation that takes one; a new operation must be added here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {

@@ -17,7 +17,20 @@ from gpufleet import __version__
 from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
+from gpufleet.api.routes import (
+    access,
+    agent,
+    agent_jobs,
+    agent_models,
+    events,
+    hosts,
+    job_logs,
+    jobs,
+    ops,
+    quotas,
+    tenancy,
+    webhooks,
+)
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import files as files_routes
 from gpufleet.api.routes import models as models_routes
@@ -40,7 +53,7 @@ log = logging.getLogger(__name__)
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
 LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$")
 MODEL_PUSH_PATH = re.compile(r"^/v1/models/[^/]+/[^/]+/versions$")
-FILE_UPLOAD_PATH = re.compile(r"^/v1/files$")
+FILE_UPLOAD_PATH = re.compile(r"^/v1(/agent)?/files$")  # members' uploads, and the Model Runner's outputs
 MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries, headers and small fields around the file
 
 
@@ -155,6 +168,7 @@ def create_app(
     app.include_router(costs_routes.router)
     app.include_router(models_routes.router)
     app.include_router(files_routes.router)
+    app.include_router(agent_models.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

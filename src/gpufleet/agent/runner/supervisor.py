@@ -18,82 +18,26 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from gpufleet.agent.job_run import Run, wait_or_stop
 from gpufleet.agent.runner.claims import Claimable, Claimer
 from gpufleet.agent.runner.connection import WorkerConnection, WorkerGone
 from gpufleet.agent.runner.envs import EnvCache, EnvironmentFailed
 from gpufleet.agent.runner.events import EventSender
+from gpufleet.agent.runner.replica import FILE_KEY, FILE_URL, InFlight, Replica, file_urls, has_files
 from gpufleet.agent.runtime import ExitOutcome, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.runner import ClaimedPredictionOut, ClaimOut, ReplicaAssignmentOut, ReplicaStateIn
 
 log = logging.getLogger("gpufleet.agent.runner")
 
-FILE_KEY = "$gpufleet_file"  # runner/worker_io.py
 SOCKET_NAME = "worker.sock"
 CONNECT_TIMEOUT_S = 120.0  # the worker binds its socket before importing the model
 ERROR_TAIL_BYTES = 2000
-# A gpufleet file URL in an input: the agent fetches it with the host credential for the worker.
-_FILE_URL = re.compile(r"^https?://[^\s?#]+/v1/files/(?P<id>[0-9a-fA-F-]{36})(?:/download)?/?$")
 Backoff = Callable[[int, float | None], float]
-
-
-@dataclass(eq=False)
-class InFlight:
-    id: str
-    input: dict[str, Any] | None  # kept to send again if the worker never saw it
-    chain: asyncio.Task[None] | None = None  # uploads in progress: later messages wait for them
-    cancel_sent: bool = False
-
-
-@dataclass(eq=False)
-class Replica:
-    run: Run
-    spec: ReplicaAssignmentOut
-    environment_s: float | None = None
-    environment_cached: bool | None = None
-    conn: WorkerConnection | None = None
-    ready: bool = False  # reported ready to the server
-    reported: str | None = None  # "ready" / "failed", once the server took it
-    slots: int = 1
-    inflight: dict[str, InFlight] = field(default_factory=dict)
-    drain: bool = False
-    shutdown_sent: bool = False
-    setup_s: float | None = None
-    error: str | None = None
-    task: asyncio.Task[None] | None = None
-    gone: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.run.key
-
-    @property
-    def replica_id(self) -> UUID:
-        return self.spec.replica_id
-
-    @property
-    def job_id(self) -> UUID:
-        return self.run.job_id
-
-    @property
-    def attempt(self) -> int:
-        return self.run.attempt
-
-    @property
-    def listed(self) -> bool:
-        return self.ready and not self.gone and self.conn is not None and not self.conn.closed
-
-    @property
-    def free(self) -> int:
-        return 0 if self.drain or not self.listed else max(0, self.slots - len(self.inflight))
 
 
 class ModelRunner:
@@ -112,9 +56,7 @@ class ModelRunner:
         self.backoff, self.fence = backoff, fence
         self.replicas: dict[str, Replica] = {}
         self.events = EventSender(api, credential, backoff=backoff)
-        self.claimer = Claimer(
-            api, credential, replicas=self._claimable, on_reply=self._on_claim, backoff=backoff
-        )
+        self.claimer = Claimer(api, credential, replicas=self._claimable, on_reply=self._on_claim, backoff=backoff)
         self.claimer.wait_s = claim_wait_s
         self.records = Path(runtime.state_dir) / "replicas"
         self.records.mkdir(exist_ok=True, mode=0o700)
@@ -308,7 +250,7 @@ class ModelRunner:
                 self.claimer.kick()
                 self._maybe_shutdown(rep)
             chain = flight.chain if flight is not None else None
-            if chain is not None or _has_files(msg):
+            if chain is not None or has_files(msg):
                 task = self._spawn(self._relay_after(rep, rid, pid, msg, chain))
                 if flight is not None:
                     flight.chain = task
@@ -464,14 +406,14 @@ class ModelRunner:
         flight = InFlight(p.id, p.input)
         rep.inflight[p.id] = flight
         assert rep.conn is not None
-        if _file_urls(p.input):
+        if file_urls(p.input):
             flight.chain = self._spawn(self._send_with_files(rep, flight))
         else:
             rep.conn.send_nowait({"type": "predict", "id": p.id, "input": p.input})
 
     async def _send_with_files(self, rep: Replica, flight: InFlight) -> None:
         async def fetch(value: Any) -> Any:
-            if isinstance(value, str) and (m := _FILE_URL.match(value)):
+            if isinstance(value, str) and (m := FILE_URL.match(value)):
                 data, name, content_type = await self.api.download_file(self.credential, m["id"])
                 b64 = base64.b64encode(data).decode()
                 return {FILE_KEY: {"name": name or "input", "content_type": content_type, "b64": b64}}
@@ -497,17 +439,3 @@ class ModelRunner:
         if rep.drain and rep.ready and not rep.inflight and not rep.shutdown_sent and rep.conn is not None:
             rep.shutdown_sent = True
             rep.conn.send_nowait({"type": "shutdown"})
-
-
-def _has_files(msg: dict[str, Any]) -> bool:
-    return FILE_KEY in json.dumps(msg.get("item") if msg.get("type") == "output" else msg.get("output"))
-
-
-def _file_urls(value: Any) -> bool:
-    if isinstance(value, str):
-        return _FILE_URL.match(value) is not None
-    if isinstance(value, dict):
-        return any(_file_urls(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_file_urls(v) for v in value)
-    return False
