@@ -17,11 +17,26 @@ from gpufleet import __version__
 from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
+from gpufleet.api.routes import (
+    access,
+    agent,
+    agent_jobs,
+    agent_predictions,
+    deployments,
+    events,
+    hosts,
+    job_logs,
+    jobs,
+    ops,
+    predictions,
+    quotas,
+    tenancy,
+    webhooks,
+)
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import resolve as resolve_routes
+from gpufleet.background import autoscaler, events_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.background import costs as costs_loop
-from gpufleet.background import events_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
@@ -35,7 +50,7 @@ from gpufleet.services.wakeups import WakeHub
 log = logging.getLogger(__name__)
 
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
-LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$")
+LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/predictions/events$")
 
 
 def create_app(
@@ -80,6 +95,7 @@ def create_app(
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
             tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
+            tasks.append(asyncio.create_task(autoscaler.run(handle.db, settings, stop), name="autoscaler"))
             if settings.webhook_delivery_enabled:
                 tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
             if settings.notify_stderr:
@@ -138,6 +154,9 @@ def create_app(
         metrics=app.state.http_metrics,
     )
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
+    routers_predictions = (predictions, deployments, agent_predictions)
+    for module in routers_predictions:
+        app.include_router(module.router)
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)

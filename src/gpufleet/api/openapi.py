@@ -109,6 +109,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "costs", "description": "Prices, usage and cost reports, budgets."},
     {"name": "webhooks", "description": "Signed deliveries of events to receivers: endpoints, secrets, history."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+    {"name": "predictions", "description": "Run models: create, wait, stream, cancel, list (Replicate's shapes)."},
+    {"name": "deployments", "description": "Named model versions with scaling bounds, served by replicas."},
 ]
 
 
