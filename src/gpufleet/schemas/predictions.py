@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gpufleet.inference.models_domain import Hardware
 from gpufleet.inference.predictions_domain import (
@@ -307,8 +307,15 @@ class ClaimOut(ResponseModel):
         )
 
 
-class PredictionEventIn(RequestModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)  # logs and items are kept exactly
+class _AgentReport(BaseModel):
+    """What a worker printed or returned is taken as it is: NUL characters in logs are dropped,
+    and an item PostgreSQL cannot store fails that one event, never the batch (so no body-wide
+    text check here, unlike ``RequestModel``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictionEventIn(_AgentReport):
 
     prediction_id: UUID
     replica_id: UUID
@@ -335,7 +342,7 @@ class PredictionEventIn(RequestModel):
         )
 
 
-class EventsIn(RequestModel):
+class EventsIn(_AgentReport):
     events: list[PredictionEventIn] = Field(max_length=1000)
 
 

@@ -80,10 +80,20 @@ def decide(s: ScaleInput, *, scale_up_after_s: float = 1.0) -> ScaleDecision:
 
     need = replicas_for(queue.depth, sum(r.in_flight for r in serving), s.concurrency) if queue.depth else 0
     target = min(max(need, s.min_replicas), s.max_replicas)
-    # Replicas of older releases keep their capacity until new ones take over (a surge of one).
-    cap = max(0, s.max_replicas + (1 if old else 0) - len(current) - len(old))
+
+    # Rolling update: drain the old replicas that the ready new ones make unneeded.
+    ready_new = [r for r in current if r.status is R.READY]
+    if old and ready_new:
+        k = min(len(old), len(ready_new) + len(old) - max(target, 1))
+        for r in sorted(old, key=lambda r: (r.in_flight, -r.idle_s, str(r.id)))[: max(0, k)]:
+            if _may_drain(r, active, drains, s.queues):
+                drains.append(r.id)
+                why.append(f"replica {r.id} replaced by release {rel}")
+    old = [r for r in old if r.id not in drains]
 
     if not s.backing_off:
+        # Replicas of older releases keep their capacity until new ones take over (a surge of one).
+        cap = max(0, s.max_replicas + (1 if old else 0) - len(current) - len(old))
         up = max(0, s.min_replicas - len(current))
         if up:
             why.append(f"below min_replicas ({len(current)} of {s.min_replicas})")
@@ -95,9 +105,8 @@ def decide(s: ScaleInput, *, scale_up_after_s: float = 1.0) -> ScaleDecision:
             why.append(f"{queue.depth} queued for {queue.oldest_s:.1f} s: {len(serving)} of {target} replicas needed")
         up = min(up, cap)
         starts += [v] * up
-        keep = max(target, 1)  # what the roll preserves: never below one serving replica
         rolling = old and not up and not any(r.status is R.STARTING for r in current)
-        if rolling and len(current) < keep and len(current) + len(old) <= s.max_replicas:
+        if rolling and len(current) < max(target, 1) and len(current) + len(old) <= s.max_replicas:
             starts.append(v)
             why.append(f"rolling update to release {rel}: {len(old)} replica(s) of older releases left")
         # Pinned versions nothing serves: one replica each (outside max_replicas).
@@ -106,16 +115,6 @@ def decide(s: ScaleInput, *, scale_up_after_s: float = 1.0) -> ScaleDecision:
             if version != v and q.depth and version not in live_versions:
                 starts.append(version)
                 why.append(f"{q.depth} queued for another version, nothing serves it")
-
-    # Rolling update: drain old replicas the ready new ones make unneeded.
-    ready_new = [r for r in current if r.status is R.READY]
-    if old and ready_new:
-        keep = max(target, 1)
-        k = min(len(old), len(ready_new) + len(old) - keep)
-        for r in sorted(old, key=lambda r: (r.in_flight, -r.idle_s, str(r.id)))[: max(0, k)]:
-            if _may_drain(r, active, drains, s.queues):
-                drains.append(r.id)
-                why.append(f"replica {r.id} replaced by release {rel}")
 
     # Idle replicas beyond the minimum.
     idle = [
