@@ -70,6 +70,14 @@ PERMISSIONS: dict[str, Role] = {
     "files.list": V,
     "files.read": V,
     "files.delete": M,
+    # Predictions and deployments (docs/predictions.md): any member runs models; admins manage deployments.
+    "predictions.create": M,
+    "predictions.list": V,
+    "predictions.read": V,
+    "predictions.cancel": M,
+    "deployments.list": V,
+    "deployments.read": V,
+    "deployments.manage": A,
 }
 
 
