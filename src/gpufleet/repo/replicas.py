@@ -237,6 +237,7 @@ class ClaimView:
     ready_at: datetime | None
     environment_s: float | None
     setup_s: float | None
+    free: int  # its slots less the predictions it is processing now
 
 
 async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> dict[UUID, ClaimView]:
@@ -245,6 +246,8 @@ async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) 
     rows = await conn.fetch(
         """select r.id, r.deployment_id, r.version_id, r.status, r.job_id, j.attempt, j.host_id, j.status as job_status,
                   r.ready_at, r.environment_s, r.setup_s,
+                  r.slots - (select count(*) from predictions p
+                              where p.replica_id = r.id and p.status = 'processing')::int as free,
                   (r.status = 'draining'
                    and (r.drain_sent_at is null or r.drain_sent_at < now() - make_interval(secs => $3))) as drain_due
              from replicas r join jobs j on j.id = r.job_id
@@ -269,6 +272,7 @@ async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) 
             r["ready_at"],
             r["environment_s"],
             r["setup_s"],
+            r["free"],
         )
         for r in rows
     }

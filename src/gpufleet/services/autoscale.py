@@ -11,7 +11,8 @@ its queue per version, it says which replicas to start (by version) and which to
   is drained, while the old and new ready ones together exceed what the demand needs.
 * **Other versions**: predictions pinned to a version nothing serves start one replica of it.
 * **Scale down**: a ready replica idle (nothing claimed or finished) for ``idle_timeout_s`` with
-  nothing in flight is drained, keeping ``min_replicas`` of the current release (0: scale to zero).
+  nothing in flight is drained, keeping ``min_replicas`` of the current release (0: scale to zero)
+  and as many as its queue needs.
 * Never drain the last replica that can serve a version with queued predictions.
 * While the deployment backs off after crashes, nothing starts.
 """
@@ -122,7 +123,7 @@ def decide(s: ScaleInput, *, scale_up_after_s: float = 1.0) -> ScaleDecision:
         for r in active
         if r.status is R.READY and r.in_flight == 0 and r.idle_s >= s.idle_timeout_s and r.id not in drains
     ]
-    spare = len(current) - s.min_replicas
+    spare = len(current) - max(s.min_replicas, target)  # what the queue still needs stays too
     for r in sorted(idle, key=lambda r: (-r.idle_s, str(r.id))):
         is_current = r.version_id == v and r.release == rel
         if is_current and spare <= 0:

@@ -107,7 +107,7 @@ async def _claim_once(db: Database, identity: HostIdentity, slots: Sequence[Clai
                 deployment_id=view.deployment_id,
                 version_id=view.version_id,
                 replica_id=view.replica_id,
-                limit=slot.free_slots,
+                limit=min(slot.free_slots, view.free),  # never more than its slots, whatever the agent says
                 ready_at=view.ready_at,
                 environment_s=view.environment_s,
                 setup_s=view.setup_s,
