@@ -19,6 +19,7 @@ from gpufleet.domain import Role
 from gpufleet.permissions import PERMISSIONS
 from tests.api.conftest import Tenant, TenantFactory
 from tests.factories import create_host
+from tests.predictions.helpers import push
 from tests.tenancy import TENANT_TABLES_SQL
 
 # Operations anyone may call (they carry their own credential in the body).
@@ -30,6 +31,9 @@ PUBLIC |= {("GET", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}
+# ... and so do the model runner's (docs/predictions.md): a stale or foreign replica gets 409 or `ok: false`.
+PUBLIC |= {("POST", "/v1/agent/replicas/{replica_id}/state"), ("POST", "/v1/agent/predictions/claim")}
+PUBLIC |= {("POST", "/v1/agent/predictions/events")}
 
 # A valid body for each operation that takes one; a new operation must be added here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -46,6 +50,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/gpus/{gpu_id}/maintenance"): {"on": True, "reason": "matrix"},
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): {},
+    ("POST", "/v1/models/{owner}/{name}/predictions"): {"input": {"text": "x"}},
+    ("POST", "/v1/deployments/{owner}/{name}/predictions"): {"input": {"text": "x"}},
+    ("PATCH", "/v1/deployments/{owner}/{name}"): {"max_instances": 2},
 }
 
 
@@ -99,6 +106,13 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["job.*"]}  # admitted by app_settings below
     a_webhook = (await client.post("/v1/webhooks", json=hook, headers=a.headers)).json()
     a_delivery = (await client.post(f"/v1/webhooks/{a_webhook['id']}/test", headers=a.headers)).json()
+    await push(db, a)  # a model "echo", and a deployment of the same name
+    await client.post("/v1/deployments", json={"name": "echo", "model": f"{a.org.slug}/echo"}, headers=a.headers)
+    a_prediction = (
+        await client.post(
+            f"/v1/deployments/{a.org.slug}/echo/predictions", json={"input": {"text": "a"}}, headers=a.headers
+        )
+    ).json()
     objects = {
         "org_id": str(a.org.id),
         "user_id": str(a_member.user.id),
@@ -112,6 +126,9 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "token_id": a_token["id"],
         "webhook_id": a_webhook["id"],
         "delivery_id": a_delivery["id"],
+        "owner": a.org.slug,
+        "name": "echo",
+        "prediction_id": a_prediction["id"],
     }
     checked = 0
     before = await _fingerprint(db, a.org.id)
