@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     webhook_endpoint_concurrency: int = Field(default=8, ge=1)  # in flight per endpoint (1: strict order)
     webhook_poll_s: float = Field(default=1.0, gt=0)  # look for due retries at least this often
     webhook_retry_after_max_s: float = Field(default=3600.0, ge=1)
+    # Models and files (docs/predictions.md): the cap of an uploaded file and how long it is kept
+    files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    files_retention_s: int = Field(default=86_400, ge=60)  # default expires_at of an upload
+    files_retention_interval_s: float = Field(default=300.0, gt=0)  # the sweep of expired files
     webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)  # failing this long: disabled
     webhook_rotation_overlap_s: float = Field(default=86400.0, ge=0)  # both secrets sign this long
     # `gpufleet up --notify-stderr`: print admin notifications (docs/events.md, "admin") to stderr.

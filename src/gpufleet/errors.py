@@ -75,3 +75,8 @@ class ConfigurationError(GpufleetError):
 class DatabaseUnavailable(GpufleetError):
     status = 503
     title = "Service Unavailable"
+
+
+class PayloadTooLarge(GpufleetError):
+    status = 413
+    title = "Content Too Large"

@@ -259,6 +259,23 @@ _TYPES: list[EventType] = [
         },
     ),
     EventType(
+        "model.created",
+        "an admin created a model",
+        {"name": "string", "hardware": "object: gpu_count, gpu_milli, min_memory_mb, label"},
+    ),
+    EventType(
+        "model.updated",
+        "an admin changed a model's description or hardware",
+        {"name": "string", "fields": "array of string"},
+    ),
+    EventType("model.deleted", "an admin deleted a model and its versions", {"name": "string"}),
+    EventType(
+        "model.version_created",
+        "a new version was pushed (pushing content seen before records nothing)",
+        {"name": "string", "version": "string: the digest", "archive_size": "integer", "is_generator": "boolean"},
+    ),
+    EventType("model.version_deleted", "an admin deleted a version", {"name": "string", "version": "string"}),
+    EventType(
         "webhook.test",
         "`POST /v1/webhooks/{id}/test`: a ping sent to that webhook only (never recorded in the events list)",
         {"message": "string"},

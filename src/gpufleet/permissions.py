@@ -67,6 +67,17 @@ PERMISSIONS: dict[str, Role] = {
     "deployments.list": V,
     "deployments.read": V,
     "deployments.manage": A,
+    # Models and files (docs/predictions.md): admins manage models; any member uploads input files.
+    "models.list": V,
+    "models.read": V,
+    "models.create": A,
+    "models.update": A,
+    "models.push": A,
+    "models.delete": A,
+    "files.upload": M,
+    "files.list": V,
+    "files.read": V,
+    "files.delete": M,
 }
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,10 +17,10 @@ from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
+from gpufleet.inference import archive
 from gpufleet.permissions import PERMISSIONS
 from tests.api.conftest import Tenant, TenantFactory
 from tests.factories import create_host
-from tests.predictions.helpers import push
 from tests.tenancy import TENANT_TABLES_SQL
 
 # Operations anyone may call (they carry their own credential in the body).
@@ -53,7 +54,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/models/{owner}/{name}/predictions"): {"input": {"text": "x"}},
     ("POST", "/v1/deployments/{owner}/{name}/predictions"): {"input": {"text": "x"}},
     ("PATCH", "/v1/deployments/{owner}/{name}"): {"max_instances": 2},
+    ("PATCH", "/v1/models/{owner}/{name}"): {"description": "matrix"},
 }
+
+
+_ECHO_ARCHIVE = archive.pack(Path(__file__).resolve().parents[2] / "examples" / "models" / "echo")
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -106,11 +111,16 @@ async def test_cross_tenant_objects_are_404_and_untouched(
     hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["job.*"]}  # admitted by app_settings below
     a_webhook = (await client.post("/v1/webhooks", json=hook, headers=a.headers)).json()
     a_delivery = (await client.post(f"/v1/webhooks/{a_webhook['id']}/test", headers=a.headers)).json()
-    await push(db, a)  # a model "echo", and a deployment of the same name
-    await client.post("/v1/deployments", json={"name": "echo", "model": f"{a.org.slug}/echo"}, headers=a.headers)
+    await client.post("/v1/models", json={"name": "matrix"}, headers=a.headers)
+    a_version = (
+        await client.post(f"/v1/models/{a.org.slug}/matrix/versions", content=_ECHO_ARCHIVE, headers=a.headers)
+    ).json()
+    a_file = (await client.post("/v1/files", files={"content": ("a.txt", b"a")}, headers=a.headers)).json()
+    # A deployment of the same name as the model, and a prediction through it.
+    await client.post("/v1/deployments", json={"name": "matrix", "model": f"{a.org.slug}/matrix"}, headers=a.headers)
     a_prediction = (
         await client.post(
-            f"/v1/deployments/{a.org.slug}/echo/predictions", json={"input": {"text": "a"}}, headers=a.headers
+            f"/v1/deployments/{a.org.slug}/matrix/predictions", json={"input": {"text": "a"}}, headers=a.headers
         )
     ).json()
     objects = {
@@ -127,7 +137,9 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "webhook_id": a_webhook["id"],
         "delivery_id": a_delivery["id"],
         "owner": a.org.slug,
-        "name": "echo",
+        "name": "matrix",
+        "version_id": a_version["id"],
+        "file_id": a_file["id"],
         "prediction_id": a_prediction["id"],
     }
     checked = 0

@@ -281,3 +281,15 @@ def test_bad_parameters_name_the_parameter(params: str, message: str) -> None:
 def test_missing_return_annotation() -> None:
     with pytest.raises(InvalidInput, match="return type annotation"):
         _derive("from cog import BasePredictor\nclass Predictor(BasePredictor):\n    def predict(self): ...\n")
+
+
+def test_a_none_default_makes_any_input_optional_as_older_cog_did() -> None:
+    """Cog 0.23 would call `x: str = Input(default=None)` required; predictors written for earlier
+    Cog (pydantic) rely on it being optional, and they must run unchanged."""
+    s = _schemas(
+        "from cog import BasePredictor, Input, Path\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, x: str = Input(default=None), p: Path = None) -> str: ...\n"
+    )
+    assert "required" not in s["Input"]
+    assert s["Input"]["properties"]["x"]["nullable"] is True and s["Input"]["properties"]["p"]["nullable"] is True

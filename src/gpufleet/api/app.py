@@ -34,12 +34,24 @@ from gpufleet.api.routes import (
     webhooks,
 )
 from gpufleet.api.routes import costs as costs_routes
+from gpufleet.api.routes import files as files_routes
+from gpufleet.api.routes import models as models_routes
 from gpufleet.api.routes import resolve as resolve_routes
-from gpufleet.background import autoscaler, events_retention, liveness, notify, reaper, retention, webhook_delivery
+from gpufleet.background import (
+    autoscaler,
+    events_retention,
+    files_retention,
+    liveness,
+    notify,
+    reaper,
+    retention,
+    webhook_delivery,
+)
 from gpufleet.background import costs as costs_loop
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
+from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
 from gpufleet.observability import HttpMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
@@ -51,6 +63,9 @@ log = logging.getLogger(__name__)
 
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
 LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/predictions/events$")
+MODEL_PUSH_PATH = re.compile(r"^/v1/models/[^/]+/[^/]+/versions$")
+FILE_UPLOAD_PATH = re.compile(r"^/v1/files$")
+MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries, headers and small fields around the file
 
 
 def create_app(
@@ -96,6 +111,7 @@ def create_app(
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
             tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
             tasks.append(asyncio.create_task(autoscaler.run(handle.db, settings, stop), name="autoscaler"))
+            tasks.append(asyncio.create_task(files_retention.run(handle.db, settings, stop), name="files-retention"))
             if settings.webhook_delivery_enabled:
                 tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
             if settings.notify_stderr:
@@ -148,7 +164,11 @@ def create_app(
     app.add_middleware(
         GpufleetMiddleware,
         max_body=settings.max_body_bytes,
-        body_limits=[(LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes))],
+        body_limits=[
+            (LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes)),
+            (MODEL_PUSH_PATH, max(settings.max_body_bytes, MAX_ARCHIVE_BYTES)),
+            (FILE_UPLOAD_PATH, max(settings.max_body_bytes, settings.files_max_bytes + MULTIPART_OVERHEAD)),
+        ],
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
         metrics=app.state.http_metrics,
@@ -161,6 +181,8 @@ def create_app(
         app.include_router(module.router)
     openapi.install(app)
     app.include_router(costs_routes.router)
+    app.include_router(models_routes.router)
+    app.include_router(files_routes.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

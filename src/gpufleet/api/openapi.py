@@ -108,6 +108,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "ids", "description": "Short ids: a unique prefix resolved to the whole id."},
     {"name": "costs", "description": "Prices, usage and cost reports, budgets."},
     {"name": "webhooks", "description": "Signed deliveries of events to receivers: endpoints, secrets, history."},
+    {"name": "models", "description": "Cog models and their content-addressed versions (Replicate's shapes)."},
+    {"name": "files", "description": "Uploaded files: prediction inputs and stored outputs, kept until they expire."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
     {"name": "predictions", "description": "Run models: create, wait, stream, cancel, list (Replicate's shapes)."},
     {"name": "deployments", "description": "Named model versions with scaling bounds, served by replicas."},

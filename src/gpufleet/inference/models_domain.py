@@ -148,3 +148,29 @@ class VersionRecord:
     def concurrency(self) -> int:
         """Predictions one replica of this version runs at once (cog.yaml ``concurrency.max``)."""
         return concurrency_of(self.cog_config)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """A model as the API shows it: its owner's slug and its latest version."""
+
+    owner: str
+    model: ModelRecord
+    latest: VersionRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file (an input, or an output the agent stored); its bytes are read apart."""
+
+    id: UUID
+    organization_id: UUID
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    metadata: dict[str, Any]
+    prediction_id: UUID | None
+    created_by: UUID | None
+    expires_at: datetime
+    created_at: datetime
