@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.api.routes.predictions import base_url
+from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.schemas.common import decode_cursor, encode_cursor
 from gpufleet.schemas.predictions import DeploymentCreate, DeploymentPage, DeploymentRead, DeploymentUpdate

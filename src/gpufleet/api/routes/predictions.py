@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import parse_prefer_wait
@@ -33,12 +34,6 @@ PreferHeader = Annotated[
     Header(description="`wait` (60 s) or `wait=n` (1-60): answer when the prediction ends, or after n seconds."),
 ]
 SourceHeader = Annotated[str | None, Header(alias="x-gpufleet-source", description="`cli` or `web`; default `api`.")]
-
-
-def base_url(request: Request) -> str:
-    """The server's address as clients reach it (``public_url`` when set)."""
-    public = request.app.state.settings.public_url
-    return str(public or request.base_url).rstrip("/")
 
 
 def hub_of(request: Request) -> WakeHub | None:
