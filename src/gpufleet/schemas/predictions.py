@@ -102,14 +102,6 @@ class PredictionRead(ResponseModel):
         )
 
 
-class PredictionPage(ResponseModel):
-    """Replicate's cursor page: `next`/`previous` are URLs to GET (null at either end)."""
-
-    previous: str | None = None
-    next: str | None = None
-    results: list[PredictionRead]
-
-
 # ------------------------------------------------------------------------------ deployments
 
 
@@ -245,12 +237,6 @@ class DeploymentRead(ResponseModel):
             failures=d.failures,
             next_start_after=d.next_start_after,
         )
-
-
-class DeploymentPage(ResponseModel):
-    previous: str | None = None
-    next: str | None = None
-    results: list[DeploymentRead]
 
 
 # ------------------------------------------------------------------------------ the agent's side
