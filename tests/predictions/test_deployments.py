@@ -142,7 +142,7 @@ async def test_a_rolling_update_moves_to_the_new_version_with_no_failed_predicti
 
     seen: list[str] = []
     for _ in range(6):  # tick, start what was placed, until only new replicas remain
-        report = await autoscaler.run_once(db, SETTINGS)
+        await autoscaler.run_once(db, SETTINGS)
         new = await node.start_replicas()
         seen += [a["replica"]["digest"] for a in new]
         told = await node.claim(old, free=0)

@@ -111,8 +111,8 @@ def create_app(
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
             tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
-            tasks.append(asyncio.create_task(files_retention.run(handle.db, settings, stop), name="files-retention"))
             tasks.append(asyncio.create_task(autoscaler.run(handle.db, settings, stop), name="autoscaler"))
+            tasks.append(asyncio.create_task(files_retention.run(handle.db, settings, stop), name="files-retention"))
             if settings.webhook_delivery_enabled:
                 tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
             if settings.notify_stderr:

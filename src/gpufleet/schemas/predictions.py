@@ -50,12 +50,6 @@ class PredictionCreate(RequestModel):
     stream: bool = Field(default=False, description="Offer `urls.stream` (server-sent events).")
 
 
-class PredictionUrls(ResponseModel):
-    get: str
-    cancel: str
-    stream: str | None = None
-
-
 class PredictionRead(ResponseModel):
     id: str
     model: str = Field(description="owner/name")
@@ -74,7 +68,9 @@ class PredictionRead(ResponseModel):
         default_factory=dict,
         description="predict_time, total_time, queue_time, cold_start (and environment_time, setup_time on one).",
     )
-    urls: PredictionUrls
+    urls: dict[str, str] = Field(
+        description="`get`, `cancel`, and `stream` when the prediction was created with `stream`."
+    )
     deployment: str | None = Field(default=None, description="owner/name, when created through a deployment.")
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
@@ -99,19 +95,11 @@ class PredictionRead(ResponseModel):
             completed_at=p.completed_at,
             source=p.source,
             metrics=p.metrics,
-            urls=PredictionUrls(get=url, cancel=f"{url}/cancel", stream=f"{url}/stream" if p.stream else None),
+            urls={"get": url, "cancel": f"{url}/cancel", **({"stream": f"{url}/stream"} if p.stream else {})},
             deployment=f"{owner}/{p.deployment}" if p.deployment else None,
             webhook=p.webhook,
             webhook_events_filter=p.webhook_events_filter if p.webhook else None,
         )
-
-
-class PredictionPage(ResponseModel):
-    """Replicate's cursor page: `next`/`previous` are URLs to GET (null at either end)."""
-
-    previous: str | None = None
-    next: str | None = None
-    results: list[PredictionRead]
 
 
 # ------------------------------------------------------------------------------ deployments
@@ -251,12 +239,6 @@ class DeploymentRead(ResponseModel):
         )
 
 
-class DeploymentPage(ResponseModel):
-    previous: str | None = None
-    next: str | None = None
-    results: list[DeploymentRead]
-
-
 # ------------------------------------------------------------------------------ the agent's side
 
 
@@ -316,7 +298,6 @@ class _AgentReport(BaseModel):
 
 
 class PredictionEventIn(_AgentReport):
-
     prediction_id: UUID
     replica_id: UUID
     type: Literal["logs", "output", "done"]

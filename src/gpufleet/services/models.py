@@ -40,9 +40,11 @@ async def _slug(conn: Connection, org_id: UUID) -> str:
     return org.slug
 
 
-async def _model(
+async def find_model(
     conn: Connection, org_id: UUID, owner: str, name: str, *, for_update: bool = False
 ) -> tuple[str, ModelRecord]:
+    """(the organization's slug, the model ``owner/name``) in the caller's transaction; NotFound
+    when ``owner`` is not this organization's slug or it has no such model (predictions use it)."""
     slug = await _slug(conn, org_id)
     m = await repo.get_model(conn, org_id=org_id, name=name, for_update=for_update) if slug == owner else None
     if m is None:
@@ -87,7 +89,7 @@ async def create(
 async def get(db: Database, p: Principal, owner: str, name: str) -> ModelView:
     org_id = p.require_org()
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        slug, m = await _model(conn, org_id, owner, name)
+        slug, m = await find_model(conn, org_id, owner, name)
         latest = (
             await repo.get_version(conn, org_id=org_id, version_id=m.latest_version_id) if m.latest_version_id else None
         )
@@ -129,7 +131,7 @@ async def update(
             "ram_mb": hardware.ram_mb,
         }
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        slug, m = await _model(conn, org_id, owner, name, for_update=True)
+        slug, m = await find_model(conn, org_id, owner, name, for_update=True)
         updated = await repo.update_model(conn, org_id=org_id, model_id=m.id, fields=fields)
         assert updated is not None
         if fields:
@@ -146,7 +148,7 @@ async def delete(db: Database, p: Principal, owner: str, name: str) -> None:
     org_id = p.require_org()
     try:
         async with db.transaction(org_id, user_id=p.user_id) as conn:
-            _, m = await _model(conn, org_id, owner, name, for_update=True)
+            _, m = await find_model(conn, org_id, owner, name, for_update=True)
             await _event(conn, p, m, "model.deleted", {})
             await repo.delete_model(conn, org_id=org_id, model_id=m.id)
     except asyncpg.ForeignKeyViolationError:
@@ -166,14 +168,14 @@ async def push(db: Database, p: Principal, owner: str, name: str, data: bytes) -
     the same content was pushed before (pushing an older directory again rolls back to it)."""
     org_id = p.require_org()
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        _, m = await _model(conn, org_id, owner, name)
+        _, m = await find_model(conn, org_id, owner, name)
     if not data:
         raise InvalidInput("the request body must be the model directory as a tar.gz (gpufleet models push)")
     if len(data) > archive.MAX_ARCHIVE_BYTES:
         raise PayloadTooLarge(f"the archive is over {archive.MAX_ARCHIVE_BYTES // 2**20} MiB")
     digest, info = await asyncio.to_thread(_inspect, owner, name, data)
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        _, m = await _model(conn, org_id, owner, name, for_update=True)
+        _, m = await find_model(conn, org_id, owner, name, for_update=True)
         version, created = await repo.insert_version(
             conn, org_id=org_id, model_id=m.id, digest=digest, archive=data, info=info, created_by=p.user_id
         )
@@ -195,7 +197,7 @@ async def version_page(
 ) -> list[VersionRecord]:
     org_id = p.require_org()
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        _, m = await _model(conn, org_id, owner, name)
+        _, m = await find_model(conn, org_id, owner, name)
         return await repo.page_versions(conn, org_id=org_id, model_id=m.id, limit=limit, after=after)
 
 
@@ -209,7 +211,7 @@ async def _version(conn: Connection, org_id: UUID, m: ModelRecord, owner: str, d
 async def version(db: Database, p: Principal, owner: str, name: str, digest: str) -> VersionRecord:
     org_id = p.require_org()
     async with db.transaction(org_id, user_id=p.user_id) as conn:
-        _, m = await _model(conn, org_id, owner, name)
+        _, m = await find_model(conn, org_id, owner, name)
         return await _version(conn, org_id, m, owner, digest)
 
 
@@ -218,7 +220,7 @@ async def delete_version(db: Database, p: Principal, owner: str, name: str, dige
     org_id = p.require_org()
     try:
         async with db.transaction(org_id, user_id=p.user_id) as conn:
-            _, m = await _model(conn, org_id, owner, name, for_update=True)
+            _, m = await find_model(conn, org_id, owner, name, for_update=True)
             v = await _version(conn, org_id, m, owner, digest)
             await repo.delete_version(conn, org_id=org_id, version_id=v.id)
             if m.latest_version_id == v.id:

@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.api.routes.predictions import base_url
+from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.schemas.common import decode_cursor, encode_cursor
-from gpufleet.schemas.predictions import DeploymentCreate, DeploymentPage, DeploymentRead, DeploymentUpdate
+from gpufleet.schemas.models import CursorPage
+from gpufleet.schemas.predictions import DeploymentCreate, DeploymentRead, DeploymentUpdate
 from gpufleet.services import deployments
 from gpufleet.services.deployments import Scaling
 
@@ -46,7 +47,7 @@ async def create_deployment(body: DeploymentCreate, p: Caller, db: DB) -> Deploy
 @router.get("/deployments", **requires("deployments.list"))
 async def list_deployments(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> DeploymentPage:
+) -> CursorPage[DeploymentRead]:
     """Newest first, the models' own deployments included (`implicit`)."""
     views = await deployments.page(db, p.require_org(), limit=limit + 1, before=decode_cursor(cursor))
     items = views[:limit]
@@ -57,7 +58,7 @@ async def list_deployments(
             {"limit": str(limit)} if limit != DEFAULT_LIMIT else {}
         )
         nxt = f"{base_url(request)}/v1/deployments?{urlencode(query)}"
-    return DeploymentPage(next=nxt, results=[DeploymentRead.of(v) for v in items])
+    return CursorPage[DeploymentRead](next=nxt, results=[DeploymentRead.of(v) for v in items])
 
 
 @router.get("/deployments/{owner}/{name}", **requires("deployments.read", NOT_FOUND))

@@ -22,7 +22,8 @@ PUSH_BODY: dict[str, Any] = {
         "required": True,
         "description": f"The model directory (cog.yaml, predict.py, ...) as a tar.gz, at most "
         f"{MAX_ARCHIVE_BYTES // 2**20} MiB; `gpufleet models push` packs it.",
-        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        # application/gzip is what the CLI sends; any content type is read the same
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
@@ -45,7 +46,10 @@ def _push_route() -> dict[str, Any]:
         "models.push",
         {
             **NOT_FOUND,
-            200: {"description": "the same content was pushed before: that version, now the latest again"},
+            200: {
+                "model": VersionRead,
+                "description": "the same content was pushed before: that version, now the latest again",
+            },
             413: {"description": f"the archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB"},
             422: {"description": "not a tar.gz, or cog.yaml / predict.py cannot be read (`detail` says where)"},
         },

@@ -13,10 +13,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import parse_prefer_wait
-from gpufleet.schemas.predictions import PredictionCreate, PredictionPage, PredictionRead
+from gpufleet.schemas.models import CursorPage
+from gpufleet.schemas.predictions import PredictionCreate, PredictionRead
 from gpufleet.services import prediction_stream, predictions
 from gpufleet.services.predictions import NewPrediction, Target
 from gpufleet.services.wakeups import WakeHub
@@ -33,12 +35,6 @@ PreferHeader = Annotated[
     Header(description="`wait` (60 s) or `wait=n` (1-60): answer when the prediction ends, or after n seconds."),
 ]
 SourceHeader = Annotated[str | None, Header(alias="x-gpufleet-source", description="`cli` or `web`; default `api`.")]
-
-
-def base_url(request: Request) -> str:
-    """The server's address as clients reach it (``public_url`` when set)."""
-    public = request.app.state.settings.public_url
-    return str(public or request.base_url).rstrip("/")
 
 
 def hub_of(request: Request) -> WakeHub | None:
@@ -141,7 +137,7 @@ async def create_deployment_prediction(
 @router.get("/predictions", **requires("predictions.list"))
 async def list_predictions(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> PredictionPage:
+) -> CursorPage[PredictionRead]:
     """Newest first; `next` and `previous` are the URLs of the neighbouring pages."""
     page = await predictions.list_page(db, p.require_org(), limit=limit, cursor=cursor)
     base = base_url(request)
@@ -152,7 +148,7 @@ async def list_predictions(
         query = {"cursor": c} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
         return f"{base}/v1/predictions?{urlencode(query)}"
 
-    return PredictionPage(
+    return CursorPage[PredictionRead](
         previous=url(page.previous_cursor),
         next=url(page.next_cursor),
         results=[PredictionRead.of(x, base, page.owner) for x in page.items],
