@@ -1,17 +1,16 @@
 """Claiming predictions for a host's replicas: long-polls of ``POST /v1/agent/predictions/claim``.
 
-One poll normally covers every ready replica of the host, each with the slots it offers. A poll
-that offers slots may claim predictions, so it is never abandoned: its answer could hold work the
-server already handed over. Slots that free up while it waits are offered by another poll of their
-own (each poll *reserves* what it offers, so two polls never offer the same slot). When no slot is
-free, one poll offering none still listens for cancels and drains; that one claims nothing and is
-simply dropped when slots free up, so the next claim goes out at once (docs/agent.md, "Claims").
+One poll normally covers every ready replica of the host, each with the slots it offers. A poll is
+never abandoned: its answer may hold predictions the server already handed over, or cancels and
+drains it marked as told. Slots that free up while a poll waits are offered by another poll of
+their own (each poll *reserves* what it offers, so two polls never offer the same slot). When no
+slot is free, one poll offering none listens for cancels and drains. So at most one poll per
+free slot, plus one, is outstanding (docs/agent.md, "Claims").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -71,9 +70,6 @@ class Claimer:
             return
         listed = [r for r in self.replicas() if r.listed]
         if not listed:
-            for task, offer in list(self.polls.items()):
-                if not any(offer.values()):
-                    task.cancel()
             return
         offered: dict[str, int] = {}
         for offer in self.polls.values():
@@ -82,10 +78,6 @@ class Claimer:
         new = {r.key: r.free - offered.get(r.key, 0) for r in listed}
         new = {k: n for k, n in new.items() if n > 0}
         if new:
-            for task, offer in list(self.polls.items()):
-                if not any(offer.values()):  # a listening poll claims nothing: safe to drop
-                    task.cancel()
-                    del self.polls[task]
             self._start(new, listed)
         elif not self.polls:
             self._start({}, listed)
@@ -101,6 +93,7 @@ class Claimer:
             ],
         )
         task = asyncio.create_task(self._poll(request), name="gpufleet-claim")
+        log.debug("claim poll %s offers %s", id(task), offer)
         self.polls[task] = offer
 
     async def _poll(self, request: ClaimIn) -> None:
@@ -119,8 +112,7 @@ class Claimer:
             if not self.on_reply(reply):
                 pause = QUIET_S
         if pause:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(pause)
+            await asyncio.sleep(pause)
         self.polls.pop(task, None)
         self.kick()
 

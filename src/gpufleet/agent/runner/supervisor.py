@@ -236,6 +236,7 @@ class ModelRunner:
 
     def _on_message(self, rep: Replica, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
+        log.debug("worker says %.200s", msg)
         rid = str(rep.replica_id)
         if kind == "status":
             self._on_status(rep, msg)
@@ -378,6 +379,7 @@ class ModelRunner:
     # -- claims ----------------------------------------------------------------------------------
 
     def _on_claim(self, reply: ClaimOut) -> bool:
+        log.debug("claim reply: %s", reply)
         new = False
         by_id = {r.replica_id: r for r in self.replicas.values()}
         for p in reply.predictions:
