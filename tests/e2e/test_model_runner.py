@@ -204,3 +204,59 @@ async def test_an_agent_restart_adopts_the_running_worker(cluster: Cluster) -> N
 
 async def _status(c: Cluster, pid: str, status: str) -> bool:
     return (await get(c, pid))["status"] == status
+
+
+BROKEN = """
+from cog import BasePredictor
+
+class Predictor(BasePredictor):
+    def setup(self):
+        print("loading weights")
+        raise RuntimeError("weights not found at /models/x")
+
+    def predict(self) -> str:
+        return "never"
+"""
+
+
+async def test_scale_to_zero_drains_the_replica_and_its_worker_exits_cleanly(cluster: Cluster) -> None:
+    await cluster.start_agent()
+    await push(cluster, "echo", EXAMPLES / "echo")
+    org = cluster.owner.org.slug
+    r = await cluster.api.post(
+        "/v1/deployments",
+        json={"name": "quick", "model": f"{org}/echo", "min_instances": 0, "max_instances": 1, "idle_timeout_s": 1},
+    )
+    assert r.status_code == 201, r.text
+    r = await cluster.api.post(
+        f"/v1/deployments/{org}/quick/predictions", json={"input": {"text": "z"}}, headers={"Prefer": "wait=60"}
+    )
+    assert r.status_code in (200, 201) and r.json()["output"] == "z", r.text
+    (job,) = (await cluster.api.get("/v1/jobs", params={"kind": "replica"})).json()["items"]
+    done = await cluster.wait(job["id"], deadline_s=30)
+    assert (done["status"], done["exit_code"]) == ("succeeded", 0), done  # drained: shutdown, exit 0
+    deployment = (await cluster.api.get(f"/v1/deployments/{org}/quick")).json()
+    assert [rep["status"] for rep in deployment["replicas"] if rep["status"] != "stopped"] == []
+
+
+async def test_a_failing_setup_fails_the_replica_with_its_error(cluster: Cluster) -> None:
+    await cluster.start_agent()
+    await push(cluster, "broken", model_dir(cluster.tmp, "broken", BROKEN))
+    p = await predict(cluster, "broken", {}, wait=None)
+    org = cluster.owner.org.slug
+
+    async def failed_replica() -> tuple[str, str] | None:
+        async with cluster.db.system_transaction() as conn:
+            row = await conn.fetchrow("select job_id, error from replicas where error is not null limit 1")
+        return None if row is None else (str(row["job_id"]), row["error"])
+
+    job_id, error = await until(failed_replica, what="the replica to fail")
+    assert "RuntimeError: weights not found at /models/x" in error, error
+    job = await cluster.wait(job_id)
+    assert job["status"] == "failed", job
+    assert b"loading weights" in (await cluster.logs(job_id))["stdout"]
+    del org
+    # The prediction waiting for it fails with the reason (it never ran).
+    p = await finished(cluster, p["id"], 20)
+    assert p["status"] == "failed" and "RuntimeError: weights not found at /models/x" in p["error"], p
+    assert p["started_at"] is None

@@ -43,6 +43,7 @@ class Replica:
     setup_s: float | None = None
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    reporting: asyncio.Task[None] | None = None  # a state report on its way
     gone: bool = False
 
     @property

@@ -159,6 +159,8 @@ class ModelRunner:
             for pid in list(rep.inflight):
                 self.events.add(pid, str(rep.replica_id), "done", status="failed", error=error[-4000:])
             rep.inflight.clear()
+        if rep.reporting is not None:  # let a report on its way land first: one report per state
+            await asyncio.wait({rep.reporting}, timeout=10)
         if rep.reported is None and not run.fenced:
             rep.error = rep.error or f"the worker exited before it was ready ({outcome.reason})" + (
                 f": {tail}" if tail else ""
@@ -323,12 +325,12 @@ class ModelRunner:
         for flight in list(rep.inflight.values()):  # sent to a worker that never got it: again
             if flight.id not in known and flight.input is not None and rep.conn is not None:
                 rep.conn.send_nowait({"type": "predict", "id": flight.id, "input": flight.input})
-        if state == "ready" and not rep.ready:
-            self._spawn(self._become_ready(rep))
+        if state == "ready" and not rep.ready and rep.reporting is None:
+            rep.reporting = self._spawn(self._become_ready(rep))
         elif state == "failed":
             rep.error = str(msg.get("error") or "setup() failed")
-            if rep.reported is None:
-                self._spawn(self._report(rep, "failed"))
+            if rep.reported is None and rep.reporting is None:
+                rep.reporting = self._spawn(self._reported(rep, "failed"))
         self.claimer.kick()
 
     async def _become_ready(self, rep: Replica) -> None:
@@ -345,6 +347,9 @@ class ModelRunner:
         )
         self._maybe_shutdown(rep)
         self.claimer.kick()
+
+    async def _reported(self, rep: Replica, state: str) -> None:
+        await self._report(rep, state)
 
     async def _report(self, rep: Replica, state: str) -> bool:
         """POST the replica's state until it lands: True; False when refused (a 409 fences the job)."""

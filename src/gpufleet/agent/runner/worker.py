@@ -269,7 +269,7 @@ class Worker:
                     (loop or asyncio.new_event_loop()).run_until_complete(_awaited(result))
         except BaseException as exc:
             traceback.print_exc()
-            self.state, self.error = "failed", f"setup failed: {type(exc).__name__}: {exc}"
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             self.status_changed()
             return
         self.setup_s = time.perf_counter() - started
