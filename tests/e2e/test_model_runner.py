@@ -260,3 +260,23 @@ async def test_a_failing_setup_fails_the_replica_with_its_error(cluster: Cluster
     p = await finished(cluster, p["id"], 20)
     assert p["status"] == "failed" and "RuntimeError: weights not found at /models/x" in p["error"], p
     assert p["started_at"] is None
+
+
+async def test_an_agent_stopping_its_jobs_fails_the_predictions_in_flight_with_why(cluster: Cluster) -> None:
+    marks = cluster.tmp / "marks"
+    marks.mkdir()
+    node = await cluster.start_agent(stop_jobs_on_exit=True)
+    await push(
+        cluster, "runner", model_dir(cluster.tmp, "runner", MODEL.replace('os.environ["GF_MARKS"]', repr(str(marks))))
+    )
+    slow = await predict(cluster, "runner", {"text": "slow", "mode": "slow"}, wait=None)
+    await until(lambda: _status(cluster, slow["id"], "processing"), what="the slow prediction to run")
+    await until(lambda: _logged(cluster, slow["id"]), what="its first line")
+    await node.close()
+    p = await finished(cluster, slow["id"], 20)
+    assert p["status"] == "failed" and "interrupted: the agent stopped" in p["error"], p
+    assert "serving slow" in p["logs"]
+
+
+async def _logged(c: Cluster, pid: str) -> bool:
+    return bool((await get(c, pid))["logs"])

@@ -101,7 +101,7 @@ class JobRunner:
         """Recover and reconcile, then poll for assignments until ``stop``; never raises for the server."""
         self._stop = stop
         if self.models is not None:
-            self.spawn(self.models.run(stop))
+            self.spawn(self.models.run())
         if not await self.recover():
             return
         failures = 0

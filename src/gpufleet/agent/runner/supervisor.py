@@ -72,17 +72,15 @@ class ModelRunner:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """The event sender, until stopped (claims start as replicas become ready)."""
-        sender = self._spawn(self.events.run())
-        await stop.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.events.flushed(2.0)
-        sender.cancel()
+    async def run(self) -> None:
+        """The event sender, until ``close()`` (claims start as replicas become ready): it outlives
+        the agent's stop signal, so what ending workers report still goes out while jobs stop."""
+        await self.events.run()
 
     async def close(self) -> None:
         self._halt.set()
         self.claimer.close()
+        await self.events.flushed(2.0)
         for rep in self.replicas.values():
             if rep.conn is not None:
                 rep.conn.close()
