@@ -32,6 +32,8 @@ class Predictor(BasePredictor):
                 time.sleep(0.01)
         if mode == "crash":
             os._exit(7)
+        if mode == "huge":
+            return "x" * 6_000_000
         if mode == "file":
             out = Path("result.txt")
             out.write_text(text.upper())
@@ -149,6 +151,10 @@ async def test_cancel_crash_files_and_a_replacement(cluster: Cluster) -> None:
     assert p["status"] == "succeeded" and p["output"].endswith("/download"), p
     got = await cluster.api.get(p["output"])
     assert got.status_code == 200 and got.content == b"FILE"
+
+    # An output the server will not take (over its body limit) still ends the prediction.
+    p = await predict(cluster, "runner", {"text": "big", "mode": "huge"})
+    assert p["status"] == "failed" and "the server refused the prediction's result" in p["error"], p
 
     # Cancel: the running predict() is interrupted and the replica goes on.
     slow = await predict(cluster, "runner", {"text": "slow", "mode": "slow"}, wait=None)

@@ -26,6 +26,8 @@ log = logging.getLogger("gpufleet.agent.runner")
 
 MAX_BATCH_BYTES = 900 * 1024  # under the server's 1 MiB body limit
 MAX_BATCH_EVENTS = 1000
+MAX_TEXT = 256 * 1024  # characters of log text per event: a long burst travels as several
+MAX_ERROR = 10_000  # characters of a prediction's error (its end: where the reason usually is)
 Backoff = Callable[[int, float | None], float]
 
 
@@ -35,6 +37,8 @@ class Pending:
     done: bool
     prediction_id: str
     sent: Callable[[bool, str | None], None] | None = None  # (accepted, reason) once the server answered
+    replica_id: str = ""
+    fallback: bool = False  # a done standing in for one the server refused
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -65,10 +69,36 @@ class EventSender:
         sent: Callable[[bool, str | None], None] | None = None,
         **fields: Any,
     ) -> None:
+        if kind == "logs":
+            text = str(fields.get("text") or "")
+            for at in range(0, len(text), MAX_TEXT):
+                self._push(prediction_id, replica_id, kind, None, {"text": text[at : at + MAX_TEXT]})
+            return
+        if isinstance(fields.get("error"), str):
+            fields["error"] = fields["error"][-MAX_ERROR:]
+        self._push(prediction_id, replica_id, kind, sent, fields)
+
+    def _push(
+        self,
+        prediction_id: str,
+        replica_id: str,
+        kind: str,
+        sent: Callable[[bool, str | None], None] | None,
+        fields: dict[str, Any],
+        *,
+        fallback: bool = False,
+    ) -> None:
         event = {"prediction_id": prediction_id, "replica_id": replica_id, "type": kind}
         event.update((k, v) for k, v in fields.items() if v is not None)
-        body = json.dumps(event, ensure_ascii=False, allow_nan=False).encode()
-        self.queue.append(Pending(body, kind == "done", prediction_id, sent))
+        try:
+            body = json.dumps(event, ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:  # not JSON (a worker bug): the prediction fails, saying so
+            if kind != "done":
+                log.warning("prediction %s: an event that is not JSON was dropped (%s)", prediction_id, exc)
+                return
+            reason = {"status": "failed", "error": f"the prediction's result is not JSON: {exc}"}
+            body = json.dumps({**{k: event[k] for k in ("prediction_id", "replica_id", "type")}, **reason}).encode()
+        self.queue.append(Pending(body, kind == "done", prediction_id, sent, replica_id, fallback))
         self._idle.clear()
         self._wake.set()
         if kind == "done":
@@ -134,7 +164,11 @@ class EventSender:
                 return
             log.error("the server refused %d prediction events (%s); they were dropped", len(batch), exc)
             for p in batch:
-                _notify(p, False, str(exc))
+                if p.done and not p.fallback:  # the prediction must still end: without its result
+                    error = {"status": "failed", "error": f"the server refused the prediction's result: {exc.detail}"}
+                    self._push(p.prediction_id, p.replica_id, "done", p.sent, error, fallback=True)
+                else:
+                    _notify(p, False, str(exc))
             return
         self.sent_batches += 1
         answers = [(r.ok, r.reason) for r in reply.results]

@@ -300,6 +300,8 @@ class Worker:
                     raise self.cancel_exc("prediction canceled")
                 kwargs = wio.coerce_inputs(self.fn, msg.get("input") or {}, files_dir)
                 self.running, self.in_predict = pid, True
+                if pid in self.canceled:  # canceled while its input was being prepared
+                    raise self.cancel_exc("prediction canceled")
                 if self.capture is not None:
                     self.capture.owner = pid
                 started = time.perf_counter()
