@@ -35,7 +35,7 @@ from gpufleet.repo import prediction_queue as queue
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.replicas import ClaimView
 from gpufleet.services.hosts import ensure_current
-from gpufleet.services.prediction_events import predictions_moved
+from gpufleet.services.prediction_events import predictions_moved, webhook
 from gpufleet.services.reports import actor_of
 from gpufleet.services.wakeups import WakeHub
 
@@ -191,9 +191,11 @@ async def _apply(conn: Conn, org_id: UUID, e: PredictionEvent, actor: str) -> st
                 text=_clean_text(e.text, MAX_LOGS_CHARS) or "",
                 cap=MAX_LOGS_CHARS,
             )
+            await webhook(conn, p, "logs", throttle=True)
         return None
     if e.type == "output":
         await queue.append_output(conn, org_id=org_id, prediction_id=p.id, item=e.item)
+        await webhook(conn, p, "output", throttle=True)
         return None
     error = _clean_text(e.error, MAX_ERROR)
     if e.status == "failed" and not error:
