@@ -32,6 +32,10 @@ PUBLIC |= {("GET", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}
+# The Model Runner's downloads and uploads: another organization's host gets 404
+# (tests/api/test_agent_models_api.py).
+PUBLIC |= {("GET", "/v1/agent/model-versions/{version_id}/archive"), ("POST", "/v1/agent/files")}
+PUBLIC |= {("GET", "/v1/agent/files/{file_id}")}
 # ... and so do the model runner's (docs/predictions.md): a stale or foreign replica gets 409 or `ok: false`.
 PUBLIC |= {("POST", "/v1/agent/replicas/{replica_id}/state"), ("POST", "/v1/agent/predictions/claim")}
 PUBLIC |= {("POST", "/v1/agent/predictions/events")}

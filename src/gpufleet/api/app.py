@@ -21,6 +21,7 @@ from gpufleet.api.routes import (
     access,
     agent,
     agent_jobs,
+    agent_models,
     agent_predictions,
     deployments,
     events,
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
 LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/predictions/events$")
 MODEL_PUSH_PATH = re.compile(r"^/v1/models/[^/]+/[^/]+/versions$")
-FILE_UPLOAD_PATH = re.compile(r"^/v1/files$")
+FILE_UPLOAD_PATH = re.compile(r"^/v1(/agent)?/files$")  # members' uploads, and the Model Runner's outputs
 MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries, headers and small fields around the file
 
 
@@ -183,6 +184,7 @@ def create_app(
     app.include_router(costs_routes.router)
     app.include_router(models_routes.router)
     app.include_router(files_routes.router)
+    app.include_router(agent_models.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
 import asyncpg
@@ -64,9 +64,13 @@ async def claim(
     wait_s: float,
     hub: WakeHub | None,
     poll_s: float = 0.5,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> ClaimResult:
     """Predictions for the offered replicas, cancels and drains to act on; answered at once when
-    any is non-empty, else when one arrives within ``wait_s`` (0..30) seconds."""
+    any is non-empty, else when one arrives within ``wait_s`` (0..30) seconds.
+
+    ``gone``: whether the agent hung up (it stopped, or gave up on this poll). A claim after that
+    would hand predictions, cancels and drains to nobody, so the poll then ends with nothing."""
     if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not math.isfinite(wait_s) or wait_s < 0:
         raise InvalidInput("wait_s must be a number of seconds >= 0", field="wait_s")
     if len(slots) > MAX_REPLICAS:
@@ -80,6 +84,8 @@ async def claim(
             if not found.empty or left <= 0:
                 return found
             await asyncio.sleep(min(poll_s, left))
+            if gone is not None and await gone():
+                return ClaimResult([], [], [])
     with hub.subscribe("predictions", identity.host_id) as sub:  # before the read: no lost wake-up
         while True:
             found = await _claim_once(db, identity, slots)
@@ -87,6 +93,8 @@ async def claim(
             if not found.empty or left <= 0 or hub.draining:
                 return found
             await sub.wait(left)
+            if gone is not None and await gone():
+                return ClaimResult([], [], [])
 
 
 async def _claim_once(db: Database, identity: HostIdentity, slots: Sequence[ClaimSlot]) -> ClaimResult:
