@@ -65,6 +65,7 @@ async def claim(
     hub: WakeHub | None,
     poll_s: float = 0.5,
     gone: Callable[[], Awaitable[bool]] | None = None,
+    max_wait_s: float = CLAIM_WAIT_MAX_S,
 ) -> ClaimResult:
     """Predictions for the offered replicas, cancels and drains to act on; answered at once when
     any is non-empty, else when one arrives within ``wait_s`` (0..30) seconds.
@@ -76,7 +77,7 @@ async def claim(
     if len(slots) > MAX_REPLICAS:
         raise InvalidInput(f"replicas: at most {MAX_REPLICAS} per claim", field="replicas")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(float(wait_s), CLAIM_WAIT_MAX_S)
+    deadline = loop.time() + min(float(wait_s), CLAIM_WAIT_MAX_S, max_wait_s)  # the assignments' cap too
     if hub is None:
         while True:
             found = await _claim_once(db, identity, slots)
