@@ -14,7 +14,7 @@ from tests.api.conftest import Tenant
 from tests.execution.helpers import sql
 from tests.predictions.helpers import Agent, agent, done, push
 from tests.predictions.test_predictions_api import model_url, predict
-from tests.scheduling.helpers import settings
+from tests.scheduling.helpers import scheduler, settings
 
 
 async def running_replica(client: httpx.AsyncClient, db: Database, owner: Tenant) -> tuple[Agent, dict[str, Any], str]:
@@ -137,8 +137,6 @@ async def test_a_failed_setup_fails_what_waits_for_that_version(
     node = await agent(client, db, owner)
     p = await predict(client, owner, {"text": "x"})
     await autoscaler.run_once(db, settings())
-    from tests.scheduling.helpers import scheduler
-
     await scheduler(db).run_once()
     (a,) = await node.assignments()
     await client.post(f"/v1/agent/jobs/{a['job_id']}/started", json={"attempt": 1}, headers=node.headers)
@@ -149,3 +147,30 @@ async def test_a_failed_setup_fails_what_waits_for_that_version(
     assert got["status"] == "failed" and "ImportError: no module named torch" in got["error"]
     r = await client.post(model_url(owner), json={"input": {"text": "y"}}, headers=owner.headers)
     assert r.status_code == 201  # a new prediction queues again (after the backoff, a new replica tries)
+
+
+async def test_a_replica_no_host_can_hold_fails_what_waits_and_the_sweep_stops_it(
+    client: httpx.AsyncClient, db: Database, owner: Tenant
+) -> None:
+    await push(db, owner)
+    await agent(client, db, owner)  # A100s only
+    r = await client.post(
+        "/v1/deployments",
+        json={"name": "big", "model": f"{owner.org.slug}/echo", "hardware": "1x H100"},
+        headers=owner.headers,
+    )
+    assert r.status_code == 201, r.text
+    p = (
+        await client.post(
+            f"/v1/deployments/{owner.org.slug}/big/predictions", json={"input": {"text": "x"}}, headers=owner.headers
+        )
+    ).json()
+    await scheduler(db).run_once()  # set-based: allocation_failed, no transition hook runs
+    (job,) = (await client.get("/v1/jobs?kind=replica", headers=owner.headers)).json()["items"]
+    assert job["status"] == "allocation_failed"
+    report = await autoscaler.run_once(db, settings())
+    assert report.stopped == [UUID(job["id"])]
+    got = await prediction(client, owner, p["id"])
+    assert got["status"] == "failed" and got["error"].startswith("no host can run a replica of this model")
+    d = (await client.get(f"/v1/deployments/{owner.org.slug}/big", headers=owner.headers)).json()
+    assert d["replicas"] == [] and d["failures"] == 1 and d["queued"] == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -121,10 +121,41 @@ class Prediction:
     output_items: int
     source: str
     deployment: str | None = None  # owner/name of an explicit deployment (not the model's own)
+    base_url: str | None = None  # the server's address as the creating client saw it (urls, webhooks)
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    def as_replicate(self, owner: str, base_url: str | None = None, *, waited: bool = False) -> dict[str, Any]:
+        """Replicate's JSON of a prediction (the API's answer and a webhook's body). ``waited``: the
+        answer to a `Prefer: wait` that ran out reads ``starting``, which tells its client to poll."""
+        url = f"{(base_url or self.base_url or '').rstrip('/')}/v1/predictions/{self.id}"
+        body: dict[str, Any] = {
+            "id": str(self.id),
+            "model": self.model,
+            "version": self.version,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "logs": self.logs,
+            "status": "starting" if waited and not self.done else self.status.value,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "completed_at": _iso(self.completed_at),
+            "data_removed": False,
+            "source": self.source,
+            "metrics": self.metrics,
+            "urls": {"get": url, "cancel": f"{url}/cancel", **({"stream": f"{url}/stream"} if self.stream else {})},
+            "deployment": f"{owner}/{self.deployment}" if self.deployment else None,
+            "webhook": self.webhook,
+            "webhook_events_filter": self.webhook_events_filter if self.webhook else None,
+        }
+        return body
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when is not None else None
 
 
 @dataclass(frozen=True, slots=True)

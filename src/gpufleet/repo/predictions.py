@@ -44,6 +44,7 @@ def prediction(row: asyncpg.Record) -> Prediction:
         output_items=row["output_items"],
         source=row["source"],
         deployment=row.get("deployment_name"),
+        base_url=row.get("base_url"),
     )
 
 
@@ -61,11 +62,12 @@ async def insert(
     stream: bool,
     source: str,
     created_by: UUID | None,
+    base_url: str | None = None,
 ) -> Prediction:
     row = await conn.fetchrow(
         """insert into predictions (organization_id, model, version, version_id, deployment_id, input, webhook,
-                                    webhook_events_filter, stream, source, created_by)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning id""",
+                                    webhook_events_filter, stream, source, created_by, base_url)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning id""",
         org_id,
         model,
         version,
@@ -77,6 +79,7 @@ async def insert(
         stream,
         source,
         created_by,
+        base_url,
     )
     assert row is not None
     found = await get(conn, org_id=org_id, prediction_id=row["id"])

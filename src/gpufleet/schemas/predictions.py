@@ -77,29 +77,11 @@ class PredictionRead(ResponseModel):
 
     @classmethod
     def of(cls, p: Prediction, base_url: str, owner: str, *, waited: bool = False) -> PredictionRead:
-        """``waited``: the answer to a `Prefer: wait` that ran out first reads ``starting`` (as
-        Replicate's does), which is what tells its client to keep polling."""
-        url = f"{base_url}/v1/predictions/{p.id}"
-        status = "starting" if waited and not p.done else p.status.value
-        return cls(
-            id=str(p.id),
-            model=p.model,
-            version=p.version,
-            input=p.input,
-            output=p.output,
-            error=p.error,
-            logs=p.logs,
-            status=status,
-            created_at=p.created_at,
-            started_at=p.started_at,
-            completed_at=p.completed_at,
-            source=p.source,
-            metrics=p.metrics,
-            urls={"get": url, "cancel": f"{url}/cancel", **({"stream": f"{url}/stream"} if p.stream else {})},
-            deployment=f"{owner}/{p.deployment}" if p.deployment else None,
-            webhook=p.webhook,
-            webhook_events_filter=p.webhook_events_filter if p.webhook else None,
-        )
+        return cls.model_validate(p.as_replicate(owner, base_url, waited=waited))
+
+
+class WebhookSecretRead(ResponseModel):
+    key: str = Field(description="`whsec_...`: signs the organization's prediction webhooks.")
 
 
 # ------------------------------------------------------------------------------ deployments

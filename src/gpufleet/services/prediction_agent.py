@@ -35,7 +35,7 @@ from gpufleet.repo import prediction_queue as queue
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.replicas import ClaimView
 from gpufleet.services.hosts import ensure_current
-from gpufleet.services.prediction_events import predictions_moved
+from gpufleet.services.prediction_events import predictions_moved, webhook
 from gpufleet.services.reports import actor_of
 from gpufleet.services.wakeups import WakeHub
 
@@ -65,6 +65,7 @@ async def claim(
     hub: WakeHub | None,
     poll_s: float = 0.5,
     gone: Callable[[], Awaitable[bool]] | None = None,
+    max_wait_s: float = CLAIM_WAIT_MAX_S,
 ) -> ClaimResult:
     """Predictions for the offered replicas, cancels and drains to act on; answered at once when
     any is non-empty, else when one arrives within ``wait_s`` (0..30) seconds.
@@ -76,7 +77,7 @@ async def claim(
     if len(slots) > MAX_REPLICAS:
         raise InvalidInput(f"replicas: at most {MAX_REPLICAS} per claim", field="replicas")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(float(wait_s), CLAIM_WAIT_MAX_S)
+    deadline = loop.time() + min(float(wait_s), CLAIM_WAIT_MAX_S, max_wait_s)  # the assignments' cap too
     if hub is None:
         while True:
             found = await _claim_once(db, identity, slots)
@@ -199,9 +200,11 @@ async def _apply(conn: Conn, org_id: UUID, e: PredictionEvent, actor: str) -> st
                 text=_clean_text(e.text, MAX_LOGS_CHARS) or "",
                 cap=MAX_LOGS_CHARS,
             )
+            await webhook(conn, p, "logs", throttle=True)
         return None
     if e.type == "output":
         await queue.append_output(conn, org_id=org_id, prediction_id=p.id, item=e.item)
+        await webhook(conn, p, "output", throttle=True)
         return None
     error = _clean_text(e.error, MAX_ERROR)
     if e.status == "failed" and not error:

@@ -27,11 +27,13 @@ from gpufleet.inference.predictions_domain import Deployment, Prediction, check_
 from gpufleet.inference.validate import validate_input
 from gpufleet.repo import deployments as deployments_repo
 from gpufleet.repo import models as models_repo
+from gpufleet.repo import prediction_webhooks as hooks_repo
 from gpufleet.repo import predictions as repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import deployments
 from gpufleet.services.prediction_events import predictions_moved
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.webhooks.signing import SecretBox, new_secret
 
 MAX_PAGE = 200
 MAX_WEBHOOK_URL = 2000
@@ -121,9 +123,20 @@ async def _resolve(
     return m, v, None
 
 
-async def create(db: Database, org_id: UUID, target: Target, new: NewPrediction, *, user_id: UUID | None) -> Prediction:
+async def create(
+    db: Database,
+    org_id: UUID,
+    target: Target,
+    new: NewPrediction,
+    *,
+    user_id: UUID | None,
+    base_url: str | None = None,
+    box: SecretBox | None = None,
+) -> Prediction:
     """Queue a prediction (event ``prediction.created``); 422 naming the field when the input does
-    not fit the version's schema, before anything is written."""
+    not fit the version's schema, before anything is written. ``base_url``: the server as the
+    client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
+    secret on its first prediction with a ``webhook``."""
     if new.source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     events_filter = check_webhook_filter(new.webhook_events_filter)
@@ -146,7 +159,10 @@ async def create(db: Database, org_id: UUID, target: Target, new: NewPrediction,
             stream=new.stream,
             source=new.source,
             created_by=user_id,
+            base_url=base_url,
         )
+        if webhook is not None and box is not None:
+            await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
         await models_repo.add_run(conn, org_id=org_id, model_id=m.id)
         await predictions_moved(conn, [p], actor=_actor(user_id))
         await cold_start(conn, d, v, owner=slug, user_id=user_id)
@@ -166,6 +182,13 @@ async def cold_start(conn: Conn, d: Deployment, v: VersionRecord, *, owner: str,
         return False
     await deployments.start_replica(conn, locked, v, owner=owner, actor="cold_start", user_id=user_id)
     return True
+
+
+async def default_secret(db: Database, org_id: UUID, box: SecretBox) -> str:
+    """The organization's default signing secret (``whsec_...``) of prediction webhooks, made on first use."""
+    async with db.transaction(org_id) as conn:
+        sealed = await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
+    return box.open(sealed)
 
 
 async def get(db: Database, org_id: UUID, prediction_id: UUID) -> tuple[str, Prediction]:

@@ -47,6 +47,7 @@ async def claim_predictions(body: ClaimIn, host: Host, request: Request, db: DB)
         wait_s=body.wait_s,
         hub=hub_of(request),
         poll_s=execution_policy(request).poll_s,
+        max_wait_s=execution_policy(request).assignment_poll_max_s,
         gone=request.is_disconnected,
     )
     return ClaimOut.of(found)

@@ -18,10 +18,13 @@ from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import parse_prefer_wait
 from gpufleet.schemas.models import CursorPage
-from gpufleet.schemas.predictions import PredictionCreate, PredictionRead
+from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
 from gpufleet.services import prediction_stream, predictions
 from gpufleet.services.predictions import NewPrediction, Target
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.services.webhooks import check_url
+from gpufleet.webhooks.signing import SecretBox
+from gpufleet.webhooks.ssrf import WebhookRefused
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -64,7 +67,14 @@ async def _create(
         source=source or "api",
     )
     org_id = p.require_org()
-    created = await predictions.create(db, org_id, target, new, user_id=p.user_id)
+    settings = request.app.state.settings
+    if webhook is not None:
+        try:
+            await check_url(webhook, settings)
+        except WebhookRefused as exc:
+            raise InvalidInput(f"webhook: {exc.message}", field="webhook", rule=exc.rule) from exc
+    box = SecretBox(settings.secret_key.get_secret_value()) if webhook is not None else None
+    created = await predictions.create(db, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box)
     owner, now = await predictions.get(db, org_id, created.id)
     if wait_s is not None and not now.done:
         owner, now = await predictions.wait(db, org_id, created.id, wait_s, hub=hub_of(request))
@@ -205,3 +215,11 @@ async def stream_prediction(
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/webhooks/default/secret", **requires("predictions.create"))
+async def default_webhook_secret(p: Caller, db: DB, request: Request) -> WebhookSecretRead:
+    """The secret that signs this organization's prediction webhooks (Standard Webhooks headers,
+    as Replicate's: verify with `replicate.webhooks.validate` or any Standard Webhooks library)."""
+    box = SecretBox(request.app.state.settings.secret_key.get_secret_value())
+    return WebhookSecretRead(key=await predictions.default_secret(db, p.require_org(), box))
