@@ -162,6 +162,9 @@ async def populate(db: Database, org: Organization) -> None:
             replica_job,
         )
         await c.execute(
+            "insert into webhook_default_secrets (organization_id, secret_ciphertext) values ($1, '\\x00')", o
+        )
+        await c.execute(
             """insert into files (organization_id, name, size, sha256, data, expires_at)
                values ($1, 'f.txt', 1, $2, 'x', now() + interval '1 day')""",
             o,

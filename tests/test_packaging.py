@@ -29,9 +29,14 @@ def _wheel(project: Path, out: Path) -> zipfile.ZipFile:
 
 
 def _requirements(names: list[str]) -> dict[str, str]:
-    """``{"pydantic": "pydantic>=2.7", ...}`` (the name normalised, extras dropped)."""
-    return {re.split(r"[\[<>=! ;]", r, maxsplit=1)[0].lower().replace("_", "-"): re.sub(r"\[.*?\]", "", r)
-            for r in names}  # fmt: skip
+    """``{"pydantic": "pydantic>=2.7", "cog": "cog<1,>=0.16", ...}`` (the name normalised, extras
+    dropped, several specifiers in one order: wheel metadata reorders them)."""
+    out = {}
+    for r in names:
+        name = re.split(r"[\[<>=! ;]", r, maxsplit=1)[0]
+        specs = re.sub(r"\[.*?\]", "", r)[len(name) :].replace(" ", "")
+        out[name.lower().replace("_", "-")] = name + ",".join(sorted(specs.split(",")))
+    return out
 
 
 def _agent_modules() -> set[str]:

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=5.0, gt=0)
     reaper_batch_size: int = Field(default=500, ge=1)  # jobs handled per reaper pass and kind
 
+    # Predictions (docs/predictions.md)
+    autoscaler_interval_s: float = Field(default=1.0, gt=0)  # a pass over the deployments this often
+    autoscaler_scale_up_after_s: float = Field(default=1.0, ge=0)  # queue age before more replicas start
+    autoscaler_batch_size: int = Field(default=500, ge=1)  # deployments looked at per pass
+
     # Costs (docs/costs.md): hourly cost rows of running work and budget threshold events
     costs_interval_s: float = Field(default=60.0, gt=0)
     # Events and webhooks (docs/webhooks.md, docs/events.md)

@@ -171,6 +171,7 @@ class Job:
     finished_at: datetime | None
     cancel_requested_at: datetime | None = None  # a running job asked to stop (the agent acts on it)
     cost_estimate: Decimal | None = None  # max_runtime_s at the prices of its submission (docs/costs.md)
+    kind: str = "job"  # 'replica': a deployment's replica (docs/predictions.md), hidden from job lists
 
 
 @dataclass(frozen=True, slots=True)

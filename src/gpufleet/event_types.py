@@ -190,6 +190,74 @@ _TYPES: list[EventType] = [
         {"url": "string", "reason": "string"},
         admin=True,
     ),
+    *(
+        EventType(
+            f"prediction.{name}",
+            when,
+            {
+                "status": "string: the prediction's status now",
+                "model": "string: owner/name",
+                "version": "string: the version id",
+                "deployment_id": "uuid",
+                "replica_id": "uuid | null: the replica that ran it",
+                "error": "string (failed only)",
+                "predict_time": "number (when ended by its worker)",
+            },
+        )
+        for name, when in (
+            ("created", "a prediction was queued"),
+            ("started", "a replica claimed a prediction: it is processing"),
+            ("succeeded", "a prediction ended with its output"),
+            ("failed", "a prediction failed (its error says why: the model, its replica's end, a deleted deployment)"),
+            ("canceled", "a prediction was canceled (while queued, or stopped by its worker)"),
+        )
+    ),
+    EventType(
+        "deployment.created",
+        "a deployment was created (an explicit one, or a model's own on its first prediction)",
+        {"name": "string", "release": "integer", "version": "string", "model": "string"},
+    ),
+    EventType(
+        "deployment.updated",
+        "a deployment changed; a new version or hardware is a new release, rolled out replica by replica",
+        {"name": "string", "release": "integer", "version": "string", "fields": "array of string"},
+    ),
+    EventType("deployment.deleted", "a deployment was deleted", {"name": "string", "release": "integer"}),
+    EventType(
+        "replica.created",
+        "a replica was started (its job is queued for the scheduler)",
+        {"deployment_id": "uuid", "job_id": "uuid", "version_id": "uuid", "release": "integer"},
+    ),
+    EventType(
+        "replica.ready",
+        "a replica's worker finished setup(): it takes predictions",
+        {
+            "deployment_id": "uuid",
+            "job_id": "uuid",
+            "environment_s": "number | null",
+            "environment_cached": "boolean | null",
+            "setup_s": "number | null",
+        },
+    ),
+    EventType("replica.failed", "a replica's setup failed", {"deployment_id": "uuid", "error": "string"}),
+    EventType(
+        "replica.draining",
+        "a replica takes no new predictions and exits once idle (scaled down, or replaced by a new release)",
+        {"deployment_id": "uuid", "job_id": "uuid", "reason": "string"},
+    ),
+    EventType(
+        "replica.stopped",
+        "a replica's job ended; the predictions it was running failed",
+        {
+            "deployment_id": "uuid",
+            "job_id": "uuid",
+            "job_status": "string",
+            "reason": "string | null",
+            "failed_predictions": "integer",
+            "crashed": "boolean: an end nobody asked for (restarts back off)",
+            "failures": "integer | null: crashes in a row",
+        },
+    ),
     EventType(
         "model.created",
         "an admin created a model",
@@ -248,8 +316,7 @@ def markdown() -> str:
         "",
         "Types marked **admin** are the operator notifications: `gpufleet up --notify-stderr` prints",
         "them, and an admin's webhook subscribes to them like any other (e.g. `host.unreachable`).",
-        "Prediction events (`prediction.*`) are added with predictions; a subscription to a prefix",
-        "that matches no type yet is refused.",
+        "A subscription to a prefix that matches no type is refused.",
         "",
     ]
     by_entity: dict[str, list[EventType]] = {}

@@ -9,6 +9,7 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from gpufleet.config import Settings
+    from gpufleet.inference.predictions_domain import AssignedReplica
 
 # ``interrupted``: the attempt's host stopped it (agent shutdown, reboot): not the job's failure.
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
@@ -54,6 +55,7 @@ class Assignment:
     cpu_milli: int
     ram_mb: int
     allocated_at: datetime | None
+    replica: AssignedReplica | None = None  # a deployment's replica: the agent runs its model runner
 
     @property
     def fractional(self) -> bool:

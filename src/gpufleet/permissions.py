@@ -59,6 +59,14 @@ PERMISSIONS: dict[str, Role] = {
     # Webhooks (docs/webhooks.md): URLs, secrets and receivers' answers are for admins only.
     "webhooks.read": A,
     "webhooks.manage": A,
+    # Predictions and deployments (docs/predictions.md): any member runs models; admins manage deployments.
+    "predictions.create": M,
+    "predictions.list": V,
+    "predictions.read": V,
+    "predictions.cancel": M,
+    "deployments.list": V,
+    "deployments.read": V,
+    "deployments.manage": A,
     # Models and files (docs/predictions.md): admins manage models; any member uploads input files.
     "models.list": V,
     "models.read": V,

@@ -32,6 +32,13 @@ PUBLIC |= {("GET", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}
+# The Model Runner's downloads and uploads: another organization's host gets 404
+# (tests/api/test_agent_models_api.py).
+PUBLIC |= {("GET", "/v1/agent/model-versions/{version_id}/archive"), ("POST", "/v1/agent/files")}
+PUBLIC |= {("GET", "/v1/agent/files/{file_id}")}
+# ... and so do the model runner's (docs/predictions.md): a stale or foreign replica gets 409 or `ok: false`.
+PUBLIC |= {("POST", "/v1/agent/replicas/{replica_id}/state"), ("POST", "/v1/agent/predictions/claim")}
+PUBLIC |= {("POST", "/v1/agent/predictions/events")}
 
 # A valid body for each operation that takes one; a new operation must be added here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -48,6 +55,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/gpus/{gpu_id}/maintenance"): {"on": True, "reason": "matrix"},
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): {},
+    ("POST", "/v1/models/{owner}/{name}/predictions"): {"input": {"text": "x"}},
+    ("POST", "/v1/deployments/{owner}/{name}/predictions"): {"input": {"text": "x"}},
+    ("PATCH", "/v1/deployments/{owner}/{name}"): {"max_instances": 2},
     ("PATCH", "/v1/models/{owner}/{name}"): {"description": "matrix"},
 }
 
@@ -110,6 +120,13 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         await client.post(f"/v1/models/{a.org.slug}/matrix/versions", content=_ECHO_ARCHIVE, headers=a.headers)
     ).json()
     a_file = (await client.post("/v1/files", files={"content": ("a.txt", b"a")}, headers=a.headers)).json()
+    # A deployment of the same name as the model, and a prediction through it.
+    await client.post("/v1/deployments", json={"name": "matrix", "model": f"{a.org.slug}/matrix"}, headers=a.headers)
+    a_prediction = (
+        await client.post(
+            f"/v1/deployments/{a.org.slug}/matrix/predictions", json={"input": {"text": "a"}}, headers=a.headers
+        )
+    ).json()
     objects = {
         "org_id": str(a.org.id),
         "user_id": str(a_member.user.id),
@@ -127,6 +144,7 @@ async def test_cross_tenant_objects_are_404_and_untouched(
         "name": "matrix",
         "version_id": a_version["id"],
         "file_id": a_file["id"],
+        "prediction_id": a_prediction["id"],
     }
     checked = 0
     before = await _fingerprint(db, a.org.id)

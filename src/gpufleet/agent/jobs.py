@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from gpufleet.agent.gpus import GpuBackend, SimulatedBackend
 from gpufleet.agent.job_run import Run, wait_or_stop
 from gpufleet.agent.jobs_restart import recover
+from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.runtime import ExitOutcome, LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import KillOrder
@@ -52,6 +53,7 @@ class JobRunner:
         kill_grace_s: float = 30.0,
         stop_jobs_on_exit: bool = False,
         upload_bytes: int = UPLOAD_BYTES,
+        models: Callable[[JobRunner], ModelRunner] | None = None,
     ) -> None:
         self.runtime = runtime
         self.api = api
@@ -69,6 +71,8 @@ class JobRunner:
         self._launching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
+        # Replicas of deployments (assignments with ``replica``): runner/supervisor.py
+        self.models = models(self) if models is not None else None
 
     # -- what the heartbeat says and hears ------------------------------------------------------
 
@@ -96,6 +100,8 @@ class JobRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Recover and reconcile, then poll for assignments until ``stop``; never raises for the server."""
         self._stop = stop
+        if self.models is not None:
+            self.spawn(self.models.run())
         if not await self.recover():
             return
         failures = 0
@@ -174,7 +180,18 @@ class JobRunner:
             run.bad_spec = ExitOutcome("failed", None, None, f"cannot run this job: {exc}")
             run.task = self.spawn(self.supervise(run, None))
             return
+        if a.replica is not None and self.models is not None:
+            run.task = self.spawn(self._launch_replica(run, a, spec))
+            return
         run.task = self.spawn(self.supervise(run, spec))
+
+    async def _launch_replica(self, run: Run, a: AssignmentOut, spec: ProcessSpec) -> None:
+        """A deployment's replica: its model's environment first, then its worker runs as the job."""
+        assert self.models is not None and a.replica is not None
+        prepared = await self.models.prepare(run, a.replica, spec)
+        if isinstance(prepared, ExitOutcome):
+            run.bad_spec = prepared
+        await self.supervise(run, None if isinstance(prepared, ExitOutcome) else prepared)
 
     async def supervise(self, run: Run, spec: ProcessSpec | None) -> None:
         timer: asyncio.Task[None] | None = None
@@ -186,7 +203,11 @@ class JobRunner:
                     self._set_busy(run, True)
                     if not await self._report(run, "started", StartedIn(attempt=run.attempt, pid=started.pid)):
                         return
+                    if self.models is not None:
+                        self.models.started(run)
                 run.started_reported = True
+            elif self.models is not None and run.bad_spec is None:
+                self.models.adopt(run)  # after a restart: a replica's worker is connected to again
             run.start_settled.set()
             if run.max_runtime_s is not None:
                 timer = asyncio.create_task(self._enforce_runtime(run, run.max_runtime_s))
@@ -199,6 +220,8 @@ class JobRunner:
             outcome = run.bad_spec or self.runtime.outcome(run.key)
             assert outcome is not None
             self._set_busy(run, False)
+            if self.models is not None:
+                await self.models.ended(run, outcome)
             exit_in = ExitIn(
                 attempt=run.attempt,
                 status=outcome.status,
@@ -257,6 +280,8 @@ class JobRunner:
     def _forget(self, run: Run) -> None:
         run.finished = True
         self._set_busy(run, False)
+        if self.models is not None:
+            self.models.forget(run)
         if self.runs.get(run.key) is run:
             del self.runs[run.key]
         if run.bad_spec is None:
@@ -379,6 +404,8 @@ class JobRunner:
             if supervisors:
                 await asyncio.wait(supervisors, timeout=3)
         self._halt.set()
+        if self.models is not None:
+            await self.models.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -27,6 +27,8 @@ from gpufleet.agent.credentials import CredentialStore, StoredCredential, defaul
 from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSample, open_backend
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
+from gpufleet.agent.runner.envs import EnvCache, PipOptions
+from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.runtime import ProcessRuntime
 from gpufleet.agent.runtime_users import JobUserError, JobUsers, hidden_from_jobs, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
@@ -71,6 +73,8 @@ class AgentConfig:
     stop_jobs_on_exit: bool = False  # `gpufleet up`'s local agent: leave no job behind on shutdown
     job_user: str = "auto"  # auto (root: a gpufleet-job-N user per job), agent (its own user), or a user name
     work_dir: Path | None = None  # jobs' working directories; None: runtime_users.default_work_root
+    env_dir: Path | None = None  # model environments (runner/envs.py); None: envs.default_env_root
+    pip: PipOptions = field(default_factory=PipOptions)  # how model environments install packages
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
@@ -299,6 +303,20 @@ class Agent:
         hidden = hidden_from_jobs(users) if users.separate else None
         if hidden:
             log.warning(hidden)
+        credential = self.credential.credential
+        envs = EnvCache(
+            self.config.state_dir,
+            fetch=lambda version_id: self.api.version_archive(credential, version_id),
+            root=self.config.env_dir,
+            pip=self.config.pip,
+            other_users=users.separate,
+        )
+
+        def models(jobs: JobRunner) -> ModelRunner:
+            return ModelRunner(
+                runtime, self.api, credential, envs, backoff=self._backoff, fence=lambda run: jobs.spawn(jobs.drop(run))
+            )
+
         return JobRunner(
             runtime,
             self.api,
@@ -308,6 +326,7 @@ class Agent:
             poll_wait_s=self.config.assignment_wait_s,
             kill_grace_s=self.config.kill_grace_s,
             stop_jobs_on_exit=self.config.stop_jobs_on_exit,
+            models=models,
         )
 
     def _backoff(self, failures: int, retry_after: float | None = None) -> float:

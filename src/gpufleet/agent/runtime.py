@@ -31,8 +31,8 @@ from pathlib import Path
 
 import psutil
 
-from gpufleet.agent.runtime_launch import LaunchPaths, TrackedJob, launch
-from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream
+from gpufleet.agent.runtime_launch import LaunchPaths, TrackedJob, launch, tracked_from_state
+from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream, tail_text
 from gpufleet.agent.runtime_proc import (
     TERMINATE_REASONS,
     ExitOutcome,
@@ -390,6 +390,16 @@ class ProcessRuntime:
         read = job.outcome is not None and (job.follower is None or job.follower.finished.is_set())
         return LogStats(job.buffer.buffered_bytes, job.buffer.dropped_total, read, dict(job.buffer.acked_offsets))
 
+    def log_tail(self, job_id: str, max_bytes: int = 4096) -> str:
+        """The last bytes of the job's stdout and stderr, as text (e.g. to say why a process died)."""
+        job = self._get(job_id)
+        return tail_text(self._log_paths(job_id, job.attempt), max_bytes)
+
+    def process_of(self, job_id: str) -> tuple[int | None, int | None, str]:
+        """The job's shim pid (its process group), its user's uid (None: the agent's) and working dir."""
+        job = self._get(job_id)
+        return job.pid, job.uid, job.working_dir
+
     def logs_complete(self, job_id: str) -> bool:
         """The job has ended and every byte of its output is acknowledged (or reported dropped)."""
         return self.log_stats(job_id).read_complete and self._get(job_id).buffer.empty
@@ -406,7 +416,8 @@ class ProcessRuntime:
             if path.stem in self._jobs:
                 continue
             try:
-                job = self._job_from_state(StateRecord.from_json(path.read_text(encoding="utf-8")))
+                record = StateRecord.from_json(path.read_text(encoding="utf-8"))
+                job = tracked_from_state(record, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable job state %s: %s", path, exc)
                 continue
@@ -423,34 +434,6 @@ class ProcessRuntime:
                     self._finish(job)
             found.append(RecoveredJob(job.job_id, job.attempt, job.pid, job.started_at, alive, job.outcome))
         return found
-
-    def _job_from_state(self, r: StateRecord) -> TrackedJob:
-        buffer = LogBuffer(
-            r.job_id,
-            r.attempt,
-            chunk_bytes=self._chunk_bytes,
-            buffer_bytes=self._buffer_bytes,
-            next_seq=r.acked_seq + 1,
-            offsets=r.acked_offsets,
-        )
-        return TrackedJob(
-            r.job_id,
-            r.attempt,
-            r.pid,
-            r.create_time,
-            r.start_ticks,
-            r.started_at,
-            r.working_dir,
-            r.own_workdir,
-            own_child=False,
-            buffer=buffer,
-            outcome=r.outcome,
-            terminating=r.terminating,
-            killed=r.killed,
-            grace_s=r.grace_s,
-            uid=r.uid,
-            boot_id=r.boot_id,
-        )
 
     # -- cleanup -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from gpufleet.agent.runtime_logs import LogBuffer, LogFollower, Stream
 from gpufleet.agent.runtime_proc import (
     ExitOutcome,
     ProcessSpec,
+    StateRecord,
     check_working_dir,
     job_env,
     resolve_executable,
@@ -102,3 +103,33 @@ def launch(
         paths.launch_file, exit_path=paths.exit_file, cwd=workdir, executable=executable, argv=argv, env=env, user=user
     )
     return spawn_shim(paths.launch_file, paths.logs["stdout"], paths.logs["stderr"], lock_fd)
+
+
+def tracked_from_state(r: StateRecord, *, chunk_bytes: int, buffer_bytes: int) -> TrackedJob:
+    """A job of a previous agent, from its state file: its logs resume after the acknowledged bytes."""
+    buffer = LogBuffer(
+        r.job_id,
+        r.attempt,
+        chunk_bytes=chunk_bytes,
+        buffer_bytes=buffer_bytes,
+        next_seq=r.acked_seq + 1,
+        offsets=r.acked_offsets,
+    )
+    return TrackedJob(
+        r.job_id,
+        r.attempt,
+        r.pid,
+        r.create_time,
+        r.start_ticks,
+        r.started_at,
+        r.working_dir,
+        r.own_workdir,
+        own_child=False,
+        buffer=buffer,
+        outcome=r.outcome,
+        terminating=r.terminating,
+        killed=r.killed,
+        grace_s=r.grace_s,
+        uid=r.uid,
+        boot_id=r.boot_id,
+    )

@@ -269,3 +269,18 @@ class LogFollower:
                 os.close(fd)
             self.finished.set()
             self.data_ready.set()
+
+
+def tail_text(paths: Mapping[Stream, Path], max_bytes: int) -> str:
+    """The last ``max_bytes`` of each file (stdout, then stderr), decoded; missing files are skipped."""
+    parts = []
+    for path in paths.values():
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+                data = f.read(max_bytes)
+        except OSError:
+            continue
+        if data.strip():
+            parts.append(data.decode("utf-8", "replace"))
+    return "".join(parts)

@@ -7,6 +7,7 @@ later, keep the data) and ``Refused`` (any other 4xx: retrying the same request 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, unquote
 from uuid import UUID
 
 import httpx
@@ -21,6 +22,13 @@ from gpufleet.schemas.execution import (
     ReconcileIn,
     ReconcileOut,
     StartedIn,
+)
+from gpufleet.schemas.runner import (
+    AgentFileOut,
+    ClaimIn,
+    ClaimOut,
+    PredictionEventsOut,
+    ReplicaStateIn,
 )
 
 
@@ -74,10 +82,13 @@ class AgentApi:
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
         read_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
     ) -> Any:
-        headers = {"Authorization": f"Bearer {secret}"}
+        """One request; the JSON answer (None for 204), or with ``raw`` the response itself."""
+        headers = {"Authorization": f"Bearer {secret}", **(headers or {})}
         if content is not None:
-            headers["Content-Type"] = "application/json"
+            headers.setdefault("Content-Type", "application/json")
         extra: dict[str, Any] = {} if read_s is None else {"timeout": read_s}
         try:
             response = await self._http.request(method, path, content=content, params=params, headers=headers, **extra)
@@ -99,6 +110,8 @@ class AgentApi:
             raise Refused(
                 response.status_code, problem.get("title", response.reason_phrase), problem.get("detail"), problem
             )
+        if raw:
+            return response
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -140,3 +153,45 @@ class AgentApi:
     async def reconcile(self, credential: str, request: ReconcileIn) -> ReconcileOut:
         body = request.model_dump_json().encode()
         return ReconcileOut.model_validate(await self._post("/v1/agent/reconcile", credential, body))
+
+    # -- the Model Runner (docs/agent.md, "The Model Runner") ------------------------------------
+
+    async def version_archive(self, credential: str, version_id: UUID) -> tuple[bytes, str | None]:
+        """A model version's tar.gz and the digest the server states for it (``X-Gpufleet-Digest``)."""
+        response = await self._call("GET", f"/v1/agent/model-versions/{version_id}/archive", credential, raw=True)
+        return response.content, response.headers.get("x-gpufleet-digest")
+
+    async def replica_state(self, credential: str, replica_id: UUID, request: ReplicaStateIn) -> None:
+        body = request.model_dump_json(exclude_none=True).encode()
+        await self._post(f"/v1/agent/replicas/{replica_id}/state", credential, body)
+
+    async def claim(self, credential: str, request: ClaimIn) -> ClaimOut:
+        """Long-poll: predictions for the host's ready replicas, cancels and drains."""
+        body = request.model_dump_json().encode()
+        reply = await self._call(
+            "POST", "/v1/agent/predictions/claim", credential, content=body, read_s=request.wait_s + self.timeout
+        )
+        return ClaimOut.model_validate(reply)
+
+    async def prediction_events(self, credential: str, body: bytes) -> PredictionEventsOut:
+        """``body``: a PredictionEventsIn, serialized by the caller (it sizes batches by their bytes)."""
+        return PredictionEventsOut.model_validate(await self._post("/v1/agent/predictions/events", credential, body))
+
+    async def upload_file(
+        self, credential: str, prediction_id: str, name: str, content_type: str, data: bytes
+    ) -> AgentFileOut:
+        reply = await self._call(
+            "POST",
+            "/v1/agent/files",
+            credential,
+            content=data,
+            params={"prediction_id": prediction_id},
+            headers={"Content-Type": content_type, "X-Gpufleet-Filename": quote(name, safe="")},
+        )
+        return AgentFileOut.model_validate(reply)
+
+    async def download_file(self, credential: str, file_id: str) -> tuple[bytes, str | None, str | None]:
+        """A file's bytes, its name and content type."""
+        response = await self._call("GET", f"/v1/agent/files/{file_id}", credential, raw=True)
+        name = response.headers.get("x-gpufleet-filename")
+        return response.content, None if name is None else unquote(name), response.headers.get("content-type")

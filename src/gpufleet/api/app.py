@@ -17,13 +17,38 @@ from gpufleet import __version__
 from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
+from gpufleet.api.routes import (
+    access,
+    agent,
+    agent_jobs,
+    agent_models,
+    agent_predictions,
+    deployments,
+    events,
+    hosts,
+    job_logs,
+    jobs,
+    ops,
+    predictions,
+    quotas,
+    tenancy,
+    webhooks,
+)
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import files as files_routes
 from gpufleet.api.routes import models as models_routes
 from gpufleet.api.routes import resolve as resolve_routes
+from gpufleet.background import (
+    autoscaler,
+    events_retention,
+    files_retention,
+    liveness,
+    notify,
+    reaper,
+    retention,
+    webhook_delivery,
+)
 from gpufleet.background import costs as costs_loop
-from gpufleet.background import events_retention, files_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
@@ -38,9 +63,9 @@ from gpufleet.services.wakeups import WakeHub
 log = logging.getLogger(__name__)
 
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
-LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$")
+LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/predictions/events$")
 MODEL_PUSH_PATH = re.compile(r"^/v1/models/[^/]+/[^/]+/versions$")
-FILE_UPLOAD_PATH = re.compile(r"^/v1/files$")
+FILE_UPLOAD_PATH = re.compile(r"^/v1(/agent)?/files$")  # members' uploads, and the Model Runner's outputs
 MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries, headers and small fields around the file
 
 
@@ -86,6 +111,7 @@ def create_app(
             tasks.append(asyncio.create_task(reaper.run(handle.db, settings, stop), name="reaper"))
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
             tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
+            tasks.append(asyncio.create_task(autoscaler.run(handle.db, settings, stop), name="autoscaler"))
             tasks.append(asyncio.create_task(files_retention.run(handle.db, settings, stop), name="files-retention"))
             if settings.webhook_delivery_enabled:
                 tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
@@ -149,12 +175,16 @@ def create_app(
         metrics=app.state.http_metrics,
     )
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
+    routers_predictions = (predictions, deployments, agent_predictions)
+    for module in routers_predictions:
+        app.include_router(module.router)
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)
     app.include_router(costs_routes.router)
     app.include_router(models_routes.router)
     app.include_router(files_routes.router)
+    app.include_router(agent_models.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

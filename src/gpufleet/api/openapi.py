@@ -111,6 +111,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "models", "description": "Cog models and their content-addressed versions (Replicate's shapes)."},
     {"name": "files", "description": "Uploaded files: prediction inputs and stored outputs, kept until they expire."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+    {"name": "predictions", "description": "Run models: create, wait, stream, cancel, list (Replicate's shapes)."},
+    {"name": "deployments", "description": "Named model versions with scaling bounds, served by replicas."},
 ]
 
 

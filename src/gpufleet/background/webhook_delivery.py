@@ -95,9 +95,9 @@ class DeliveryWorker:
             )
         if not claims:
             return RoundReport(reclaimed=reclaimed)
-        by_hook: dict[UUID, list[Claim]] = defaultdict(list)
-        for c in claims:
-            by_hook[c.delivery.webhook_id].append(c)
+        by_hook: dict[UUID | tuple[UUID, str], list[Claim]] = defaultdict(list)
+        for c in claims:  # an endpoint; a prediction's own URL is one per organization and URL
+            by_hook[c.delivery.webhook_id or (c.delivery.organization_id, c.url)].append(c)
         outcomes = await asyncio.gather(*(self._endpoint(group) for group in by_hook.values()))
         results: list[repo.Result] = []
         unsent: list[Claim] = []
@@ -105,9 +105,9 @@ class DeliveryWorker:
         for sent, skipped in outcomes:
             results += sent
             unsent += skipped
-            gone |= {r.claim.delivery.webhook_id for r in sent if r.status_code == 410}
-        ok_hooks = list({r.claim.delivery.webhook_id for r in results if r.succeeded})
-        bad_hooks = list({r.claim.delivery.webhook_id for r in results if not r.succeeded} - set(ok_hooks))
+            gone |= {h for r in sent if r.status_code == 410 and (h := r.claim.delivery.webhook_id)}
+        ok_hooks = list({h for r in results if r.succeeded and (h := r.claim.delivery.webhook_id)})
+        bad_hooks = list({h for r in results if not r.succeeded and (h := r.claim.delivery.webhook_id)} - set(ok_hooks))
         disabled = 0
         async with self.db.system_transaction() as conn:
             await repo.record(conn, owner=self.owner, results=results)

@@ -77,6 +77,24 @@ def agent(
     work_dir: Path = typer.Option(
         None, "--work-dir", help="Where jobs' working directories go (default: /var/lib/gpufleet/work/... as root)."
     ),
+    env_dir: Path = typer.Option(
+        None, "--env-dir", help="Where model environments are cached (default: /var/lib/gpufleet/envs/... as root)."
+    ),
+    pip_index_url: str = typer.Option(None, "--pip-index-url", help="pip's index for model packages (a mirror)."),
+    pip_extra_index_url: list[str] = typer.Option(
+        [], "--pip-extra-index-url", help="Another index for model packages, repeatable."
+    ),
+    pip_find_links: list[str] = typer.Option(
+        [], "--pip-find-links", help="A directory or URL of wheels for model packages, repeatable (air-gapped hosts)."
+    ),
+    pip_no_index: bool = typer.Option(
+        False, "--pip-no-index", help="Install model packages only from --pip-find-links, never from an index."
+    ),
+    pip_allow_source: bool = typer.Option(
+        False,
+        "--pip-allow-source",
+        help="Let model packages build from source distributions (their build code runs as the agent's user).",
+    ),
 ) -> None:
     """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT).
 
@@ -84,6 +102,7 @@ def agent(
     """
     _shed_server_modules()
     from gpufleet.agent.loop import Agent, AgentConfig, AgentError
+    from gpufleet.agent.runner.envs import PipOptions
     from gpufleet.paths import default_state_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -114,6 +133,14 @@ def agent(
         stop_jobs_on_exit=stop_jobs_on_exit,
         job_user=job_user,
         work_dir=work_dir,
+        env_dir=env_dir,
+        pip=PipOptions(
+            index_url=pip_index_url,
+            extra_index_urls=tuple(pip_extra_index_url),
+            find_links=tuple(pip_find_links),
+            no_index=pip_no_index,
+            allow_source=pip_allow_source,
+        ),
     )
 
     async def main() -> None:

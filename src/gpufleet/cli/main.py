@@ -15,6 +15,7 @@ from gpufleet.cli import demo as demo_cli
 from gpufleet.cli import hosts as hosts_cli
 from gpufleet.cli import jobs as jobs_cli
 from gpufleet.cli import models as models_cli
+from gpufleet.cli import predictions as predictions_cli
 from gpufleet.cli import server as server_cli
 from gpufleet.cli import simulate as simulate_cli
 from gpufleet.cli import tenancy as tenancy_cli
@@ -43,6 +44,7 @@ jobs_cli.register(app)
 costs_cli.register(app)
 webhooks_cli.register(app)
 models_cli.register(app)
+predictions_cli.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -103,15 +103,20 @@ def _job(row: asyncpg.Record) -> Job:
         finished_at=row["finished_at"],
         cancel_requested_at=row.get("cancel_requested_at"),
         cost_estimate=row.get("cost_estimate"),
+        kind=row.get("kind", "job"),
     )
 
 
-async def create_gpu_job(conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None) -> Job:
+async def create_gpu_job(
+    conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None, kind: str = "job"
+) -> Job:
     """Insert a job in ``pending``; status, timestamps and tenant are the server's, never the client's."""
     values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
-    cols = ", ".join(("organization_id", "submitted_by", *_SPEC_COLUMNS))
-    params = ", ".join(f"${i}" for i in range(1, len(values) + 3))
-    row = await conn.fetchrow(f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, *values)
+    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS))
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 4))
+    row = await conn.fetchrow(
+        f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, kind, *values
+    )
     assert row is not None
     return _job(row)
 
@@ -190,14 +195,17 @@ async def list_page(
     labels: dict[str, str] | None = None,
     before: tuple[datetime, UUID] | None = None,
     limit: int = 50,
+    kinds: Sequence[str] | None = ("job",),
 ) -> list[Job]:
-    """Newest first by (created_at, id), strictly after the keyset ``before``; ``limit`` rows at most."""
+    """Newest first by (created_at, id), strictly after the keyset ``before``; ``limit`` rows at most.
+    ``kinds``: batch jobs only by default; None: every kind (replicas too)."""
     rows = await conn.fetch(
         """select * from jobs
             where organization_id = $1
               and ($2::text[] is null or status = any($2::text[]))
               and ($3::jsonb is null or labels @> $3::jsonb)
               and ($4::timestamptz is null or (created_at, id) < ($4::timestamptz, $5::uuid))
+              and ($7::text[] is null or kind = any($7::text[]))
             order by created_at desc, id desc
             limit $6""",
         org_id,
@@ -206,6 +214,7 @@ async def list_page(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        list(kinds) if kinds is not None else None,
     )
     return [_job(r) for r in rows]
 

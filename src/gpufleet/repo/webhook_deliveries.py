@@ -28,6 +28,8 @@ def _delivery(row: asyncpg.Record) -> Delivery:
         id=row["id"],
         organization_id=row["organization_id"],
         webhook_id=row["webhook_id"],
+        url=row.get("url"),
+        prediction_id=row.get("prediction_id"),
         event_id=row["event_id"],
         event_seq=row["event_seq"],
         event_type=row["event_type"],
@@ -154,30 +156,37 @@ async def reclaim_expired(conn: Conn) -> int:
 
 
 async def claim(conn: Conn, *, owner: str, limit: int, per_webhook: int, lease_s: float) -> list[Claim]:
-    """Take up to ``limit`` due deliveries of enabled endpoints, at most ``per_webhook`` each, in
-    event order; other workers skip them (SKIP LOCKED) until the lease ends."""
+    """Take up to ``limit`` due deliveries of enabled endpoints (or of predictions' own URLs), at
+    most ``per_webhook`` each, in event order; other workers skip them (SKIP LOCKED) until the
+    lease ends. A prediction's deliveries go to its URL, signed with its organization's default secret."""
     rows = await conn.fetch(
         """with due as (
-               select d.id, d.webhook_id, d.event_seq, d.created_at, d.next_attempt_at
+               select d.id, coalesce(d.webhook_id, d.prediction_id) as target, d.event_seq, d.created_at,
+                      d.next_attempt_at
                  from webhook_deliveries d
-                 join webhooks w on w.id = d.webhook_id and w.is_active
+                 left join webhooks w on w.id = d.webhook_id
                 where d.status in ('pending', 'failed') and d.next_attempt_at <= now()
+                  and (w.is_active or (d.webhook_id is null and d.url is not null))
                 order by d.next_attempt_at, d.event_seq nulls last
                 limit $1 * 4
                   for update of d skip locked),
            ranked as (
                select id, next_attempt_at, event_seq,
-                      row_number() over (partition by webhook_id order by event_seq nulls last, created_at) as n
+                      row_number() over (partition by target order by event_seq nulls last, created_at) as n
                  from due),
            chosen as (
                select id from ranked where n <= $2 order by next_attempt_at, event_seq nulls last limit $1)
            update webhook_deliveries d
               set status = 'delivering', lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
-             from chosen c, webhooks w
-            where d.id = c.id and w.id = d.webhook_id
-        returning d.*, w.url,
-                  w.secret_ciphertext,
-                  case when w.previous_secret_expires_at > now() then w.previous_secret_ciphertext end as previous""",
+             from chosen c
+            where d.id = c.id
+        returning d.*,
+                  coalesce((select w.url from webhooks w where w.id = d.webhook_id), d.url) as target_url,
+                  coalesce((select w.secret_ciphertext from webhooks w where w.id = d.webhook_id),
+                           (select s.secret_ciphertext from webhook_default_secrets s
+                             where s.organization_id = d.organization_id)) as secret_ciphertext,
+                  (select case when w.previous_secret_expires_at > now() then w.previous_secret_ciphertext end
+                     from webhooks w where w.id = d.webhook_id) as previous""",
         limit,
         per_webhook,
         owner,
@@ -187,12 +196,28 @@ async def claim(conn: Conn, *, owner: str, limit: int, per_webhook: int, lease_s
     return [
         Claim(
             delivery=_delivery(r),
-            url=r["url"],
+            url=r["target_url"],
             secrets=[s for s in (r["secret_ciphertext"], r["previous"]) if s is not None],
             retry_from=r["retry_from"],
         )
         for r in rows
     ]
+
+
+async def create_for_prediction(
+    conn: Conn, *, org_id: UUID, prediction_id: UUID, url: str, event_type: str, payload: dict[str, Any]
+) -> None:
+    """A delivery of a prediction to its own ``webhook`` URL (no endpoint behind it); due at once."""
+    await conn.execute(
+        """insert into webhook_deliveries (organization_id, url, prediction_id, event_type, payload)
+           values ($1, $2, $3, $4, $5)""",
+        org_id,
+        url,
+        prediction_id,
+        event_type,
+        payload,
+    )
+    await conn.execute("select pg_notify($1, '')", CHANNEL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,22 @@ from gpufleet.schemas.common import NonNegBigInt, NonNegInt32, PositiveInt32, Re
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
 
+class AssignedReplicaOut(ResponseModel):
+    """In an assignment of a replica job: what the agent's model runner serves (docs/predictions.md)."""
+
+    replica_id: UUID
+    deployment: str = Field(description="owner/name")
+    model: str = Field(description="owner/name")
+    version_id: UUID
+    digest: str
+    predict_ref: str
+    python_packages: list[str]
+    python_version: str | None
+    gpu: bool
+    is_generator: bool
+    concurrency: int
+
+
 class AssignedGpuOut(ResponseModel):
     gpu_id: UUID
     uuid: str = Field(description="NVML UUID: what CUDA_VISIBLE_DEVICES is set to.")
@@ -39,6 +55,9 @@ class AssignmentOut(ResponseModel):
     cpu_milli: int
     ram_mb: int
     allocated_at: datetime | None = None
+    replica: AssignedReplicaOut | None = Field(
+        default=None, description="A deployment's replica: run the model runner for it, not `command`."
+    )
 
 
 class AssignmentsResponse(ResponseModel):

@@ -247,6 +247,7 @@ class JobRead(ResponseModel):
     cost_estimate: Decimal | None = Field(
         default=None, description="max_runtime_s at the price in force at submission (null: no max_runtime_s)."
     )
+    kind: str = Field(default="job", description="`job`, or `replica`: a deployment's replica (docs/predictions.md).")
 
     @property
     def finished(self) -> bool:
@@ -259,6 +260,7 @@ class JobRead(ResponseModel):
             id=job.id,
             organization_id=job.organization_id,
             name=job.name,
+            kind=job.kind,
             status=job.status,
             status_reason=job.status_reason,
             pending_reason=job.pending_reason if job.status is JobStatus.PENDING else None,

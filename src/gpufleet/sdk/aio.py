@@ -43,9 +43,10 @@ from gpufleet.sdk.base import AsyncBaseClient, page_of
 from gpufleet.sdk.costs import AsyncCostsMixin
 from gpufleet.sdk.jobs import job_body, jobs_params
 from gpufleet.sdk.models import AsyncModelsMixin
+from gpufleet.sdk.predictions import AsyncPredictionsMixin
 
 
-class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncBaseClient):
+class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, AsyncBaseClient):
     async def ready(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", "/readyz")
         return result

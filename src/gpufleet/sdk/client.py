@@ -33,12 +33,13 @@ from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
 from gpufleet.sdk.models import ModelsMixin
+from gpufleet.sdk.predictions import PredictionsMixin
 from gpufleet.sdk.webhooks import WebhooksMixin
 
 __all__ = ["ApiError", "Client"]
 
 
-class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, BaseClient):
+class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, PredictionsMixin, BaseClient):
     # -- health ---------------------------------------------------------------------------
 
     def ready(self) -> dict[str, Any]:

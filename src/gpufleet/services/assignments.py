@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 from gpufleet.db.pool import Database
@@ -20,6 +21,7 @@ from gpufleet.errors import InvalidInput
 from gpufleet.execution_domain import Assignment, ExecutionPolicy, KillInstruction
 from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
+from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.execution import RunState
 from gpufleet.services.hosts import ensure_current
 from gpufleet.services.wakeups import WakeHub
@@ -66,7 +68,11 @@ async def next_assignments(
 async def _fetch(db: Database, identity: HostIdentity, limit: int) -> list[Assignment]:
     async with db.transaction(identity.org_id) as conn:
         await ensure_current(conn, identity)  # every read, so a long poll ends at a revocation
-        return await repo.assignments_for_host(conn, org_id=identity.org_id, host_id=identity.host_id, limit=limit)
+        found = await repo.assignments_for_host(conn, org_id=identity.org_id, host_id=identity.host_id, limit=limit)
+        if not found:
+            return found
+        served = await replicas_repo.for_assignments(conn, org_id=identity.org_id, job_ids=[a.job_id for a in found])
+    return [replace(a, replica=served[a.job_id]) if a.job_id in served else a for a in found]
 
 
 async def kill_instructions(

@@ -34,6 +34,7 @@ from gpufleet.services.transitions import transition_job
 
 MAX_PAGE = 500
 MAX_EVENTS_PAGE = 1000
+KINDS = ("job", "replica", "all")
 
 
 async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None) -> Job:
@@ -126,8 +127,12 @@ async def list_jobs(
     labels: dict[str, str] | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    kind: str = "job",
 ) -> JobPage:
-    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (stable under inserts)."""
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (stable under inserts).
+    ``kind``: ``job`` (batch jobs, the default), ``replica`` (deployments' replicas) or ``all``."""
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
     statuses = [status] if isinstance(status, JobStatus) else list(status) if status else None
@@ -136,7 +141,13 @@ async def list_jobs(
     before = decode_cursor(cursor) if cursor else None
     async with db.transaction(org_id) as conn:
         rows = await repo.list_page(
-            conn, org_id=org_id, statuses=statuses, labels=labels, before=before, limit=limit + 1
+            conn,
+            org_id=org_id,
+            statuses=statuses,
+            labels=labels,
+            before=before,
+            limit=limit + 1,
+            kinds=None if kind == "all" else (kind,),
         )
     items = rows[:limit]
     more = len(rows) > limit

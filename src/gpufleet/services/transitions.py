@@ -10,6 +10,7 @@ from gpufleet.domain import Job, JobStatus
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import events
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.services import replica_end
 
 
 async def transition_job(
@@ -57,4 +58,6 @@ async def transition_job(
         data={"from": job.status.value, "to": to.value, "reason": reason, "attempt": moved.attempt, **(data or {})},
         actor=actor,
     )
+    if moved.kind == "replica" and to in states.JOB_TERMINAL:
+        await replica_end.on_job_ended(conn, moved)  # its replica stops; its in-flight predictions end
     return moved

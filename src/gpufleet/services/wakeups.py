@@ -29,6 +29,8 @@ import asyncpg
 from gpufleet.db.pool import Database
 from gpufleet.repo import execution as repo
 from gpufleet.repo import logs as logs_repo
+from gpufleet.repo import predictions as predictions_repo
+from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.logs import LOGS_CHANNEL
 from gpufleet.repo.scheduling import ping
 
@@ -37,9 +39,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Channel = Literal["assignments", "logs"]
+# "predictions": agents' claim long-polls, keyed by host; "prediction": followers of one prediction
+# (``Prefer: wait``, its SSE stream), keyed by prediction id (migration 0013's triggers notify both).
+Channel = Literal["assignments", "logs", "predictions", "prediction"]
 ASSIGNMENTS_CHANNEL = "gpufleet_assignments"
-_CHANNELS: dict[str, Channel] = {ASSIGNMENTS_CHANNEL: "assignments", LOGS_CHANNEL: "logs"}
+PREDICTIONS_CHANNEL = "gpufleet_predictions"
+PREDICTION_CHANGES_CHANNEL = "gpufleet_prediction_changes"
+_CHANNELS: dict[str, Channel] = {
+    ASSIGNMENTS_CHANNEL: "assignments",
+    LOGS_CHANNEL: "logs",
+    PREDICTIONS_CHANNEL: "predictions",
+    PREDICTION_CHANGES_CHANNEL: "prediction",
+}
 
 
 class Subscription:
@@ -81,6 +92,7 @@ class WakeHub:
         self._dirty: set[Channel] = set()  # channels notified since the last check began
         self._checker: asyncio.Task[None] | None = None
         self._log_marks: dict[UUID, tuple[str, int, int]] = {}  # followed job -> what was seen last
+        self._prediction_marks: dict[UUID, tuple[str, int, int]] = {}  # followed prediction -> seen last
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> WakeHub:
@@ -171,21 +183,36 @@ class WakeHub:
 
     async def check(self, kinds: set[Channel]) -> None:
         """Wake the waiters of ``kinds`` that have something new: one query per channel, all waiters."""
-        hosts = [UUID(key) for (ch, key) in self._waiters if ch == "assignments"] if "assignments" in kinds else []
-        jobs = [UUID(key) for (ch, key) in self._waiters if ch == "logs"] if "logs" in kinds else []
-        if not hosts and not jobs:
+        hosts = self._keys("assignments") if "assignments" in kinds else []
+        jobs = self._keys("logs") if "logs" in kinds else []
+        claimers = self._keys("predictions") if "predictions" in kinds else []
+        followed = self._keys("prediction") if "prediction" in kinds else []
+        if not (hosts or jobs or claimers or followed):
             return
         async with self._db.system_transaction() as conn:
             ready = await repo.hosts_with_assignments(conn, host_ids=hosts) if hosts else []
             marks = await logs_repo.follow_marks(conn, job_ids=jobs) if jobs else {}
+            work = await replicas_repo.hosts_with_prediction_work(conn, host_ids=claimers) if claimers else []
+            changes = await predictions_repo.follow_marks(conn, prediction_ids=followed) if followed else {}
         for host_id in ready:
             self.wake("assignments", str(host_id))
+        for host_id in work:
+            self.wake("predictions", str(host_id))
         if "logs" in kinds:
             for job_id in jobs:
                 mark = marks.get(job_id)
                 if mark is None or mark != self._log_marks.get(job_id):
                     self.wake("logs", str(job_id))
             self._log_marks = dict(marks)  # followed jobs only, so it stays bounded
+        if "prediction" in kinds:
+            for prediction_id in followed:
+                seen = changes.get(prediction_id)
+                if seen is None or seen != self._prediction_marks.get(prediction_id):
+                    self.wake("prediction", str(prediction_id))
+            self._prediction_marks = dict(changes)
+
+    def _keys(self, channel: Channel) -> list[UUID]:
+        return [UUID(key) for (ch, key) in self._waiters if ch == channel]
 
     async def _listen_forever(self) -> None:
         delay = 0.5
@@ -242,11 +269,16 @@ class WakeHub:
             self.listening = False
 
     async def poll_once(self) -> None:
-        """One query for every host waiting in this process; log followers simply re-read."""
-        hosts = [UUID(key) for (ch, key) in self._waiters if ch == "assignments"]
-        if hosts:
+        """One query for every host waiting in this process; log and prediction followers simply re-read."""
+        hosts = self._keys("assignments")
+        claimers = self._keys("predictions")
+        if hosts or claimers:
             async with self._db.system_transaction() as conn:
-                ready = await repo.hosts_with_assignments(conn, host_ids=hosts)
+                ready = await repo.hosts_with_assignments(conn, host_ids=hosts) if hosts else []
+                work = await replicas_repo.hosts_with_prediction_work(conn, host_ids=claimers) if claimers else []
             for host_id in ready:
                 self.wake("assignments", str(host_id))
+            for host_id in work:
+                self.wake("predictions", str(host_id))
         self.wake_all("logs")
+        self.wake_all("prediction")

@@ -28,7 +28,7 @@ class Webhook:
 class Delivery:
     id: UUID
     organization_id: UUID
-    webhook_id: UUID
+    webhook_id: UUID | None  # None: a prediction's own URL (``url``, ``prediction_id``)
     event_id: UUID | None
     event_seq: int | None
     event_type: str
@@ -40,6 +40,8 @@ class Delivery:
     last_error: str | None
     delivered_at: datetime | None
     created_at: datetime
+    url: str | None = None
+    prediction_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

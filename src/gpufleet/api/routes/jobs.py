@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
@@ -48,10 +48,14 @@ async def list_jobs(
     label: LabelFilter = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    kind: Annotated[
+        Literal["job", "replica", "all"],
+        Query(description="`job` (default): batch jobs; `replica`: deployments' replicas; `all`: both."),
+    ] = "job",
 ) -> Page[JobRead]:
-    """Newest first."""
+    """Newest first. Replicas of deployments are jobs too, listed only with `kind=replica` or `all`."""
     org_id = p.require_org()
-    page = await jobs.list_jobs(db, org_id, status=status, labels=_labels(label), limit=limit, cursor=cursor)
+    page = await jobs.list_jobs(db, org_id, status=status, labels=_labels(label), limit=limit, cursor=cursor, kind=kind)
     views = await job_views.with_gpus(db, org_id, page.items)
     return Page[JobRead](items=[JobRead.of(v.job, v.gpus, v.cost) for v in views], next_cursor=page.next_cursor)
 

@@ -1,0 +1,90 @@
+"""/v1/deployments: a name -> a model version with scaling bounds and hardware, in Replicate's
+shape (`current_release`), plus what runs now (replicas) and what waits (queue)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.models import base_url
+from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.schemas.common import decode_cursor, encode_cursor
+from gpufleet.schemas.models import CursorPage
+from gpufleet.schemas.predictions import DeploymentCreate, DeploymentRead, DeploymentUpdate
+from gpufleet.services import deployments
+from gpufleet.services.deployments import Scaling
+
+router = APIRouter(prefix="/v1", tags=["deployments"])
+
+EXISTS: dict[int, dict[str, Any]] = {409: {"description": "a deployment of that name exists"}}
+
+
+def _actor(user_id: object) -> str:
+    return f"user:{user_id}"
+
+
+@router.post("/deployments", status_code=201, **requires("deployments.manage", {**NOT_FOUND, **EXISTS}))
+async def create_deployment(body: DeploymentCreate, p: Caller, db: DB) -> DeploymentRead:
+    """`{name, model: owner/name, version?, hardware?, min_instances?, max_instances?, idle_timeout_s?}`
+    (Replicate's fields; gpufleet's `gpus`, `gpu_fraction`, ... refine the hardware)."""
+    view = await deployments.create(
+        db,
+        p.require_org(),
+        owner=body.owner,
+        name=body.name,
+        model=body.model,
+        version=body.version,
+        hardware=body.to_hardware(),
+        scaling=Scaling(body.min_instances, body.max_instances, body.idle_timeout_s),
+        created_by=p.user_id,
+    )
+    return DeploymentRead.of(view)
+
+
+@router.get("/deployments", **requires("deployments.list"))
+async def list_deployments(
+    p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> CursorPage[DeploymentRead]:
+    """Newest first, the models' own deployments included (`implicit`)."""
+    views = await deployments.page(db, p.require_org(), limit=limit + 1, before=decode_cursor(cursor))
+    items = views[:limit]
+    nxt = None
+    if len(views) > limit and items:
+        last = items[-1].deployment
+        query = {"cursor": encode_cursor(last.created_at, last.id)} | (
+            {"limit": str(limit)} if limit != DEFAULT_LIMIT else {}
+        )
+        nxt = f"{base_url(request)}/v1/deployments?{urlencode(query)}"
+    return CursorPage[DeploymentRead](next=nxt, results=[DeploymentRead.of(v) for v in items])
+
+
+@router.get("/deployments/{owner}/{name}", **requires("deployments.read", NOT_FOUND))
+async def get_deployment(owner: str, name: str, p: Caller, db: DB) -> DeploymentRead:
+    return DeploymentRead.of(await deployments.get(db, p.require_org(), owner, name))
+
+
+@router.patch("/deployments/{owner}/{name}", **requires("deployments.manage", NOT_FOUND))
+async def update_deployment(owner: str, name: str, body: DeploymentUpdate, p: Caller, db: DB) -> DeploymentRead:
+    """A new `version` or hardware is a new release: replicas are replaced one by one, each old
+    one drained once a new one is ready. Scaling bounds apply from the autoscaler's next pass."""
+    view = await deployments.update(
+        db,
+        p.require_org(),
+        owner,
+        name,
+        version=body.version,
+        hardware=body.to_hardware(),
+        scaling=Scaling(body.min_instances, body.max_instances, body.idle_timeout_s),
+        actor=_actor(p.user_id),
+    )
+    return DeploymentRead.of(view)
+
+
+@router.delete("/deployments/{owner}/{name}", status_code=204, **requires("deployments.manage", NOT_FOUND))
+async def delete_deployment(owner: str, name: str, p: Caller, db: DB) -> Response:
+    """Its replicas are stopped (their jobs cancelled) and its queued or running predictions fail."""
+    await deployments.delete(db, p.require_org(), owner, name, actor=_actor(p.user_id))
+    return Response(status_code=204)

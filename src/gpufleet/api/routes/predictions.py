@@ -1,0 +1,225 @@
+"""/v1/predictions, and creating one through a model or a deployment: Replicate's API shapes, so
+its official client works against gpufleet (docs/predictions.md). `Prefer: wait[=n]` holds the
+answer until the prediction ends (n <= 60 s); `urls.stream` is a server-sent event stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.routes.models import base_url
+from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.inference.predictions_domain import parse_prefer_wait
+from gpufleet.schemas.models import CursorPage
+from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
+from gpufleet.services import prediction_stream, predictions
+from gpufleet.services.predictions import NewPrediction, Target
+from gpufleet.services.wakeups import WakeHub
+from gpufleet.services.webhooks import check_url
+from gpufleet.webhooks.signing import SecretBox
+from gpufleet.webhooks.ssrf import WebhookRefused
+
+router = APIRouter(prefix="/v1", tags=["predictions"])
+
+CREATED: dict[int, dict[str, Any]] = {
+    **NOT_FOUND,
+    402: {"description": "a hard budget has no room for the replica a cold start needs"},
+    422: {"description": "the input does not fit the version's schema (`field` names it), or a bad header"},
+}
+PreferHeader = Annotated[
+    str | None,
+    Header(description="`wait` (60 s) or `wait=n` (1-60): answer when the prediction ends, or after n seconds."),
+]
+SourceHeader = Annotated[str | None, Header(alias="x-gpufleet-source", description="`cli` or `web`; default `api`.")]
+
+
+def hub_of(request: Request) -> WakeHub | None:
+    hub: WakeHub | None = getattr(request.app.state, "hub", None)
+    return hub
+
+
+def prediction_id_of(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound(f"prediction {raw} not found") from None
+
+
+async def _create(
+    request: Request, db: DB, p: Caller, body: PredictionCreate, target: Target, prefer: str | None, source: str | None
+) -> JSONResponse:
+    wait_s = parse_prefer_wait(prefer)
+    webhook, events = body.webhook, body.webhook_events_filter
+    if webhook is None and body.webhook_completed is not None:
+        webhook, events = body.webhook_completed, ["completed"]
+    new = NewPrediction(
+        input=body.input,
+        webhook=webhook,
+        webhook_events_filter=list(events) if events is not None else None,
+        stream=body.stream,
+        source=source or "api",
+    )
+    org_id = p.require_org()
+    settings = request.app.state.settings
+    if webhook is not None:
+        try:
+            await check_url(webhook, settings)
+        except WebhookRefused as exc:
+            raise InvalidInput(f"webhook: {exc.message}", field="webhook", rule=exc.rule) from exc
+    box = SecretBox(settings.secret_key.get_secret_value()) if webhook is not None else None
+    created = await predictions.create(db, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box)
+    owner, now = await predictions.get(db, org_id, created.id)
+    if wait_s is not None and not now.done:
+        owner, now = await predictions.wait(db, org_id, created.id, wait_s, hub=hub_of(request))
+    read = PredictionRead.of(now, base_url(request), owner, waited=wait_s is not None)
+    headers = {"Preference-Applied": f"wait={int(wait_s)}"} if wait_s is not None else {}
+    return JSONResponse(read.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+@router.post("/predictions", status_code=201, response_model=PredictionRead, **requires("predictions.create", CREATED))
+async def create_prediction(
+    body: PredictionCreate,
+    p: Caller,
+    db: DB,
+    request: Request,
+    prefer: PreferHeader = None,
+    source: SourceHeader = None,
+) -> JSONResponse:
+    """Run a version: `version` is its id (or `owner/name:version`). Queued for a replica of that
+    version (started at once on a cold start); `Prefer: wait` answers when it ends."""
+    if body.version is None:
+        raise InvalidInput("version: required here (or POST /v1/models/{owner}/{name}/predictions)", field="version")
+    return await _create(request, db, p, body, Target(version=body.version), prefer, source)
+
+
+@router.post(
+    "/models/{owner}/{name}/predictions",
+    status_code=201,
+    response_model=PredictionRead,
+    **requires("predictions.create", CREATED),
+)
+async def create_model_prediction(
+    owner: str,
+    name: str,
+    body: PredictionCreate,
+    p: Caller,
+    db: DB,
+    request: Request,
+    prefer: PreferHeader = None,
+    source: SourceHeader = None,
+) -> JSONResponse:
+    """Run the model's latest version on its own deployment (created on first use with the model's
+    hardware, 0 to 1 replicas; it follows the latest version)."""
+    if body.version is not None:
+        raise InvalidInput("version: not taken here; POST /v1/predictions runs a given version", field="version")
+    return await _create(request, db, p, body, Target(model=f"{owner}/{name}"), prefer, source)
+
+
+@router.post(
+    "/deployments/{owner}/{name}/predictions",
+    status_code=201,
+    response_model=PredictionRead,
+    **requires("predictions.create", CREATED),
+)
+async def create_deployment_prediction(
+    owner: str,
+    name: str,
+    body: PredictionCreate,
+    p: Caller,
+    db: DB,
+    request: Request,
+    prefer: PreferHeader = None,
+    source: SourceHeader = None,
+) -> JSONResponse:
+    """Run the deployment's current version on its replicas."""
+    if body.version is not None:
+        raise InvalidInput("version: not taken here; the deployment's release says which", field="version")
+    return await _create(request, db, p, body, Target(deployment=f"{owner}/{name}"), prefer, source)
+
+
+@router.get("/predictions", **requires("predictions.list"))
+async def list_predictions(
+    p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> CursorPage[PredictionRead]:
+    """Newest first; `next` and `previous` are the URLs of the neighbouring pages."""
+    page = await predictions.list_page(db, p.require_org(), limit=limit, cursor=cursor)
+    base = base_url(request)
+
+    def url(c: str | None) -> str | None:
+        if c is None:
+            return None
+        query = {"cursor": c} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
+        return f"{base}/v1/predictions?{urlencode(query)}"
+
+    return CursorPage[PredictionRead](
+        previous=url(page.previous_cursor),
+        next=url(page.next_cursor),
+        results=[PredictionRead.of(x, base, page.owner) for x in page.items],
+    )
+
+
+@router.get("/predictions/{prediction_id}", **requires("predictions.read", NOT_FOUND))
+async def get_prediction(prediction_id: str, p: Caller, db: DB, request: Request) -> PredictionRead:
+    owner, found = await predictions.get(db, p.require_org(), prediction_id_of(prediction_id))
+    return PredictionRead.of(found, base_url(request), owner)
+
+
+@router.post("/predictions/{prediction_id}/cancel", **requires("predictions.cancel", NOT_FOUND))
+async def cancel_prediction(prediction_id: str, p: Caller, db: DB, request: Request) -> PredictionRead:
+    """Queued: `canceled` at once. Processing: its worker is told to stop it; it ends `canceled`.
+    Finished: returned unchanged."""
+    owner, found = await predictions.cancel(
+        db, p.require_org(), prediction_id_of(prediction_id), actor=f"user:{p.user_id}"
+    )
+    return PredictionRead.of(found, base_url(request), owner)
+
+
+@router.get(
+    "/predictions/{prediction_id}/stream",
+    response_class=StreamingResponse,
+    **requires(
+        "predictions.read",
+        {**NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+    ),
+)
+async def stream_prediction(
+    prediction_id: str,
+    p: Caller,
+    db: DB,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
+    keepalive_s: Annotated[float, Query(ge=1, le=60, description="A comment line this often while idle.")] = 15.0,
+) -> StreamingResponse:
+    """Server-sent events as Replicate sends them: `output` (one per item; text as is, else JSON),
+    `logs` (one per line), `error` (`{"detail": ...}`), then `done` (`{}`, `{"reason": "canceled"}`
+    or `{"reason": "error"}`). Each has an `id`; send it back as `Last-Event-ID` to resume."""
+    org_id = p.require_org()
+    pid = prediction_id_of(prediction_id)
+    await predictions.get(db, org_id, pid)  # a 404 before the stream starts
+    events = prediction_stream.events(
+        db, org_id, pid, hub=hub_of(request), resume=last_event_id, keepalive_s=keepalive_s
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in events:
+            if await request.is_disconnected():
+                return
+            yield chunk
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/webhooks/default/secret", **requires("predictions.create"))
+async def default_webhook_secret(p: Caller, db: DB, request: Request) -> WebhookSecretRead:
+    """The secret that signs this organization's prediction webhooks (Standard Webhooks headers,
+    as Replicate's: verify with `replicate.webhooks.validate` or any Standard Webhooks library)."""
+    box = SecretBox(request.app.state.settings.secret_key.get_secret_value())
+    return WebhookSecretRead(key=await predictions.default_secret(db, p.require_org(), box))

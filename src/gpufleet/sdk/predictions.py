@@ -1,0 +1,302 @@
+"""SDK methods: predictions (create, wait, stream, list, cancel) and deployments (sync and async).
+
+What runs is named like Replicate names it: ``"owner/name"`` (a model's latest version on its own
+deployment), ``"owner/name:<version>"`` or a bare version id, or ``deployment="owner/name"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from gpufleet.inference.models_domain import DIGEST_RE, split_ref
+from gpufleet.inference.predictions_domain import PREFER_WAIT_MAX_S
+from gpufleet.schemas.models import CursorPage
+from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
+from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One server-sent event of a prediction: ``event`` is output, logs, error or done."""
+
+    event: str
+    data: str
+    id: str
+
+
+def create_request(
+    ref: str | None, *, deployment: str | None, input: dict[str, Any], stream: bool, webhook: str | None,
+    webhook_events_filter: list[str] | None,
+) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """(path, body) of a create: by deployment, by model (``owner/name``), or by version."""
+    body: dict[str, Any] = {"input": input, "stream": stream}
+    if webhook is not None:
+        body["webhook"] = webhook
+    if webhook_events_filter is not None:
+        body["webhook_events_filter"] = webhook_events_filter
+    if deployment is not None:
+        owner, name = split_ref(deployment)
+        return f"/v1/deployments/{owner}/{name}/predictions", body
+    if ref is None:
+        raise ValueError("give a model (owner/name), a version, or deployment=")
+    if ":" in ref or DIGEST_RE.match(ref):
+        return "/v1/predictions", {**body, "version": ref}
+    owner, name = split_ref(ref)
+    return f"/v1/models/{owner}/{name}/predictions", body
+
+
+def wait_header(wait: float | bool | None) -> tuple[dict[str, str], float | None]:
+    """The ``Prefer`` header and the HTTP timeout that lets the server hold the answer."""
+    if wait is None or wait is False:
+        return {}, None
+    seconds = PREFER_WAIT_MAX_S if wait is True else max(1, min(PREFER_WAIT_MAX_S, round(wait)))
+    return {"Prefer": f"wait={seconds}"}, seconds + 15.0
+
+
+class SseDecoder:
+    """Server-sent event lines in, whole events out."""
+
+    def __init__(self) -> None:
+        self.event, self.ident, self.data = "", "", list[str]()
+
+    def feed(self, line: str) -> StreamEvent | None:
+        if line.startswith(":"):
+            return None
+        if line == "":
+            done = StreamEvent(self.event, "\n".join(self.data), self.ident) if self.event else None
+            self.event, self.ident, self.data = "", "", []
+            return done
+        key, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if key == "event":
+            self.event = value
+        elif key == "id":
+            self.ident = value
+        elif key == "data":
+            self.data.append(value)
+        return None
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
+    decoder = SseDecoder()
+    for line in lines:
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+            if event.event == "done":
+                return
+
+
+def _pid(prediction: PredictionRead | str | UUID) -> str:
+    return prediction.id if isinstance(prediction, PredictionRead) else str(prediction)
+
+
+def deployment_path(ref: str) -> str:
+    owner, name = split_ref(ref)
+    return f"/v1/deployments/{owner}/{name}"
+
+
+def deployment_body(**fields: Any) -> dict[str, Any]:
+    """Only the fields given: ``version``, ``hardware``, ``min_instances``, ``max_instances``,
+    ``idle_timeout_s``, ``gpus``, ``gpu_fraction``, ``min_memory_gb``, ``gpu_model``, ``cpu``, ``ram_gb``."""
+    if isinstance(fields.get("gpu_model"), str):
+        fields["gpu_model"] = [fields["gpu_model"]]
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class PredictionsMixin(BaseClient):
+    def create_prediction(
+        self,
+        ref: str | None = None,
+        input: dict[str, Any] | None = None,
+        *,
+        deployment: str | None = None,
+        wait: float | bool | None = None,
+        stream: bool = False,
+        webhook: str | None = None,
+        webhook_events_filter: list[str] | None = None,
+        source: str | None = None,
+    ) -> PredictionRead:
+        """Queue a prediction; with ``wait`` (True: 60 s, or seconds up to 60) the answer comes
+        when it ends (check ``status``: it reads ``starting`` if the time ran out)."""
+        path, body = create_request(
+            ref, deployment=deployment, input=input or {}, stream=stream, webhook=webhook,
+            webhook_events_filter=webhook_events_filter,
+        )  # fmt: skip
+        headers, timeout = wait_header(wait)
+        if source:
+            headers["X-Gpufleet-Source"] = source
+        r = self._http.post(path, json=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        return PredictionRead.model_validate(decode(r))
+
+    def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
+        return self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+
+    def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
+        return self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+
+    def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
+        """One page, newest first; pass the page's ``next`` back as ``cursor_url`` for the next one."""
+        raw = (
+            self.request("GET", cursor_url)
+            if cursor_url
+            else self.request("GET", "/v1/predictions", params={"limit": limit})
+        )
+        return CursorPage[PredictionRead].model_validate(raw)
+
+    def iter_predictions(self) -> Iterator[PredictionRead]:
+        page = self.list_predictions(limit=200)
+        while True:
+            yield from page.results
+            if not page.next:
+                return
+            page = self.list_predictions(cursor_url=page.next)
+
+    def wait_prediction(self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0) -> PredictionRead:
+        """The prediction once it ended (re-read, 0.1 s doubling to 2 s apart), or as it is at ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        while True:
+            p = self.get_prediction(prediction)
+            if p.status in TERMINAL or time.monotonic() >= deadline:
+                return p
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+
+    def stream_prediction(self, prediction: PredictionRead | str | UUID) -> Iterator[StreamEvent]:
+        """Its server-sent events until ``done`` (created with ``stream=True``)."""
+        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
+            if r.status_code >= 400:
+                r.read()
+                decode(r)
+            yield from parse_sse(r.iter_lines())
+
+    # -- deployments ----------------------------------------------------------------------
+
+    def create_deployment(self, name: str, model: str, **fields: Any) -> DeploymentRead:
+        body = {"name": name, "model": model, **deployment_body(**fields)}
+        return self._one(DeploymentRead, "POST", "/v1/deployments", json=body)
+
+    def update_deployment(self, ref: str, **changes: Any) -> DeploymentRead:
+        return self._one(DeploymentRead, "PATCH", deployment_path(ref), json=deployment_body(**changes))
+
+    def get_deployment(self, ref: str) -> DeploymentRead:
+        return self._one(DeploymentRead, "GET", deployment_path(ref))
+
+    def list_deployments(self) -> list[DeploymentRead]:
+        out: list[DeploymentRead] = []
+        url: str | None = "/v1/deployments?limit=200"
+        while url:
+            page = CursorPage[DeploymentRead].model_validate(self.request("GET", url))
+            out += page.results
+            url = page.next
+        return out
+
+    def delete_deployment(self, ref: str) -> None:
+        self.request("DELETE", deployment_path(ref))
+
+
+class AsyncPredictionsMixin(AsyncBaseClient):
+    async def create_prediction(
+        self,
+        ref: str | None = None,
+        input: dict[str, Any] | None = None,
+        *,
+        deployment: str | None = None,
+        wait: float | bool | None = None,
+        stream: bool = False,
+        webhook: str | None = None,
+        webhook_events_filter: list[str] | None = None,
+        source: str | None = None,
+    ) -> PredictionRead:
+        path, body = create_request(
+            ref, deployment=deployment, input=input or {}, stream=stream, webhook=webhook,
+            webhook_events_filter=webhook_events_filter,
+        )  # fmt: skip
+        headers, timeout = wait_header(wait)
+        if source:
+            headers["X-Gpufleet-Source"] = source
+        r = await self._http.post(path, json=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        return PredictionRead.model_validate(decode(r))
+
+    async def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
+        return await self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+
+    async def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
+        return await self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+
+    async def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
+        if cursor_url:
+            raw = await self.request("GET", cursor_url)
+        else:
+            raw = await self.request("GET", "/v1/predictions", params={"limit": limit})
+        return CursorPage[PredictionRead].model_validate(raw)
+
+    async def stream_prediction(self, prediction: PredictionRead | str | UUID) -> AsyncIterator[StreamEvent]:
+        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        async with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                decode(r)
+            decoder = SseDecoder()
+            async for line in r.aiter_lines():
+                event = decoder.feed(line)
+                if event is not None:
+                    yield event
+                    if event.event == "done":
+                        return
+
+    async def create_deployment(self, name: str, model: str, **fields: Any) -> DeploymentRead:
+        body = {"name": name, "model": model, **deployment_body(**fields)}
+        return await self._one(DeploymentRead, "POST", "/v1/deployments", json=body)
+
+    async def update_deployment(self, ref: str, **changes: Any) -> DeploymentRead:
+        return await self._one(DeploymentRead, "PATCH", deployment_path(ref), json=deployment_body(**changes))
+
+    async def get_deployment(self, ref: str) -> DeploymentRead:
+        return await self._one(DeploymentRead, "GET", deployment_path(ref))
+
+    async def list_deployments(self) -> list[DeploymentRead]:
+        out: list[DeploymentRead] = []
+        url: str | None = "/v1/deployments?limit=200"
+        while url:
+            page = CursorPage[DeploymentRead].model_validate(await self.request("GET", url))
+            out += page.results
+            url = page.next
+        return out
+
+    async def wait_prediction(
+        self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0
+    ) -> PredictionRead:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        while True:
+            p = await self.get_prediction(prediction)
+            if p.status in TERMINAL or time.monotonic() >= deadline:
+                return p
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+
+    async def delete_deployment(self, ref: str) -> None:
+        await self.request("DELETE", deployment_path(ref))
+
+
+def item_of(event: StreamEvent) -> Any:
+    """An ``output`` event's item: JSON when it parses as an object or array, else the text."""
+    if event.data[:1] in ("{", "["):
+        try:
+            return json.loads(event.data)
+        except ValueError:
+            return event.data
+    return event.data

@@ -1,0 +1,286 @@
+"""Predictions as use cases: create (validated against the version's schema before anything is
+written), read, list (cursor pages), cancel, and wait for the end (``Prefer: wait``).
+
+A prediction is queued in PostgreSQL with the version it must run (the deployment's current one,
+or the version asked for) and reaches a ready replica of that version through the agent's claim.
+With no live replica of that version, creating it starts one in the same transaction (a cold
+start: no autoscaler tick in between). Another organization's prediction is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gpufleet.db.pool import Connection as Conn
+from gpufleet.db.pool import Database
+from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.inference.models_domain import DIGEST_RE, ModelRecord, VersionRecord
+from gpufleet.inference.predictions_domain import Deployment, Prediction, check_webhook_filter
+from gpufleet.inference.validate import validate_input
+from gpufleet.repo import deployments as deployments_repo
+from gpufleet.repo import models as models_repo
+from gpufleet.repo import prediction_webhooks as hooks_repo
+from gpufleet.repo import predictions as repo
+from gpufleet.repo import replicas as replicas_repo
+from gpufleet.services import deployments
+from gpufleet.services.prediction_events import predictions_moved
+from gpufleet.services.wakeups import WakeHub
+from gpufleet.webhooks.signing import SecretBox, new_secret
+
+MAX_PAGE = 200
+MAX_WEBHOOK_URL = 2000
+SOURCES = ("api", "web", "cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a prediction runs: exactly one of a version string, a model or a deployment name."""
+
+    version: str | None = None
+    model: str | None = None  # owner/name: the model's own deployment, latest version
+    deployment: str | None = None  # owner/name
+
+
+@dataclass(frozen=True, slots=True)
+class NewPrediction:
+    input: Any
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    stream: bool = False
+    source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionPage:
+    owner: str
+    items: list[Prediction]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def _split(ref: str, field: str) -> tuple[str, str]:
+    owner, _, name = ref.partition("/")
+    if not owner or not name or "/" in name:
+        raise InvalidInput(f"{field}: {ref!r} is not OWNER/NAME", field=field)
+    return owner, name
+
+
+def _check_webhook(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not url.startswith(("https://", "http://")) or len(url) > MAX_WEBHOOK_URL or any(c.isspace() for c in url):
+        raise InvalidInput("webhook: must be an http(s) URL of at most 2000 characters", field="webhook")
+    return url
+
+
+async def _resolve(
+    conn: Conn, org_id: UUID, slug: str, target: Target
+) -> tuple[ModelRecord, VersionRecord, Deployment | None]:
+    """The model, the version to run and the deployment that runs it (None: the model's own)."""
+    if target.deployment is not None:
+        owner, name = _split(target.deployment, "deployment")
+        d = await deployments_repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
+        if d is None:
+            raise NotFound(f"deployment {target.deployment} not found")
+        m = await models_repo.get_model_by_id(conn, org_id=org_id, model_id=d.model_id)
+        v = await models_repo.get_version(conn, org_id=org_id, version_id=d.version_id)
+        assert m is not None and v is not None  # foreign keys
+        return m, v, d
+    if target.model is not None:
+        owner, name = _split(target.model, "model")
+        m = await models_repo.get_model(conn, org_id=org_id, name=name) if owner == slug else None
+        if m is None:
+            raise NotFound(f"model {target.model} not found")
+        latest = m.latest_version_id
+        v = await models_repo.get_version(conn, org_id=org_id, version_id=latest) if latest else None
+        if v is None:
+            raise InvalidInput(f"model {target.model} has no version yet: push one first", field="model")
+        return m, v, None
+    ref = target.version or ""
+    model_ref, colon, digest = ref.rpartition(":")
+    if not DIGEST_RE.match(digest):
+        raise InvalidInput("version: expected a version id (64 hex digits), or OWNER/NAME:VERSION", field="version")
+    model_id = None
+    if colon:
+        owner, name = _split(model_ref, "version")
+        named = await models_repo.get_model(conn, org_id=org_id, name=name) if owner == slug else None
+        if named is None:
+            raise NotFound(f"model {model_ref} not found")
+        model_id = named.id
+    v = await models_repo.find_version(conn, org_id=org_id, digest=digest, model_id=model_id)
+    if v is None:
+        raise NotFound(f"version {digest} not found")
+    m = await models_repo.get_model_by_id(conn, org_id=org_id, model_id=v.model_id)
+    assert m is not None
+    return m, v, None
+
+
+async def create(
+    db: Database,
+    org_id: UUID,
+    target: Target,
+    new: NewPrediction,
+    *,
+    user_id: UUID | None,
+    base_url: str | None = None,
+    box: SecretBox | None = None,
+) -> Prediction:
+    """Queue a prediction (event ``prediction.created``); 422 naming the field when the input does
+    not fit the version's schema, before anything is written. ``base_url``: the server as the
+    client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
+    secret on its first prediction with a ``webhook``."""
+    if new.source not in SOURCES:
+        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
+    events_filter = check_webhook_filter(new.webhook_events_filter)
+    webhook = _check_webhook(new.webhook)
+    async with db.transaction(org_id, user_id=user_id) as conn:
+        slug = await deployments.owner_slug(conn, org_id)
+        m, v, explicit = await _resolve(conn, org_id, slug, target)
+        clean = validate_input(v.openapi_schema, new.input)  # before anything is written
+        d = explicit or await deployments.implicit_for(conn, org_id, m, v)
+        p = await repo.insert(
+            conn,
+            org_id=org_id,
+            model=f"{slug}/{m.name}",
+            version=v.digest,
+            version_id=v.id,
+            deployment_id=d.id,
+            input=clean,
+            webhook=webhook,
+            webhook_events_filter=events_filter,
+            stream=new.stream,
+            source=new.source,
+            created_by=user_id,
+            base_url=base_url,
+        )
+        if webhook is not None and box is not None:
+            await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
+        await models_repo.add_run(conn, org_id=org_id, model_id=m.id)
+        await predictions_moved(conn, [p], actor=_actor(user_id))
+        await cold_start(conn, d, v, owner=slug, user_id=user_id)
+        return p
+
+
+async def cold_start(conn: Conn, d: Deployment, v: VersionRecord, *, owner: str, user_id: UUID | None) -> bool:
+    """With no replica of ``v`` that may still claim, start one now (unless the crash backoff holds
+    starts back: the autoscaler starts it when it ends). Whether one was started."""
+    org_id = d.organization_id
+    if await replicas_repo.has_live(conn, org_id=org_id, deployment_id=d.id, version_id=v.id):
+        return False  # the common, warm case: no lock taken
+    locked = await deployments_repo.get(conn, org_id=org_id, deployment_id=d.id, lock=True)
+    if locked is None or await replicas_repo.has_live(conn, org_id=org_id, deployment_id=d.id, version_id=v.id):
+        return False  # another request started one while this one waited for the lock
+    if await deployments_repo.backing_off(conn, org_id=org_id, deployment_id=d.id):
+        return False
+    await deployments.start_replica(conn, locked, v, owner=owner, actor="cold_start", user_id=user_id)
+    return True
+
+
+async def default_secret(db: Database, org_id: UUID, box: SecretBox) -> str:
+    """The organization's default signing secret (``whsec_...``) of prediction webhooks, made on first use."""
+    async with db.transaction(org_id) as conn:
+        sealed = await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
+    return box.open(sealed)
+
+
+async def get(db: Database, org_id: UUID, prediction_id: UUID) -> tuple[str, Prediction]:
+    async with db.transaction(org_id) as conn:
+        p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id)
+        if p is None:
+            raise NotFound(f"prediction {prediction_id} not found")
+        return await deployments.owner_slug(conn, org_id), p
+
+
+async def list_page(db: Database, org_id: UUID, *, limit: int, cursor: str | None) -> PredictionPage:
+    """Newest first; ``next`` pages to older predictions, ``previous`` back to newer ones."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
+    direction, key = decode_cursor(cursor) if cursor else ("next", None)
+    async with db.transaction(org_id) as conn:
+        slug = await deployments.owner_slug(conn, org_id)
+        if direction == "next":
+            rows = await repo.page(conn, org_id=org_id, limit=limit + 1, before=key)
+            items, more = rows[:limit], len(rows) > limit
+            nxt = encode_cursor("next", items[-1]) if more and items else None
+            prev = encode_cursor("prev", items[0]) if key is not None and items else None
+        else:
+            rows = await repo.page(conn, org_id=org_id, limit=limit + 1, after=key)
+            more = len(rows) > limit
+            items = rows[-limit:] if more else rows
+            prev = encode_cursor("prev", items[0]) if more and items else None
+            nxt = encode_cursor("next", items[-1]) if items else None
+    return PredictionPage(slug, items, nxt, prev)
+
+
+def encode_cursor(direction: str, p: Prediction) -> str:
+    raw = json.dumps([direction, p.created_at.isoformat(), str(p.id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, tuple[datetime, UUID]]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        direction, created, ident = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if direction not in ("next", "prev") or when.tzinfo is None:
+            raise ValueError("not a cursor")
+        return direction, (when, UUID(ident))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not one this server issued; start again without it", field="cursor") from exc
+
+
+async def cancel(db: Database, org_id: UUID, prediction_id: UUID, *, actor: str | None) -> tuple[str, Prediction]:
+    """Queued: canceled at once. Processing: ``cancel_requested``, and the replica's agent is told
+    through its next claim reply; the prediction ends ``canceled`` when the worker stops it.
+    Finished: returned unchanged."""
+    async with db.transaction(org_id) as conn:
+        slug = await deployments.owner_slug(conn, org_id)
+        p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id, lock=True)
+        if p is None:
+            raise NotFound(f"prediction {prediction_id} not found")
+        if p.done:
+            return slug, p
+        canceled = await repo.cancel_queued(conn, org_id=org_id, prediction_id=prediction_id)
+        if canceled is not None:
+            await predictions_moved(conn, [canceled], actor=actor)
+            return slug, canceled
+        await repo.request_cancel(conn, org_id=org_id, prediction_id=prediction_id)
+        now = await repo.get(conn, org_id=org_id, prediction_id=prediction_id)
+        assert now is not None
+        return slug, now
+
+
+async def wait(
+    db: Database, org_id: UUID, prediction_id: UUID, timeout_s: float, *, hub: WakeHub | None
+) -> tuple[str, Prediction]:
+    """The prediction once finished, or as it is after ``timeout_s``. Sleeps on the change
+    notification of this prediction (the hub); without a hub, re-reads with a backoff."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    if hub is None:
+        delay = 0.05
+        while True:
+            slug, p = await get(db, org_id, prediction_id)
+            left = deadline - time.monotonic()
+            if p.done or left <= 0:
+                return slug, p
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
+    with hub.subscribe("prediction", prediction_id) as sub:  # before the read: no lost wake-up
+        while True:
+            slug, p = await get(db, org_id, prediction_id)
+            left = deadline - time.monotonic()
+            if p.done or left <= 0 or hub.draining:
+                return slug, p
+            await sub.wait(left)
+
+
+def _actor(user_id: UUID | None) -> str | None:
+    return f"user:{user_id}" if user_id else None
