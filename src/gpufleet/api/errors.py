@@ -9,6 +9,7 @@ and an unexpected error logs one line of bounded size (see ``ContainUnexpected``
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
 from typing import Any
 
@@ -68,9 +69,16 @@ def database_lost(exc: BaseException) -> bool:
         asyncpg.PostgresConnectionError  # class 08: connection failure, closed mid-operation
         | asyncpg.exceptions.OperatorInterventionError  # 57: pg_terminate_backend, shutdown
         | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections
+        # 25006: a primary demoted to a standby by a failover (Patroni, RDS): the next connection
+        # reaches the new primary once DNS or the pooler follows.
+        | asyncpg.exceptions.ReadOnlySQLTransactionError
         | ConnectionError
+        | socket.gaierror  # the database's host name does not resolve (DNS moving during a failover)
         | TimeoutError,
     ):
+        return True
+    # 55000 for a database closed to connections (ALTER DATABASE ... ALLOW_CONNECTIONS false).
+    if isinstance(exc, asyncpg.exceptions.ObjectNotInPrerequisiteStateError) and "accepting connections" in str(exc):
         return True
     # asyncpg's own "connection is closed"; and a connection the server terminated while idle,
     # whose protocol is left mid-state ("cannot switch to state ...; another operation is in progress").

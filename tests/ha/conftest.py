@@ -1,0 +1,25 @@
+"""Fixtures of the several-replica scenarios: ``ha`` is three `gpufleet server` processes on the test's
+database; each scenario ends with the ledger audit and the exactly-once check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Role
+from tests.api.conftest import make_tenant
+from tests.ha.harness import HaCluster, start_cluster
+from tests.pg import PgServer
+
+
+@pytest.fixture
+async def ha(pg_server: PgServer, db_name: str, db: Database, tmp_path: Path) -> AsyncIterator[HaCluster]:
+    owner = await make_tenant(db, Role.OWNER)
+    cluster = await start_cluster(pg_server, db_name, db, owner, tmp_path)
+    try:
+        yield cluster
+    finally:
+        await cluster.close()
