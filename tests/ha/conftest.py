@@ -1,5 +1,5 @@
-"""Fixtures of the several-replica scenarios: ``ha`` is three `gpufleet server` processes on the test's
-database; each scenario ends with the ledger audit and the exactly-once check."""
+"""Fixtures of the several-replica scenarios: ``ha`` is three `gpufleet server` processes (``replica_count``)
+on the test's database; each scenario ends with the ledger audit and the exactly-once check."""
 
 from __future__ import annotations
 
@@ -16,9 +16,17 @@ from tests.pg import PgServer
 
 
 @pytest.fixture
-async def ha(pg_server: PgServer, db_name: str, db: Database, tmp_path: Path) -> AsyncIterator[HaCluster]:
+def replica_count() -> int:
+    """How many replicas ``ha`` starts; a module overrides it by defining its own fixture."""
+    return 3
+
+
+@pytest.fixture
+async def ha(
+    pg_server: PgServer, db_name: str, db: Database, tmp_path: Path, replica_count: int
+) -> AsyncIterator[HaCluster]:
     owner = await make_tenant(db, Role.OWNER)
-    cluster = await start_cluster(pg_server, db_name, db, owner, tmp_path)
+    cluster = await start_cluster(pg_server, db_name, db, owner, tmp_path, replicas=replica_count)
     try:
         yield cluster
     finally:

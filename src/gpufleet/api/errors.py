@@ -87,13 +87,15 @@ def database_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
 
-def unavailable() -> JSONResponse:
-    return problem(
-        503,
-        "Service Unavailable",
-        "the database connection was lost; retry shortly",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
+def schema_changed(exc: BaseException) -> bool:
+    """A migration changed a table under this request's prepared statement (an upgrade while the
+    replica runs). The transaction rolled back and asyncpg has dropped its statement cache, so
+    the same request succeeds when retried: a 503, not a 500."""
+    return isinstance(exc, asyncpg.exceptions.InvalidCachedStatementError | asyncpg.exceptions.OutdatedSchemaCacheError)
+
+
+def unavailable(detail: str = "the database connection was lost; retry shortly") -> JSONResponse:
+    return problem(503, "Service Unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def bounded_trace(exc: BaseException) -> str:
@@ -132,6 +134,9 @@ class ContainUnexpected:
             if database_lost(exc):
                 log.warning("database connection lost: %s", printable(f"{type(exc).__name__}: {exc}"))
                 response = unavailable()
+            elif schema_changed(exc):
+                log.warning("database schema changed under a request (an upgrade): %s", printable(str(exc)))
+                response = unavailable("the database schema changed during this request (an upgrade); retry it")
             else:
                 log.error("unhandled error: %s", bounded_trace(exc))
                 response = problem(500, "Internal Server Error", "an unexpected error occurred; see the server log")
