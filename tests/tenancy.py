@@ -170,3 +170,9 @@ async def populate(db: Database, org: Organization) -> None:
             o,
             hashlib.sha256(b"x").hexdigest(),
         )
+        await c.execute(
+            """insert into idempotency_keys (organization_id, scope, key, request_hash, response_status, response_body)
+               values ($1, 'POST /v1/jobs', 'k', $2, 201, '{}'::jsonb)""",
+            o,
+            hashlib.sha256(b"k").hexdigest(),
+        )

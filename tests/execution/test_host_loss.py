@@ -159,6 +159,26 @@ async def test_a_host_back_within_the_grace_keeps_its_work(db: Database) -> None
     assert (await reports.report_exit(db, host, job_id, 1, OK)).status == "succeeded"
 
 
+async def test_the_grace_restarts_after_a_control_plane_outage(db: Database) -> None:
+    org, (host,) = await fleet(db)
+    job_id = await running(db, org.id, host)
+    await lose(db, host, 600)
+    # No replica ran a pass for two minutes (all down, or the database unreachable): the host
+    # could not have reached anyone either, so it gets the whole grace from now on.
+    await sql(
+        db,
+        """insert into control_plane_clock (id, last_pass_at, resumed_at)
+           values (true, now() - interval '2 minutes', '-infinity')
+           on conflict (id) do update set last_pass_at = excluded.last_pass_at""",
+    )
+    assert (await reaper.run_once(db, SETTINGS)).requeued == []
+    await sql(db, "update control_plane_clock set resumed_at = now() - interval '59 seconds'")
+    assert (await reaper.run_once(db, SETTINGS)).requeued == []
+    await sql(db, "update control_plane_clock set resumed_at = now() - interval '61 seconds'")
+    assert (await reaper.run_once(db, SETTINGS)).requeued == [job_id]
+    await assert_clean(db)
+
+
 async def test_one_reaper_at_a_time(db: Database) -> None:
     org, (host,) = await fleet(db)
     job_id = await running(db, org.id, host)

@@ -64,3 +64,39 @@ async def test_a_drain_survives_an_outage_and_maintenance_is_left_alone(db: Data
         "host.unreachable",
         "host.draining",
     ]
+
+
+async def _control_plane_idle_for(db: Database, seconds: int) -> None:
+    """As if no replica had run a liveness or reaper pass for ``seconds`` (all down, or no database)."""
+    await sql(
+        db,
+        """insert into control_plane_clock (id, last_pass_at, resumed_at)
+           values (true, now() - make_interval(secs => $1), '-infinity')
+           on conflict (id) do update set last_pass_at = excluded.last_pass_at""",
+        seconds,
+    )
+
+
+async def test_silence_while_no_replica_could_listen_does_not_count(db: Database) -> None:
+    org = await create_org(db)
+    _, me = await register(db, org.id)
+    # Every replica was down for five minutes; the host's last heartbeat landed just before.
+    await _silent_for(db, me.host_id, 300)
+    await _control_plane_idle_for(db, 300)
+    assert await _lost(db, org.id) == []  # the first pass after the outage judges nobody
+    async with db.system_transaction() as conn:
+        resumed = await conn.fetchval("select now() - resumed_at < interval '5 seconds' from control_plane_clock")
+    assert resumed
+    # The host gets the whole timeout counted from the end of the outage, then is judged as usual.
+    await sql(db, "update control_plane_clock set resumed_at = now() - interval '49 seconds'")
+    assert await _lost(db, org.id) == []
+    await sql(db, "update control_plane_clock set resumed_at = now() - interval '51 seconds'")
+    assert await _lost(db, org.id) == [me.host_id]
+
+
+async def test_passes_every_few_seconds_are_no_outage(db: Database) -> None:
+    org = await create_org(db)
+    _, me = await register(db, org.id)
+    await _silent_for(db, me.host_id, 300)
+    await _control_plane_idle_for(db, 15)  # under the 20 s gap: some replica was running
+    assert await _lost(db, org.id) == [me.host_id]

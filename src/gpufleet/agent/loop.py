@@ -27,6 +27,7 @@ from gpufleet.agent.credentials import CredentialStore, StoredCredential, defaul
 from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSample, open_backend
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
 from gpufleet.agent.jobs import JobRunner
+from gpufleet.agent.replicas import same_fleet
 from gpufleet.agent.runner.envs import EnvCache, PipOptions
 from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.runtime import ProcessRuntime
@@ -51,7 +52,7 @@ class AgentError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    server: str
+    server: str  # one URL, or every replica's, comma-separated (agent/replicas.py)
     join_token: str | None = None
     name: str | None = None  # default: the hostname (or the simulated host's name)
     labels: dict[str, str] = field(default_factory=dict)
@@ -144,7 +145,7 @@ class Agent:
         except ValueError as exc:
             raise AgentError(str(exc)) from None
         if stored is not None:
-            if stored.server.rstrip("/") != self.config.server.rstrip("/"):
+            if not same_fleet(stored.server, self.config.server):
                 raise AgentError(
                     f"{self.store.path} holds a credential for {stored.server}, not {self.config.server}; "
                     "use another --state-dir for this server"

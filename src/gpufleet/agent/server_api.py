@@ -1,11 +1,14 @@
-"""The agent's side of /v1/agent: one keep-alive async HTTP client, outbound only.
+"""The agent's side of /v1/agent: keep-alive async HTTP, outbound only, to one of the replicas.
 
 Errors come back as two kinds: ``ServerUnreachable`` (network trouble, 5xx, 429: retry
 later, keep the data) and ``Refused`` (any other 4xx: retrying the same request will not help).
+Given several replicas, a request that fails on one for network trouble or a 5xx goes to the
+next at once (agent/replicas.py); ``ServerUnreachable`` means every replica failed it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 from uuid import UUID
@@ -13,6 +16,7 @@ from uuid import UUID
 import httpx
 
 from gpufleet import __version__
+from gpufleet.agent.replicas import ReplicaSet, parse_servers
 from gpufleet.schemas.agent import HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse
 from gpufleet.schemas.execution import (
     AssignmentsResponse,
@@ -56,19 +60,43 @@ class Refused(Exception):
         return self.status == 409
 
 
+CONNECT_TIMEOUT_S = 5.0  # a replica that does not accept a connection this fast is passed over
+
+
 class AgentApi:
-    def __init__(self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.replicas = ReplicaSet(parse_servers(url))
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": f"gpufleet-agent/{__version__}"},
-        )
+        self._transport = transport
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    @property
+    def url(self) -> str:
+        """The replica in use now."""
+        return self.replicas.url
+
+    def _client(self, index: int) -> httpx.AsyncClient:
+        client = self._clients.get(index)
+        if client is None:
+            client = httpx.AsyncClient(
+                base_url=self.replicas.urls[index],
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT_S)),
+                transport=self._transport,
+                headers={"User-Agent": f"gpufleet-agent/{__version__}"},
+            )
+            self._clients[index] = client
+        return client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     async def _post(self, path: str, secret: str, body: bytes) -> Any:
         return await self._call("POST", path, secret, content=body)
@@ -90,34 +118,28 @@ class AgentApi:
         if content is not None:
             headers.setdefault("Content-Type", "application/json")
         extra: dict[str, Any] = {} if read_s is None else {"timeout": read_s}
-        try:
-            response = await self._http.request(method, path, content=content, params=params, headers=headers, **extra)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            retry = response.headers.get("retry-after", "")
-            raise ServerUnreachable(
-                f"server answered {response.status_code} {response.reason_phrase}",
-                retry_after=float(retry) if retry.isdigit() else None,
-            )
-        if response.status_code >= 400:
+        failure: ServerUnreachable | None = None
+        for index in self.replicas.order():
+            url = self.replicas.urls[index]
             try:
-                problem = response.json()
-            except ValueError:
-                problem = {}
-            if not isinstance(problem, dict):
-                problem = {}
-            raise Refused(
-                response.status_code, problem.get("title", response.reason_phrase), problem.get("detail"), problem
-            )
-        if raw:
-            return response
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ServerUnreachable(f"server answered {response.status_code} with a body that is not JSON") from exc
+                response = await self._client(index).request(
+                    method, path, content=content, params=params, headers=headers, **extra
+                )
+            except httpx.TransportError as exc:
+                failure = ServerUnreachable(f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
+                self.replicas.failed(index, exc.__class__.__name__)
+                continue
+            if response.status_code >= 500:
+                retry = response.headers.get("retry-after", "")
+                failure = ServerUnreachable(
+                    f"{url} answered {response.status_code} {response.reason_phrase}",
+                    retry_after=float(retry) if retry.isdigit() else None,
+                )
+                self.replicas.failed(index, f"{response.status_code} {response.reason_phrase}")
+                continue
+            return _answer(response, raw=raw)
+        assert failure is not None
+        raise failure
 
     async def register(self, join_token: str, request: RegisterRequest) -> RegisterResponse:
         body = request.model_dump_json(exclude_none=True).encode()
@@ -195,3 +217,31 @@ class AgentApi:
         response = await self._call("GET", f"/v1/agent/files/{file_id}", credential, raw=True)
         name = response.headers.get("x-gpufleet-filename")
         return response.content, None if name is None else unquote(name), response.headers.get("content-type")
+
+
+def _answer(response: httpx.Response, *, raw: bool = False) -> Any:
+    """A replica's answer: its JSON body, or the error it means (408/429: later; other 4xx: refused)."""
+    if response.status_code in (408, 429):
+        retry = response.headers.get("retry-after", "")
+        raise ServerUnreachable(
+            f"server answered {response.status_code} {response.reason_phrase}",
+            retry_after=float(retry) if retry.isdigit() else None,
+        )
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {}
+        if not isinstance(problem, dict):
+            problem = {}
+        raise Refused(
+            response.status_code, problem.get("title", response.reason_phrase), problem.get("detail"), problem
+        )
+    if raw:
+        return response
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ServerUnreachable(f"server answered {response.status_code} with a body that is not JSON") from exc

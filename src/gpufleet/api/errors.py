@@ -9,6 +9,7 @@ and an unexpected error logs one line of bounded size (see ``ContainUnexpected``
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
 from typing import Any
 
@@ -68,9 +69,16 @@ def database_lost(exc: BaseException) -> bool:
         asyncpg.PostgresConnectionError  # class 08: connection failure, closed mid-operation
         | asyncpg.exceptions.OperatorInterventionError  # 57: pg_terminate_backend, shutdown
         | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections
+        # 25006: a primary demoted to a standby by a failover (Patroni, RDS): the next connection
+        # reaches the new primary once DNS or the pooler follows.
+        | asyncpg.exceptions.ReadOnlySQLTransactionError
         | ConnectionError
+        | socket.gaierror  # the database's host name does not resolve (DNS moving during a failover)
         | TimeoutError,
     ):
+        return True
+    # 55000 for a database closed to connections (ALTER DATABASE ... ALLOW_CONNECTIONS false).
+    if isinstance(exc, asyncpg.exceptions.ObjectNotInPrerequisiteStateError) and "accepting connections" in str(exc):
         return True
     # asyncpg's own "connection is closed"; and a connection the server terminated while idle,
     # whose protocol is left mid-state ("cannot switch to state ...; another operation is in progress").
@@ -79,13 +87,15 @@ def database_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
 
-def unavailable() -> JSONResponse:
-    return problem(
-        503,
-        "Service Unavailable",
-        "the database connection was lost; retry shortly",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
+def schema_changed(exc: BaseException) -> bool:
+    """A migration changed a table under this request's prepared statement (an upgrade while the
+    replica runs). The transaction rolled back and asyncpg has dropped its statement cache, so
+    the same request succeeds when retried: a 503, not a 500."""
+    return isinstance(exc, asyncpg.exceptions.InvalidCachedStatementError | asyncpg.exceptions.OutdatedSchemaCacheError)
+
+
+def unavailable(detail: str = "the database connection was lost; retry shortly") -> JSONResponse:
+    return problem(503, "Service Unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def bounded_trace(exc: BaseException) -> str:
@@ -124,6 +134,9 @@ class ContainUnexpected:
             if database_lost(exc):
                 log.warning("database connection lost: %s", printable(f"{type(exc).__name__}: {exc}"))
                 response = unavailable()
+            elif schema_changed(exc):
+                log.warning("database schema changed under a request (an upgrade): %s", printable(str(exc)))
+                response = unavailable("the database schema changed during this request (an upgrade); retry it")
             else:
                 log.error("unhandled error: %s", bounded_trace(exc))
                 response = problem(500, "Internal Server Error", "an unexpected error occurred; see the server log")

@@ -1,5 +1,6 @@
 """Events retention: events (and finished webhook deliveries) older than the retention are
-deleted in batches, oldest first, so no statement holds many locks or a long transaction."""
+deleted in batches, oldest first, so no statement holds many locks or a long transaction.
+Expired idempotency keys (24 h, services/idempotency.py) go on the same schedule."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import events as repo
+from gpufleet.services import idempotency
 
 log = logging.getLogger(__name__)
 
@@ -32,5 +34,6 @@ async def run_once(db: Database, *, retention_days: int = 30, batch: int = 5000)
 async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
     async def once() -> None:
         await run_once(db, retention_days=settings.events_retention_days, batch=settings.events_retention_batch)
+        await idempotency.purge(db, batch=settings.events_retention_batch)
 
     await run_periodically("events-retention", once, interval_s=settings.retention_interval_s, stop=stop)

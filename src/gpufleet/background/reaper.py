@@ -1,6 +1,7 @@
 """The reaper: work on lost hosts, and the server's double check on silent agents.
 
-* Hosts unreachable for longer than ``host_loss_grace_s`` (database clock): their allocated and
+* Hosts unreachable for longer than ``host_loss_grace_s`` (database clock, counted from no
+  earlier than the end of a control-plane outage, background/liveness.py): their allocated and
   running jobs are requeued as attempt + 1 (``job.requeued``, cause ``host_lost``) if their
   policy allows, else failed (``host_lost``); cancelled if a cancel was pending. Requeues are
   rate-limited per organization (``requeue_rate_per_minute``, counted from the events of the
@@ -17,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from uuid import UUID
 
+from gpufleet.background import liveness
 from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
 from gpufleet.domain import JobStatus
 from gpufleet.execution_domain import HOST_LOST, ExecutionPolicy, ExitReport, OutcomeStatus, ReapResult
+from gpufleet.repo import control_plane
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.reports import end_lost, may_retry
@@ -43,9 +47,11 @@ async def run_once(db: Database, settings: Settings) -> ReapResult:
     policy = ExecutionPolicy.from_settings(settings)
     result = ReapResult()
     async with db.system_transaction() as conn:
+        resumed_at = await control_plane.observe(conn, outage_gap_s=liveness.outage_gap_s(settings))
+    async with db.system_transaction() as conn:
         if not await repo.try_reaper_lock(conn):
             return ReapResult(skipped=True)
-        deferred = await _host_loss(conn, policy, result)
+        deferred = await _host_loss(conn, policy, result, resumed_at)
     silent = policy.cancel_grace_s + policy.kill_margin_s
     async with db.system_transaction() as conn:
         if await repo.try_reaper_lock(conn):
@@ -64,10 +70,12 @@ async def run_once(db: Database, settings: Settings) -> ReapResult:
     return ReapResult(result.requeued, result.failed, deferred, result.cancelled, result.timed_out)
 
 
-async def _host_loss(conn: Conn, policy: ExecutionPolicy, result: ReapResult) -> int:
+async def _host_loss(conn: Conn, policy: ExecutionPolicy, result: ReapResult, resumed_at: datetime | None) -> int:
     """Requeue / fail / cancel the work of lost hosts; the number of requeues deferred."""
     deferred = 0
-    lost = await repo.lost_host_jobs(conn, grace_s=policy.host_loss_grace_s, limit=policy.reaper_batch)
+    lost = await repo.lost_host_jobs(
+        conn, grace_s=policy.host_loss_grace_s, limit=policy.reaper_batch, resumed_at=resumed_at
+    )
     used = await repo.host_loss_requeues(conn, org_ids=sorted({j.org_id for j in lost}))
     for item in lost:
         job = await jobs_repo.get(conn, org_id=item.org_id, job_id=item.job_id)

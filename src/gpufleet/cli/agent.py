@@ -40,7 +40,13 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 
 def agent(
-    server: str = typer.Option(..., "--server", envvar="GPUFLEET_URL", help="The gpufleet server's URL."),
+    server: list[str] = typer.Option(
+        ...,
+        "--server",
+        envvar="GPUFLEET_URL",
+        help="The gpufleet server's URL; for several replicas repeat it or separate URLs with commas "
+        "(the agent stays on one that answers and moves to the next on connection errors and 5xx).",
+    ),
     join_token: str = typer.Option(
         None,
         "--join-token",
@@ -102,8 +108,14 @@ def agent(
     """
     _shed_server_modules()
     from gpufleet.agent.loop import Agent, AgentConfig, AgentError
+    from gpufleet.agent.replicas import parse_servers
     from gpufleet.agent.runner.envs import PipOptions
     from gpufleet.paths import default_state_dir
+
+    try:
+        servers = ",".join(parse_servers(server))
+    except ValueError as exc:
+        fail(f"--server: {exc}")
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if log_level.lower() != "debug":  # one line per request, heartbeats included, would drown what matters
@@ -113,7 +125,7 @@ def agent(
     state_dir = state_dir or default_state_dir()
     lock = InstanceLock(state_dir / "agent.lock")
     try:
-        lock.acquire(url=server)
+        lock.acquire(url=servers)
     except InstanceBusy as busy:
         fail(
             f"an agent is already running with state dir {state_dir} ({busy.describe()}); "
@@ -122,7 +134,7 @@ def agent(
     except OSError as exc:
         fail(f"cannot use the state dir {state_dir}: {exc.strerror or exc}")
     config = AgentConfig(
-        server=server,
+        server=servers,
         join_token=token,
         name=name,
         labels=_labels(label),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -265,11 +266,15 @@ class LostJob:
     unreachable_s: float
 
 
-async def lost_host_jobs(conn: Conn, *, grace_s: float, limit: int) -> list[LostJob]:
+async def lost_host_jobs(
+    conn: Conn, *, grace_s: float, limit: int, resumed_at: datetime | None = None
+) -> list[LostJob]:
     """System path: allocated/running jobs of hosts unreachable for longer than ``grace_s``, locked.
 
-    Locked in (host, job) order, the order in which their host rows are then written; rows
-    another writer holds are skipped (the next pass sees them).
+    The grace counts from no earlier than ``resumed_at`` (the end of a control-plane outage):
+    a host gets the whole grace to come back after the replicas do. Locked in (host, job)
+    order, the order in which their host rows are then written; rows another writer holds are
+    skipped (the next pass sees them).
     """
     rows = await conn.fetch(
         """select j.organization_id, j.id, h.name,
@@ -277,11 +282,13 @@ async def lost_host_jobs(conn: Conn, *, grace_s: float, limit: int) -> list[Lost
              from jobs j join hosts h on h.id = j.host_id
             where j.status in ('allocated', 'running') and h.status = 'unreachable'
               and h.unreachable_since < now() - make_interval(secs => $1)
+              and ($3::timestamptz is null or $3 < now() - make_interval(secs => $1))
             order by j.host_id, j.id
             limit $2
               for no key update of j skip locked""",
         grace_s,
         limit,
+        resumed_at,
     )
     return [LostJob(r[0], r[1], r[2], r[3]) for r in rows]
 

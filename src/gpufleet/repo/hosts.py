@@ -310,15 +310,20 @@ class LostHost:
     silent_s: float
 
 
-async def mark_unreachable(conn: Conn, *, timeout_s: float, from_statuses: Sequence[HostStatus]) -> list[LostHost]:
+async def mark_unreachable(
+    conn: Conn, *, timeout_s: float, from_statuses: Sequence[HostStatus], resumed_at: datetime | None = None
+) -> list[LostHost]:
     """System path, every tenant: hosts silent for longer than ``timeout_s`` by the database clock.
 
-    Hosts locked by a heartbeat in flight are skipped (they are alive); the next sweep sees them.
+    Silence before ``resumed_at`` (the end of a control-plane outage, repo/control_plane.py) does
+    not count: until ``timeout_s`` after it, no host is judged. Hosts locked by a heartbeat in
+    flight are skipped (they are alive); the next sweep sees them.
     """
     rows = await conn.fetch(
         """with stale as (
                select id from hosts
                 where status = any($2::text[]) and removed_at is null
+                  and ($3::timestamptz is null or $3 < now() - make_interval(secs => $1))
                   and (last_heartbeat_at < now() - make_interval(secs => $1)
                        or (last_heartbeat_at is null and registered_at < now() - make_interval(secs => $1)))
                 for update skip locked)
@@ -330,6 +335,7 @@ async def mark_unreachable(conn: Conn, *, timeout_s: float, from_statuses: Seque
                   extract(epoch from now() - coalesce(h.last_heartbeat_at, h.registered_at))::float8 as silent_s""",
         timeout_s,
         [s.value for s in from_statuses],
+        resumed_at,
     )
     return [
         LostHost(

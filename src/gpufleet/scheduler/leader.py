@@ -6,6 +6,9 @@ follower (retrying every ~1.5 s) takes over within seconds. The same connection 
 wake-ups. Behind a transaction pooler a session lock would stay on whichever server connection
 took it, so there a lease row (``scheduler_leases``, judged by the database clock) is renewed
 instead; a dead leader's lease expires after ``lease_s``.
+
+The lock's connection carries ``application_name = 'gpufleet scheduler HOST:PID:...'``, so
+``pg_stat_activity`` joined with ``pg_locks`` names the replica that leads (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 LEADER_LOCK = 0x6766_7363_6865_6431 & 0x7FFF_FFFF_FFFF_FFFF
 WAKE_CHANNEL = "gpufleet_scheduler"
 LEASE_NAME = "scheduler"
+APPLICATION_NAME = "gpufleet scheduler"
 
 
 class LeaderElection:
@@ -42,6 +46,10 @@ class LeaderElection:
         self._leading = False
 
     @property
+    def application_name(self) -> str:
+        return f"{APPLICATION_NAME} {self.owner}"[:63]  # PostgreSQL keeps 63 bytes
+
+    @property
     def leading(self) -> bool:
         if self._pooler:
             return self._leading
@@ -54,7 +62,7 @@ class LeaderElection:
         if self.leading:
             return True
         await self._drop_connection()
-        conn = await asyncpg.connect(self._db.owner_dsn)
+        conn = await asyncpg.connect(self._db.owner_dsn, server_settings={"application_name": self.application_name})
         try:
             got = await repo.try_leader_lock(conn, key=LEADER_LOCK)
         except BaseException:

@@ -21,7 +21,7 @@ from datetime import datetime
 from uuid import UUID
 
 from gpufleet import states
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Connection, Database
 from gpufleet.domain import Event, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.repo import costs as costs_repo
@@ -41,28 +41,34 @@ async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID |
     """Validate and queue a job; the scheduler is woken when this transaction commits."""
     clean = validate(spec)
     async with db.transaction(org_id, user_id=submitted_by) as conn:
-        estimate = await costs.estimate(conn, org_id, clean)
-        await budgets.admit(conn, org_id, user_id=submitted_by, labels=clean.labels, estimate=estimate)
-        job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
-        if estimate is not None:
-            await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
-            job = replace(job, cost_estimate=estimate)
-        await events_repo.append(
-            conn,
-            org_id=org_id,
-            entity_type="job",
-            entity_id=job.id,
-            type="job.submitted",
-            data={
-                "to": JobStatus.PENDING.value,
-                "attempt": job.attempt,
-                "gpu_count": clean.gpu_count,
-                "gpu_milli": clean.gpu_milli,
-                "gpu_models": clean.gpu_models,
-            },
-            actor=_actor(submitted_by),
-        )
-        return job
+        return await submit_in(conn, org_id, clean, submitted_by=submitted_by)
+
+
+async def submit_in(conn: Connection, org_id: UUID, spec: JobSpec, *, submitted_by: UUID | None = None) -> Job:
+    """``submit`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
+    clean = validate(spec)
+    estimate = await costs.estimate(conn, org_id, clean)
+    await budgets.admit(conn, org_id, user_id=submitted_by, labels=clean.labels, estimate=estimate)
+    job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
+    if estimate is not None:
+        await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
+        job = replace(job, cost_estimate=estimate)
+    await events_repo.append(
+        conn,
+        org_id=org_id,
+        entity_type="job",
+        entity_id=job.id,
+        type="job.submitted",
+        data={
+            "to": JobStatus.PENDING.value,
+            "attempt": job.attempt,
+            "gpu_count": clean.gpu_count,
+            "gpu_milli": clean.gpu_milli,
+            "gpu_models": clean.gpu_models,
+        },
+        actor=_actor(submitted_by),
+    )
+    return job
 
 
 async def get(db: Database, org_id: UUID, job_id: UUID) -> Job:

@@ -6,15 +6,17 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answer
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.domain import JobStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead
-from gpufleet.services import job_views, jobs
+from gpufleet.services import idempotency, job_views, jobs
+from gpufleet.services.idempotency import IdempotentRequest
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -29,15 +31,29 @@ LabelFilter = Annotated[
 ]
 
 
-@router.post("/jobs", status_code=201, **requires("jobs.submit"))
-async def submit_job(body: JobCreate, p: Caller, db: DB) -> JobRead:
-    """Queue a job. It is placed by the scheduler; a job over quota waits, it is never refused."""
+@router.post("/jobs", status_code=201, **requires("jobs.submit", IDEMPOTENT_RESPONSES))
+async def submit_job(
+    body: JobCreate, p: Caller, db: DB, response: Response, idempotency_key: IdempotencyKey = None
+) -> JobRead:
+    """Queue a job. It is placed by the scheduler; a job over quota waits, it is never refused.
+    With `Idempotency-Key`, a retry of the same request returns the first answer instead of a second job."""
+    org_id = p.require_org()
     spec = body.to_spec()
     try:
-        job = await jobs.submit(db, p.require_org(), spec, submitted_by=p.user_id)
+        request = IdempotentRequest.of("POST /v1/jobs", idempotency_key, body.model_dump(mode="json"))
+        reply = await idempotency.once(
+            db,
+            org_id,
+            request,
+            work=lambda conn: jobs.submit_in(conn, org_id, spec, submitted_by=p.user_id),
+            # nothing accrues before it is placed
+            render=lambda job: JobRead.of(job, cost=Decimal(0)),
+            status=201,
+            user_id=p.user_id,
+        )
     except InvalidInput as exc:
         raise body.wire_error(exc) from exc
-    return JobRead.of(job, cost=Decimal(0))  # nothing accrues before it is placed
+    return answer(reply, response, JobRead)
 
 
 @router.get("/jobs", **requires("jobs.list"))
