@@ -195,3 +195,22 @@ async def test_list_pages_newest_first_with_next_and_previous_urls(
     assert [p["id"] for p in back["results"]] == ids[::-1][:2] and back["previous"] is None
     last = (await client.get(second["next"], headers=owner.headers)).json()
     assert [p["id"] for p in last["results"]] == ids[:1] and last["next"] is None
+
+
+async def test_an_idempotency_key_makes_one_prediction_however_often_it_is_retried(
+    client: httpx.AsyncClient, db: Database, owner: Tenant
+) -> None:
+    await push(db, owner)
+    url, body = model_url(owner), {"input": {"text": "once"}}
+    headers = {**owner.headers, "Idempotency-Key": "retry-me-1"}
+    tries = await asyncio.gather(*(client.post(url, json=body, headers=headers) for _ in range(5)))
+    assert {r.status_code for r in tries} == {201}, [r.text for r in tries]
+    assert len({r.json()["id"] for r in tries}) == 1
+    assert sorted(r.headers.get("Idempotent-Replayed", "") for r in tries) == ["", "true", "true", "true", "true"]
+    listed = (await client.get("/v1/predictions", headers=owner.headers)).json()["results"]
+    assert [p["id"] for p in listed] == [tries[0].json()["id"]]
+    # The same key with another body is refused; a key is per route, so another route may reuse it.
+    r = await client.post(url, json={"input": {"text": "twice"}}, headers=headers)
+    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"], r.text
+    r = await client.post("/v1/predictions", json={**body, "version": tries[0].json()["version"]}, headers=headers)
+    assert r.status_code == 201 and r.json()["id"] != tries[0].json()["id"]

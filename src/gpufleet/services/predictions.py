@@ -48,6 +48,15 @@ class Target:
     model: str | None = None  # owner/name: the model's own deployment, latest version
     deployment: str | None = None  # owner/name
 
+    @property
+    def scope(self) -> str:
+        """The route's path before ``/predictions``: an ``Idempotency-Key``'s scope."""
+        if self.model is not None:
+            return f"/v1/models/{self.model}"
+        if self.deployment is not None:
+            return f"/v1/deployments/{self.deployment}"
+        return "/v1"
+
 
 @dataclass(frozen=True, slots=True)
 class NewPrediction:
@@ -137,36 +146,50 @@ async def create(
     not fit the version's schema, before anything is written. ``base_url``: the server as the
     client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
     secret on its first prediction with a ``webhook``."""
+    async with db.transaction(org_id, user_id=user_id) as conn:
+        return await create_in(conn, org_id, target, new, user_id=user_id, base_url=base_url, box=box)
+
+
+async def create_in(
+    conn: Conn,
+    org_id: UUID,
+    target: Target,
+    new: NewPrediction,
+    *,
+    user_id: UUID | None,
+    base_url: str | None = None,
+    box: SecretBox | None = None,
+) -> Prediction:
+    """``create`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
     if new.source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     events_filter = check_webhook_filter(new.webhook_events_filter)
     webhook = _check_webhook(new.webhook)
-    async with db.transaction(org_id, user_id=user_id) as conn:
-        slug = await deployments.owner_slug(conn, org_id)
-        m, v, explicit = await _resolve(conn, org_id, slug, target)
-        clean = validate_input(v.openapi_schema, new.input)  # before anything is written
-        d = explicit or await deployments.implicit_for(conn, org_id, m, v)
-        p = await repo.insert(
-            conn,
-            org_id=org_id,
-            model=f"{slug}/{m.name}",
-            version=v.digest,
-            version_id=v.id,
-            deployment_id=d.id,
-            input=clean,
-            webhook=webhook,
-            webhook_events_filter=events_filter,
-            stream=new.stream,
-            source=new.source,
-            created_by=user_id,
-            base_url=base_url,
-        )
-        if webhook is not None and box is not None:
-            await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
-        await models_repo.add_run(conn, org_id=org_id, model_id=m.id)
-        await predictions_moved(conn, [p], actor=_actor(user_id))
-        await cold_start(conn, d, v, owner=slug, user_id=user_id)
-        return p
+    slug = await deployments.owner_slug(conn, org_id)
+    m, v, explicit = await _resolve(conn, org_id, slug, target)
+    clean = validate_input(v.openapi_schema, new.input)  # before anything is written
+    d = explicit or await deployments.implicit_for(conn, org_id, m, v)
+    p = await repo.insert(
+        conn,
+        org_id=org_id,
+        model=f"{slug}/{m.name}",
+        version=v.digest,
+        version_id=v.id,
+        deployment_id=d.id,
+        input=clean,
+        webhook=webhook,
+        webhook_events_filter=events_filter,
+        stream=new.stream,
+        source=new.source,
+        created_by=user_id,
+        base_url=base_url,
+    )
+    if webhook is not None and box is not None:
+        await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
+    await models_repo.add_run(conn, org_id=org_id, model_id=m.id)
+    await predictions_moved(conn, [p], actor=_actor(user_id))
+    await cold_start(conn, d, v, owner=slug, user_id=user_id)
+    return p
 
 
 async def cold_start(conn: Conn, d: Deployment, v: VersionRecord, *, owner: str, user_id: UUID | None) -> bool:

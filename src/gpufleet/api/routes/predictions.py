@@ -13,13 +13,15 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
 from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import parse_prefer_wait
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
-from gpufleet.services import prediction_stream, predictions
+from gpufleet.services import idempotency, prediction_stream, predictions
+from gpufleet.services.idempotency import IdempotentRequest
 from gpufleet.services.predictions import NewPrediction, Target
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.services.webhooks import check_url
@@ -30,8 +32,12 @@ router = APIRouter(prefix="/v1", tags=["predictions"])
 
 CREATED: dict[int, dict[str, Any]] = {
     **NOT_FOUND,
+    409: {"description": "a request with the same `Idempotency-Key` is still in progress"},
     402: {"description": "a hard budget has no room for the replica a cold start needs"},
-    422: {"description": "the input does not fit the version's schema (`field` names it), or a bad header"},
+    422: {
+        "description": "the input does not fit the version's schema (`field` names it), a bad header, or an "
+        "`Idempotency-Key` reused with another body"
+    },
 }
 PreferHeader = Annotated[
     str | None,
@@ -53,7 +59,14 @@ def prediction_id_of(raw: str) -> UUID:
 
 
 async def _create(
-    request: Request, db: DB, p: Caller, body: PredictionCreate, target: Target, prefer: str | None, source: str | None
+    request: Request,
+    db: DB,
+    p: Caller,
+    body: PredictionCreate,
+    target: Target,
+    prefer: str | None,
+    source: str | None,
+    idempotency_key: str | None,
 ) -> JSONResponse:
     wait_s = parse_prefer_wait(prefer)
     webhook, events = body.webhook, body.webhook_events_filter
@@ -74,12 +87,29 @@ async def _create(
         except WebhookRefused as exc:
             raise InvalidInput(f"webhook: {exc.message}", field="webhook", rule=exc.rule) from exc
     box = SecretBox(settings.secret_key.get_secret_value()) if webhook is not None else None
-    created = await predictions.create(db, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box)
-    owner, now = await predictions.get(db, org_id, created.id)
+    scope = f"POST {target.scope}/predictions"
+    once = IdempotentRequest.of(scope, idempotency_key, body.model_dump(mode="json"))
+    reply = await idempotency.once(
+        db,
+        org_id,
+        once,
+        work=lambda conn: predictions.create_in(
+            conn, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box
+        ),
+        # The key remembers which prediction it made; a retry is answered with that prediction now.
+        render=lambda created: {"id": str(created.id)},
+        status=201,
+        user_id=p.user_id,
+    )
+    made = reply.body if reply.replayed else reply.fresh
+    assert made is not None
+    owner, now = await predictions.get(db, org_id, UUID(made["id"]))
     if wait_s is not None and not now.done:
-        owner, now = await predictions.wait(db, org_id, created.id, wait_s, hub=hub_of(request))
+        owner, now = await predictions.wait(db, org_id, now.id, wait_s, hub=hub_of(request))
     read = PredictionRead.of(now, base_url(request), owner, waited=wait_s is not None)
     headers = {"Preference-Applied": f"wait={int(wait_s)}"} if wait_s is not None else {}
+    if reply.replayed:
+        headers[REPLAYED_HEADER] = "true"
     return JSONResponse(read.model_dump(mode="json"), status_code=201, headers=headers)
 
 
@@ -91,12 +121,13 @@ async def create_prediction(
     request: Request,
     prefer: PreferHeader = None,
     source: SourceHeader = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Run a version: `version` is its id (or `owner/name:version`). Queued for a replica of that
     version (started at once on a cold start); `Prefer: wait` answers when it ends."""
     if body.version is None:
         raise InvalidInput("version: required here (or POST /v1/models/{owner}/{name}/predictions)", field="version")
-    return await _create(request, db, p, body, Target(version=body.version), prefer, source)
+    return await _create(request, db, p, body, Target(version=body.version), prefer, source, idempotency_key)
 
 
 @router.post(
@@ -114,12 +145,13 @@ async def create_model_prediction(
     request: Request,
     prefer: PreferHeader = None,
     source: SourceHeader = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Run the model's latest version on its own deployment (created on first use with the model's
     hardware, 0 to 1 replicas; it follows the latest version)."""
     if body.version is not None:
         raise InvalidInput("version: not taken here; POST /v1/predictions runs a given version", field="version")
-    return await _create(request, db, p, body, Target(model=f"{owner}/{name}"), prefer, source)
+    return await _create(request, db, p, body, Target(model=f"{owner}/{name}"), prefer, source, idempotency_key)
 
 
 @router.post(
@@ -137,11 +169,12 @@ async def create_deployment_prediction(
     request: Request,
     prefer: PreferHeader = None,
     source: SourceHeader = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Run the deployment's current version on its replicas."""
     if body.version is not None:
         raise InvalidInput("version: not taken here; the deployment's release says which", field="version")
-    return await _create(request, db, p, body, Target(deployment=f"{owner}/{name}"), prefer, source)
+    return await _create(request, db, p, body, Target(deployment=f"{owner}/{name}"), prefer, source, idempotency_key)
 
 
 @router.get("/predictions", **requires("predictions.list"))
