@@ -151,7 +151,10 @@ async def test_concurrent_replicas_of_one_version_build_it_once(tmp_path: Path, 
     replica = server.version(tmp_path, ["gftiny"])
     envs = await asyncio.gather(cache.materialize(replica), cache.materialize(replica), twin.materialize(replica))
     assert len({e.python for e in envs}) == 1 and server.downloads == 1
-    assert sorted(e.cached for e in envs) == [False, True, True]
+    # One request unpacks the version and one builds the venv (the same one, or two when another
+    # took the venv's lock first); whoever built nothing reports it cached.
+    built = [e for e in envs if not e.cached]
+    assert 1 <= len(built) <= 2 and any(e.cached for e in envs), [e.cached for e in envs]
 
 
 async def test_a_failed_install_says_what_pip_said(tmp_path: Path, server: Server) -> None:
