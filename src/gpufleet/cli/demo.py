@@ -111,9 +111,18 @@ def render(jobs: dict[UUID, JobRead], gpu_names: dict[UUID, str], held: dict[UUI
 
 def demo(
     timeout: float = typer.Option(300.0, help="Give up after this many seconds."),
+    predictions: bool = typer.Option(
+        False, "--predictions", help="Push the example Cog models and run one prediction on each instead."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Submit the sketch's example jobs and watch them run live (needs `gpufleet up` with an agent)."""
+    """Submit the sketch's example jobs and watch them run live (needs `gpufleet up` with an agent);
+    with --predictions, the example models (text generation among them) as predictions."""
+    if predictions:
+        from gpufleet.cli.demo_predictions import demo_predictions
+
+        demo_predictions(timeout, as_json)
+        return
     with client() as c:
         position = c.events(after_seq=-1).last_seq
         submitted = [c.submit_job(spec) for spec in demo_jobs()]
