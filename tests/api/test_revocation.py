@@ -59,6 +59,21 @@ def _agent_calls(c: httpx.AsyncClient, cred: str, job_id: str) -> dict[str, Call
         "exit": lambda: exited(c, cred, job_id),
         "reconcile": lambda: c.post("/v1/agent/reconcile", json={"jobs": []}, headers=bearer(cred)),
         "heartbeat": lambda: heartbeat(c, cred),
+        # The Model Runner's routes (docs/agent.md): ids that need not exist, refused before any lookup.
+        "archive": lambda: c.get(f"/v1/agent/model-versions/{uuid.uuid4()}/archive", headers=bearer(cred)),
+        "state": lambda: c.post(
+            f"/v1/agent/replicas/{uuid.uuid4()}/state",
+            json={"job_id": job_id, "attempt": 1, "state": "ready"},
+            headers=bearer(cred),
+        ),
+        "claim": lambda: c.post(
+            "/v1/agent/predictions/claim", json={"wait_s": 0, "replicas": []}, headers=bearer(cred)
+        ),
+        "events": lambda: c.post("/v1/agent/predictions/events", json={"events": []}, headers=bearer(cred)),
+        "files": lambda: c.post(
+            "/v1/agent/files", params={"prediction_id": str(uuid.uuid4())}, content=b"x", headers=bearer(cred)
+        ),
+        "{file_id}": lambda: c.get(f"/v1/agent/files/{uuid.uuid4()}", headers=bearer(cred)),
     }
 
 

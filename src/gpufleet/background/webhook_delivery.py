@@ -151,7 +151,10 @@ class DeliveryWorker:
         results: list[repo.Result] = []
         skipped: list[Claim] = []
         failed = asyncio.Event()
-        gate = asyncio.Semaphore(self.settings.webhook_endpoint_concurrency)
+        # A prediction's own URL gets its webhooks one at a time, in the order they were made (start,
+        # output/logs, completed), as Replicate's receivers expect: they carry no sequence number.
+        in_flight = 1 if claims[0].delivery.webhook_id is None else self.settings.webhook_endpoint_concurrency
+        gate = asyncio.Semaphore(in_flight)
 
         async def one(c: Claim) -> None:
             async with gate:

@@ -209,8 +209,9 @@ async def create_for_prediction(
 ) -> None:
     """A delivery of a prediction to its own ``webhook`` URL (no endpoint behind it); due at once."""
     await conn.execute(
-        """insert into webhook_deliveries (organization_id, url, prediction_id, event_type, payload)
-           values ($1, $2, $3, $4, $5)""",
+        # clock_timestamp(): two made in one transaction (logs, then completed) keep their order.
+        """insert into webhook_deliveries (organization_id, url, prediction_id, event_type, payload, created_at)
+           values ($1, $2, $3, $4, $5, clock_timestamp())""",
         org_id,
         url,
         prediction_id,
