@@ -18,6 +18,7 @@ from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
+from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import resolve as resolve_routes
 from gpufleet.background import costs as costs_loop
@@ -31,6 +32,7 @@ from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
 from gpufleet.services.host_auth import HostAuthenticator
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.web import install as _web_install
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ def create_app(
         app.include_router(module.router)
     openapi.install(app)
     app.include_router(costs_routes.router)
+    app.include_router(fleet_routes.router)
+    _web_install(app, settings)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
