@@ -28,13 +28,13 @@ function timeLabel(t, spanMs) {
 
 /**
  * A line chart of one or more series over time.
- * series: [{name, points: [{t: ms, v: number|null}], cls}]; opts: {title, unit, max, height}
+ * series: [{name, points: [{t: ms, v: number|null}], cls}]; opts: {title, unit, max, height, start, end (ms)}
  */
-export function lineChart(series, { title, unit = "", max, height = 200, width = 960 } = {}) {
-  const pad = { l: 44, r: 12, t: 12, b: 24 };
+export function lineChart(series, { title, unit = "", max, height = 200, width = 960, start, end } = {}) {
+  const pad = { l: 52, r: 28, t: 12, b: 24 };
   const all = series.flatMap((x) => x.points.filter((p) => p.v !== null && p.v !== undefined));
-  const t0 = all.length ? Math.min(...all.map((p) => p.t)) : Date.now() - 3600_000;
-  const t1 = all.length ? Math.max(...all.map((p) => p.t)) : Date.now();
+  const t0 = start ?? (all.length ? Math.min(...all.map((p) => p.t)) : Date.now() - 3600_000);
+  const t1 = end ?? (all.length ? Math.max(...all.map((p) => p.t)) : Date.now());
   const span = Math.max(1, t1 - t0);
   const top = max ?? niceMax(Math.max(0, ...all.map((p) => p.v)));
   const x = (t) => pad.l + ((t - t0) / span) * (width - pad.l - pad.r);

@@ -31,6 +31,7 @@ const who = document.getElementById("who");
 const statusLine = document.getElementById("status");
 let current = null;
 let statusTimer = null;
+let signedIn = false;
 
 function setStatus(message, kind = "info") {
   statusLine.textContent = message || "";
@@ -88,6 +89,7 @@ async function route() {
 }
 
 function showSignIn(message = "") {
+  signedIn = false;
   live.stop();
   nav.hidden = true;
   replace(who);
@@ -174,6 +176,7 @@ async function start(errorEl) {
     else showSignIn(why);
     return;
   }
+  signedIn = true;
   renderWho();
   nav.hidden = false;
   live.start();
@@ -206,6 +209,7 @@ function renderWho() {
 async function boot() {
   await loadConfig();
   onUnauthorized(() => {
+    if (!signedIn) return; // a refused sign-in says so itself
     session.signOut();
     showSignIn("Your credential is no longer accepted: sign in again.");
   });
@@ -216,7 +220,7 @@ async function boot() {
     history.replaceState(null, "", location.pathname + "#/fleet");
   }
   window.addEventListener("hashchange", () => {
-    if (session.credential && currentMe()) route();
+    if (signedIn) route();
   });
   if (session.credential) await start(null);
   else showSignIn();

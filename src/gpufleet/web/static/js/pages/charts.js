@@ -45,7 +45,7 @@ export function utilizationChart(slot, scope, ctx) {
       title = `${scope.hostId ? "Host" : "Fleet"} ${f.label}, average over ${series.gpus} GPU${series.gpus === 1 ? "" : "s"}`;
     }
     if (mine !== seq) return; // a newer request was made meanwhile
-    replace(body, lineChart([{ name: f.label, points: points(series.points, f.key) }], { title, unit: f.unit, max: f.max }));
+    replace(body, lineChart([{ name: f.label, points: points(series.points, f.key) }], { title, unit: f.unit, max: f.max, start: start.getTime(), end: end.getTime() }));
     const rows = series.points.slice(-60).map((p) => [when(p.ts), p[f.key] === null ? "–" : p[f.key].toFixed(1) + f.unit, String(p.samples)]);
     replace(data, h("summary", null, "Chart data as a table (latest 60 points)"), table(["bucket start", f.label, "samples"], rows, { empty: "no samples" }));
   }

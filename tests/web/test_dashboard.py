@@ -1,0 +1,113 @@
+"""The dashboard's pages in a real browser: sign-in, the fleet (a host and its GPUs, admin
+actions, keyboard), queue, usage, events and predictions; its security headers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.web.conftest import Site, shot, sign_in
+
+
+async def test_dashboard_is_served_with_a_strict_policy(site: Site) -> None:
+    async with httpx.AsyncClient(base_url=site.url) as c:
+        r = await c.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "<script>" not in r.text and "style=" not in r.text  # nothing inline for the policy to allow
+        for src in re.findall(r'(?:src|href)="(/ui/[^"]+)"', r.text):
+            asset = await c.get(src)
+            assert asset.status_code == 200, src
+            again = await c.get(src, headers={"If-None-Match": asset.headers["etag"]})
+            assert again.status_code == 304
+        assert (await c.get("/ui/js/../../pyproject.toml")).status_code == 404
+        assert (await c.get("/ui/nope.js")).status_code == 404
+        config = (await c.get("/ui/config.json")).json()
+        assert config["permissions"]["jobs.cancel"] == "member" and config["roles"][0] == "viewer"
+
+
+async def test_sign_in_and_see_the_host_and_its_gpus(page: Page, site: Site, artifacts: Path) -> None:
+    await page.goto(site.url + "/")
+    await page.fill("#credential", "gfk_not-a-real-key")
+    await page.click("button[type=submit]")
+    await expect(page.locator(".signin .error")).to_contain_text("did not accept")
+    site.console_errors.clear()  # the browser logs the refused request
+    await sign_in(page, site, site.owner.key)
+    assert await page.evaluate("sessionStorage.getItem('gpufleet.credential')") == site.owner.key
+    assert await page.evaluate("localStorage.length") == 0  # never kept beyond the tab
+    host = page.locator("section.host", has_text=site.host_name)
+    await expect(host).to_be_visible()
+    await expect(host.locator(".badge")).to_have_text("SIMULATED")
+    tiles = host.locator("a.tile")
+    await expect(tiles).to_have_count(2)
+    # Every colour has its words: utilization as a number, memory, temperature, health.
+    await expect(tiles.first).to_have_attribute(
+        "aria-label", re.compile(r"GPU 0, A100-80GB, \w+, .*% utilization, memory .* GB")
+    )
+    await expect(tiles.first.locator(".util")).to_have_text(re.compile(r"^\d+%$"))
+    await expect(tiles.first.locator(".health")).to_contain_text("sim")
+    await expect(page.locator(".summary")).to_contain_text("2 GPUs")
+    await expect(page.locator("figure.chart svg")).to_have_attribute("aria-label", re.compile("utilization"))
+    await shot(page, artifacts, "fleet")
+    # Keyboard: the first tile is a Tab stop, arrows move along, Enter opens the GPU.
+    await tiles.first.focus()
+    await page.keyboard.press("ArrowRight")
+    await expect(tiles.nth(1)).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("h1")).to_contain_text("GPU 1")
+    await expect(page.locator("figure.chart")).to_be_visible()
+    await shot(page, artifacts, "gpu")
+    await page.click('.crumbs a[href^="#/hosts/"]')
+    await expect(page.locator("h1")).to_contain_text(site.host_name)
+    await shot(page, artifacts, "host")
+    # Signing out forgets the key.
+    await page.click("button:has-text('Sign out')")
+    await expect(page.locator("#credential")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('gpufleet.credential')") is None
+    assert site.console_errors == []
+
+
+async def test_admin_drains_and_undrains_a_host(page: Page, site: Site) -> None:
+    await sign_in(page, site, site.owner.key)
+    host = page.locator("section.host", has_text=site.host_name)
+    await host.locator("button:has-text('Drain')").click()
+    await expect(host.locator(".st")).to_have_text("draining")
+    assert (await site.api.get("/v1/hosts")).json()["items"][0]["status"] == "draining"
+    await host.locator("button:has-text('Undrain')").click()
+    await expect(host.locator(".st")).to_have_text("ready")
+    assert site.console_errors == []
+
+
+async def test_queue_usage_events_and_predictions_pages(page: Page, site: Site, artifacts: Path) -> None:
+    # A quota of 0 GPUs keeps a job waiting, with its reason.
+    r = await site.api.put("/v1/quotas", json={"gpu_model": None, "max_gpus": 0})
+    assert r.status_code == 200, r.text
+    quota_id = r.json()["id"]
+    waiting = await site.submit(name="waits-for-quota", script="true", priority=5)
+    try:
+        await sign_in(page, site, site.owner.key)
+        await page.click("nav >> text=Queue")
+        row = page.locator("tr", has_text="waits-for-quota")
+        await expect(row).to_contain_text("quota: 0 of 0")
+        await expect(page.locator("table", has_text="all GPUs")).to_be_visible()
+        await shot(page, artifacts, "queue")
+    finally:
+        await site.api.delete(f"/v1/quotas/{quota_id}")
+        await site.api.post(f"/v1/jobs/{waiting}/cancel")
+    await page.click("nav >> text=Usage")
+    await expect(page.locator("h2", has_text="By day")).to_be_visible()
+    await expect(page.locator("h2", has_text="Budgets")).to_be_visible()
+    await shot(page, artifacts, "usage")
+    await page.click("nav >> text=Events")
+    await expect(page.locator("td", has_text="host.registered").first).to_be_visible()
+    await expect(page.locator("h2", has_text="Webhooks")).to_be_visible()  # the owner may see them
+    await shot(page, artifacts, "events")
+    await page.click("nav >> text=Predictions")
+    # Until the predictions API is there (404), the page says there are none.
+    await expect(page.locator("main")).to_contain_text(re.compile("No predictions yet|Deployments"))
+    await shot(page, artifacts, "predictions")
+    assert site.console_errors == []
