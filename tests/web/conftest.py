@@ -46,6 +46,9 @@ class Site:
     api: httpx.AsyncClient
     tmp: Path
     host_name: str
+    agent: Agent
+    pg: PgServer
+    db_name: str
     console_errors: list[str] = field(default_factory=list)
 
     async def submit(self, **body: Any) -> str:
@@ -142,7 +145,7 @@ async def site(pg_server: PgServer, template_db: str, tmp_path_factory: pytest.T
                     break
                 assert not task.done(), task
                 await asyncio.sleep(0.05)
-            yield Site(live.url, db, owner, viewer, api, tmp, "web-node-1")
+            yield Site(live.url, db, owner, viewer, api, tmp, "web-node-1", agent, pg_server, name)
     finally:
         stop.set()
         if task is not None:

@@ -18,18 +18,19 @@ from gpufleet.api import errors, openapi
 from gpufleet.api.middleware import GpufleetMiddleware
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import access, agent, agent_jobs, events, hosts, job_logs, jobs, ops, quotas, tenancy, webhooks
-from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import costs as costs_routes
+from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import resolve as resolve_routes
 from gpufleet.background import costs as costs_loop
 from gpufleet.background import events_retention, liveness, notify, reaper, retention, webhook_delivery
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
-from gpufleet.observability import HttpMetrics
+from gpufleet.observability import ServerMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
+from gpufleet.services.fleet_metrics import FleetExporter
 from gpufleet.services.host_auth import HostAuthenticator
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.web import install as _web_install
@@ -72,9 +73,13 @@ def create_app(
         app.state.hub = hub
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
+        app.state.fleet_exporter = FleetExporter(handle.db, None)
         if background:
-            scheduler = Scheduler(handle.db, settings)
+            scheduler = Scheduler(handle.db, settings, metrics=app.state.metrics)
             app.state.scheduler = scheduler
+            exporter = FleetExporter(handle.db, scheduler, interval_s=settings.metrics_fleet_interval_s)
+            app.state.fleet_exporter = exporter
+            tasks.append(asyncio.create_task(exporter.run(stop), name="fleet-metrics"))
             if settings.scheduler_enabled:
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
@@ -83,7 +88,11 @@ def create_app(
             tasks.append(asyncio.create_task(costs_loop.run(handle.db, settings, stop), name="costs"))
             tasks.append(asyncio.create_task(events_retention.run(handle.db, settings, stop), name="events-retention"))
             if settings.webhook_delivery_enabled:
-                tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
+                tasks.append(
+                    asyncio.create_task(
+                        webhook_delivery.run(handle.db, settings, stop, metrics=app.state.metrics), name="webhooks"
+                    )
+                )
             if settings.notify_stderr:
                 tasks.append(asyncio.create_task(notify.run(handle.db, stop), name="notify-stderr"))
         try:
@@ -104,6 +113,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await hub.close()
+            app.state.metrics.close()
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
             if database is None:
                 await handle.close()
@@ -118,7 +128,7 @@ def create_app(
         generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
-    app.state.http_metrics = HttpMetrics()
+    app.state.metrics = ServerMetrics()
     errors.install(app)
 
     class _LazyLimiter(RateLimiter):
@@ -137,7 +147,7 @@ def create_app(
         body_limits=[(LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes))],
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
-        metrics=app.state.http_metrics,
+        metrics=app.state.metrics,
     )
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
     for module in routers:
