@@ -52,13 +52,6 @@ async def series(
         raise InvalidInput("end must be after start", field="end")
     if bucket is MetricBucket.RAW:
         raise InvalidInput("bucket must be 1m, 5m or 1h: a series over many GPUs is always bucketed", field="bucket")
-    buckets = (end - start) / timedelta(seconds=bucket.seconds)
-    if buckets > max_points:
-        raise InvalidInput(
-            f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
-            "use a coarser bucket or a shorter range",
-            field="bucket",
-        )
     async with db.transaction(org_id) as conn:
         cutoff = await metrics_repo.raw_cutoff(conn, retention_days=raw_retention_days)
         if start < cutoff:
@@ -66,6 +59,13 @@ async def series(
                 f"start is before the raw samples kept ({raw_retention_days} days); ask one GPU's metrics "
                 "for longer ranges",
                 field="start",
+            )
+        buckets = (end - start) / timedelta(seconds=bucket.seconds)
+        if buckets > max_points:
+            raise InvalidInput(
+                f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
+                "use a coarser bucket or a shorter range",
+                field="bucket",
             )
         gpus, points = await repo.aggregate_series(
             conn,
