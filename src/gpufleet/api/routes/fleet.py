@@ -30,7 +30,8 @@ def _host(h: FleetHost) -> FleetHostRead:
         status_reason=h.status_reason,
         simulated=h.simulated,
         last_heartbeat_at=h.last_heartbeat_at,
-        gpus=[FleetGpuRead.model_validate(vars_of(g)) for g in h.gpus],
+        # Trusted domain objects, 8,000 on a large fleet: constructed, not validated again.
+        gpus=[FleetGpuRead.model_construct(**vars_of(g)) for g in h.gpus],
     )
 
 
