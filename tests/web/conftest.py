@@ -4,7 +4,8 @@ real server (background tasks on) on real PostgreSQL with a real agent on simula
 One browser, one server, one database and one agent serve every test of this package (a new
 browser context per test keeps their sessions apart). Playwright never downloads a browser
 here: it launches the system's Chromium, and without one the tests fail saying how to install it.
-Screenshots of every page go to ``tmp/artifacts/web`` (``GPUFLEET_TEST_ARTIFACTS`` moves them).
+Screenshots of every page go to ``tmp/artifacts/web`` (``GPUFLEET_TEST_ARTIFACTS`` moves them);
+with ``GPUFLEET_DOCS_SCREENSHOTS=1`` they also replace the pictures in docs/dashboard/.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from tests.pg import PgServer, unique_name
 CHROMIUM = os.environ.get("GPUFLEET_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("GPUFLEET_TEST_ARTIFACTS", ROOT / "tmp" / "artifacts")) / "web"
+DOCS_SHOTS = ROOT / "docs" / "dashboard"
+DOCS_PAGES = ("fleet", "host", "queue", "jobs", "job", "usage", "events")
 pw_expect.set_options(timeout=20_000)
 
 
@@ -196,3 +199,5 @@ async def sign_in(page: Page, site: Site, key: str) -> None:
 
 async def shot(page: Page, artifacts: Path, name: str) -> None:
     await page.screenshot(path=str(artifacts / f"{name}.png"), full_page=False)
+    if os.environ.get("GPUFLEET_DOCS_SCREENSHOTS") and name in DOCS_PAGES:  # docs/dashboard.md's pictures
+        await page.screenshot(path=str(DOCS_SHOTS / f"{name}.jpg"), type="jpeg", quality=55, full_page=False)

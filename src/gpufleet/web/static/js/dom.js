@@ -112,6 +112,16 @@ export function short(id) {
   return String(id).slice(0, 8);
 }
 
+/** Text with every uuid in it shortened to its first 8 digits (as the CLI accepts them). */
+export function shortIds(text) {
+  return String(text).replace(/\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/g, "$1");
+}
+
+/** Who did something ("user:<uuid>", "host:name", null for the system). */
+export function actor(value) {
+  return value ? shortIds(value) : "system";
+}
+
 export function gpusOf(req) {
   if (!req) return "–";
   if (req.gpu_count === 0) return "CPU only";

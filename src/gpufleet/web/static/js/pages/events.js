@@ -2,7 +2,7 @@
 // their deliveries and every attempt.
 
 import { api, can } from "../api.js";
-import { button, h, link, replace, short, status, table, when } from "../dom.js";
+import { actor, shortIds, button, h, link, replace, short, status, table, when } from "../dom.js";
 
 const WINDOWS = [
   ["1", "last hour"],
@@ -24,7 +24,7 @@ function summary(data) {
   const parts = [];
   if (data.from && data.to) parts.push(`${data.from} → ${data.to}`);
   for (const k of ["name", "reason", "url", "status"]) if (data[k] && typeof data[k] !== "object") parts.push(String(data[k]));
-  return parts.join("; ").slice(0, 300);
+  return shortIds(parts.join("; ").slice(0, 300));
 }
 
 export async function mount(root, _params, ctx) {
@@ -47,7 +47,7 @@ export async function mount(root, _params, ctx) {
       feedSlot,
       table(
         ["#", "when", "event", "object", "details", "by"],
-        events.map((e) => [String(e.seq), when(e.created_at), e.type, linkTo(e), summary(e.data), e.actor || "system"]),
+        events.map((e) => [String(e.seq), when(e.created_at), e.type, linkTo(e), summary(e.data), actor(e.actor)]),
         { caption: `Newest first (at most ${KEEP})`, empty: "No events in this period." },
       ),
     );

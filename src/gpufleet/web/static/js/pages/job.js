@@ -2,7 +2,7 @@
 // followed live over Server-Sent Events (reconnecting where it left off).
 
 import { api, ApiError, can, sse } from "../api.js";
-import { ago, button, duration, gpusOf, h, link, money, replace, short, status, table, when } from "../dom.js";
+import { actor, shortIds, ago, button, duration, gpusOf, h, link, money, replace, short, status, table, when } from "../dom.js";
 import { backoff, sleep } from "../live.js";
 
 const FINISHED = ["succeeded", "failed", "cancelled", "timed_out", "allocation_failed"];
@@ -69,7 +69,7 @@ export async function mount(root, { id }, ctx) {
       eventsSlot,
       table(
         ["#", "when", "event", "details", "by"],
-        evs.items.map((e) => [String(e.seq), when(e.created_at), e.type, details(e.data), e.actor || "system"]),
+        evs.items.map((e) => [String(e.seq), when(e.created_at), e.type, details(e.data), actor(e.actor)]),
         { caption: "Events, oldest first", empty: "no events" },
       ),
     );
@@ -80,7 +80,7 @@ export async function mount(root, { id }, ctx) {
     if (data.from && data.to) parts.push(`${data.from} → ${data.to}`);
     if (data.attempt) parts.push(`attempt ${data.attempt}`);
     if (data.reason) parts.push(String(data.reason));
-    return parts.join("; ") || "";
+    return shortIds(parts.join("; "));
   }
 
   function follow() {
