@@ -73,13 +73,13 @@ def create_app(
         app.state.hub = hub
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
-        app.state.fleet_exporter = FleetExporter(handle.db, None)
+        exporter = FleetExporter(handle.db, None, app.state.metrics, interval_s=settings.metrics_fleet_interval_s)
+        app.state.fleet_exporter = exporter
+        tasks.append(asyncio.create_task(exporter.run(stop), name="fleet-metrics"))
         if background:
             scheduler = Scheduler(handle.db, settings, metrics=app.state.metrics)
             app.state.scheduler = scheduler
-            exporter = FleetExporter(handle.db, scheduler, interval_s=settings.metrics_fleet_interval_s)
-            app.state.fleet_exporter = exporter
-            tasks.append(asyncio.create_task(exporter.run(stop), name="fleet-metrics"))
+            exporter.scheduler = scheduler  # the fleet's gauges come from the scheduler's leader
             if settings.scheduler_enabled:
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))

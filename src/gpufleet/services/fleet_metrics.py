@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import GaugeMetricFamily
 
 from gpufleet.db.pool import Database
-from gpufleet.observability import multiprocess_dir, render
+from gpufleet.observability import ServerMetrics, multiprocess_dir, render
 from gpufleet.repo import fleet_metrics as repo
 
 if TYPE_CHECKING:
@@ -108,9 +108,12 @@ async def families(db: Database) -> list[GaugeMetricFamily]:
 
 
 class FleetExporter:
-    def __init__(self, db: Database, scheduler: Scheduler | None, *, interval_s: float = 15.0) -> None:
+    def __init__(
+        self, db: Database, scheduler: Scheduler | None, metrics: ServerMetrics, *, interval_s: float = 15.0
+    ) -> None:
         self.db = db
         self.scheduler = scheduler
+        self.metrics = metrics
         self.interval_s = interval_s
         directory = multiprocess_dir()
         self.file = Path(directory) / FILE_NAME if directory else None
@@ -118,6 +121,14 @@ class FleetExporter:
     @property
     def leading(self) -> bool:
         return self.scheduler is not None and self.scheduler.leader.leading
+
+    def refresh_gauges(self) -> None:
+        """This process's own gauges (whether it leads, its connections), set before a scrape
+        reads them and every interval: with several workers a scrape reads every worker's."""
+        self.metrics.leader.set(1 if self.leading else 0)
+        pool = self.db.runtime_pool
+        self.metrics.pool_size.set(pool.get_size())
+        self.metrics.pool_idle.set(pool.get_idle_size())
 
     async def exposition(self) -> bytes:
         """The fleet's gauges for this scrape: fresh from the database where this process leads,
@@ -143,10 +154,12 @@ class FleetExporter:
         tmp.replace(self.file)  # atomic: a reader sees the old file or the new one
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Multiprocess mode: keep the file fresh while this process leads."""
+        """Multiprocess mode: keep this worker's gauges current for scrapes answered by its
+        siblings, and the fleet's file fresh while it leads."""
         if self.file is None:
             return
         while not stop.is_set():
+            self.refresh_gauges()
             if self.leading:
                 try:
                     self._write(render(await families(self.db)))

@@ -35,10 +35,7 @@ async def metrics(request: Request) -> Response:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
             raise Unauthorized("/metrics needs 'Authorization: Bearer <GPUFLEET_METRICS_TOKEN>'")
     m: ServerMetrics = request.app.state.metrics
-    pool = request.app.state.db.runtime_pool
-    m.pool_size.set(pool.get_size())
-    m.pool_idle.set(pool.get_idle_size())
     exporter: FleetExporter = request.app.state.fleet_exporter
-    m.leader.set(1 if exporter.leading else 0)
+    exporter.refresh_gauges()
     body = m.exposition() + await exporter.exposition()
     return Response(body, media_type=CONTENT_TYPE)
