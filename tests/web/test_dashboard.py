@@ -111,3 +111,35 @@ async def test_queue_usage_events_and_predictions_pages(page: Page, site: Site, 
     await expect(page.locator("main")).to_contain_text(re.compile("No predictions yet|Deployments"))
     await shot(page, artifacts, "predictions")
     assert site.console_errors == []
+
+
+async def test_admin_follows_webhook_deliveries_and_their_attempts(page: Page, site: Site, artifacts: Path) -> None:
+    # A receiver that answers 404: the delivery fails, with its attempt recorded.
+    r = await site.api.post(
+        "/v1/webhooks", json={"url": f"{site.url}/no-receiver-here", "event_types": ["webhook.test"]}
+    )
+    assert r.status_code == 201, r.text
+    hook = r.json()["id"]
+    try:
+        assert (await site.api.post(f"/v1/webhooks/{hook}/test")).status_code == 202
+        await sign_in(page, site, site.owner.key)
+        await page.click("nav >> text=Events")
+        row = page.locator("tr", has_text="/no-receiver-here")
+        await row.locator("button:has-text('Deliveries')").click()
+        delivery = page.locator("#deliveries tr", has_text="webhook.test")
+        await expect(delivery.locator(".st")).to_have_text(re.compile("failed|dead"))
+        await expect(delivery).to_contain_text("HTTP 404")
+        await delivery.locator("summary").click()
+        await expect(delivery.locator("li").first).to_contain_text("failed 404")
+        await expect(delivery.locator("button:has-text('Redeliver')")).to_be_visible()
+        await shot(page, artifacts, "webhooks")
+        # A viewer sees the change feed but no webhooks (admins only).
+        viewer_page = await page.context.new_page()
+        await sign_in(viewer_page, site, site.viewer.key)
+        await viewer_page.click("nav >> text=Events")
+        await expect(viewer_page.locator("td", has_text="host.registered").first).to_be_visible()
+        await expect(viewer_page.locator("h2", has_text="Webhooks")).to_have_count(0)
+        await viewer_page.close()
+    finally:
+        await site.api.delete(f"/v1/webhooks/{hook}")
+    assert site.console_errors == []

@@ -2,6 +2,7 @@
 // their deliveries and every attempt.
 
 import { api, can } from "../api.js";
+import { every } from "../live.js";
 import { actor, shortIds, button, h, link, replace, short, status, table, when } from "../dom.js";
 
 const WINDOWS = [
@@ -10,6 +11,7 @@ const WINDOWS = [
   ["168", "last 7 days"],
 ];
 const KEEP = 300;
+const OPEN = new Set(); // deliveries whose attempts are unfolded: kept open across refreshes
 
 function linkTo(e) {
   const id = e.entity_id;
@@ -78,13 +80,26 @@ export async function mount(root, _params, ctx) {
     events = [...fresh.reverse(), ...events].slice(0, KEEP);
     render();
   });
-  if (can("webhooks.read")) await webhooks(hooksSlot, ctx);
-  return { dispose: unsubscribe };
+  const watch = { stop: null };
+  if (can("webhooks.read")) await webhooks(hooksSlot, ctx, watch);
+  return {
+    dispose() {
+      unsubscribe();
+      if (watch.stop) watch.stop();
+    },
+  };
 }
 
-async function webhooks(slot, ctx) {
+async function webhooks(slot, ctx, watch) {
   const page = await api("/v1/webhooks", { params: { limit: 100 } });
-  const detail = h("div");
+  const detail = h("div", { id: "deliveries" });
+  // The deliveries shown are read again every 5 s while open (retries come and go).
+  const show = (w) => {
+    if (watch.stop) watch.stop();
+    const load = () => deliveries(w, detail, ctx);
+    load();
+    watch.stop = every(5000, load);
+  };
   replace(
     slot,
     table(
@@ -93,7 +108,7 @@ async function webhooks(slot, ctx) {
         w.url,
         w.event_types.length ? w.event_types.join(", ") : "all",
         w.enabled ? (w.failing_since ? h("span.st.st-failed", null, "failing since " + when(w.failing_since)) : status("enabled")) : h("span.st.st-disabled", null, "disabled: " + (w.disabled_reason || "")),
-        button("Deliveries", () => deliveries(w, detail, ctx), "small"),
+        button("Deliveries", () => show(w), "small"),
       ]),
       { empty: "No webhooks." },
     ),
@@ -115,7 +130,10 @@ async function deliveries(w, slot, ctx) {
         status(d.status),
         h(
           "details",
-          null,
+          {
+            open: OPEN.has(d.id),
+            ontoggle: (e) => (e.target.open ? OPEN.add(d.id) : OPEN.delete(d.id)),
+          },
           h("summary", null, String(d.attempts_made)),
           h("ol", null, d.attempts.map((a) => h("li", null, `${when(a.created_at)}: ${a.succeeded ? "ok" : "failed"} ${a.status_code ?? ""} ${a.error || ""} (${a.latency_ms} ms)`))),
         ),
