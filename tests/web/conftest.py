@@ -29,6 +29,8 @@ from gpufleet.agent.loop import Agent, AgentConfig
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain import Role
 from tests.api.conftest import Tenant, make_tenant
+from tests.api.test_supabase import PROJECT as SUPABASE_PROJECT
+from tests.api.test_supabase import SECRET as SUPABASE_SECRET
 from tests.liveserver import LiveServer
 from tests.pg import PgServer, unique_name
 
@@ -115,7 +117,13 @@ async def site(pg_server: PgServer, template_db: str, tmp_path_factory: pytest.T
         pg_server.dsn(name),
         pg_server.dsn(name, user=RUNTIME_ROLE),
         # webhooks may reach this machine: a test points one at the server itself
-        settings={"cancel_grace_s": 1.0, "webhook_allow_networks": "127.0.0.0/8"},
+        # (and Supabase sessions are accepted: a test signs in with one)
+        settings={
+            "cancel_grace_s": 1.0,
+            "webhook_allow_networks": "127.0.0.0/8",
+            "supabase_url": SUPABASE_PROJECT,
+            "supabase_jwt_secret": SUPABASE_SECRET,
+        },
         background=True,
     )
     await asyncio.to_thread(live.start)

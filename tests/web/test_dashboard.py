@@ -4,11 +4,13 @@ actions, keyboard), queue, usage, events and predictions; its security headers."
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import httpx
 from playwright.async_api import Page, expect
 
+from tests.api.test_supabase import token as supabase_token
 from tests.web.conftest import Site, shot, sign_in
 
 
@@ -142,4 +144,22 @@ async def test_admin_follows_webhook_deliveries_and_their_attempts(page: Page, s
         await viewer_page.close()
     finally:
         await site.api.delete(f"/v1/webhooks/{hook}")
+    assert site.console_errors == []
+
+
+async def test_a_supabase_session_signs_in_and_picks_an_organization(page: Page, site: Site) -> None:
+    jwt = supabase_token(str(uuid.uuid4()))
+    bearer = {"Authorization": f"Bearer {jwt}"}
+    for name in ("Supa One", "Supa Two"):
+        r = await site.api.post("/v1/organizations", json={"name": name}, headers=bearer)
+        assert r.status_code == 201, r.text
+    # A Supabase sign-in redirects back with the access token in the fragment.
+    await page.goto(f"{site.url}/#access_token={jwt}&token_type=bearer&expires_in=300")
+    await page.select_option("#org", label="Supa Two (owner)")
+    await page.click("button:has-text('Continue')")
+    await page.wait_for_selector("#fleet-grid[data-rendered]")
+    await expect(page.locator(".who")).to_contain_text("Supa Two")
+    await expect(page.locator("#fleet-grid")).to_contain_text("No hosts yet")
+    assert "access_token" not in page.url  # dropped from the address bar (and the history)
+    assert await page.evaluate("sessionStorage.getItem('gpufleet.credential')") == jwt
     assert site.console_errors == []

@@ -1,7 +1,7 @@
 // The dashboard's entry: sign-in, the header, and a hash router that mounts one page at a time.
 // A page module exports mount(root, params, ctx) and returns {dispose} (or nothing).
 
-import { api, ApiError, can, currentMe, loadConfig, loadMe, onUnauthorized, session, uiConfig } from "./api.js";
+import { ApiError, can, currentMe, loadConfig, loadMe, onUnauthorized, session, uiConfig } from "./api.js";
 import { button, h, replace } from "./dom.js";
 import { Live } from "./live.js";
 import * as events from "./pages/events.js";
@@ -133,8 +133,8 @@ function showSignIn(message = "") {
 }
 
 async function chooseOrganization(me) {
-  const orgs = await api("/v1/organizations");
-  const select = h("select", { id: "org" }, orgs.map((o) => h("option", { value: o.id }, `${o.name} (${o.role})`)));
+  const options = me.memberships.map((m) => h("option", { value: m.organization_id }, `${m.organization_name} (${m.role})`));
+  const select = h("select", { id: "org" }, options);
   return new Promise((resolve) => {
     replace(
       main,

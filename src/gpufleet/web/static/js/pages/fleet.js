@@ -31,7 +31,7 @@ export async function mount(root, _params, ctx) {
   keyboardGrid(grid);
 
   const cards = new Map(); // host id -> {el, host, tiles: Map(gpu id -> el), parts}
-  let shape = "";
+  let shape = null; // the hosts and GPUs shown, to know when to build the grid again
 
   function hostCard(host) {
     const name = h("a", { href: `#/hosts/${host.id}` }, host.name);
