@@ -1,4 +1,5 @@
-"""/metrics through prometheus-client: the bearer token, and several workers counting as one."""
+"""/metrics through prometheus-client: the bearer token, several workers counting as one, and what a
+scheduler cycle records."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from gpufleet.config import Settings
 from gpufleet.db.pool import RUNTIME_ROLE, Database
+from gpufleet.observability import ServerMetrics
+from gpufleet.scheduler.service import Scheduler
 from tests.api.conftest import Tenant, build_app
-from tests.factories import create_host
+from tests.factories import create_host, create_job
 from tests.liveserver import free_port
 from tests.pg import PgServer
 
@@ -102,3 +106,24 @@ async def test_several_workers_count_every_request_once(
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_scheduler_cycle_is_observed(db: Database, owner: Tenant) -> None:
+    metrics = ServerMetrics()
+    await create_host(db, owner.org.id, name="gpu-b")
+    placed = await create_job(db, owner.org.id, gpu_count=1)
+    never = await create_job(db, owner.org.id, gpu_count=64)  # no host could ever hold it
+    result = await Scheduler(db, Settings(), metrics=metrics).run_once()
+    assert result.placed_job_ids == (placed.id,) and result.allocation_failed == 1, (result, never.id)
+    text = metrics.exposition().decode()
+    values = {
+        (n, tuple(sorted(labels.items()))): v
+        for f in text_string_to_metric_families(text)
+        for n, labels, v, *_ in f.samples
+    }
+    assert values[("gpufleet_scheduler_cycles_total", ())] == 1
+    assert values[("gpufleet_scheduler_placements_total", ())] == 1
+    assert values[("gpufleet_jobs_allocation_failed_total", ())] == 1
+    assert values[("gpufleet_scheduler_cycle_duration_seconds_count", ())] == 1
+    assert values[("gpufleet_job_placement_wait_seconds_count", ())] == 1
+    assert values[("gpufleet_scheduler_decision_seconds_count", ())] >= 1

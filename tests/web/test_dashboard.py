@@ -135,6 +135,9 @@ async def test_admin_follows_webhook_deliveries_and_their_attempts(page: Page, s
         await expect(delivery.locator("li").first).to_contain_text("failed 404")
         await expect(delivery.locator("button:has-text('Redeliver')")).to_be_visible()
         await shot(page, artifacts, "webhooks")
+        metrics = (await site.api.get("/metrics")).text
+        assert re.search(r'gpufleet_webhook_deliveries_total\{outcome="failed"\} [1-9]', metrics), metrics
+        assert re.search(rf'gpufleet_webhook_deliveries_pending\{{org="{site.owner.org.slug}"\}} [1-9]', metrics)
         # A viewer sees the change feed but no webhooks (admins only).
         viewer_page = await page.context.new_page()
         await sign_in(viewer_page, site, site.viewer.key)
