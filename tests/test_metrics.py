@@ -19,7 +19,7 @@ from gpufleet.observability import ServerMetrics
 from gpufleet.scheduler.service import Scheduler
 from tests.api.conftest import Tenant, build_app
 from tests.factories import create_host, create_job
-from tests.liveserver import free_port
+from tests.liveserver import LiveServer, free_port
 from tests.pg import PgServer
 
 
@@ -127,3 +127,37 @@ async def test_a_scheduler_cycle_is_observed(db: Database, owner: Tenant) -> Non
     assert values[("gpufleet_scheduler_cycle_duration_seconds_count", ())] == 1
     assert values[("gpufleet_job_placement_wait_seconds_count", ())] == 1
     assert values[("gpufleet_scheduler_decision_seconds_count", ())] >= 1
+
+
+async def test_gpufleet_agent_serves_its_metrics_port(live: LiveServer, owner: Tenant, tmp_path: Path) -> None:
+    async with httpx.AsyncClient(base_url=live.url, headers=owner.headers, timeout=10) as api:
+        token = (await api.post("/v1/join-tokens", json={})).json()["token"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUFLEET_")} | {"GPUFLEET_JOIN_TOKEN": token}
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "gpufleet"), "agent", "--server", live.url, "--simulate", "1xA100-80GB",
+        "--name", "metrics-agent", "--state-dir", str(tmp_path / "agent"), "--interval", "0.5",
+        "--metrics-port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.returncode is not None:
+                raise AssertionError(await proc.stderr.read() if proc.stderr else b"")
+            try:
+                async with httpx.AsyncClient(timeout=5) as c:
+                    text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+                accepted = _samples(text, "gpufleet_agent_heartbeats_accepted")
+                if accepted and accepted[0][1] > 0 and _samples(text, "gpufleet_agent_gpu_utilization_percent"):
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the agent's /metrics did not come up"
+            await asyncio.sleep(0.2)
+        assert _samples(text, "gpufleet_agent_gpus") == [({}, 1.0)]
+        ((labels, _),) = _samples(text, "gpufleet_agent_gpu_utilization_percent")
+        assert labels["gpu"] == "0" and labels["model"] == "A100-80GB" and labels["uuid"].startswith("GPU-")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
