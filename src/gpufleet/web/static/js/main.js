@@ -63,9 +63,16 @@ function parseHash() {
   return { path, query: new URLSearchParams(query || "") };
 }
 
-async function route() {
+let routed = 0; // which navigation is the latest: a page that mounts after a newer one is dropped
+
+function leavePage() {
   if (current && current.dispose) current.dispose();
   current = null;
+}
+
+async function route() {
+  leavePage();
+  const mine = ++routed;
   if (!session.credential) return showSignIn();
   const { path, query } = parseHash();
   for (const [pattern, mount, name] of ROUTES) {
@@ -78,7 +85,18 @@ async function route() {
     const root = h("div.page");
     replace(main, root);
     try {
-      current = (await mount(root, { id: m[1], query }, ctx)) || null;
+      const page = (await mount(root, { id: m[1], query }, ctx)) || null;
+      if (mine !== routed) {
+        if (page && page.dispose) page.dispose();
+        return;
+      }
+      current = page;
+      // A new page takes the focus to its heading, so screen readers announce where you are.
+      const heading = root.querySelector("h1");
+      if (heading && document.activeElement && !root.contains(document.activeElement)) {
+        heading.tabIndex = -1;
+        heading.focus({ preventScroll: true });
+      }
     } catch (err) {
       replace(root, h("p.error", null, `This page could not load: ${err.message || err}`));
     }
@@ -90,6 +108,8 @@ async function route() {
 
 function showSignIn(message = "") {
   signedIn = false;
+  routed += 1;
+  leavePage();
   live.stop();
   nav.hidden = true;
   replace(who);
