@@ -78,6 +78,8 @@ async def one_sample_each(url: str, credentials: list[str], seed: int = 7) -> in
     return failed
 
 
+NEXT_FRAME = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
+
 LONG_TASKS = """() => {
   window.__long = [];
   new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__long.push(e.duration); })
@@ -119,9 +121,7 @@ def measure(url: str, key: str, hosts: int, runs: int, live_s: float) -> dict[st
                      (n) => [n, performance.getEntriesByName(n).map((e) => e.duration)]))"""
             )
             # one more frame: the tiles painted
-            painted = page.evaluate(
-                "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
-            )
+            painted = page.evaluate(NEXT_FRAME)
             tiles = page.locator("a.tile").count()
             assert tiles == hosts * GPUS, tiles
             out["runs"].append(
