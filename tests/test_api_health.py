@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gpufleet.api.app import create_app
 from gpufleet.config import Settings
@@ -57,7 +58,10 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     await client.get("/nope")
     r = await client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    text = r.text
-    assert 'gpufleet_http_requests_total{method="GET",status="2xx"}' in text
-    assert 'gpufleet_http_requests_total{method="GET",status="4xx"} 1' in text
-    assert "gpufleet_http_request_duration_seconds_count" in text and "gpufleet_db_pool_size" in text
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["gpufleet_http_requests"].samples}
+    # By route template, so a path's ids do not make a series each; an unknown path is one series.
+    assert requests[("/healthz", "200")] == 1 and requests[("<unmatched>", "404")] == 1
+    counts = [s for s in families["gpufleet_http_request_duration_seconds"].samples if s.name.endswith("_count")]
+    assert {s.labels["route"] for s in counts} == {"/healthz", "<unmatched>"}
+    assert families["gpufleet_db_pool_size"].samples[0].value >= 1

@@ -61,6 +61,10 @@ def test_the_wheel_carries_each_migration_exactly_once(tmp_path: Path) -> None:
     assert not twice
     migrations = sorted(p.name for p in (ROOT / "src" / "gpufleet" / "db" / "migrations").glob("*.sql"))
     assert migrations and sorted(n.rsplit("/", 1)[1] for n in names if "/db/migrations/" in n) == migrations
+    # The dashboard is served from the package: every asset ships in the wheel.
+    static = ROOT / "src" / "gpufleet" / "web" / "static"
+    assets = {f"gpufleet/web/static/{p.relative_to(static).as_posix()}" for p in static.rglob("*") if p.is_file()}
+    assert "gpufleet/web/static/index.html" in assets and assets <= set(names), assets - set(names)
 
 
 def test_the_agent_wheel_carries_only_the_agent_and_its_dependencies(tmp_path: Path) -> None:

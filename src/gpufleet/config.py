@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     scheduler_leader_retry_s: float = Field(default=1.5, gt=0)
     scheduler_lease_s: float = Field(default=10.0, gt=0)  # leader lease behind a transaction pooler
 
+    # /metrics: when set, a scrape must send `Authorization: Bearer <token>` (docs/observability.md)
+    metrics_token: SecretStr | None = None
+    metrics_fleet_interval_s: float = Field(default=15.0, gt=0)  # the fleet gauges' file, several workers
+
     log_level: str = "info"
     log_json: bool = False
 

@@ -260,3 +260,35 @@ class FleetSummary:
     avg_utilization_pct: float | None  # over the window, all samples of the organization's GPUs
     avg_memory_used_mb: float | None
     samples_in_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetGpu:
+    """A GPU as the dashboard's fleet view shows it: its state and its latest sample."""
+
+    id: UUID
+    host_id: UUID
+    index: int
+    model: str
+    memory_mb: int
+    status: GpuStatus
+    status_reason: str | None
+    simulated: bool
+    allocated_milli: int
+    foreign_usage: str | None
+    sampled_at: datetime | None  # the latest sample within the freshness window, if any
+    utilization_pct: float | None
+    memory_used_mb: float | None
+    temperature_c: float | None
+    power_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHost:
+    id: UUID
+    name: str
+    status: HostStatus
+    status_reason: str | None
+    simulated: bool
+    last_heartbeat_at: datetime | None
+    gpus: list[FleetGpu]

@@ -107,6 +107,8 @@ class Agent:
         self.batch_samples = config.batch_samples
         self.buffer: deque[tuple[int, GpuSample]] = deque(maxlen=config.buffer_samples)
         self.dropped_samples = 0  # lost to a full buffer
+        self.latest: dict[str, GpuSample] = {}  # each GPU's newest sample (the agent's own /metrics)
+        self.heartbeats_ok = 0
         self.last_reply: HeartbeatResponse | None = None
         self.jobs: JobRunner | None = None
         self._seq = 0
@@ -210,6 +212,7 @@ class Agent:
                 self.dropped_samples += 1
             self._seq += 1
             self.buffer.append((self._seq, s))
+            self.latest[s.uuid] = s
         return len(samples)
 
     def _request(self, batch: list[GpuSample]) -> HeartbeatRequest:
@@ -276,6 +279,7 @@ class Agent:
     def handle_reply(self, reply: HeartbeatResponse) -> None:
         """Everything a heartbeat's answer asks for: the interval, and the runs to stop (``instructions.kill``)."""
         self.last_reply = reply
+        self.heartbeats_ok += 1
         if self.config.interval_s is None:
             self.interval_s = reply.heartbeat_interval_s
         for order in reply.instructions.kill:

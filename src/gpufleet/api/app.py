@@ -36,6 +36,7 @@ from gpufleet.api.routes import (
 )
 from gpufleet.api.routes import costs as costs_routes
 from gpufleet.api.routes import files as files_routes
+from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import models as models_routes
 from gpufleet.api.routes import resolve as resolve_routes
 from gpufleet.background import (
@@ -53,12 +54,14 @@ from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
-from gpufleet.observability import HttpMetrics
+from gpufleet.observability import ServerMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
 from gpufleet.services.bootstrap import FirstRun, first_run
+from gpufleet.services.fleet_metrics import FleetExporter
 from gpufleet.services.host_auth import HostAuthenticator
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.web import install as _web_install
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,13 @@ def create_app(
         app.state.hub = hub
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
+        exporter = FleetExporter(handle.db, None, app.state.metrics, interval_s=settings.metrics_fleet_interval_s)
+        app.state.fleet_exporter = exporter
+        tasks.append(asyncio.create_task(exporter.run(stop), name="fleet-metrics"))
         if background:
-            scheduler = Scheduler(handle.db, settings)
+            scheduler = Scheduler(handle.db, settings, metrics=app.state.metrics)
             app.state.scheduler = scheduler
+            exporter.scheduler = scheduler  # the fleet's gauges come from the scheduler's leader
             if settings.scheduler_enabled:
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
@@ -114,7 +121,11 @@ def create_app(
             tasks.append(asyncio.create_task(autoscaler.run(handle.db, settings, stop), name="autoscaler"))
             tasks.append(asyncio.create_task(files_retention.run(handle.db, settings, stop), name="files-retention"))
             if settings.webhook_delivery_enabled:
-                tasks.append(asyncio.create_task(webhook_delivery.run(handle.db, settings, stop), name="webhooks"))
+                tasks.append(
+                    asyncio.create_task(
+                        webhook_delivery.run(handle.db, settings, stop, metrics=app.state.metrics), name="webhooks"
+                    )
+                )
             if settings.notify_stderr:
                 tasks.append(asyncio.create_task(notify.run(handle.db, stop), name="notify-stderr"))
         try:
@@ -135,6 +146,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await hub.close()
+            app.state.metrics.close()
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
             if database is None:
                 await handle.close()
@@ -149,7 +161,7 @@ def create_app(
         generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
-    app.state.http_metrics = HttpMetrics()
+    app.state.metrics = ServerMetrics()
     errors.install(app)
 
     class _LazyLimiter(RateLimiter):
@@ -172,7 +184,7 @@ def create_app(
         ],
         limiter=_LazyLimiter(),
         ip_per_minute=settings.rate_limit_ip_per_minute,
-        metrics=app.state.http_metrics,
+        metrics=app.state.metrics,
     )
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
     routers_predictions = (predictions, deployments, agent_predictions)
@@ -185,6 +197,8 @@ def create_app(
     app.include_router(models_routes.router)
     app.include_router(files_routes.router)
     app.include_router(agent_models.router)
+    app.include_router(fleet_routes.router)
+    _web_install(app, settings)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufleet.api.ratelimit import RateLimiter
-from gpufleet.observability import HttpMetrics
+from gpufleet.observability import ServerMetrics
 
 log = logging.getLogger("gpufleet.access")
 
@@ -81,7 +81,7 @@ class GpufleetMiddleware:
         body_limits: Sequence[tuple[re.Pattern[str], int]] = (),
         limiter: RateLimiter | None = None,
         ip_per_minute: int = 0,
-        metrics: HttpMetrics | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         """``body_limits``: (path pattern, limit) pairs that replace ``max_body`` where they match."""
         self.app = app
@@ -147,7 +147,10 @@ class GpufleetMiddleware:
                         await send_wrapped(m)
         finally:
             if self.metrics is not None:
-                self.metrics.observe(scope.get("method", "-"), status_holder["status"], time.perf_counter() - started)
+                route = getattr(scope.get("route"), "path", None)  # the template, e.g. /v1/jobs/{job_id}
+                self.metrics.request(
+                    scope.get("method", "-"), route, status_holder["status"], time.perf_counter() - started
+                )
             path = str(scope.get("path", ""))
             if len(path) > MAX_LOGGED_PATH:  # a client's long path must not make a long log line
                 path = path[: MAX_LOGGED_PATH - 3] + "..."

@@ -25,6 +25,8 @@ ASSETS_URL = "/docs/assets"
 _OPERATION_IDS = {
     "get_me": "me_get",
     "fleet_summary": "fleet_summary",
+    "fleet_view": "fleet_get",
+    "fleet_metrics": "fleet_metrics",
     "healthz": "healthz",
     "readyz": "readyz",
     "metrics": "metrics_prometheus",

@@ -29,6 +29,7 @@ from gpufleet.background.loop import next_delay as loop_delay
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.errors import ConfigurationError
+from gpufleet.observability import ServerMetrics
 from gpufleet.repo import events
 from gpufleet.repo import webhook_deliveries as repo
 from gpufleet.repo import webhooks as endpoints
@@ -62,8 +63,10 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         resolver: ssrf.Resolver = ssrf.system_resolver,
         owner: str | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.settings = settings
         self.rng = rng or random.Random()
         self.resolver = resolver
@@ -132,6 +135,8 @@ class DeliveryWorker:
                         data={"url": w.url, "reason": reason},
                         actor="webhooks",
                     )
+        if self.metrics is not None:
+            self.metrics.deliveries([(r.status, r.claim.delivery.created_at) for r in results])
         succeeded = sum(1 for r in results if r.succeeded)
         return RoundReport(reclaimed, len(claims), succeeded, len(results) - succeeded, len(unsent), disabled)
 
@@ -238,10 +243,10 @@ async def _listen(db: Database, wake: asyncio.Event, stop: asyncio.Event) -> Non
                     await conn.close()
 
 
-async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+async def run(db: Database, settings: Settings, stop: asyncio.Event, metrics: ServerMetrics | None = None) -> None:
     """Rounds back to back while there is work; otherwise wait for a wake-up or ``webhook_poll_s``
     (retries come due without a notification). Errors back off like every background loop."""
-    worker = DeliveryWorker(db, settings)
+    worker = DeliveryWorker(db, settings, metrics=metrics)
     wake = asyncio.Event()
     listener = None
     if not settings.database_transaction_pooler:

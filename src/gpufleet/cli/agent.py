@@ -101,6 +101,12 @@ def agent(
         "--pip-allow-source",
         help="Let model packages build from source distributions (their build code runs as the agent's user).",
     ),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", min=1, max=65535, help="Serve this agent's Prometheus /metrics on this port."
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="The address --metrics-port listens on (default: this host only)."
+    ),
 ) -> None:
     """Register this host (once), report its GPUs and run the jobs the server assigns until stopped (SIGTERM/SIGINT).
 
@@ -160,7 +166,15 @@ def agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(config).run(stop)
+        the_agent = Agent(config)
+        if metrics_port is not None:
+            from gpufleet.agent.metrics import serve
+
+            try:
+                serve(the_agent, metrics_port, metrics_host)
+            except OSError as exc:
+                fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {exc.strerror or exc}")
+        await the_agent.run(stop)
 
     try:
         asyncio.run(main())

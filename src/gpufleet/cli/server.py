@@ -10,8 +10,10 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Generator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,6 +27,7 @@ from gpufleet.cli.common import console, fail, load_settings
 from gpufleet.cli.local_agent import LocalAgent, choose_inventory
 from gpufleet.config import Settings
 from gpufleet.instance_lock import InstanceBusy, InstanceLock
+from gpufleet.observability import MULTIPROC_ENV
 from gpufleet.paths import data_dir_why
 from gpufleet.services.bootstrap import FirstRun
 
@@ -160,6 +163,7 @@ def _serve(
         # they share one PostgreSQL server (see db/embedded.py), and first-run bootstrap is
         # serialised in the database, so exactly one of them creates the admin.
         os.environ.update({"GPUFLEET_HOST": settings.host, "GPUFLEET_PORT": str(settings.port)})
+        _metrics_dir()
         uvicorn.run(
             "gpufleet.cli.server:worker_app",
             factory=True,
@@ -201,6 +205,18 @@ def _serve(
             lock.release()
     if server.started:
         console.print("gpufleet stopped")
+
+
+def _metrics_dir() -> None:
+    """Several workers share /metrics through prometheus-client's multiprocess directory: each
+    worker writes its values there and a scrape reads them all. It is set before the workers start
+    (they read it at import) and emptied, so counts from an earlier run do not linger."""
+    given = os.environ.get(MULTIPROC_ENV)
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="gpufleet-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
 
 
 def _local_url(settings: Settings) -> str:

@@ -19,6 +19,7 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.observability import ServerMetrics
 from gpufleet.repo import scheduling as repo
 from gpufleet.scheduler import commit
 from gpufleet.scheduler.allocator import make_policy
@@ -72,15 +73,18 @@ class _Pass:
     snapshot_s: float = 0.0
     decide_s: float = 0.0
     commit_s: float = 0.0
+    decision_ns: list[int] = field(default_factory=list)
+    waits_s: list[float] = field(default_factory=list)  # queued -> placed, of each job placed
 
 
 class Scheduler:
     """Places pending jobs on their organization's GPUs. One leads across replicas (``run``)."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: ServerMetrics | None = None) -> None:
         self.db = db
         self.settings = settings
         self.stats = SchedulerStats()
+        self.metrics = metrics
         self.leader = LeaderElection(
             db, transaction_pooler=settings.database_transaction_pooler, lease_s=settings.scheduler_lease_s
         )
@@ -120,6 +124,8 @@ class Scheduler:
             total.snapshot_s += one.snapshot_s
             total.decide_s += one.decide_s
             total.commit_s += one.commit_s
+            total.decision_ns += one.decision_ns
+            total.waits_s += one.waits_s
             for job_id, reason in one.original.items():
                 total.original.setdefault(job_id, reason)
             total.reasons.update(one.reasons)
@@ -155,6 +161,15 @@ class Scheduler:
         st.reasons_written += written
         st.cycle_s_total += result.duration_s
         st.last_cycle = result
+        if self.metrics is not None:
+            self.metrics.cycle(
+                seconds=result.duration_s,
+                placed=result.placed,
+                conflicts=result.conflicts,
+                failed=result.allocation_failed,
+                decisions_s=(ns / 1e9 for ns in total.decision_ns),
+                waits_s=total.waits_s,
+            )
         return result
 
     def _reasons_to_write(self, total: _Pass) -> list[tuple[UUID, str | None]]:
@@ -240,7 +255,7 @@ class Scheduler:
             flush()
             return decisions
 
-        committer = asyncio.create_task(self._commit_stream(batches, out))
+        committer = asyncio.create_task(self._commit_stream(batches, out, snapshot_at=t1))
         try:
             decisions = await asyncio.to_thread(decide_all)
         finally:
@@ -253,6 +268,7 @@ class Scheduler:
             failures += [(job.id, why) for job, why in decision.failed]
             out.reasons.update(decision.reasons)
             self.stats.recent_decision_ns.extend(decision.decision_ns)
+            out.decision_ns += decision.decision_ns
             self.stats.decisions += len(decision.decision_ns)
             self.stats.decision_s_total += sum(decision.decision_ns) / 1e9
         if failures:
@@ -264,7 +280,7 @@ class Scheduler:
         return out, still
 
     async def _commit_stream(
-        self, batches: asyncio.Queue[list[tuple[PendingJob, Placement]] | None], out: _Pass
+        self, batches: asyncio.Queue[list[tuple[PendingJob, Placement]] | None], out: _Pass, *, snapshot_at: float
     ) -> None:
         stale = False
         while (batch := await batches.get()) is not None:
@@ -272,6 +288,9 @@ class Scheduler:
                 continue
             outcome = await commit.commit_batch(self.db, commit.rows_of(batch))
             out.placed += outcome.placed
+            # how long each placed job waited: its wait at the snapshot, plus the time since
+            placed, since = set(outcome.placed), time.perf_counter() - snapshot_at
+            out.waits_s += [job.waited_s + since for job, _ in batch if job.id in placed]
             out.conflicts += len(outcome.conflicts)
             stale = outcome.aborted
 
@@ -292,6 +311,8 @@ class Scheduler:
                     await self.run_once()
                 except Exception:  # a failed cycle must not end the loop; the next tick retries
                     self.stats.errors += 1
+                    if self.metrics is not None:
+                        self.metrics.scheduler_errors.inc()
                     log.exception("scheduler cycle failed")
                     await _sleep_until(stop, min(s.scheduler_tick_s, 1.0))
                 await self._wait_for_work(stop, seen)

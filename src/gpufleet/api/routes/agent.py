@@ -148,6 +148,7 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
         result = await heartbeats.heartbeat(db, host, report, policy=policy)
     except InvalidInput as exc:
         raise _wire_error(exc, where) from None
+    request.app.state.metrics.heartbeat(result.samples_received)
     running = [(r.job_id, r.attempt) for r in body.running]
     kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
     return HeartbeatResponse(

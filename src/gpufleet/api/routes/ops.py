@@ -1,39 +1,41 @@
-"""/metrics: Prometheus text exposition of this replica's counters."""
+"""/metrics: Prometheus exposition (prometheus-client), optionally behind a bearer token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+import hmac
 
-from gpufleet.observability import HttpMetrics, gauge
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gpufleet.config import Settings
+from gpufleet.errors import Unauthorized
+from gpufleet.observability import CONTENT_TYPE, ServerMetrics
+from gpufleet.services.fleet_metrics import FleetExporter
 
 router = APIRouter()
 
 
-@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
-    """This replica's counters in the Prometheus text format (no credentials: bind it privately)."""
-    http: HttpMetrics = request.app.state.http_metrics
-    lines = list(http.lines())
-    scheduler = getattr(request.app.state, "scheduler", None)
-    if scheduler is not None:
-        s = scheduler.stats
-        lines += gauge("gpufleet_scheduler_cycles_total", "Scheduler cycles run.", s.cycles, "counter")
-        lines += gauge("gpufleet_scheduler_placements_total", "Placements committed.", s.placements, "counter")
-        lines += gauge(
-            "gpufleet_allocation_conflicts_total",
-            "Placements refused by the database because capacity changed (retried).",
-            s.conflicts,
-            "counter",
-        )
-        lines += gauge(
-            "gpufleet_jobs_allocation_failed_total", "Jobs no host could ever run.", s.allocation_failed, "counter"
-        )
-        lines += gauge("gpufleet_scheduler_errors_total", "Scheduler cycles that failed.", s.errors, "counter")
-        lines += gauge(
-            "gpufleet_scheduler_decision_p99_seconds", "Recent per-decision latency, p99.", s.decision_quantile(0.99)
-        )
-    pool = request.app.state.db.runtime_pool
-    lines += gauge("gpufleet_db_pool_size", "Open runtime connections.", pool.get_size())
-    lines += gauge("gpufleet_db_pool_idle", "Idle runtime connections.", pool.get_idle_size())
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+@router.get(
+    "/metrics",
+    tags=["health"],
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}},
+        401: {"description": "GPUFLEET_METRICS_TOKEN is set and not sent"},
+    },
+)
+async def metrics(request: Request) -> Response:
+    """Counters and histograms of this replica (all its workers), and, from the replica that leads
+    the scheduler, the fleet's gauges. With `GPUFLEET_METRICS_TOKEN` set it takes
+    `Authorization: Bearer <token>`; otherwise no credential (bind it privately)."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected = settings.metrics_token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <GPUFLEET_METRICS_TOKEN>'")
+    m: ServerMetrics = request.app.state.metrics
+    exporter: FleetExporter = request.app.state.fleet_exporter
+    exporter.refresh_gauges()
+    body = m.exposition() + await exporter.exposition()
+    return Response(body, media_type=CONTENT_TYPE)

@@ -1,0 +1,103 @@
+"""/v1/fleet and /v1/queue: the dashboard's reads of the whole fleet and the pending queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, cast
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+
+from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.routes.tenancy import vars_of
+from gpufleet.config import Settings
+from gpufleet.errors import InvalidInput
+from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
+from gpufleet.schemas.common import Timestamp
+from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
+from gpufleet.schemas.hosts import MetricPointRead
+from gpufleet.schemas.jobs import JobRead
+from gpufleet.services import fleet, job_views
+
+router = APIRouter(prefix="/v1")
+
+
+def _host(h: FleetHost) -> FleetHostRead:
+    return FleetHostRead(
+        id=h.id,
+        name=h.name,
+        status=h.status,
+        status_reason=h.status_reason,
+        simulated=h.simulated,
+        last_heartbeat_at=h.last_heartbeat_at,
+        # Trusted domain objects, 8,000 on a large fleet: constructed, not validated again.
+        gpus=[FleetGpuRead.model_construct(**cast(dict[str, Any], vars_of(g))) for g in h.gpus],
+    )
+
+
+@router.get("/fleet", tags=["gpus"], **requires("fleet.read"))
+async def fleet_view(p: Caller, db: DB) -> FleetRead:
+    """Every live host with its GPUs and each GPU's latest sample (the dashboard's fleet page)."""
+    hosts = await fleet.fleet(db, org_id=p.require_org())
+    return FleetRead(hosts=[_host(h) for h in hosts], server_time=datetime.now(UTC))
+
+
+@router.get(
+    "/fleet/metrics",
+    tags=["gpus"],
+    **requires("metrics.read", {422: {"description": "bad range, or too many points"}}),
+)
+async def fleet_metrics(
+    request: Request,
+    p: Caller,
+    db: DB,
+    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
+    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    bucket: MetricBucket = MetricBucket.MINUTE,
+    agg: MetricAgg = MetricAgg.AVG,
+    host_id: UUID | None = None,
+    model: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
+    ] = None,
+) -> FleetSeriesRead:
+    """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
+    settings: Settings = request.app.state.settings
+    end = end or datetime.now(UTC)
+    if end.tzinfo is None:
+        raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")
+    start = start or end - timedelta(hours=1)
+    s = await fleet.series(
+        db,
+        org_id=p.require_org(),
+        start=start,
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        host_id=host_id,
+        model=model or None,
+        raw_retention_days=settings.metrics_retention_days,
+        max_points=settings.metrics_max_points,
+    )
+    return FleetSeriesRead(
+        start=s.start,
+        end=s.end,
+        bucket=s.bucket,
+        agg=s.agg,
+        gpus=s.gpus,
+        points=[MetricPointRead.model_validate(vars_of(pt)) for pt in s.points],
+    )
+
+
+@router.get("/queue", tags=["jobs"], **requires("jobs.list"))
+async def queue(
+    p: Caller,
+    db: DB,
+    limit: Annotated[int, Query(ge=1, le=500, description="How many of the waiting jobs to list.")] = 100,
+) -> QueueRead:
+    """Pending jobs in the order the scheduler considers them (priority, then time queued), each
+    with the reason it waits."""
+    org_id = p.require_org()
+    total, jobs = await fleet.queue(db, org_id=org_id, limit=limit)
+    views = await job_views.with_gpus(db, org_id, jobs)
+    return QueueRead(pending=total, items=[JobRead.of(v.job, v.gpus, v.cost) for v in views])

@@ -1,0 +1,85 @@
+"""The dashboard's reads: the whole fleet with its latest samples, utilization over many GPUs,
+and the queue as the scheduler sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from gpufleet.db.pool import Database
+from gpufleet.domain import Job
+from gpufleet.errors import InvalidInput
+from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket, MetricPoint
+from gpufleet.repo import fleet as repo
+from gpufleet.repo import metrics as metrics_repo
+
+# A sample older than this is not "the GPU now": its tile shows no numbers.
+FRESH_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSeries:
+    start: datetime
+    end: datetime
+    bucket: MetricBucket
+    agg: MetricAgg
+    gpus: int
+    points: list[MetricPoint]
+
+
+async def fleet(db: Database, *, org_id: UUID) -> list[FleetHost]:
+    async with db.transaction(org_id) as conn:
+        return await repo.hosts_with_gpus(conn, org_id=org_id, fresh_s=FRESH_S)
+
+
+async def series(
+    db: Database,
+    *,
+    org_id: UUID,
+    start: datetime,
+    end: datetime,
+    bucket: MetricBucket,
+    agg: MetricAgg,
+    host_id: UUID | None = None,
+    model: str | None = None,
+    raw_retention_days: int = 7,
+    max_points: int = 10_000,
+) -> FleetSeries:
+    """Utilization, memory, temperature and power over the matched GPUs, per bucket, from the raw
+    samples (so within their retention)."""
+    if end <= start:
+        raise InvalidInput("end must be after start", field="end")
+    if bucket is MetricBucket.RAW:
+        raise InvalidInput("bucket must be 1m, 5m or 1h: a series over many GPUs is always bucketed", field="bucket")
+    async with db.transaction(org_id) as conn:
+        cutoff = await metrics_repo.raw_cutoff(conn, retention_days=raw_retention_days)
+        if start < cutoff:
+            raise InvalidInput(
+                f"start is before the raw samples kept ({raw_retention_days} days); ask one GPU's metrics "
+                "for longer ranges",
+                field="start",
+            )
+        buckets = (end - start) / timedelta(seconds=bucket.seconds)
+        if buckets > max_points:
+            raise InvalidInput(
+                f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
+                "use a coarser bucket or a shorter range",
+                field="bucket",
+            )
+        gpus, points = await repo.aggregate_series(
+            conn,
+            org_id=org_id,
+            start=start,
+            end=end,
+            seconds=bucket.seconds,
+            agg=agg,
+            host_id=host_id,
+            model=model,
+        )
+    return FleetSeries(start, end, bucket, agg, gpus, points)
+
+
+async def queue(db: Database, *, org_id: UUID, limit: int) -> tuple[int, list[Job]]:
+    async with db.transaction(org_id) as conn:
+        return await repo.pending_in_order(conn, org_id=org_id, limit=limit)
