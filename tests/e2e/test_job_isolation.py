@@ -1,5 +1,6 @@
 """A job cannot read anything of its agent's (credential, state, logs) nor of another job's
-(work dir, environment), and inherits none of the agent's secrets: real agent, server and processes."""
+(work dir, environment), and inherits none of the agent's secrets; a model's replica still serves
+as a job user who cannot run the agent's Python: real agent, server and processes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from gpufleet.agent.runner import base_env
+from gpufleet.agent.runner.envs import PipOptions
+from tests.agent.test_runner_envs import make_wheel
 from tests.e2e.conftest import Cluster, until
+from tests.e2e.test_model_runner import EXAMPLES, WITH_PACKAGE, model_dir, predict, push
 
 ROOT = os.geteuid() == 0
 
@@ -96,3 +101,43 @@ async def test_a_job_reads_nothing_of_the_agent_nor_of_another_job(
 
 async def _has_output(cluster: Cluster, job_id: str, data: bytes) -> bool:
     return data in (await cluster.logs(job_id))["stdout"]
+
+
+async def test_replicas_serve_as_job_users_who_cannot_run_the_agents_python(cluster: Cluster, base: Path) -> None:
+    # The tests' interpreter is a venv over a pyenv Python under root's 0700 home here: job users can
+    # neither run it nor read its site-packages, as with many real agents.
+    import sys
+
+    closed = not base_env.as_job_user(sys.executable, "import cog").ok
+    assert closed or not ROOT  # what this test is about (else it proves only the ordinary case)
+    wheels = base / "wheels"
+    make_wheel(wheels, value=77)
+    env_dir = base / "envs"
+    running = await cluster.start_agent(
+        state_dir=base / "agent",
+        job_user="auto",
+        env_dir=env_dir,
+        pip=PipOptions(no_index=True, find_links=(str(wheels),)),
+    )
+    await push(cluster, "echo", EXAMPLES / "echo")
+    p = await predict(cluster, "echo", {"text": "hi", "repeat": 2})
+    assert (p["status"], p["output"], p["error"]) == ("succeeded", "hi hi", None), p
+    # With python_packages: a venv over the same interpreter, seeing the same copy of cog.
+    await push(cluster, "pkg", model_dir(cluster.tmp, "pkg", WITH_PACKAGE, ["gftiny==1.0"]))
+    p = await predict(cluster, "pkg", {})
+    assert (p["status"], p["output"]) == ("succeeded", 77), p
+
+    jobs = running.agent.jobs
+    assert jobs is not None and jobs.models is not None
+    replicas = list(jobs.models.replicas.values())
+    assert len(replicas) == 2
+    for rep in replicas:
+        _, uid, _ = jobs.runtime.process_of(rep.key)
+        assert (uid not in (None, 0)) is ROOT, uid  # each worker runs as its job user
+    copies = list((env_dir / "base-site").iterdir())
+    assert len(copies) == (1 if closed else 0)  # copied once, for both
+    if closed:
+        (venv,) = (env_dir / "venvs").iterdir()
+        pth = next(venv.rglob("_gpufleet_agent.pth")).read_text()
+        assert pth == f"{copies[0]}\n"
+    await running.close()  # its jobs stop before `base` (their state dir) goes

@@ -6,6 +6,7 @@ whether it was all cached already::
     STATE_DIR/models/<digest>.tar.gz        the archive as downloaded (digest verified), 0600
     ENV_ROOT/versions/<digest>/             the unpacked model, read-only for job users
     ENV_ROOT/venvs/<key>/                   a venv per python_packages list (key: packages + Python)
+    ENV_ROOT/base-site/<key>/, base/<key>/  cog copied for job users who cannot read the agent's (base_env.py)
     ENV_ROOT/runner-<hash>/worker*.py       the worker, where every job user can read it
     ENV_ROOT/pip-cache/                     pip's cache, the agent's alone (0700)
     ENV_ROOT/locks/                         flock per build: one build per key on the machine
@@ -17,6 +18,11 @@ Otherwise its venv is made with ``--system-site-packages`` over the agent's base
 runs in a venv), and pip installs the packages into it: wheels only unless the operator allows
 source builds (a source build runs the package's code as the agent's user), with a shared cache and
 the operator's index options, so it works air-gapped (docs/agent.md, "Model environments").
+
+When jobs run as other users who cannot run the agent's interpreter or import its ``cog`` (a pyenv
+or venv under root's 0700 home), the worker runs instead with a CPython of the same major.minor that
+they can run, over a copy of ``cog`` and its dependencies taken from the agent's environment
+(runner/base_env.py); venvs are then built over that interpreter and that copy.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib.metadata import Distribution
 from pathlib import Path
 from uuid import UUID
 
+from gpufleet.agent.runner import base_env
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.archive import unpack, version_digest
 from gpufleet.schemas.runner import ReplicaAssignmentOut
@@ -84,6 +92,16 @@ class PipOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Interpreter:
+    """What workers run with: ``python`` for a model without packages, ``base`` to build venvs
+    from, and ``sites`` (where ``cog`` is) for a venv's ``.pth``."""
+
+    python: str
+    base: str
+    sites: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Environment:
     python: str  # the interpreter the worker runs with
     src: Path  # the unpacked version (read-only: the worker copies it into its working directory)
@@ -119,6 +137,7 @@ class EnvCache:
     python: str = sys.executable
     other_users: bool = False  # jobs run as other users (runtime_users.py): they must reach the root
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _interpreter: Interpreter | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root or default_env_root(self.state_dir)).absolute()
@@ -135,9 +154,10 @@ class EnvCache:
         check_packages(packages)
         self._prepare_root()
         worker = self._install_worker()
+        interpreter, built_base = await self.interpreter()
         built_src = await self._locked(f"version-{replica.digest}", self._version, replica)
         built_env = False
-        python = self.python
+        python = interpreter.python
         if packages:
             if replica.python_version and not self._same_python(replica.python_version):
                 log.warning(
@@ -146,20 +166,108 @@ class EnvCache:
                     replica.python_version,
                     *sys.version_info[:2],
                 )
-            key = self.venv_key(packages)
-            built_env = await self._locked(f"venv-{key}", self._venv, key, packages)
+            key = self.venv_key(packages, interpreter)
+            built_env = await self._locked(f"venv-{key}", self._venv, key, packages, interpreter)
             python = str(self.root / "venvs" / key / "bin" / "python")
         return Environment(
             python=python,
             src=self.root / "versions" / replica.digest,
             worker=worker,
             environment_s=time.monotonic() - started,
-            cached=not (built_src or built_env),
+            cached=not (built_src or built_env or built_base),
         )
 
-    def venv_key(self, packages: list[str]) -> str:
-        ident = {"packages": packages, "python": os.path.realpath(self.python), "version": sys.version}
+    def venv_key(self, packages: list[str], interpreter: Interpreter | None = None) -> str:
+        ident: dict[str, object] = {"packages": packages, "python": os.path.realpath(self.python)}
+        ident["version"] = sys.version
+        if interpreter is not None and interpreter.python != self.python:  # the copied base: its own key
+            ident["base"] = [interpreter.base, *interpreter.sites]
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    # -- the interpreter -------------------------------------------------------------------------
+
+    async def interpreter(self) -> tuple[Interpreter, bool]:
+        """What workers run with (found once per agent), and whether this call built anything."""
+        async with self._locks.setdefault("interpreter", asyncio.Lock()):
+            if self._interpreter is not None:
+                return self._interpreter, False
+            own = Interpreter(self.python, self.python, tuple(agent_site_dirs()))
+            if not self.other_users or (await asyncio.to_thread(base_env.as_job_user, self.python, "import cog")).ok:
+                self._interpreter = own  # job users can use the agent's own: nothing to copy
+                return own, False
+            interpreter, built = await self._copied_base()
+            self._interpreter = interpreter
+            return interpreter, built
+
+    async def _copied_base(self) -> tuple[Interpreter, bool]:
+        assert self.root is not None
+        search_path = os.environ.get("PATH", os.defpath)
+        python = await asyncio.to_thread(base_env.choose_python, self.python, search_path)
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if python is None:
+            tried = ", ".join(base_env.candidates(self.python, search_path))
+            raise EnvironmentFailed(
+                f"job users cannot run this agent's Python ({self.python}) nor any other Python {version} "
+                f"(tried {tried}): install python{version} (e.g. apt install python{version}), or install "
+                "the agent in a venv job users can reach (e.g. in /opt) (docs/agent.md, 'Model environments')"
+            )
+        try:
+            dists = await asyncio.to_thread(base_env.closure, "cog")
+        except base_env.VendorError as exc:
+            raise EnvironmentFailed(str(exc)) from None
+        key = base_env.base_key(python, dists)
+        built = await self._locked(f"base-{key}", self._base, key, python, dists)
+        venv_python = str(self.root / "base" / key / "bin" / "python")
+        probe = await asyncio.to_thread(base_env.as_job_user, venv_python, "import cog")
+        if not probe.ok:
+            tail = probe.err.splitlines()[-1] if probe.err else "no output"
+            raise EnvironmentFailed(
+                f"cog, copied for job users to {self.root / 'base-site' / key}, does not import: {tail}"
+            )
+        return Interpreter(venv_python, python, (str(self.root / "base-site" / key),)), built
+
+    async def _base(self, key: str, python: str, dists: list[Distribution]) -> bool:
+        """Copy cog's distributions to base-site/<key> and make base/<key>, a venv over ``python``
+        that sees them; False when both were there already."""
+        assert self.root is not None
+        site, venv = self.root / "base-site" / key, self.root / "base" / key
+        if site.is_dir() and (venv / "gpufleet-ready.json").is_file():
+            return False
+        started = time.monotonic()
+        if not site.is_dir():
+            tmp = site.with_name(f".{key}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                files, size = await asyncio.to_thread(base_env.copy_distributions, dists, tmp)
+            except (base_env.VendorError, OSError) as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise EnvironmentFailed(f"cannot copy cog for job users: {exc}") from None
+            await asyncio.to_thread(_readable, tmp)
+            os.replace(tmp, site)
+            log.info(
+                "job users cannot use this agent's Python: copied cog and %d other distributions (%d files, "
+                "%.1f MB) to %s in %.2f s; workers run with %s",
+                len(dists) - 1,
+                files,
+                size / 1e6,
+                site,
+                time.monotonic() - started,
+                python,
+            )
+        await self._make_venv(venv, python, (str(site),), {"python": python, "site": str(site)})
+        return True
+
+    async def _make_venv(self, venv: Path, python: str, sites: tuple[str, ...], ready: dict[str, object]) -> None:
+        """A venv over ``python`` (its system's packages visible) whose ``.pth`` names ``sites``."""
+        shutil.rmtree(venv, ignore_errors=True)  # a build that died half-way
+        await self._run([python, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], "venv")
+        purelib = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+        (purelib / "_gpufleet_agent.pth").write_text("".join(f"{p}\n" for p in sites), encoding="utf-8")
+        await asyncio.to_thread(_readable, venv)
+        if ready:
+            marker = venv / "gpufleet-ready.json"
+            marker.write_text(json.dumps(ready), encoding="utf-8")
+            os.chmod(marker, 0o644)
 
     # -- locking ---------------------------------------------------------------------------------
 
@@ -213,17 +321,14 @@ class EnvCache:
 
     # -- the Python environment ------------------------------------------------------------------
 
-    async def _venv(self, key: str, packages: list[str]) -> bool:
+    async def _venv(self, key: str, packages: list[str], interpreter: Interpreter) -> bool:
         """Build the venv for ``packages``; False when it was there already."""
         assert self.root is not None
         venv = self.root / "venvs" / key
         ready = venv / "gpufleet-ready.json"
         if ready.is_file():
             return False
-        shutil.rmtree(venv, ignore_errors=True)  # a build that died half-way
-        await self._run([self.python, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], "venv")
-        purelib = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-        (purelib / "_gpufleet_agent.pth").write_text("".join(f"{p}\n" for p in agent_site_dirs()), encoding="utf-8")
+        await self._make_venv(venv, interpreter.base, interpreter.sites, {})
         cache = self.root / "pip-cache"
         command = [self.python, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
         command += ["--disable-pip-version-check", "--no-input", "--cache-dir", str(cache), *self.pip.args()]
@@ -258,7 +363,15 @@ class EnvCache:
 
     def _prepare_root(self) -> None:
         assert self.root is not None
-        for sub, mode in (("", 0o755), ("versions", 0o755), ("venvs", 0o755), ("locks", 0o700), ("pip-cache", 0o700)):
+        for sub, mode in (
+            ("", 0o755),
+            ("versions", 0o755),
+            ("venvs", 0o755),
+            ("base-site", 0o755),
+            ("base", 0o755),
+            ("locks", 0o700),
+            ("pip-cache", 0o700),
+        ):
             path = self.root / sub if sub else self.root
             path.mkdir(parents=True, exist_ok=True, mode=mode)
             if stat.S_IMODE(path.stat().st_mode) != mode:
