@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,8 +87,20 @@ class Site:
         return out.decode()
 
 
+def _install_chromium() -> None:
+    """On a Debian machine where the tests run as root, install Debian's chromium (never a browser
+    downloaded by Playwright), so the README's test command works on a fresh machine."""
+    if Path(CHROMIUM).is_file() or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        subprocess.run(argv, env=env, check=False, capture_output=True, timeout=900)
+
+
 @pytest.fixture(scope="package")
 def chromium() -> str:
+    if CHROMIUM == "/usr/bin/chromium":
+        _install_chromium()
     if not Path(CHROMIUM).is_file():
         pytest.fail(
             f"the browser tests need Debian's chromium at {CHROMIUM}: install it with `apt-get install -y chromium`",
