@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import MAX_ERROR_RATE
 from _machine import machine
-from _up import Up, start_server
+from _up import Up, cpu_seconds, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO = ROOT / "examples" / "models" / "echo"
@@ -142,9 +143,20 @@ async def warm_sync(api: httpx.AsyncClient, digest: str, n: int) -> dict[str, An
     }
 
 
-async def throughput(api: httpx.AsyncClient, digest: str, clients: int, seconds: float) -> dict[str, Any]:
+def processes(up: Up) -> dict[str, psutil.Process]:
+    """The server, the agent, PostgreSQL, and the model workers (the agent's grandchildren)."""
+    procs = up.processes()
+    for p in psutil.process_iter(["cmdline"]):
+        if "worker.py" in " ".join(p.info["cmdline"] or []):
+            procs[f"worker-{p.pid}"] = p
+    return procs
+
+
+async def throughput(up: Up, api: httpx.AsyncClient, digest: str, clients: int, seconds: float) -> dict[str, Any]:
     await deployment(api, "fleet", digest, min_n=4, max_n=4)
     await ready_replicas(api, "fleet", 4)
+    procs = processes(up)
+    cpu0, client0 = cpu_seconds(procs), time.process_time()
     done: list[float] = []
     failed = 0
     stop_at = time.monotonic() + seconds
@@ -164,6 +176,12 @@ async def throughput(api: httpx.AsyncClient, digest: str, clients: int, seconds:
     await asyncio.gather(*(client(c) for c in range(clients)))
     elapsed = time.monotonic() - t0
     total = len(done) + failed
+    cpu1, client1 = cpu_seconds(procs), time.process_time()
+    used = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    workers = sum(v for k, v in used.items() if k.startswith("worker-"))
+    by_process = {k: v for k, v in used.items() if not k.startswith("worker-")}
+    by_process["workers"] = workers
+    by_process["benchmark_client"] = client1 - client0
     return {
         "replicas": 4,
         "clients": clients,
@@ -174,6 +192,8 @@ async def throughput(api: httpx.AsyncClient, digest: str, clients: int, seconds:
         "predictions_per_s": round(len(done) / elapsed, 1),
         "latency_p50_ms": round(pct(done, 50), 1) if done else None,
         "latency_p99_ms": round(pct(done, 99), 1) if done else None,
+        # CPU per succeeded prediction, by process: where the two cores go.
+        "cpu_ms_per_prediction": {k: round(1000 * v / max(1, len(done)), 2) for k, v in by_process.items()},
     }
 
 
@@ -228,7 +248,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             fresh = await push_variant(api, "uncached")
             cold_uncached = await cold(api, fresh, "cold-uncached")  # the host never saw this version
             cold_cached = await cold(api, fresh, "cold-cached")  # the same version again: cached on the host
-            thr = await throughput(api, digest, args.clients, args.seconds)
+            thr = await throughput(up, api, digest, args.clients, args.seconds)
     finally:
         up.stop()
     failures = warm["failed"] + thr["failed"]

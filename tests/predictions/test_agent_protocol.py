@@ -3,6 +3,8 @@ and what happens to in-flight predictions when a replica's job ends by any path.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from uuid import UUID
 
@@ -174,3 +176,21 @@ async def test_a_replica_no_host_can_hold_fails_what_waits_and_the_sweep_stops_i
     assert got["status"] == "failed" and got["error"].startswith("no host can run a replica of this model")
     d = (await client.get(f"/v1/deployments/{owner.org.slug}/big", headers=owner.headers)).json()
     assert d["replicas"] == [] and d["failures"] == 1 and d["queued"] == 0
+
+
+async def test_a_slot_offered_before_its_done_event_lands_is_filled_when_it_does(
+    client: httpx.AsyncClient, db: Database, owner: Tenant
+) -> None:
+    """An agent offers a slot again as soon as its worker is done, which can reach the server
+    before the `done` event commits: that claim finds the slot taken and waits. The `done` must wake
+    it (a queued prediction is waiting), not the next prediction to arrive or the poll's end."""
+    node, a, first = await running_replica(client, db, owner)
+    second = (await predict(client, owner, {"text": "next"}))["id"]
+    waiter = asyncio.create_task(node.claim([a], wait_s=20))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # the slot is still taken on the server
+    started = time.monotonic()
+    await node.events(done(first, a["replica"]["replica_id"], output="x"))
+    reply = await asyncio.wait_for(waiter, 10)
+    assert [c["id"] for c in reply["predictions"]] == [second]
+    assert time.monotonic() - started < 1.5, "the freed slot waited for something else to wake the poll"
