@@ -52,3 +52,7 @@ async def test_demo_predictions_pushes_the_example_models_and_runs_each(cluster:
         by_model["matmul"]["output"]["device"] in ("cpu", "python") or "cuda" in by_model["matmul"]["output"]["device"]
     )
     assert all(p["metrics"]["cold_start"] for p in done)  # each model's first prediction started its replica
+    # The CLI streams a generator's text as it comes, joined as the model made it.
+    argv = ["predict", f"{cluster.owner.org.slug}/stream-text", "-i", "text=a b c", "-i", "delay=0", "--stream"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv, env=env)
+    assert (result.exit_code, result.stdout) == (0, "a b c\n"), result.output

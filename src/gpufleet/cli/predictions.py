@@ -157,15 +157,23 @@ def _print_created(p: PredictionRead, as_json: bool) -> None:
 
 
 def _stream(c: Client, p: PredictionRead, as_json: bool) -> None:
+    """Text items are written as they come, joined as the model made them (tokens); any other
+    item is one JSON line. The output ends with a newline."""
+    last = "\n"
     for event in c.stream_prediction(p):
         if as_json:
             continue
         if event.event == "output":
             item = item_of(event)
-            sys.stdout.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
-            sys.stdout.flush()
+            text = item if isinstance(item, str) else ("" if last == "\n" else "\n") + json.dumps(item) + "\n"
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                last = text[-1]
         elif event.event == "logs":
             err_console.print(event.data, highlight=False, markup=False, style="dim")
+    if last != "\n":
+        sys.stdout.write("\n")
 
 
 def _print_output(p: PredictionRead) -> None:
