@@ -34,3 +34,19 @@ async def test_a_cancel_signals_the_process_well_before_the_next_heartbeat(clust
 
 async def _started(cluster: Cluster, job_id: str) -> bool:
     return b"ready" in (await cluster.logs(job_id))["stdout"]
+
+
+async def test_without_the_push_the_heartbeat_still_stops_a_cancelled_run(cluster: Cluster) -> None:
+    agent = await cluster.start_agent()  # heartbeats every 0.3 s
+    jobs = agent.agent.jobs
+    assert jobs is not None
+    jobs.api._poll_post = False  # as with a server that answers the POST with 405: GET polls, no stops in them
+    job_id = await cluster.submit(script="echo ready; sleep 60")
+    await cluster.wait(job_id, "running")
+    await until(lambda: _started(cluster, job_id), what="the job's first line")
+    beats = agent.agent.heartbeats_ok
+    r = await cluster.api.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200, r.text
+    job = await cluster.wait(job_id, deadline_s=10)
+    assert job["status"] == "cancelled" and "SIGTERM" in job["status_reason"], job
+    assert agent.agent.heartbeats_ok > beats
