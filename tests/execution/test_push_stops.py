@@ -70,3 +70,21 @@ async def test_an_overdue_run_is_left_to_the_heartbeat_and_polls_without_runs_ar
     work = await next_work(db, host, wait_s=0.2, running=[(job_id, 1)], policy=POLICY)
     assert work.kill == [] and work.assignments == []  # the agent keeps its own clock; the heartbeat says it too
     assert (await next_work(db, host, wait_s=0, policy=POLICY)).kill == []
+
+
+async def test_behind_a_transaction_pooler_the_polling_hub_pushes_the_stop(db: Database) -> None:
+    org, (host,) = await fleet(db)
+    job_id = await running(db, org.id, host)
+    hub = WakeHub(db, listen=False, poll_s=0.1, recheck_s=30)  # no LISTEN: one polling task
+    await hub.start()
+    poll = asyncio.create_task(next_work(db, host, wait_s=25, running=[(job_id, 1)], hub=hub, policy=POLICY))
+    try:
+        await asyncio.sleep(0.3)
+        assert not poll.done()
+        await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+        work = await asyncio.wait_for(poll, 3)
+        assert work.kill == [KillInstruction(job_id, 1, "cancelled", 30.0)]
+    finally:
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+        await hub.close()
