@@ -189,6 +189,37 @@ async def test_heartbeat_returns_kill_orders(client: httpx.AsyncClient, tenant: 
     assert (await client.get(f"/v1/jobs/{job_id}", headers=t.headers)).json()["status"] == "cancelled"
 
 
+async def test_the_post_long_poll_carries_the_same_stops_as_the_heartbeat(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
+    t: Tenant = await tenant(Role.ADMIN)
+    other: Tenant = await tenant(Role.ADMIN)
+    cred = (await register(client, t))["credential"]
+    job_id = await placed_job(client, t, db)
+    keep = await placed_job(client, t, db)
+    foreign = await placed_job(client, other, db)  # another tenant's job: unknown here, so fenced
+    for j in (job_id, keep):
+        assert (await started(client, cred, j)).status_code == 204
+    assert (await client.post(f"/v1/jobs/{job_id}/cancel", headers=t.headers)).status_code == 200
+    running = [{"job_id": j, "attempt": 1} for j in (job_id, keep, foreign)]
+    started_at = time.monotonic()
+    r = await client.post("/v1/agent/assignments", json={"wait_s": 10, "running": running}, headers=bearer(cred))
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started_at < 5  # answered at once: there are stops
+    assert r.json()["assignments"] == []
+    assert r.json()["kill"] == [
+        {"job_id": job_id, "attempt": 1, "reason": "cancelled", "grace_s": 30.0},
+        {"job_id": foreign, "attempt": 1, "reason": "fenced", "grace_s": 5.0},
+    ]
+    beat = (await heartbeat(client, cred, running=running)).json()["instructions"]["kill"]
+    assert beat == r.json()["kill"]
+    r = await client.post("/v1/agent/assignments", json={"wait_s": 0, "running": [running[1]]}, headers=bearer(cred))
+    assert r.json() == {"assignments": [], "kill": []}
+    bad = await client.post("/v1/agent/assignments", json={"wait_s": 31}, headers=bearer(cred))
+    assert_problem(bad, 422)
+    assert_problem(await client.post("/v1/agent/assignments", json={}, headers=t.headers), 401, "not an API key")
+
+
 async def test_reconcile_after_an_agent_restart(client: httpx.AsyncClient, tenant: TenantFactory, db: Database) -> None:
     t: Tenant = await tenant(Role.ADMIN)
     cred = (await register(client, t, n=4))["credential"]

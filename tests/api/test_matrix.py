@@ -28,7 +28,7 @@ PUBLIC = {("POST", "/v1/invites/accept")}
 # Node agents' operations carry their own credential (a join token, then the host credential),
 # never an API key: they are outside the user permission table and the role matrix.
 PUBLIC |= {("POST", "/v1/agent/register"), ("POST", "/v1/agent/heartbeat"), ("POST", "/v1/agent/reconcile")}
-PUBLIC |= {("GET", "/v1/agent/assignments")}
+PUBLIC |= {("GET", "/v1/agent/assignments"), ("POST", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}

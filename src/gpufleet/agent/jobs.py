@@ -4,7 +4,8 @@ One ``JobRunner`` per agent. ``run(stop)`` first recovers what the runtime knew 
 and reconciles it with the server, then long-polls ``/v1/agent/assignments``. Each (job, attempt)
 gets one supervisor task: report ``started`` (pid), pump the logs (``drain_logs`` -> upload ->
 ``ack`` only once the server took them), and when the process has ended and every byte is
-uploaded, report ``exit``. Kill orders (heartbeat replies) and the local ``max_runtime_s`` check
+uploaded, report ``exit``. Kill orders (heartbeat replies, and the long-poll's for a cancel or a
+fence) and the local ``max_runtime_s`` check
 terminate a run; a 409 on any report means the attempt was fenced: the run is killed and
 forgotten without another word to the server (docs/agent.md, "Running jobs for the server").
 """
@@ -69,6 +70,7 @@ class JobRunner:
         self._stop = asyncio.Event()  # no new work
         self._halt = asyncio.Event()  # no more retries of reports and uploads (close())
         self._launching: set[str] = set()
+        self._told: set[tuple[str, int]] = set()  # (key, attempt)s a kill order reached
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
         # Replicas of deployments (assignments with ``replica``): runner/supervisor.py
@@ -84,11 +86,20 @@ class JobRunner:
             if not (r.finished or r.fenced or r.bad_spec)
         ]
 
+    def unstopped(self) -> list[RunningJobIn]:
+        """The runs not being stopped yet, for the assignment long-poll (a stop of one ends it)."""
+        return [
+            RunningJobIn(job_id=r.job_id, attempt=r.attempt)
+            for r in self.runs.values()
+            if not (r.finished or r.fenced or r.bad_spec or r.stopping is not None or (r.key, r.attempt) in self._told)
+        ]
+
     def on_kill(self, order: KillOrder) -> None:
-        """A kill order from a heartbeat reply: cancelled / timed_out (reported), fenced (not)."""
+        """A kill order from a heartbeat or long-poll reply: cancelled / timed_out (reported), fenced (not)."""
         run = self.runs.get(str(order.job_id))
         if run is None or run.attempt != order.attempt or run.finished:
             return
+        self._told.add((run.key, run.attempt))  # not listed in long-polls again: told once is enough
         log.warning("stopping job %s attempt %d (%s, grace %g s)", run.job_id, run.attempt, order.reason, order.grace_s)
         if order.reason == "fenced":
             run.fenced = True
@@ -108,7 +119,7 @@ class JobRunner:
         while not stop.is_set():
             await self._starts_settled()
             try:
-                reply = await self.api.assignments(self.credential, wait_s=self.poll_wait_s)
+                reply = await self.api.assignments(self.credential, wait_s=self.poll_wait_s, running=self.unstopped())
             except (ServerUnreachable, Refused) as exc:
                 failures += 1
                 delay = self.backoff(failures, getattr(exc, "retry_after", None))
@@ -116,6 +127,8 @@ class JobRunner:
                 await wait_or_stop(stop, delay)
                 continue
             failures = 0
+            for order in reply.kill:  # pushed stops: a cancel or a fence, sooner than the heartbeat
+                self.on_kill(order)
             new = [a for a in reply.assignments if self._is_new(a)]
             for assignment in new:
                 self._launch(assignment)
@@ -279,6 +292,7 @@ class JobRunner:
 
     def _forget(self, run: Run) -> None:
         run.finished = True
+        self._told.discard((run.key, run.attempt))
         self._set_busy(run, False)
         if self.models is not None:
             self.models.forget(run)

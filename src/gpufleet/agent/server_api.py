@@ -19,12 +19,14 @@ from gpufleet import __version__
 from gpufleet.agent.replicas import ReplicaSet, parse_servers
 from gpufleet.schemas.agent import HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse
 from gpufleet.schemas.execution import (
+    AssignmentsPoll,
     AssignmentsResponse,
     ExitIn,
     LogsAck,
     LogsIn,
     ReconcileIn,
     ReconcileOut,
+    RunningJobIn,
     StartedIn,
 )
 from gpufleet.schemas.runner import (
@@ -75,6 +77,7 @@ class AgentApi:
         self.timeout = timeout
         self._transport = transport
         self._clients: dict[int, httpx.AsyncClient] = {}
+        self._poll_post = True  # POST /v1/agent/assignments (stops pushed); False once a server says 405
 
     @property
     def url(self) -> str:
@@ -151,8 +154,24 @@ class AgentApi:
 
     # -- running work (docs/execution.md) --------------------------------------------------------
 
-    async def assignments(self, credential: str, *, wait_s: float) -> AssignmentsResponse:
-        """Long-poll: the host's assignments now, or the first within ``wait_s`` seconds."""
+    async def assignments(
+        self, credential: str, *, wait_s: float, running: list[RunningJobIn] | None = None
+    ) -> AssignmentsResponse:
+        """Long-poll: the host's assignments now, or the first within ``wait_s`` seconds. With
+        ``running`` (POST), a cancel or a fence of one of those runs ends it too (``kill``); a server
+        without the POST (405) is asked with GET from then on, leaving stops to the heartbeat."""
+        if running is not None and self._poll_post:
+            body = AssignmentsPoll(wait_s=wait_s, running=running).model_dump_json().encode()
+            try:
+                raw = await self._call(
+                    "POST", "/v1/agent/assignments", credential, content=body, read_s=wait_s + self.timeout
+                )
+            except Refused as exc:
+                if exc.status != 405:
+                    raise
+                self._poll_post = False
+            else:
+                return AssignmentsResponse.model_validate(raw)
         reply = await self._call(
             "GET",
             "/v1/agent/assignments",

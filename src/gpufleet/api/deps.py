@@ -21,7 +21,8 @@ ORG_HEADER = "x-gpufleet-organization"
 _WITHOUT_ORG = frozenset({"me.read", "orgs.list", "orgs.create"})
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request."""
     db: Database = request.app.state.db
     return db
 

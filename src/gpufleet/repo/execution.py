@@ -113,6 +113,21 @@ async def run_states(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) -> di
     }
 
 
+async def run_states_any(conn: Conn, *, job_ids: Sequence[UUID]) -> dict[UUID, RunState]:
+    """System path: ``run_states`` across tenants, for the wake-up hub's one query for all waiters."""
+    rows = await conn.fetch(
+        """select id, status, attempt, host_id, cancel_requested_at is not null as cancel_requested, false as overdue
+             from jobs where id = any($1::uuid[])""",
+        list(job_ids),
+    )
+    return {
+        r["id"]: RunState(
+            r["id"], JobStatus(r["status"]), r["attempt"], r["host_id"], r["cancel_requested"], r["overdue"]
+        )
+        for r in rows
+    }
+
+
 async def active_on_host(conn: Conn, *, org_id: UUID, host_id: UUID) -> list[UUID]:
     """Ids of the jobs allocated or running on the host, in id order (the lock order)."""
     rows = await conn.fetch(

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from gpufleet.domain import HostStatus
 from gpufleet.hosts_domain import GpuSample, HeartbeatReport, HostFacts, ReportedGpu
 from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.execution import KillOrder as KillOrder  # re-exported: the heartbeat's instruction
 from gpufleet.schemas.execution import RunningJobIn
 from gpufleet.schemas.hosts import GpuRead
 
@@ -136,15 +137,6 @@ class HeartbeatRequest(RequestModel):
             where.extend((i, j) for j in range(len(series.ts)))
         facts = self.facts.to_domain() if self.facts is not None else None
         return HeartbeatReport(gpus=[g.to_domain() for g in self.gpus], samples=samples, facts=facts), where
-
-
-class KillOrder(ResponseModel):
-    """A job attempt the agent must stop (fencing after a partition); filled in by the jobs protocol."""
-
-    job_id: UUID
-    attempt: int
-    reason: str = Field(description="cancelled, timed_out or fenced")
-    grace_s: float = Field(default=0.0, description="SIGTERM now, SIGKILL after this many seconds.")
 
 
 class AgentInstructions(ResponseModel):

@@ -60,8 +60,40 @@ class AssignmentOut(ResponseModel):
     )
 
 
+class RunningJobIn(RequestModel):
+    job_id: UUID
+    attempt: PositiveInt32
+
+
+class KillOrder(ResponseModel):
+    """A job attempt the agent must stop (cancelled, timed out, fenced); in heartbeat and long-poll replies."""
+
+    job_id: UUID
+    attempt: int
+    reason: str = Field(description="cancelled, timed_out or fenced")
+    grace_s: float = Field(default=0.0, description="SIGTERM now, SIGKILL after this many seconds.")
+
+
 class AssignmentsResponse(ResponseModel):
     assignments: list[AssignmentOut]
+    kill: list[KillOrder] = Field(
+        default_factory=list,
+        description="Runs listed in the poll's `running` to stop now (a cancel, or a fence); as in the heartbeat's "
+        "`instructions.kill`. Always empty for GET.",
+    )
+
+
+class AssignmentsPoll(RequestModel):
+    """POST /v1/agent/assignments: the long-poll that also delivers stops for the listed runs at once."""
+
+    wait_s: float = Field(
+        default=0.0, ge=0, le=30, allow_inf_nan=False, description="Long-poll up to this many seconds."
+    )
+    running: list[RunningJobIn] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="The (job, attempt)s the agent runs and is not already stopping.",
+    )
 
 
 class StartedIn(RequestModel):
@@ -127,11 +159,6 @@ class ReconcileDecisionOut(ResponseModel):
 class ReconcileOut(ResponseModel):
     decisions: list[ReconcileDecisionOut]
     lost: list[UUID] = Field(description="Jobs the server believed running here that the agent did not know.")
-
-
-class RunningJobIn(RequestModel):
-    job_id: UUID
-    attempt: PositiveInt32
 
 
 class LogEntryOut(ResponseModel):

@@ -3,8 +3,8 @@
 An assignment is a job ``allocated`` on the agent's host; it is delivered again on every poll
 until the agent reports it started (or it is cancelled, or moved away), so a lost reply loses
 nothing: the agent skips a (job, attempt) it already runs. Kill instructions go with every
-heartbeat reply; fencing is judged by the database's view of each (job, attempt), its clock
-included, never by the agent's.
+heartbeat reply, and a cancel or a fence also ends the host's long-poll at once; fencing is
+judged by the database's view of each (job, attempt), its clock included, never by the agent's.
 """
 
 from __future__ import annotations
@@ -12,23 +12,31 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.execution_domain import Assignment, ExecutionPolicy, KillInstruction
 from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
 from gpufleet.repo import replicas as replicas_repo
-from gpufleet.repo.execution import RunState
 from gpufleet.services.hosts import ensure_current
+from gpufleet.services.stops import DEFAULT_POLICY, judge, pushed
 from gpufleet.services.wakeups import WakeHub
 
-DEFAULT_POLICY = ExecutionPolicy()
+__all__ = ["DEFAULT_POLICY", "Work", "judge", "kill_instructions", "next_assignments", "next_work"]
+
 MAX_ASSIGNMENTS = 100
 MAX_RUNNING = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A long-poll's answer: runs to start, and runs to stop now (``pushed`` instructions)."""
+
+    assignments: list[Assignment]
+    kill: list[KillInstruction] = field(default_factory=list)
 
 
 async def next_assignments(
@@ -40,39 +48,74 @@ async def next_assignments(
     policy: ExecutionPolicy = DEFAULT_POLICY,
     limit: int = MAX_ASSIGNMENTS,
 ) -> list[Assignment]:
-    """The host's assignments now, or the first to arrive within ``wait_s`` seconds (else ``[]``).
+    """The host's assignments now, or the first to arrive within ``wait_s`` seconds (else ``[]``)."""
+    work = await next_work(db, identity, wait_s=wait_s, hub=hub, policy=policy, limit=limit)
+    return work.assignments
 
+
+async def next_work(
+    db: Database,
+    identity: HostIdentity,
+    *,
+    wait_s: float,
+    running: Sequence[tuple[UUID, int]] = (),
+    hub: WakeHub | None = None,
+    policy: ExecutionPolicy = DEFAULT_POLICY,
+    limit: int = MAX_ASSIGNMENTS,
+) -> Work:
+    """The host's assignments and the stops due for ``running`` now, or the first of either to
+    arrive within ``wait_s`` seconds (else nothing).
+
+    ``running``: the (job, attempt)s the agent runs and is not already stopping; a cancel or a
+    fence of one of them ends the wait (``pushed``: the heartbeat's instruction, sooner).
     ``wait_s`` is capped at ``policy.assignment_poll_max_s``. With a started ``hub`` the waiter
-    sleeps until the placement's NOTIFY; without one it re-reads every ``policy.poll_s``.
+    sleeps until a NOTIFY concerns it; without one it re-reads every ``policy.poll_s``.
     """
     if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not math.isfinite(wait_s) or wait_s < 0:
         raise InvalidInput("wait_s must be a number of seconds >= 0", field="wait_s")
+    if len(running) > MAX_RUNNING:
+        raise InvalidInput(f"at most {MAX_RUNNING} running jobs per poll", field="running")
+    running = list(running)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(float(wait_s), policy.assignment_poll_max_s)
     if hub is None:
         while True:
-            found = await _fetch(db, identity, limit)
+            work = await _fetch(db, identity, limit, running, policy)
             left = deadline - loop.time()
-            if found or left <= 0:
-                return found
+            if work.assignments or work.kill or left <= 0:
+                return work
             await asyncio.sleep(min(policy.poll_s, left))
-    with hub.subscribe("assignments", identity.host_id) as sub:  # before the read: no lost wake-up
+    with hub.subscribe("assignments", identity.host_id, running=running) as sub:  # before the read
         while True:
-            found = await _fetch(db, identity, limit)
+            work = await _fetch(db, identity, limit, running, policy)
             left = deadline - loop.time()
-            if found or left <= 0 or hub.draining:  # draining: the server is stopping
-                return found
+            if work.assignments or work.kill or left <= 0 or hub.draining:  # draining: the server is stopping
+                return work
             await sub.wait(left)
 
 
-async def _fetch(db: Database, identity: HostIdentity, limit: int) -> list[Assignment]:
+async def _fetch(
+    db: Database, identity: HostIdentity, limit: int, running: Sequence[tuple[UUID, int]], policy: ExecutionPolicy
+) -> Work:
     async with db.transaction(identity.org_id) as conn:
         await ensure_current(conn, identity)  # every read, so a long poll ends at a revocation
         found = await repo.assignments_for_host(conn, org_id=identity.org_id, host_id=identity.host_id, limit=limit)
-        if not found:
-            return found
-        served = await replicas_repo.for_assignments(conn, org_id=identity.org_id, job_ids=[a.job_id for a in found])
-    return [replace(a, replica=served[a.job_id]) if a.job_id in served else a for a in found]
+        states = (
+            await repo.run_states(conn, org_id=identity.org_id, job_ids=sorted({j for j, _ in running}))
+            if running
+            else {}
+        )
+        served = (
+            await replicas_repo.for_assignments(conn, org_id=identity.org_id, job_ids=[a.job_id for a in found])
+            if found
+            else {}
+        )
+    kill = [
+        order
+        for job_id, attempt in running
+        if (order := pushed(states.get(job_id), identity.host_id, job_id, attempt, policy)) is not None
+    ]
+    return Work([replace(a, replica=served[a.job_id]) if a.job_id in served else a for a in found], kill)
 
 
 async def kill_instructions(
@@ -103,24 +146,3 @@ async def kill_instructions(
         if order is not None:
             out.append(order)
     return out
-
-
-def judge(
-    state: RunState | None, host_id: UUID, job_id: UUID, attempt: int, policy: ExecutionPolicy
-) -> KillInstruction | None:
-    """Whether the agent of ``host_id`` may keep running (job, attempt); None: it may."""
-    if state is None or state.host_id != host_id or state.attempt != attempt:
-        return KillInstruction(job_id, attempt, "fenced", policy.fence_grace_s)
-    if state.status is JobStatus.RUNNING:
-        if state.cancel_requested:
-            return KillInstruction(job_id, attempt, "cancelled", policy.cancel_grace_s)
-        if state.overdue:
-            return KillInstruction(job_id, attempt, "timed_out", policy.cancel_grace_s)
-        return None
-    if state.status is JobStatus.ALLOCATED:
-        return None  # started; the start report is on its way
-    if state.status is JobStatus.CANCELLED:
-        return KillInstruction(job_id, attempt, "cancelled", policy.cancel_grace_s)
-    if state.status is JobStatus.TIMED_OUT:
-        return KillInstruction(job_id, attempt, "timed_out", policy.cancel_grace_s)
-    return KillInstruction(job_id, attempt, "fenced", policy.fence_grace_s)

@@ -20,19 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 import asyncpg
 
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Connection, Database
 from gpufleet.repo import execution as repo
 from gpufleet.repo import logs as logs_repo
 from gpufleet.repo import predictions as predictions_repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.logs import LOGS_CHANNEL
 from gpufleet.repo.scheduling import ping
+from gpufleet.services.stops import pushed
 
 if TYPE_CHECKING:
     from gpufleet.config import Settings
@@ -41,12 +42,15 @@ log = logging.getLogger(__name__)
 
 # "predictions": agents' claim long-polls, keyed by host; "prediction": followers of one prediction
 # (``Prefer: wait``, its SSE stream), keyed by prediction id (migration 0013's triggers notify both).
-Channel = Literal["assignments", "logs", "predictions", "prediction"]
+# "stops": a cancel or a fence (migration 0017) wakes the "assignments" waiters whose listed runs it concerns.
+Channel = Literal["assignments", "logs", "predictions", "prediction", "stops"]
 ASSIGNMENTS_CHANNEL = "gpufleet_assignments"
+STOPS_CHANNEL = "gpufleet_stops"
 PREDICTIONS_CHANNEL = "gpufleet_predictions"
 PREDICTION_CHANGES_CHANNEL = "gpufleet_prediction_changes"
 _CHANNELS: dict[str, Channel] = {
     ASSIGNMENTS_CHANNEL: "assignments",
+    STOPS_CHANNEL: "stops",
     LOGS_CHANNEL: "logs",
     PREDICTIONS_CHANNEL: "predictions",
     PREDICTION_CHANGES_CHANNEL: "prediction",
@@ -56,9 +60,10 @@ _CHANNELS: dict[str, Channel] = {
 class Subscription:
     """One waiter's wake-up flag; ``wait`` returns True when woken, False on timeout."""
 
-    def __init__(self, hub: WakeHub) -> None:
+    def __init__(self, hub: WakeHub, running: Sequence[tuple[UUID, int]] = ()) -> None:
         self._hub = hub
         self.event = asyncio.Event()
+        self.running = running  # an assignment waiter's runs: woken when one must stop (``pushed``)
 
     async def wait(self, timeout_s: float) -> bool:
         timeout_s = max(0.0, min(timeout_s, self._hub.wait_cap_s))
@@ -135,8 +140,10 @@ class WakeHub:
         self.wake_all()
 
     @contextlib.contextmanager
-    def subscribe(self, channel: Channel, key: UUID) -> Iterator[Subscription]:
-        sub = Subscription(self)
+    def subscribe(
+        self, channel: Channel, key: UUID, *, running: Sequence[tuple[UUID, int]] = ()
+    ) -> Iterator[Subscription]:
+        sub = Subscription(self, running)
         k = (channel, str(key))
         self._waiters.setdefault(k, set()).add(sub)
         try:
@@ -187,9 +194,12 @@ class WakeHub:
         jobs = self._keys("logs") if "logs" in kinds else []
         claimers = self._keys("predictions") if "predictions" in kinds else []
         followed = self._keys("prediction") if "prediction" in kinds else []
-        if not (hosts or jobs or claimers or followed):
+        runners = self._runners() if "stops" in kinds else []
+        if not (hosts or jobs or claimers or followed or runners):
             return
         async with self._db.system_transaction() as conn:
+            if runners:
+                await self._wake_stops(conn, runners)
             ready = await repo.hosts_with_assignments(conn, host_ids=hosts) if hosts else []
             marks = await logs_repo.follow_marks(conn, job_ids=jobs) if jobs else {}
             work = await replicas_repo.hosts_with_prediction_work(conn, host_ids=claimers) if claimers else []
@@ -213,6 +223,23 @@ class WakeHub:
 
     def _keys(self, channel: Channel) -> list[UUID]:
         return [UUID(key) for (ch, key) in self._waiters if ch == channel]
+
+    def _runners(self) -> list[tuple[UUID, Subscription]]:
+        """Assignment waiters that listed runs: (host id, subscription)."""
+        return [
+            (UUID(key), sub)
+            for (ch, key), subs in self._waiters.items()
+            if ch == "assignments"
+            for sub in subs
+            if sub.running
+        ]
+
+    async def _wake_stops(self, conn: Connection, runners: list[tuple[UUID, Subscription]]) -> None:
+        """One query for the runs of every waiter; wake those whose reply would carry a stop."""
+        states = await repo.run_states_any(conn, job_ids=sorted({j for _, sub in runners for j, _ in sub.running}))
+        for host_id, sub in runners:
+            if any(pushed(states.get(job_id), host_id, job_id, attempt) for job_id, attempt in sub.running):
+                sub.event.set()
 
     async def _listen_forever(self) -> None:
         delay = 0.5
@@ -272,8 +299,11 @@ class WakeHub:
         """One query for every host waiting in this process; log and prediction followers simply re-read."""
         hosts = self._keys("assignments")
         claimers = self._keys("predictions")
+        runners = self._runners()
         if hosts or claimers:
             async with self._db.system_transaction() as conn:
+                if runners:
+                    await self._wake_stops(conn, runners)
                 ready = await repo.hosts_with_assignments(conn, host_ids=hosts) if hosts else []
                 work = await replicas_repo.hosts_with_prediction_work(conn, host_ids=claimers) if claimers else []
             for host_id in ready:

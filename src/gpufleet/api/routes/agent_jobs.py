@@ -18,8 +18,10 @@ from gpufleet.errors import InvalidInput
 from gpufleet.execution_domain import ExitReport, LogChunkIn, ReconcileEntry
 from gpufleet.schemas.execution import (
     AssignmentOut,
+    AssignmentsPoll,
     AssignmentsResponse,
     ExitIn,
+    KillOrder,
     LogChunkWire,
     LogsAck,
     LogsIn,
@@ -58,6 +60,23 @@ async def get_assignments(
     hub: WakeHub | None = getattr(request.app.state, "hub", None)
     found = await assignments.next_assignments(db, host, wait_s=wait_s, hub=hub, policy=execution_policy(request))
     return AssignmentsResponse(assignments=[AssignmentOut.model_validate(a) for a in found])
+
+
+@router.post("/assignments", responses=AGENT_ERRORS)
+async def poll_assignments(body: AssignmentsPoll, host: Host, request: Request, db: DB) -> AssignmentsResponse:
+    """As GET, and ``kill`` lists which of the ``running`` runs to stop now: a cancel requested, or a
+    run fenced (requeued, moved off this host) ends the wait at once instead of waiting for the
+    next heartbeat. Instructions as in the heartbeat's ``instructions.kill`` (which stays the
+    fallback, and alone carries ``timed_out``)."""
+    hub: WakeHub | None = getattr(request.app.state, "hub", None)
+    running = [(r.job_id, r.attempt) for r in body.running]
+    work = await assignments.next_work(
+        db, host, wait_s=body.wait_s, running=running, hub=hub, policy=execution_policy(request)
+    )
+    return AssignmentsResponse(
+        assignments=[AssignmentOut.model_validate(a) for a in work.assignments],
+        kill=[KillOrder.model_validate(k) for k in work.kill],
+    )
 
 
 @router.post("/jobs/{job_id}/started", status_code=204, responses=STALE)
