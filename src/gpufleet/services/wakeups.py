@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # "predictions": agents' claim long-polls, keyed by host; "prediction": followers of one prediction
-# (``Prefer: wait``, its SSE stream), keyed by prediction id (migration 0013's triggers notify both).
-# "stops": a cancel or a fence (migration 0017) wakes the "assignments" waiters whose listed runs it concerns.
+# (``Prefer: wait``, its SSE stream), keyed by prediction id (migration 0014's triggers notify both).
+# "stops": a cancel or a fence (migration 0018) wakes the "assignments" waiters whose listed runs it concerns.
 Channel = Literal["assignments", "logs", "predictions", "prediction", "stops"]
 ASSIGNMENTS_CHANNEL = "gpufleet_assignments"
 STOPS_CHANNEL = "gpufleet_stops"
