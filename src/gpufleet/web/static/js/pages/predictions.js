@@ -18,6 +18,10 @@ function replicas(d) {
 }
 
 function queueOf(d) {
+  if (typeof d.queued === "number") {
+    const age = d.oldest_queued_s;
+    return age ? `${d.queued} (oldest ${Number(age).toFixed(1)} s)` : String(d.queued);
+  }
   const q = d.queue;
   if (q === undefined || q === null) return "–";
   if (typeof q === "number") return String(q);
