@@ -16,8 +16,9 @@ from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
 from gpufleet.api.routes.models import base_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.db.pool import Connection
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.inference.predictions_domain import parse_prefer_wait
+from gpufleet.inference.predictions_domain import Prediction, parse_prefer_wait
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
 from gpufleet.services import idempotency, prediction_stream, predictions
@@ -89,21 +90,30 @@ async def _create(
     box = SecretBox(settings.secret_key.get_secret_value()) if webhook is not None else None
     scope = f"POST {target.scope}/predictions"
     once = IdempotentRequest.of(scope, idempotency_key, body.model_dump(mode="json"))
+    created: list[Prediction] = []
+
+    async def work(conn: Connection) -> Prediction:
+        made = await predictions.create_in(
+            conn, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box
+        )
+        created.append(made)
+        return made
+
     reply = await idempotency.once(
         db,
         org_id,
         once,
-        work=lambda conn: predictions.create_in(
-            conn, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box
-        ),
+        work=work,
         # The key remembers which prediction it made; a retry is answered with that prediction now.
-        render=lambda created: {"id": str(created.id)},
+        render=lambda made: {"id": str(made.id)},
         status=201,
         user_id=p.user_id,
     )
-    made = reply.body if reply.replayed else reply.fresh
-    assert made is not None
-    owner, now = await predictions.get(db, org_id, UUID(made["id"]))
+    if reply.replayed:
+        owner, now = await predictions.get(db, org_id, UUID(reply.body["id"]))
+    else:  # as the creating transaction read it back: no second read
+        now = created[-1]
+        owner = now.model.partition("/")[0]  # the model is "<organization slug>/<name>"
     if wait_s is not None and not now.done:
         owner, now = await predictions.wait(db, org_id, now.id, wait_s, hub=hub_of(request))
     read = PredictionRead.of(now, base_url(request), owner, waited=wait_s is not None)
