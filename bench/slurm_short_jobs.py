@@ -30,7 +30,10 @@ Measured:
   nothing, unlike polling squeue). Only jobs recorded ``JobState=COMPLETED`` count.
 - **sequential submit -> process start**: ``--sequential`` jobs one after another, each timed from
   just before `sbatch` starts to the job's first action writing ``date +%s.%N``; p50 / p99. As
-  gpufleet's ``bench/submit_latency.py`` times from just before its POST.
+  gpufleet's ``bench/submit_latency.py`` times from just before its POST. Each submission
+  follows a random pause of 0 to ``--think-ms`` (default 1000): slurmctld starts batch jobs on
+  a scheduling pass about once a second, and back-to-back submissions (``--think-ms 0``) would
+  all land just after one and wait nearly the whole second.
 
 Tuning for many short jobs, following Slurm's High Throughput Computing Administration Guide:
 
