@@ -10,8 +10,8 @@ from fastapi import Depends, Query, Request
 
 from gpufleet.db.pool import Database
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
+from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
 from gpufleet.permissions import PERMISSIONS, allowed
-from gpufleet.schemas.common import DEFAULT_PAGE, MAX_PAGE
 from gpufleet.services.auth import Authenticator, Principal
 from gpufleet.services.host_auth import HostAuthenticator
 
@@ -96,7 +96,7 @@ def requires(action: str, responses: Mapping[int, Mapping[str, Any]] | None = No
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (max {MAX_PAGE}).")]
-Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the previous page.")]
 DEFAULT_LIMIT = DEFAULT_PAGE
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
-from gpufleet.schemas.common import decode_cursor, encode_cursor
+from gpufleet.pagination import created_key, decode_cursor, paginate
 from gpufleet.schemas.models import CursorPage, ModelCreate, ModelRead, ModelUpdate, VersionRead
 from gpufleet.services import models
 
@@ -72,11 +72,11 @@ async def list_models(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[ModelRead]:
     """The organization's models, newest first."""
-    rows = await models.page(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].model.created_at, rows[limit - 1].model.id) if len(rows) > limit else None
+    rows = await models.page(db, p, limit=limit, after=decode_cursor(cursor))
+    items, nxt = paginate(rows, limit, key=lambda v: created_key(v.model))
     base = base_url(request)
     return CursorPage[ModelRead](
-        results=[ModelRead.of(v, base) for v in rows[:limit]], next=next_url(request, "/v1/models", nxt, limit)
+        results=[ModelRead.of(v, base) for v in items], next=next_url(request, "/v1/models", nxt, limit)
     )
 
 
@@ -106,10 +106,10 @@ async def list_model_versions(
     owner: str, name: str, p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[VersionRead]:
     """The model's versions, newest first."""
-    rows = await models.version_page(db, p, owner, name, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = await models.version_page(db, p, owner, name, limit=limit, after=decode_cursor(cursor))
+    items, nxt = paginate(rows, limit)
     return CursorPage[VersionRead](
-        results=[VersionRead.of(v) for v in rows[:limit]],
+        results=[VersionRead.of(v) for v in items],
         next=next_url(request, f"/v1/models/{owner}/{name}/versions", nxt, limit),
     )
 

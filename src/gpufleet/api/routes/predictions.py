@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
-from gpufleet.api.routes.models import base_url
+from gpufleet.api.routes.models import base_url, next_url
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.db.pool import Connection
 from gpufleet.errors import InvalidInput, NotFound
@@ -194,16 +193,9 @@ async def list_predictions(
     """Newest first; `next` and `previous` are the URLs of the neighbouring pages."""
     page = await predictions.list_page(db, p.require_org(), limit=limit, cursor=cursor)
     base = base_url(request)
-
-    def url(c: str | None) -> str | None:
-        if c is None:
-            return None
-        query = {"cursor": c} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
-        return f"{base}/v1/predictions?{urlencode(query)}"
-
     return CursorPage[PredictionRead](
-        previous=url(page.previous_cursor),
-        next=url(page.next_cursor),
+        previous=next_url(request, "/v1/predictions", page.previous_cursor, limit),
+        next=next_url(request, "/v1/predictions", page.next_cursor, limit),
         results=[PredictionRead.of(x, base, page.owner) for x in page.items],
     )
 
