@@ -13,6 +13,7 @@ from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.config import Settings
 from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
+from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.common import Timestamp
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
 from gpufleet.schemas.hosts import MetricPointRead
@@ -93,7 +94,7 @@ async def fleet_metrics(
 async def queue(
     p: Caller,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=500, description="How many of the waiting jobs to list.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_FEED_PAGE, description="How many of the waiting jobs to list.")] = 100,
 ) -> QueueRead:
     """Pending jobs in the order the scheduler considers them (priority, then time queued), each
     with the reason it waits."""

@@ -13,9 +13,10 @@ from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answe
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.domain import JobStatus
 from gpufleet.errors import InvalidInput
+from gpufleet.limits import WAIT_MAX_S
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
-from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead
+from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead
 from gpufleet.services import idempotency, job_views, jobs
 from gpufleet.services.idempotency import IdempotentRequest
 
