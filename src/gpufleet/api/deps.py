@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from gpufleet.db.pool import Database
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
 from gpufleet.permissions import PERMISSIONS, allowed
+from gpufleet.schemas.common import Timestamp
 from gpufleet.services.auth import Authenticator, Principal
 from gpufleet.services.host_auth import HostAuthenticator
 
@@ -107,3 +109,13 @@ def forget_credentials(request: Request) -> None:
     auth.invalidate()
     hosts: HostAuthenticator = request.app.state.host_authenticator
     hosts.forget_all()
+
+
+WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")]
+WindowEnd = Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")]
+
+
+def metric_window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """[start, end) of a metrics read: the last hour by default (both are timezone-aware ``Timestamp``s)."""
+    end = end or datetime.now(UTC)
+    return start or end - timedelta(hours=1), end

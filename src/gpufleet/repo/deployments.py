@@ -12,6 +12,7 @@ from gpufleet.db.pool import Connection as Conn
 from gpufleet.inference.models_domain import Hardware
 from gpufleet.inference.predictions_domain import Deployment
 from gpufleet.repo import keyset
+from gpufleet.repo.models import hardware_of
 
 _SELECT = """select d.*, m.name as model_name, v.digest
                from deployments d join models m on m.id = d.model_id join model_versions v on v.id = d.version_id"""
@@ -49,14 +50,7 @@ def _deployment(row: asyncpg.Record) -> Deployment:
         max_replicas=row["max_replicas"],
         idle_timeout_s=row["idle_timeout_s"],
         concurrency=row["concurrency"],
-        hardware=Hardware(
-            gpu_count=row["gpu_count"],
-            gpu_milli=row["gpu_milli"],
-            min_memory_mb=row["min_memory_mb"],
-            gpu_models=tuple(row["gpu_models"]),
-            cpu_milli=row["cpu_milli"],
-            ram_mb=row["ram_mb"],
-        ),
+        hardware=hardware_of(row),
         failures=row["failures"],
         next_start_after=row["next_start_after"],
         created_by=row["created_by"],

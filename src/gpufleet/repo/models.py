@@ -23,20 +23,25 @@ _MODEL_FIELDS = frozenset(
 )
 
 
+def hardware_of(row: asyncpg.Record) -> Hardware:
+    """The hardware columns models and deployments share."""
+    return Hardware(
+        gpu_count=row["gpu_count"],
+        gpu_milli=row["gpu_milli"],
+        min_memory_mb=row["min_memory_mb"],
+        gpu_models=tuple(row["gpu_models"]),
+        cpu_milli=row["cpu_milli"],
+        ram_mb=row["ram_mb"],
+    )
+
+
 def _model(row: asyncpg.Record) -> ModelRecord:
     return ModelRecord(
         id=row["id"],
         organization_id=row["organization_id"],
         name=row["name"],
         description=row["description"],
-        hardware=Hardware(
-            gpu_count=row["gpu_count"],
-            gpu_milli=row["gpu_milli"],
-            min_memory_mb=row["min_memory_mb"],
-            gpu_models=tuple(row["gpu_models"]),
-            cpu_milli=row["cpu_milli"],
-            ram_mb=row["ram_mb"],
-        ),
+        hardware=hardware_of(row),
         latest_version_id=row["latest_version_id"],
         run_count=row["run_count"],
         created_by=row["created_by"],

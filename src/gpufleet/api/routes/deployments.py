@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.api.routes.models import next_url
+from gpufleet.api.routes.models import page_urls
 from gpufleet.api.routes.tenancy import NOT_FOUND
-from gpufleet.pagination import created_key, decode_cursor, paginate
+from gpufleet.pagination import created_key, decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentCreate, DeploymentRead, DeploymentUpdate
 from gpufleet.services import deployments
@@ -49,10 +50,8 @@ async def list_deployments(
 ) -> CursorPage[DeploymentRead]:
     """Newest first, the models' own deployments included (`implicit`)."""
     views = await deployments.page(db, p.require_org(), limit=limit, before=decode_cursor(cursor))
-    items, nxt = paginate(views, limit, key=lambda v: created_key(v.deployment))
-    return CursorPage[DeploymentRead](
-        next=next_url(request, "/v1/deployments", nxt, limit), results=[DeploymentRead.of(v) for v in items]
-    )
+    page = Page[DeploymentRead].of(views, limit, DeploymentRead.of, key=lambda v: created_key(v.deployment))
+    return CursorPage[DeploymentRead].of(page, page_urls(request, "/v1/deployments", limit))
 
 
 @router.get("/deployments/{owner}/{name}", **requires("deployments.read", NOT_FOUND))

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
+from gpufleet.api.deps import (
+    DB,
+    DEFAULT_LIMIT,
+    Caller,
+    Cursor,
+    Limit,
+    WindowEnd,
+    WindowStart,
+    forget_credentials,
+    metric_window,
+    requires,
+)
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.config import Settings
 from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page, Timestamp
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -227,17 +237,14 @@ async def gpu_metrics(
     request: Request,
     p: Caller,
     db: DB,
-    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
-    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
     bucket: MetricBucket = MetricBucket.RAW,
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
     settings = _settings(request)
-    end = end or datetime.now(UTC)
-    if end.tzinfo is None:
-        raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")
-    start = start or end - timedelta(hours=1)
+    start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
         org_id=p.require_org(),
