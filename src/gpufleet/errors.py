@@ -47,6 +47,11 @@ class InvalidInput(GpufleetError):
     status = 422
     title = "Unprocessable Content"
 
+    @classmethod
+    def at(cls, field: str, message: str) -> InvalidInput:
+        """Bad input in ``field``: the message reads "field: message", and the problem names the field."""
+        return cls(f"{field}: {message}", field=field)
+
 
 class QuotaExceeded(Conflict):
     title = "Quota Exceeded"

@@ -327,7 +327,7 @@ async def test_events_in_order_with_paging(client: httpx.AsyncClient, tenant: Te
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert page["items"][0]["actor"] == f"user:{t.user.id}" and page["items"][2]["data"]["to"] == "cancelled"
     first = (await client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1}, headers=t.headers)).json()
-    assert [e["seq"] for e in first["items"]] == seqs[:1] and first["next_cursor"] == str(seqs[0])
+    assert [e["seq"] for e in first["items"]] == seqs[:1] and first["next_cursor"]
     rest = await client.get(f"/v1/jobs/{job['id']}/events", params={"cursor": first["next_cursor"]}, headers=t.headers)
     assert [e["seq"] for e in rest.json()["items"]] == seqs[1:]
     tail = await client.get(f"/v1/jobs/{job['id']}/events", params={"after_seq": seqs[1]}, headers=t.headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,8 +11,9 @@ from fastapi import Depends, Query, Request
 
 from gpufleet.db.pool import Database
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
+from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
 from gpufleet.permissions import PERMISSIONS, allowed
-from gpufleet.schemas.common import DEFAULT_PAGE, MAX_PAGE
+from gpufleet.schemas.common import Timestamp
 from gpufleet.services.auth import Authenticator, Principal
 from gpufleet.services.host_auth import HostAuthenticator
 
@@ -96,7 +98,7 @@ def requires(action: str, responses: Mapping[int, Mapping[str, Any]] | None = No
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (max {MAX_PAGE}).")]
-Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the previous page.")]
 DEFAULT_LIMIT = DEFAULT_PAGE
 
 
@@ -107,3 +109,13 @@ def forget_credentials(request: Request) -> None:
     auth.invalidate()
     hosts: HostAuthenticator = request.app.state.host_authenticator
     hosts.forget_all()
+
+
+WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")]
+WindowEnd = Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")]
+
+
+def metric_window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """[start, end) of a metrics read: the last hour by default (both are timezone-aware ``Timestamp``s)."""
+    end = end or datetime.now(UTC)
+    return start or end - timedelta(hours=1), end

@@ -16,6 +16,7 @@ from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local,
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.models_domain import DIGEST_RE, split_ref
 from gpufleet.inference.validate import input_properties
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
 from gpufleet.sdk import Client
 from gpufleet.sdk.predictions import TERMINAL, item_of
@@ -212,13 +213,13 @@ def _row(p: PredictionRead) -> dict[str, Any]:
 
 def _resolve(c: Client, text: str) -> UUID:
     return resolve_local(
-        text, "prediction", lambda: ((UUID(p.id), p.model) for p in c.list_predictions(limit=200).results)
+        text, "prediction", lambda: ((UUID(p.id), p.model) for p in c.list_predictions(limit=MAX_PAGE).results)
     )
 
 
 @predictions.command("list")
 def list_predictions(
-    limit: int = typer.Option(50, "--limit", min=1, max=200, help="How many, newest first."),
+    limit: int = typer.Option(50, "--limit", min=1, max=MAX_PAGE, help="How many, newest first."),
     as_json: bool = JsonOpt,
     wide: bool = WideOpt,
 ) -> None:

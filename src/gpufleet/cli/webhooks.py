@@ -9,6 +9,7 @@ import typer
 
 from gpufleet.cli.common import console
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve_local, show
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.webhooks import DeliveryRead, WebhookRead
 from gpufleet.sdk import Client
 
@@ -149,7 +150,7 @@ def ping(webhook_id: str = IdArg, as_json: bool = JsonOpt) -> None:
 def deliveries(
     webhook_id: str = IdArg,
     status: str = typer.Option(None, "--status", help="pending, delivering, failed, succeeded or dead."),
-    limit: int = typer.Option(20, "--limit", min=1, max=200),
+    limit: int = typer.Option(20, "--limit", min=1, max=MAX_PAGE),
     as_json: bool = JsonOpt,
 ) -> None:
     """The newest deliveries, each with its attempts (--json)."""

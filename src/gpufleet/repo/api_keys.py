@@ -10,6 +10,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import Role
+from gpufleet.repo import keyset
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +92,9 @@ async def get(conn: Conn, *, org_id: UUID, key_id: UUID) -> ApiKey | None:
 async def page(
     conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_revoked: bool = False
 ) -> list[ApiKey]:
-    rows = await conn.fetch(
-        """select * from api_keys
-            where organization_id = $1 and ($2 or revoked_at is null)
-              and ($3::timestamptz is null or (created_at, id) < ($3, $4))
-            order by created_at desc, id desc limit $5""",
-        org_id,
-        include_revoked,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_key(r) for r in rows]
+    """Newest first: ``limit + 1`` keys at most past ``after`` (``keyset.page``)."""
+    sql = "select * from api_keys where organization_id = $1 and ($2 or revoked_at is null)"
+    return [_key(r) for r in await keyset.page(conn, sql, org_id, include_revoked, after=after, limit=limit)]
 
 
 async def revoke(conn: Conn, *, org_id: UUID, key_id: UUID) -> ApiKey | None:

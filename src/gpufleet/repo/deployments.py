@@ -11,6 +11,8 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.inference.models_domain import Hardware
 from gpufleet.inference.predictions_domain import Deployment
+from gpufleet.repo import keyset
+from gpufleet.repo.models import hardware_of
 
 _SELECT = """select d.*, m.name as model_name, v.digest
                from deployments d join models m on m.id = d.model_id join model_versions v on v.id = d.version_id"""
@@ -48,14 +50,7 @@ def _deployment(row: asyncpg.Record) -> Deployment:
         max_replicas=row["max_replicas"],
         idle_timeout_s=row["idle_timeout_s"],
         concurrency=row["concurrency"],
-        hardware=Hardware(
-            gpu_count=row["gpu_count"],
-            gpu_milli=row["gpu_milli"],
-            min_memory_mb=row["min_memory_mb"],
-            gpu_models=tuple(row["gpu_models"]),
-            cpu_milli=row["cpu_milli"],
-            ram_mb=row["ram_mb"],
-        ),
+        hardware=hardware_of(row),
         failures=row["failures"],
         next_start_after=row["next_start_after"],
         created_by=row["created_by"],
@@ -149,17 +144,9 @@ async def implicit_of(conn: Conn, *, org_id: UUID, model_id: UUID) -> Deployment
 async def page(
     conn: Conn, *, org_id: UUID, limit: int, before: tuple[datetime, UUID] | None = None
 ) -> list[Deployment]:
-    """Newest first by (created_at, id), strictly after the keyset ``before``."""
-    rows = await conn.fetch(
-        f"""{_SELECT}
-             where d.organization_id = $1
-               and ($2::timestamptz is null or (d.created_at, d.id) < ($2::timestamptz, $3::uuid))
-             order by d.created_at desc, d.id desc limit $4""",
-        org_id,
-        before[0] if before else None,
-        before[1] if before else None,
-        limit,
-    )
+    """Newest first: ``limit + 1`` deployments at most past ``before`` (``keyset.page``)."""
+    sql = f"{_SELECT} where d.organization_id = $1"
+    rows = await keyset.page(conn, sql, org_id, after=before, limit=limit, key=("d.created_at", "d.id"))
     return [_deployment(r) for r in rows]
 
 

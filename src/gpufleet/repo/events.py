@@ -11,6 +11,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import Event
+from gpufleet.repo import keyset
 
 
 def _event(row: asyncpg.Record) -> Event:
@@ -54,15 +55,19 @@ async def append(
 async def for_entity(
     conn: Conn, *, org_id: UUID, entity_type: str, entity_id: UUID, after_seq: int = 0, limit: int = 100
 ) -> list[Event]:
-    rows = await conn.fetch(
-        """select * from events
-            where organization_id = $1 and entity_type = $2 and entity_id = $3 and seq > $4
-            order by seq limit $5""",
+    """Oldest first: ``limit + 1`` events at most after ``after_seq`` (``keyset.page``)."""
+    sql = "select * from events where organization_id = $1 and entity_type = $2 and entity_id = $3"
+    rows = await keyset.page(
+        conn,
+        sql,
         org_id,
         entity_type,
         entity_id,
-        after_seq,
-        limit,
+        after=(after_seq,),
+        limit=limit,
+        key=("seq",),
+        types=("bigint",),
+        ascending=True,
     )
     return [_event(r) for r in rows]
 

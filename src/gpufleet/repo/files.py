@@ -11,6 +11,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.inference.models_domain import FileRecord
+from gpufleet.repo import keyset
 
 _COLUMNS = """id, organization_id, name, content_type, size, sha256, metadata, prediction_id, created_by,
     expires_at, created_at"""
@@ -86,18 +87,9 @@ async def get_data(conn: Conn, *, org_id: UUID, file_id: UUID) -> tuple[FileReco
 
 
 async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[FileRecord]:
-    """Newest first, keyset-paginated on (created_at, id); expired files are left out."""
-    rows = await conn.fetch(
-        f"""select {_COLUMNS} from files
-             where organization_id = $1 and expires_at > now()
-               and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-             order by created_at desc, id desc limit $4""",
-        org_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_file(r) for r in rows]
+    """Newest first: ``limit + 1`` files at most past ``after`` (``keyset.page``); expired ones are left out."""
+    sql = f"select {_COLUMNS} from files where organization_id = $1 and expires_at > now()"
+    return [_file(r) for r in await keyset.page(conn, sql, org_id, after=after, limit=limit)]
 
 
 async def of_prediction(conn: Conn, *, org_id: UUID, prediction_id: UUID) -> list[FileRecord]:

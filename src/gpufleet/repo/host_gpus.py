@@ -15,6 +15,7 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import GpuStatus
 from gpufleet.hosts_domain import GpuDetail, GpuSample, ReportedGpu
+from gpufleet.repo import keyset
 
 
 def _gpu(row: asyncpg.Record) -> GpuDetail:
@@ -237,29 +238,36 @@ async def page(
     *,
     org_id: UUID,
     limit: int,
-    after: UUID | None = None,
+    after: tuple[UUID] | None = None,
     status: GpuStatus | None = None,
     host_id: UUID | None = None,
     model: str | None = None,
 ) -> list[GpuDetail]:
-    """One page of the GPUs of live hosts by (host name, host, index, id); ``model`` matches a part
-    of the name, case-insensitively; ``after`` is the last GPU id of the previous page."""
-    rows = await conn.fetch(
-        r"""select g.* from gpu_resources g
-              join hosts h on h.id = g.host_id and h.organization_id = g.organization_id
-             where g.organization_id = $1 and h.removed_at is null
-               and ($2::text is null or g.status = $2) and ($3::uuid is null or g.host_id = $3)
-               and ($4::text is null or g.model ilike $4 escape '\')
-               and ($5::uuid is null or (h.name, g.host_id, g.index, g.id) >
-                    (select h2.name, g2.host_id, g2.index, g2.id
-                       from gpu_resources g2 join hosts h2 on h2.id = g2.host_id and h2.organization_id = $1
-                      where g2.organization_id = $1 and g2.id = $5))
-             order by h.name, g.host_id, g.index, g.id limit $6""",
+    """The GPUs of live hosts by (host name, host, index, id): ``limit + 1`` at most past the GPU
+    ``after`` (``keyset.page``); ``model`` matches a part of the name, case-insensitively."""
+    sql = r"""select g.* from gpu_resources g
+               join hosts h on h.id = g.host_id and h.organization_id = g.organization_id
+              where g.organization_id = $1 and h.removed_at is null
+                and ($2::text is null or g.status = $2) and ($3::uuid is null or g.host_id = $3)
+                and ($4::text is null or g.model ilike $4 escape '\')"""
+    rows = await keyset.page(
+        conn,
+        sql,
         org_id,
         status.value if status else None,
         host_id,
         _like(model) if model else None,
-        after,
-        limit,
+        after=after,
+        limit=limit,
+        key=("h.name", "g.host_id", "g.index", "g.id"),
+        types=("uuid",),
+        ascending=True,
+        bound=_GPU_KEY,
     )
     return [_gpu(r) for r in rows]
+
+
+# The sort key of the GPU whose id is the cursor (a GPU row holds no host name to put in it).
+_GPU_KEY = """(select h2.name, g2.host_id, g2.index, g2.id
+                 from gpu_resources g2 join hosts h2 on h2.id = g2.host_id and h2.organization_id = $1
+                where g2.organization_id = $1 and g2.id = {})"""

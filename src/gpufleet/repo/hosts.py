@@ -17,6 +17,7 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import HostStatus
 from gpufleet.hosts_domain import HostDetail, HostFacts, HostIdentity
+from gpufleet.repo import keyset
 
 
 def _host(row: asyncpg.Record) -> HostDetail:
@@ -235,13 +236,15 @@ async def get(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = Fal
     return _host(row) if row else None
 
 
+# The hosts a list shows: $2 a status or null, $3 whether removed hosts count.
+_LISTED = "organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)"
+
+
 async def list_(
     conn: Conn, *, org_id: UUID, status: HostStatus | None = None, include_removed: bool = False
 ) -> list[HostDetail]:
     rows = await conn.fetch(
-        """select * from hosts
-            where organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)
-            order by name, created_at""",
+        f"select * from hosts where {_LISTED} order by name, created_at",
         org_id,
         status.value if status else None,
         include_removed,
@@ -363,21 +366,21 @@ async def page(
     *,
     org_id: UUID,
     limit: int,
-    after: UUID | None = None,
+    after: tuple[str, UUID] | None = None,
     status: HostStatus | None = None,
     include_removed: bool = False,
 ) -> list[HostDetail]:
-    """One page of hosts by (name, id); ``after`` is the last host id of the previous page."""
-    rows = await conn.fetch(
-        """select * from hosts
-            where organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)
-              and ($4::uuid is null
-                   or (name, id) > (select name, id from hosts where organization_id = $1 and id = $4))
-            order by name, id limit $5""",
+    """By (name, id): ``limit + 1`` hosts at most past ``after`` (``keyset.page``)."""
+    rows = await keyset.page(
+        conn,
+        f"select * from hosts where {_LISTED}",
         org_id,
         status.value if status else None,
         include_removed,
-        after,
-        limit,
+        after=after,
+        limit=limit,
+        key=("name", "id"),
+        types=("text", "uuid"),
+        ascending=True,
     )
     return [_host(r) for r in rows]

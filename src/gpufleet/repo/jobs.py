@@ -11,6 +11,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import Job, JobSpec, JobStatus
+from gpufleet.repo import keyset
 
 _SPEC_COLUMNS = (
     "name",
@@ -197,24 +198,22 @@ async def list_page(
     limit: int = 50,
     kinds: Sequence[str] | None = ("job",),
 ) -> list[Job]:
-    """Newest first by (created_at, id), strictly after the keyset ``before``; ``limit`` rows at most.
+    """Newest first: ``limit + 1`` jobs at most past ``before`` (``keyset.page``).
     ``kinds``: batch jobs only by default; None: every kind (replicas too)."""
-    rows = await conn.fetch(
-        """select * from jobs
-            where organization_id = $1
-              and ($2::text[] is null or status = any($2::text[]))
-              and ($3::jsonb is null or labels @> $3::jsonb)
-              and ($4::timestamptz is null or (created_at, id) < ($4::timestamptz, $5::uuid))
-              and ($7::text[] is null or kind = any($7::text[]))
-            order by created_at desc, id desc
-            limit $6""",
+    sql = """select * from jobs
+              where organization_id = $1
+                and ($2::text[] is null or status = any($2::text[]))
+                and ($3::jsonb is null or labels @> $3::jsonb)
+                and ($4::text[] is null or kind = any($4::text[]))"""
+    rows = await keyset.page(
+        conn,
+        sql,
         org_id,
         [s.value for s in statuses] if statuses else None,
         labels or None,
-        before[0] if before else None,
-        before[1] if before else None,
-        limit,
         list(kinds) if kinds is not None else None,
+        after=before,
+        limit=limit,
     )
     return [_job(r) for r in rows]
 

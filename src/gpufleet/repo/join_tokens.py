@@ -9,6 +9,10 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.hosts_domain import JoinToken
+from gpufleet.repo import keyset
+
+# A token that could still register a host.
+_USABLE = "(revoked_at is null and expires_at > now() and (max_uses is null or uses < max_uses))"
 
 
 def _token(row: asyncpg.Record) -> JoinToken:
@@ -55,10 +59,9 @@ async def create(
 async def list_(conn: Conn, *, org_id: UUID, include_inactive: bool = False) -> list[JoinToken]:
     """Newest first; without ``include_inactive`` only tokens that could still be used."""
     rows = await conn.fetch(
-        """select * from join_tokens
+        f"""select * from join_tokens
             where organization_id = $1
-              and ($2 or (revoked_at is null and expires_at > now()
-                          and (max_uses is null or uses < max_uses)))
+              and ($2 or {_USABLE})
             order by created_at desc, id desc""",
         org_id,
         include_inactive,
@@ -109,17 +112,7 @@ async def find_by_hash(conn: Conn, *, token_hash: bytes) -> tuple[JoinToken, boo
 async def page(
     conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
 ) -> list[JoinToken]:
-    """Newest first, keyset on (created_at, id); without ``include_inactive`` only usable tokens."""
-    rows = await conn.fetch(
-        """select * from join_tokens
-            where organization_id = $1
-              and ($2 or (revoked_at is null and expires_at > now() and (max_uses is null or uses < max_uses)))
-              and ($3::timestamptz is null or (created_at, id) < ($3, $4))
-            order by created_at desc, id desc limit $5""",
-        org_id,
-        include_inactive,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_token(r) for r in rows]
+    """Newest first: ``limit + 1`` tokens at most past ``after`` (``keyset.page``); without
+    ``include_inactive`` only usable tokens."""
+    sql = f"select * from join_tokens where organization_id = $1 and ($2 or {_USABLE})"
+    return [_token(r) for r in await keyset.page(conn, sql, org_id, include_inactive, after=after, limit=limit)]

@@ -10,6 +10,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import Role
+from gpufleet.repo import keyset
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +74,10 @@ _MEMBER_SELECT = """select m.user_id, m.organization_id, m.role, m.created_at, u
 
 
 async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Member]:
-    rows = await conn.fetch(
-        f"""{_MEMBER_SELECT}
-            where m.organization_id = $1 and ($2::timestamptz is null or (m.created_at, m.user_id) > ($2, $3))
-            order by m.created_at, m.user_id limit $4""",
-        org_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_member(r) for r in rows]
+    """Oldest first: ``limit + 1`` members at most past ``after`` (``keyset.page``)."""
+    sql = f"{_MEMBER_SELECT} where m.organization_id = $1"
+    key = ("m.created_at", "m.user_id")
+    return [_member(r) for r in await keyset.page(conn, sql, org_id, after=after, limit=limit, key=key, ascending=True)]
 
 
 async def get(conn: Conn, *, org_id: UUID, user_id: UUID, for_update: bool = False) -> Member | None:
@@ -164,16 +159,9 @@ async def create_invite(
 
 
 async def invites_page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Invite]:
-    rows = await conn.fetch(
-        """select * from organization_invites
-            where organization_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-            order by created_at desc, id desc limit $4""",
-        org_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_invite(r) for r in rows]
+    """Newest first: ``limit + 1`` invites at most past ``after`` (``keyset.page``)."""
+    sql = "select * from organization_invites where organization_id = $1"
+    return [_invite(r) for r in await keyset.page(conn, sql, org_id, after=after, limit=limit)]
 
 
 async def revoke_invite(conn: Conn, *, org_id: UUID, invite_id: UUID) -> Invite | None:

@@ -12,6 +12,7 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.inference.cog_schema import VersionInfo
 from gpufleet.inference.models_domain import Hardware, ModelRecord, VersionRecord
+from gpufleet.repo import keyset
 
 _VERSION_COLUMNS = """v.id, v.organization_id, v.model_id, m.name as model_name, v.digest, v.archive_size,
     v.predict_ref, v.cog_config, v.openapi_schema, v.python_packages, v.python_version, v.gpu,
@@ -22,20 +23,25 @@ _MODEL_FIELDS = frozenset(
 )
 
 
+def hardware_of(row: asyncpg.Record) -> Hardware:
+    """The hardware columns models and deployments share."""
+    return Hardware(
+        gpu_count=row["gpu_count"],
+        gpu_milli=row["gpu_milli"],
+        min_memory_mb=row["min_memory_mb"],
+        gpu_models=tuple(row["gpu_models"]),
+        cpu_milli=row["cpu_milli"],
+        ram_mb=row["ram_mb"],
+    )
+
+
 def _model(row: asyncpg.Record) -> ModelRecord:
     return ModelRecord(
         id=row["id"],
         organization_id=row["organization_id"],
         name=row["name"],
         description=row["description"],
-        hardware=Hardware(
-            gpu_count=row["gpu_count"],
-            gpu_milli=row["gpu_milli"],
-            min_memory_mb=row["min_memory_mb"],
-            gpu_models=tuple(row["gpu_models"]),
-            cpu_milli=row["cpu_milli"],
-            ram_mb=row["ram_mb"],
-        ),
+        hardware=hardware_of(row),
         latest_version_id=row["latest_version_id"],
         run_count=row["run_count"],
         created_by=row["created_by"],
@@ -111,17 +117,9 @@ async def get_model_by_id(conn: Conn, *, org_id: UUID, model_id: UUID) -> ModelR
 async def page_models(
     conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[ModelRecord]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    rows = await conn.fetch(
-        """select * from models
-            where organization_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-            order by created_at desc, id desc limit $4""",
-        org_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_model(r) for r in rows]
+    """Newest first: ``limit + 1`` models at most past ``after`` (``keyset.page``)."""
+    sql = "select * from models where organization_id = $1"
+    return [_model(r) for r in await keyset.page(conn, sql, org_id, after=after, limit=limit)]
 
 
 async def update_model(conn: Conn, *, org_id: UUID, model_id: UUID, fields: dict[str, Any]) -> ModelRecord | None:
@@ -247,18 +245,9 @@ async def versions_of(conn: Conn, *, org_id: UUID, version_ids: list[UUID]) -> d
 async def page_versions(
     conn: Conn, *, org_id: UUID, model_id: UUID, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[VersionRecord]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    rows = await conn.fetch(
-        f"""{_VERSIONS}
-            where v.organization_id = $1 and v.model_id = $2
-              and ($3::timestamptz is null or (v.created_at, v.id) < ($3, $4))
-            order by v.created_at desc, v.id desc limit $5""",
-        org_id,
-        model_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
+    """Newest first: ``limit + 1`` versions at most past ``after`` (``keyset.page``)."""
+    sql = f"{_VERSIONS} where v.organization_id = $1 and v.model_id = $2"
+    rows = await keyset.page(conn, sql, org_id, model_id, after=after, limit=limit, key=("v.created_at", "v.id"))
     return [_version(r) for r in rows]
 
 

@@ -13,6 +13,7 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import PredictionStatus
 from gpufleet.inference.predictions_domain import Prediction
+from gpufleet.repo import keyset
 
 SELECT = """select p.*, case when d.implicit then null else d.name end as deployment_name
               from predictions p left join deployments d on d.id = p.deployment_id"""
@@ -102,27 +103,15 @@ async def page(
     after: tuple[datetime, UUID] | None = None,
     deployment_id: UUID | None = None,
 ) -> list[Prediction]:
-    """Newest first. ``before``: strictly older than that keyset; ``after``: the ``limit`` just newer
-    than it (still returned newest first): the previous page."""
+    """Newest first: ``limit + 1`` predictions at most older than ``before`` (``keyset.page``);
+    with ``after``, the ``limit + 1`` just newer than it (the previous page), still newest first."""
     newer = after is not None
-    key = after if newer else before
-    rows = await conn.fetch(
-        f"""select * from ({SELECT}
-             where p.organization_id = $1 and ($5::uuid is null or p.deployment_id = $5)
-               and ($2::timestamptz is null
-                    or (not $6 and (p.created_at, p.id) < ($2::timestamptz, $3::uuid))
-                    or ($6 and (p.created_at, p.id) > ($2::timestamptz, $3::uuid)))
-             order by case when $6 then p.created_at end asc, case when $6 then p.id end asc,
-                      p.created_at desc, p.id desc
-             limit $4) as page order by created_at desc, id desc""",
-        org_id,
-        key[0] if key else None,
-        key[1] if key else None,
-        limit,
-        deployment_id,
-        newer,
+    sql = f"{SELECT} where p.organization_id = $1 and ($2::uuid is null or p.deployment_id = $2)"
+    key = ("p.created_at", "p.id")
+    rows = await keyset.page(
+        conn, sql, org_id, deployment_id, after=after if newer else before, limit=limit, key=key, ascending=newer
     )
-    return [prediction(r) for r in rows]
+    return [prediction(r) for r in (rows[::-1] if newer else rows)]
 
 
 async def cancel_queued(conn: Conn, *, org_id: UUID, prediction_id: UUID) -> Prediction | None:

@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.repo import keyset
 from gpufleet.webhooks.model import Attempt, Claim, Delivery
 
 CHANNEL = "gpufleet_webhooks"
@@ -88,20 +89,10 @@ async def page(
     after: tuple[datetime, UUID] | None,
     status: str | None = None,
 ) -> list[Delivery]:
-    rows = await conn.fetch(
-        """select * from webhook_deliveries
-            where organization_id = $1 and webhook_id = $2
-              and ($3::timestamptz is null or (created_at, id) < ($3, $4))
-              and ($5::text is null or status = $5)
-            order by created_at desc, id desc limit $6""",
-        org_id,
-        webhook_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        status,
-        limit,
-    )
-    return [_delivery(r) for r in rows]
+    """Newest first: ``limit + 1`` deliveries at most past ``after`` (``keyset.page``)."""
+    sql = """select * from webhook_deliveries
+              where organization_id = $1 and webhook_id = $2 and ($3::text is null or status = $3)"""
+    return [_delivery(r) for r in await keyset.page(conn, sql, org_id, webhook_id, status, after=after, limit=limit)]
 
 
 async def get(conn: Conn, *, org_id: UUID, webhook_id: UUID, delivery_id: UUID) -> Delivery | None:

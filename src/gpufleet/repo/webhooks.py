@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.repo import keyset
 from gpufleet.webhooks.model import Webhook
 
 _COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
@@ -67,17 +68,9 @@ async def get(conn: Conn, *, org_id: UUID, webhook_id: UUID, for_update: bool = 
 
 
 async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Webhook]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    rows = await conn.fetch(
-        """select * from webhooks
-            where organization_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-            order by created_at desc, id desc limit $4""",
-        org_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_webhook(r) for r in rows]
+    """Newest first: ``limit + 1`` endpoints at most past ``after`` (``keyset.page``)."""
+    sql = "select * from webhooks where organization_id = $1"
+    return [_webhook(r) for r in await keyset.page(conn, sql, org_id, after=after, limit=limit)]
 
 
 async def update(conn: Conn, *, org_id: UUID, webhook_id: UUID, fields: dict[str, Any]) -> Webhook | None:

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
-from uuid import UUID
+from datetime import datetime
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
-from gpufleet.errors import InvalidInput
+from gpufleet.limits import BIGINT_MAX, INT32_MAX, TIMESTAMP_MAX, TIMESTAMP_MIN
+from gpufleet.pagination import KeyPart, created_key, paginate
 
 T = TypeVar("T")
-
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
+R = TypeVar("R")
 
 
 # The ranges of PostgreSQL's columns, checked once at the edge so that a value too large for its
 # column is a 422 naming the field, never a driver error (a 500) deep in a transaction.
-INT32_MAX = 2**31 - 1  # integer columns: attempts, log seq, counters
-BIGINT_MAX = 2**63 - 1  # bigint columns: byte offsets, sizes in MiB
 NonNegInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
 NonNegBigInt = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
-
-# PostgreSQL stores timestamptz from 4713 BC to 294276 AD, but the server reads values back as
-# Python datetimes (years 1 to 9999, in UTC). A day of margin on each side keeps window arithmetic
-# (``end - 1 hour``, bucket edges) inside that range too.
-TIMESTAMP_MIN = datetime(1, 1, 2, tzinfo=UTC)
-TIMESTAMP_MAX = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def _storable_instant(value: datetime) -> datetime:
@@ -200,20 +188,14 @@ class Page(ResponseModel, Generic[T]):
         default=None, description="Pass as `cursor` to get the next page; absent on the last page."
     )
 
-
-def encode_cursor(created_at: datetime, id: UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, ident = json.loads(raw)
-        at = datetime.fromisoformat(ts)
-        _storable_instant(at if at.tzinfo else at.replace(tzinfo=UTC))
-        return at, UUID(ident)
-    except (binascii.Error, ValueError, TypeError, OverflowError, json.JSONDecodeError) as exc:
-        raise InvalidInput("cursor: not a cursor returned by this API", field="cursor") from exc
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[R],
+        limit: int,
+        read: Callable[[R], T],
+        key: Callable[[R], Sequence[KeyPart]] = created_key,
+    ) -> Self:
+        """The page of ``limit + 1`` rows (``repo.keyset.page``), each item read from its row."""
+        items, next_cursor = paginate(rows, limit, key)
+        return cls(items=[read(r) for r in items], next_cursor=next_cursor)

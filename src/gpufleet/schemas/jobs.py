@@ -21,12 +21,21 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator
 from gpufleet import states
 from gpufleet.domain import Allocation, Event, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput
+from gpufleet.limits import (
+    MAX_ATTEMPTS,
+    MAX_COMMAND_ARGS,
+    MAX_ENV,
+    MAX_GPU_MODELS,
+    MAX_GPUS,
+    MAX_JOB_NAME,
+    MAX_LABELS,
+    MAX_PATH,
+    MAX_PRIORITY,
+    MAX_QUOTA_GPUS,
+    MAX_RUNTIME_S,
+    MAX_SCRIPT_BYTES,
+)
 from gpufleet.schemas.common import Page, RequestModel, ResponseModel
-
-MAX_RUNTIME_S = 366 * 24 * 3600
-MAX_GPUS = 64
-WAIT_MAX_S = 60.0
-
 
 # RequestModel already refuses text PostgreSQL cannot store (NUL, lone surrogates), anywhere.
 Text = str  # kept exactly: argv, scripts, env values
@@ -67,7 +76,7 @@ class Strict(RequestModel):
 class RetryPolicy(Strict):
     on_host_loss: bool = Field(default=True, description="Queue the job again when its host is lost.")
     on_failure: bool = Field(default=False, description="Queue the job again when it exits non-zero.")
-    max_attempts: int = Field(default=3, ge=1, le=100, description="Attempts in all, the first included.")
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS, description="Attempts in all, the first included.")
 
 
 class GpuRequirements(Strict):
@@ -84,14 +93,18 @@ class GpuRequirements(Strict):
 class JobCreate(Strict):
     """A job to queue. Give exactly one of ``command`` (an argv list) or ``script`` (a shell script)."""
 
-    name: Trimmed = Field(min_length=1, max_length=200)
-    command: list[Text] | None = Field(default=None, min_length=1, max_length=1024, description="argv, no shell.")
-    script: Text | None = Field(default=None, min_length=1, max_length=256 * 1024, description="Run by /bin/sh.")
-    env: dict[Text, Text] = Field(default_factory=dict, max_length=256, description="Returned as given: no secrets.")
-    working_dir: Trimmed | None = Field(default=None, min_length=1, max_length=4096)
-    labels: dict[Trimmed, Trimmed] = Field(default_factory=dict, max_length=64)
+    name: Trimmed = Field(min_length=1, max_length=MAX_JOB_NAME)
+    command: list[Text] | None = Field(
+        default=None, min_length=1, max_length=MAX_COMMAND_ARGS, description="argv, no shell."
+    )
+    script: Text | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_BYTES, description="Run by /bin/sh.")
+    env: dict[Text, Text] = Field(
+        default_factory=dict, max_length=MAX_ENV, description="Returned as given: no secrets."
+    )
+    working_dir: Trimmed | None = Field(default=None, min_length=1, max_length=MAX_PATH)
+    labels: dict[Trimmed, Trimmed] = Field(default_factory=dict, max_length=MAX_LABELS)
     model_type: Trimmed | None = Field(default=None, min_length=1, max_length=100)
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
     max_runtime_s: int | None = Field(default=None, ge=1, le=MAX_RUNTIME_S)
     max_runtime: Annotated[int, Field(ge=1, le=MAX_RUNTIME_S)] | Annotated[str, Field(max_length=32)] | None = Field(
         default=None, description="Like max_runtime_s, also as '2h', '30m', '1h30m' or '1d'."
@@ -105,7 +118,7 @@ class JobCreate(Strict):
         default=None, ge=0, le=4096, allow_inf_nan=False, description="GPU memory per GPU, GB."
     )
     gpu_models: list[Annotated[Trimmed, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=16, description="Any of these models, e.g. ['A100', 'H100-80GB']."
+        default_factory=list, max_length=MAX_GPU_MODELS, description="Any of these models, e.g. ['A100', 'H100-80GB']."
     )
     cpu_cores: float | None = Field(default=None, ge=0, le=4096, allow_inf_nan=False)
     ram_gb: float | None = Field(default=None, ge=0, le=65536, allow_inf_nan=False)
@@ -123,17 +136,21 @@ class JobCreate(Strict):
         models = list(self.gpu_models)
         if req.gpu_type is not None:
             if models:
-                raise _bad("gpu_requirements.gpu_type", "give gpu_models or gpu_requirements.gpu_type, not both")
+                raise InvalidInput.at(
+                    "gpu_requirements.gpu_type", "give gpu_models or gpu_requirements.gpu_type, not both"
+                )
             models = [req.gpu_type]
         memory_gb = self.min_memory_gb
         if req.min_memory is not None:
             if memory_gb is not None:
-                raise _bad("gpu_requirements.min_memory", "give min_memory_gb or gpu_requirements.min_memory, not both")
+                raise InvalidInput.at(
+                    "gpu_requirements.min_memory", "give min_memory_gb or gpu_requirements.min_memory, not both"
+                )
             memory_gb = req.min_memory
         runtime = self.max_runtime_s
         if self.max_runtime is not None:
             if runtime is not None:
-                raise _bad("max_runtime", "give max_runtime_s or max_runtime, not both")
+                raise InvalidInput.at("max_runtime", "give max_runtime_s or max_runtime, not both")
             runtime = int(self.max_runtime)
         retry = self.retry or RetryPolicy()
         return JobSpec(
@@ -186,10 +203,6 @@ class JobCreate(Strict):
             "max_attempts": "retry.max_attempts",
         }
         return names.get(spec_field, spec_field)
-
-
-def _bad(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", field=field)
 
 
 class RetryRead(ResponseModel):
@@ -318,7 +331,7 @@ class QuotaSet(Strict):
         default=None, min_length=1, max_length=100, description="A GPU model; null (or absent) for all GPUs together."
     )
     max_gpus: int = Field(
-        ge=0, le=1_000_000, description="Whole-GPU equivalents held at once (0.5-GPU jobs count 0.5)."
+        ge=0, le=MAX_QUOTA_GPUS, description="Whole-GPU equivalents held at once (0.5-GPU jobs count 0.5)."
     )
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import Field, model_validator
 
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.models_domain import FileRecord, Hardware, ModelView, VersionRecord
-from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.common import Page, RequestModel, ResponseModel
 
 T = TypeVar("T")
 
@@ -159,6 +160,11 @@ class CursorPage(ResponseModel, Generic[T]):
     next: str | None = None
     previous: str | None = None
     results: list[T]
+
+    @classmethod
+    def of(cls, page: Page[T], url: Callable[[str | None], str | None]) -> Self:
+        """A page (``Page.of``) in this shape: ``url`` makes the next cursor the next page's URL."""
+        return cls(results=page.items, next=url(page.next_cursor))
 
 
 class FileRead(ResponseModel):

@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from gpufleet.domain import HostStatus, JobStatus, Role
+from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.events import FeedPage
 from gpufleet.schemas.execution import LogPageOut
@@ -28,7 +29,7 @@ from gpufleet.schemas.hosts import (
     JoinTokenRead,
     MetricSeriesRead,
 )
-from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead, QuotaRead
+from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead
 from gpufleet.schemas.resolve import ResolveRead
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel
 
 from gpufleet import __version__
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.common import Page
 from gpufleet.sdk import config
 from gpufleet.sdk.errors import GpufleetError, api_error
@@ -101,7 +102,9 @@ class BaseClient:
         """Every item of a listing, a page at a time as the caller iterates."""
         cursor = None
         while True:
-            page = page_of(model, self.request("GET", path, params={**(params or {}), "limit": 200, "cursor": cursor}))
+            page = page_of(
+                model, self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE, "cursor": cursor})
+            )
             yield from page.items
             if not page.next_cursor:
                 return
@@ -147,7 +150,7 @@ class AsyncBaseClient:
     async def _all(self, model: type[M], path: str, params: dict[str, Any] | None = None) -> AsyncIterator[M]:
         cursor = None
         while True:
-            raw = await self.request("GET", path, params={**(params or {}), "limit": 200, "cursor": cursor})
+            raw = await self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE, "cursor": cursor})
             page = page_of(model, raw)
             for item in page.items:
                 yield item

@@ -12,9 +12,10 @@ import httpx
 from pydantic import TypeAdapter
 
 from gpufleet.domain import JobStatus
+from gpufleet.limits import MAX_PAGE, WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
-from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
+from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
 from gpufleet.sdk.base import BaseClient
 from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
 
@@ -121,7 +122,7 @@ class JobsMixin(BaseClient):
         """Every matching job, newest first, fetched a page at a time as you iterate."""
         cursor = None
         while True:
-            page = self.jobs_page(status=status, labels=labels, limit=200, cursor=cursor)
+            page = self.jobs_page(status=status, labels=labels, limit=MAX_PAGE, cursor=cursor)
             yield from page.items
             if not page.next_cursor:
                 return
@@ -136,7 +137,7 @@ class JobsMixin(BaseClient):
         out: list[EventRead] = []
         cursor: str | None = None
         while True:
-            params = {"after_seq": after_seq, "limit": 200, "cursor": cursor}
+            params = {"after_seq": after_seq, "limit": MAX_PAGE, "cursor": cursor}
             page = Page[EventRead].model_validate(self.request("GET", f"/v1/jobs/{job_id}/events", params=params))
             out.extend(page.items)
             if not page.next_cursor:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from gpufleet.inference import archive, cog_schema
 from gpufleet.inference.models_domain import split_ref
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage, FileRead, ModelRead, VersionRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
 
@@ -88,7 +89,7 @@ def _page(model: type[BaseModel], raw: Any) -> CursorPage[Any]:
 
 class ModelsMixin(BaseClient):
     def _pages(self, model: type[BaseModel], path: str) -> Iterator[Any]:
-        url: str | None = f"{path}?limit=200"
+        url: str | None = f"{path}?limit={MAX_PAGE}"
         while url:
             page = _page(model, self.request("GET", url))
             yield from page.results
@@ -164,7 +165,7 @@ class ModelsMixin(BaseClient):
 
 class AsyncModelsMixin(AsyncBaseClient):
     async def _pages(self, model: type[BaseModel], path: str) -> AsyncIterator[Any]:
-        url: str | None = f"{path}?limit=200"
+        url: str | None = f"{path}?limit={MAX_PAGE}"
         while url:
             page = _page(model, await self.request("GET", url))
             for item in page.results:

@@ -18,6 +18,7 @@ import httpx
 
 from gpufleet.inference.models_domain import DIGEST_RE, split_ref
 from gpufleet.inference.predictions_domain import PREFER_WAIT_MAX_S
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
@@ -155,7 +156,7 @@ class PredictionsMixin(BaseClient):
         return CursorPage[PredictionRead].model_validate(raw)
 
     def iter_predictions(self) -> Iterator[PredictionRead]:
-        page = self.list_predictions(limit=200)
+        page = self.list_predictions(limit=MAX_PAGE)
         while True:
             yield from page.results
             if not page.next:
@@ -196,7 +197,7 @@ class PredictionsMixin(BaseClient):
 
     def list_deployments(self) -> list[DeploymentRead]:
         out: list[DeploymentRead] = []
-        url: str | None = "/v1/deployments?limit=200"
+        url: str | None = f"/v1/deployments?limit={MAX_PAGE}"
         while url:
             page = CursorPage[DeploymentRead].model_validate(self.request("GET", url))
             out += page.results
@@ -269,7 +270,7 @@ class AsyncPredictionsMixin(AsyncBaseClient):
 
     async def list_deployments(self) -> list[DeploymentRead]:
         out: list[DeploymentRead] = []
-        url: str | None = "/v1/deployments?limit=200"
+        url: str | None = f"/v1/deployments?limit={MAX_PAGE}"
         while url:
             page = CursorPage[DeploymentRead].model_validate(await self.request("GET", url))
             out += page.results

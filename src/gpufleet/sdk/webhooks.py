@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.webhooks import DeliveryRead, WebhookCreated, WebhookRead
 from gpufleet.sdk.base import BaseClient
@@ -52,7 +53,7 @@ class WebhooksMixin(BaseClient):
     def iter_webhook_deliveries(self, webhook_id: UUID, *, status: str | None = None) -> Iterator[DeliveryRead]:
         cursor = None
         while True:
-            page = self.webhook_deliveries(webhook_id, status=status, limit=200, cursor=cursor)
+            page = self.webhook_deliveries(webhook_id, status=status, limit=MAX_PAGE, cursor=cursor)
             yield from page.items
             if not page.next_cursor:
                 return

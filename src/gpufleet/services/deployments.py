@@ -34,7 +34,6 @@ from gpufleet.services.job_spec import validate
 from gpufleet.services.prediction_events import deployment_event, predictions_moved, replica_event
 from gpufleet.services.transitions import transition_job
 
-MAX_PAGE = 200
 IMPLICIT_PREFIX = "model."  # the name of a model's own deployment: model.<model name>
 RUNNER_COMMAND = "gpufleet-model-runner"  # descriptive: the agent runs its Model Runner for kind 'replica'
 
@@ -280,8 +279,6 @@ async def _view(conn: Conn, slug: str, d: Deployment) -> DeploymentView:
 
 
 async def page(db: Database, org_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None) -> list[DeploymentView]:
-    if not 1 <= limit <= MAX_PAGE + 1:
-        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         rows = await repo.page(conn, org_id=org_id, limit=limit, before=before)

@@ -18,7 +18,7 @@ async def page_hosts(
     *,
     org_id: UUID,
     limit: int,
-    after: UUID | None = None,
+    after: tuple[str, UUID] | None = None,
     status: HostStatus | None = None,
     include_removed: bool = False,
 ) -> list[HostDetail]:
@@ -42,7 +42,7 @@ async def page_gpus(
     *,
     org_id: UUID,
     limit: int,
-    after: UUID | None = None,
+    after: tuple[UUID] | None = None,
     status: GpuStatus | None = None,
     host_id: UUID | None = None,
     model: str | None = None,

@@ -34,18 +34,18 @@ from gpufleet.hosts_domain import (
     HostFacts,
     ReportedGpu,
 )
+from gpufleet.limits import BIGINT_MAX, INT32_MAX
 
 # Placeholders for a GPU not inserted yet; the database assigns the real values.
 _NO_ID = UUID(int=0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 IN_SERVICE = frozenset({GpuStatus.AVAILABLE, GpuStatus.ALLOCATED})
-_INT32 = 2**31 - 1
-_INT64 = 2**63 - 1
 _MAX_TEXT = 200
 
 
 def _bad(path: str, message: str) -> InvalidInput:
+    """Agents read these as sentences ("gpus[0].uuid is listed twice"), unlike ``InvalidInput.at``."""
     return InvalidInput(f"{path} {message}", field=path)
 
 
@@ -81,7 +81,7 @@ def validate_facts(facts: HostFacts, path: str = "facts") -> None:
     for name in ("os", "kernel", "arch", "driver_version", "cuda_version", "agent_version"):
         _text(getattr(facts, name), f"{path}.{name}")
     _int(facts.cpu_cores, f"{path}.cpu_cores", 0, 1_000_000)
-    _int(facts.ram_mb, f"{path}.ram_mb", 0, _INT64)
+    _int(facts.ram_mb, f"{path}.ram_mb", 0, BIGINT_MAX)
 
 
 def validate_gpus(gpus: Sequence[ReportedGpu], policy: HeartbeatPolicy) -> None:
@@ -96,7 +96,7 @@ def validate_gpus(gpus: Sequence[ReportedGpu], policy: HeartbeatPolicy) -> None:
         seen.add(g.uuid)
         _int(g.index, f"{p}.index", 0, 4095)
         _text(g.model, f"{p}.model", required=True)
-        _int(g.memory_mb, f"{p}.memory_mb", 1, _INT32)
+        _int(g.memory_mb, f"{p}.memory_mb", 1, INT32_MAX)
         _text(g.pci_bus_id, f"{p}.pci_bus_id", limit=64)
         _text(g.driver_version, f"{p}.driver_version")
 
@@ -122,21 +122,21 @@ def validate_samples(samples: Sequence[GpuSample], policy: HeartbeatPolicy) -> t
         # One cheap test for the common case; the precise message only when something is off.
         if (
             (u is not None and not 0 <= u <= 100)
-            or (m is not None and not 0 <= m <= _INT32)
+            or (m is not None and not 0 <= m <= INT32_MAX)
             or (t is not None and not -100 <= t <= 300)
             or (w is not None and not 0 <= w <= 100_000)
-            or (s.ecc_uncorrected is not None and not 0 <= s.ecc_uncorrected <= _INT64)
-            or (s.xid_errors is not None and not 0 <= s.xid_errors <= _INT64)
-            or (s.process_count is not None and not 0 <= s.process_count <= _INT32)
+            or (s.ecc_uncorrected is not None and not 0 <= s.ecc_uncorrected <= BIGINT_MAX)
+            or (s.xid_errors is not None and not 0 <= s.xid_errors <= BIGINT_MAX)
+            or (s.process_count is not None and not 0 <= s.process_count <= INT32_MAX)
         ):
             p = f"samples[{i}]"
             _num(u, f"{p}.utilization_pct", 0, 100)
-            _int(m, f"{p}.memory_used_mb", 0, _INT32)
+            _int(m, f"{p}.memory_used_mb", 0, INT32_MAX)
             _num(t, f"{p}.temperature_c", -100, 300)
             _num(w, f"{p}.power_w", 0, 100_000)
-            _int(s.ecc_uncorrected, f"{p}.ecc_uncorrected", 0, _INT64)
-            _int(s.xid_errors, f"{p}.xid_errors", 0, _INT64)
-            _int(s.process_count, f"{p}.process_count", 0, _INT32)
+            _int(s.ecc_uncorrected, f"{p}.ecc_uncorrected", 0, BIGINT_MAX)
+            _int(s.xid_errors, f"{p}.xid_errors", 0, BIGINT_MAX)
+            _int(s.process_count, f"{p}.process_count", 0, INT32_MAX)
         for name, v in (("utilization_pct", u), ("temperature_c", t), ("power_w", w)):
             if isinstance(v, float) and not math.isfinite(v):
                 raise _bad(f"samples[{i}].{name}", "must be a finite number")

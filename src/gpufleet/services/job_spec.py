@@ -1,7 +1,9 @@
 """Validation of a submitted JobSpec: every rule names the field it is about (InvalidInput.field).
 
-The HTTP schema checks types too, but the service is the last word: SDK, CLI and tests call it
-directly, and the database must never see a spec its CHECKs would refuse with a raw error.
+The HTTP schema (schemas/jobs.py) checks a body against the same bounds (gpufleet.limits), but a
+spec also comes from inside the server, without that edge: deployments submit their replicas'
+jobs, and tests and benchmarks call the service directly. The database must never see a spec its
+CHECKs would refuse with a raw error, so this stays the last word for every submitter.
 """
 
 from __future__ import annotations
@@ -12,63 +14,61 @@ from typing import Any
 
 from gpufleet.domain import JobSpec, gpu_type_tokens
 from gpufleet.errors import InvalidInput
-
-MAX_NAME = 200
-MAX_COMMAND_ARGS = 1024
-MAX_COMMAND_BYTES = 128 * 1024
-MAX_SCRIPT_BYTES = 256 * 1024
-MAX_ENV = 256
-MAX_ENV_BYTES = 64 * 1024
-MAX_LABELS = 64
-MAX_LABEL_VALUE = 256
-MAX_PATH = 4096
-MAX_GPUS = 64
-MAX_GPU_MODELS = 16
-MAX_MEMORY_MB = 4 * 1024 * 1024  # 4 TiB of GPU memory: more than any GPU has
-MAX_CPU_MILLI = 4096 * 1000
-MAX_RAM_MB = 64 * 1024 * 1024  # 64 TiB
-MAX_RUNTIME_S = 366 * 24 * 3600
-MAX_PRIORITY = 1000
+from gpufleet.limits import (
+    MAX_ATTEMPTS,
+    MAX_COMMAND_ARGS,
+    MAX_COMMAND_BYTES,
+    MAX_CPU_MILLI,
+    MAX_ENV,
+    MAX_ENV_BYTES,
+    MAX_GPU_MODELS,
+    MAX_GPUS,
+    MAX_JOB_NAME,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_MEMORY_MB,
+    MAX_PATH,
+    MAX_PRIORITY,
+    MAX_RAM_MB,
+    MAX_RUNTIME_S,
+    MAX_SCRIPT_BYTES,
+)
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 
 
-def _bad(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", field=field)
-
-
 def _int(field: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(field, f"must be a whole number from {lo} to {hi}")
+        raise InvalidInput.at(field, f"must be a whole number from {lo} to {hi}")
     if not lo <= value <= hi:
-        raise _bad(field, f"must be from {lo} to {hi}, got {value}")
+        raise InvalidInput.at(field, f"must be from {lo} to {hi}, got {value}")
     return value
 
 
 def _text(field: str, value: Any, max_len: int, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str):
-        raise _bad(field, "must be a string")
+        raise InvalidInput.at(field, "must be a string")
     if "\x00" in value:
-        raise _bad(field, "must not contain NUL characters")
+        raise InvalidInput.at(field, "must not contain NUL characters")
     if not empty_ok and not value.strip():
-        raise _bad(field, "must not be empty")
+        raise InvalidInput.at(field, "must not be empty")
     if len(value.encode()) > max_len:
-        raise _bad(field, f"must be at most {max_len} bytes")
+        raise InvalidInput.at(field, f"must be at most {max_len} bytes")
     return value
 
 
 def _bool(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _bad(field, "must be true or false")
+        raise InvalidInput.at(field, "must be true or false")
     return value
 
 
 def validate(spec: JobSpec) -> JobSpec:
     """The spec, normalised (a CPU-only job holds no milli-GPU), or InvalidInput naming the field."""
-    _text("name", spec.name, MAX_NAME)
-    if len(spec.name) > MAX_NAME:
-        raise _bad("name", f"must be at most {MAX_NAME} characters")
+    _text("name", spec.name, MAX_JOB_NAME)
+    if len(spec.name) > MAX_JOB_NAME:
+        raise InvalidInput.at("name", f"must be at most {MAX_JOB_NAME} characters")
     _command_or_script(spec)
     if spec.model_type is not None:
         _text("model_type", spec.model_type, 100)
@@ -81,23 +81,25 @@ def validate(spec: JobSpec) -> JobSpec:
     gpu_milli = _int("gpu_milli", spec.gpu_milli, 0, 1000)
     if gpu_count == 0:
         if gpu_milli not in (0, 1000):
-            raise _bad("gpu_milli", "a CPU-only job (gpu_count 0) cannot ask for a fraction of a GPU")
+            raise InvalidInput.at("gpu_milli", "a CPU-only job (gpu_count 0) cannot ask for a fraction of a GPU")
         gpu_milli = 0
     elif gpu_milli == 0:
-        raise _bad("gpu_milli", "must be from 1 to 1000 (1000 is a whole GPU)")
+        raise InvalidInput.at("gpu_milli", "must be from 1 to 1000 (1000 is a whole GPU)")
     elif gpu_milli < 1000 and gpu_count != 1:
-        raise _bad("gpu_milli", f"a fraction of a GPU ({gpu_milli} of 1000) needs gpu_count 1, got {gpu_count}")
+        raise InvalidInput.at(
+            "gpu_milli", f"a fraction of a GPU ({gpu_milli} of 1000) needs gpu_count 1, got {gpu_count}"
+        )
     _int("min_memory_mb", spec.min_memory_mb, 0, MAX_MEMORY_MB)
     models = _gpu_models(spec.gpu_models)
     if gpu_count == 0 and (models or spec.min_memory_mb):
-        raise _bad("gpu_models" if models else "min_memory_mb", "needs gpu_count of at least 1")
+        raise InvalidInput.at("gpu_models" if models else "min_memory_mb", "needs gpu_count of at least 1")
     _int("cpu_milli", spec.cpu_milli, 0, MAX_CPU_MILLI)
     _int("ram_mb", spec.ram_mb, 0, MAX_RAM_MB)
     if spec.max_runtime_s is not None:
         _int("max_runtime_s", spec.max_runtime_s, 1, MAX_RUNTIME_S)
     _bool("retry_on_host_loss", spec.retry_on_host_loss)
     _bool("retry_on_failure", spec.retry_on_failure)
-    _int("max_attempts", spec.max_attempts, 1, 100)
+    _int("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS)
     return replace(
         spec,
         gpu_milli=gpu_milli,
@@ -111,58 +113,60 @@ def validate(spec: JobSpec) -> JobSpec:
 def _command_or_script(spec: JobSpec) -> None:
     if (spec.command is None) == (spec.script is None):
         field = "command" if spec.command is None else "script"
-        raise _bad(field, "give exactly one of command (a list of arguments) or script (a shell script)")
+        raise InvalidInput.at(field, "give exactly one of command (a list of arguments) or script (a shell script)")
     if spec.command is not None:
         if not isinstance(spec.command, list) or not spec.command:
-            raise _bad("command", "must be a non-empty list of strings")
+            raise InvalidInput.at("command", "must be a non-empty list of strings")
         if len(spec.command) > MAX_COMMAND_ARGS:
-            raise _bad("command", f"must have at most {MAX_COMMAND_ARGS} arguments")
+            raise InvalidInput.at("command", f"must have at most {MAX_COMMAND_ARGS} arguments")
         total = 0
         for i, arg in enumerate(spec.command):
             _text(f"command[{i}]", arg, MAX_COMMAND_BYTES, empty_ok=i > 0)
             total += len(arg.encode())
         if total > MAX_COMMAND_BYTES:
-            raise _bad("command", f"must be at most {MAX_COMMAND_BYTES} bytes in all")
+            raise InvalidInput.at("command", f"must be at most {MAX_COMMAND_BYTES} bytes in all")
     else:
         _text("script", spec.script, MAX_SCRIPT_BYTES)
 
 
 def _env(env: Any) -> None:
     if not isinstance(env, dict):
-        raise _bad("env", "must be an object of string keys to string values")
+        raise InvalidInput.at("env", "must be an object of string keys to string values")
     if len(env) > MAX_ENV:
-        raise _bad("env", f"must have at most {MAX_ENV} variables")
+        raise InvalidInput.at("env", f"must have at most {MAX_ENV} variables")
     total = 0
     for key, value in env.items():
         if not isinstance(key, str) or not _ENV_KEY.match(key):
-            raise _bad("env", f"{key!r} is not a variable name (letters, digits, _; not starting with a digit)")
+            raise InvalidInput.at(
+                "env", f"{key!r} is not a variable name (letters, digits, _; not starting with a digit)"
+            )
         _text(f"env.{key}", value, MAX_ENV_BYTES, empty_ok=True)
         total += len(key) + len(value.encode())
     if total > MAX_ENV_BYTES:
-        raise _bad("env", f"must be at most {MAX_ENV_BYTES} bytes in all")
+        raise InvalidInput.at("env", f"must be at most {MAX_ENV_BYTES} bytes in all")
 
 
 def _labels(labels: Any) -> None:
     if not isinstance(labels, dict):
-        raise _bad("labels", "must be an object of string keys to string values")
+        raise InvalidInput.at("labels", "must be an object of string keys to string values")
     if len(labels) > MAX_LABELS:
-        raise _bad("labels", f"must have at most {MAX_LABELS} labels")
+        raise InvalidInput.at("labels", f"must have at most {MAX_LABELS} labels")
     for key, value in labels.items():
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise _bad("labels", f"{key!r} is not a label key (1-63 of letters, digits, '.', '_', '/', '-')")
+            raise InvalidInput.at("labels", f"{key!r} is not a label key (1-63 of letters, digits, '.', '_', '/', '-')")
         _text(f"labels.{key}", value, MAX_LABEL_VALUE, empty_ok=True)
 
 
 def _gpu_models(models: Any) -> list[str]:
     if not isinstance(models, list):
-        raise _bad("gpu_models", "must be a list of GPU model names")
+        raise InvalidInput.at("gpu_models", "must be a list of GPU model names")
     if len(models) > MAX_GPU_MODELS:
-        raise _bad("gpu_models", f"must have at most {MAX_GPU_MODELS} entries")
+        raise InvalidInput.at("gpu_models", f"must have at most {MAX_GPU_MODELS} entries")
     out: list[str] = []
     for i, m in enumerate(models):
         name = _text(f"gpu_models[{i}]", m, 100).strip()
         if not gpu_type_tokens(name):
-            raise _bad(f"gpu_models[{i}]", f"{m!r} does not name a GPU model (e.g. 'A100' or 'H100-80GB')")
+            raise InvalidInput.at(f"gpu_models[{i}]", f"{m!r} does not name a GPU model (e.g. 'A100' or 'H100-80GB')")
         if name not in out:
             out.append(name)
     return out

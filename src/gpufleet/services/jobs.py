@@ -11,19 +11,16 @@ Another organization's job is always NotFound, never Forbidden.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from uuid import UUID
 
 from gpufleet import states
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain import Event, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.pagination import decode_cursor, paginate
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as repo
@@ -32,8 +29,6 @@ from gpufleet.services import budgets, costs
 from gpufleet.services.job_spec import validate
 from gpufleet.services.transitions import transition_job
 
-MAX_PAGE = 500
-MAX_EVENTS_PAGE = 1000
 KINDS = ("job", "replica", "all")
 
 
@@ -139,12 +134,10 @@ async def list_jobs(
     ``kind``: ``job`` (batch jobs, the default), ``replica`` (deployments' replicas) or ``all``."""
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
     statuses = [status] if isinstance(status, JobStatus) else list(status) if status else None
     if labels is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise InvalidInput("labels must map strings to strings", field="labels")
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor)
     async with db.transaction(org_id) as conn:
         rows = await repo.list_page(
             conn,
@@ -152,37 +145,16 @@ async def list_jobs(
             statuses=statuses,
             labels=labels,
             before=before,
-            limit=limit + 1,
+            limit=limit,
             kinds=None if kind == "all" else (kind,),
         )
-    items = rows[:limit]
-    more = len(rows) > limit
-    return JobPage(items=items, next_cursor=encode_cursor(items[-1]) if more and items else None)
-
-
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return when, UUID(job_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor is not one this server issued; start again without it", field="cursor") from exc
+    items, next_cursor = paginate(rows, limit)
+    return JobPage(items=items, next_cursor=next_cursor)
 
 
 async def events(db: Database, org_id: UUID, job_id: UUID, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
-    """The job's history in order; ``after_seq`` is the last ``seq`` already seen."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS_PAGE:
-        raise InvalidInput(f"limit must be from 1 to {MAX_EVENTS_PAGE}", field="limit")
-    if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
-        raise InvalidInput("after_seq must be a whole number >= 0", field="after_seq")
+    """The job's history in order: ``limit + 1`` events at most after ``after_seq``, the last ``seq``
+    already seen (``keyset.page``)."""
     async with db.transaction(org_id) as conn:
         if await repo.get(conn, org_id=org_id, job_id=job_id) is None:
             raise NotFound(f"job {job_id} not found")

@@ -10,10 +10,8 @@ start: no autoscaler tick in between). Another organization's prediction is a 40
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +23,7 @@ from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.models_domain import DIGEST_RE, ModelRecord, VersionRecord
 from gpufleet.inference.predictions_domain import Deployment, Prediction, check_webhook_filter
 from gpufleet.inference.validate import validate_input
+from gpufleet.pagination import decode_cursor, encode_cursor, paginate
 from gpufleet.repo import deployments as deployments_repo
 from gpufleet.repo import models as models_repo
 from gpufleet.repo import prediction_webhooks as hooks_repo
@@ -35,7 +34,6 @@ from gpufleet.services.prediction_events import predictions_moved
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.webhooks.signing import SecretBox, new_secret
 
-MAX_PAGE = 200
 MAX_WEBHOOK_URL = 2000
 SOURCES = ("api", "web", "cli")
 
@@ -224,40 +222,27 @@ async def get(db: Database, org_id: UUID, prediction_id: UUID) -> tuple[str, Pre
 
 async def list_page(db: Database, org_id: UUID, *, limit: int, cursor: str | None) -> PredictionPage:
     """Newest first; ``next`` pages to older predictions, ``previous`` back to newer ones."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", field="limit")
-    direction, key = decode_cursor(cursor) if cursor else ("next", None)
+    decoded = decode_cursor(cursor, (str, datetime, UUID))
+    direction, key = (decoded[0], decoded[1:]) if decoded else ("next", None)
+    if direction not in ("next", "prev"):
+        raise InvalidInput("cursor: not a cursor returned by this API; start again without it", field="cursor")
     async with db.transaction(org_id) as conn:
         slug = await deployments.owner_slug(conn, org_id)
         if direction == "next":
-            rows = await repo.page(conn, org_id=org_id, limit=limit + 1, before=key)
-            items, more = rows[:limit], len(rows) > limit
-            nxt = encode_cursor("next", items[-1]) if more and items else None
-            prev = encode_cursor("prev", items[0]) if key is not None and items else None
-        else:
-            rows = await repo.page(conn, org_id=org_id, limit=limit + 1, after=key)
-            more = len(rows) > limit
-            items = rows[-limit:] if more else rows
-            prev = encode_cursor("prev", items[0]) if more and items else None
-            nxt = encode_cursor("next", items[-1]) if items else None
+            rows = await repo.page(conn, org_id=org_id, limit=limit, before=key)
+            items, nxt = paginate(rows, limit, key=_toward("next"))
+            prev = encode_cursor(_toward("prev")(items[0])) if key is not None and items else None
+        else:  # the rows just newer than the key, newest first: the page is the oldest ``limit`` of them
+            rows = await repo.page(conn, org_id=org_id, limit=limit, after=key)
+            oldest_first, prev = paginate(rows[::-1], limit, key=_toward("prev"))
+            items = oldest_first[::-1]
+            nxt = encode_cursor(_toward("next")(items[-1])) if items else None
     return PredictionPage(slug, items, nxt, prev)
 
 
-def encode_cursor(direction: str, p: Prediction) -> str:
-    raw = json.dumps([direction, p.created_at.isoformat(), str(p.id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, tuple[datetime, UUID]]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        direction, created, ident = json.loads(raw)
-        when = datetime.fromisoformat(created)
-        if direction not in ("next", "prev") or when.tzinfo is None:
-            raise ValueError("not a cursor")
-        return direction, (when, UUID(ident))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor is not one this server issued; start again without it", field="cursor") from exc
+def _toward(direction: str) -> Callable[[Prediction], tuple[str, datetime, UUID]]:
+    """The key of a cursor that pages on from a prediction: ``next`` to older ones, ``prev`` to newer."""
+    return lambda p: (direction, p.created_at, p.id)
 
 
 async def cancel(db: Database, org_id: UUID, prediction_id: UUID, *, actor: str | None) -> tuple[str, Prediction]:

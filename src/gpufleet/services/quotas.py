@@ -16,12 +16,9 @@ from gpufleet.repo import events
 from gpufleet.repo import quotas as repo
 from gpufleet.scheduler.types import Quota, QuotaUsage
 
-MAX_GPUS = 1_000_000
 
-
-def _check(gpu_model: str | None, max_gpus: int) -> str | None:
-    if isinstance(max_gpus, bool) or not isinstance(max_gpus, int) or not 0 <= max_gpus <= MAX_GPUS:
-        raise InvalidInput(f"max_gpus must be a whole number from 0 to {MAX_GPUS}", field="max_gpus")
+def _model(gpu_model: str | None) -> str | None:
+    """The quota's GPU model, normalized; ``max_gpus`` is bounded by the request schema (QuotaSet)."""
     if gpu_model is None:
         return None
     if not isinstance(gpu_model, str):
@@ -39,7 +36,7 @@ async def set_quota(
     db: Database, org_id: UUID, *, gpu_model: str | None, max_gpus: int, actor: str | None = None
 ) -> Quota:
     """Create or replace the organization's quota for ``gpu_model`` (None: all GPUs together)."""
-    model = _check(gpu_model, max_gpus)
+    model = _model(gpu_model)
     async with db.transaction(org_id) as conn:
         quota = await repo.upsert(conn, org_id=org_id, gpu_model=model, max_gpus=max_gpus)
         await events.append(

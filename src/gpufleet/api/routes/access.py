@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, MaybeCaller, forget_credentials, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
-from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.pagination import decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.tenancy import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -36,9 +37,8 @@ async def create_invite(body: InviteCreate, p: Caller, db: DB) -> InviteCreated:
 
 @router.get("/invites", tags=["invites"], **requires("invites.list"))
 async def list_invites(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[InviteRead]:
-    rows = await access.list_invites(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page[InviteRead](items=[InviteRead.model_validate(i) for i in rows[:limit]], next_cursor=nxt)
+    rows = await access.list_invites(db, p, limit=limit, after=decode_cursor(cursor))
+    return Page[InviteRead].of(rows, limit, InviteRead.model_validate)
 
 
 @router.get("/invites/{invite_id}", tags=["invites"], **requires("invites.read", NOT_FOUND))
@@ -87,9 +87,8 @@ async def create_api_key(body: ApiKeyCreate, p: Caller, db: DB) -> ApiKeyCreated
 
 @router.get("/api-keys", tags=["api-keys"], **requires("api_keys.list"))
 async def list_api_keys(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[ApiKeyRead]:
-    rows = await access.list_keys(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page[ApiKeyRead](items=[ApiKeyRead.model_validate(k) for k in rows[:limit]], next_cursor=nxt)
+    rows = await access.list_keys(db, p, limit=limit, after=decode_cursor(cursor))
+    return Page[ApiKeyRead].of(rows, limit, ApiKeyRead.model_validate)
 
 
 @router.get("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.read", NOT_FOUND))

@@ -4,14 +4,14 @@ shape (`current_release`), plus what runs now (replicas) and what waits (queue).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.api.routes.models import base_url
+from gpufleet.api.routes.models import page_urls
 from gpufleet.api.routes.tenancy import NOT_FOUND
-from gpufleet.schemas.common import decode_cursor, encode_cursor
+from gpufleet.pagination import created_key, decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentCreate, DeploymentRead, DeploymentUpdate
 from gpufleet.services import deployments
@@ -49,16 +49,9 @@ async def list_deployments(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[DeploymentRead]:
     """Newest first, the models' own deployments included (`implicit`)."""
-    views = await deployments.page(db, p.require_org(), limit=limit + 1, before=decode_cursor(cursor))
-    items = views[:limit]
-    nxt = None
-    if len(views) > limit and items:
-        last = items[-1].deployment
-        query = {"cursor": encode_cursor(last.created_at, last.id)} | (
-            {"limit": str(limit)} if limit != DEFAULT_LIMIT else {}
-        )
-        nxt = f"{base_url(request)}/v1/deployments?{urlencode(query)}"
-    return CursorPage[DeploymentRead](next=nxt, results=[DeploymentRead.of(v) for v in items])
+    views = await deployments.page(db, p.require_org(), limit=limit, before=decode_cursor(cursor))
+    page = Page[DeploymentRead].of(views, limit, DeploymentRead.of, key=lambda v: created_key(v.deployment))
+    return CursorPage[DeploymentRead].of(page, page_urls(request, "/v1/deployments", limit))
 
 
 @router.get("/deployments/{owner}/{name}", **requires("deployments.read", NOT_FOUND))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.errors import InvalidInput
 from gpufleet.event_types import PATTERN
+from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.common import Timestamp
 from gpufleet.schemas.events import FeedEvent, FeedPage
 from gpufleet.services import feed
@@ -30,7 +31,7 @@ async def list_events(
     after: Annotated[int | None, Query(ge=-1, le=2**62, description="The same cursor as `after_seq`.")] = None,
     wait_s: Annotated[float, Query(ge=0, le=30, description="Wait this long for a first new event.")] = 0,
     entity_type: EntityType | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    limit: Annotated[int, Query(ge=1, le=MAX_FEED_PAGE)] = 200,
     type: Annotated[
         str | None,
         Query(max_length=100, description="An event type or a prefix: `job.*` (or `job`), `host.unreachable`."),

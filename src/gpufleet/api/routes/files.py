@@ -12,9 +12,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.api.routes.models import base_url, next_url
+from gpufleet.api.routes.models import base_url, page_urls
 from gpufleet.errors import InvalidInput
-from gpufleet.schemas.common import decode_cursor, encode_cursor
+from gpufleet.pagination import decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.models import CursorPage, FileRead
 from gpufleet.services import files
 
@@ -84,12 +85,10 @@ async def list_files(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[FileRead]:
     """The organization's files that have not expired, newest first."""
-    rows = await files.page(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = await files.page(db, p, limit=limit, after=decode_cursor(cursor))
     base = base_url(request)
-    return CursorPage[FileRead](
-        results=[FileRead.of(f, base) for f in rows[:limit]], next=next_url(request, "/v1/files", nxt, limit)
-    )
+    page = Page[FileRead].of(rows, limit, lambda f: FileRead.of(f, base))
+    return CursorPage[FileRead].of(page, page_urls(request, "/v1/files", limit))
 
 
 @router.get("/files/{file_id}", **requires("files.read", NOT_FOUND))

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.deps import DB, Caller, WindowEnd, WindowStart, metric_window, requires
 from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.config import Settings
-from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
-from gpufleet.schemas.common import Timestamp
+from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
 from gpufleet.schemas.hosts import MetricPointRead
 from gpufleet.schemas.jobs import JobRead
@@ -51,8 +50,8 @@ async def fleet_metrics(
     request: Request,
     p: Caller,
     db: DB,
-    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
-    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
     bucket: MetricBucket = MetricBucket.MINUTE,
     agg: MetricAgg = MetricAgg.AVG,
     host_id: UUID | None = None,
@@ -63,10 +62,7 @@ async def fleet_metrics(
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
     settings: Settings = request.app.state.settings
-    end = end or datetime.now(UTC)
-    if end.tzinfo is None:
-        raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")
-    start = start or end - timedelta(hours=1)
+    start, end = metric_window(start, end)
     s = await fleet.series(
         db,
         org_id=p.require_org(),
@@ -93,7 +89,7 @@ async def fleet_metrics(
 async def queue(
     p: Caller,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=500, description="How many of the waiting jobs to list.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_FEED_PAGE, description="How many of the waiting jobs to list.")] = 100,
 ) -> QueueRead:
     """Pending jobs in the order the scheduler considers them (priority, then time queued), each
     with the reason it waits."""

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
+from gpufleet.api.deps import (
+    DB,
+    DEFAULT_LIMIT,
+    Caller,
+    Cursor,
+    Limit,
+    WindowEnd,
+    WindowStart,
+    forget_credentials,
+    metric_window,
+    requires,
+)
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.config import Settings
 from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
-from gpufleet.schemas.common import Page, Timestamp, decode_cursor, encode_cursor
+from gpufleet.pagination import decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -39,15 +50,6 @@ CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state 
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _after_id(cursor: str | None) -> UUID | None:
-    decoded = decode_cursor(cursor)
-    return decoded[1] if decoded else None
-
-
-def _next(rows: list[HostDetail] | list[GpuDetail], limit: int) -> str | None:
-    return encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
 
 
 def host_read(host: HostDetail) -> HostRead:
@@ -85,10 +87,9 @@ async def list_join_tokens(
     cursor: Cursor = None,
 ) -> Page[JoinTokenRead]:
     rows = await host_views.page_join_tokens(
-        db, org_id=p.require_org(), limit=limit + 1, after=decode_cursor(cursor), include_inactive=include_inactive
+        db, org_id=p.require_org(), limit=limit, after=decode_cursor(cursor), include_inactive=include_inactive
     )
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page[JoinTokenRead](items=[JoinTokenRead.model_validate(vars_of(t)) for t in rows[:limit]], next_cursor=nxt)
+    return Page[JoinTokenRead].of(rows, limit, lambda t: JoinTokenRead.model_validate(vars_of(t)))
 
 
 @router.delete("/join-tokens/{token_id}", tags=["join-tokens"], **requires("join_tokens.revoke", NOT_FOUND))
@@ -114,12 +115,12 @@ async def list_hosts(
     rows = await host_views.page_hosts(
         db,
         org_id=p.require_org(),
-        limit=limit + 1,
-        after=_after_id(cursor),
+        limit=limit,
+        after=decode_cursor(cursor, (str, UUID)),
         status=status,
         include_removed=include_removed,
     )
-    return Page[HostRead](items=[host_read(h) for h in rows[:limit]], next_cursor=_next(rows, limit))
+    return Page[HostRead].of(rows, limit, host_read, key=lambda h: (h.name, h.id))
 
 
 @router.get("/hosts/{host_id}", tags=["hosts"], **requires("hosts.read", NOT_FOUND))
@@ -196,13 +197,13 @@ async def list_gpus(
     rows = await host_views.page_gpus(
         db,
         org_id=p.require_org(),
-        limit=limit + 1,
-        after=_after_id(cursor),
+        limit=limit,
+        after=decode_cursor(cursor, (UUID,)),
         status=status,
         host_id=host_id,
         model=model or None,
     )
-    return Page[GpuRead](items=[gpu_read(g) for g in rows[:limit]], next_cursor=_next(rows, limit))
+    return Page[GpuRead].of(rows, limit, gpu_read, key=lambda g: (g.id,))
 
 
 @router.get("/gpus/{gpu_id}", tags=["gpus"], **requires("gpus.read", NOT_FOUND))
@@ -236,17 +237,14 @@ async def gpu_metrics(
     request: Request,
     p: Caller,
     db: DB,
-    start: Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")] = None,
-    end: Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
     bucket: MetricBucket = MetricBucket.RAW,
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
     settings = _settings(request)
-    end = end or datetime.now(UTC)
-    if end.tzinfo is None:
-        raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")
-    start = start or end - timedelta(hours=1)
+    start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
         org_id=p.require_org(),

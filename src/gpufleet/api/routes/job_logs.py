@@ -24,7 +24,7 @@ from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.db.pool import Database
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.execution_domain import LogEntry, LogPage
-from gpufleet.schemas.common import INT32_MAX
+from gpufleet.limits import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
 from gpufleet.services.wakeups import WakeHub

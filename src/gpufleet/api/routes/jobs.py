@@ -13,8 +13,10 @@ from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answe
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.domain import JobStatus
 from gpufleet.errors import InvalidInput
+from gpufleet.limits import WAIT_MAX_S
+from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
-from gpufleet.schemas.jobs import WAIT_MAX_S, EventRead, JobCreate, JobRead
+from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead
 from gpufleet.services import idempotency, job_views, jobs
 from gpufleet.services.idempotency import IdempotentRequest
 
@@ -102,12 +104,10 @@ async def job_events(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[EventRead]:
-    """The job's history, oldest first. `next_cursor` is the last `seq` of the page."""
-    after = max(after_seq, _seq_cursor(cursor))
-    rows = await jobs.events(db, p.require_org(), job_id, after_seq=after, limit=limit + 1)
-    items = [EventRead.of(e) for e in rows[:limit]]
-    nxt = str(items[-1].seq) if len(rows) > limit else None
-    return Page[EventRead](items=items, next_cursor=nxt)
+    """The job's history, oldest first."""
+    seen = decode_cursor(cursor, (int,))
+    rows = await jobs.events(db, p.require_org(), job_id, after_seq=max(after_seq, seen[0] if seen else 0), limit=limit)
+    return Page[EventRead].of(rows, limit, EventRead.of, key=lambda e: (e.seq,))
 
 
 @router.get("/jobs/{job_id}/wait", **requires("jobs.read", NOT_FOUND))
@@ -138,11 +138,3 @@ def _labels(given: list[str] | None) -> dict[str, str] | None:
             raise InvalidInput("label: must not contain NUL characters", field="label")
         out[key.strip()] = value
     return out
-
-
-def _seq_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidInput("cursor: not a cursor returned by this API; start again without it", field="cursor")
-    return int(cursor)

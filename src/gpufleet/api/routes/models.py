@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,7 +11,8 @@ from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
-from gpufleet.schemas.common import decode_cursor, encode_cursor
+from gpufleet.pagination import created_key, decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.models import CursorPage, ModelCreate, ModelRead, ModelUpdate, VersionRead
 from gpufleet.services import models
 
@@ -34,11 +36,17 @@ def base_url(request: Request) -> str:
     return str(public or request.base_url).rstrip("/")
 
 
-def next_url(request: Request, path: str, cursor: str | None, limit: int) -> str | None:
-    if cursor is None:
-        return None
-    query = {"cursor": cursor} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
-    return f"{base_url(request)}{path}?{urlencode(query)}"
+def page_urls(request: Request, path: str, limit: int) -> Callable[[str | None], str | None]:
+    """The URL of the page of ``path`` a cursor opens (``None`` for none), with the caller's ``limit``."""
+    base = base_url(request)
+
+    def url(cursor: str | None) -> str | None:
+        if cursor is None:
+            return None
+        query = {"cursor": cursor} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
+        return f"{base}{path}?{urlencode(query)}"
+
+    return url
 
 
 def _push_route() -> dict[str, Any]:
@@ -72,12 +80,10 @@ async def list_models(
     p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[ModelRead]:
     """The organization's models, newest first."""
-    rows = await models.page(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].model.created_at, rows[limit - 1].model.id) if len(rows) > limit else None
+    rows = await models.page(db, p, limit=limit, after=decode_cursor(cursor))
     base = base_url(request)
-    return CursorPage[ModelRead](
-        results=[ModelRead.of(v, base) for v in rows[:limit]], next=next_url(request, "/v1/models", nxt, limit)
-    )
+    page = Page[ModelRead].of(rows, limit, lambda v: ModelRead.of(v, base), key=lambda v: created_key(v.model))
+    return CursorPage[ModelRead].of(page, page_urls(request, "/v1/models", limit))
 
 
 @router.get("/models/{owner}/{name}", **requires("models.read", NOT_FOUND))
@@ -106,12 +112,9 @@ async def list_model_versions(
     owner: str, name: str, p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[VersionRead]:
     """The model's versions, newest first."""
-    rows = await models.version_page(db, p, owner, name, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return CursorPage[VersionRead](
-        results=[VersionRead.of(v) for v in rows[:limit]],
-        next=next_url(request, f"/v1/models/{owner}/{name}/versions", nxt, limit),
-    )
+    rows = await models.version_page(db, p, owner, name, limit=limit, after=decode_cursor(cursor))
+    url = page_urls(request, f"/v1/models/{owner}/{name}/versions", limit)
+    return CursorPage[VersionRead].of(Page[VersionRead].of(rows, limit, VersionRead.of), url)
 
 
 @router.post(

@@ -5,23 +5,24 @@ answer until the prediction ends (n <= 60 s); `urls.stream` is a server-sent eve
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
-from gpufleet.api.routes.models import base_url
+from gpufleet.api.routes.models import base_url, page_urls
 from gpufleet.api.routes.tenancy import NOT_FOUND
-from gpufleet.db.pool import Connection
+from gpufleet.db.pool import Connection, Database
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import Prediction, parse_prefer_wait
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
 from gpufleet.services import idempotency, prediction_stream, predictions
+from gpufleet.services.auth import Principal
 from gpufleet.services.idempotency import IdempotentRequest
 from gpufleet.services.predictions import NewPrediction, Target
 from gpufleet.services.wakeups import WakeHub
@@ -59,17 +60,35 @@ def prediction_id_of(raw: str) -> UUID:
         raise NotFound(f"prediction {raw} not found") from None
 
 
-async def _create(
+@dataclass(frozen=True, slots=True)
+class Asking:
+    """What every way of creating a prediction reads from the request besides its body and target."""
+
+    request: Request
+    db: Database
+    p: Principal
+    prefer: str | None
+    source: str | None
+    idempotency_key: str | None
+
+
+async def _asking(
     request: Request,
     db: DB,
     p: Caller,
-    body: PredictionCreate,
-    target: Target,
-    prefer: str | None,
-    source: str | None,
-    idempotency_key: str | None,
-) -> JSONResponse:
-    wait_s = parse_prefer_wait(prefer)
+    prefer: PreferHeader = None,
+    source: SourceHeader = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Asking:
+    return Asking(request, db, p, prefer, source, idempotency_key)
+
+
+Ask = Annotated[Asking, Depends(_asking)]
+
+
+async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONResponse:
+    request, db, p, source = ask.request, ask.db, ask.p, ask.source
+    wait_s = parse_prefer_wait(ask.prefer)
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
         webhook, events = body.webhook_completed, ["completed"]
@@ -89,7 +108,7 @@ async def _create(
             raise InvalidInput(f"webhook: {exc.message}", field="webhook", rule=exc.rule) from exc
     box = SecretBox(settings.secret_key.get_secret_value()) if webhook is not None else None
     scope = f"POST {target.scope}/predictions"
-    once = IdempotentRequest.of(scope, idempotency_key, body.model_dump(mode="json"))
+    once = IdempotentRequest.of(scope, ask.idempotency_key, body.model_dump(mode="json"))
     created: list[Prediction] = []
 
     async def work(conn: Connection) -> Prediction:
@@ -124,20 +143,12 @@ async def _create(
 
 
 @router.post("/predictions", status_code=201, response_model=PredictionRead, **requires("predictions.create", CREATED))
-async def create_prediction(
-    body: PredictionCreate,
-    p: Caller,
-    db: DB,
-    request: Request,
-    prefer: PreferHeader = None,
-    source: SourceHeader = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def create_prediction(body: PredictionCreate, ask: Ask) -> JSONResponse:
     """Run a version: `version` is its id (or `owner/name:version`). Queued for a replica of that
     version (started at once on a cold start); `Prefer: wait` answers when it ends."""
     if body.version is None:
         raise InvalidInput("version: required here (or POST /v1/models/{owner}/{name}/predictions)", field="version")
-    return await _create(request, db, p, body, Target(version=body.version), prefer, source, idempotency_key)
+    return await _create(ask, body, Target(version=body.version))
 
 
 @router.post(
@@ -146,22 +157,12 @@ async def create_prediction(
     response_model=PredictionRead,
     **requires("predictions.create", CREATED),
 )
-async def create_model_prediction(
-    owner: str,
-    name: str,
-    body: PredictionCreate,
-    p: Caller,
-    db: DB,
-    request: Request,
-    prefer: PreferHeader = None,
-    source: SourceHeader = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def create_model_prediction(owner: str, name: str, body: PredictionCreate, ask: Ask) -> JSONResponse:
     """Run the model's latest version on its own deployment (created on first use with the model's
     hardware, 0 to 1 replicas; it follows the latest version)."""
     if body.version is not None:
         raise InvalidInput("version: not taken here; POST /v1/predictions runs a given version", field="version")
-    return await _create(request, db, p, body, Target(model=f"{owner}/{name}"), prefer, source, idempotency_key)
+    return await _create(ask, body, Target(model=f"{owner}/{name}"))
 
 
 @router.post(
@@ -170,21 +171,11 @@ async def create_model_prediction(
     response_model=PredictionRead,
     **requires("predictions.create", CREATED),
 )
-async def create_deployment_prediction(
-    owner: str,
-    name: str,
-    body: PredictionCreate,
-    p: Caller,
-    db: DB,
-    request: Request,
-    prefer: PreferHeader = None,
-    source: SourceHeader = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def create_deployment_prediction(owner: str, name: str, body: PredictionCreate, ask: Ask) -> JSONResponse:
     """Run the deployment's current version on its replicas."""
     if body.version is not None:
         raise InvalidInput("version: not taken here; the deployment's release says which", field="version")
-    return await _create(request, db, p, body, Target(deployment=f"{owner}/{name}"), prefer, source, idempotency_key)
+    return await _create(ask, body, Target(deployment=f"{owner}/{name}"))
 
 
 @router.get("/predictions", **requires("predictions.list"))
@@ -193,14 +184,7 @@ async def list_predictions(
 ) -> CursorPage[PredictionRead]:
     """Newest first; `next` and `previous` are the URLs of the neighbouring pages."""
     page = await predictions.list_page(db, p.require_org(), limit=limit, cursor=cursor)
-    base = base_url(request)
-
-    def url(c: str | None) -> str | None:
-        if c is None:
-            return None
-        query = {"cursor": c} | ({"limit": str(limit)} if limit != DEFAULT_LIMIT else {})
-        return f"{base}/v1/predictions?{urlencode(query)}"
-
+    base, url = base_url(request), page_urls(request, "/v1/predictions", limit)
     return CursorPage[PredictionRead](
         previous=url(page.previous_cursor),
         next=url(page.next_cursor),

@@ -8,7 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
-from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.pagination import decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,
     MemberRead,
@@ -95,10 +96,8 @@ async def delete_organization(org_id: UUID, p: Caller, db: DB, request: Request)
 
 @router.get("/members", tags=["members"], **requires("members.list"))
 async def list_members(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[MemberRead]:
-    rows = await orgs.list_members(db, p, limit=limit + 1, after=_asc_cursor(cursor))
-    items = [MemberRead.model_validate(m) for m in rows[:limit]]
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].user_id) if len(rows) > limit else None
-    return Page[MemberRead](items=items, next_cursor=nxt)
+    rows = await orgs.list_members(db, p, limit=limit, after=decode_cursor(cursor))
+    return Page[MemberRead].of(rows, limit, MemberRead.model_validate, key=lambda m: (m.created_at, m.user_id))
 
 
 @router.patch("/members/{user_id}", tags=["members"], **requires("members.update", NOT_FOUND))
@@ -118,10 +117,6 @@ async def remove_member(user_id: UUID, p: Caller, db: DB, request: Request) -> R
     await orgs.remove_member(db, p, user_id)
     forget_credentials(request)
     return Response(status_code=204)
-
-
-def _asc_cursor(cursor: str | None) -> tuple:  # type: ignore[type-arg]
-    return decode_cursor(cursor)  # type: ignore[return-value]
 
 
 def vars_of(obj: object) -> dict[str, object]:

@@ -8,7 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
-from gpufleet.schemas.common import Page, decode_cursor, encode_cursor
+from gpufleet.pagination import created_key, decode_cursor
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.webhooks import (
     DeliveryRead,
     DeliveryStatus,
@@ -46,9 +47,8 @@ async def create_webhook(body: WebhookCreate, p: Caller, db: DB, request: Reques
 
 @router.get("/webhooks", **requires("webhooks.read"))
 async def list_webhooks(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[WebhookRead]:
-    rows = await webhooks.page(db, p, limit=limit + 1, after=decode_cursor(cursor))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page[WebhookRead](items=[WebhookRead.of(w) for w in rows[:limit]], next_cursor=nxt)
+    rows = await webhooks.page(db, p, limit=limit, after=decode_cursor(cursor))
+    return Page[WebhookRead].of(rows, limit, WebhookRead.of)
 
 
 @router.get("/webhooks/{webhook_id}", **requires("webhooks.read", NOT_FOUND))
@@ -96,9 +96,8 @@ async def list_deliveries(
     status: Annotated[DeliveryStatus | None, Query()] = None,
 ) -> Page[DeliveryRead]:
     """Newest first, each with its attempts."""
-    rows = await webhooks.delivery_page(db, p, webhook_id, limit=limit + 1, after=decode_cursor(cursor), status=status)
-    nxt = encode_cursor(rows[limit - 1][0].created_at, rows[limit - 1][0].id) if len(rows) > limit else None
-    return Page[DeliveryRead](items=[DeliveryRead.of(d, a) for d, a in rows[:limit]], next_cursor=nxt)
+    rows = await webhooks.delivery_page(db, p, webhook_id, limit=limit, after=decode_cursor(cursor), status=status)
+    return Page[DeliveryRead].of(rows, limit, lambda r: DeliveryRead.of(*r), key=lambda r: created_key(r[0]))
 
 
 @router.get("/webhooks/{webhook_id}/deliveries/{delivery_id}", **requires("webhooks.read", NOT_FOUND))
