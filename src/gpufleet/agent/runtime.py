@@ -90,7 +90,8 @@ class ProcessRuntime:
     ``ack()``; ``wait()`` or ``terminate()``; once the outcome and all logs are reported, ``forget()``.
     ``clock`` stamps ``started_at``; ``base_env`` is what jobs may inherit from (default: os.environ).
     ``users`` says who jobs run as (default: the agent's own user); ``work_root`` where their
-    default working directories go (default: ``default_work_root(state_dir)``).
+    default working directories go (default: ``default_work_root(state_dir)``). ``use_launcher``
+    False: every job's supervisor is spawned on its own, as when no launcher can start.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class ProcessRuntime:
         poll_s: float = 0.1,
         users: JobUsers | None = None,
         work_root: Path | None = None,
+        use_launcher: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.users = users or JobUsers()
@@ -115,7 +117,7 @@ class ProcessRuntime:
         self._poll_s = poll_s  # only where pidfd_open is unavailable
         self._jobs: dict[str, TrackedJob] = {}
         self._starting: set[str] = set()
-        self._launcher = Launcher()
+        self._launcher = Launcher(enabled=use_launcher)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)  # also one made before jobs ran as another user
         for sub in ("jobs", "logs"):

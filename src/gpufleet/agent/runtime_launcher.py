@@ -61,13 +61,13 @@ def pid_held(pidfd: int) -> bool:
 class Launcher:
     """The agent's end of the launcher process; everything runs on the agent's event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
         self._pid: int | None = None
         self._pidfd: int | None = None
         self._sock: socket.socket | None = None
         self._answered = False  # the current launcher answered at least once
         self._failures = 0
-        self._disabled = not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"))
+        self._disabled = not (enabled and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"))
         self._next_id = 0
         self._starts: dict[bytes, asyncio.Future[int | None]] = {}
         self._reaps: dict[int, asyncio.Future[int | None]] = {}
