@@ -103,6 +103,25 @@ async def test_a_dead_launcher_loses_no_outcome_and_the_next_job_gets_a_new_one(
     assert (await rt.wait("after")).status == "succeeded"
 
 
+async def test_a_stuck_launcher_is_replaced_and_the_job_runs_once(
+    rt: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_launcher, "ANSWER_TIMEOUT_S", 0.5)
+    ran = rt.state_dir.parent / "ran"
+    await rt.start(ProcessSpec("warm", 1, argv=["true"]))
+    stuck = launcher_pid(rt)
+    os.kill(stuck, signal.SIGSTOP)
+    job = await rt.start(ProcessSpec("once", 1, argv=["sh", "-c", f"echo x >> {ran}"]))
+    assert job.outcome is None and job.pid is not None
+    assert (await rt.wait("once")).status == "succeeded"
+    await eventually(lambda: not alive(stuck), "the stuck launcher to be killed and reaped")
+    assert ran.read_text() == "x\n"  # started by the fallback, not also by the launcher
+    assert (await rt.wait("warm")).status == "succeeded"
+    await rt.start(ProcessSpec("next", 1, argv=["true"]))
+    assert rt._launcher.pid not in (None, stuck)
+    assert (await rt.wait("next")).status == "succeeded"
+
+
 async def test_jobs_forked_by_the_launcher_are_adopted_after_an_agent_restart(tmp_path: Path) -> None:
     go = tmp_path / "go"
     before = ProcessRuntime(tmp_path / "s", work_root=tmp_path / "w")

@@ -191,15 +191,21 @@ class ProcessRuntime:
             self.forget(spec.job_id)  # a new attempt replaces a finished one
         self._starting.add(spec.job_id)
         try:
-            job = await self._launch(spec, user)
+            # Shielded: once its supervisor is forked, a job must be tracked and its state saved
+            # (so a restarted agent adopts it) even if our caller is cancelled meanwhile.
+            job = await asyncio.shield(self._launch_and_track(spec, user))
         finally:
             self._starting.discard(spec.job_id)
+        return self._snapshot(job)
+
+    async def _launch_and_track(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
+        job = await self._launch(spec, user)
         self._jobs[job.job_id] = job
         if job.outcome is None:
             self._save(job)
             self._follow(job)
             self._watch(job)
-        return self._snapshot(job)
+        return job
 
     async def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
         job_id, attempt = spec.job_id, spec.attempt

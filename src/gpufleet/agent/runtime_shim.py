@@ -153,9 +153,12 @@ def serve() -> int:
                 fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
         verb, _, rest = data.partition(b" ")
         try:
-            if verb == b"launch" and len(fds) in (2, 3):
+            if verb == b"launch":
                 ident, _, launch_path = rest.partition(b" ")
-                _fork_supervisor(sock, ident, launch_path, fds)
+                if len(fds) in (2, 3):
+                    _fork_supervisor(sock, ident, launch_path, fds)
+                else:
+                    sock.send(b"failed %s the launcher got %d file descriptors, not 2 or 3" % (ident, len(fds)))
             elif verb == b"reap":
                 sock.send(b"reaped %s %s" % (rest, _reap(int(rest))))
         finally:
