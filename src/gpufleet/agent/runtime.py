@@ -34,7 +34,15 @@ from pathlib import Path
 
 import psutil
 
-from gpufleet.agent.runtime_launch import LaunchPaths, TrackedJob, prepare, start_supervisor, tracked_from_state
+from gpufleet.agent.runtime_launch import (
+    LaunchPaths,
+    TrackedJob,
+    fresh_files,
+    prepare,
+    start_supervisor,
+    state_record,
+    tracked_from_state,
+)
 from gpufleet.agent.runtime_launcher import Launcher, pid_held
 from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream, tail_text
 from gpufleet.agent.runtime_proc import (
@@ -140,26 +148,9 @@ class ProcessRuntime:
         return {s: self.state_dir / "logs" / job_id / f"{attempt}.{s}" for s in STREAMS}
 
     def _save(self, job: TrackedJob) -> None:
-        if job.pid is None or job.create_time is None:
+        record = state_record(job)
+        if record is None:
             return
-        record = StateRecord(
-            job.job_id,
-            job.attempt,
-            job.pid,
-            job.create_time,
-            job.started_at,
-            job.working_dir,
-            job.own_workdir,
-            job.terminating,
-            job.killed,
-            job.grace_s,
-            dict(job.buffer.acked_offsets),
-            job.buffer.acked_seq,
-            job.outcome,
-            job.start_ticks,
-            job.uid,
-            job.boot_id,
-        )
         path = self._state_path(job.job_id)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(record.to_json(), encoding="utf-8")
@@ -211,25 +202,12 @@ class ProcessRuntime:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
-        job = TrackedJob(
-            job_id,
-            attempt,
-            None,
-            None,
-            None,
-            self._clock(),
-            workdir,
-            own_workdir,
-            True,
-            LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
-            boot_id=self._boot_id,
-        )
+        buffer = LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes)
+        job = TrackedJob(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True, buffer)
+        job.boot_id = self._boot_id
         logs = self._log_paths(job_id, attempt)
-        logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
-        for path in logs.values():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
-        exit_path.unlink(missing_ok=True)
+        fresh_files(logs, exit_path)
         if isinstance(user, JobIdentity):
             job.uid, job.lock_fd = user.uid, user.lock_fd
         try:

@@ -72,6 +72,14 @@ class LaunchPaths:
     launch_file: Path
 
 
+def fresh_files(logs: Mapping[Stream, Path], exit_path: Path) -> None:
+    """Empty log files for a new attempt, and no exit file of an earlier one."""
+    logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
+    for path in logs.values():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+    exit_path.unlink(missing_ok=True)
+
+
 def prepare(
     spec: ProcessSpec,
     user: JobIdentity | None,
@@ -116,6 +124,30 @@ async def start_supervisor(paths: LaunchPaths, *, lock_fd: int | None, launcher:
     if pid is not None:
         return pid, True
     return spawn_shim(paths.launch_file, paths.logs["stdout"], paths.logs["stderr"], lock_fd), False
+
+
+def state_record(job: TrackedJob) -> StateRecord | None:
+    """What a restarted agent needs of a running job (None before its supervisor is started)."""
+    if job.pid is None or job.create_time is None:
+        return None
+    return StateRecord(
+        job.job_id,
+        job.attempt,
+        job.pid,
+        job.create_time,
+        job.started_at,
+        job.working_dir,
+        job.own_workdir,
+        job.terminating,
+        job.killed,
+        job.grace_s,
+        dict(job.buffer.acked_offsets),
+        job.buffer.acked_seq,
+        job.outcome,
+        job.start_ticks,
+        job.uid,
+        job.boot_id,
+    )
 
 
 def tracked_from_state(r: StateRecord, *, chunk_bytes: int, buffer_bytes: int) -> TrackedJob:
