@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -17,6 +15,7 @@ import pytest
 from gpufleet.agent import runtime_launcher
 from gpufleet.agent.runtime import ProcessRuntime, ProcessSpec
 from gpufleet.agent.runtime_users import SlotUsers
+from tests.agent.test_job_users import base  # noqa: F401 - the fixture: a work root job users can reach
 from tests.agent.test_runtime import READY, alive, eventually, py, wait_for_output
 
 
@@ -171,16 +170,7 @@ async def test_without_a_launcher_each_job_gets_a_supervisor_of_its_own(
         await rt.close()
 
 
-@pytest.fixture
-def base() -> Iterator[Path]:
-    # Not tmp_path, whose parent is 0700: job users must be able to reach the work root.
-    path = Path(tempfile.mkdtemp(prefix="gpufleet-launcher-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def test_a_job_user_through_the_launcher_holds_its_slot_and_cannot_touch_the_supervisor(base: Path) -> None:
+async def test_a_job_user_through_the_launcher_holds_its_slot_and_cannot_touch_the_supervisor(base: Path) -> None:  # noqa: F811
     if os.geteuid() != 0:
         return  # job users need a root agent (tests/agent/test_job_users.py covers the warning)
     locks = base / "locks"
