@@ -134,7 +134,7 @@ class Launcher:
             return answer
         self._reaps[pid] = answer
         try:
-            self._sock.send(b"reap %d" % pid)
+            self._sock.send(b"reap %d" % pid, socket.MSG_NOSIGNAL)
         except BlockingIOError:  # the launcher is behind
             task = asyncio.create_task(self._send(b"reap %d" % pid, []))
             self._sending.add(task)
@@ -206,7 +206,7 @@ class Launcher:
         while (sock := self._sock) is not None:
             try:
                 rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-                sock.sendmsg([message], rights)
+                sock.sendmsg([message], rights, socket.MSG_NOSIGNAL)
                 return True
             except BlockingIOError:  # the launcher is behind: wait until it reads
                 writable = loop.create_future()
