@@ -137,6 +137,17 @@ def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
                         ct = c.cpu_times()
                         total += ct.user + ct.system
             out[name] = total
+            if name == "agent":  # with what it started: job launcher, supervisors, jobs (reaped or live)
+                out["agent_tree"] = total + t.children_user + t.children_system + _children_cpu(p)
         except psutil.Error:
             out[name] = 0.0
     return out
+
+
+def _children_cpu(p: psutil.Process) -> float:
+    total = 0.0
+    for c in p.children():
+        with __import__("contextlib").suppress(psutil.Error):
+            ct = c.cpu_times()
+            total += ct.user + ct.system + ct.children_user + ct.children_system
+    return total

@@ -1,7 +1,9 @@
 """Runs jobs as processes on the host: start, wait, terminate, logs, and adoption after a restart.
 
 Every job runs under a tiny supervisor shim (runtime_shim.py) that leads the job's own process
-group, writes stdout/stderr straight into files and records the exit status in a file. Nothing the
+group, writes stdout/stderr straight into files and records the exit status in a file. A
+long-lived launcher process forks the supervisors (runtime_launcher.py), so a job's start costs
+no interpreter start; without one, each supervisor is a process of its own. Nothing the
 job needs lives only in the agent's memory, so an agent restart loses neither the job, its output nor
 its exit status. State directory layout::
 
@@ -25,13 +27,23 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
-from gpufleet.agent.runtime_launch import LaunchPaths, TrackedJob, launch, tracked_from_state
+from gpufleet.agent.runtime_launch import (
+    LaunchPaths,
+    TrackedJob,
+    fresh_files,
+    prepare,
+    start_supervisor,
+    state_record,
+    tracked_from_state,
+)
+from gpufleet.agent.runtime_launcher import Launcher, pid_held
 from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream, tail_text
 from gpufleet.agent.runtime_proc import (
     TERMINATE_REASONS,
@@ -86,7 +98,8 @@ class ProcessRuntime:
     ``ack()``; ``wait()`` or ``terminate()``; once the outcome and all logs are reported, ``forget()``.
     ``clock`` stamps ``started_at``; ``base_env`` is what jobs may inherit from (default: os.environ).
     ``users`` says who jobs run as (default: the agent's own user); ``work_root`` where their
-    default working directories go (default: ``default_work_root(state_dir)``).
+    default working directories go (default: ``default_work_root(state_dir)``). ``use_launcher``
+    False: every job's supervisor is spawned on its own, as when no launcher can start.
     """
 
     def __init__(
@@ -100,6 +113,7 @@ class ProcessRuntime:
         poll_s: float = 0.1,
         users: JobUsers | None = None,
         work_root: Path | None = None,
+        use_launcher: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.users = users or JobUsers()
@@ -110,6 +124,8 @@ class ProcessRuntime:
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._poll_s = poll_s  # only where pidfd_open is unavailable
         self._jobs: dict[str, TrackedJob] = {}
+        self._starting: set[str] = set()
+        self._launcher = Launcher(enabled=use_launcher)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)  # also one made before jobs ran as another user
         for sub in ("jobs", "logs"):
@@ -132,26 +148,9 @@ class ProcessRuntime:
         return {s: self.state_dir / "logs" / job_id / f"{attempt}.{s}" for s in STREAMS}
 
     def _save(self, job: TrackedJob) -> None:
-        if job.pid is None or job.create_time is None:
+        record = state_record(job)
+        if record is None:
             return
-        record = StateRecord(
-            job.job_id,
-            job.attempt,
-            job.pid,
-            job.create_time,
-            job.started_at,
-            job.working_dir,
-            job.own_workdir,
-            job.terminating,
-            job.killed,
-            job.grace_s,
-            dict(job.buffer.acked_offsets),
-            job.buffer.acked_seq,
-            job.outcome,
-            job.start_ticks,
-            job.uid,
-            job.boot_id,
-        )
         path = self._state_path(job.job_id)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(record.to_json(), encoding="utf-8")
@@ -174,55 +173,49 @@ class ProcessRuntime:
             except JobUserError as exc:
                 user = exc
         previous = self._jobs.get(spec.job_id)
-        if previous is not None and previous.outcome is None:
+        if spec.job_id in self._starting or (previous is not None and previous.outcome is None):
             if isinstance(user, JobIdentity):
                 release_slot(None, user.lock_fd)
-            raise ValueError(f"job {spec.job_id} is already running (attempt {previous.attempt})")
+            attempt = spec.attempt if previous is None else previous.attempt
+            raise ValueError(f"job {spec.job_id} is already running (attempt {attempt})")
         if previous is not None:
             self.forget(spec.job_id)  # a new attempt replaces a finished one
-        job = self._launch(spec, user)
+        self._starting.add(spec.job_id)
+        try:
+            # Shielded: once its supervisor is forked, a job must be tracked and its state saved
+            # (so a restarted agent adopts it) even if our caller is cancelled meanwhile.
+            job = await asyncio.shield(self._launch_and_track(spec, user))
+        finally:
+            self._starting.discard(spec.job_id)
+        return self._snapshot(job)
+
+    async def _launch_and_track(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
+        job = await self._launch(spec, user)
         self._jobs[job.job_id] = job
         if job.outcome is None:
             self._save(job)
             self._follow(job)
             self._watch(job)
-        return self._snapshot(job)
+        return job
 
-    def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
+    async def _launch(self, spec: ProcessSpec, user: JobIdentity | JobUserError | None) -> TrackedJob:
         job_id, attempt = spec.job_id, spec.attempt
         own_workdir = spec.working_dir is None
         workdir = str(self.work_root / f"{job_id}.{attempt}") if own_workdir else str(spec.working_dir)
-        job = TrackedJob(
-            job_id,
-            attempt,
-            None,
-            None,
-            None,
-            self._clock(),
-            workdir,
-            own_workdir,
-            True,
-            LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes),
-            boot_id=self._boot_id,
-        )
+        buffer = LogBuffer(job_id, attempt, chunk_bytes=self._chunk_bytes, buffer_bytes=self._buffer_bytes)
+        job = TrackedJob(job_id, attempt, None, None, None, self._clock(), workdir, own_workdir, True, buffer)
+        job.boot_id = self._boot_id
         logs = self._log_paths(job_id, attempt)
-        logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
-        for path in logs.values():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         exit_path, launch_path = self._exit_path(job_id, attempt), self._launch_path(job_id, attempt)
-        exit_path.unlink(missing_ok=True)
+        fresh_files(logs, exit_path)
         if isinstance(user, JobIdentity):
             job.uid, job.lock_fd = user.uid, user.lock_fd
         try:
             if isinstance(user, JobUserError):
                 raise user
-            job.pid = launch(
-                spec,
-                user,
-                LaunchPaths(Path(workdir), own_workdir, logs, exit_path, launch_path),
-                base_env=self._base_env,
-                lock_fd=job.lock_fd,
-            )
+            paths = LaunchPaths(Path(workdir), own_workdir, logs, exit_path, launch_path)
+            prepare(spec, user, paths, base_env=self._base_env)
+            job.pid, forked = await start_supervisor(paths, lock_fd=job.lock_fd, launcher=self._launcher)
         except (StartError, JobUserError, OSError) as exc:
             self._release(job)
             launch_path.unlink(missing_ok=True)
@@ -230,8 +223,14 @@ class ProcessRuntime:
             job.outcome = ExitOutcome("failed", None, None, reason)
             job.done.set()
             return job
-        # Unreaped, the shim cannot vanish before this reads its identity.
-        job.create_time = psutil.Process(job.pid).create_time()
+        if forked:
+            job.own_child, job.reaper = False, self._launcher
+        # Unreaped (by us, or by the launcher until we ask), the shim cannot vanish before this
+        # reads its identity; unless the launcher died meanwhile and init reaped it.
+        try:
+            job.create_time = psutil.Process(job.pid).create_time()
+        except psutil.NoSuchProcess:
+            job.create_time = time.time()
         job.start_ticks = start_ticks(job.pid)
         return job
 
@@ -257,7 +256,8 @@ class ProcessRuntime:
         except (OSError, AttributeError):  # kernel < 5.3: poll
             job.tasks.append(asyncio.create_task(self._poll_exit(job), name=f"gpufleet-wait-{job.job_id}"))
             return
-        if not job.own_child and process_state(job.pid, job.create_time, job.start_ticks) != "alive":
+        held = job.reaper is not None and job.reaper.alive  # its zombie keeps the pid ours
+        if not job.own_child and not held and process_state(job.pid, job.create_time, job.start_ticks) != "alive":
             os.close(fd)  # the pid was reused before we opened it: our process is gone
             self._finish(job)
             return
@@ -277,23 +277,40 @@ class ProcessRuntime:
             job.pidfd = None
 
     def _finish(self, job: TrackedJob) -> None:
+        held = self._held(job)
         self._unwatch(job)
         if job.outcome is not None:
             return
         assert job.pid is not None and job.create_time is not None
         shim_code = None
-        if job.own_child:
+        if job.own_child or held:
             # The shim is a zombie until reaped, which keeps its pid (the group id) from being reused:
             # kill what the job left behind in its group first, then reap.
             kill_group(job.pid, signal.SIGKILL)
         else:
             kill_pids(group_members(job.pid, job.create_time, job.start_ticks), signal.SIGKILL)
         self._release(job)
-        with contextlib.suppress(ChildProcessError):  # not our child after a real restart
-            pid, status = os.waitpid(job.pid, os.WNOHANG)
-            if pid:
-                shim_code = os.waitstatus_to_exitcode(status)
+        if job.own_child:
+            with contextlib.suppress(ChildProcessError):  # not our child after a real restart
+                pid, status = os.waitpid(job.pid, os.WNOHANG)
+                if pid:
+                    shim_code = os.waitstatus_to_exitcode(status)
         record = read_exit_file(self._exit_path(job.job_id, job.attempt))
+        if held:
+            assert job.reaper is not None
+            reaped = job.reaper.reap(job.pid)
+            if record is None:  # the shim's own wait status is all there is: ask for it
+                job.tasks.append(
+                    asyncio.create_task(self._finish_reaped(job, reaped), name=f"gpufleet-reap-{job.job_id}")
+                )
+                return
+        self._record_outcome(job, record, shim_code)
+
+    async def _finish_reaped(self, job: TrackedJob, reaped: asyncio.Future[int | None]) -> None:
+        shim_code = await reaped
+        self._record_outcome(job, read_exit_file(self._exit_path(job.job_id, job.attempt)), shim_code)
+
+    def _record_outcome(self, job: TrackedJob, record: tuple[str, str] | None, shim_code: int | None) -> None:
         rebooted = None not in (job.boot_id, self._boot_id) and job.boot_id != self._boot_id
         job.outcome = outcome_of(
             record, shim_code, terminating=job.terminating, killed=job.killed, grace_s=job.grace_s, rebooted=rebooted
@@ -302,6 +319,11 @@ class ProcessRuntime:
         job.done.set()
         if job.follower is not None:
             job.follower.process_exited()
+
+    @staticmethod
+    def _held(job: TrackedJob) -> bool:
+        """The launcher's zombie of this job's shim still keeps its pid (the group id) ours."""
+        return job.reaper is not None and job.pidfd is not None and pid_held(job.pidfd)
 
     def _release(self, job: TrackedJob) -> None:
         """The job is over: with a uid of its own, nothing of that uid may outlive it (a process
@@ -332,7 +354,7 @@ class ProcessRuntime:
     def _signal(self, job: TrackedJob, sig: int) -> None:
         if job.outcome is not None or job.pid is None or job.create_time is None:
             return
-        if job.own_child or process_state(job.pid, job.create_time, job.start_ticks) == "alive":
+        if job.own_child or self._held(job) or process_state(job.pid, job.create_time, job.start_ticks) == "alive":
             kill_group(job.pid, sig)  # the leader is alive (or our unreaped zombie): the id is ours
         else:
             kill_pids(group_members(job.pid, job.create_time, job.start_ticks), sig)
@@ -471,5 +493,6 @@ class ProcessRuntime:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._jobs.clear()
+        await self._launcher.close()
         with contextlib.suppress(OSError):  # empty: leave no litter (e.g. under /var/lib) behind
             self.work_root.rmdir()

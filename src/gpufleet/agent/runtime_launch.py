@@ -1,7 +1,9 @@
-"""Starting one job: its work dir, environment and launch file, then its shim (runtime_shim.py).
+"""Starting one job: its work dir, environment and launch file, then its supervisor (runtime_shim.py).
 
 ``ProcessRuntime`` (runtime.py) keeps the jobs; this module holds what one of them is
-(``TrackedJob``) and the steps that turn a ``ProcessSpec`` into a running shim (``launch``).
+(``TrackedJob``) and the steps that turn a ``ProcessSpec`` into a running supervisor (``prepare``,
+``start_supervisor``): forked by the long-lived launcher (runtime_launcher.py) or, without one,
+spawned on its own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpufleet.agent.runtime_logs import LogBuffer, LogFollower, Stream
 from gpufleet.agent.runtime_proc import (
@@ -26,6 +29,9 @@ from gpufleet.agent.runtime_proc import (
 )
 from gpufleet.agent.runtime_users import JobIdentity, make_workdir
 
+if TYPE_CHECKING:
+    from gpufleet.agent.runtime_launcher import Launcher
+
 
 @dataclass(eq=False)
 class TrackedJob:
@@ -39,7 +45,7 @@ class TrackedJob:
     started_at: datetime
     working_dir: str
     own_workdir: bool
-    own_child: bool  # False for a process adopted after a restart (someone else reaps it)
+    own_child: bool  # False when someone else reaps it: adopted after a restart, or forked by the launcher
     buffer: LogBuffer
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: ExitOutcome | None = None
@@ -52,6 +58,7 @@ class TrackedJob:
     uid: int | None = None
     boot_id: str | None = None
     lock_fd: int | None = None  # our copy of the job slot's lock: the uid is this job's until closed
+    reaper: Launcher | None = None  # the launcher that forked it and keeps it a zombie until asked to reap
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +72,24 @@ class LaunchPaths:
     launch_file: Path
 
 
-def launch(
+def fresh_files(logs: Mapping[Stream, Path], exit_path: Path) -> None:
+    """Empty log files for a new attempt, and no exit file of an earlier one."""
+    logs["stdout"].parent.mkdir(exist_ok=True, mode=0o700)
+    for path in logs.values():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+    exit_path.unlink(missing_ok=True)
+
+
+def prepare(
     spec: ProcessSpec,
     user: JobIdentity | None,
     paths: LaunchPaths,
     *,
     base_env: Mapping[str, str],
-    lock_fd: int | None,
-) -> int:
-    """Prepare the work dir, the environment and the launch file, and spawn the job's shim; its pid.
+) -> None:
+    """Prepare the work dir, the environment and the launch file for the job's supervisor.
 
-    Raises ``StartError`` (or ``JobUserError``, ``OSError``) when the job cannot start: nothing
-    of it runs then.
+    Raises ``StartError`` (or ``JobUserError``, ``OSError``) when the job cannot start.
     """
     if spec.argv is not None:
         argv = list(spec.argv)
@@ -102,7 +115,39 @@ def launch(
     write_launch_file(
         paths.launch_file, exit_path=paths.exit_file, cwd=workdir, executable=executable, argv=argv, env=env, user=user
     )
-    return spawn_shim(paths.launch_file, paths.logs["stdout"], paths.logs["stderr"], lock_fd)
+
+
+async def start_supervisor(paths: LaunchPaths, *, lock_fd: int | None, launcher: Launcher) -> tuple[int, bool]:
+    """Start the prepared job's supervisor: its pid, and whether the launcher forked it (False:
+    the agent spawned it, its own child). ``OSError`` when it cannot start: nothing runs then."""
+    pid = await launcher.launch(paths.launch_file, paths.logs["stdout"], paths.logs["stderr"], lock_fd)
+    if pid is not None:
+        return pid, True
+    return spawn_shim(paths.launch_file, paths.logs["stdout"], paths.logs["stderr"], lock_fd), False
+
+
+def state_record(job: TrackedJob) -> StateRecord | None:
+    """What a restarted agent needs of a running job (None before its supervisor is started)."""
+    if job.pid is None or job.create_time is None:
+        return None
+    return StateRecord(
+        job.job_id,
+        job.attempt,
+        job.pid,
+        job.create_time,
+        job.started_at,
+        job.working_dir,
+        job.own_workdir,
+        job.terminating,
+        job.killed,
+        job.grace_s,
+        dict(job.buffer.acked_offsets),
+        job.buffer.acked_seq,
+        job.outcome,
+        job.start_ticks,
+        job.uid,
+        job.boot_id,
+    )
 
 
 def tracked_from_state(r: StateRecord, *, chunk_bytes: int, buffer_bytes: int) -> TrackedJob:

@@ -19,6 +19,17 @@ This file runs by path under ``-I -S`` (no site, no PYTHON* variables, no gpufle
 job's environment cannot break it and it starts in a few milliseconds: keep it to ``os``, ``sys``
 and ``_signal``, without json, subprocess or enum.
 
+Launcher mode, ``python -I -S runtime_shim.py --serve`` (runtime_launcher.py starts it once): fd 0 is
+an AF_UNIX SOCK_SEQPACKET socket to the agent. Requests, one message each: ``launch ID LAUNCH_FILE``
+with the job's stdout, stderr and, optionally, slot lock attached as SCM_RIGHTS; ``reap PID``.
+For a launch the launcher forks; the child calls setsid, answers ``started ID PID`` itself (so the
+answer comes even if the launcher dies right after the fork), takes /dev/null, the log files and
+the lock as fds 0-3, closes everything else and then is exactly the per-job shim above (``main``).
+Supervisors stay unreaped zombies until the agent, having killed what the job left in its group,
+asks ``reap PID``: the answer is ``reaped PID CODE`` (CODE as ``os.waitstatus_to_exitcode``, or
+``none``). A fork that fails answers ``failed ID MESSAGE``. On end of file the launcher exits;
+the supervisors live on in their own sessions.
+
 Launch file: NUL-separated fields: exit file path, working directory, executable path, the job's
 user (empty: the shim's own; else ``uid:gid:gid1,gid2``), argc, argv[0..argc-1], then KEY=VALUE
 environment entries.
@@ -125,5 +136,75 @@ def _wait(pid: int, exit_path: bytes) -> int:
     return code if code >= 0 else 128 - code
 
 
+def serve() -> int:
+    """The launcher: fork one supervisor per ``launch`` request until the agent closes the socket."""
+    import _socket  # not `socket`: it imports enum and selectors
+
+    sock = _socket.socket(fileno=0)
+    fd_space = _socket.CMSG_SPACE(3 * 4)
+    while True:
+        data, ancdata, _, _ = sock.recvmsg(8192, fd_space, _socket.MSG_CMSG_CLOEXEC)
+        if not data:
+            return 0
+        fds: list[int] = []
+        for level, kind, payload in ancdata:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+        verb, _, rest = data.partition(b" ")
+        try:
+            if verb == b"launch":
+                ident, _, launch_path = rest.partition(b" ")
+                if len(fds) in (2, 3):
+                    _fork_supervisor(sock, ident, launch_path, fds)
+                else:
+                    sock.send(b"failed %s the launcher got %d file descriptors, not 2 or 3" % (ident, len(fds)))
+            elif verb == b"reap":
+                sock.send(b"reaped %s %s" % (rest, _reap(int(rest))))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _reap(pid: int) -> bytes:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return b"none"
+    return b"%d" % os.waitstatus_to_exitcode(status) if done else b"none"
+
+
+def _fork_supervisor(sock: object, ident: bytes, launch_path: bytes, fds: list[int]) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        sock.send(b"failed %s %s" % (ident, str(exc).encode("utf-8", "replace")))  # type: ignore[attr-defined]
+        return
+    if pid:
+        return
+    code = 125
+    try:  # the child: from here on, the per-job shim
+        os.setsid()
+        for signum in (_SIGHUP, _SIGINT, _SIGTERM):
+            _signal.signal(signum, _ignore)
+        sock.send(b"started %s %d" % (ident, os.getpid()))  # type: ignore[attr-defined]
+        sock.detach()  # type: ignore[attr-defined]
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        if len(fds) == 3:
+            if fds[2] != 3:
+                os.dup2(fds[2], 3)
+            os.closerange(4, 1 << 16)
+        else:
+            os.closerange(3, 1 << 16)
+        code = main(os.fsdecode(launch_path))
+    except Exception as exc:
+        os.write(2, f"gpufleet supervisor: {exc!r}\n".encode("utf-8", "replace"))
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(serve() if sys.argv[1] == "--serve" else main(sys.argv[1]))
