@@ -48,10 +48,6 @@ class InvalidInput(GpufleetError):
     title = "Unprocessable Content"
 
 
-class QuotaExceeded(Conflict):
-    title = "Quota Exceeded"
-
-
 class BudgetExceeded(GpufleetError):
     """A hard budget has no room for this work; the extras name the budget and the amounts."""
 

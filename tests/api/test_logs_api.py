@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from gpufleet.api.routes import job_logs
 from gpufleet.cli.main import app as cli_app
-from gpufleet.client import ApiError, Client
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain import Role
 from gpufleet.schemas.execution import LogEntryOut
+from gpufleet.sdk import ApiError, Client
 from gpufleet.sdk.jobs import sse_events, sse_lines
 from tests.api.agent_helpers import chunk, exited, placed_job, register, started, upload
 from tests.api.conftest import Tenant, make_tenant
