@@ -28,6 +28,7 @@ from gpufleet.schemas.common import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.sse import comment, message
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -159,18 +160,18 @@ def _resume(attempt: int | None, after_seq: int, last_event_id: str | None) -> t
 
 
 async def _events(entries: AsyncIterator[LogEntry], db: Database, org_id: UUID, job_id: UUID) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"  # sent at once, so the client knows the stream is open
+    yield message(retry="2000")  # sent at once, so the client knows the stream is open
     try:
         async for e in _with_keepalive(entries, KEEPALIVE_S):
             if e is None:
-                yield ": keep-alive\n\n"
+                yield comment("keep-alive")
             else:
-                yield f"id: {e.attempt}:{e.seq}\nevent: log\ndata: {_one_line(entry_out(e).model_dump_json())}\n\n"
+                yield message(id=f"{e.attempt}:{e.seq}", event="log", data=_one_line(entry_out(e).model_dump_json()))
         job = await jobs.get(db, org_id, job_id)
     except GpufleetError as exc:  # e.g. the job was deleted meanwhile: a reconnect gets the 404
         log.info("log stream of job %s ended: %s", job_id, exc)
         return
-    yield f"event: end\ndata: {json.dumps({'job_status': job.status.value})}\n\n"
+    yield message(event="end", data=json.dumps({"job_status": job.status.value}))
 
 
 def _one_line(data: str) -> str:
