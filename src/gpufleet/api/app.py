@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from gpufleet import __version__
 from gpufleet.api import errors, openapi
-from gpufleet.api.middleware import GpufleetMiddleware
+from gpufleet.api.middleware import AccessLog, AddressRateLimit, BodyLimit, RequestId
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import (
     access,
@@ -173,19 +173,20 @@ def create_app(
         def hit(self, bucket: str, limit: int, *, now: float | None = None) -> Any:
             return limiter_holder["limiter"].hit(bucket, limit, now=now)
 
+    # add_middleware wraps what is there: the last added runs first (RequestId, then AccessLog, ...).
     app.add_middleware(errors.ContainUnexpected)  # inside the access log, so it records the 500 or 503
+    app.add_middleware(AddressRateLimit, limiter=_LazyLimiter(), per_minute=settings.rate_limit_ip_per_minute)
     app.add_middleware(
-        GpufleetMiddleware,
+        BodyLimit,
         max_body=settings.max_body_bytes,
         body_limits=[
             (LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes)),
             (MODEL_PUSH_PATH, max(settings.max_body_bytes, MAX_ARCHIVE_BYTES)),
             (FILE_UPLOAD_PATH, max(settings.max_body_bytes, settings.files_max_bytes + MULTIPART_OVERHEAD)),
         ],
-        limiter=_LazyLimiter(),
-        ip_per_minute=settings.rate_limit_ip_per_minute,
-        metrics=app.state.metrics,
     )
+    app.add_middleware(AccessLog, metrics=app.state.metrics)
+    app.add_middleware(RequestId)
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
     routers_predictions = (predictions, deployments, agent_predictions)
     for module in routers_predictions:
