@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.api.routes.tenancy import vars_of
+from gpufleet.api.state import app_state
 from gpufleet.config import Settings
 from gpufleet.errors import InvalidInput
 from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
@@ -62,7 +63,7 @@ async def fleet_metrics(
     ] = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = app_state(request).settings
     end = end or datetime.now(UTC)
     if end.tzinfo is None:
         raise InvalidInput("end must carry a time zone, e.g. 2030-01-01T00:00:00Z", field="end")

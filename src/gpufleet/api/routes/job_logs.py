@@ -21,13 +21,13 @@ from fastapi.responses import StreamingResponse
 
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.execution_domain import LogEntry, LogPage
 from gpufleet.schemas.common import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
-from gpufleet.services.wakeups import WakeHub
 from gpufleet.sse import comment, message
 
 log = logging.getLogger(__name__)
@@ -125,15 +125,14 @@ async def stream_job_logs(
     first = await logs.read_logs(
         db, org_id, job_id, attempt=attempt or from_attempt, after_seq=after, limit_bytes=1, limit_chunks=1
     )
-    hub: WakeHub | None = getattr(request.app.state, "hub", None)
     entries = logs.follow_logs(
         db,
         org_id,
         job_id,
         attempt=attempt,
         after_seq=after,
-        hub=hub,
-        poll_s=request.app.state.settings.execution_poll_s,
+        hub=hub_of(request),
+        poll_s=app_state(request).settings.execution_poll_s,
         from_attempt=first.attempt,
     )
     return EventStreamResponse(
