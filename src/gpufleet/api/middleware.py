@@ -71,9 +71,8 @@ async def _problem(
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestId:
-    """Takes the client's ``X-Request-ID`` when it is sane, else makes one; sets it for the logs
-    (``observability.request_id_var``), in ``scope["state"]`` and on the response."""
+class HttpMiddleware:
+    """Passes anything but HTTP (lifespan, websockets) straight through; ``http`` does the job."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -82,6 +81,17 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestId(HttpMiddleware):
+    """Takes the client's ``X-Request-ID`` when it is sane, else makes one; sets it for the logs
+    (``observability.request_id_var``), in ``scope["state"]`` and on the response."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
         rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
         token = request_id_var.set(rid)
@@ -92,17 +102,14 @@ class RequestId:
             request_id_var.reset(token)
 
 
-class AccessLog:
+class AccessLog(HttpMiddleware):
     """One log line per request (method, path, status, duration, client) and the HTTP metrics."""
 
     def __init__(self, app: ASGIApp, *, metrics: ServerMetrics | None = None) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # when no answer started
 
@@ -137,19 +144,16 @@ class AccessLog:
             )
 
 
-class AddressRateLimit:
+class AddressRateLimit(HttpMiddleware):
     """Refuses ``/v1`` requests past ``per_minute`` from one client address (429, Retry-After);
     adds the per-key ``RateLimit-*`` headers that authentication left in ``scope["state"]``."""
 
     def __init__(self, app: ASGIApp, *, limiter: RateLimiter | None = None, per_minute: int = 0) -> None:
-        self.app = app
+        super().__init__(app)
         self.limiter = limiter
         self.per_minute = per_minute
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.limiter is not None and self.per_minute and scope["path"].startswith("/v1"):
             client = (scope.get("client") or ("-", 0))[0]
             d = self.limiter.hit(f"ip:{client}", self.per_minute)
@@ -174,20 +178,17 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body over {limit} bytes")
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """413 for a body over ``max_body`` bytes, judged by Content-Length first, then as it streams in.
 
     ``body_limits``: (path pattern, limit) pairs that replace ``max_body`` where they match."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, body_limits: Sequence[tuple[re.Pattern[str], int]] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body = max_body
         self.body_limits = tuple(body_limits)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         max_body = next((n for pattern, n in self.body_limits if pattern.match(scope["path"])), self.max_body)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
