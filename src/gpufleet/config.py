@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     public_url: str | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Seals stored webhook signing secrets (services/webhooks.py, background/webhook_delivery.py).
     secret_key: SecretStr = SecretStr("dev-insecure-secret-key-change-me")
 
     # Supabase Auth (optional): accept its JWTs as user credentials.

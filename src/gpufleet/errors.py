@@ -53,10 +53,6 @@ class InvalidInput(GpufleetError):
         return cls(f"{field}: {message}", field=field)
 
 
-class QuotaExceeded(Conflict):
-    title = "Quota Exceeded"
-
-
 class BudgetExceeded(GpufleetError):
     """A hard budget has no room for this work; the extras name the budget and the amounts."""
 

@@ -13,6 +13,9 @@ many replicas and workers run (``services/fleet_metrics.py``).
 
 from __future__ import annotations
 
+import contextvars
+import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -28,6 +31,10 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
+# The id of the request being served ("-" outside one): api/middleware.RequestId sets it.
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,6 +46,42 @@ UNMATCHED = "<unmatched>"  # requests no route answered: one label value, not on
 
 # `_created` series double the output and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every record the id of the request it was logged in (``request_id``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, request_id, the access log's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        for extra in ("method", "path", "status", "duration_ms", "client"):
+            if hasattr(record, extra):
+                doc[extra] = getattr(record, extra)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(level: str, *, json_lines: bool = False) -> None:
+    """The server's logging: text lines as before, or JSON lines (``GPUFLEET_LOG_JSON``); both
+    carry the request id (JSON as a field, text through ``%(request_id)s`` for who adds it)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def multiprocess_dir() -> str | None:

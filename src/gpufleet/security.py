@@ -55,7 +55,3 @@ def well_formed(secret: str, kind: str) -> bool:
         return False
     body, check = rest[:_BODY_LEN], rest[_BODY_LEN:]
     return hmac.compare_digest(check, _checksum(kind, body))
-
-
-def same_hash(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)

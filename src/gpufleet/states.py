@@ -2,6 +2,7 @@
 
 The database guards them again: every status change is ``UPDATE ... WHERE status = ANY(allowed)``
 (see ``repo.jobs.transition``), so a racing writer cannot slip an illegal move through.
+A prediction's few moves are guarded by the SQL of ``repo/predictions.py`` alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import TypeVar
 
-from gpufleet.domain import GpuStatus, HostStatus, JobStatus, PredictionStatus
+from gpufleet.domain import GpuStatus, HostStatus, JobStatus
 from gpufleet.errors import InvalidTransition
 
 J = JobStatus
@@ -37,12 +38,6 @@ GPU_TRANSITIONS: Mapping[GpuStatus, frozenset[GpuStatus]] = {
     G.UNHEALTHY: frozenset({G.AVAILABLE, G.OFFLINE, G.MAINTENANCE, G.ALLOCATED}),
     G.OFFLINE: frozenset({G.AVAILABLE, G.UNHEALTHY, G.MAINTENANCE, G.ALLOCATED}),
     G.MAINTENANCE: frozenset({G.AVAILABLE, G.OFFLINE, G.UNHEALTHY, G.ALLOCATED}),
-}
-
-P = PredictionStatus
-PREDICTION_TRANSITIONS: Mapping[PredictionStatus, frozenset[PredictionStatus]] = {
-    P.STARTING: frozenset({P.PROCESSING, P.FAILED, P.CANCELED}),
-    P.PROCESSING: frozenset({P.SUCCEEDED, P.FAILED, P.CANCELED}),
 }
 
 S = TypeVar("S", bound=StrEnum)

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from gpufleet.api.routes import job_logs
 from gpufleet.cli.main import app as cli_app
-from gpufleet.client import ApiError, Client
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain import Role
 from gpufleet.schemas.execution import LogEntryOut
-from gpufleet.sdk.jobs import sse_events, sse_lines
+from gpufleet.sdk import ApiError, Client
+from gpufleet.sdk import sse as sdk_sse
 from tests.api.agent_helpers import chunk, exited, placed_job, register, started, upload
 from tests.api.conftest import Tenant, make_tenant
 from tests.api.test_tenancy_api import assert_problem
@@ -332,8 +332,18 @@ async def test_cli_prints_logs_byte_for_byte_and_follows(
     assert code == 1 and b"404" in err
 
 
-def test_sse_lines_end_only_at_cr_lf_or_crlf() -> None:
+def test_sdk_events_end_lines_only_at_cr_lf_or_crlf() -> None:
     texts = ["id: 1:0\r", "\nevent: log\rdata: a\u2028b\x85c", "\n", "\r\n: keep-alive\n\nda", "ta: x\n\n"]
-    lines = list(sse_lines(texts))
-    assert lines == ["id: 1:0", "event: log", "data: a\u2028b\x85c", "", ": keep-alive", "", "data: x", ""]
-    assert list(sse_events(lines)) == [("log", "a\u2028b\x85c", "1:0"), ("message", "x", None)]
+    got = [(e.event, e.data, e.id) for e in sdk_sse.events(texts)]
+    assert got == [("log", "a\u2028b\x85c", "1:0"), ("message", "x", None)]
+
+
+async def test_sdk_async_events_read_the_same() -> None:
+    texts = ["event: output\nid: 1:0\ndata: a\u2028b\r", "\n\r\n: keepalive\n\n", "event: done\ndata: {}\n\n"]
+
+    async def chunks() -> AsyncIterator[str]:
+        for t in texts:
+            yield t
+
+    got = [(e.event, e.data, e.id) async for e in sdk_sse.aevents(chunks())]
+    assert got == [("output", "a\u2028b", "1:0"), ("done", "{}", None)]

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from gpufleet import __version__
 from gpufleet.api import errors, openapi
-from gpufleet.api.middleware import GpufleetMiddleware
+from gpufleet.api.middleware import AccessLog, AddressRateLimit, BodyLimit, RequestId
 from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.api.routes import (
     access,
@@ -39,6 +39,7 @@ from gpufleet.api.routes import files as files_routes
 from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import models as models_routes
 from gpufleet.api.routes import resolve as resolve_routes
+from gpufleet.api.state import AppState
 from gpufleet.background import (
     autoscaler,
     events_retention,
@@ -92,25 +93,30 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         handle = database or await open_database(settings)
-        app.state.handle = handle
-        app.state.db = handle.db
-        app.state.authenticator = Authenticator(handle.db, settings)
-        app.state.host_authenticator = HostAuthenticator(handle.db)
         limiter = RateLimiter(handle.db, sync_s=settings.rate_limit_sync_s)
         limiter_holder["limiter"] = limiter
-        app.state.limiter = limiter
         hub = WakeHub.from_settings(handle.db, settings)
         await hub.start()
-        app.state.hub = hub
+        metrics: ServerMetrics = app.state.metrics
+        state = AppState(
+            settings=settings,
+            metrics=metrics,
+            handle=handle,
+            db=handle.db,
+            authenticator=Authenticator(handle.db, settings),
+            host_authenticator=HostAuthenticator(handle.db),
+            limiter=limiter,
+            hub=hub,
+            fleet_exporter=FleetExporter(handle.db, None, metrics, interval_s=settings.metrics_fleet_interval_s),
+            scheduler=Scheduler(handle.db, settings, metrics=metrics) if background else None,
+        )
+        state.install(app)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(limiter.run(stop), name="rate-limit-sync")]
-        exporter = FleetExporter(handle.db, None, app.state.metrics, interval_s=settings.metrics_fleet_interval_s)
-        app.state.fleet_exporter = exporter
-        tasks.append(asyncio.create_task(exporter.run(stop), name="fleet-metrics"))
-        if background:
-            scheduler = Scheduler(handle.db, settings, metrics=app.state.metrics)
-            app.state.scheduler = scheduler
-            exporter.scheduler = scheduler  # the fleet's gauges come from the scheduler's leader
+        tasks.append(asyncio.create_task(state.fleet_exporter.run(stop), name="fleet-metrics"))
+        if state.scheduler is not None:
+            scheduler = state.scheduler
+            state.fleet_exporter.scheduler = scheduler  # the fleet's gauges come from the scheduler's leader
             if settings.scheduler_enabled:
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             tasks.append(asyncio.create_task(liveness.run(handle.db, settings, stop), name="liveness"))
@@ -123,7 +129,7 @@ def create_app(
             if settings.webhook_delivery_enabled:
                 tasks.append(
                     asyncio.create_task(
-                        webhook_delivery.run(handle.db, settings, stop, metrics=app.state.metrics), name="webhooks"
+                        webhook_delivery.run(handle.db, settings, stop, metrics=metrics), name="webhooks"
                     )
                 )
             if settings.notify_stderr:
@@ -146,7 +152,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await hub.close()
-            app.state.metrics.close()
+            metrics.close()
             # uvicorn re-raises SIGTERM after shutdown, so atexit would never run: stop here.
             if database is None:
                 await handle.close()
@@ -173,19 +179,20 @@ def create_app(
         def hit(self, bucket: str, limit: int, *, now: float | None = None) -> Any:
             return limiter_holder["limiter"].hit(bucket, limit, now=now)
 
+    # add_middleware wraps what is there: the last added runs first (RequestId, then AccessLog, ...).
     app.add_middleware(errors.ContainUnexpected)  # inside the access log, so it records the 500 or 503
+    app.add_middleware(AddressRateLimit, limiter=_LazyLimiter(), per_minute=settings.rate_limit_ip_per_minute)
     app.add_middleware(
-        GpufleetMiddleware,
+        BodyLimit,
         max_body=settings.max_body_bytes,
         body_limits=[
             (LOG_UPLOAD_PATH, max(settings.max_body_bytes, settings.log_upload_max_body_bytes)),
             (MODEL_PUSH_PATH, max(settings.max_body_bytes, MAX_ARCHIVE_BYTES)),
             (FILE_UPLOAD_PATH, max(settings.max_body_bytes, settings.files_max_bytes + MULTIPART_OVERHEAD)),
         ],
-        limiter=_LazyLimiter(),
-        ip_per_minute=settings.rate_limit_ip_per_minute,
-        metrics=app.state.metrics,
     )
+    app.add_middleware(AccessLog, metrics=app.state.metrics)
+    app.add_middleware(RequestId)
     routers = (tenancy, access, jobs, job_logs, quotas, hosts, agent, agent_jobs, events, webhooks, ops, resolve_routes)
     routers_predictions = (predictions, deployments, agent_predictions)
     for module in routers_predictions:

@@ -18,8 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from gpufleet.api.middleware import HttpMiddleware
 from gpufleet.errors import GpufleetError, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -104,20 +105,14 @@ def bounded_trace(exc: BaseException) -> str:
     return text if len(text) <= MAX_TRACE else "..." + text[-MAX_TRACE:]
 
 
-class ContainUnexpected:
+class ContainUnexpected(HttpMiddleware):
     """Turns any error that escaped the handlers into one 500 problem and one bounded log line.
 
     Starlette's own 500 path re-raises to the server, which logs the whole traceback again
     (a RecursionError's is thousands of frames): nothing escapes this layer.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_tracked(message: Message) -> None:

@@ -11,14 +11,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from gpufleet.backoff import delay_after
+
 log = logging.getLogger(__name__)
-
-
-def next_delay(interval_s: float, failures: int, *, jitter: float, max_backoff_s: float, rng: random.Random) -> float:
-    """Seconds until the next run: the interval, doubled per consecutive failure up to the cap,
-    spread by +-``jitter`` (a fraction) so replicas do not run in lockstep."""
-    base = interval_s if failures == 0 else min(max_backoff_s, interval_s * 2.0**failures)
-    return max(0.0, base * (1.0 + rng.uniform(-jitter, jitter)))
 
 
 async def run_periodically(
@@ -54,7 +49,8 @@ async def run_periodically(
                 log.info("background task %s recovered after %d failures", name, failures)
             failures = 0
         runs += 1
-        delay = next_delay(interval_s, failures, jitter=jitter, max_backoff_s=max_backoff_s, rng=rng)
+        # the interval, doubled per consecutive failure up to the cap, spread so replicas differ
+        delay = delay_after(interval_s, failures, cap=max_backoff_s, jitter=jitter, rng=rng)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
     log.debug("background task %s stopped after %d runs", name, runs)  # one per task: noise at a stop

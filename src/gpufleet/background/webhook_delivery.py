@@ -25,7 +25,7 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.background.loop import next_delay as loop_delay
+from gpufleet.backoff import delay_after
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.errors import ConfigurationError
@@ -233,7 +233,7 @@ async def _listen(db: Database, wake: asyncio.Event, stop: asyncio.Event) -> Non
             dropped.cancel()
         except (OSError, asyncpg.PostgresError) as exc:
             failures += 1
-            delay = loop_delay(1.0, failures, jitter=0.2, max_backoff_s=30.0, rng=rng)
+            delay = delay_after(1.0, failures, cap=30.0, jitter=0.2, rng=rng)
             log.warning("webhook wake-up listener down (%s); retrying in %.1f s", exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -268,7 +268,7 @@ async def run(db: Database, settings: Settings, stop: asyncio.Event, metrics: Se
                 failures = 0
             if report.claimed and not failures:
                 continue  # there may be more due: go on at once (an idle round costs one query)
-            delay = loop_delay(settings.webhook_poll_s, failures, jitter=0.1, max_backoff_s=60.0, rng=rng)
+            delay = delay_after(settings.webhook_poll_s, failures, cap=60.0, jitter=0.1, rng=rng)
             waits = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for t in waits:

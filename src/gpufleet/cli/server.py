@@ -27,7 +27,7 @@ from gpufleet.cli.common import console, fail, load_settings
 from gpufleet.cli.local_agent import LocalAgent, choose_inventory
 from gpufleet.config import Settings
 from gpufleet.instance_lock import InstanceBusy, InstanceLock
-from gpufleet.observability import MULTIPROC_ENV
+from gpufleet.observability import MULTIPROC_ENV, configure_logging
 from gpufleet.paths import data_dir_why
 from gpufleet.services.bootstrap import FirstRun
 
@@ -147,7 +147,7 @@ def _serve(
     simulate: str | None = None,
 ) -> None:
     settings = load_settings(host=host, port=port, workers=workers)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, json_lines=settings.log_json)
     # gpufleet logs every request itself (with its request id); uvicorn's access log and the
     # HTTP client's request lines would only repeat it.
     for noisy in ("httpx", "httpcore"):
@@ -227,6 +227,7 @@ def _local_url(settings: Settings) -> str:
 def worker_app() -> FastAPI:
     """The app of one worker process when several serve the same port."""
     settings = Settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
     return create_app(settings, on_first_run=lambda created: _announce_first_run(settings, created))
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 import httpx
 from pydantic import TypeAdapter
 
+from gpufleet.backoff import Backoff
 from gpufleet.domain import JobStatus
 from gpufleet.limits import MAX_PAGE, WAIT_MAX_S
 from gpufleet.schemas.common import Page
@@ -18,11 +18,11 @@ from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
 from gpufleet.sdk.base import BaseClient
 from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
+from gpufleet.sdk.sse import events
 
 # The server sends a keep-alive every 15 s: a quieter connection is dead.
 FOLLOW_READ_TIMEOUT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})
-_EOL = re.compile(r"\r\n|\r|\n")
 
 
 def job_body(spec: JobCreate | None = None, **given: Any) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class JobsMixin(BaseClient):
         ``attempt`` across its retries. A dropped connection is resumed where it stopped
         (``Last-Event-ID``), up to ``reconnects`` times in a row, waiting longer each time."""
         last_id: str | None = None
-        failures = 0
+        backoff = Backoff(backoff_s, cap=max(backoff_s, 10.0))  # reset by every entry that arrives
         params = {k: v for k, v in {"attempt": attempt, "after_seq": after_seq}.items() if v is not None}
         timeout = httpx.Timeout(self._http.timeout.connect, read=FOLLOW_READ_TIMEOUT_S)
         while True:
@@ -208,22 +208,23 @@ class JobsMixin(BaseClient):
                     if response.status_code >= 400:
                         response.read()
                         raise api_error(response)
-                    for event, data, event_id in sse_events(sse_lines(response.iter_text())):
-                        if event == "end":
+                    for sse in events(response.iter_text()):
+                        if sse.event == "end":
                             return
-                        if event == "log":
-                            entry = LogEntryOut.model_validate_json(data)
-                            last_id, failures = event_id or last_id, 0
+                        if sse.event == "log":
+                            entry = LogEntryOut.model_validate_json(sse.data)
+                            last_id = sse.id or last_id
+                            backoff.reset()
                             yield entry
             except httpx.TransportError:
                 pass  # dropped (or never opened): resume below
             except GpufleetError as exc:
                 if exc.status not in RETRY_STATUSES:
                     raise
-            failures += 1  # also a stream that closed without its `end` event
-            if failures > reconnects:
+            # also a stream that closed without its `end` event
+            if backoff.failures >= reconnects:
                 raise ServiceUnavailable(503, "Service Unavailable", f"the log stream of job {job_id} kept dropping")
-            time.sleep(min(backoff_s * 2 ** (failures - 1), 10.0))
+            time.sleep(backoff.next())
 
     # -- quotas ---------------------------------------------------------------------------
 
@@ -236,42 +237,3 @@ class JobsMixin(BaseClient):
 
     def delete_quota(self, quota_id: UUID) -> None:
         self.request("DELETE", f"/v1/quotas/{quota_id}")
-
-
-def sse_lines(texts: Iterable[str]) -> Iterator[str]:
-    """Lines as Server-Sent Events end them (CR, LF or CRLF only: not ``str.splitlines``)."""
-    carry: list[str] = []
-    after_cr = False
-    for text in texts:
-        if after_cr and text.startswith("\n"):
-            text = text[1:]  # the rest of a CRLF cut in two
-        after_cr = text.endswith("\r")
-        *lines, rest = _EOL.split(text)
-        if lines:
-            lines[0] = "".join(carry) + lines[0]
-            carry = []
-            yield from lines
-        if rest:
-            carry.append(rest)
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, str | None]]:
-    """(event, data, id) of each Server-Sent Event in ``lines``; comments and ``retry`` skipped."""
-    event, event_id = "message", None
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data), event_id
-            event, data, event_id = "message", [], None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-        elif name == "id":
-            event_id = value

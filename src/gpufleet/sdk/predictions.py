@@ -16,12 +16,14 @@ from uuid import UUID
 
 import httpx
 
+from gpufleet.backoff import Backoff
 from gpufleet.inference.models_domain import DIGEST_RE, split_ref
 from gpufleet.inference.predictions_domain import PREFER_WAIT_MAX_S
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
+from gpufleet.sdk.sse import aevents, events
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -62,40 +64,6 @@ def wait_header(wait: float | bool | None) -> tuple[dict[str, str], float | None
         return {}, None
     seconds = PREFER_WAIT_MAX_S if wait is True else max(1, min(PREFER_WAIT_MAX_S, round(wait)))
     return {"Prefer": f"wait={seconds}"}, seconds + 15.0
-
-
-class SseDecoder:
-    """Server-sent event lines in, whole events out."""
-
-    def __init__(self) -> None:
-        self.event, self.ident, self.data = "", "", list[str]()
-
-    def feed(self, line: str) -> StreamEvent | None:
-        if line.startswith(":"):
-            return None
-        if line == "":
-            done = StreamEvent(self.event, "\n".join(self.data), self.ident) if self.event else None
-            self.event, self.ident, self.data = "", "", []
-            return done
-        key, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if key == "event":
-            self.event = value
-        elif key == "id":
-            self.ident = value
-        elif key == "data":
-            self.data.append(value)
-        return None
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
-    decoder = SseDecoder()
-    for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-            if event.event == "done":
-                return
 
 
 def _pid(prediction: PredictionRead | str | UUID) -> str:
@@ -166,13 +134,12 @@ class PredictionsMixin(BaseClient):
     def wait_prediction(self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0) -> PredictionRead:
         """The prediction once it ended (re-read, 0.1 s doubling to 2 s apart), or as it is at ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.1
+        backoff = Backoff(0.1, cap=2.0)
         while True:
             p = self.get_prediction(prediction)
             if p.status in TERMINAL or time.monotonic() >= deadline:
                 return p
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 2.0)
+            time.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
 
     def stream_prediction(self, prediction: PredictionRead | str | UUID) -> Iterator[StreamEvent]:
         """Its server-sent events until ``done`` (created with ``stream=True``)."""
@@ -181,7 +148,10 @@ class PredictionsMixin(BaseClient):
             if r.status_code >= 400:
                 r.read()
                 decode(r)
-            yield from parse_sse(r.iter_lines())
+            for sse in events(r.iter_text()):
+                yield StreamEvent(sse.event, sse.data, sse.id or "")
+                if sse.event == "done":
+                    return
 
     # -- deployments ----------------------------------------------------------------------
 
@@ -250,13 +220,10 @@ class AsyncPredictionsMixin(AsyncBaseClient):
             if r.status_code >= 400:
                 await r.aread()
                 decode(r)
-            decoder = SseDecoder()
-            async for line in r.aiter_lines():
-                event = decoder.feed(line)
-                if event is not None:
-                    yield event
-                    if event.event == "done":
-                        return
+            async for sse in aevents(r.aiter_text()):
+                yield StreamEvent(sse.event, sse.data, sse.id or "")
+                if sse.event == "done":
+                    return
 
     async def create_deployment(self, name: str, model: str, **fields: Any) -> DeploymentRead:
         body = {"name": name, "model": model, **deployment_body(**fields)}
@@ -281,13 +248,12 @@ class AsyncPredictionsMixin(AsyncBaseClient):
         self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0
     ) -> PredictionRead:
         deadline = time.monotonic() + timeout_s
-        delay = 0.1
+        backoff = Backoff(0.1, cap=2.0)
         while True:
             p = await self.get_prediction(prediction)
             if p.status in TERMINAL or time.monotonic() >= deadline:
                 return p
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
 
     async def delete_deployment(self, ref: str) -> None:
         await self.request("DELETE", deployment_path(ref))

@@ -12,6 +12,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Database
 from gpufleet.domain import Event
 from gpufleet.repo import events
@@ -41,7 +42,7 @@ async def wait_for_events(
         async with db.transaction(org_id) as conn:
             return [], await events.last_seq(conn, org_id=org_id)
     deadline = time.monotonic() + max(0.0, wait_s)
-    delay = _FIRST_DELAY_S
+    backoff = Backoff(_FIRST_DELAY_S, cap=_MAX_DELAY_S)
     while True:
         async with db.transaction(org_id) as conn:
             found = await events.feed(
@@ -50,5 +51,4 @@ async def wait_for_events(
         left = deadline - time.monotonic()
         if found or left <= 0:
             return found, found[-1].seq if found else after_seq
-        await asyncio.sleep(min(delay, left))
-        delay = min(delay * 2, _MAX_DELAY_S)
+        await asyncio.sleep(min(backoff.next(), left))

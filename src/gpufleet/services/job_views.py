@@ -13,6 +13,7 @@ from gpufleet.errors import NotFound
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.services import jobs
 
 _HOLDING = (JobStatus.ALLOCATED, JobStatus.RUNNING)
 
@@ -36,6 +37,18 @@ async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
         )
         cost = (await costs_repo.job_costs(conn, org_id=org_id, job_ids=[job.id]))[job.id]
     return JobView(job, held, cost)
+
+
+async def cancel(db: Database, org_id: UUID, job_id: UUID, *, actor: str | None) -> JobView:
+    """``jobs.cancel``, answered as clients see the job."""
+    (view,) = await with_gpus(db, org_id, [await jobs.cancel(db, org_id, job_id, actor)])
+    return view
+
+
+async def wait(db: Database, org_id: UUID, job_id: UUID, timeout_s: float) -> JobView:
+    """``jobs.wait`` (a long poll), answered as clients see the job."""
+    (view,) = await with_gpus(db, org_id, [await jobs.wait(db, org_id, job_id, timeout_s)])
+    return view
 
 
 async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[JobView]:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from gpufleet import states
+from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain import Event, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
@@ -178,14 +179,13 @@ async def wait(
     deployment (LISTEN is not available behind a transaction pooler), and never a busy loop.
     """
     deadline = time.monotonic() + max(0.0, timeout_s)
-    delay = first_delay
+    backoff = Backoff(first_delay, cap=max_delay)
     while True:
         job = await get(db, org_id, job_id)
         left = deadline - time.monotonic()
         if job.status in states.JOB_TERMINAL or left <= 0:
             return job
-        await asyncio.sleep(min(delay, left))
-        delay = min(delay * 2, max_delay)
+        await asyncio.sleep(min(backoff.next(), left))
 
 
 def _actor(user_id: UUID | None) -> str | None:

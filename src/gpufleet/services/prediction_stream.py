@@ -19,14 +19,14 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.repo import predictions as repo
 from gpufleet.services.wakeups import WakeHub
+from gpufleet.sse import comment, message
 
 TERMINAL = ("succeeded", "failed", "canceled")
 POLL_S = 0.5  # without a hub (a transaction pooler): how often to read again
 
 
 def sse(event: str, data: str, ident: str) -> bytes:
-    lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return (f"event: {event}\nid: {ident}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
+    return message(event=event, id=ident, data=data).encode()
 
 
 def item_text(item: Any) -> str:
@@ -91,5 +91,5 @@ async def events(
             else:
                 await sub.wait(max(0.0, keepalive_s - (loop.time() - quiet_since)))
             if loop.time() - quiet_since >= keepalive_s:
-                yield b": keepalive\n\n"
+                yield comment("keepalive").encode()
                 quiet_since = loop.time()

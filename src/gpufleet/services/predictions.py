@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
 from gpufleet.errors import InvalidInput, NotFound
@@ -273,14 +274,13 @@ async def wait(
     notification of this prediction (the hub); without a hub, re-reads with a backoff."""
     deadline = time.monotonic() + max(0.0, timeout_s)
     if hub is None:
-        delay = 0.05
+        backoff = Backoff(0.05, cap=1.0)
         while True:
             slug, p = await get(db, org_id, prediction_id)
             left = deadline - time.monotonic()
             if p.done or left <= 0:
                 return slug, p
-            await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(min(backoff.next(), left))
     with hub.subscribe("prediction", prediction_id) as sub:  # before the read: no lost wake-up
         while True:
             slug, p = await get(db, org_id, prediction_id)

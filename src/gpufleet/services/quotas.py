@@ -34,8 +34,9 @@ def _model(gpu_model: str | None) -> str | None:
 
 async def set_quota(
     db: Database, org_id: UUID, *, gpu_model: str | None, max_gpus: int, actor: str | None = None
-) -> Quota:
-    """Create or replace the organization's quota for ``gpu_model`` (None: all GPUs together)."""
+) -> QuotaUsage:
+    """Create or replace the organization's quota for ``gpu_model`` (None: all GPUs together);
+    returned with what is allocated under it now, read in the same transaction."""
     model = _model(gpu_model)
     async with db.transaction(org_id) as conn:
         quota = await repo.upsert(conn, org_id=org_id, gpu_model=model, max_gpus=max_gpus)
@@ -48,7 +49,7 @@ async def set_quota(
             data={"gpu_model": model, "max_gpus": max_gpus},
             actor=actor,
         )
-        return quota
+        return _used(quota, await repo.allocated_milli_by_model(conn, org_id=org_id))
 
 
 async def list_quotas(db: Database, org_id: UUID) -> list[QuotaUsage]:
@@ -56,15 +57,17 @@ async def list_quotas(db: Database, org_id: UUID) -> list[QuotaUsage]:
     async with db.transaction(org_id) as conn:
         quotas = await repo.list_for_org(conn, org_id=org_id)
         usage = await repo.allocated_milli_by_model(conn, org_id=org_id) if quotas else {}
-    out = []
-    for q in quotas:
-        if q.gpu_model is None:
-            milli = sum(usage.values())
-        else:
-            want = set(gpu_type_tokens(q.gpu_model))
-            milli = sum(v for m, v in usage.items() if want <= set(gpu_type_tokens(m)))
-        out.append(QuotaUsage(q, milli / 1000))
-    return out
+    return [_used(q, usage) for q in quotas]
+
+
+def _used(q: Quota, usage: dict[str, int]) -> QuotaUsage:
+    """``q`` with the GPUs allocated under it, from allocated milli-GPU by model."""
+    if q.gpu_model is None:
+        milli = sum(usage.values())
+    else:
+        want = set(gpu_type_tokens(q.gpu_model))
+        milli = sum(v for m, v in usage.items() if want <= set(gpu_type_tokens(m)))
+    return QuotaUsage(q, milli / 1000)
 
 
 async def delete_quota(db: Database, org_id: UUID, quota_id: UUID, *, actor: str | None = None) -> Quota:

@@ -26,6 +26,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection, Database
 from gpufleet.repo import execution as repo
 from gpufleet.repo import logs as logs_repo
@@ -242,9 +243,10 @@ class WakeHub:
                 sub.event.set()
 
     async def _listen_forever(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, cap=10.0)
         while True:
             lost = asyncio.Event()
+            error: Exception | None = None
             try:
                 conn = await asyncpg.connect(self._db.runtime_dsn_)
                 self._conn = conn
@@ -252,7 +254,7 @@ class WakeHub:
                 for channel in _CHANNELS:
                     await conn.add_listener(channel, self._on_notify)
                 self.listening = True
-                delay = 0.5
+                backoff.reset()
                 self.wake_all()  # anything may have happened while nobody listened
                 while not lost.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -264,13 +266,15 @@ class WakeHub:
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("execution wake-up listener lost its connection (%s); retrying in %.1f s", exc, delay)
+                error = exc
             finally:
                 self.listening = False
                 await self._drop()
             self.wake_all()
+            delay = backoff.next()
+            if error is not None:
+                log.warning("execution wake-up listener lost its connection (%s); retrying in %.1f s", error, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.routes.models import base_url, page_urls
+from gpufleet.api.state import app_state
 from gpufleet.errors import InvalidInput
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
@@ -61,7 +62,7 @@ def _text(value: object) -> str | None:
 @router.post("/files", status_code=201, **_upload_route())
 async def create_file(p: Caller, db: DB, request: Request) -> FileRead:
     """Upload a file; pass its `urls.get` as a prediction input. It expires after `files_retention_s`."""
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     try:
         form = await request.form(max_files=1, max_fields=8)
     except HTTPException as exc:  # Starlette's 400 for a malformed multipart body or too many parts

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB, Caller, WindowEnd, WindowStart, metric_window, requires
 from gpufleet.api.routes.tenancy import vars_of
+from gpufleet.api.state import app_state
 from gpufleet.config import Settings
 from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
@@ -61,7 +62,7 @@ async def fleet_metrics(
     ] = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = app_state(request).settings
     start, end = metric_window(start, end)
     s = await fleet.series(
         db,

@@ -21,13 +21,14 @@ from fastapi.responses import StreamingResponse
 
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.execution_domain import LogEntry, LogPage
 from gpufleet.limits import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
-from gpufleet.services.wakeups import WakeHub
+from gpufleet.sse import comment, message
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -124,15 +125,14 @@ async def stream_job_logs(
     first = await logs.read_logs(
         db, org_id, job_id, attempt=attempt or from_attempt, after_seq=after, limit_bytes=1, limit_chunks=1
     )
-    hub: WakeHub | None = getattr(request.app.state, "hub", None)
     entries = logs.follow_logs(
         db,
         org_id,
         job_id,
         attempt=attempt,
         after_seq=after,
-        hub=hub,
-        poll_s=request.app.state.settings.execution_poll_s,
+        hub=hub_of(request),
+        poll_s=app_state(request).settings.execution_poll_s,
         from_attempt=first.attempt,
     )
     return EventStreamResponse(
@@ -159,18 +159,18 @@ def _resume(attempt: int | None, after_seq: int, last_event_id: str | None) -> t
 
 
 async def _events(entries: AsyncIterator[LogEntry], db: Database, org_id: UUID, job_id: UUID) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"  # sent at once, so the client knows the stream is open
+    yield message(retry="2000")  # sent at once, so the client knows the stream is open
     try:
         async for e in _with_keepalive(entries, KEEPALIVE_S):
             if e is None:
-                yield ": keep-alive\n\n"
+                yield comment("keep-alive")
             else:
-                yield f"id: {e.attempt}:{e.seq}\nevent: log\ndata: {_one_line(entry_out(e).model_dump_json())}\n\n"
+                yield message(id=f"{e.attempt}:{e.seq}", event="log", data=_one_line(entry_out(e).model_dump_json()))
         job = await jobs.get(db, org_id, job_id)
     except GpufleetError as exc:  # e.g. the job was deleted meanwhile: a reconnect gets the 404
         log.info("log stream of job %s ended: %s", job_id, exc)
         return
-    yield f"event: end\ndata: {json.dumps({'job_status': job.status.value})}\n\n"
+    yield message(event="end", data=json.dumps({"job_status": job.status.value}))
 
 
 def _one_line(data: str) -> str:

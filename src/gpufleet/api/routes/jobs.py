@@ -89,9 +89,7 @@ async def get_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
 async def cancel_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
     """Pending or allocated: cancelled at once, its GPUs released. Running: `cancel_requested_at`
     is set and the agent stops it. Cancelled already: unchanged. Otherwise finished: 409."""
-    org_id = p.require_org()
-    job = await jobs.cancel(db, org_id, job_id, actor=f"user:{p.user_id}")
-    (view,) = await job_views.with_gpus(db, org_id, [job])
+    view = await job_views.cancel(db, p.require_org(), job_id, actor=f"user:{p.user_id}")
     return JobRead.of(view.job, view.gpus, view.cost)
 
 
@@ -120,9 +118,7 @@ async def wait_job(
     ] = 30.0,
 ) -> JobRead:
     """Long-poll: the job once it has finished, or as it is after `timeout_s` (check `status`)."""
-    org_id = p.require_org()
-    job = await jobs.wait(db, org_id, job_id, timeout_s)
-    (view,) = await job_views.with_gpus(db, org_id, [job])
+    view = await job_views.wait(db, p.require_org(), job_id, timeout_s)
     return JobRead.of(view.job, view.gpus, view.cost)
 
 

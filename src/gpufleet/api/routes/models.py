@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.state import app_state
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
 from gpufleet.pagination import created_key, decode_cursor
 from gpufleet.schemas.common import Page
@@ -32,7 +33,7 @@ PUSH_BODY: dict[str, Any] = {
 
 def base_url(request: Request) -> str:
     """The server's address as clients reach it (``public_url`` when set)."""
-    public = request.app.state.settings.public_url
+    public = app_state(request).settings.public_url
     return str(public or request.base_url).rstrip("/")
 
 
@@ -66,7 +67,14 @@ def _push_route() -> dict[str, Any]:
     return kw
 
 
-@router.post("/models", status_code=201, **requires("models.create", {409: {"description": "the name is taken"}}))
+@router.post(
+    "/models",
+    status_code=201,
+    **requires(
+        "models.create",
+        {404: {"description": "`owner` is not this organization"}, 409: {"description": "the name is taken"}},
+    ),
+)
 async def create_model(body: ModelCreate, p: Caller, db: DB, request: Request) -> ModelRead:
     """Create a model; its hardware is what each replica of its own deployment asks for."""
     view = await models.create(

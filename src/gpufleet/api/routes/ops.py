@@ -7,10 +7,9 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gpufleet.config import Settings
+from gpufleet.api.state import app_state
 from gpufleet.errors import Unauthorized
-from gpufleet.observability import CONTENT_TYPE, ServerMetrics
-from gpufleet.services.fleet_metrics import FleetExporter
+from gpufleet.observability import CONTENT_TYPE
 
 router = APIRouter()
 
@@ -28,14 +27,13 @@ async def metrics(request: Request) -> Response:
     """Counters and histograms of this replica (all its workers), and, from the replica that leads
     the scheduler, the fleet's gauges. With `GPUFLEET_METRICS_TOKEN` set it takes
     `Authorization: Bearer <token>`; otherwise no credential (bind it privately)."""
-    settings: Settings = request.app.state.settings
+    settings = app_state(request).settings
     if settings.metrics_token is not None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         expected = settings.metrics_token.get_secret_value().encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
             raise Unauthorized("/metrics needs 'Authorization: Bearer <GPUFLEET_METRICS_TOKEN>'")
-    m: ServerMetrics = request.app.state.metrics
-    exporter: FleetExporter = request.app.state.fleet_exporter
-    exporter.refresh_gauges()
-    body = m.exposition() + await exporter.exposition()
+    state = app_state(request)
+    state.fleet_exporter.refresh_gauges()
+    body = state.metrics.exposition() + await state.fleet_exporter.exposition()
     return Response(body, media_type=CONTENT_TYPE)

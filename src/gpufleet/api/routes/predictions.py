@@ -16,6 +16,8 @@ from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
 from gpufleet.api.routes.models import base_url, page_urls
 from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.state import app_state
+from gpufleet.api.state import hub_of as hub_of  # routes/agent_predictions.py imports it from here
 from gpufleet.db.pool import Connection, Database
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.predictions_domain import Prediction, parse_prefer_wait
@@ -25,7 +27,6 @@ from gpufleet.services import idempotency, prediction_stream, predictions
 from gpufleet.services.auth import Principal
 from gpufleet.services.idempotency import IdempotentRequest
 from gpufleet.services.predictions import NewPrediction, Target
-from gpufleet.services.wakeups import WakeHub
 from gpufleet.services.webhooks import check_url
 from gpufleet.webhooks.signing import SecretBox
 from gpufleet.webhooks.ssrf import WebhookRefused
@@ -46,11 +47,6 @@ PreferHeader = Annotated[
     Header(description="`wait` (60 s) or `wait=n` (1-60): answer when the prediction ends, or after n seconds."),
 ]
 SourceHeader = Annotated[str | None, Header(alias="x-gpufleet-source", description="`cli` or `web`; default `api`.")]
-
-
-def hub_of(request: Request) -> WakeHub | None:
-    hub: WakeHub | None = getattr(request.app.state, "hub", None)
-    return hub
 
 
 def prediction_id_of(raw: str) -> UUID:
@@ -100,7 +96,7 @@ async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONRespo
         source=source or "api",
     )
     org_id = p.require_org()
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     if webhook is not None:
         try:
             await check_url(webhook, settings)
@@ -248,5 +244,5 @@ async def stream_prediction(
 async def default_webhook_secret(p: Caller, db: DB, request: Request) -> WebhookSecretRead:
     """The secret that signs this organization's prediction webhooks (Standard Webhooks headers,
     as Replicate's: verify with `replicate.webhooks.validate` or any Standard Webhooks library)."""
-    box = SecretBox(request.app.state.settings.secret_key.get_secret_value())
+    box = SecretBox(app_state(request).settings.secret_key.get_secret_value())
     return WebhookSecretRead(key=await predictions.default_secret(db, p.require_org(), box))

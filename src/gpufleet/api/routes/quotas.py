@@ -37,12 +37,10 @@ async def set_quota(body: QuotaSet, p: Caller, db: DB) -> QuotaRead:
     """Create or replace the quota for `gpu_model` (null: all GPUs together). Idempotent.
 
     Lowering a quota below what is in use stops nothing: new jobs wait until usage falls."""
-    org_id = p.require_org()
-    quota = await quotas.set_quota(
-        db, org_id, gpu_model=body.gpu_model, max_gpus=body.max_gpus, actor=f"user:{p.user_id}"
+    usage = await quotas.set_quota(
+        db, p.require_org(), gpu_model=body.gpu_model, max_gpus=body.max_gpus, actor=f"user:{p.user_id}"
     )
-    usage = {q.quota.id: q for q in await quotas.list_quotas(db, org_id)}
-    return _read(usage.get(quota.id) or QuotaUsage(quota, 0.0))
+    return _read(usage)
 
 
 @router.delete("/quotas/{quota_id}", status_code=204, **requires("quotas.delete", NOT_FOUND))

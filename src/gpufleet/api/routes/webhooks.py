@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.state import app_state
 from gpufleet.pagination import created_key, decode_cursor
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.webhooks import (
@@ -27,7 +28,7 @@ REFUSED: dict[int, dict[str, Any]] = {422: {"description": "invalid, or refused 
 
 
 def _settings(request: Request) -> Any:
-    return request.app.state.settings
+    return app_state(request).settings
 
 
 @router.post("/webhooks", status_code=201, **requires("webhooks.manage", REFUSED))
