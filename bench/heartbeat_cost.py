@@ -29,18 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
 from _up import start_server
-from ingest import Fleet, postgres_procs, register_all
-
-
-def pg_cpu(procs: list[psutil.Process]) -> dict[int, float]:
-    out = {}
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return out
+from ingest import Fleet, per_pid, postgres_procs, register_all
 
 
 class Counting:
@@ -106,14 +95,14 @@ async def drive(args: argparse.Namespace, env_base: Path, credentials: list[str]
     tick = 1
     for _ in range(args.rounds):
         procs = postgres_procs(server, env_base / "data")
-        pg0, cpu0, n0 = pg_cpu(procs), time.process_time(), counter.n
+        pg0, cpu0, n0 = per_pid(procs), time.process_time(), counter.n
         t0 = time.perf_counter()
         for j in range(per_round):
             k, host = divmod(j, hosts)
             await beat(host, tick + k)  # each pass over the hosts: the next 10 s of samples
         tick += per_round // hosts + 1
         wall = time.perf_counter() - t0
-        pg1 = pg_cpu(procs)
+        pg1 = per_pid(procs)
         rounds.append(
             {
                 "heartbeats_per_s": round(per_round / wall, 1),

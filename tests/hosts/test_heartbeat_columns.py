@@ -121,3 +121,21 @@ async def test_samples_go_with_their_gpu_and_organization(db: Database) -> None:
     await sql(db, "delete from organizations where id = $1", org.id)  # cascades to hosts and GPUs
     assert await val(db, "select count(*) from gpu_metrics where organization_id = $1", org.id) == 0
     assert await val(db, "select count(*) from gpu_metrics where organization_id = $1", other.id) == 2
+
+
+async def test_only_a_flat_transaction_skips_the_pool_reset(db: Database) -> None:
+    org = await create_org(db)
+
+    async def session_name() -> str:
+        async with db.runtime_pool.acquire() as conn:
+            return str(await conn.fetchval("select current_setting('application_name')"))
+
+    default = await session_name()
+    for flat_first in (False, True):
+        if flat_first:  # marked clean, released unreset; the mark is spent on that release
+            async with db.flat_transaction(org.id) as conn:
+                await conn.fetchval("select 1")
+        # The pool hands back its most recent connection: each use below gets the same one.
+        async with db.runtime_pool.acquire() as conn:
+            await conn.execute("set application_name = 'left-over'")  # session state: must be reset
+        assert await session_name() == default

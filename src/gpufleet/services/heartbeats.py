@@ -49,7 +49,7 @@ async def heartbeat(
         if stamped is None:
             raise Unauthorized("host credential revoked; register the host again with a join token")
         beat, rows = stamped.beat, stamped.gpus
-        inventory.check_series_times(series, span, beat.now, policy)
+        inventory.check_sample_times(series, span, beat.now, policy)
         if stamped.raced:  # a concurrent heartbeat's GPU changes are not in the statement's snapshot
             rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
         plan = inventory.plan(rows, report.gpus, series, policy, seen_at=beat.previous_beat)

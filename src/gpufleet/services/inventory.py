@@ -145,15 +145,16 @@ def validate_samples(samples: Sequence[GpuSample], policy: HeartbeatPolicy) -> t
 
 
 def check_sample_times(
-    samples: Sequence[GpuSample], span: tuple[datetime, datetime] | None, now: datetime, policy: HeartbeatPolicy
+    series: Sequence[SampleSeries], span: tuple[datetime, datetime] | None, now: datetime, policy: HeartbeatPolicy
 ) -> None:
-    """Every timestamp within ``max_clock_skew_s`` of the database clock ``now``."""
+    """Every timestamp within ``max_clock_skew_s`` of the database clock ``now`` (``span``: the
+    earliest and latest; the samples are walked only to name one that is off)."""
     if span is None:
         return
     skew = timedelta(seconds=policy.max_clock_skew_s)
     if now - skew <= span[0] and span[1] <= now + skew:
         return
-    for i, s in enumerate(samples):
+    for i, s in enumerate(flatten(series)):
         if abs(s.ts - now) > skew:
             raise _bad(
                 f"samples[{i}].ts",
@@ -223,18 +224,6 @@ def _fast_span(series: Sequence[SampleSeries]) -> tuple[datetime, datetime] | No
     return (lo, hi) if lo is not None and hi is not None else None
 
 
-def check_series_times(
-    series: Sequence[SampleSeries], span: tuple[datetime, datetime] | None, now: datetime, policy: HeartbeatPolicy
-) -> None:
-    """``check_sample_times`` for column-wise samples (walked only when the span is off)."""
-    if span is None:
-        return
-    skew = timedelta(seconds=policy.max_clock_skew_s)
-    if now - skew <= span[0] and span[1] <= now + skew:
-        return
-    check_sample_times(flatten(series), span, now, policy)
-
-
 @dataclass(slots=True)
 class Plan:
     """What a report changes: GPUs to insert (state decided), GPUs to rewrite, events by GPU uuid."""
@@ -279,16 +268,18 @@ def _assess(
         causes.append(f"temperature {hottest:g} C above the {policy.temperature_limit_c:g} C limit")
     foreign = None
     if samples and allocated_milli == 0:
-        last = samples[-1]
-        mem, procs = last.memory_used_mb or 0, last.process_count or 0
-        parts = []
-        if mem > policy.foreign_memory_threshold_mb:
-            parts.append(f"{mem} MiB in use")
-        if procs > 0:
-            parts.append(f"{procs} process{'es' if procs != 1 else ''}")
-        if parts:
-            foreign = f"{' and '.join(parts)} while gpufleet has nothing allocated"
+        foreign = _foreign(samples[-1].memory_used_mb or 0, samples[-1].process_count or 0, policy)
     return _Assessment(causes, xid, foreign, bool(samples))
+
+
+def _foreign(mem: int, procs: int, policy: HeartbeatPolicy) -> str | None:
+    """The truth check on a free GPU's latest sample: what shows use gpufleet did not allocate."""
+    parts = []
+    if mem > policy.foreign_memory_threshold_mb:
+        parts.append(f"{mem} MiB in use")
+    if procs > 0:
+        parts.append(f"{procs} process{'es' if procs != 1 else ''}")
+    return f"{' and '.join(parts)} while gpufleet has nothing allocated" if parts else None
 
 
 def _back_in_service(gpu: GpuDetail) -> GpuStatus:
@@ -325,13 +316,7 @@ def _assess_series(
         last = len(ts) - 1 - ts[::-1].index(newest)  # a stable sort by time puts this one last
         mem = [v for one in series for v in one.column("memory_used_mb")][last] or 0
         procs = [v for one in series for v in one.column("process_count")][last] or 0
-        parts = []
-        if mem > policy.foreign_memory_threshold_mb:
-            parts.append(f"{mem} MiB in use")
-        if procs > 0:
-            parts.append(f"{procs} process{'es' if procs != 1 else ''}")
-        if parts:
-            foreign = f"{' and '.join(parts)} while gpufleet has nothing allocated"
+        foreign = _foreign(mem, procs, policy)
     return _Assessment(causes, xid, foreign, True)
 
 
