@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ import pytest
 
 from gpufleet.db.pool import Database
 from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import GpuSample, HeartbeatPolicy, series_of
+from gpufleet.hosts_domain import NOT_REPORTED, GpuSample, HeartbeatPolicy, series_of
 from gpufleet.services import inventory
 from gpufleet.services.heartbeats import heartbeat
 from tests.factories import create_org
@@ -139,3 +140,28 @@ async def test_only_a_flat_transaction_skips_the_pool_reset(db: Database) -> Non
         async with db.runtime_pool.acquire() as conn:
             await conn.execute("set application_name = 'left-over'")  # session state: must be reset
         assert await session_name() == default
+
+
+async def test_a_heartbeat_that_waited_for_the_host_sees_what_the_other_writer_committed(db: Database) -> None:
+    # The statement reads the GPUs in its own snapshot; after waiting for the host's lock it
+    # reads them again: here the other writer took a GPU offline as not reported, and this
+    # report, which lists it, must bring it back (its snapshot alone saw nothing to change).
+    org = await create_org(db)
+    _, me = await register(db, org.id)
+    now = await db_now(db)
+    await heartbeat(db, me, report(gpus(2), [sample(g.uuid, now) for g in gpus(2)]))
+    beat = report(gpus(2), [sample(g.uuid, now + timedelta(seconds=1)) for g in gpus(2)])
+    async with db.system_transaction() as conn:
+        await conn.execute("update hosts set status_reason = 'busy' where id = $1", me.host_id)
+        waiting = asyncio.create_task(heartbeat(db, me, beat))
+        await asyncio.sleep(0.3)  # the heartbeat's statement has its snapshot and waits for the host's lock
+        await conn.execute(
+            "update gpu_resources set status = 'offline', status_reason = $2 where host_id = $1 and index = 0",
+            me.host_id,
+            NOT_REPORTED,
+        )
+        assert not waiting.done()
+    result = await asyncio.wait_for(waiting, 10)
+    assert (result.gpus_changed, result.samples_received) == (1, 2)
+    assert await val(db, "select status from gpu_resources where host_id = $1 and index = 0", me.host_id) == "available"
+    assert await val(db, "select count(*) from gpu_metrics where organization_id = $1", org.id) == 4
