@@ -14,6 +14,11 @@ Samples are counted in the database (the fleet summary's count), server CPU with
 8xH100-80GB` process is measured for RSS and CPU over --agent-seconds. Prints one JSON object.
 
     python bench/ingest.py [--hosts 1000] [--nominal-seconds 20] [--capacity-seconds 15] [--connections 32]
+                           [--workers N] [--agent-seconds 0: skip the agent]
+
+``--workers N`` runs the server with N worker processes (GPUFLEET_WORKERS; no local agent then);
+server CPU is every gpufleet process of the run (the supervisor and its workers), the local
+agent and PostgreSQL excluded. The capacity phase also reports CPU ms per stored heartbeat.
 """
 
 from __future__ import annotations
@@ -212,15 +217,15 @@ async def capacity(fleet: Fleet, port: int, seconds: float, connections: int) ->
     }
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
+def per_pid(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            out[p.pid] = t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return out
 
 
 def postgres_procs(server: psutil.Process, data_dir: Path | None) -> list[psutil.Process]:
@@ -233,6 +238,18 @@ def postgres_procs(server: psutil.Process, data_dir: Path | None) -> list[psutil
     return list({p.pid: p for p in found}.values())
 
 
+def server_procs(server: psutil.Process, postgres: set[int]) -> list[psutil.Process]:
+    """The server and its worker processes: every descendant but PostgreSQL and the local agent."""
+    out = [server]
+    for p in server.children(recursive=True):
+        try:
+            if p.pid not in postgres and "postgres" not in p.name() and "gpufleet.agent" not in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def count_samples(url: str, headers: dict[str, str]) -> int:
     r = httpx.get(f"{url}/v1/fleet/summary", params={"window_minutes": 1440}, headers=headers, timeout=120)
     return int(r.json()["samples_in_window"])
@@ -242,16 +259,21 @@ def measure(
     url: str, headers: dict[str, str], find: Callable[[], dict[str, list[psutil.Process]]], work: Any
 ) -> dict[str, Any]:
     before = count_samples(url, headers)
-    procs = find()
-    cpu0 = {k: cpu_seconds(v) for k, v in procs.items()}
+    cpu0 = {k: per_pid(v) for k, v in find().items()}
     t0 = time.perf_counter()
     out: dict[str, Any] = asyncio.run(work)
     wall = time.perf_counter() - t0
-    cpu1 = {k: cpu_seconds(v) for k, v in procs.items()}
+    # The process list again at the end: a pool opens PostgreSQL backends under load, and a
+    # process that started within the window counts from zero.
+    end = {k: per_pid(v) for k, v in find().items()}
+    used = {k: sum(t - cpu0.get(k, {}).get(pid, 0.0) for pid, t in v.items()) for k, v in end.items()}
     stored = count_samples(url, headers) - before
     out["samples_stored"] = stored
     out["samples_per_s"] = round(stored / wall)
-    out["cpu_cores"] = {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in procs}
+    out["cpu_cores"] = {k: round(v / wall, 2) for k, v in used.items()}
+    ok = sum(v for k, v in out.get("statuses", {}).items() if int(k) < 300)
+    if ok:
+        out["cpu_ms_per_heartbeat"] = {k: round(1000 * v / ok, 3) for k, v in used.items()}
     return out
 
 
@@ -311,7 +333,8 @@ def main() -> None:
     ap.add_argument("--nominal-seconds", type=float, default=20.0)
     ap.add_argument("--capacity-seconds", type=float, default=15.0)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--agent-seconds", type=float, default=30.0)
+    ap.add_argument("--agent-seconds", type=float, default=30.0, help="0: skip the agent's footprint.")
+    ap.add_argument("--workers", type=int, default=1, help="Server worker processes (GPUFLEET_WORKERS).")
     ap.add_argument("--samples-per-gpu", type=int, default=10, help="Per heartbeat (10: 10 s at 1 Hz).")
     ap.add_argument("--url", help="Use this running server instead of starting one (with --api-key).")
     ap.add_argument("--api-key", help="An owner or admin key of --url.")
@@ -325,7 +348,11 @@ def main() -> None:
     # Rate limits off: a thousand hosts heartbeat from one address.
     up = start_server(
         ["up"],
-        {"GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "0", "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "0"},
+        {
+            "GPUFLEET_RATE_LIMIT_KEY_PER_MINUTE": "0",
+            "GPUFLEET_RATE_LIMIT_IP_PER_MINUTE": "0",
+            "GPUFLEET_WORKERS": str(args.workers),
+        },
         keep_database_url=True,
     )
     try:
@@ -343,7 +370,8 @@ def run(
         if "server" not in pids:
             return mine
         server = psutil.Process(pids["server"])
-        return {"server": [server], "postgres": postgres_procs(server, base / "data"), **mine}
+        pg = postgres_procs(server, base / "data")
+        return {"server": server_procs(server, {p.pid for p in pg}), "postgres": pg, **mine}
 
     t0 = time.perf_counter()
     credentials = asyncio.run(register_all(url, headers, args.hosts))
@@ -351,12 +379,13 @@ def run(
     fleet = Fleet(credentials, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6))
     nom = measure(url, headers, procs, nominal(fleet, port, args.nominal_seconds, args.interval, 64))
     cap = measure(url, headers, procs, capacity(fleet, port, args.capacity_seconds, args.connections))
-    agent = agent_footprint(url, headers, base, args.agent_seconds)
+    agent = agent_footprint(url, headers, base, args.agent_seconds) if args.agent_seconds > 0 else None
     result = {
         "benchmark": "ingest",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": machine(),
         "database": "external" if os.environ.get("GPUFLEET_DATABASE_URL") else "embedded PostgreSQL",
+        "workers": args.workers,
         "hosts": args.hosts,
         "gpus": args.hosts * GPUS,
         "samples_per_heartbeat": GPUS * SAMPLES,

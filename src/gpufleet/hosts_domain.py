@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from gpufleet.domain import GpuStatus, HostStatus
@@ -86,11 +86,70 @@ class GpuSample:
     process_count: int | None = None
 
 
+SAMPLE_COLUMNS = (
+    "utilization_pct",
+    "memory_used_mb",
+    "temperature_c",
+    "power_w",
+    "ecc_uncorrected",
+    "xid_errors",
+    "process_count",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSeries:
+    """Samples of one GPU column-wise, as the agent sends them: ``ts`` and, per field, a list of
+    the same length (None in it: that sample lacks the field) or None (the GPU does not report it).
+
+    The heartbeat's hot path keeps samples so, never an object per sample.
+    """
+
+    uuid: str
+    ts: Sequence[datetime]
+    utilization_pct: Sequence[float | None] | None = None
+    memory_used_mb: Sequence[int | None] | None = None
+    temperature_c: Sequence[float | None] | None = None
+    power_w: Sequence[float | None] | None = None
+    ecc_uncorrected: Sequence[int | None] | None = None
+    xid_errors: Sequence[int | None] | None = None
+    process_count: Sequence[int | None] | None = None
+
+    def column(self, name: str) -> Sequence[Any]:
+        """One field's values, ``None`` for each sample when the GPU does not report it."""
+        values: Sequence[Any] | None = getattr(self, name)
+        return values if values is not None else [None] * len(self.ts)
+
+    def samples(self) -> list[GpuSample]:
+        cols = [self.column(name) for name in SAMPLE_COLUMNS]
+        return [GpuSample(self.uuid, ts, *values) for ts, *values in zip(self.ts, *cols, strict=True)]
+
+
+def series_of(samples: Sequence[GpuSample]) -> list[SampleSeries]:
+    """Samples as series: one per run of consecutive samples of one GPU, their order kept."""
+    out: list[SampleSeries] = []
+    start = 0
+    while start < len(samples):
+        end = start + 1
+        while end < len(samples) and samples[end].uuid == samples[start].uuid:
+            end += 1
+        run = samples[start:end]
+        cols = [[getattr(s, name) for s in run] for name in SAMPLE_COLUMNS]
+        out.append(SampleSeries(run[0].uuid, [s.ts for s in run], *cols))
+        start = end
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class HeartbeatReport:
     gpus: Sequence[ReportedGpu]  # every GPU present now; one missing from it goes offline
     samples: Sequence[GpuSample] = ()
     facts: HostFacts | None = None  # None: unchanged since the last report
+    series: Sequence[SampleSeries] = ()  # more samples, column-wise (after ``samples``)
+
+    def sample_series(self) -> list[SampleSeries]:
+        """Every sample of the report as series, in report order: ``samples`` first, then ``series``."""
+        return [*series_of(self.samples), *self.series] if self.samples else list(self.series)
 
 
 @dataclass(frozen=True, slots=True)

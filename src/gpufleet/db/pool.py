@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -38,6 +39,29 @@ _SET_TENANT = (
     "select set_config('gpufleet.org_id', $1, true), set_config('gpufleet.user_id', $2, true),"
     " set_config('gpufleet.tenant_tag', $3, true)"
 )
+
+
+# Connections whose last use left no session state behind (``flat_transaction``: BEGIN, then
+# COMMIT or ROLLBACK, settings local to the transaction, no cursors, LISTEN or advisory locks):
+# the pool need not send its reset query for them, a round trip of four statements per request.
+_clean: weakref.WeakSet[asyncpg.Connection[Any]] = weakref.WeakSet()
+
+
+async def _reset_connection(conn: asyncpg.Connection[Any]) -> None:
+    """The pool's reset on release (after asyncpg rolled back an open transaction): the default
+    query, unless the connection's last use is known to have changed nothing of the session."""
+    if conn in _clean:
+        _clean.discard(conn)
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+def _mark_clean(proxy: Connection) -> None:
+    raw = getattr(proxy, "_con", None)  # the pool's proxy holds the connection it releases
+    if raw is not None:
+        _clean.add(raw)
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -78,11 +102,17 @@ class Database:
         self._runtime: Pool | None = None
         self._owner: Pool | None = None
         self._tenant_key: bytes | None = None
+        self._tags: dict[str, str] = {}  # "org/user" -> its tag under _tenant_key
 
     async def open(self) -> None:
         extra: dict[str, Any] = {"statement_cache_size": 0} if self.transaction_pooler else {}
         self._runtime = await asyncpg.create_pool(
-            self.runtime_dsn_, min_size=self.min_size, max_size=self.max_size, init=_init_connection, **extra
+            self.runtime_dsn_,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            init=_init_connection,
+            reset=_reset_connection,
+            **extra,
         )
         self._owner = await asyncpg.create_pool(
             self.owner_dsn, min_size=1, max_size=max(2, self.max_size // 2), init=_init_connection, **extra
@@ -97,12 +127,19 @@ class Database:
         if key is None:
             raise RuntimeError("gpufleet_tenant_key is empty; run `select gpufleet_rotate_tenant_key()` as the owner")
         self._tenant_key = bytes(key)
+        self._tags.clear()
         return self._tenant_key
 
     async def tenant_tag(self, org: str, user: str) -> str:
         """The tag that makes the database accept ``org``/``user`` as this transaction's tenant."""
         key = self._tenant_key if self._tenant_key is not None else await self._load_tenant_key()
-        return hmac.new(key, f"{org}/{user}".encode(), hashlib.sha256).hexdigest()
+        name = f"{org}/{user}"
+        tag = self._tags.get(name)
+        if tag is None:  # an HMAC costs more than the rest of a heartbeat's tenant setup
+            if len(self._tags) >= 100_000:
+                self._tags.clear()
+            tag = self._tags[name] = hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
+        return tag
 
     async def close(self) -> None:
         for pool in (self._runtime, self._owner):
@@ -138,7 +175,9 @@ class Database:
         A plain BEGIN, then the tenant settings (the tag as a bind parameter: inlined into one
         simple query with BEGIN it would show in pg_stat_activity to every runtime-role session);
         COMMIT on success, ROLLBACK on any exception. No ``conn.transaction()`` (savepoints)
-        inside: asyncpg refuses them in a transaction it did not start.
+        inside: asyncpg refuses them in a transaction it did not start. Nor anything that outlives
+        the transaction (session settings, LISTEN, advisory locks, held cursors): the connection
+        goes back to the pool without the reset query.
         """
         org = str(UUID(str(org_id)))
         tag = await self.tenant_tag(org, "")
@@ -152,8 +191,10 @@ class Database:
                     # A failed ROLLBACK must not hide the error; the pool's reset rolls back then.
                     with contextlib.suppress(Exception):
                         await conn.execute("rollback")
+                        _mark_clean(conn)
                 raise
             await conn.execute("commit")
+            _mark_clean(conn)
 
     @asynccontextmanager
     async def system_transaction(self) -> AsyncIterator[Connection]:

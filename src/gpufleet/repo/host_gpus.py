@@ -14,7 +14,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain import GpuStatus
-from gpufleet.hosts_domain import GpuDetail, GpuSample, ReportedGpu
+from gpufleet.hosts_domain import GpuDetail, ReportedGpu
 from gpufleet.repo import keyset
 
 
@@ -53,6 +53,9 @@ async def for_host(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool 
         host_id,
     )
     return [_gpu(r) for r in rows]
+
+
+gpu_row = _gpu  # a GPU row read by another repo module's statement (repo/heartbeats.py)
 
 
 async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID, for_update: bool = False) -> GpuDetail | None:
@@ -158,37 +161,6 @@ async def apply(conn: Conn, *, org_id: UUID, host_id: UUID, gpus: Sequence[GpuDe
         [g.foreign_usage for g in gpus],
         [g.xid_errors_last for g in gpus],
         [g.last_seen_at for g in gpus],
-    )
-    return int(status.split()[-1])
-
-
-async def insert_samples(conn: Conn, *, org_id: UUID, host_id: UUID, samples: Sequence[GpuSample]) -> int:
-    """Insert a heartbeat's samples in one statement; GPU uuids resolve within (org, host).
-
-    A sample already stored (same GPU and time: an agent retrying a heartbeat whose answer it
-    lost) is skipped, so a retry is harmless. Returns the number of rows written.
-    """
-    if not samples:
-        return 0
-    status = await conn.execute(
-        """insert into gpu_metrics (organization_id, gpu_id, ts, utilization_pct, memory_used_mb, temperature_c,
-                                    power_w, ecc_uncorrected, xid_errors, process_count)
-           select $1, g.id, s.ts, s.util, s.mem, s.temp, s.power, s.ecc, s.xid, s.procs
-             from unnest($3::text[], $4::timestamptz[], $5::real[], $6::int[], $7::real[], $8::real[], $9::bigint[],
-                         $10::bigint[], $11::int[]) as s(uuid, ts, util, mem, temp, power, ecc, xid, procs)
-             join gpu_resources g on g.organization_id = $1 and g.host_id = $2 and g.uuid = s.uuid
-           on conflict (gpu_id, ts) do nothing""",
-        org_id,
-        host_id,
-        [s.uuid for s in samples],
-        [s.ts for s in samples],
-        [s.utilization_pct for s in samples],
-        [s.memory_used_mb for s in samples],
-        [s.temperature_c for s in samples],
-        [s.power_w for s in samples],
-        [s.ecc_uncorrected for s in samples],
-        [s.xid_errors for s in samples],
-        [s.process_count for s in samples],
     )
     return int(status.split()[-1])
 

@@ -73,6 +73,11 @@ def _facts_set(n: int) -> str:
                driver_version = ${n + 6}, cuda_version = ${n + 7}, agent_version = ${n + 8}"""
 
 
+# The host facts' SET clause and its parameters, for another repo module's statement (repo/heartbeats.py).
+facts_set = _facts_set
+facts_params = _facts
+
+
 async def insert(
     conn: Conn,
     *,
@@ -184,50 +189,6 @@ async def holds_credential(conn: Conn, *, org_id: UUID, host_id: UUID, credentia
             credential_hash,
         )
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    old_status: HostStatus
-    status: HostStatus
-    now: datetime  # the database clock
-    previous_beat: datetime | None
-
-
-async def record_heartbeat(
-    conn: Conn, *, org_id: UUID, host_id: UUID, facts: HostFacts | None, credential_hash: bytes | None = None
-) -> Beat | None:
-    """Stamp the heartbeat with the database clock; an unreachable host returns to its prior status.
-
-    ``None``: the host is revoked (or gone), or ``credential_hash`` (when given) is no longer
-    its credential. Locks the host row, so two heartbeats of one host serialise and each sees
-    the other's GPU changes.
-    """
-    facts_set = f", {_facts_set(4)}" if facts is not None else ""
-    row = await conn.fetchrow(
-        f"""with prev as (
-                select id, status, status_before_unreachable, last_heartbeat_at from hosts
-                 where organization_id = $1 and id = $2 and revoked_at is null
-                   and ($3::bytea is null or credential_hash = $3)
-                 for update)
-            update hosts h
-               set last_heartbeat_at = now(),
-                   status = case when prev.status = 'unreachable'
-                                 then coalesce(prev.status_before_unreachable, 'ready') else prev.status end,
-                   status_before_unreachable = null,
-                   status_reason = case when prev.status = 'unreachable' then null else h.status_reason end
-                   {facts_set}
-              from prev
-             where h.id = prev.id
-         returning prev.status as old_status, h.status, now() as now, prev.last_heartbeat_at as previous_beat""",
-        org_id,
-        host_id,
-        credential_hash,
-        *(_facts(facts) if facts is not None else []),
-    )
-    if row is None:
-        return None
-    return Beat(HostStatus(row["old_status"]), HostStatus(row["status"]), row["now"], row["previous_beat"])
 
 
 async def get(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = False) -> HostDetail | None:

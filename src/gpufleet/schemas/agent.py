@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import Field, field_validator, model_validator
 
 from gpufleet.domain import HostStatus
-from gpufleet.hosts_domain import GpuSample, HeartbeatReport, HostFacts, ReportedGpu
+from gpufleet.hosts_domain import SAMPLE_COLUMNS, HeartbeatReport, HostFacts, ReportedGpu, SampleSeries
 from gpufleet.schemas.common import RequestModel, ResponseModel
 from gpufleet.schemas.execution import KillOrder as KillOrder  # re-exported: the heartbeat's instruction
 from gpufleet.schemas.execution import RunningJobIn
@@ -78,20 +78,12 @@ class GpuMetricsIn(RequestModel):
                 raise ValueError(f"{name} has {len(col)} values for {n} timestamps")
         return self
 
-    def to_domain(self) -> list[GpuSample]:
-        cols = [getattr(self, name) or [None] * len(self.ts) for name in COLUMNS]
-        return [GpuSample(self.uuid, ts, *values) for ts, *values in zip(self.ts, *cols, strict=True)]
+    def to_domain(self) -> SampleSeries:
+        """Column-wise as it came: no object per sample."""
+        return SampleSeries(self.uuid, self.ts, *(getattr(self, name) for name in COLUMNS))
 
 
-COLUMNS = (
-    "utilization_pct",
-    "memory_used_mb",
-    "temperature_c",
-    "power_w",
-    "ecc_uncorrected",
-    "xid_errors",
-    "process_count",
-)
+COLUMNS = SAMPLE_COLUMNS
 
 
 class RegisterRequest(RequestModel):
@@ -128,15 +120,19 @@ class HeartbeatRequest(RequestModel):
         default_factory=list, max_length=10_000, description="The job attempts running on this host now."
     )
 
-    def to_domain(self) -> tuple[HeartbeatReport, list[tuple[int, int]]]:
-        """The report, and for each flattened sample its (metrics index, position) for error messages."""
-        samples: list[GpuSample] = []
-        where: list[tuple[int, int]] = []
-        for i, series in enumerate(self.metrics):
-            samples.extend(series.to_domain())
-            where.extend((i, j) for j in range(len(series.ts)))
+    def to_domain(self) -> HeartbeatReport:
+        """The report; its samples are ``metrics`` in order, flattened sample ``k`` is ``locate(k)``."""
         facts = self.facts.to_domain() if self.facts is not None else None
-        return HeartbeatReport(gpus=[g.to_domain() for g in self.gpus], samples=samples, facts=facts), where
+        series = [m.to_domain() for m in self.metrics]
+        return HeartbeatReport(gpus=[g.to_domain() for g in self.gpus], series=series, facts=facts)
+
+    def locate(self, flat: int) -> tuple[int, int] | None:
+        """Where the report's flattened sample ``flat`` is on the wire: (metrics index, position)."""
+        for i, series in enumerate(self.metrics):
+            if flat < len(series.ts):
+                return i, flat
+            flat -= len(series.ts)
+        return None
 
 
 class AgentInstructions(ResponseModel):

@@ -138,7 +138,7 @@ async def kill_instructions(
         raise InvalidInput(f"at most {MAX_RUNNING} running jobs per report", field="running")
     if not running:
         return []
-    async with db.transaction(identity.org_id) as conn:
+    async with db.flat_transaction(identity.org_id) as conn:  # on every heartbeat of a busy host: no reset
         states = await repo.run_states(conn, org_id=identity.org_id, job_ids=sorted({j for j, _ in running}))
     out = []
     for job_id, attempt in running:

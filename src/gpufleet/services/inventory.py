@@ -33,6 +33,7 @@ from gpufleet.hosts_domain import (
     HeartbeatPolicy,
     HostFacts,
     ReportedGpu,
+    SampleSeries,
 )
 from gpufleet.limits import BIGINT_MAX, INT32_MAX
 
@@ -144,21 +145,83 @@ def validate_samples(samples: Sequence[GpuSample], policy: HeartbeatPolicy) -> t
 
 
 def check_sample_times(
-    samples: Sequence[GpuSample], span: tuple[datetime, datetime] | None, now: datetime, policy: HeartbeatPolicy
+    series: Sequence[SampleSeries], span: tuple[datetime, datetime] | None, now: datetime, policy: HeartbeatPolicy
 ) -> None:
-    """Every timestamp within ``max_clock_skew_s`` of the database clock ``now``."""
+    """Every timestamp within ``max_clock_skew_s`` of the database clock ``now`` (``span``: the
+    earliest and latest; the samples are walked only to name one that is off)."""
     if span is None:
         return
     skew = timedelta(seconds=policy.max_clock_skew_s)
     if now - skew <= span[0] and span[1] <= now + skew:
         return
-    for i, s in enumerate(samples):
+    for i, s in enumerate(flatten(series)):
         if abs(s.ts - now) > skew:
             raise _bad(
                 f"samples[{i}].ts",
                 f"is {s.ts.isoformat()}, more than {policy.max_clock_skew_s} s from the server's clock "
                 f"({now.isoformat()}); check the host's clock (NTP)",
             )
+
+
+# Per column: (lowest, highest) allowed; the fast check of whole columns below.
+_RANGES = {
+    "utilization_pct": (0, 100),
+    "memory_used_mb": (0, INT32_MAX),
+    "temperature_c": (-100, 300),
+    "power_w": (0, 100_000),
+    "ecc_uncorrected": (0, BIGINT_MAX),
+    "xid_errors": (0, BIGINT_MAX),
+    "process_count": (0, INT32_MAX),
+}
+
+
+def flatten(series: Sequence[SampleSeries]) -> list[GpuSample]:
+    return [s for one in series for s in one.samples()]
+
+
+def validate_series(series: Sequence[SampleSeries], policy: HeartbeatPolicy) -> tuple[datetime, datetime] | None:
+    """``validate_samples`` for column-wise samples: whole columns at once (min, max, sum in C),
+    and only a report that fails is walked sample by sample, for the same message and field."""
+    total = sum(len(one.ts) for one in series)
+    if total > policy.max_samples:
+        raise _bad("samples", f"holds {total} samples; at most {policy.max_samples} per heartbeat")
+    if not total:
+        return None
+    span = _fast_span(series)
+    return span if span is not None else validate_samples(flatten(series), policy)
+
+
+def _fast_span(series: Sequence[SampleSeries]) -> tuple[datetime, datetime] | None:
+    """The earliest and latest timestamps when every sample is plainly valid; None: look closer."""
+    lo: datetime | None = None
+    hi: datetime | None = None
+    try:
+        for one in series:
+            if not isinstance(one.uuid, str) or not 0 < len(one.uuid) <= 128:
+                return None
+            if not one.ts:
+                continue
+            first, last = min(one.ts), max(one.ts)  # naive among aware raises TypeError
+            if not isinstance(first, datetime) or first.utcoffset() is None or last.utcoffset() is None:
+                return None
+            lo = first if lo is None or first < lo else lo
+            hi = last if hi is None or last > hi else hi
+            for name, (low, high) in _RANGES.items():
+                col = getattr(one, name)
+                if col is None:
+                    continue
+                if len(col) != len(one.ts):
+                    return None
+                if None in col:
+                    col = [v for v in col if v is not None]
+                    if not col:
+                        continue
+                total = sum(col)
+                if total != total or min(col) < low or max(col) > high:  # NaN, or out of range
+                    return None
+    except TypeError:
+        return None
+    return (lo, hi) if lo is not None and hi is not None else None
 
 
 @dataclass(slots=True)
@@ -205,24 +268,60 @@ def _assess(
         causes.append(f"temperature {hottest:g} C above the {policy.temperature_limit_c:g} C limit")
     foreign = None
     if samples and allocated_milli == 0:
-        last = samples[-1]
-        mem, procs = last.memory_used_mb or 0, last.process_count or 0
-        parts = []
-        if mem > policy.foreign_memory_threshold_mb:
-            parts.append(f"{mem} MiB in use")
-        if procs > 0:
-            parts.append(f"{procs} process{'es' if procs != 1 else ''}")
-        if parts:
-            foreign = f"{' and '.join(parts)} while gpufleet has nothing allocated"
+        foreign = _foreign(samples[-1].memory_used_mb or 0, samples[-1].process_count or 0, policy)
     return _Assessment(causes, xid, foreign, bool(samples))
+
+
+def _foreign(mem: int, procs: int, policy: HeartbeatPolicy) -> str | None:
+    """The truth check on a free GPU's latest sample: what shows use gpufleet did not allocate."""
+    parts = []
+    if mem > policy.foreign_memory_threshold_mb:
+        parts.append(f"{mem} MiB in use")
+    if procs > 0:
+        parts.append(f"{procs} process{'es' if procs != 1 else ''}")
+    return f"{' and '.join(parts)} while gpufleet has nothing allocated" if parts else None
 
 
 def _back_in_service(gpu: GpuDetail) -> GpuStatus:
     return GpuStatus.ALLOCATED if gpu.allocated_milli > 0 else GpuStatus.AVAILABLE
 
 
+def _assess_series(
+    series: list[SampleSeries], xid_prev: int | None, allocated_milli: int, policy: HeartbeatPolicy
+) -> _Assessment:
+    """``_assess`` on whole columns for the common case (steady XID count); otherwise sample by sample."""
+    if not series:
+        return _assess([], xid_prev, allocated_milli, policy)
+    ts = [t for one in series for t in one.ts]
+    col = {name: [v for one in series for v in one.column(name)] for name in ("xid_errors", "ecc_uncorrected")}
+    xids = [v for v in col["xid_errors"] if v is not None]
+    if xids and min(xids) != max(xids):  # the count moved within the report: order matters
+        return _assess([s for one in series for s in one.samples()], xid_prev, allocated_milli, policy)
+    causes: list[str] = []
+    xid = xid_prev
+    if xids:
+        if xids[0] > (xid or 0):
+            causes.append(f"XID errors rose from {xid or 0} to {xids[0]}")
+        xid = xids[0]
+    ecc = max([v for v in col["ecc_uncorrected"] if v is not None], default=0)
+    if ecc > 0:
+        causes.append(f"{ecc} uncorrected ECC error{'s' if ecc != 1 else ''}")
+    temps = [v for one in series for v in one.column("temperature_c") if v is not None]
+    hottest = max(temps) if temps else None
+    if hottest is not None and hottest > policy.temperature_limit_c:
+        causes.append(f"temperature {hottest:g} C above the {policy.temperature_limit_c:g} C limit")
+    foreign = None
+    if allocated_milli == 0:
+        newest = max(ts)
+        last = len(ts) - 1 - ts[::-1].index(newest)  # a stable sort by time puts this one last
+        mem = [v for one in series for v in one.column("memory_used_mb")][last] or 0
+        procs = [v for one in series for v in one.column("process_count")][last] or 0
+        foreign = _foreign(mem, procs, policy)
+    return _Assessment(causes, xid, foreign, True)
+
+
 def _decide(
-    before: GpuDetail, reported: ReportedGpu | None, samples: list[GpuSample], policy: HeartbeatPolicy, plan: Plan
+    before: GpuDetail, reported: ReportedGpu | None, samples: list[SampleSeries], policy: HeartbeatPolicy, plan: Plan
 ) -> GpuDetail:
     """The GPU's state after this report, and the events it causes (appended to ``plan``)."""
     after = before
@@ -248,7 +347,7 @@ def _decide(
             )
         if before.status is GpuStatus.OFFLINE and before.status_reason == NOT_REPORTED:
             after = replace(after, status=_back_in_service(before), status_reason=None)
-    a = _assess(samples, before.xid_errors_last, before.allocated_milli, policy)
+    a = _assess_series(samples, before.xid_errors_last, before.allocated_milli, policy)
     if a.causes and after.status in IN_SERVICE:
         after = replace(after, status=GpuStatus.UNHEALTHY, status_reason="; ".join(a.causes))
     if (a.xid_last or 0) != (before.xid_errors_last or 0):  # no count and zero mean the same
@@ -268,7 +367,7 @@ def _decide(
 def plan(
     rows: Sequence[GpuDetail],
     reported: Sequence[ReportedGpu] | None,
-    samples: Sequence[GpuSample],
+    samples: Sequence[SampleSeries],
     policy: HeartbeatPolicy,
     *,
     seen_at: datetime | None,
@@ -280,11 +379,14 @@ def plan(
     """
     by_uuid = {r.uuid: r for r in rows}
     listed = {g.uuid: g for g in reported} if reported is not None else None
-    per_gpu: dict[str, list[GpuSample]] = {}
-    for i, s in enumerate(samples):
-        if s.uuid not in by_uuid and (listed is None or s.uuid not in listed):
-            raise _bad(f"samples[{i}].uuid", f"names GPU {s.uuid!r}, which this host neither has nor reports")
-        per_gpu.setdefault(s.uuid, []).append(s)
+    per_gpu: dict[str, list[SampleSeries]] = {}
+    i = 0  # the flat index of the series' first sample
+    for one in samples:
+        if one.ts and one.uuid not in by_uuid and (listed is None or one.uuid not in listed):
+            raise _bad(f"samples[{i}].uuid", f"names GPU {one.uuid!r}, which this host neither has nor reports")
+        if one.ts:
+            per_gpu.setdefault(one.uuid, []).append(one)
+        i += len(one.ts)
     out = Plan()
     for row in rows:
         if listed is None:

@@ -120,15 +120,16 @@ async def register(body: RegisterRequest, request: Request, db: DB) -> RegisterR
 _SAMPLE_FIELD = re.compile(r"^samples\[(\d+)\](\.\w+)?$")
 
 
-def _wire_error(exc: InvalidInput, where: list[tuple[int, int]]) -> InvalidInput:
+def _wire_error(exc: InvalidInput, body: HeartbeatRequest) -> InvalidInput:
     """Name a bad sample as the agent sent it (``metrics[i].field[j]``), not by its flat index."""
     field = str(exc.extra.get("field", ""))
     if field == "samples":
         return InvalidInput(exc.message.replace("samples", "metrics", 1), field="metrics")
     match = _SAMPLE_FIELD.match(field)
-    if match is None or int(match[1]) >= len(where):
+    where = body.locate(int(match[1])) if match is not None else None
+    if match is None or where is None:
         return exc
-    i, j = where[int(match[1])]
+    i, j = where
     name = match[2] or ""
     wire = f"metrics[{i}]{name}" if name == ".uuid" else f"metrics[{i}]{name or '.ts'}[{j}]"
     return InvalidInput(exc.message.replace(field, wire, 1), field=wire)
@@ -143,11 +144,10 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
     (cancelled, timed_out, or fenced: not the job's current attempt on this host).
     """
     policy = _policy(request)
-    report, where = body.to_domain()
     try:
-        result = await heartbeats.heartbeat(db, host, report, policy=policy)
+        result = await heartbeats.heartbeat(db, host, body.to_domain(), policy=policy)
     except InvalidInput as exc:
-        raise _wire_error(exc, where) from None
+        raise _wire_error(exc, body) from None
     request.app.state.metrics.heartbeat(result.samples_received)
     running = [(r.job_id, r.attempt) for r in body.running]
     kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
