@@ -234,6 +234,45 @@ async def mark_started(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int, 
     )
 
 
+async def mark_started_many(
+    conn: Conn, *, org_id: UUID, host_id: UUID, started: Sequence[tuple[UUID, int, int | None]]
+) -> None:
+    """``mark_started`` for several ``(job_id, attempt, pid)`` in one statement."""
+    if not started:
+        return
+    job_ids, attempts, pids = (list(col) for col in zip(*started, strict=True))
+    await conn.execute(
+        """insert into job_attempts (organization_id, job_id, attempt, host_id, pid, started_at)
+           select $1, j, a, $2, p, now() from unnest($3::uuid[], $4::int[], $5::int[]) as u(j, a, p)
+           on conflict (job_id, attempt) do update
+              set pid = coalesce(excluded.pid, job_attempts.pid),
+                  started_at = coalesce(job_attempts.started_at, excluded.started_at)""",
+        org_id,
+        host_id,
+        job_ids,
+        attempts,
+        pids,
+    )
+
+
+async def get_attempts(
+    conn: Conn, *, org_id: UUID, keys: Sequence[tuple[UUID, int]]
+) -> dict[tuple[UUID, int], AttemptRecord]:
+    """The attempt rows of several ``(job_id, attempt)`` in one statement (missing ones absent)."""
+    if not keys:
+        return {}
+    job_ids, attempts = (list(col) for col in zip(*keys, strict=True))
+    rows = await conn.fetch(
+        """select a.* from job_attempts a join unnest($2::uuid[], $3::int[]) as u(j, n)
+               on a.job_id = u.j and a.attempt = u.n
+            where a.organization_id = $1""",
+        org_id,
+        job_ids,
+        attempts,
+    )
+    return {(r["job_id"], r["attempt"]): _attempt(r) for r in rows}
+
+
 async def record_outcome(
     conn: Conn,
     *,
