@@ -3,7 +3,10 @@ simulated GPUs. Jobs completed per second (all submitted first, then timed from 
 submission to the last job finished), and the CPU used meanwhile by the server, the agent and
 the embedded PostgreSQL. Reference: Slurm, tuned, does 14.1 jobs/s on this machine class.
 
-    python bench/short_jobs.py [--jobs 2000]
+    python bench/short_jobs.py [--jobs 2000] [--agents 4]
+
+``--agents N``: N agents of 8 simulated GPUs each (`gpufleet up`'s own and N-1 more joined with a
+join token, as other machines would be); ``cpu_s`` then has ``agent``, ``agent2``, ...
 
 ``jobs_per_s`` counts jobs that succeeded only; the benchmark exits non-zero when more than 0.1%
 of the jobs did not succeed (failed, timed out, or never finished). The server runs with the
@@ -26,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import MAX_ERROR_RATE
 from _machine import machine
-from _up import Up, cpu_seconds, start_up
+from _up import Up, add_agents, cpu_seconds, start_up
 
 
 async def run(up: Up, n: int) -> dict[str, object]:
@@ -91,9 +94,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--simulate", default="8xH100-80GB")
+    ap.add_argument("--agents", type=int, default=1, help="agents (hosts) of --simulate GPUs each")
     args = ap.parse_args()
     up = start_up(args.simulate)
     try:
+        add_agents(up, args.agents - 1, args.simulate)
         result = asyncio.run(run(up, args.jobs))
     finally:
         up.stop()
@@ -102,6 +107,7 @@ def main() -> None:
             {
                 "benchmark": "short_jobs",
                 "simulate": args.simulate,
+                "agents": args.agents,
                 **result,
                 "logging": "default (INFO, access log on)",
                 "target_jobs_per_s": 140,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 
+from gpufleet.agent.reporter import Reporter
+from gpufleet.agent.server_api import AgentApi
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
+from gpufleet.schemas.execution import ExitItemIn, LogChunkWire, LogsItemIn, StartedItemIn
 from tests.api.agent_helpers import bearer, chunk, placed_job, register
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_jobs_api import field_of
@@ -66,7 +70,12 @@ async def test_a_job_started_logged_and_ended_in_one_batch_and_the_batch_resent(
     assert reply["logs"][0]["ack"]["acked_seq"] == 1 and reply["logs"][0]["ack"]["stored_chunks"] == 2
     row = await job(db, uuid.UUID(job_id))
     assert row["status"] == "succeeded" and row["exit_code"] == 0 and row["started_at"] is not None
-    assert await event_types(db, uuid.UUID(job_id)) == ["job.submitted", "job.allocated", "job.running", "job.succeeded"]
+    assert await event_types(db, uuid.UUID(job_id)) == [
+        "job.submitted",
+        "job.allocated",
+        "job.running",
+        "job.succeeded",
+    ]
     running = dict(await events(db, uuid.UUID(job_id)))["job.running"]
     assert running["pid"] == 4242 and running["attempt"] == 1 and running["from"] == "allocated"
     async with db.system_transaction() as conn:
@@ -173,3 +182,122 @@ async def test_an_empty_batch_is_answered_empty(client: httpx.AsyncClient, tenan
     t: Tenant = await tenant(Role.ADMIN)
     cred = (await register(client, t))["credential"]
     assert await _reports(client, cred) == {"started": [], "exits": [], "logs": []}
+
+
+# ------------------------------------------------------------------------------ the agent's reporter
+
+
+class _LosesFirstReply(httpx.AsyncBaseTransport):
+    """The real app behind it; the first reply to a batch is lost after the server applied it."""
+
+    def __init__(self, app: Any) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path == "/v1/agent/reports" and not self.lost:
+            self.lost += 1
+            await response.aread()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+async def test_the_agents_reporter_collects_reports_while_one_is_in_flight_and_resends_a_lost_one(
+    app: Any, client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
+    t: Tenant = await tenant(Role.ADMIN)
+    cred = (await register(client, t, n=8))["credential"]
+    jobs = [await placed_job(client, t, db) for _ in range(8)]
+    transport = _LosesFirstReply(app)
+    api = AgentApi("http://test", transport=transport)
+    halt = asyncio.Event()
+    reporter = Reporter(api, cred, backoff=lambda failures, after: 0.01, halt=halt)
+    try:
+        answers = await asyncio.gather(
+            *(reporter.send(StartedItemIn(job_id=uuid.UUID(j), attempt=1, pid=100 + i)) for i, j in enumerate(jobs))
+        )
+        assert [a.result if a else None for a in answers] == ["applied"] * 8
+        assert transport.lost == 1
+        assert reporter.requests <= 3  # the first alone (lost, then resent), the others together
+        for i, j in enumerate(jobs):
+            assert (await job(db, uuid.UUID(j)))["status"] == "running"
+            assert [d["pid"] for ty, d in await events(db, uuid.UUID(j)) if ty == "job.running"] == [100 + i]
+        # A run's logs, then its exit, in order; a stale report among them answered alone.
+        logs = LogsItemIn(job_id=uuid.UUID(jobs[0]), attempt=1, chunks=[LogChunkWire(**chunk(0, "stdout", 0, b"hi\n"))])
+        ends = [ExitItemIn(job_id=uuid.UUID(j), attempt=1, status="succeeded", exit_code=0) for j in jobs[:4]]
+        stale = ExitItemIn(job_id=uuid.UUID(jobs[5]), attempt=2, status="succeeded", exit_code=0)
+        answers = await asyncio.gather(*(reporter.send(x) for x in (logs, *ends, stale)))
+        assert [a.result if a else None for a in answers] == ["applied"] * 5 + ["stale"]
+        assert [(await job(db, uuid.UUID(j)))["status"] for j in jobs[:6]] == ["succeeded"] * 4 + ["running"] * 2
+        assert await _counts(db, jobs[0]) == (1, 1)
+    finally:
+        halt.set()
+        await reporter.close()
+        await api.aclose()
+
+
+_VOLATILE = {"id", "job_id", "entity_id", "host_id", "created_at", "updated_at", "started_at", "finished_at", "seq"}
+
+
+async def _footprint(db: Database, job_id: str) -> dict[str, Any]:
+    """What reports left of a job, without ids and times: its row, events, attempts, allocations, costs."""
+    jid = uuid.UUID(job_id)
+
+    def clean(row: Any) -> dict[str, Any]:
+        return {k: v for k, v in dict(row).items() if k not in _VOLATILE and not k.endswith("_at")}
+
+    async with db.system_transaction() as conn:
+        row = await conn.fetchrow(
+            "select status, status_reason, exit_code, exit_signal, attempt, started_at is not null as s,"
+            " finished_at is not null as f from jobs where id = $1",
+            jid,
+        )
+        evs = await conn.fetch("select type, data, actor from events where entity_id = $1 order by seq", jid)
+        attempts = await conn.fetch("select * from job_attempts where job_id = $1 order by attempt", jid)
+        allocations = await conn.fetch(
+            "select attempt, released_at is not null as released from allocations where job_id = $1 order by attempt",
+            jid,
+        )
+        costs = await conn.fetchval("select count(*) from cost_tracking where job_id = $1", jid)
+    events_out = [
+        (e["type"], {k: v for k, v in e["data"].items() if k not in ("host_id", "gpus", "gpu_ids")}, e["actor"])
+        for e in evs
+    ]
+    return {
+        "job": dict(row) if row else None,
+        "events": events_out,
+        "attempts": [clean(a) for a in attempts],
+        "allocations": [dict(a) for a in allocations],
+        "costs": costs,
+    }
+
+
+async def test_a_batch_leaves_what_the_single_routes_leave(
+    client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
+    t: Tenant = await tenant(Role.ADMIN)
+    cred = (await register(client, t, n=8))["credential"]
+    cases = [  # (exit status, exit code, spec): plain success, failure without retry, failure retried
+        ("succeeded", 0, {}),
+        ("failed", 3, {}),
+        ("failed", 3, {"retry": {"on_failure": True, "max_attempts": 2}}),
+        ("interrupted", None, {}),
+    ]
+    pairs = [(await placed_job(client, t, db, **spec), await placed_job(client, t, db, **spec)) for *_, spec in cases]
+    for (status, code, _), (single, _) in zip(cases, pairs, strict=True):
+        r = await client.post(f"/v1/agent/jobs/{single}/started", json={"attempt": 1, "pid": 7}, headers=bearer(cred))
+        assert r.status_code == 204, r.text
+        body = {"attempt": 1, "status": status, "exit_code": code, "reason": f"exit {code}"}
+        r = await client.post(f"/v1/agent/jobs/{single}/exit", json=body, headers=bearer(cred))
+        assert r.status_code == 204, r.text
+    batched = [b for _, b in pairs]
+    reply = await _reports(client, cred, started=[_started(b, pid=7) for b in batched])
+    assert _results(reply, "started") == ["applied"] * len(cases)
+    reply = await _reports(
+        client, cred, exits=[_exit(b, status=s, code=c) for (s, c, _), b in zip(cases, batched, strict=True)]
+    )
+    assert _results(reply, "exits") == ["applied"] * len(cases)
+    for single, batch in pairs:
+        assert await _footprint(db, batch) == await _footprint(db, single)
+    assert [(await job(db, uuid.UUID(b)))["status"] for b in batched] == ["succeeded", "failed", "pending", "pending"]

@@ -304,6 +304,38 @@ async def record_outcome(
     )
 
 
+async def record_outcomes(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    host_id: UUID,
+    outcomes: Sequence[tuple[UUID, int, ExitReport]],
+    reported_by: str,
+) -> None:
+    """``record_outcome`` for several ``(job_id, attempt, outcome)`` of one host in one statement."""
+    if not outcomes:
+        return
+    await conn.execute(
+        """insert into job_attempts (organization_id, job_id, attempt, host_id, finished_at, outcome, exit_code,
+                                     exit_signal, reason, reported_by)
+           select $1, j, a, $2, now(), o, c, g, r, $8
+             from unnest($3::uuid[], $4::int[], $5::text[], $6::int[], $7::int[], $9::text[]) as u(j, a, o, c, g, r)
+           on conflict (job_id, attempt) do update
+              set finished_at = now(), outcome = excluded.outcome, exit_code = excluded.exit_code,
+                  exit_signal = excluded.exit_signal, reason = excluded.reason, reported_by = excluded.reported_by
+            where job_attempts.outcome is null""",
+        org_id,
+        host_id,
+        [j for j, _, _ in outcomes],
+        [a for _, a, _ in outcomes],
+        [o.status for _, _, o in outcomes],
+        [o.exit_code for _, _, o in outcomes],
+        [o.signal for _, _, o in outcomes],
+        reported_by,
+        [o.reason for _, _, o in outcomes],
+    )
+
+
 # ------------------------------------------------------------------------------ the reaper (system path)
 
 

@@ -259,3 +259,31 @@ async def transition_many(
         to.value,
     )
     return {r["id"]: _job(r) for r in rows}
+
+
+async def finish_many(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    allowed_from: Sequence[JobStatus],
+    ends: Sequence[tuple[UUID, JobStatus, str | None, int | None, int | None]],
+) -> dict[UUID, Job]:
+    """Several jobs to a terminal status in one statement: ``(job_id, to, reason, exit_code, signal)``
+    each, guarded as ``transition``; the ones that moved."""
+    if not ends:
+        return {}
+    ids, to, reasons, codes, signals = (list(col) for col in zip(*ends, strict=True))
+    rows = await conn.fetch(
+        """update jobs j set status = u.s, status_reason = u.r, exit_code = u.c, exit_signal = u.g, finished_at = now()
+             from unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::int[]) as u(id, s, r, c, g)
+            where j.organization_id = $1 and j.id = u.id and j.status = any($7::text[])
+        returning j.*""",
+        org_id,
+        ids,
+        [s.value for s in to],
+        reasons,
+        codes,
+        signals,
+        [s.value for s in allowed_from],
+    )
+    return {r["id"]: _job(r) for r in rows}

@@ -9,9 +9,11 @@ statement, in id order (the lock order of every multi-job writer), before anythi
 
 Order inside a batch: starts, then logs, then exits, so a job that ran for a millisecond can be
 reported started and ended in one batch, and the logs sent with its exit are stored before it.
-Starts of allocated jobs are applied set-based (one UPDATE, one INSERT of their events, one of
-their attempt rows); exits go one by one through ``apply_exit_on`` (retries, requeues, replica
-ends), inside the same transaction.
+Starts of allocated jobs, and the plain exits (a running job that succeeded, or failed with no
+retry left), are applied set-based: one UPDATE of the jobs, one INSERT of their events, one of
+their attempt rows. The other exits (retries, requeues, replica ends, a start lost before its
+exit, resends) go one by one through ``apply_exit_on``, inside the same transaction. The database
+triggers (allocations released, costs metered, wakeups, webhook fan-out) fire per row either way.
 """
 
 from __future__ import annotations
@@ -138,8 +140,11 @@ async def apply_reports(
             logs_out[i] = ItemResult(u.job_id, u.attempt, "applied", ack=ack)
         if stored:
             await logs_repo.notify(conn)
+        ended = await _end_many(conn, identity, jobs, records, exits)
+        exits_out |= ended
         for i, e in exits.items():
-            exits_out[i] = await _exit(conn, identity, jobs, records, e)
+            if i not in ended:
+                exits_out[i] = await _exit(conn, identity, jobs, records, e)
     return BatchResult(
         [started_out[i] for i in range(len(batch.started))],
         [exits_out[i] for i in range(len(batch.exits))],
@@ -236,3 +241,86 @@ async def start_many(
         conn, org_id=org_id, host_id=identity.host_id, started=[(j.id, j.attempt, pids.get(j.id)) for j in locked]
     )
     return moved
+
+
+def _plain_end(job: Job | None, identity: HostIdentity, record: exec_repo.AttemptRecord | None, e: ExitItem) -> bool:
+    """The common exit: a running current attempt that succeeded, or failed with no retry left,
+    reported for the first time; ``apply_exit_on`` would do one transition and nothing else."""
+    if job is None or job.status is not J.RUNNING or job.kind == "replica":
+        return False
+    if job.host_id != identity.host_id or job.attempt != e.attempt or (record and record.outcome is not None):
+        return False
+    target = reports.target_of(job, e.outcome)
+    if target is J.SUCCEEDED:
+        return True
+    return target is J.FAILED and e.outcome.status != "interrupted" and not reports.may_retry(job, on="failure")
+
+
+async def _end_many(
+    conn: Conn, identity: HostIdentity, jobs: dict[UUID, Job], records: Records, exits: dict[int, ExitItem]
+) -> dict[int, ItemResult]:
+    """The plain exits (``_plain_end``) set-based: one UPDATE of the jobs, one INSERT of their
+    events, one of their outcomes. A job named twice in the batch goes the single way."""
+    named: dict[UUID, int] = {}
+    for e in exits.values():
+        named[e.job_id] = named.get(e.job_id, 0) + 1
+    plain = {
+        i: e
+        for i, e in exits.items()
+        if named[e.job_id] == 1 and _plain_end(jobs.get(e.job_id), identity, records.get((e.job_id, e.attempt)), e)
+    }
+    if not plain:
+        return {}
+    targets = {e.job_id: reports.target_of(jobs[e.job_id], e.outcome) for e in plain.values()}
+    for e in plain.values():
+        states.check(states.JOB_TRANSITIONS, jobs[e.job_id].status, targets[e.job_id])
+    allowed = [
+        s
+        for s in states.sources(states.JOB_TRANSITIONS, J.SUCCEEDED)
+        if s in states.sources(states.JOB_TRANSITIONS, J.FAILED)
+    ]
+    org_id = identity.org_id
+    moved = await jobs_repo.finish_many(
+        conn,
+        org_id=org_id,
+        allowed_from=allowed,
+        ends=[
+            (e.job_id, targets[e.job_id], e.outcome.reason, e.outcome.exit_code, e.outcome.signal)
+            for e in plain.values()
+        ],
+    )
+    if len(moved) != len(plain):  # cannot happen under the lock; the SQL guard says so if it does
+        missed = sorted(str(e.job_id) for e in plain.values() if e.job_id not in moved)
+        raise InvalidTransition(f"jobs {', '.join(missed)} cannot end now")
+    host = str(identity.host_id)
+    await events_repo.append_many(
+        conn,
+        [
+            (
+                org_id,
+                "job",
+                e.job_id,
+                f"job.{targets[e.job_id].value}",
+                {
+                    "from": J.RUNNING.value,
+                    "to": targets[e.job_id].value,
+                    "reason": e.outcome.reason,
+                    "attempt": e.attempt,
+                    "exit_code": e.outcome.exit_code,
+                    "signal": e.outcome.signal,
+                    "host_id": host,
+                },
+            )
+            for e in plain.values()
+        ],
+        actor=reports.actor_of(identity),
+    )
+    await exec_repo.record_outcomes(
+        conn,
+        org_id=org_id,
+        host_id=identity.host_id,
+        outcomes=[(e.job_id, e.attempt, e.outcome) for e in plain.values()],
+        reported_by="agent",
+    )
+    jobs |= moved
+    return {i: ItemResult(e.job_id, e.attempt, "applied") for i, e in plain.items()}
