@@ -61,6 +61,13 @@ async def run(up: Up, n: int) -> dict[str, object]:
     finished = max(datetime.fromisoformat(j["finished_at"]) for j in jobs)
     elapsed = (finished - created).total_seconds()
     statuses = Counter(j["status"] for j in jobs)
+    phases = {  # where a job's time goes, database clock: median ms per phase
+        name: _median_ms(jobs, a, b)
+        for name, a, b in (
+            ("created_to_started", "created_at", "started_at"),  # queueing included: all are submitted first
+            ("started_to_finished", "started_at", "finished_at"),
+        )
+    }
     succeeded = statuses.get("succeeded", 0)
     return {
         "jobs": n,
@@ -71,9 +78,19 @@ async def run(up: Up, n: int) -> dict[str, object]:
         "submit_s": round(submitted_s, 2),
         # Successes only: a job that failed fast is not throughput.
         "jobs_per_s": round(succeeded / elapsed, 1),
+        "phase_median_ms": phases,
         "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1},
         "cpu_pct_of_one_core": {k: round(100 * (cpu1[k] - cpu0.get(k, 0.0)) / elapsed) for k in cpu1},
     }
+
+
+def _median_ms(jobs: list[dict[str, object]], start: str, end: str) -> float | None:
+    spans = sorted(
+        (datetime.fromisoformat(str(j[end])) - datetime.fromisoformat(str(j[start]))).total_seconds()
+        for j in jobs
+        if j.get(start) and j.get(end)
+    )
+    return round(1000 * spans[len(spans) // 2], 1) if spans else None
 
 
 async def _all(client: httpx.AsyncClient) -> list[dict[str, object]]:
