@@ -12,7 +12,7 @@ from gpufleet.agent.reporter import Reporter
 from gpufleet.agent.server_api import AgentApi
 from gpufleet.db.pool import Database
 from gpufleet.domain import Role
-from gpufleet.schemas.execution import ExitItemIn, LogChunkWire, LogsItemIn, StartedItemIn
+from gpufleet.schemas.execution import ExitItemIn, LogChunkWire, LogsItemIn, LogsResultOut, StartedItemIn
 from tests.api.agent_helpers import bearer, chunk, placed_job, register
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_jobs_api import field_of
@@ -301,3 +301,32 @@ async def test_a_batch_leaves_what_the_single_routes_leave(
     for single, batch in pairs:
         assert await _footprint(db, batch) == await _footprint(db, single)
     assert [(await job(db, uuid.UUID(b)))["status"] for b in batched] == ["succeeded", "failed", "pending", "pending"]
+
+
+async def test_the_agents_reporter_sends_one_request_per_report_to_a_server_without_the_batch_route(
+    app: Any, client: httpx.AsyncClient, tenant: TenantFactory, db: Database
+) -> None:
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != "/v1/agent/reports"]
+    t: Tenant = await tenant(Role.ADMIN)
+    cred = (await register(client, t))["credential"]
+    job_id = uuid.UUID(await placed_job(client, t, db))
+    api = AgentApi("http://test", transport=httpx.ASGITransport(app=app))
+    halt = asyncio.Event()
+    reporter = Reporter(api, cred, backoff=lambda failures, after: 0.01, halt=halt)
+    try:
+        hi = LogChunkWire(**chunk(0, "stdout", 0, b"hi\n"))
+        answers = await asyncio.gather(
+            reporter.send(StartedItemIn(job_id=job_id, attempt=1, pid=9)),
+            reporter.send(LogsItemIn(job_id=job_id, attempt=1, chunks=[hi])),
+            reporter.send(ExitItemIn(job_id=job_id, attempt=2, status="succeeded", exit_code=0)),
+            reporter.send(ExitItemIn(job_id=job_id, attempt=1, status="succeeded", exit_code=0)),
+        )
+        assert [a.result if a else None for a in answers] == ["applied", "applied", "stale", "applied"]
+        assert isinstance(answers[1], LogsResultOut) and answers[1].ack and answers[1].ack.stored_chunks == 1
+        assert answers[2] is not None and answers[2].current_attempt == 1
+        assert not reporter.batched and reporter.requests == 5  # the refused batch, then one per report
+        assert (await job(db, job_id))["status"] == "succeeded"
+    finally:
+        halt.set()
+        await reporter.close()
+        await api.aclose()

@@ -220,18 +220,7 @@ async def ensure_attempt(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int
 
 
 async def mark_started(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int, host_id: UUID, pid: int | None) -> None:
-    await conn.execute(
-        """insert into job_attempts (organization_id, job_id, attempt, host_id, pid, started_at)
-           values ($1, $2, $3, $4, $5, now())
-           on conflict (job_id, attempt) do update
-              set pid = coalesce(excluded.pid, job_attempts.pid),
-                  started_at = coalesce(job_attempts.started_at, excluded.started_at)""",
-        org_id,
-        job_id,
-        attempt,
-        host_id,
-        pid,
-    )
+    await mark_started_many(conn, org_id=org_id, host_id=host_id, started=[(job_id, attempt, pid)])
 
 
 async def mark_started_many(
@@ -284,23 +273,8 @@ async def record_outcome(
     reported_by: str,
 ) -> None:
     """The first outcome of an attempt stays: a later one (a resend, a late agent) is not recorded."""
-    await conn.execute(
-        """insert into job_attempts (organization_id, job_id, attempt, host_id, finished_at, outcome, exit_code,
-                                     exit_signal, reason, reported_by)
-           values ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9)
-           on conflict (job_id, attempt) do update
-              set finished_at = now(), outcome = excluded.outcome, exit_code = excluded.exit_code,
-                  exit_signal = excluded.exit_signal, reason = excluded.reason, reported_by = excluded.reported_by
-            where job_attempts.outcome is null""",
-        org_id,
-        job_id,
-        attempt,
-        host_id,
-        outcome.status,
-        outcome.exit_code,
-        outcome.signal,
-        outcome.reason,
-        reported_by,
+    await record_outcomes(
+        conn, org_id=org_id, host_id=host_id, outcomes=[(job_id, attempt, outcome)], reported_by=reported_by
     )
 
 
@@ -308,7 +282,7 @@ async def record_outcomes(
     conn: Conn,
     *,
     org_id: UUID,
-    host_id: UUID,
+    host_id: UUID | None,
     outcomes: Sequence[tuple[UUID, int, ExitReport]],
     reported_by: str,
 ) -> None:
