@@ -214,23 +214,28 @@ class JobRunner:
 
     async def supervise(self, run: Run, spec: ProcessSpec | None) -> None:
         timer: asyncio.Task[None] | None = None
+        starting: asyncio.Task[bool] | None = None
         try:
             if spec is not None:
                 started = await self.runtime.start(spec)
                 run.pid, run.started_at = started.pid, started.started_at
                 if started.outcome is None:
                     self._set_busy(run, True)
-                    if not await self._report(run, "started", StartedIn(attempt=run.attempt, pid=started.pid)):
-                        return
-                    if self.models is not None:
-                        self.models.started(run)
-                run.started_reported = True
+                    # Its output is uploaded meanwhile: a short job's start, logs and exit may then
+                    # leave in one request (the server applies them in that order).
+                    starting = asyncio.create_task(self._report_started(run, started.pid))
+                else:
+                    run.started_reported = True
             elif self.models is not None and run.bad_spec is None:
                 self.models.adopt(run)  # after a restart: a replica's worker is connected to again
-            run.start_settled.set()
+            if starting is None:
+                run.start_settled.set()
             if run.max_runtime_s is not None:
                 timer = asyncio.create_task(self._enforce_runtime(run, run.max_runtime_s))
             await self.pump(run)
+            replica = self.models is not None and run.key in self.models.replicas
+            if starting is not None and (replica or run.fenced or self._halt.is_set()) and not await starting:
+                return  # refused (the run is dropped) or the agent is stopping
             if self._halt.is_set():
                 return
             if run.fenced:
@@ -248,7 +253,11 @@ class JobRunner:
                 signal=outcome.signal,
                 reason=outcome.reason[:4000],
             )
-            if await self._report(run, "exit", exit_in):
+            # Not waiting for the start report's answer: the reporter keeps a run's reports in order.
+            ended = await self._report(run, "exit", exit_in)
+            if starting is not None and not await starting:
+                return  # its start was refused: the run is dropped already
+            if ended:
                 self._forget(run)
         except UnknownJobError:
             pass  # dropped meanwhile (fenced)
@@ -259,6 +268,20 @@ class JobRunner:
             run.start_settled.set()
             if timer is not None:
                 timer.cancel()
+            if starting is not None and not starting.done():
+                starting.cancel()
+
+    async def _report_started(self, run: Run, pid: int | None) -> bool:
+        """The start report, while the run's output is already being uploaded; True once it landed."""
+        try:
+            if not await self._report(run, "started", StartedIn(attempt=run.attempt, pid=pid)):
+                return False
+            if self.models is not None:
+                self.models.started(run)
+            run.started_reported = True
+            return True
+        finally:
+            run.start_settled.set()
 
     async def _enforce_runtime(self, run: Run, limit_s: int) -> None:
         """The agent's own timeout; the server judges it too, on its clock."""
