@@ -68,6 +68,7 @@ class Reporter:
         self.batched = True  # False once the server says it has no batch route
         self.requests = 0  # sent, for tests and logs: how many reports shared a request shows here
         self._queue: list[_Pending] = []
+        self._inflight: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -95,7 +96,7 @@ class Reporter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for pending in self._queue:
+        for pending in [*self._inflight, *self._queue]:
             if not pending.answer.done():
                 pending.answer.set_result(None)
         self._queue.clear()
@@ -107,7 +108,7 @@ class Reporter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._take()
+            batch = self._inflight = self._take()
             try:
                 await self._deliver(batch)
             except ServerUnreachable as exc:
