@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,7 @@ class Up:
     proc: subprocess.Popen[bytes]
     url: str
     key: str
+    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)  # started by add_agents
 
     @property
     def headers(self) -> dict[str, str]:
@@ -41,12 +42,21 @@ class Up:
         for child in server.children():
             if "gpufleet.agent" in " ".join(child.cmdline()):
                 out["agent"] = child
+        for i, agent in enumerate(self.agents, start=2):
+            out[f"agent{i}"] = psutil.Process(agent.pid)
         for p in psutil.process_iter(["cmdline"]):
             if str(self.base) in " ".join(p.info["cmdline"] or []) and "postgres" in " ".join(p.info["cmdline"] or []):
                 out["postgres"] = p
         return out
 
     def stop(self) -> None:
+        for agent in self.agents:
+            agent.send_signal(signal.SIGTERM)
+        for agent in self.agents:
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
@@ -151,3 +161,33 @@ def _children_cpu(p: psutil.Process) -> float:
             ct = c.cpu_times()
             total += ct.user + ct.system + ct.children_user + ct.children_system
     return total
+
+
+def add_agents(up: Up, count: int, simulate: str) -> None:
+    """``count`` more agents (`gpufleet agent --simulate`, as on other machines), joined with a join
+    token; returns once every host is ready with its GPUs."""
+    if count <= 0:
+        return
+    r = httpx.post(f"{up.url}/v1/join-tokens", json={"name": "bench agents"}, headers=up.headers, timeout=10)
+    r.raise_for_status()
+    env = {**os.environ, "GPUFLEET_JOIN_TOKEN": r.json()["token"], "GPUFLEET_URL": up.url}
+    for i in range(2, count + 2):
+        args = ["--name", f"bench-agent-{i}", "--simulate", simulate, "--state-dir", str(up.base / f"agent{i}")]
+        up.agents.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gpufleet.agent", *args, "--stop-jobs-on-exit", "--log-level", "warning"],
+                env=env,
+                stdout=(up.base / f"agent{i}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        hosts = httpx.get(f"{up.url}/v1/hosts", headers=up.headers, timeout=5).json()["items"]
+        if len([h for h in hosts if h["status"] == "ready"]) >= count + 1:
+            return
+        for agent in up.agents:
+            if agent.poll() is not None:
+                raise SystemExit(f"an agent exited: {(up.base / 'agent2.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    raise SystemExit("the extra agents did not become ready")

@@ -101,6 +101,64 @@ class AppendResult:
     truncated: bool  # the attempt reached the log cap; later output is not stored
 
 
+# -- a batch of reports (services/report_batch.py) ------------------------------------------------
+
+ReportVerdict = Literal["applied", "stale", "invalid"]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedReport:
+    job_id: UUID
+    attempt: int
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExitItem:
+    job_id: UUID
+    attempt: int
+    outcome: ExitReport
+
+
+@dataclass(frozen=True, slots=True)
+class LogsItem:
+    """An attempt's ordered output; ``invalid``: why the wire form could not even be decoded."""
+
+    job_id: UUID
+    attempt: int
+    chunks: tuple[LogChunkIn, ...] = ()
+    invalid: tuple[str, str] | None = None  # (message, field)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    """Applied in this order, in one transaction: starts, then logs, then exits."""
+
+    started: tuple[StartedReport, ...] = ()
+    exits: tuple[ExitItem, ...] = ()
+    logs: tuple[LogsItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item's answer: applied; stale (its attempt is fenced: the single route's 409); invalid (422)."""
+
+    job_id: UUID
+    attempt: int
+    result: ReportVerdict
+    detail: str | None = None
+    current_attempt: int | None = None
+    field: str | None = None
+    ack: AppendResult | None = None  # logs items that were applied
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    started: list[ItemResult]
+    exits: list[ItemResult]
+    logs: list[ItemResult]
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     """A stored chunk. ``seq`` is the server's order within the attempt (0, 1, 2, ...)."""

@@ -32,6 +32,7 @@ PUBLIC |= {("GET", "/v1/agent/assignments"), ("POST", "/v1/agent/assignments")}
 # ... and so do the reports about their jobs; another organization's agent gets 409 there
 # (tests/api/test_execution_api.py), never another tenant's data.
 PUBLIC |= {("POST", f"/v1/agent/jobs/{{job_id}}/{what}") for what in ("started", "exit", "logs")}
+PUBLIC |= {("POST", "/v1/agent/reports")}  # the three at once: another organization's job is `stale`
 # The Model Runner's downloads and uploads: another organization's host gets 404
 # (tests/api/test_agent_models_api.py).
 PUBLIC |= {("GET", "/v1/agent/model-versions/{version_id}/archive"), ("POST", "/v1/agent/files")}

@@ -57,6 +57,11 @@ def _agent_calls(c: httpx.AsyncClient, cred: str, job_id: str) -> dict[str, Call
         "started": lambda: started(c, cred, job_id),
         "logs": lambda: upload(c, cred, job_id, [chunk(0, "stdout", 0, b"hello\n")]),
         "exit": lambda: exited(c, cred, job_id),
+        "reports": lambda: c.post(
+            "/v1/agent/reports",
+            json={"started": [{"job_id": job_id, "attempt": 1, "pid": 4242}]},
+            headers=bearer(cred),
+        ),
         "reconcile": lambda: c.post("/v1/agent/reconcile", json={"jobs": []}, headers=bearer(cred)),
         "heartbeat": lambda: heartbeat(c, cred),
         # The Model Runner's routes (docs/agent.md): ids that need not exist, refused before any lookup.

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from gpufleet.agent.gpus import GpuBackend, SimulatedBackend
 from gpufleet.agent.job_run import Run, wait_or_stop
 from gpufleet.agent.jobs_restart import recover
+from gpufleet.agent.reporter import Reporter
 from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.runtime import ExitOutcome, LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
@@ -29,10 +30,13 @@ from gpufleet.schemas.agent import KillOrder
 from gpufleet.schemas.execution import (
     AssignmentOut,
     ExitIn,
+    ExitItemIn,
     LogChunkWire,
-    LogsIn,
+    LogsItemIn,
+    LogsResultOut,
     RunningJobIn,
     StartedIn,
+    StartedItemIn,
 )
 
 log = logging.getLogger("gpufleet.agent.jobs")
@@ -73,6 +77,8 @@ class JobRunner:
         self._told: set[tuple[str, int]] = set()  # (key, attempt)s a kill order reached
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
+        # Starts, log uploads and exits of every run leave together (agent/reporter.py).
+        self.reporter = Reporter(api, credential, backoff=backoff, halt=self._halt, max_log_bytes=2 * upload_bytes)
         # Replicas of deployments (assignments with ``replica``): runner/supervisor.py
         self.models = models(self) if models is not None else None
 
@@ -208,23 +214,28 @@ class JobRunner:
 
     async def supervise(self, run: Run, spec: ProcessSpec | None) -> None:
         timer: asyncio.Task[None] | None = None
+        starting: asyncio.Task[bool] | None = None
         try:
             if spec is not None:
                 started = await self.runtime.start(spec)
                 run.pid, run.started_at = started.pid, started.started_at
                 if started.outcome is None:
                     self._set_busy(run, True)
-                    if not await self._report(run, "started", StartedIn(attempt=run.attempt, pid=started.pid)):
-                        return
-                    if self.models is not None:
-                        self.models.started(run)
-                run.started_reported = True
+                    # Its output is uploaded meanwhile: a short job's start, logs and exit may then
+                    # leave in one request (the server applies them in that order).
+                    starting = asyncio.create_task(self._report_started(run, started.pid))
+                else:
+                    run.started_reported = True
             elif self.models is not None and run.bad_spec is None:
                 self.models.adopt(run)  # after a restart: a replica's worker is connected to again
-            run.start_settled.set()
+            if starting is None:
+                run.start_settled.set()
             if run.max_runtime_s is not None:
                 timer = asyncio.create_task(self._enforce_runtime(run, run.max_runtime_s))
             await self.pump(run)
+            replica = self.models is not None and run.key in self.models.replicas
+            if starting is not None and (replica or run.fenced or self._halt.is_set()) and not await starting:
+                return  # refused (the run is dropped) or the agent is stopping
             if self._halt.is_set():
                 return
             if run.fenced:
@@ -242,7 +253,11 @@ class JobRunner:
                 signal=outcome.signal,
                 reason=outcome.reason[:4000],
             )
-            if await self._report(run, "exit", exit_in):
+            # Not waiting for the start report's answer: the reporter keeps a run's reports in order.
+            ended = await self._report(run, "exit", exit_in)
+            if starting is not None and not await starting:
+                return  # its start was refused: the run is dropped already
+            if ended:
                 self._forget(run)
         except UnknownJobError:
             pass  # dropped meanwhile (fenced)
@@ -253,6 +268,20 @@ class JobRunner:
             run.start_settled.set()
             if timer is not None:
                 timer.cancel()
+            if starting is not None and not starting.done():
+                starting.cancel()
+
+    async def _report_started(self, run: Run, pid: int | None) -> bool:
+        """The start report, while the run's output is already being uploaded; True once it landed."""
+        try:
+            if not await self._report(run, "started", StartedIn(attempt=run.attempt, pid=pid)):
+                return False
+            if self.models is not None:
+                self.models.started(run)
+            run.started_reported = True
+            return True
+        finally:
+            run.start_settled.set()
 
     async def _enforce_runtime(self, run: Run, limit_s: int) -> None:
         """The agent's own timeout; the server judges it too, on its clock."""
@@ -316,79 +345,74 @@ class JobRunner:
     # -- talking to the server ------------------------------------------------------------------
 
     async def _report(self, run: Run, what: str, body: StartedIn | ExitIn) -> bool:
-        """Send a report until it lands: True; False when refused (a 409 fences the run)."""
-        failures = 0
-        while not self._halt.is_set() and not run.fenced:
-            try:
-                if isinstance(body, StartedIn):
-                    await self.api.started(self.credential, run.job_id, body)
-                else:
-                    await self.api.exited(self.credential, run.job_id, body)
-                return True
-            except ServerUnreachable as exc:
-                failures += 1
-                delay = self.backoff(failures, exc.retry_after)
-                log.warning("job %s: %s report failed (%s); retrying in %.1f s", run.job_id, what, exc, delay)
-                await wait_or_stop(self._halt, delay)
-            except Refused as exc:
-                if exc.stale:
-                    await self.drop(run)
-                    return False
-                log.error(
-                    "job %s attempt %d: the server refused the %s report (%s); forgetting the run",
-                    run.job_id,
-                    run.attempt,
-                    what,
-                    exc,
-                )
-                if run.bad_spec is None and self.runtime.outcome(run.key) is None:
-                    await self.drop(run)
-                else:
-                    self._forget(run)
-                return False
+        """Send a report until it lands: True; False when refused (a stale answer fences the run).
+        The reporter retries it after network trouble; ``None``: the agent is stopping."""
         if run.fenced:
             await self.drop(run)
+            return False
+        item = (StartedItemIn if isinstance(body, StartedIn) else ExitItemIn)(job_id=run.job_id, **body.model_dump())
+        try:
+            answer = await self.reporter.send(item)
+        except Refused as exc:  # the whole request refused
+            return await self._refused(run, what, str(exc))
+        if answer is None:
+            if run.fenced:
+                await self.drop(run)
+            return False
+        if answer.result == "stale":
+            await self.drop(run)
+            return False
+        if answer.result == "invalid":
+            return await self._refused(run, what, f"{answer.field}: {answer.detail}")
+        return True
+
+    async def _refused(self, run: Run, what: str, why: str) -> bool:
+        log.error(
+            "job %s attempt %d: the server refused the %s report (%s); forgetting the run",
+            run.job_id,
+            run.attempt,
+            what,
+            why,
+        )
+        if run.bad_spec is None and self.runtime.outcome(run.key) is None:
+            await self.drop(run)
+        else:
+            self._forget(run)
         return False
 
     async def pump(self, run: Run) -> None:
         """Upload the run's output until the process has ended and every byte is acknowledged."""
         if run.bad_spec is not None:
             return
-        failures = 0
         while not run.fenced and not self._halt.is_set() and not self.runtime.logs_complete(run.key):
             chunks = await self.runtime.drain_logs(run.key, self.upload_bytes, wait_s=1.0)
             if not chunks or run.fenced:
                 continue
+            item = LogsItemIn(job_id=run.job_id, attempt=run.attempt, chunks=[_wire(c) for c in chunks])
             try:
-                ack = await self.api.logs(
-                    self.credential, run.job_id, LogsIn(attempt=run.attempt, chunks=[_wire(c) for c in chunks])
-                )
-            except ServerUnreachable as exc:
-                failures += 1
-                delay = self.backoff(failures, exc.retry_after)
-                log.warning(
-                    "job %s: log upload failed (%s); %d chunks kept, retrying in %.1f s",
-                    run.job_id,
-                    exc,
-                    len(chunks),
-                    delay,
-                )
-                await wait_or_stop(self._halt, delay)
-                continue
-            except Refused as exc:
-                if exc.stale:
-                    run.fenced = True
-                    return
+                answer = await self.reporter.send(item)
+            except Refused as exc:  # the whole request refused
                 if exc.status == 413 and self.upload_bytes > 16 * 1024:
                     self.upload_bytes //= 2
+                    self.reporter.max_log_bytes = 2 * self.upload_bytes
                     continue
+                answer = LogsResultOut(job_id=run.job_id, attempt=run.attempt, result="invalid", detail=str(exc))
+            if answer is None:  # stopping
+                return
+            if answer.result == "stale":
+                run.fenced = True
+                return
+            if answer.result == "invalid" or not isinstance(answer, LogsResultOut) or answer.ack is None:
                 # The server will never take these; keeping them would block the rest.
                 log.error(
-                    "job %s: the server refused %d log chunks (%s); they were dropped", run.job_id, len(chunks), exc
+                    "job %s: the server refused %d log chunks (%s); they were dropped",
+                    run.job_id,
+                    len(chunks),
+                    answer.detail,
                 )
                 self.runtime.ack(run.key, chunks[-1].seq)
                 continue
-            failures = 0
+            ack = answer.ack
             seq = chunks[-1].seq if ack.acked_seq is None else min(ack.acked_seq, chunks[-1].seq)
             self.runtime.ack(run.key, seq)
 
@@ -418,6 +442,7 @@ class JobRunner:
             if supervisors:
                 await asyncio.wait(supervisors, timeout=3)
         self._halt.set()
+        await self.reporter.close()
         if self.models is not None:
             await self.models.close()
         tasks = list(self._tasks)

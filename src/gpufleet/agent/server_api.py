@@ -26,6 +26,8 @@ from gpufleet.schemas.execution import (
     LogsIn,
     ReconcileIn,
     ReconcileOut,
+    ReportsIn,
+    ReportsOut,
     RunningJobIn,
     StartedIn,
 )
@@ -190,6 +192,11 @@ class AgentApi:
     async def logs(self, credential: str, job_id: UUID, request: LogsIn) -> LogsAck:
         body = request.model_dump_json().encode()
         return LogsAck.model_validate(await self._post(f"/v1/agent/jobs/{job_id}/logs", credential, body))
+
+    async def reports(self, credential: str, request: ReportsIn) -> ReportsOut:
+        """Many job reports in one request (agent/reporter.py); every item answered alone."""
+        body = request.model_dump_json().encode()
+        return ReportsOut.model_validate(await self._post("/v1/agent/reports", credential, body))
 
     async def reconcile(self, credential: str, request: ReconcileIn) -> ReconcileOut:
         body = request.model_dump_json().encode()

@@ -67,7 +67,7 @@ from gpufleet.web import install as _web_install
 log = logging.getLogger(__name__)
 
 FirstRunHook = Callable[[FirstRun], Awaitable[None] | None]
-LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/predictions/events$")
+LOG_UPLOAD_PATH = re.compile(r"^/v1/agent/jobs/[^/]+/logs$|^/v1/agent/reports$|^/v1/agent/predictions/events$")
 MODEL_PUSH_PATH = re.compile(r"^/v1/models/[^/]+/[^/]+/versions$")
 FILE_UPLOAD_PATH = re.compile(r"^/v1(/agent)?/files$")  # members' uploads, and the Model Runner's outputs
 MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries, headers and small fields around the file

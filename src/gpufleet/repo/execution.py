@@ -220,18 +220,46 @@ async def ensure_attempt(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int
 
 
 async def mark_started(conn: Conn, *, org_id: UUID, job_id: UUID, attempt: int, host_id: UUID, pid: int | None) -> None:
+    await mark_started_many(conn, org_id=org_id, host_id=host_id, started=[(job_id, attempt, pid)])
+
+
+async def mark_started_many(
+    conn: Conn, *, org_id: UUID, host_id: UUID, started: Sequence[tuple[UUID, int, int | None]]
+) -> None:
+    """``mark_started`` for several ``(job_id, attempt, pid)`` in one statement."""
+    if not started:
+        return
+    job_ids, attempts, pids = (list(col) for col in zip(*started, strict=True))
     await conn.execute(
         """insert into job_attempts (organization_id, job_id, attempt, host_id, pid, started_at)
-           values ($1, $2, $3, $4, $5, now())
+           select $1, j, a, $2, p, now() from unnest($3::uuid[], $4::int[], $5::int[]) as u(j, a, p)
            on conflict (job_id, attempt) do update
               set pid = coalesce(excluded.pid, job_attempts.pid),
                   started_at = coalesce(job_attempts.started_at, excluded.started_at)""",
         org_id,
-        job_id,
-        attempt,
         host_id,
-        pid,
+        job_ids,
+        attempts,
+        pids,
     )
+
+
+async def get_attempts(
+    conn: Conn, *, org_id: UUID, keys: Sequence[tuple[UUID, int]]
+) -> dict[tuple[UUID, int], AttemptRecord]:
+    """The attempt rows of several ``(job_id, attempt)`` in one statement (missing ones absent)."""
+    if not keys:
+        return {}
+    job_ids, attempts = (list(col) for col in zip(*keys, strict=True))
+    rows = await conn.fetch(
+        """select a.* from job_attempts a join unnest($2::uuid[], $3::int[]) as u(j, n)
+               on a.job_id = u.j and a.attempt = u.n
+            where a.organization_id = $1""",
+        org_id,
+        job_ids,
+        attempts,
+    )
+    return {(r["job_id"], r["attempt"]): _attempt(r) for r in rows}
 
 
 async def record_outcome(
@@ -245,23 +273,40 @@ async def record_outcome(
     reported_by: str,
 ) -> None:
     """The first outcome of an attempt stays: a later one (a resend, a late agent) is not recorded."""
+    await record_outcomes(
+        conn, org_id=org_id, host_id=host_id, outcomes=[(job_id, attempt, outcome)], reported_by=reported_by
+    )
+
+
+async def record_outcomes(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    host_id: UUID | None,
+    outcomes: Sequence[tuple[UUID, int, ExitReport]],
+    reported_by: str,
+) -> None:
+    """``record_outcome`` for several ``(job_id, attempt, outcome)`` of one host in one statement."""
+    if not outcomes:
+        return
     await conn.execute(
         """insert into job_attempts (organization_id, job_id, attempt, host_id, finished_at, outcome, exit_code,
                                      exit_signal, reason, reported_by)
-           values ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9)
+           select $1, j, a, $2, now(), o, c, g, r, $8
+             from unnest($3::uuid[], $4::int[], $5::text[], $6::int[], $7::int[], $9::text[]) as u(j, a, o, c, g, r)
            on conflict (job_id, attempt) do update
               set finished_at = now(), outcome = excluded.outcome, exit_code = excluded.exit_code,
                   exit_signal = excluded.exit_signal, reason = excluded.reason, reported_by = excluded.reported_by
             where job_attempts.outcome is null""",
         org_id,
-        job_id,
-        attempt,
         host_id,
-        outcome.status,
-        outcome.exit_code,
-        outcome.signal,
-        outcome.reason,
+        [j for j, _, _ in outcomes],
+        [a for _, a, _ in outcomes],
+        [o.status for _, _, o in outcomes],
+        [o.exit_code for _, _, o in outcomes],
+        [o.signal for _, _, o in outcomes],
         reported_by,
+        [o.reason for _, _, o in outcomes],
     )
 
 

@@ -228,3 +228,61 @@ async def request_cancel(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | Non
         job_id,
     )
     return _job(row) if row else None
+
+
+async def lock_many(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, Job]:
+    """The tenant's jobs among ``job_ids``, locked (NO KEY UPDATE, as ``get_for_update``) in one
+    statement and in id order, the lock order every multi-job writer takes; another tenant's are absent."""
+    rows = await conn.fetch(
+        """select * from jobs where organization_id = $1 and id = any($2::uuid[])
+            order by id for no key update""",
+        org_id,
+        sorted(set(job_ids)),
+    )
+    return {r["id"]: _job(r) for r in rows}
+
+
+async def transition_many(
+    conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID], allowed_from: Sequence[JobStatus], to: JobStatus
+) -> dict[UUID, Job]:
+    """``transition`` for several jobs in one statement (no extra fields); the ones that moved."""
+    if not job_ids:
+        return {}
+    rows = await conn.fetch(
+        f"""update jobs set status = $4{_STAMPS.get(to, "")}
+             where organization_id = $1 and id = any($2::uuid[]) and status = any($3::text[])
+         returning *""",
+        org_id,
+        list(job_ids),
+        [s.value for s in allowed_from],
+        to.value,
+    )
+    return {r["id"]: _job(r) for r in rows}
+
+
+async def finish_many(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    allowed_from: Sequence[JobStatus],
+    ends: Sequence[tuple[UUID, JobStatus, str | None, int | None, int | None]],
+) -> dict[UUID, Job]:
+    """Several jobs to a terminal status in one statement: ``(job_id, to, reason, exit_code, signal)``
+    each, guarded as ``transition``; the ones that moved."""
+    if not ends:
+        return {}
+    ids, to, reasons, codes, signals = (list(col) for col in zip(*ends, strict=True))
+    rows = await conn.fetch(
+        """update jobs j set status = u.s, status_reason = u.r, exit_code = u.c, exit_signal = u.g, finished_at = now()
+             from unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::int[]) as u(id, s, r, c, g)
+            where j.organization_id = $1 and j.id = u.id and j.status = any($7::text[])
+        returning j.*""",
+        org_id,
+        ids,
+        [s.value for s in to],
+        reasons,
+        codes,
+        signals,
+        [s.value for s in allowed_from],
+    )
+    return {r["id"]: _job(r) for r in rows}

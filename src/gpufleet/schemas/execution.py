@@ -130,6 +130,57 @@ class LogsAck(ResponseModel):
     truncated: bool = Field(description="The attempt reached its log cap; later output is not kept.")
 
 
+class StartedItemIn(StartedIn):
+    job_id: UUID
+
+
+class ExitItemIn(ExitIn):
+    job_id: UUID
+
+
+class LogsItemIn(LogsIn):
+    job_id: UUID
+
+
+MAX_BATCH_REPORTS = 1000
+MAX_BATCH_UPLOADS = 100
+
+
+class ReportsIn(RequestModel):
+    """POST /v1/agent/reports: many reports in one request and one transaction; applied in the order
+    starts, logs, exits (a job's start, last output and exit may share one batch)."""
+
+    started: list[StartedItemIn] = Field(default_factory=list, max_length=MAX_BATCH_REPORTS)
+    exits: list[ExitItemIn] = Field(default_factory=list, max_length=MAX_BATCH_REPORTS)
+    logs: list[LogsItemIn] = Field(
+        default_factory=list, max_length=MAX_BATCH_UPLOADS, description="Each as the body of POST .../logs."
+    )
+
+
+class ReportResultOut(ResponseModel):
+    """One item's answer. ``stale``: what the single route answers with a 409 (stop the run, report
+    nothing more about it); ``invalid``: its 422 (``field`` names the value, e.g. ``logs[0].chunks``)."""
+
+    job_id: UUID
+    attempt: int
+    result: Literal["applied", "stale", "invalid"]
+    detail: str | None = None
+    current_attempt: int | None = Field(default=None, description="For `stale`: the job's attempt now.")
+    field: str | None = None
+
+
+class LogsResultOut(ReportResultOut):
+    ack: LogsAck | None = Field(default=None, description="For `applied`: what POST .../logs answers.")
+
+
+class ReportsOut(ResponseModel):
+    """Every item answered, in the order of its list in the request."""
+
+    started: list[ReportResultOut]
+    exits: list[ReportResultOut]
+    logs: list[LogsResultOut]
+
+
 class ReconcileOutcomeIn(RequestModel):
     status: OutcomeStatus
     exit_code: int | None = Field(default=None, ge=-1024, le=1024)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from gpufleet import states
+from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
 from gpufleet.domain import Job
 from gpufleet.errors import InvalidInput, NotFound
@@ -140,48 +141,69 @@ async def append_logs(
     it ended: trailing output), or when it ended by the agent's own exit report (output of a
     failed attempt that was retried). A fenced attempt's output is refused and nothing changes.
     """
+    ordered = check_chunks(attempt, chunks, policy)
+    async with db.transaction(identity.org_id) as conn:
+        await ensure_current(conn, identity)
+        # lock order: job, attempt
+        job = await jobs_repo.get_for_key_share(conn, org_id=identity.org_id, job_id=job_id)
+        record = await exec_repo.get_attempt(conn, org_id=identity.org_id, job_id=job_id, attempt=attempt)
+        result, stored = await append_locked(conn, identity, job, job_id, attempt, ordered, policy, record)
+        if stored:
+            await repo.notify(conn)
+    return result
+
+
+def check_chunks(attempt: int, chunks: Sequence[LogChunkIn], policy: ExecutionPolicy) -> list[LogChunkIn]:
+    """An upload's chunks, checked (``InvalidInput`` naming the field) and in ``seq`` order."""
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidInput("attempt must be a whole number >= 1", field="attempt")
-    ordered = _validate(chunks, policy)
+    return _validate(chunks, policy)
+
+
+async def append_locked(
+    conn: Conn,
+    identity: HostIdentity,
+    job: Job | None,
+    job_id: UUID,
+    attempt: int,
+    ordered: Sequence[LogChunkIn],
+    policy: ExecutionPolicy,
+    record: AttemptRecord | None,
+) -> tuple[AppendResult, bool]:
+    """``append_logs`` on a locked job (``record``: the attempt's row as read since); the result, and
+    whether chunks were stored (the caller notifies followers once per transaction)."""
     acked = ordered[-1].seq if ordered else None
     org_id = identity.org_id
-    async with db.transaction(org_id) as conn:
-        await ensure_current(conn, identity)
-        job = await jobs_repo.get_for_key_share(conn, org_id=org_id, job_id=job_id)  # lock order: job, attempt
-        if job is None:
-            raise stale_attempt(job_id, attempt, "no such job")
-        record = await exec_repo.get_attempt(conn, org_id=org_id, job_id=job_id, attempt=attempt)
-        if not _own_finished_attempt(record, identity):
-            fence(job, identity, job_id, attempt)
-        if not ordered:
-            return AppendResult(acked, 0, 0, 0, record.log_truncated if record else False)
-        record = await exec_repo.ensure_attempt(
-            conn, org_id=org_id, job_id=job_id, attempt=attempt, host_id=identity.host_id
+    if job is None:
+        raise stale_attempt(job_id, attempt, "no such job")
+    if not own_finished_attempt(record, identity):
+        fence(job, identity, job_id, attempt)
+    if not ordered:
+        return AppendResult(acked, 0, 0, 0, record.log_truncated if record else False), False
+    record = await exec_repo.ensure_attempt(
+        conn, org_id=org_id, job_id=job_id, attempt=attempt, host_id=identity.host_id
+    )
+    plan = _Plan(record.log_next_seq, record.log_bytes, record.log_truncated, dict(record.ends), policy.log_cap_bytes)
+    for c in ordered:
+        plan.add(c)
+    if plan.rows:
+        await repo.insert_chunks(conn, org_id=org_id, job_id=job_id, attempt=attempt, rows=plan.rows)
+    if plan.rows or plan.ends != record.ends:
+        await repo.save_counters(
+            conn,
+            org_id=org_id,
+            job_id=job_id,
+            attempt=attempt,
+            next_seq=plan.next_seq,
+            log_bytes=plan.log_bytes,
+            truncated=plan.truncated,
+            ends=plan.ends,
         )
-        plan = _Plan(
-            record.log_next_seq, record.log_bytes, record.log_truncated, dict(record.ends), policy.log_cap_bytes
-        )
-        for c in ordered:
-            plan.add(c)
-        if plan.rows:
-            await repo.insert_chunks(conn, org_id=org_id, job_id=job_id, attempt=attempt, rows=plan.rows)
-            await repo.notify(conn)
-        if plan.rows or plan.ends != record.ends:
-            await repo.save_counters(
-                conn,
-                org_id=org_id,
-                job_id=job_id,
-                attempt=attempt,
-                next_seq=plan.next_seq,
-                log_bytes=plan.log_bytes,
-                truncated=plan.truncated,
-                ends=plan.ends,
-            )
     stored = sum(len(d) for _, s, _, d in plan.rows if s != "system")
-    return AppendResult(acked, len(plan.rows), stored, plan.duplicates, plan.truncated)
+    return AppendResult(acked, len(plan.rows), stored, plan.duplicates, plan.truncated), bool(plan.rows)
 
 
-def _own_finished_attempt(record: AttemptRecord | None, identity: HostIdentity) -> bool:
+def own_finished_attempt(record: AttemptRecord | None, identity: HostIdentity) -> bool:
     return record is not None and record.reported_by == "agent" and record.host_id == identity.host_id
 
 

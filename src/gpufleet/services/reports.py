@@ -33,6 +33,7 @@ from gpufleet.execution_domain import (
 from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.repo.execution import AttemptRecord
 from gpufleet.services.assignments import DEFAULT_POLICY, judge
 from gpufleet.services.hosts import ensure_current
 from gpufleet.services.transitions import transition_job
@@ -64,9 +65,15 @@ def fence(job: Job | None, identity: HostIdentity, job_id: UUID, attempt: int) -
     return job
 
 
-def _check_attempt(attempt: int) -> None:
+def check_attempt(attempt: int) -> None:
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidInput("attempt must be a whole number >= 1", field="attempt")
+
+
+def check_started(attempt: int, pid: int | None) -> None:
+    check_attempt(attempt)
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31):
+        raise InvalidInput("pid must be a positive whole number", field="pid")
 
 
 def clean_outcome(outcome: ExitReport) -> ExitReport:
@@ -86,9 +93,7 @@ async def report_started(
     db: Database, identity: HostIdentity, job_id: UUID, attempt: int, *, pid: int | None = None
 ) -> Job:
     """allocated -> running (event ``job.running``); running already: returned unchanged."""
-    _check_attempt(attempt)
-    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31):
-        raise InvalidInput("pid must be a positive whole number", field="pid")
+    check_started(attempt, pid)
     async with db.transaction(identity.org_id) as conn:
         await ensure_current(conn, identity)
         job = fence(
@@ -134,7 +139,7 @@ async def report_exit(
 
     Returns the job as it is now: terminal, or ``pending`` on its next attempt after a retry.
     """
-    _check_attempt(attempt)
+    check_attempt(attempt)
     outcome = clean_outcome(outcome)
     async with db.transaction(identity.org_id) as conn:
         await ensure_current(conn, identity)
@@ -159,6 +164,13 @@ def target_of(job: Job, outcome: ExitReport) -> JobStatus:
 async def apply_exit(conn: Conn, job: Job, identity: HostIdentity, attempt: int, outcome: ExitReport) -> Job:
     """``report_exit`` on a locked job; raises StaleAttempt before writing anything."""
     record = await repo.get_attempt(conn, org_id=job.organization_id, job_id=job.id, attempt=attempt)
+    return await apply_exit_on(conn, job, identity, attempt, outcome, record)
+
+
+async def apply_exit_on(
+    conn: Conn, job: Job, identity: HostIdentity, attempt: int, outcome: ExitReport, record: AttemptRecord | None
+) -> Job:
+    """``apply_exit`` given the attempt's row as read under the job's lock (a batch reads them all at once)."""
     if record is not None and record.reported_by == "agent" and record.host_id == identity.host_id:
         if record.outcome == outcome.status:
             return job  # the same report again: its reply was lost
@@ -274,7 +286,7 @@ async def reconcile(
     ("agent restarted; process not found"). Allocated ones it does not know are delivered again.
     """
     for e in entries:
-        _check_attempt(e.attempt)
+        check_attempt(e.attempt)
     cleaned = [
         ReconcileEntry(e.job_id, e.attempt, e.alive, clean_outcome(e.outcome) if e.outcome else None) for e in entries
     ]

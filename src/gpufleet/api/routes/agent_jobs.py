@@ -15,7 +15,15 @@ from fastapi import APIRouter, Query, Request
 from gpufleet.api.deps import DB
 from gpufleet.api.routes.agent import AGENT_ERRORS, Host, execution_policy
 from gpufleet.errors import InvalidInput
-from gpufleet.execution_domain import ExitReport, LogChunkIn, ReconcileEntry
+from gpufleet.execution_domain import (
+    ExitItem,
+    ExitReport,
+    LogChunkIn,
+    LogsItem,
+    ReconcileEntry,
+    ReportBatch,
+    StartedReport,
+)
 from gpufleet.schemas.execution import (
     AssignmentOut,
     AssignmentsPoll,
@@ -27,9 +35,11 @@ from gpufleet.schemas.execution import (
     LogsIn,
     ReconcileIn,
     ReconcileOut,
+    ReportsIn,
+    ReportsOut,
     StartedIn,
 )
-from gpufleet.services import assignments, logs, reports
+from gpufleet.services import assignments, logs, report_batch, reports
 from gpufleet.services.wakeups import WakeHub
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -108,6 +118,30 @@ def _chunk(i: int, c: LogChunkWire) -> LogChunkIn:
         where = f"chunks[{i}].data_b64"
         raise InvalidInput(f"{where}: not valid base64 (standard alphabet, padded)", field=where) from None
     return LogChunkIn(c.seq, c.stream, c.offset, data, c.dropped_bytes)
+
+
+@router.post("/reports", responses=AGENT_ERRORS)
+async def job_reports(body: ReportsIn, host: Host, request: Request, db: DB) -> ReportsOut:
+    """Many starts, log uploads and exits at once, in one transaction: each item judged as its
+    single route judges it and answered alone (``applied``, ``stale``, ``invalid``); a refused item
+    changes nothing, the others apply. Applied in the order starts, logs, exits. Resending the
+    same batch after a lost reply is safe."""
+    batch = ReportBatch(
+        started=tuple(StartedReport(s.job_id, s.attempt, s.pid) for s in body.started),
+        exits=tuple(
+            ExitItem(e.job_id, e.attempt, ExitReport(e.status, e.exit_code, e.signal, e.reason)) for e in body.exits
+        ),
+        logs=tuple(_logs_item(u.job_id, u.attempt, u.chunks) for u in body.logs),
+    )
+    result = await report_batch.apply_reports(db, host, batch, policy=execution_policy(request))
+    return ReportsOut.model_validate(result)
+
+
+def _logs_item(job_id: UUID, attempt: int, chunks: list[LogChunkWire]) -> LogsItem:
+    try:
+        return LogsItem(job_id, attempt, tuple(_chunk(i, c) for i, c in enumerate(chunks)))
+    except InvalidInput as exc:
+        return LogsItem(job_id, attempt, invalid=(exc.message, str(exc.extra.get("field", "chunks"))))
 
 
 @router.post("/reconcile", responses=AGENT_ERRORS)
