@@ -61,7 +61,7 @@ async def drive(args: argparse.Namespace, env_base: Path, credentials: list[str]
 
     from gpufleet.cli.common import load_settings
     from gpufleet.db.setup import open_database
-    from gpufleet.hosts_domain import HeartbeatPolicy
+    from gpufleet.domain.hosts import HeartbeatPolicy
     from gpufleet.schemas.agent import HeartbeatRequest
     from gpufleet.services import heartbeats
     from gpufleet.services.hosts import authenticate_host

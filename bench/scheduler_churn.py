@@ -46,7 +46,7 @@ from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.embedded import EmbeddedPostgres
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import JobSpec, JobStatus
+from gpufleet.domain.jobs import JobSpec, JobStatus
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.scheduler.service import Scheduler

@@ -38,7 +38,7 @@ from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.embedded import EmbeddedPostgres
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.repo import events, orgs
 from gpufleet.repo import webhooks as hooks
 from gpufleet.webhooks.signing import SecretBox, new_secret

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests import dbleg
 from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer

@@ -6,7 +6,9 @@ import uuid
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Gpu, Host, Job, JobSpec, Organization, Role, User
+from gpufleet.domain.hosts import GpuRecord, HostRecord
+from gpufleet.domain.jobs import Job, JobSpec
+from gpufleet.domain.tenancy import Organization, Role, User
 from gpufleet.repo import gpus, orgs
 from gpufleet.repo import jobs as jobs_repo
 
@@ -33,7 +35,7 @@ async def create_host(
     gpus_spec: tuple[tuple[str, int], ...] = (("A100-80GB", 81920),) * 2,
     cpu_cores: int = 64,
     ram_mb: int = 512 * 1024,
-) -> tuple[Host, list[Gpu]]:
+) -> tuple[HostRecord, list[GpuRecord]]:
     async with db.system_transaction() as conn:
         host = await gpus.create_host(
             conn,

@@ -11,7 +11,7 @@ import os
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Organization
+from gpufleet.domain.tenancy import Organization
 
 TENANT_TABLES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace

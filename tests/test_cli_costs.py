@@ -16,7 +16,7 @@ import pytest
 from gpufleet.cli.common import console
 from gpufleet.cli.demo import render
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.schemas.jobs import JobRead
 from tests.api.conftest import Tenant, make_tenant
 from tests.factories import create_host

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from gpufleet.cli.common import console
 from gpufleet.cli.main import app
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import JobStatus, Role
+from gpufleet.domain.jobs import JobStatus
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, make_tenant
 from tests.api.test_jobs_api import finish
 from tests.factories import create_host

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from gpufleet.db.pool import Connection, Database
-from gpufleet.domain import Organization
+from gpufleet.domain.tenancy import Organization
 from tests.factories import create_org
 from tests.tenancy import TENANT_TABLES_SQL, populate
 

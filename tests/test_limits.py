@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gpufleet import limits
-from gpufleet.domain import JobSpec
+from gpufleet.domain.jobs import JobSpec
 from gpufleet.errors import InvalidInput
 from gpufleet.schemas.jobs import JobCreate, QuotaSet
 from gpufleet.services.job_spec import validate

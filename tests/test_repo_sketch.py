@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobSpec, JobStatus
+from gpufleet.domain.jobs import JobSpec, JobStatus
 from gpufleet.errors import Conflict
 from gpufleet.repo import events, gpus
 from gpufleet.repo import jobs as jobs_repo

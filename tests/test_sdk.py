@@ -12,7 +12,8 @@ import pytest
 
 from gpufleet.cli import config as cli_config
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus, Role
+from gpufleet.domain.jobs import JobStatus
+from gpufleet.domain.tenancy import Role
 from gpufleet.sdk import (
     AsyncClient,
     Client,

@@ -8,7 +8,7 @@ import pytest
 
 from gpufleet import states
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.transitions import transition_job

@@ -12,7 +12,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from gpufleet.domain import GpuStatus, HostStatus, JobStatus
+from gpufleet.domain.hosts import GpuStatus, HostStatus
+from gpufleet.domain.jobs import JobStatus
 
 PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
 

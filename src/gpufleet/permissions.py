@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 
 V, M, A, OWN = Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER
 

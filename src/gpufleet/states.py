@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import TypeVar
 
-from gpufleet.domain import GpuStatus, HostStatus, JobStatus
+from gpufleet.domain.hosts import GpuStatus, HostStatus
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.errors import InvalidTransition
 
 J = JobStatus

@@ -17,7 +17,7 @@ from gpufleet.agent.loop import Agent, AgentConfig, AgentError
 from gpufleet.agent.replicas import ReplicaSet, parse_servers, same_fleet
 from gpufleet.agent.server_api import Refused, ServerUnreachable
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer, free_port
 from tests.pg import PgServer

@@ -15,7 +15,7 @@ from gpufleet.api.app import create_app
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.db.setup import DatabaseHandle
-from gpufleet.domain import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, User
 from gpufleet.repo import orgs
 from gpufleet.services.orgs import issue_key
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import bearer, facts, gpus, heartbeat, join_token, register, series
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_matrix import _fingerprint

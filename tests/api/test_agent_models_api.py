@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.inference import archive
 from tests.api.agent_helpers import bearer, placed_job, register
 from tests.api.conftest import Tenant, TenantFactory

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory, build_app
 from tests.api.test_tenancy_api import assert_problem
 

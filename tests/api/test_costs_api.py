@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_jobs_api import submit
 from tests.api.test_tenancy_api import assert_problem

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import facts, gpus
 from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 
 JOB = {"name": "feed", "command": ["true"], "gpu_count": 0}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import (
     bearer,
     chunk,

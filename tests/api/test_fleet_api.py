@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import heartbeat, register, series
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_tenancy_api import assert_problem

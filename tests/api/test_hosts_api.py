@@ -8,7 +8,7 @@ import httpx
 
 from gpufleet.background import liveness
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.services.allocation import allocate_gpu
 from tests.api.agent_helpers import bearer, heartbeat, register, series
 from tests.api.conftest import Tenant, TenantFactory

@@ -9,7 +9,7 @@ import uuid
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.services import idempotency
 from tests.api.conftest import TenantFactory
 

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_tenancy_api import assert_problem
 

@@ -13,7 +13,8 @@ import pytest
 from gpufleet.api.app import create_app
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus, Role
+from gpufleet.domain.jobs import JobStatus
+from gpufleet.domain.tenancy import Role
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.transitions import transition_job
 from tests.api.conftest import Tenant, TenantFactory

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gpufleet.api.routes import job_logs
 from gpufleet.cli.main import app as cli_app
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.schemas.execution import LogEntryOut
 from gpufleet.sdk import ApiError, Client
 from gpufleet.sdk import sse as sdk_sse

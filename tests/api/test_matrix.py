@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.inference import archive
 from gpufleet.permissions import PERMISSIONS
 from tests.api.conftest import Tenant, TenantFactory

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.inference import archive
 from tests.api.conftest import Tenant, TenantFactory, build_app
 

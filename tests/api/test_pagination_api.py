@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.pagination import encode_cursor
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_tenancy_api import assert_problem

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_jobs_api import field_of, submit
 from tests.api.test_tenancy_api import assert_problem

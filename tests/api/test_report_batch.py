@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from gpufleet.agent.reporter import Reporter
 from gpufleet.agent.server_api import AgentApi
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.schemas.execution import ExitItemIn, LogChunkWire, LogsItemIn, LogsResultOut, StartedItemIn
 from tests.api.agent_helpers import bearer, chunk, placed_job, register
 from tests.api.conftest import Tenant, TenantFactory

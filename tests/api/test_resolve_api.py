@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import TenantFactory
 from tests.factories import create_host, create_job
 

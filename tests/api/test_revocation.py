@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import (
     bearer,
     chunk,

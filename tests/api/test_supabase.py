@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.services.auth import Authenticator
 from tests.api.conftest import Tenant, TenantFactory, build_app
 from tests.api.test_tenancy_api import assert_problem

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 from tests.factories import create_host
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from gpufleet.background import costs as costs_task
-from gpufleet.costs_domain import PriceKind
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import PriceKind
 from gpufleet.services import budgets, costs
 from tests.factories import create_host, create_org
 from tests.scheduling.helpers import scheduler, submit

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gpufleet.costs_domain import Budget, BudgetPeriod, BudgetState
+from gpufleet.domain.costs import Budget, BudgetPeriod, BudgetState
 from gpufleet.scheduler.allocator import make_policy
 from gpufleet.scheduler.decide import decide_org
 from gpufleet.scheduler.types import PendingJob

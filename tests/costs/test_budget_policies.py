@@ -10,8 +10,8 @@ from uuid import UUID
 import pytest
 
 from gpufleet.background import costs as costs_task
-from gpufleet.costs_domain import BudgetPeriod, PriceKind, parse_period
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import BudgetPeriod, PriceKind, parse_period
 from gpufleet.errors import BudgetExceeded, InvalidInput
 from gpufleet.sdk.costs import budget_body
 from gpufleet.services import budgets, costs

@@ -9,8 +9,8 @@ from uuid import UUID
 
 import pytest
 
-from gpufleet.costs_domain import BudgetPeriod, PriceKind
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import BudgetPeriod, PriceKind
 from gpufleet.errors import BudgetExceeded
 from gpufleet.repo import scheduling as sched_repo
 from gpufleet.scheduler import commit

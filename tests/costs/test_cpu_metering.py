@@ -7,8 +7,8 @@ import itertools
 from decimal import Decimal
 from uuid import UUID
 
-from gpufleet.costs_domain import BudgetPeriod, cents
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import BudgetPeriod, cents
 from gpufleet.repo import costs as costs_repo
 from gpufleet.services import budgets, job_views
 from gpufleet.services import costs as costs_service

@@ -7,8 +7,8 @@ import itertools
 from decimal import Decimal
 from uuid import UUID
 
-from gpufleet.costs_domain import cents
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import cents
 from gpufleet.repo import costs as costs_repo
 from gpufleet.services import jobs as jobs_service
 from tests.factories import create_host, create_org

@@ -15,7 +15,7 @@ import pytest
 
 from gpufleet.agent.loop import Agent, AgentConfig
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer
 from tests.pg import PgServer

@@ -6,9 +6,9 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Organization
-from gpufleet.execution_domain import ExecutionPolicy, ExitReport
-from gpufleet.hosts_domain import HostIdentity
+from gpufleet.domain.execution import ExecutionPolicy, ExitReport
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.tenancy import Organization
 from gpufleet.services import reports
 from tests.factories import create_org
 from tests.hosts.helpers import register

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import Assignment
 from gpufleet.errors import InvalidInput
-from gpufleet.execution_domain import Assignment
 from gpufleet.services import reports
 from gpufleet.services.assignments import next_assignments
 from gpufleet.services.wakeups import WakeHub

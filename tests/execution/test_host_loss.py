@@ -8,9 +8,9 @@ import pytest
 
 from gpufleet.background import reaper
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import KillInstruction, LogChunkIn
+from gpufleet.domain.hosts import HostIdentity
 from gpufleet.errors import StaleAttempt
-from gpufleet.execution_domain import KillInstruction, LogChunkIn
-from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as reaper_repo
 from gpufleet.services import logs, reports
 from gpufleet.services.assignments import kill_instructions, next_assignments

@@ -4,7 +4,7 @@ nor a cancel nobody asked for. Requeued per the host-loss policy, else failed sa
 from __future__ import annotations
 
 from gpufleet.db.pool import Database
-from gpufleet.execution_domain import ExitReport
+from gpufleet.domain.execution import ExitReport
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from tests.execution.helpers import assert_clean, events, fleet, job, running

@@ -8,8 +8,8 @@ import pytest
 
 from gpufleet.background import reaper
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import ExitReport, KillInstruction
 from gpufleet.errors import StaleAttempt
-from gpufleet.execution_domain import ExitReport, KillInstruction
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from gpufleet.services.assignments import kill_instructions

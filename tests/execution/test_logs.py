@@ -8,8 +8,8 @@ import os
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import ExecutionPolicy, ExitReport, LogChunkIn, LogEntry
 from gpufleet.errors import InvalidInput, NotFound, StaleAttempt
-from gpufleet.execution_domain import ExecutionPolicy, ExitReport, LogChunkIn, LogEntry
 from gpufleet.services import reports
 from gpufleet.services.logs import append_logs, follow_logs, read_logs
 from gpufleet.services.wakeups import WakeHub

@@ -7,7 +7,7 @@ import asyncio
 
 from gpufleet.background import reaper
 from gpufleet.db.pool import Database
-from gpufleet.execution_domain import KillInstruction
+from gpufleet.domain.execution import KillInstruction
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.assignments import kill_instructions, next_work
 from gpufleet.services.wakeups import WakeHub

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 from gpufleet.db.pool import Database
-from gpufleet.execution_domain import EXIT_STATUS_LOST, PROCESS_LOST, ExitReport, ReconcileDecision, ReconcileEntry
+from gpufleet.domain.execution import EXIT_STATUS_LOST, PROCESS_LOST, ExitReport, ReconcileDecision, ReconcileEntry
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from gpufleet.services.assignments import next_assignments

@@ -7,8 +7,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import ExitReport
 from gpufleet.errors import InvalidInput, StaleAttempt
-from gpufleet.execution_domain import ExitReport
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from tests.execution.helpers import (

@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 
 from gpufleet.db.pool import Database
-from gpufleet.execution_domain import LogChunkIn
+from gpufleet.domain.execution import LogChunkIn
 from gpufleet.repo.logs import LOGS_CHANNEL
 from gpufleet.services import logs, reports
 from gpufleet.services.wakeups import ASSIGNMENTS_CHANNEL, WakeHub

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import make_tenant
 from tests.ha.harness import HaCluster, start_cluster
 from tests.pg import PgServer

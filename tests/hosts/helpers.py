@@ -6,7 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.hosts_domain import GpuSample, HeartbeatReport, HostFacts, HostIdentity, Registration, ReportedGpu
+from gpufleet.domain.hosts import GpuSample, HeartbeatReport, HostFacts, HostIdentity, Registration, ReportedGpu
 from gpufleet.services.hosts import authenticate_host, register_host
 from gpufleet.services.join_tokens import create_join_token
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.domain.hosts import GpuStatus, HostStatus
 from gpufleet.errors import Conflict, InvalidTransition, NotFound
 from gpufleet.services.allocation import allocate_gpu
 from gpufleet.services.hosts import (

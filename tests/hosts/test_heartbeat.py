@@ -7,9 +7,8 @@ from datetime import timedelta
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.domain.hosts import NOT_REPORTED, GpuStatus, HeartbeatPolicy, HostIdentity, HostStatus
 from gpufleet.errors import InvalidInput, Unauthorized
-from gpufleet.hosts_domain import NOT_REPORTED, HeartbeatPolicy, HostIdentity
 from gpufleet.services.heartbeats import heartbeat
 from gpufleet.services.hosts import clear_gpu_health, list_gpus, revoke_host
 from tests.factories import create_job, create_org

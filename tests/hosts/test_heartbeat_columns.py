@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import NOT_REPORTED, GpuSample, HeartbeatPolicy, series_of
 from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import NOT_REPORTED, GpuSample, HeartbeatPolicy, series_of
 from gpufleet.services import inventory
 from gpufleet.services.heartbeats import heartbeat
 from tests.factories import create_org

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from gpufleet.background import liveness
 from gpufleet.db.pool import Database
-from gpufleet.domain import HostStatus
+from gpufleet.domain.hosts import HostStatus
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.services.heartbeats import heartbeat
 from gpufleet.services.hosts import drain_host, get_host, start_host_maintenance

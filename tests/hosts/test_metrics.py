@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import MetricAgg, MetricBucket, ModelCount
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.hosts_domain import MetricAgg, MetricBucket, ModelCount
 from gpufleet.services.heartbeats import heartbeat
 from gpufleet.services.hosts import remove_host, set_gpu_maintenance
 from gpufleet.services.metrics import fleet_summary, gpu_series

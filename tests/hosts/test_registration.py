@@ -9,9 +9,8 @@ import pytest
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.domain.hosts import HOST_REMOVED, NOT_REPORTED, GpuStatus, HostStatus
 from gpufleet.errors import Conflict, InvalidInput, Unauthorized
-from gpufleet.hosts_domain import HOST_REMOVED, NOT_REPORTED
 from gpufleet.services.hosts import authenticate_host, register_host, remove_host, revoke_host
 from tests.factories import create_org
 from tests.hosts.helpers import event_types, facts, gpu, gpus, join_token, register, sql, val

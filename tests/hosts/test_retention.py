@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from gpufleet.background import retention
 from gpufleet.db.pool import Database
-from gpufleet.hosts_domain import MetricBucket
+from gpufleet.domain.hosts import MetricBucket
 from gpufleet.services.metrics import gpu_series
 from tests.factories import create_org
 from tests.hosts.helpers import register, sql, val

@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.models import Hardware
 from gpufleet.inference import archive, cog_schema
-from gpufleet.inference.models_domain import Hardware
 from gpufleet.repo import models
 from tests.factories import create_org
 

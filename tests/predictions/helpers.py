@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.models import Hardware, VersionRecord
 from gpufleet.inference import archive, cog_schema
-from gpufleet.inference.models_domain import Hardware, VersionRecord
 from gpufleet.repo import models
 from gpufleet.repo import orgs as orgs_repo
 from tests.api.agent_helpers import bearer, register, started

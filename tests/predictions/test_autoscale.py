@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
-from gpufleet.inference.predictions_domain import ReplicaStatus
+from gpufleet.domain.predictions import ReplicaStatus
 from gpufleet.services.autoscale import Queue, ReplicaLoad, ScaleInput, decide
 
 V1, V2 = UUID(int=1), UUID(int=2)

@@ -10,7 +10,7 @@ import httpx
 
 from gpufleet.background import autoscaler
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant
 from tests.execution.helpers import sql
 from tests.predictions.helpers import agent, done, generator_dir, push

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobSpec
+from gpufleet.domain.jobs import JobSpec
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services import jobs as jobs_service
 

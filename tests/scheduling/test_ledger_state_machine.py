@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 )
 
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import JobStatus, gpu_type_tokens
+from gpufleet.domain.jobs import JobStatus, gpu_type_tokens
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import gpus, orgs
 from gpufleet.repo import jobs as jobs_repo

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobSpec, JobStatus
+from gpufleet.domain.jobs import JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate

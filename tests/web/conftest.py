@@ -28,7 +28,7 @@ from playwright.async_api import expect as pw_expect
 
 from gpufleet.agent.loop import Agent, AgentConfig
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, make_tenant
 from tests.api.test_supabase import PROJECT as SUPABASE_PROJECT
 from tests.api.test_supabase import SECRET as SUPABASE_SECRET

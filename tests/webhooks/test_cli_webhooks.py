@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gpufleet.cli.common import console
 from gpufleet.cli.main import app
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, make_tenant
 from tests.liveserver import LiveServer
 from tests.pg import PgServer

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook as Verifier
 from gpufleet.background.webhook_delivery import DeliveryWorker
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from tests.api.conftest import Tenant, TenantFactory
 from tests.webhooks.conftest import LOCAL
 from tests.webhooks.receiver import Receiver

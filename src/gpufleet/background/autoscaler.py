@@ -17,8 +17,8 @@ from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
+from gpufleet.domain.predictions import Deployment
 from gpufleet.errors import BudgetExceeded
-from gpufleet.inference.predictions_domain import Deployment
 from gpufleet.repo import deployments as deployments_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import models as models_repo

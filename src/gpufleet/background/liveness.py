@@ -17,7 +17,7 @@ from gpufleet import states
 from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import HostStatus
+from gpufleet.domain.hosts import HostStatus
 from gpufleet.repo import control_plane, events
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo.hosts import LostHost

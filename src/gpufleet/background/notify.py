@@ -12,7 +12,7 @@ from typing import TextIO
 
 from gpufleet.background.loop import run_periodically
 from gpufleet.db.pool import Database
-from gpufleet.domain import Event
+from gpufleet.domain.events import Event
 from gpufleet.event_types import ADMIN_TYPES
 from gpufleet.repo import events
 

@@ -26,8 +26,8 @@ from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus
-from gpufleet.execution_domain import HOST_LOST, ExecutionPolicy, ExitReport, OutcomeStatus, ReapResult
+from gpufleet.domain.execution import HOST_LOST, ExecutionPolicy, ExitReport, OutcomeStatus, ReapResult
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.repo import control_plane
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo

@@ -12,7 +12,7 @@ import typer
 
 from gpufleet.cli.common import console, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve, resolve_local, show
-from gpufleet.costs_domain import BudgetPeriod, PriceKind, money, parse_period
+from gpufleet.domain.costs import BudgetPeriod, PriceKind, money, parse_period
 from gpufleet.schemas.costs import BudgetRead, UsageRead
 from gpufleet.sdk import Client
 

@@ -12,8 +12,7 @@ import typer
 from gpufleet.cli.common import console, usage
 from gpufleet.cli.jobs import gpu_amount
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, show
-from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.hosts_domain import MetricAgg, MetricBucket
+from gpufleet.domain.hosts import GpuStatus, HostStatus, MetricAgg, MetricBucket
 from gpufleet.schemas.hosts import GpuRead, HostRead
 
 hosts = typer.Typer(help="GPU hosts of the current organization.", no_args_is_help=True)

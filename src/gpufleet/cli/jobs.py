@@ -17,8 +17,8 @@ from rich.table import Table
 
 from gpufleet.cli.common import EXIT_OK, EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, short, show
-from gpufleet.costs_domain import cents
-from gpufleet.domain import JobStatus
+from gpufleet.domain.costs import cents
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.schemas.jobs import JobRead, RetryPolicy
 from gpufleet.sdk import Client
 

@@ -12,8 +12,8 @@ import typer
 
 from gpufleet.cli.common import console, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show
+from gpufleet.domain.models import split_ref
 from gpufleet.errors import InvalidInput
-from gpufleet.inference.models_domain import split_ref
 from gpufleet.inference.validate import input_properties
 from gpufleet.schemas.models import FileRead, ModelRead, VersionRead
 from gpufleet.sdk import Client

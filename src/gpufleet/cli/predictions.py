@@ -13,8 +13,8 @@ import typer
 
 from gpufleet.cli.common import EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, err_console, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show
+from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.errors import InvalidInput
-from gpufleet.inference.models_domain import DIGEST_RE, split_ref
 from gpufleet.inference.validate import input_properties
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead

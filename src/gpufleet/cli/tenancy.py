@@ -9,7 +9,7 @@ import typer
 
 from gpufleet.cli.common import console
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve, resolve_local, show
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.sdk import Client
 
 orgs = typer.Typer(help="Organizations you belong to.", no_args_is_help=True)

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+from gpufleet.domain.models import concurrency_of
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.cog_types import INPUT_CALLS, Resolver, imports, yields
-from gpufleet.inference.models_domain import concurrency_of
 
 PREDICT_REF_RE = re.compile(r"^(?P<file>[A-Za-z0-9_./-]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 INPUT_KEYWORDS = frozenset(

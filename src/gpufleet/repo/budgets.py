@@ -9,8 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.costs_domain import Budget, BudgetPeriod, BudgetState
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.costs import Budget, BudgetPeriod, BudgetState
 from gpufleet.repo.costs import OPEN
 
 _NIL = "00000000-0000-0000-0000-000000000000"

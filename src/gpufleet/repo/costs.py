@@ -16,8 +16,8 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.costs_domain import Price, PriceKind, UsageRow
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.costs import Price, PriceKind, UsageRow
 
 # What running allocations of the organizations $1 accrued since they were last metered, up to
 # now (never stored). An allocation whose open interval crosses no hour boundary and no price

@@ -9,8 +9,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.inference.models_domain import Hardware
-from gpufleet.inference.predictions_domain import Deployment
+from gpufleet.domain.models import Hardware
+from gpufleet.domain.predictions import Deployment
 from gpufleet.repo import keyset
 from gpufleet.repo.models import hardware_of
 

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Event
+from gpufleet.domain.events import Event
 from gpufleet.repo import keyset
 
 

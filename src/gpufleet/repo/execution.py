@@ -14,8 +14,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import JobStatus
-from gpufleet.execution_domain import AssignedGpu, Assignment, ExitReport
+from gpufleet.domain.execution import AssignedGpu, Assignment, ExitReport
+from gpufleet.domain.jobs import JobStatus
 
 # Any constant works as long as every gpufleet process agrees on it (distinct from the others').
 REAPER_LOCK = 0x6766_7265_6170_6572 & 0x7FFF_FFFF_FFFF_FFFF

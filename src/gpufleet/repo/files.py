@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.inference.models_domain import FileRecord
+from gpufleet.domain.models import FileRecord
 from gpufleet.repo import keyset
 
 _COLUMNS = """id, organization_id, name, content_type, size, sha256, metadata, prediction_id, created_by,

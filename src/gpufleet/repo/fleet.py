@@ -7,8 +7,8 @@ from datetime import datetime
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import GpuStatus, HostStatus, Job
-from gpufleet.hosts_domain import FleetGpu, FleetHost, MetricAgg, MetricPoint
+from gpufleet.domain.hosts import FleetGpu, FleetHost, GpuStatus, HostStatus, MetricAgg, MetricPoint
+from gpufleet.domain.jobs import Job
 from gpufleet.repo.jobs import _job
 from gpufleet.repo.metrics import _ORIGIN, _point
 

@@ -7,7 +7,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Allocation, Gpu, GpuStatus, Host, HostStatus, gpu_type_tokens
+from gpufleet.domain.hosts import GpuRecord, GpuStatus, HostRecord, HostStatus
+from gpufleet.domain.jobs import Allocation, gpu_type_tokens
 
 # Raised by the ledger triggers (0002_tenancy.sql) when a GPU or host cannot take the work.
 LEDGER_REFUSED = "GF409"
@@ -15,8 +16,8 @@ LEDGER_REFUSED = "GF409"
 CAPACITY_ERRORS = frozenset({LEDGER_REFUSED, "23514"})
 
 
-def _gpu(row: asyncpg.Record) -> Gpu:
-    return Gpu(
+def _gpu(row: asyncpg.Record) -> GpuRecord:
+    return GpuRecord(
         id=row["id"],
         organization_id=row["organization_id"],
         host_id=row["host_id"],
@@ -33,8 +34,8 @@ def _gpu(row: asyncpg.Record) -> Gpu:
     )
 
 
-def _host(row: asyncpg.Record) -> Host:
-    return Host(
+def _host(row: asyncpg.Record) -> HostRecord:
+    return HostRecord(
         id=row["id"],
         organization_id=row["organization_id"],
         name=row["name"],
@@ -63,7 +64,7 @@ def _allocation(row: asyncpg.Record) -> Allocation:
 
 async def create_host(
     conn: Conn, *, org_id: UUID, name: str, cpu_cores: int = 0, ram_mb: int = 0, simulated: bool = False
-) -> Host:
+) -> HostRecord:
     row = await conn.fetchrow(
         """insert into hosts (organization_id, name, hostname, cpu_cores, ram_mb, simulated, last_heartbeat_at)
            values ($1, $2, $2, $3, $4, $5, now()) returning *""",
@@ -87,7 +88,7 @@ async def add_gpu(
     model: str,
     memory_mb: int,
     simulated: bool = False,
-) -> Gpu:
+) -> GpuRecord:
     row = await conn.fetchrow(
         """insert into gpu_resources (organization_id, host_id, uuid, index, model, memory_mb, simulated,
                                       last_seen_at)
@@ -104,14 +105,14 @@ async def add_gpu(
     return _gpu(row)
 
 
-async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID) -> Gpu | None:
+async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID) -> GpuRecord | None:
     row = await conn.fetchrow("select * from gpu_resources where organization_id = $1 and id = $2", org_id, gpu_id)
     return _gpu(row) if row else None
 
 
 async def get_available_gpus(
     conn: Conn, *, org_id: UUID, min_memory_mb: int | None = None, gpu_type: str | None = None
-) -> list[Gpu]:
+) -> list[GpuRecord]:
     """Whole GPUs free right now on ready hosts, optionally with enough memory and of one type.
 
     ``gpu_type`` matches by model tokens (see ``domain.gpu_type_tokens``), so the sketch's

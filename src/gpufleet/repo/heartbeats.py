@@ -15,8 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import HostStatus
-from gpufleet.hosts_domain import SAMPLE_COLUMNS, GpuDetail, HostFacts, SampleSeries
+from gpufleet.domain.hosts import SAMPLE_COLUMNS, GpuDetail, HostFacts, HostStatus, SampleSeries
 from gpufleet.repo.host_gpus import gpu_row
 from gpufleet.repo.hosts import facts_params, facts_set
 

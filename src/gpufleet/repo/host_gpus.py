@@ -13,8 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import GpuStatus
-from gpufleet.hosts_domain import GpuDetail, ReportedGpu
+from gpufleet.domain.hosts import GpuDetail, GpuStatus, ReportedGpu
 from gpufleet.repo import keyset
 
 

@@ -15,8 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import HostStatus
-from gpufleet.hosts_domain import HostDetail, HostFacts, HostIdentity
+from gpufleet.domain.hosts import HostDetail, HostFacts, HostIdentity, HostStatus
 from gpufleet.repo import keyset
 
 

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Job, JobSpec, JobStatus
+from gpufleet.domain.jobs import Job, JobSpec, JobStatus
 from gpufleet.repo import keyset
 
 _SPEC_COLUMNS = (

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.hosts_domain import JoinToken
+from gpufleet.domain.hosts import JoinToken
 from gpufleet.repo import keyset
 
 # A token that could still register a host.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.execution_domain import LogEntry
+from gpufleet.domain.execution import LogEntry
 
 LOGS_CHANNEL = "gpufleet_job_logs"
 

@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.repo import keyset
 
 

@@ -13,7 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.hosts_domain import MetricAgg, MetricPoint
+from gpufleet.domain.hosts import MetricAgg, MetricPoint
 
 _ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
 _PARTITION = r"^gpu_metrics_p[0-9]{8}$"

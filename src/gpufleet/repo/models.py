@@ -10,8 +10,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.models import Hardware, ModelRecord, VersionRecord
 from gpufleet.inference.cog_schema import VersionInfo
-from gpufleet.inference.models_domain import Hardware, ModelRecord, VersionRecord
 from gpufleet.repo import keyset
 
 _VERSION_COLUMNS = """v.id, v.organization_id, v.model_id, m.name as model_name, v.digest, v.archive_size,

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Membership, Organization, Role, User
+from gpufleet.domain.tenancy import Membership, Organization, Role, User
 
 
 def _org(row: asyncpg.Record) -> Organization:

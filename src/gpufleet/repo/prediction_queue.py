@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.inference.predictions_domain import Prediction
+from gpufleet.domain.predictions import Prediction
 from gpufleet.repo.predictions import prediction
 from gpufleet.repo.replicas import RESEND_S
 

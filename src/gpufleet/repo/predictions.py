@@ -11,8 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import PredictionStatus
-from gpufleet.inference.predictions_domain import Prediction
+from gpufleet.domain.predictions import Prediction, PredictionStatus
 from gpufleet.repo import keyset
 
 SELECT = """select p.*, case when d.implicit then null else d.name end as deployment_name

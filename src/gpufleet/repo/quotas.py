@@ -5,8 +5,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.quotas import Quota
 from gpufleet.repo.scheduling import quota_of
-from gpufleet.scheduler.types import Quota
 
 
 async def upsert(conn: Conn, *, org_id: UUID, gpu_model: str | None, max_gpus: int) -> Quota:

@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.inference.predictions_domain import AssignedReplica, Replica, ReplicaStatus
+from gpufleet.domain.predictions import AssignedReplica, Replica, ReplicaStatus
 
 # The agent is told again to drain a replica (or cancel a prediction) if it still lists it this long after.
 RESEND_S = 10.0

@@ -14,11 +14,12 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from gpufleet.costs_domain import BudgetState
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.costs import BudgetState
+from gpufleet.domain.quotas import Quota
 from gpufleet.repo import budgets as budgets_repo
 from gpufleet.scheduler.model import AVAILABLE, GpuState, HostState
-from gpufleet.scheduler.types import FleetSnapshot, PendingJob, Quota
+from gpufleet.scheduler.types import FleetSnapshot, PendingJob
 
 ACTOR = "scheduler"
 # Jobs whose unspent estimates a hard budget reserves when another job is placed.

@@ -16,8 +16,8 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.costs_domain import BudgetBook
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.costs import BudgetBook
 from gpufleet.repo import budgets as budgets_repo
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import scheduling as repo

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from uuid import UUID
 
-from gpufleet.costs_domain import BudgetBook, BudgetState
-from gpufleet.domain import gpu_type_tokens
+from gpufleet.domain.costs import BudgetBook, BudgetState
+from gpufleet.domain.jobs import gpu_type_tokens
+from gpufleet.domain.quotas import Quota
 from gpufleet.scheduler.cluster import ClusterState, Host
 from gpufleet.scheduler.model import (
     WHOLE_GPU,
@@ -36,7 +37,7 @@ from gpufleet.scheduler.model import (
 )
 from gpufleet.scheduler.policies import Policy
 from gpufleet.scheduler.reasons import explain
-from gpufleet.scheduler.types import PendingJob, Quota
+from gpufleet.scheduler.types import PendingJob
 
 NO_HOSTS = "no hosts are registered in this organization yet; the job waits for one"
 REASON_LIMIT = 2000

@@ -4,39 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from gpufleet.costs_domain import BudgetState
-from gpufleet.domain import Job
+from gpufleet.domain.costs import BudgetState
+from gpufleet.domain.quotas import Quota
 from gpufleet.scheduler.model import HostState
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """At most ``max_gpus`` whole-GPU equivalents allocated at once (``gpu_model`` None: all models)."""
-
-    id: UUID
-    organization_id: UUID
-    gpu_model: str | None
-    max_gpus: int
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaUsage:
-    quota: Quota
-    used_gpus: float  # allocated milli-GPU / 1000 on the GPUs the quota covers
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """One page of a job listing; ``next_cursor`` is None on the last page."""
-
-    items: list[Job]
-    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ from uuid import UUID
 
 from pydantic import Field, field_validator, model_validator
 
-from gpufleet.domain import HostStatus
-from gpufleet.hosts_domain import SAMPLE_COLUMNS, HeartbeatReport, HostFacts, ReportedGpu, SampleSeries
+from gpufleet.domain.hosts import SAMPLE_COLUMNS, HeartbeatReport, HostFacts, HostStatus, ReportedGpu, SampleSeries
 from gpufleet.schemas.common import RequestModel, ResponseModel
 from gpufleet.schemas.execution import KillOrder as KillOrder  # re-exported: the heartbeat's instruction
 from gpufleet.schemas.execution import RunningJobIn

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from gpufleet.costs_domain import BudgetPeriod, BudgetState, Price, PriceKind, UsageRow, cents
+from gpufleet.domain.costs import BudgetPeriod, BudgetState, Price, PriceKind, UsageRow, cents
 from gpufleet.schemas.common import RequestModel, ResponseModel
 
 

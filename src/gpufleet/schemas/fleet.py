@@ -7,8 +7,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.hosts_domain import MetricAgg, MetricBucket
+from gpufleet.domain.hosts import GpuStatus, HostStatus, MetricAgg, MetricBucket
 from gpufleet.schemas.common import ResponseModel
 from gpufleet.schemas.hosts import MetricPointRead
 from gpufleet.schemas.jobs import JobRead

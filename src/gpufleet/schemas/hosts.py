@@ -8,8 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.hosts_domain import MetricAgg, MetricBucket
+from gpufleet.domain.hosts import GpuStatus, HostStatus, MetricAgg, MetricBucket
 from gpufleet.schemas.common import RequestModel, ResponseModel
 
 

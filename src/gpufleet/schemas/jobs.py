@@ -19,7 +19,8 @@ from uuid import UUID
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from gpufleet import states
-from gpufleet.domain import Allocation, Event, Job, JobSpec, JobStatus
+from gpufleet.domain.events import Event
+from gpufleet.domain.jobs import Allocation, Job, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import (
     MAX_ATTEMPTS,

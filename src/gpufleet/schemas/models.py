@@ -8,8 +8,8 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import Field, model_validator
 
+from gpufleet.domain.models import FileRecord, Hardware, ModelView, VersionRecord
 from gpufleet.errors import InvalidInput
-from gpufleet.inference.models_domain import FileRecord, Hardware, ModelView, VersionRecord
 from gpufleet.schemas.common import Page, RequestModel, ResponseModel
 
 T = TypeVar("T")

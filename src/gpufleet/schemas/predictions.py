@@ -9,8 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpufleet.inference.models_domain import Hardware
-from gpufleet.inference.predictions_domain import (
+from gpufleet.domain.models import Hardware
+from gpufleet.domain.predictions import (
     WEBHOOK_EVENTS,
     ClaimResult,
     ClaimSlot,

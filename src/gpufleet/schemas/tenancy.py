@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, field_validator
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.schemas.common import JsonObject, RequestModel, ResponseModel, Timestamp
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")

@@ -15,7 +15,9 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from gpufleet.domain import HostStatus, JobStatus, Role
+from gpufleet.domain.hosts import HostStatus
+from gpufleet.domain.jobs import JobStatus
+from gpufleet.domain.tenancy import Role
 from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.events import FeedPage

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.schemas.events import FeedPage
 from gpufleet.schemas.resolve import ResolveRead
 from gpufleet.schemas.tenancy import (

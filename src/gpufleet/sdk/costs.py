@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from gpufleet.costs_domain import BudgetPeriod, PriceKind, parse_period
+from gpufleet.domain.costs import BudgetPeriod, PriceKind, parse_period
 from gpufleet.schemas.costs import BudgetRead, PriceRead, UsageRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient
 

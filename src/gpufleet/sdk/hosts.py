@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.domain.hosts import GpuStatus, HostStatus
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,

@@ -11,7 +11,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from gpufleet.backoff import Backoff
-from gpufleet.domain import JobStatus
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.limits import MAX_PAGE, WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut

@@ -16,8 +16,8 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from gpufleet.domain.models import split_ref
 from gpufleet.inference import archive, cog_schema
-from gpufleet.inference.models_domain import split_ref
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage, FileRead, ModelRead, VersionRead
 from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode

@@ -17,8 +17,8 @@ from uuid import UUID
 import httpx
 
 from gpufleet.backoff import Backoff
-from gpufleet.inference.models_domain import DIGEST_RE, split_ref
-from gpufleet.inference.predictions_domain import PREFER_WAIT_MAX_S
+from gpufleet.domain.models import DIGEST_RE, split_ref
+from gpufleet.domain.predictions import PREFER_WAIT_MAX_S
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, User
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal

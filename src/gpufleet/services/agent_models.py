@@ -13,9 +13,9 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.models import FileRecord
 from gpufleet.errors import NotFound, PayloadTooLarge
-from gpufleet.hosts_domain import HostIdentity
-from gpufleet.inference.models_domain import FileRecord
 from gpufleet.repo import files as files_repo
 from gpufleet.repo import models as models_repo
 from gpufleet.repo import runner as repo

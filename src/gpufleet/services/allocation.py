@@ -7,7 +7,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Allocation, JobStatus
+from gpufleet.domain.jobs import Allocation, JobStatus
 from gpufleet.errors import Conflict, NotFound
 from gpufleet.repo import events, gpus
 from gpufleet.repo import jobs as jobs_repo

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import Assignment, ExecutionPolicy, KillInstruction
+from gpufleet.domain.hosts import HostIdentity
 from gpufleet.errors import InvalidInput
-from gpufleet.execution_domain import Assignment, ExecutionPolicy, KillInstruction
-from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services.hosts import ensure_current

@@ -15,7 +15,7 @@ import jwt
 from gpufleet import security
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.errors import Unauthorized
 from gpufleet.repo import api_keys, members, orgs
 from gpufleet.ttl_cache import TTLCache

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from gpufleet.inference.predictions_domain import ReplicaStatus, replicas_for
+from gpufleet.domain.predictions import ReplicaStatus, replicas_for
 
 R = ReplicaStatus
 

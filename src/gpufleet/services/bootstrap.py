@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, User
 from gpufleet.errors import NotFound
 from gpufleet.repo import events, orgs
 from gpufleet.services.join_tokens import create_join_token

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from gpufleet.costs_domain import money
 from gpufleet.db.pool import Database
+from gpufleet.domain.costs import money
 from gpufleet.errors import InvalidTransition, NotFound
 from gpufleet.repo import budgets as repo
 from gpufleet.services import jobs as jobs_service

@@ -17,8 +17,8 @@ from uuid import UUID
 
 import asyncpg
 
-from gpufleet.costs_domain import THRESHOLDS, Budget, BudgetPeriod, BudgetState, cents, first_block
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.costs import THRESHOLDS, Budget, BudgetPeriod, BudgetState, cents, first_block
 from gpufleet.errors import BudgetExceeded, InvalidInput, NotFound
 from gpufleet.repo import budgets as repo
 from gpufleet.repo import costs as costs_repo

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
-from gpufleet.costs_domain import MICRO, Price, PriceKind, UsageRow
 from gpufleet.db.pool import Connection, Database
-from gpufleet.domain import JobSpec, gpu_type_tokens
+from gpufleet.domain.costs import MICRO, Price, PriceKind, UsageRow
+from gpufleet.domain.jobs import JobSpec, gpu_type_tokens
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import costs as repo
 from gpufleet.repo import events

@@ -16,10 +16,10 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobSpec, JobStatus
+from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.models import Hardware, ModelRecord, VersionRecord, check_name
+from gpufleet.domain.predictions import Deployment, DeploymentView, Replica, ReplicaStatus
 from gpufleet.errors import Conflict, InvalidInput, NotFound
-from gpufleet.inference.models_domain import Hardware, ModelRecord, VersionRecord, check_name
-from gpufleet.inference.predictions_domain import Deployment, DeploymentView, Replica, ReplicaStatus
 from gpufleet.repo import deployments as repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as jobs_repo

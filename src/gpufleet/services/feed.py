@@ -14,7 +14,7 @@ from uuid import UUID
 
 from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Database
-from gpufleet.domain import Event
+from gpufleet.domain.events import Event
 from gpufleet.repo import events
 
 _FIRST_DELAY_S = 0.05

@@ -13,8 +13,8 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.domain.models import FileRecord
 from gpufleet.errors import InvalidInput, NotFound, PayloadTooLarge
-from gpufleet.inference.models_domain import FileRecord
 from gpufleet.repo import files as repo
 from gpufleet.services.auth import Principal
 

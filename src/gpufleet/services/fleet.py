@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Job
+from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket, MetricPoint
+from gpufleet.domain.jobs import Job
 from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket, MetricPoint
 from gpufleet.repo import fleet as repo
 from gpufleet.repo import metrics as metrics_repo
 

@@ -10,8 +10,8 @@ the samples of GPUs it added inserted. A report that fails validation changes no
 from __future__ import annotations
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import HeartbeatPolicy, HeartbeatReport, HeartbeatResult, HostIdentity
 from gpufleet.errors import Unauthorized
-from gpufleet.hosts_domain import HeartbeatPolicy, HeartbeatReport, HeartbeatResult, HostIdentity
 from gpufleet.repo import events, host_gpus
 from gpufleet.repo import heartbeats as heartbeats_repo
 from gpufleet.services import inventory

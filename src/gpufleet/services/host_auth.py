@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from gpufleet import security
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import HostIdentity
 from gpufleet.errors import Unauthorized
-from gpufleet.hosts_domain import HostIdentity
 from gpufleet.services.hosts import authenticate_host
 from gpufleet.ttl_cache import TTLCache
 

@@ -6,9 +6,8 @@ from datetime import datetime
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import GpuStatus, HostStatus
+from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, JoinToken
 from gpufleet.errors import NotFound
-from gpufleet.hosts_domain import GpuDetail, HostDetail, JoinToken
 from gpufleet.repo import host_gpus, join_tokens
 from gpufleet.repo import hosts as hosts_repo
 

@@ -16,18 +16,19 @@ import asyncpg
 
 from gpufleet import security, states
 from gpufleet.db.pool import Connection, Database
-from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
-from gpufleet.hosts_domain import (
+from gpufleet.domain.hosts import (
     HOST_REMOVED,
     GpuDetail,
+    GpuStatus,
     HeartbeatPolicy,
     HostDetail,
     HostFacts,
     HostIdentity,
+    HostStatus,
     Registration,
     ReportedGpu,
 )
+from gpufleet.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
 from gpufleet.repo import events, host_gpus
 from gpufleet.repo import hosts as repo
 from gpufleet.services import inventory, join_tokens

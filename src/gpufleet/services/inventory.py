@@ -24,17 +24,17 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet import states
-from gpufleet.domain import GpuStatus
-from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import (
+from gpufleet.domain.hosts import (
     NOT_REPORTED,
     GpuDetail,
     GpuSample,
+    GpuStatus,
     HeartbeatPolicy,
     HostFacts,
     ReportedGpu,
     SampleSeries,
 )
+from gpufleet.errors import InvalidInput
 from gpufleet.limits import BIGINT_MAX, INT32_MAX
 
 # Placeholders for a GPU not inserted yet; the database assigns the real values.

@@ -12,7 +12,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from gpufleet.domain import JobSpec, gpu_type_tokens
+from gpufleet.domain.jobs import JobSpec, gpu_type_tokens
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import (
     MAX_ATTEMPTS,

@@ -8,7 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Allocation, Job, JobStatus
+from gpufleet.domain.jobs import Allocation, Job, JobStatus
 from gpufleet.errors import NotFound
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import gpus as gpus_repo

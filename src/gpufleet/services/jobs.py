@@ -19,13 +19,13 @@ from uuid import UUID
 from gpufleet import states
 from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection, Database
-from gpufleet.domain import Event, Job, JobSpec, JobStatus
+from gpufleet.domain.events import Event
+from gpufleet.domain.jobs import Job, JobPage, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.pagination import decode_cursor, paginate
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as repo
-from gpufleet.scheduler.types import JobPage
 from gpufleet.services import budgets, costs
 from gpufleet.services.job_spec import validate
 from gpufleet.services.transitions import transition_job

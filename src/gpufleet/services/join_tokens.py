@@ -7,8 +7,8 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.hosts import IssuedJoinToken, JoinToken
 from gpufleet.errors import InvalidInput, NotFound, Unauthorized
-from gpufleet.hosts_domain import IssuedJoinToken, JoinToken
 from gpufleet.repo import events
 from gpufleet.repo import join_tokens as repo
 

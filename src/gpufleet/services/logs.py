@@ -22,10 +22,10 @@ from uuid import UUID
 from gpufleet import states
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain import Job
+from gpufleet.domain.execution import AppendResult, ExecutionPolicy, LogChunkIn, LogEntry, LogPage
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.jobs import Job
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.execution_domain import AppendResult, ExecutionPolicy, LogChunkIn, LogEntry, LogPage
-from gpufleet.hosts_domain import HostIdentity
 from gpufleet.repo import execution as exec_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import logs as repo

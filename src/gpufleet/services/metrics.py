@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.hosts_domain import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
 from gpufleet.repo import host_gpus
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import metrics as repo

@@ -15,16 +15,9 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.models import DIGEST_RE, Hardware, ModelRecord, ModelView, VersionRecord, check_name
 from gpufleet.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from gpufleet.inference import archive, cog_schema
-from gpufleet.inference.models_domain import (
-    DIGEST_RE,
-    Hardware,
-    ModelRecord,
-    ModelView,
-    VersionRecord,
-    check_name,
-)
 from gpufleet.repo import events, orgs
 from gpufleet.repo import models as repo
 from gpufleet.services.auth import Principal

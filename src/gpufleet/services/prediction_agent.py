@@ -20,9 +20,8 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import HostIdentity
-from gpufleet.inference.predictions_domain import (
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.predictions import (
     MAX_LOGS_CHARS,
     Claimed,
     ClaimResult,
@@ -31,6 +30,7 @@ from gpufleet.inference.predictions_domain import (
     PredictionEvent,
     ReplicaStatus,
 )
+from gpufleet.errors import InvalidInput
 from gpufleet.repo import prediction_queue as queue
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.replicas import ClaimView

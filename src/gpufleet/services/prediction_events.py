@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.inference.predictions_domain import Deployment, Prediction, Replica
+from gpufleet.domain.predictions import Deployment, Prediction, Replica
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import orgs as orgs_repo
 from gpufleet.repo import prediction_webhooks as hooks_repo

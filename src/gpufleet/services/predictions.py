@@ -20,9 +20,9 @@ from uuid import UUID
 from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
+from gpufleet.domain.models import DIGEST_RE, ModelRecord, VersionRecord
+from gpufleet.domain.predictions import Deployment, Prediction, check_webhook_filter
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.inference.models_domain import DIGEST_RE, ModelRecord, VersionRecord
-from gpufleet.inference.predictions_domain import Deployment, Prediction, check_webhook_filter
 from gpufleet.inference.validate import validate_input
 from gpufleet.pagination import decode_cursor, encode_cursor, paginate
 from gpufleet.repo import deployments as deployments_repo

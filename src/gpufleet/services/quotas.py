@@ -10,11 +10,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import gpu_type_tokens
+from gpufleet.domain.jobs import gpu_type_tokens
+from gpufleet.domain.quotas import Quota, QuotaUsage
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.repo import events
 from gpufleet.repo import quotas as repo
-from gpufleet.scheduler.types import Quota, QuotaUsage
 
 
 def _model(gpu_model: str | None) -> str | None:

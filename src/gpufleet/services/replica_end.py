@@ -13,8 +13,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Job, JobStatus
-from gpufleet.inference.predictions_domain import BACKOFF_MAX_S, ReplicaStatus
+from gpufleet.domain.jobs import Job, JobStatus
+from gpufleet.domain.predictions import BACKOFF_MAX_S, ReplicaStatus
 from gpufleet.repo import deployments as deployments_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import prediction_queue as queue

@@ -8,10 +8,10 @@ import math
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import JobStatus
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.jobs import JobStatus
+from gpufleet.domain.predictions import Replica, ReplicaStatus
 from gpufleet.errors import InvalidInput
-from gpufleet.hosts_domain import HostIdentity
-from gpufleet.inference.predictions_domain import Replica, ReplicaStatus
 from gpufleet.repo import deployments as deployments_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import replicas as repo

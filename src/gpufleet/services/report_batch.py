@@ -25,9 +25,7 @@ from uuid import UUID
 from gpufleet import states
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain import Job, JobStatus
-from gpufleet.errors import InvalidInput, InvalidTransition, StaleAttempt
-from gpufleet.execution_domain import (
+from gpufleet.domain.execution import (
     BatchResult,
     ExecutionPolicy,
     ExitItem,
@@ -36,7 +34,9 @@ from gpufleet.execution_domain import (
     ReportBatch,
     StartedReport,
 )
-from gpufleet.hosts_domain import HostIdentity
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.jobs import Job, JobStatus
+from gpufleet.errors import InvalidInput, InvalidTransition, StaleAttempt
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import execution as exec_repo
 from gpufleet.repo import jobs as jobs_repo

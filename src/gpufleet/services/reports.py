@@ -16,9 +16,7 @@ from uuid import UUID
 from gpufleet import states
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain import Job, JobStatus
-from gpufleet.errors import InvalidInput, StaleAttempt
-from gpufleet.execution_domain import (
+from gpufleet.domain.execution import (
     EXIT_STATUS_LOST,
     HOST_STOPPED,
     OUTCOMES,
@@ -30,7 +28,9 @@ from gpufleet.execution_domain import (
     ReconcileEntry,
     ReconcileResult,
 )
-from gpufleet.hosts_domain import HostIdentity
+from gpufleet.domain.hosts import HostIdentity
+from gpufleet.domain.jobs import Job, JobStatus
+from gpufleet.errors import InvalidInput, StaleAttempt
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo.execution import AttemptRecord

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.errors import Forbidden, InvalidInput
 from gpufleet.permissions import PERMISSIONS, allowed
 from gpufleet.repo import resolve as repo

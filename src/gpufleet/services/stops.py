@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from gpufleet.domain import JobStatus
-from gpufleet.execution_domain import ExecutionPolicy, KillInstruction
+from gpufleet.domain.execution import ExecutionPolicy, KillInstruction
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.repo.execution import RunState
 
 DEFAULT_POLICY = ExecutionPolicy()

@@ -6,7 +6,7 @@ from typing import Any
 
 from gpufleet import states
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain import Job, JobStatus
+from gpufleet.domain.jobs import Job, JobStatus
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import events
 from gpufleet.repo import jobs as jobs_repo

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from gpufleet import __version__
 from gpufleet.config import Settings
-from gpufleet.domain import Role
+from gpufleet.domain.tenancy import Role
 from gpufleet.permissions import PERMISSIONS
 
 # No inline script or style, nothing from elsewhere: what the page runs is what the package ships.

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request
 
 from gpufleet.api.deps import DB, forget_credentials
 from gpufleet.api.routes.hosts import gpu_read
+from gpufleet.domain.execution import ExecutionPolicy
+from gpufleet.domain.hosts import HeartbeatPolicy, HostIdentity
 from gpufleet.errors import InvalidInput, Unauthorized
-from gpufleet.execution_domain import ExecutionPolicy
-from gpufleet.hosts_domain import HeartbeatPolicy, HostIdentity
 from gpufleet.schemas.agent import (
     AgentInstructions,
     HeartbeatRequest,

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB
 from gpufleet.api.routes.agent import AGENT_ERRORS, Host, execution_policy
-from gpufleet.errors import InvalidInput
-from gpufleet.execution_domain import (
+from gpufleet.domain.execution import (
     ExitItem,
     ExitReport,
     LogChunkIn,
@@ -24,6 +23,7 @@ from gpufleet.execution_domain import (
     ReportBatch,
     StartedReport,
 )
+from gpufleet.errors import InvalidInput
 from gpufleet.schemas.execution import (
     AssignmentOut,
     AssignmentsPoll,

@@ -12,7 +12,7 @@ from gpufleet.api.deps import DB, Caller, WindowEnd, WindowStart, metric_window,
 from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.api.state import app_state
 from gpufleet.config import Settings
-from gpufleet.hosts_domain import FleetHost, MetricAgg, MetricBucket
+from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
 from gpufleet.schemas.hosts import MetricPointRead

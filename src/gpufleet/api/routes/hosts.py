@@ -22,8 +22,7 @@ from gpufleet.api.deps import (
 )
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.config import Settings
-from gpufleet.domain import GpuStatus, HostStatus
-from gpufleet.hosts_domain import GpuDetail, HostDetail, MetricAgg, MetricBucket
+from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.hosts import (

@@ -23,8 +23,8 @@ from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
+from gpufleet.domain.execution import LogEntry, LogPage
 from gpufleet.errors import GpufleetError, InvalidInput
-from gpufleet.execution_domain import LogEntry, LogPage
 from gpufleet.limits import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs

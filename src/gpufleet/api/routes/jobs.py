@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
 from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answer
 from gpufleet.api.routes.tenancy import NOT_FOUND
-from gpufleet.domain import JobStatus
+from gpufleet.domain.jobs import JobStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import WAIT_MAX_S
 from gpufleet.pagination import decode_cursor

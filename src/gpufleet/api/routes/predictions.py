@@ -19,8 +19,8 @@ from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.api.state import app_state
 from gpufleet.api.state import hub_of as hub_of  # routes/agent_predictions.py imports it from here
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.predictions import Prediction, parse_prefer_wait
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.inference.predictions_domain import Prediction, parse_prefer_wait
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
 from gpufleet.services import idempotency, prediction_stream, predictions

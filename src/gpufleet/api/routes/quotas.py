@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from gpufleet.api.deps import DB, Caller, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
-from gpufleet.scheduler.types import QuotaUsage
+from gpufleet.domain.quotas import QuotaUsage
 from gpufleet.schemas.jobs import QuotaRead, QuotaSet
 from gpufleet.services import quotas
 

@@ -1,4 +1,4 @@
-"""Frozen domain objects for hosts, join tokens, heartbeats and GPU metrics; no I/O here."""
+"""Hosts and their GPUs: the records, what agents report (facts, samples), join tokens, fleet views."""
 
 from __future__ import annotations
 
@@ -10,14 +10,68 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from gpufleet.domain import GpuStatus, HostStatus
-
 if TYPE_CHECKING:
     from gpufleet.config import Settings
+
+
+class HostStatus(StrEnum):
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    DRAINING = "draining"
+    MAINTENANCE = "maintenance"
+
+
+class GpuStatus(StrEnum):
+    AVAILABLE = "available"
+    ALLOCATED = "allocated"
+    UNHEALTHY = "unhealthy"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    id: UUID
+    organization_id: UUID
+    name: str
+    status: HostStatus
+    cpu_cores: int
+    ram_mb: int
+    simulated: bool
+    last_heartbeat_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRecord:
+    id: UUID
+    organization_id: UUID
+    host_id: UUID
+    uuid: str
+    index: int
+    model: str
+    memory_mb: int
+    status: GpuStatus
+    simulated: bool
+    allocated_milli: int
+    allocated_memory_mb: int
+    version: int
+    hourly_price: Decimal | None
+
+    @property
+    def free_milli(self) -> int:
+        return 1000 - self.allocated_milli
+
+    @property
+    def free_memory_mb(self) -> int:
+        return self.memory_mb - self.allocated_memory_mb
+
 
 # Why a GPU is offline when its host stopped listing it; a GPU offline for this reason comes
 # back by itself when it is reported again (any other reason needs an admin).
 NOT_REPORTED = "not reported by host"
+
+
 HOST_REMOVED = "host removed"
 
 

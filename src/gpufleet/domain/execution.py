@@ -1,4 +1,4 @@
-"""Frozen domain objects for running work on hosts: assignments, reports, logs, kill orders; no I/O."""
+"""Running the work on hosts: assignments, exit reports, logs, reconciliation, the execution policy."""
 
 from __future__ import annotations
 
@@ -9,20 +9,38 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from gpufleet.config import Settings
-    from gpufleet.inference.predictions_domain import AssignedReplica
+    from gpufleet.domain.predictions import AssignedReplica
+
 
 # ``interrupted``: the attempt's host stopped it (agent shutdown, reboot): not the job's failure.
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+
+
 OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+
+
 LogStream = Literal["stdout", "stderr", "system"]
+
+
 AgentStream = Literal["stdout", "stderr"]
+
+
 KillReason = Literal["cancelled", "timed_out", "fenced"]
+
+
 ReconcileAction = Literal["continue", "kill", "forget"]
+
 
 # Why the server ended an attempt itself (event data ``reason`` / ``status_reason`` prefix).
 HOST_LOST = "host_lost"
+
+
 HOST_STOPPED = "host_stopped"  # the agent reported ``interrupted``: its host stopped the attempt
+
+
 PROCESS_LOST = "agent restarted; process not found"
+
+
 EXIT_STATUS_LOST = "agent restarted; exit status lost"
 
 
@@ -100,8 +118,6 @@ class AppendResult:
     duplicate_chunks: int  # already received (resent after a lost reply): ignored
     truncated: bool  # the attempt reached the log cap; later output is not stored
 
-
-# -- a batch of reports (services/report_batch.py) ------------------------------------------------
 
 ReportVerdict = Literal["applied", "stale", "invalid"]
 

@@ -1,9 +1,4 @@
-"""Frozen domain objects for prices, usage and budgets, and the money rules; no I/O here.
-
-Money is ``Decimal`` end to end (``numeric`` in PostgreSQL). Cost rows are rounded to 6 decimals
-when written; a total is rounded once, to the cent (half up), when it is shown or compared with
-a budget's limit in a message.
-"""
+"""Prices, usage, cost and budgets."""
 
 from __future__ import annotations
 
@@ -15,7 +10,11 @@ from enum import StrEnum
 from uuid import UUID
 
 CENT = Decimal("0.01")
+
+
 MICRO = Decimal("0.000001")
+
+
 THRESHOLDS = (50, 80, 100)  # percent of a budget: one budget.threshold event each per period
 
 

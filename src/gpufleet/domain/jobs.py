@@ -1,4 +1,4 @@
-"""Enumerations and frozen domain objects shared by every layer; no I/O here."""
+"""Jobs: their status, what they ask for (the spec), allocations, and pages of them."""
 
 from __future__ import annotations
 
@@ -7,25 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
-
-
-class Role(StrEnum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
-    VIEWER = "viewer"
-
-    @property
-    def rank(self) -> int:
-        return _ROLE_RANK[self]
-
-    def at_least(self, other: Role) -> bool:
-        return self.rank >= other.rank
-
-
-_ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
 class JobStatus(StrEnum):
@@ -37,95 +19,6 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     ALLOCATION_FAILED = "allocation_failed"
-
-
-class HostStatus(StrEnum):
-    READY = "ready"
-    UNREACHABLE = "unreachable"
-    DRAINING = "draining"
-    MAINTENANCE = "maintenance"
-
-
-class GpuStatus(StrEnum):
-    AVAILABLE = "available"
-    ALLOCATED = "allocated"
-    UNHEALTHY = "unhealthy"
-    OFFLINE = "offline"
-    MAINTENANCE = "maintenance"
-
-
-class PredictionStatus(StrEnum):
-    STARTING = "starting"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-@dataclass(frozen=True, slots=True)
-class Organization:
-    id: UUID
-    name: str
-    slug: str
-    settings: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: UUID
-    email: str
-    name: str
-    external_id: str | None
-    is_active: bool
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    organization_id: UUID
-    user_id: UUID
-    role: Role
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Host:
-    id: UUID
-    organization_id: UUID
-    name: str
-    status: HostStatus
-    cpu_cores: int
-    ram_mb: int
-    simulated: bool
-    last_heartbeat_at: datetime | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Gpu:
-    id: UUID
-    organization_id: UUID
-    host_id: UUID
-    uuid: str
-    index: int
-    model: str
-    memory_mb: int
-    status: GpuStatus
-    simulated: bool
-    allocated_milli: int
-    allocated_memory_mb: int
-    version: int
-    hourly_price: Decimal | None
-
-    @property
-    def free_milli(self) -> int:
-        return 1000 - self.allocated_milli
-
-    @property
-    def free_memory_mb(self) -> int:
-        return self.memory_mb - self.allocated_memory_mb
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,22 +80,17 @@ class Allocation:
     released_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: UUID
-    seq: int
-    organization_id: UUID
-    entity_type: str
-    entity_id: UUID
-    type: str
-    data: dict[str, Any]
-    actor: str | None
-    created_at: datetime
-
-
 def gpu_type_tokens(gpu_type: str) -> list[str]:
     """The tokens a GPU model must contain to match ``gpu_type``; the vendor name is implied.
 
     "NVIDIA A100" -> ["a100"], which matches "A100-80GB" (tokens a100, 80gb) but not "A10".
     """
     return [t for t in re.split(r"[^a-z0-9]+", gpu_type.lower()) if t and t != "nvidia"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of a job listing; ``next_cursor`` is None on the last page."""
+
+    items: list[Job]
+    next_cursor: str | None

@@ -1,4 +1,4 @@
-"""Models and their versions as domain objects: names, default hardware, what a version holds."""
+"""Models, their versions and hardware (the inference half)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from uuid import UUID
 from gpufleet.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 MAX_DESCRIPTION = 2000
 
 

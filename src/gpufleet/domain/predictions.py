@@ -1,4 +1,4 @@
-"""Deployments, replicas and predictions as domain objects, and the small rules about them; no I/O."""
+"""Predictions: their status, inputs and outputs, and deployments' queue."""
 
 from __future__ import annotations
 
@@ -10,14 +10,30 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from gpufleet.domain import PredictionStatus
+from gpufleet.domain.models import Hardware
 from gpufleet.errors import InvalidInput
-from gpufleet.inference.models_domain import Hardware
+
+
+class PredictionStatus(StrEnum):
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
 
 PREFER_WAIT_MAX_S = 60
+
+
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
+
+
 TERMINAL = frozenset({PredictionStatus.SUCCEEDED, PredictionStatus.FAILED, PredictionStatus.CANCELED})
+
+
 MAX_LOGS_CHARS = 1024 * 1024  # a prediction's logs beyond this are cut (the start is kept, and a note)
+
+
 BACKOFF_MAX_S = 60
 
 
@@ -29,11 +45,15 @@ class ReplicaStatus(StrEnum):
 
 
 R = ReplicaStatus
+
+
 REPLICA_TRANSITIONS: dict[ReplicaStatus, frozenset[ReplicaStatus]] = {
     R.STARTING: frozenset({R.READY, R.DRAINING, R.STOPPED}),
     R.READY: frozenset({R.DRAINING, R.STOPPED}),
     R.DRAINING: frozenset({R.STOPPED}),
 }
+
+
 LIVE_REPLICA = frozenset({R.STARTING, R.READY, R.DRAINING})
 
 
@@ -272,6 +292,8 @@ def check_webhook_filter(events: list[str] | None) -> list[str]:
 _LABEL = re.compile(
     r"^(?:(?P<count>\d+)x\s+|(?P<frac>0?\.\d+|1(?:\.0*)?)\s+)(?P<kind>[^\s>]+)(?:\s+>=(?P<gib>[\d.]+)\s*GiB)?$"
 )
+
+
 _SKU = re.compile(r"^gpu(?:-(?P<count>\d+)x)?(?:-(?P<model>[a-z0-9]+))?(?:-.*)?$")
 
 
