@@ -30,7 +30,7 @@ MODES = ("shim", "launcher")
 async def trial(mode: str, n: int, concurrency: int = 8) -> dict[str, float]:
     import psutil
 
-    from gpufleet.agent.runtime import ProcessRuntime, ProcessSpec
+    from gpufleet.agent.processes.runtime import ProcessRuntime, ProcessSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         rt = ProcessRuntime(Path(tmp) / "state", work_root=Path(tmp) / "work", use_launcher=mode == "launcher")

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from gpufleet.agent.runtime_users import SlotUsers, hidden_from_jobs
+from gpufleet.agent.processes.users import SlotUsers, hidden_from_jobs
 from gpufleet.db.embedded import EmbeddedPostgres
 from tests.liveserver import free_port
 

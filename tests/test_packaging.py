@@ -98,7 +98,7 @@ class Blocker:
 sys.meta_path.insert(0, Blocker())
 import gpufleet.agent, gpufleet.cli.agent
 for info in pkgutil.walk_packages(gpufleet.agent.__path__, "gpufleet.agent."):
-    if info.name not in ("gpufleet.agent.__main__", "gpufleet.agent.runtime_shim"):
+    if info.name not in ("gpufleet.agent.__main__", "gpufleet.agent.processes.shim"):
         importlib.import_module(info.name)
 sys.argv = ["gpufleet", "agent", "--help"]
 try:

@@ -1,4 +1,4 @@
-"""Who jobs run as (runtime_users.py) and the ``interrupted`` outcome, with real processes."""
+"""Who jobs run as (processes/users.py) and the ``interrupted`` outcome, with real processes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.agent.runtime import ProcessRuntime, ProcessSpec
-from gpufleet.agent.runtime_proc import StateRecord
-from gpufleet.agent.runtime_users import JobUserError, NamedUser, SlotUsers, hidden_from_jobs, job_users
+from gpufleet.agent.processes.proc import StateRecord
+from gpufleet.agent.processes.runtime import ProcessRuntime, ProcessSpec
+from gpufleet.agent.processes.users import JobUserError, NamedUser, SlotUsers, hidden_from_jobs, job_users
 from tests.agent.test_runtime import alive, eventually
 
 ROOT = os.geteuid() == 0

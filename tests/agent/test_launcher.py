@@ -1,4 +1,4 @@
-"""The launcher (runtime_launcher.py): jobs' supervisors forked by one long-lived process, with
+"""The launcher (processes/launcher.py): jobs' supervisors forked by one long-lived process, with
 real processes; the per-job supervisor when no launcher can be had."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpufleet.agent import runtime_launcher
-from gpufleet.agent.runtime import ProcessRuntime, ProcessSpec
-from gpufleet.agent.runtime_users import SlotUsers
+from gpufleet.agent.processes import launcher as runtime_launcher
+from gpufleet.agent.processes.runtime import ProcessRuntime, ProcessSpec
+from gpufleet.agent.processes.users import SlotUsers
 from tests.agent.test_job_users import base  # noqa: F401 - the fixture: a work root job users can reach
 from tests.agent.test_runtime import READY, alive, eventually, py, wait_for_output
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpufleet.agent.runtime import LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
-from gpufleet.agent.runtime_logs import LogBuffer
-from gpufleet.agent.runtime_proc import StateRecord
+from gpufleet.agent.processes.logs import LogBuffer
+from gpufleet.agent.processes.proc import StateRecord
+from gpufleet.agent.processes.runtime import LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 
 READY = "import sys; print('ready', flush=True); "
 
@@ -431,6 +431,6 @@ async def test_recover_does_not_touch_a_process_that_reused_the_pid(tmp_path: Pa
 
 
 def test_signal_names() -> None:
-    from gpufleet.agent.runtime_proc import signal_name
+    from gpufleet.agent.processes.proc import signal_name
 
     assert signal_name(signal.SIGTERM) == "15 (SIGTERM)" and signal_name(200) == "200"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from starlette.responses import PlainTextResponse
 
-from gpufleet.agent.reporter import Reporter
+from gpufleet.agent.jobs.reporter import Reporter
 from gpufleet.agent.server_api import AgentApi
 from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import Role

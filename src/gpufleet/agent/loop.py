@@ -1,6 +1,6 @@
 """The agent's server loop: register once, then sample the GPUs every second, heartbeat every
 interval with the samples taken since the last heartbeat that got through, and run the jobs the
-server assigns (agent/jobs.py).
+server assigns (agent/jobs/runner.py).
 
 Samples wait in a bounded buffer while the server is unreachable and go out later, oldest
 first, in batches; network errors, 5xx and 429 are retried with exponential backoff and
@@ -26,12 +26,12 @@ from typing import TypeVar
 from gpufleet.agent.credentials import CredentialStore, StoredCredential, default_state_dir
 from gpufleet.agent.gpus import GpuBackend, GpuDiscoveryError, GpuInfo, GpuSample, open_backend
 from gpufleet.agent.hostinfo import HostFacts, collect_host_facts
-from gpufleet.agent.jobs import JobRunner
+from gpufleet.agent.jobs.runner import JobRunner
+from gpufleet.agent.processes.runtime import ProcessRuntime
+from gpufleet.agent.processes.users import JobUserError, JobUsers, hidden_from_jobs, job_users
 from gpufleet.agent.replicas import same_fleet
 from gpufleet.agent.runner.envs import EnvCache, PipOptions
 from gpufleet.agent.runner.supervisor import ModelRunner
-from gpufleet.agent.runtime import ProcessRuntime
-from gpufleet.agent.runtime_users import JobUserError, JobUsers, hidden_from_jobs, job_users
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import (
     GpuIn,
@@ -68,7 +68,7 @@ class AgentConfig:
     backoff_max_s: float = 30.0  # under the server's 50 s liveness timeout
     stop_grace_s: float = 2.0  # how long a request in flight may finish after a stop
     seed: int = 0
-    run_jobs: bool = True  # poll for assignments and run them (agent/jobs.py)
+    run_jobs: bool = True  # poll for assignments and run them (agent/jobs/runner.py)
     assignment_wait_s: float = 30.0  # assignment long-poll
     kill_grace_s: float = 30.0  # SIGTERM then SIGKILL after this, for the agent's own max_runtime_s check
     stop_jobs_on_exit: bool = False  # `gpufleet up`'s local agent: leave no job behind on shutdown

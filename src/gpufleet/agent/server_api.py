@@ -194,7 +194,7 @@ class AgentApi:
         return LogsAck.model_validate(await self._post(f"/v1/agent/jobs/{job_id}/logs", credential, body))
 
     async def reports(self, credential: str, request: ReportsIn) -> ReportsOut:
-        """Many job reports in one request (agent/reporter.py); every item answered alone."""
+        """Many job reports in one request (agent/jobs/reporter.py); every item answered alone."""
         body = request.model_dump_json().encode()
         return ReportsOut.model_validate(await self._post("/v1/agent/reports", credential, body))
 

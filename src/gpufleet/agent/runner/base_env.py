@@ -30,7 +30,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from gpufleet.agent.runtime_users import JobIdentity, searchable_path
+from gpufleet.agent.processes.users import JobIdentity, searchable_path
 
 PROBE_UID = 2**31 - 2  # owns nothing and is in no group: "other" permissions, as any job user has
 PROBE_TIMEOUT_S = 60.0

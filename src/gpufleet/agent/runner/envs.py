@@ -135,7 +135,7 @@ class EnvCache:
     root: Path | None = None
     pip: PipOptions = field(default_factory=PipOptions)
     python: str = sys.executable
-    other_users: bool = False  # jobs run as other users (runtime_users.py): they must reach the root
+    other_users: bool = False  # jobs run as other users (processes/users.py): they must reach the root
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _interpreter: Interpreter | None = None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from gpufleet.agent.job_run import Run
+from gpufleet.agent.jobs.run import Run
 from gpufleet.agent.runner.connection import WorkerConnection
 from gpufleet.schemas.runner import ReplicaAssignmentOut
 

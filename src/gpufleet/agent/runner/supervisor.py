@@ -1,6 +1,6 @@
 """The Model Runner inside the agent: replicas' workers, from their environment to their last event.
 
-A replica is a job (agent/jobs.py runs it: start report, logs, kill orders, exit report, adoption);
+A replica is a job (agent/jobs/runner.py runs it: start report, logs, kill orders, exit report, adoption);
 this module does what is particular to it. ``prepare`` materializes the version (runner/envs.py)
 and turns the job into the worker's command; ``started``/``adopt`` connect to the worker's socket
 (runner/connection.py), wait for its ``setup()`` and report the replica ``ready`` (or ``failed``);
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpufleet.agent.job_run import Run, wait_or_stop
+from gpufleet.agent.jobs.run import Run, wait_or_stop
+from gpufleet.agent.processes.runtime import ExitOutcome, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.runner.claims import Claimable, Claimer
 from gpufleet.agent.runner.connection import WorkerConnection, WorkerGone
 from gpufleet.agent.runner.envs import EnvCache, EnvironmentFailed
 from gpufleet.agent.runner.events import EventSender
 from gpufleet.agent.runner.replica import FILE_KEY, FILE_URL, InFlight, Replica, file_urls, has_files
-from gpufleet.agent.runtime import ExitOutcome, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.runner import ClaimedPredictionOut, ClaimOut, ReplicaAssignmentOut, ReplicaStateIn
 
@@ -89,7 +89,7 @@ class ModelRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- the job's life (called by agent/jobs.py) ------------------------------------------------
+    # -- the job's life (called by agent/jobs/runner.py) ------------------------------------------------
 
     async def prepare(self, run: Run, replica: ReplicaAssignmentOut, spec: ProcessSpec) -> ProcessSpec | ExitOutcome:
         """Materialize the version and make the job's spec the worker's; an outcome when it cannot run."""

@@ -1,9 +1,9 @@
 """The launcher: one long-lived process that forks every job's supervisor, so that starting a job
 costs a fork instead of a Python interpreter's start.
 
-Today's guarantees come from the supervisor (runtime_shim.py), not from how it is started: it leads
+Today's guarantees come from the supervisor (processes/shim.py), not from how it is started: it leads
 the job's session, holds the slot lock, ignores SIGTERM and writes the exit file. So the launcher
-(``python -I -S runtime_shim.py --serve``, a few MB, in its own session) only forks; the child
+(``python -I -S processes/shim.py --serve``, a few MB, in its own session) only forks; the child
 calls setsid and then runs the very same per-job code. What changes is who the supervisor's parent
 is, and with it two things the agent relied on:
 
@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpufleet.agent.runtime_proc import SHIM_PATH
+from gpufleet.agent.processes.proc import SHIM_PATH
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""Starting one job: its work dir, environment and launch file, then its supervisor (runtime_shim.py).
+"""Starting one job: its work dir, environment and launch file, then its supervisor (processes/shim.py).
 
 ``ProcessRuntime`` (runtime.py) keeps the jobs; this module holds what one of them is
 (``TrackedJob``) and the steps that turn a ``ProcessSpec`` into a running supervisor (``prepare``,
-``start_supervisor``): forked by the long-lived launcher (runtime_launcher.py) or, without one,
+``start_supervisor``): forked by the long-lived launcher (processes/launcher.py) or, without one,
 spawned on its own.
 """
 
@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpufleet.agent.runtime_logs import LogBuffer, LogFollower, Stream
-from gpufleet.agent.runtime_proc import (
+from gpufleet.agent.processes.logs import LogBuffer, LogFollower, Stream
+from gpufleet.agent.processes.proc import (
     ExitOutcome,
     ProcessSpec,
     StateRecord,
@@ -27,10 +27,10 @@ from gpufleet.agent.runtime_proc import (
     spawn_shim,
     write_launch_file,
 )
-from gpufleet.agent.runtime_users import JobIdentity, make_workdir
+from gpufleet.agent.processes.users import JobIdentity, make_workdir
 
 if TYPE_CHECKING:
-    from gpufleet.agent.runtime_launcher import Launcher
+    from gpufleet.agent.processes.launcher import Launcher
 
 
 @dataclass(eq=False)

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from gpufleet.agent.gpus import GpuBackend, SimulatedBackend
-from gpufleet.agent.job_run import Run, wait_or_stop
-from gpufleet.agent.jobs_restart import recover
-from gpufleet.agent.reporter import Reporter
+from gpufleet.agent.jobs.reporter import Reporter
+from gpufleet.agent.jobs.restart import recover
+from gpufleet.agent.jobs.run import Run, wait_or_stop
+from gpufleet.agent.processes.runtime import ExitOutcome, LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.runner.supervisor import ModelRunner
-from gpufleet.agent.runtime import ExitOutcome, LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.agent import KillOrder
 from gpufleet.schemas.execution import (
@@ -39,7 +39,7 @@ from gpufleet.schemas.execution import (
     StartedItemIn,
 )
 
-log = logging.getLogger("gpufleet.agent.jobs")
+log = logging.getLogger("gpufleet.agent.jobs.runner")
 
 UPLOAD_BYTES = 512 * 1024  # raw log bytes per upload: base64 and JSON keep it under the 1 MiB body limit
 Backoff = Callable[[int, float | None], float]
@@ -77,7 +77,7 @@ class JobRunner:
         self._told: set[tuple[str, int]] = set()  # (key, attempt)s a kill order reached
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
-        # Starts, log uploads and exits of every run leave together (agent/reporter.py).
+        # Starts, log uploads and exits of every run leave together (agent/jobs/reporter.py).
         self.reporter = Reporter(api, credential, backoff=backoff, halt=self._halt, max_log_bytes=2 * upload_bytes)
         # Replicas of deployments (assignments with ``replica``): runner/supervisor.py
         self.models = models(self) if models is not None else None
@@ -416,7 +416,7 @@ class JobRunner:
             seq = chunks[-1].seq if ack.acked_seq is None else min(ack.acked_seq, chunks[-1].seq)
             self.runtime.ack(run.key, seq)
 
-    # -- restarts (agent/jobs_restart.py) ---------------------------------------------------------
+    # -- restarts (agent/jobs/restart.py) ---------------------------------------------------------
 
     async def recover(self) -> bool:
         """Adopt what the runtime still has, upload ended runs' logs, then reconcile with the server.

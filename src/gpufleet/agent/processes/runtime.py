@@ -1,8 +1,8 @@
 """Runs jobs as processes on the host: start, wait, terminate, logs, and adoption after a restart.
 
-Every job runs under a tiny supervisor shim (runtime_shim.py) that leads the job's own process
+Every job runs under a tiny supervisor shim (processes/shim.py) that leads the job's own process
 group, writes stdout/stderr straight into files and records the exit status in a file. A
-long-lived launcher process forks the supervisors (runtime_launcher.py), so a job's start costs
+long-lived launcher process forks the supervisors (processes/launcher.py), so a job's start costs
 no interpreter start; without one, each supervisor is a process of its own. Nothing the
 job needs lives only in the agent's memory, so an agent restart loses neither the job, its output nor
 its exit status. State directory layout::
@@ -12,7 +12,7 @@ its exit status. State directory layout::
     logs/<job_id>/<attempt>.stdout     the job's output, followed into an acknowledged chunk queue
     logs/<job_id>/<attempt>.stderr
 
-The state dir is 0700 and the job runs as another user where the agent can (runtime_users.py),
+The state dir is 0700 and the job runs as another user where the agent can (processes/users.py),
 so a job reads none of it. Its default working directory is ``WORK_ROOT/<job_id>.<attempt>/``,
 outside the state dir, 0700 and owned by the job's user.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from gpufleet.agent.runtime_launch import (
+from gpufleet.agent.processes.launch import (
     LaunchPaths,
     TrackedJob,
     fresh_files,
@@ -43,9 +43,9 @@ from gpufleet.agent.runtime_launch import (
     state_record,
     tracked_from_state,
 )
-from gpufleet.agent.runtime_launcher import Launcher, pid_held
-from gpufleet.agent.runtime_logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream, tail_text
-from gpufleet.agent.runtime_proc import (
+from gpufleet.agent.processes.launcher import Launcher, pid_held
+from gpufleet.agent.processes.logs import STREAMS, LogBuffer, LogChunk, LogFollower, Stream, tail_text
+from gpufleet.agent.processes.proc import (
     TERMINATE_REASONS,
     ExitOutcome,
     LogStats,
@@ -64,7 +64,7 @@ from gpufleet.agent.runtime_proc import (
     read_exit_file,
     start_ticks,
 )
-from gpufleet.agent.runtime_users import (
+from gpufleet.agent.processes.users import (
     JobIdentity,
     JobUserError,
     JobUsers,

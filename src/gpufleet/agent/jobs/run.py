@@ -1,4 +1,4 @@
-"""One (job, attempt) as the agent's job loop tracks it (agent/jobs.py, agent/jobs_restart.py)."""
+"""One (job, attempt) as the agent's job loop tracks it (agent/jobs/runner.py, agent/jobs/restart.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from gpufleet.agent.runtime import ExitOutcome
+from gpufleet.agent.processes.runtime import ExitOutcome
 
 
 @dataclass(eq=False)

@@ -17,10 +17,10 @@ from typing import Literal
 
 import psutil
 
-from gpufleet.agent.runtime_logs import Stream
-from gpufleet.agent.runtime_users import JobIdentity, may_access, searchable_path
+from gpufleet.agent.processes.logs import Stream
+from gpufleet.agent.processes.users import JobIdentity, may_access, searchable_path
 
-SHIM_PATH = Path(__file__).with_name("runtime_shim.py")
+SHIM_PATH = Path(__file__).with_name("shim.py")
 
 # Variables a job inherits from the agent's environment. An allow-list, not a deny-list: the
 # agent's environment holds secrets under names nobody can list in advance (GPUFLEET_* keys and

@@ -1,6 +1,6 @@
 """The supervisor shim: leader of every job's process group; records the job's exit status in a file.
 
-ProcessRuntime starts ``python -I -S runtime_shim.py LAUNCH_FILE`` in a new session, with stdin on
+ProcessRuntime starts ``python -I -S processes/shim.py LAUNCH_FILE`` in a new session, with stdin on
 /dev/null and stdout/stderr on the job's log files. The shim reads (and deletes, since it may hold
 secrets) the launch file, starts the job with posix_spawn, waits for it and writes the exit file.
 Because the shim, not the agent, is the job's parent, the exit status survives an agent restart.
@@ -13,13 +13,13 @@ With a job user (the agent runs as root), the shim stays root, so the job can ne
 nor touch the exit file, and starts the job with fork: the child sets the groups, gid and uid,
 umask 077, enters the working directory as that user, and execs; an error before the exec
 comes back through a close-on-exec pipe. File descriptor 3, when open, is the job's slot lock
-(runtime_users.py): the shim holds it for the job's life and never passes it on.
+(processes/users.py): the shim holds it for the job's life and never passes it on.
 
 This file runs by path under ``-I -S`` (no site, no PYTHON* variables, no gpufleet import) so a
 job's environment cannot break it and it starts in a few milliseconds: keep it to ``os``, ``sys``
 and ``_signal``, without json, subprocess or enum.
 
-Launcher mode, ``python -I -S runtime_shim.py --serve`` (runtime_launcher.py starts it once): fd 0 is
+Launcher mode, ``python -I -S processes/shim.py --serve`` (processes/launcher.py starts it once): fd 0 is
 an AF_UNIX SOCK_SEQPACKET socket to the agent. Requests, one message each: ``launch ID LAUNCH_FILE``
 with the job's stdout, stderr and, optionally, slot lock attached as SCM_RIGHTS; ``reap PID``.
 For a launch the launcher forks; the child calls setsid, answers ``started ID PID`` itself (so the

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gpufleet.agent.job_run import wait_or_stop
+from gpufleet.agent.jobs.run import wait_or_stop
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
 from gpufleet.schemas.execution import (
     MAX_BATCH_REPORTS,
@@ -35,7 +35,7 @@ from gpufleet.schemas.execution import (
     StartedItemIn,
 )
 
-log = logging.getLogger("gpufleet.agent.reporter")
+log = logging.getLogger("gpufleet.agent.jobs.reporter")
 
 Kind = Literal["started", "exits", "logs"]
 Item = StartedItemIn | ExitItemIn | LogsItemIn

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("gpufleet.agent.runtime")
+log = logging.getLogger("gpufleet.agent.processes.runtime")
 
 SLOT_PREFIX = "gpufleet-job-"
 SLOT_LOCK_DIR = Path("/run/gpufleet/job-slots")  # tmpfs: emptied by a reboot, as the jobs are
