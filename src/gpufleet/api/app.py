@@ -54,6 +54,7 @@ from gpufleet.background import costs as costs_loop
 from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.setup import DatabaseHandle, open_database
+from gpufleet.domain.execution import ExecutionPolicy
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
 from gpufleet.observability import ServerMetrics
 from gpufleet.scheduler.service import Scheduler
@@ -107,6 +108,7 @@ def create_app(
             host_authenticator=HostAuthenticator(handle.db),
             limiter=limiter,
             hub=hub,
+            execution_policy=ExecutionPolicy.from_settings(settings),
             fleet_exporter=FleetExporter(handle.db, None, metrics, interval_s=settings.metrics_fleet_interval_s),
             scheduler=Scheduler(handle.db, settings, metrics=metrics) if background else None,
         )

@@ -2,8 +2,8 @@
 
 Routes reach it through ``app_state(request)`` (or ``hub_of``) rather than by reading attributes
 off Starlette's untyped ``app.state`` with ``getattr`` defaults. ``install`` also sets each field
-as ``app.state.<name>``, which code written before (the agent's routes, tests that swap one
-authenticator) still reads.
+as ``app.state.<name>``, which the API-key dependency still reads (a test swaps the
+authenticator there).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from gpufleet.api.ratelimit import RateLimiter
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.db.setup import DatabaseHandle
+from gpufleet.domain.execution import ExecutionPolicy
 from gpufleet.observability import ServerMetrics
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services.auth import Authenticator
@@ -35,6 +36,7 @@ class AppState:
     limiter: RateLimiter
     hub: WakeHub
     fleet_exporter: FleetExporter
+    execution_policy: ExecutionPolicy
     scheduler: Scheduler | None = None  # only with the background tasks on
 
     def install(self, app: FastAPI) -> None:

@@ -139,18 +139,6 @@ async def active_on_host(conn: Conn, *, org_id: UUID, host_id: UUID) -> list[UUI
     return [r[0] for r in rows]
 
 
-async def is_overdue(conn: Conn, *, org_id: UUID, job_id: UUID) -> bool:
-    return bool(
-        await conn.fetchval(
-            """select status = 'running' and max_runtime_s is not null and started_at is not null
-                      and started_at + make_interval(secs => max_runtime_s) < now()
-                 from jobs where organization_id = $1 and id = $2""",
-            org_id,
-            job_id,
-        )
-    )
-
-
 # ------------------------------------------------------------------------------ attempts
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 
 from gpufleet.api.deps import DB, forget_credentials
 from gpufleet.api.routes.hosts import gpu_read
+from gpufleet.api.state import app_state
 from gpufleet.domain.execution import ExecutionPolicy
 from gpufleet.domain.hosts import HeartbeatPolicy, HostIdentity
 from gpufleet.errors import InvalidInput, Unauthorized
@@ -57,17 +58,12 @@ def _policy(request: Request) -> HeartbeatPolicy:
 
 def execution_policy(request: Request) -> ExecutionPolicy:
     """Built once per app from its settings (limits and timings of running work)."""
-    state = request.app.state
-    policy: ExecutionPolicy | None = getattr(state, "execution_policy", None)
-    if policy is None:
-        policy = state.execution_policy = ExecutionPolicy.from_settings(state.settings)
-    return policy
+    return app_state(request).execution_policy
 
 
 def host_authenticator(request: Request) -> HostAuthenticator:
     """This replica's host-credential cache (built with the app; see services/host_auth.py)."""
-    auth: HostAuthenticator = request.app.state.host_authenticator
-    return auth
+    return app_state(request).host_authenticator
 
 
 async def current_host(request: Request) -> AsyncIterator[HostIdentity]:
@@ -148,7 +144,7 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
         result = await heartbeats.heartbeat(db, host, body.to_domain(), policy=policy)
     except InvalidInput as exc:
         raise _wire_error(exc, body) from None
-    request.app.state.metrics.heartbeat(result.samples_received)
+    app_state(request).metrics.heartbeat(result.samples_received)
     running = [(r.job_id, r.attempt) for r in body.running]
     kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
     return HeartbeatResponse(

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB
 from gpufleet.api.routes.agent import AGENT_ERRORS, Host, execution_policy
+from gpufleet.api.state import hub_of
 from gpufleet.domain.execution import (
     ExitItem,
     ExitReport,
@@ -40,7 +41,6 @@ from gpufleet.schemas.execution import (
     StartedIn,
 )
 from gpufleet.services import assignments, logs, report_batch, reports
-from gpufleet.services.wakeups import WakeHub
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
@@ -67,7 +67,7 @@ async def get_assignments(
     """The jobs placed on this host and not yet reported started; if none, the first to arrive
     within ``wait_s`` (else an empty list). Delivered again on every poll until started: skip a
     (job, attempt) already running."""
-    hub: WakeHub | None = getattr(request.app.state, "hub", None)
+    hub = hub_of(request)
     found = await assignments.next_assignments(db, host, wait_s=wait_s, hub=hub, policy=execution_policy(request))
     return AssignmentsResponse(assignments=[AssignmentOut.model_validate(a) for a in found])
 
@@ -78,7 +78,7 @@ async def poll_assignments(body: AssignmentsPoll, host: Host, request: Request, 
     run fenced (requeued, moved off this host) ends the wait at once instead of waiting for the
     next heartbeat. Instructions as in the heartbeat's ``instructions.kill`` (which stays the
     fallback, and alone carries ``timed_out``)."""
-    hub: WakeHub | None = getattr(request.app.state, "hub", None)
+    hub = hub_of(request)
     running = [(r.job_id, r.attempt) for r in body.running]
     work = await assignments.next_work(
         db, host, wait_s=body.wait_s, running=running, hub=hub, policy=execution_policy(request)

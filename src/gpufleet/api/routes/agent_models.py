@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from gpufleet.api.deps import DB
 from gpufleet.api.routes.agent import AGENT_ERRORS, Host
 from gpufleet.api.routes.models import base_url
+from gpufleet.api.state import app_state
 from gpufleet.schemas.runner import AgentFileOut
 from gpufleet.services import agent_models
 
@@ -59,7 +60,7 @@ async def upload_output_file(
     name = request.headers.get("x-gpufleet-filename")
     f = await agent_models.store_output(
         db,
-        request.app.state.settings,
+        app_state(request).settings,
         host,
         prediction_id,
         name=None if name is None else unquote(name),

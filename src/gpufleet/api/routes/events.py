@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.state import app_state
 from gpufleet.errors import InvalidInput
 from gpufleet.event_types import PATTERN
 from gpufleet.limits import MAX_FEED_PAGE
@@ -44,7 +45,7 @@ async def list_events(
 
     `after_seq` is the cursor: pass the page's `last_seq` to read on. Every type is documented
     in docs/events.md."""
-    cap = request.app.state.settings.long_poll_max_s
+    cap = app_state(request).settings.long_poll_max_s
     if after is not None:
         if after_seq not in (0, after):
             raise InvalidInput("after: give the cursor once, as `after` or as `after_seq`", field="after")

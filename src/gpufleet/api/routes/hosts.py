@@ -21,6 +21,7 @@ from gpufleet.api.deps import (
     requires,
 )
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.api.state import app_state
 from gpufleet.config import Settings
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
@@ -47,7 +48,7 @@ CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state 
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings = app_state(request).settings
     return settings
 
 
