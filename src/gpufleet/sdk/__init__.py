@@ -4,6 +4,7 @@
 GPUFLEET_API_KEY, else the CLI's config file). The CLI goes through this package too.
 """
 
+from gpufleet.domain.tenancy import Role
 from gpufleet.sdk.aio import AsyncClient
 from gpufleet.sdk.client import Client
 from gpufleet.sdk.errors import (
@@ -38,6 +39,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "Role",
     "ServerError",
     "ServiceUnavailable",
     "StaleAttempt",
