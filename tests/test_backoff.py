@@ -40,3 +40,22 @@ def test_jittered_backoff_spreads_around_each_step() -> None:
 def test_nonsense_settings_are_refused(initial: float, cap: float, jitter: float) -> None:
     with pytest.raises(ValueError):
         Backoff(initial, cap=cap, jitter=jitter)
+
+
+def test_equal_jitter_keeps_half_of_each_step_and_the_agents_first_wait_is_its_initial() -> None:
+    rng = random.Random(7)
+    for failures in range(8):
+        base = min(30.0, 1.0 * 2.0**failures)
+        for _ in range(50):
+            d = delay_after(1.0, failures, cap=30.0, equal=True, rng=rng)
+            assert base / 2 <= d <= base
+    # the agent counts failures from 1: its first retry waits between half and all of backoff_initial_s
+    from gpufleet.agent.loop import Agent, AgentConfig
+
+    agent = Agent.__new__(Agent)
+    agent.config = AgentConfig(server="http://127.0.0.1:1", backoff_initial_s=2.0, backoff_max_s=30.0)
+    agent.rng = random.Random(3)
+    firsts = [agent._backoff(1) for _ in range(50)]
+    assert all(1.0 <= d <= 2.0 for d in firsts) and max(firsts) - min(firsts) > 0.1
+    assert all(15.0 <= agent._backoff(20) <= 30.0 for _ in range(20))
+    assert agent._backoff(1, retry_after=12.0) == 12.0

@@ -20,16 +20,31 @@ library (tenacity, stamina) would have nothing to wrap but that generator, which
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+
+# A retry delay as the agent's loops take it: (failures in a row, the server's Retry-After or None)
+# -> seconds. The agent builds one (``Agent._backoff``) and hands it to its job and replica loops.
+RetryDelay = Callable[[int, float | None], float]
 
 
 def delay_after(
-    initial: float, failures: int, *, cap: float, jitter: float = 0.0, rng: random.Random | None = None
+    initial: float,
+    failures: int,
+    *,
+    cap: float,
+    jitter: float = 0.0,
+    equal: bool = False,
+    rng: random.Random | None = None,
 ) -> float:
     """The wait after ``failures`` failures in a row: ``initial`` when none, else ``initial * 2**failures``
-    up to ``cap``; then spread by +-``jitter``."""
+    up to ``cap``; then spread by +-``jitter``, or with ``equal`` "equal jitter": half of it fixed,
+    half uniformly random (the agent's spread: thousands of agents never retry in step, and none
+    retries sooner than half the step)."""
     if not 0 <= jitter < 1:
         raise ValueError("jitter must be in [0, 1)")
     base = initial if failures <= 0 else min(cap, initial * 2.0**failures)
+    if equal:
+        return base / 2 + (rng or random).uniform(0, base / 2)
     if not jitter:
         return base
     return max(0.0, base * (1.0 + (rng or random).uniform(-jitter, jitter)))

@@ -33,6 +33,7 @@ from gpufleet.agent.replicas import same_fleet
 from gpufleet.agent.runner.envs import EnvCache, PipOptions
 from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
+from gpufleet.backoff import delay_after
 from gpufleet.schemas.agent import (
     GpuIn,
     GpuMetricsIn,
@@ -76,12 +77,6 @@ class AgentConfig:
     work_dir: Path | None = None  # jobs' working directories; None: runtime_users.default_work_root
     env_dir: Path | None = None  # model environments (runner/envs.py); None: envs.default_env_root
     pip: PipOptions = field(default_factory=PipOptions)  # how model environments install packages
-
-
-def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with equal jitter: half the step fixed, half random."""
-    step = min(cap, initial * 2.0 ** max(0, failures - 1))
-    return step / 2 + rng.uniform(0, step / 2)
 
 
 class Agent:
@@ -335,8 +330,9 @@ class Agent:
         )
 
     def _backoff(self, failures: int, retry_after: float | None = None) -> float:
-        delay = backoff_delay(
-            failures, initial=self.config.backoff_initial_s, cap=self.config.backoff_max_s, rng=self.rng
+        # the first failure waits ``backoff_initial_s`` (delay_after counts the failures before it)
+        delay = delay_after(
+            self.config.backoff_initial_s, failures - 1, cap=self.config.backoff_max_s, equal=True, rng=self.rng
         )
         return max(delay, min(retry_after or 0.0, self.config.backoff_max_s))
 

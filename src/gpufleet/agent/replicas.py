@@ -3,7 +3,7 @@
 The agent stays on the replica that last answered. A connection error or a 5xx (a replica
 stopping, restarting or cut off from the database answers 503) moves it to the next replica
 at once, within the same request; once every replica has failed, the caller's backoff
-(``agent.loop.backoff_delay``: exponential, jittered) applies before the next round. A 4xx
+(``gpufleet.backoff.delay_after`` with equal jitter, as every agent loop) applies before the next round. A 4xx
 never moves it: every replica shares one database, so another would answer the same. 408 and
 429 do not move it either (rate limits are counted in PostgreSQL across replicas).
 

@@ -26,6 +26,7 @@ from gpufleet.agent.jobs.run import Run, wait_or_stop
 from gpufleet.agent.processes.runtime import ExitOutcome, LogChunk, ProcessRuntime, ProcessSpec, UnknownJobError
 from gpufleet.agent.runner.supervisor import ModelRunner
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
+from gpufleet.backoff import RetryDelay
 from gpufleet.schemas.agent import KillOrder
 from gpufleet.schemas.execution import (
     AssignmentOut,
@@ -42,7 +43,6 @@ from gpufleet.schemas.execution import (
 log = logging.getLogger("gpufleet.agent.jobs.runner")
 
 UPLOAD_BYTES = 512 * 1024  # raw log bytes per upload: base64 and JSON keep it under the 1 MiB body limit
-Backoff = Callable[[int, float | None], float]
 
 
 class JobRunner:
@@ -52,7 +52,7 @@ class JobRunner:
         api: AgentApi,
         credential: str,
         *,
-        backoff: Backoff,
+        backoff: RetryDelay,
         backend: GpuBackend | None = None,
         poll_wait_s: float = 30.0,
         kill_grace_s: float = 30.0,

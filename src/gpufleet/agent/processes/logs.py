@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gpufleet.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 Stream = Literal["stdout", "stderr"]
@@ -249,19 +251,17 @@ class LogFollower:
     async def run(self) -> None:
         fds = self._open()
         try:
-            delay = self.min_poll_s
+            poll = Backoff(self.min_poll_s, cap=self.max_poll_s)  # quiet output: poll less and less often
             while True:
                 exited = self._exited.is_set()  # before reading: what the job wrote is then all there
                 if self._read_some(fds):
-                    delay = self.min_poll_s
+                    poll.reset()
                     await asyncio.sleep(0)
                     continue
                 if exited:
                     return
-                try:
-                    await asyncio.wait_for(self._exited.wait(), delay)
-                except TimeoutError:
-                    delay = min(delay * 2, self.max_poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._exited.wait(), poll.next())
         except OSError as exc:  # e.g. the state directory's disk went away: the job runs on regardless
             log.warning("following the output of job %s failed: %s", self.buffer.job_id, exc)
         finally:

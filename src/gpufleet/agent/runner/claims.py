@@ -17,12 +17,12 @@ from typing import Protocol
 from uuid import UUID
 
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
+from gpufleet.backoff import RetryDelay
 from gpufleet.schemas.runner import ClaimIn, ClaimOut, ClaimReplicaIn
 
 log = logging.getLogger("gpufleet.agent.runner")
 
 QUIET_S = 0.1  # after an answer with nothing new (a cancel already passed on): no tight loop
-Backoff = Callable[[int, float | None], float]
 
 
 class Claimable(Protocol):
@@ -53,7 +53,7 @@ class Claimer:
         *,
         replicas: Callable[[], list[Claimable]],
         on_reply: Callable[[ClaimOut], bool],  # registers the work; True when the answer held something new
-        backoff: Backoff,
+        backoff: RetryDelay,
         wait_s: float = 30.0,
     ) -> None:
         self.api, self.credential = api, credential

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpufleet.backoff import Backoff
+
 MAX_LINE_BYTES = 256 * 1024 * 1024  # one message from the worker (outputs carry files as base64)
 _SUN_PATH_MAX = 100
 
@@ -64,15 +66,14 @@ class WorkerConnection:
     ) -> WorkerConnection:
         """Connect as soon as the worker listens (it binds its socket first thing), while ``alive()``."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.005
+        backoff = Backoff(0.005, cap=0.1)
         while True:
             try:
                 return await cls.open(socket_path, pgid=pgid, uid=uid)
             except (WorkerGone, FileNotFoundError, NotADirectoryError) as exc:
                 if not alive() or time.monotonic() > deadline:
                     raise WorkerGone(str(exc)) from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            await asyncio.sleep(backoff.next())
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
+from gpufleet.backoff import RetryDelay
 
 log = logging.getLogger("gpufleet.agent.runner")
 
@@ -28,7 +29,6 @@ MAX_BATCH_BYTES = 900 * 1024  # under the server's 1 MiB body limit
 MAX_BATCH_EVENTS = 1000
 MAX_TEXT = 256 * 1024  # characters of log text per event: a long burst travels as several
 MAX_ERROR = 10_000  # characters of a prediction's error (its end: where the reason usually is)
-Backoff = Callable[[int, float | None], float]
 
 
 @dataclass(eq=False)
@@ -48,7 +48,7 @@ class EventSender:
         api: AgentApi,
         credential: str,
         *,
-        backoff: Backoff,
+        backoff: RetryDelay,
         flush_s: float = 0.05,
         max_batch_bytes: int = MAX_BATCH_BYTES,
     ) -> None:

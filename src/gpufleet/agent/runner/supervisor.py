@@ -30,6 +30,7 @@ from gpufleet.agent.runner.envs import EnvCache, EnvironmentFailed
 from gpufleet.agent.runner.events import EventSender
 from gpufleet.agent.runner.replica import FILE_KEY, FILE_URL, InFlight, Replica, file_urls, has_files
 from gpufleet.agent.server_api import AgentApi, Refused, ServerUnreachable
+from gpufleet.backoff import RetryDelay
 from gpufleet.schemas.runner import ClaimedPredictionOut, ClaimOut, ReplicaAssignmentOut, ReplicaStateIn
 
 log = logging.getLogger("gpufleet.agent.runner")
@@ -37,7 +38,6 @@ log = logging.getLogger("gpufleet.agent.runner")
 SOCKET_NAME = "worker.sock"
 CONNECT_TIMEOUT_S = 120.0  # the worker binds its socket before importing the model
 ERROR_TAIL_BYTES = 2000
-Backoff = Callable[[int, float | None], float]
 
 
 class ModelRunner:
@@ -48,7 +48,7 @@ class ModelRunner:
         credential: str,
         envs: EnvCache,
         *,
-        backoff: Backoff,
+        backoff: RetryDelay,
         fence: Callable[[Run], object],
         claim_wait_s: float = 30.0,
     ) -> None:
