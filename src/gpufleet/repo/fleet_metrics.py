@@ -70,9 +70,14 @@ async def job_counts(conn: Conn) -> list[tuple[str, str, int, float]]:
 
 
 async def hosts(conn: Conn) -> list[tuple[str, str, str, float | None]]:
-    """(org, host, status, seconds since its last heartbeat, by the database clock) of live hosts."""
+    """(org, host, status, seconds since its last heartbeat, by the database clock) of live hosts.
+
+    Never negative: a heartbeat whose transaction began after this one's (its ``now()`` later than
+    ours) can commit before this statement reads, so the age is clamped at 0."""
     rows = await conn.fetch(
-        """select o.slug, h.name, h.status, extract(epoch from now() - h.last_heartbeat_at)::float8 as age
+        """select o.slug, h.name, h.status,
+                  case when h.last_heartbeat_at is not null  -- greatest() would turn a null into 0
+                       then greatest(0, extract(epoch from now() - h.last_heartbeat_at))::float8 end as age
              from hosts h join organizations o on o.id = h.organization_id
             where h.removed_at is null"""
     )
