@@ -27,6 +27,42 @@ _ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
 @dataclass(frozen=True, slots=True)
+class TenantContext:
+    """Who a tenant-scoped use case acts for: the organization, the user (None for the system or
+    a host), the actor its events record, and the caller's role where a rule depends on it.
+
+    Built once: for a request in ``api/deps.tenant`` from the authenticated principal, for the
+    server's own work with ``system``, for an agent with ``of_host``. Every actor string is made
+    here, nowhere else.
+    """
+
+    org_id: UUID
+    user_id: UUID | None = None
+    actor: str | None = None  # None: the system, shown as such ("user:<id>", "host:<name>", "costs", ...)
+    role: Role | None = None  # the caller's effective role; None for the system and hosts
+
+    @classmethod
+    def of_user(cls, org_id: UUID, user_id: UUID, role: Role | None = None) -> TenantContext:
+        return cls(org_id, user_id, f"user:{user_id}", role)
+
+    @classmethod
+    def system(cls, org_id: UUID, actor: str | None = None) -> TenantContext:
+        """The server acting on its own (``actor`` names the part of it, e.g. "costs")."""
+        return cls(org_id, None, actor)
+
+    @classmethod
+    def of_host(cls, org_id: UUID, name: str) -> TenantContext:
+        return cls(org_id, None, f"host:{name}")
+
+    @property
+    def bare_actor(self) -> str | None:
+        """The actor administrative events (hosts, GPUs, join tokens, members, invites, API keys,
+        models, webhooks) have always stored: the bare user id, not ``actor``'s "user:<id>".
+        Kept so those rows (and the webhook payloads made from them) do not change format."""
+        return str(self.user_id) if self.user_id is not None else self.actor
+
+
+@dataclass(frozen=True, slots=True)
 class Organization:
     id: UUID
     name: str
