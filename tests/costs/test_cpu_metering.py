@@ -13,7 +13,7 @@ from gpufleet.repo import costs as costs_repo
 from gpufleet.services import budgets, job_views
 from gpufleet.services import costs as costs_service
 from gpufleet.services import jobs as jobs_service
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -84,10 +84,10 @@ async def test_a_cpu_only_job_is_metered_hourly_and_at_release_to_the_cent(db: D
     shown = await job_views.get(db, org.id, cpu_job)
     assert shown.cost is not None and cents(shown.cost) == Decimal("0.84")
 
-    usage, _, _ = await costs_service.usage(db, org.id, by="job", since="1d")
+    usage, _, _ = await costs_service.usage(db, ctx_for(org.id), by="job", since="1d")
     assert {u.key: cents(u.cost) for u in usage} == {str(cpu_job): Decimal("0.84"), str(gpu_job): Decimal("5.42")}
-    await budgets.set_budget(db, org.id, amount_limit=Decimal("100"), period=BudgetPeriod.DAY)
-    (state,) = await budgets.list_budgets(db, org.id)
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("100"), period=BudgetPeriod.DAY)
+    (state,) = await budgets.list_budgets(db, ctx_for(org.id))
     assert cents(state.spent) == Decimal("6.26")
 
     await jobs_service.cancel(db, org.id, cpu_job)
