@@ -37,6 +37,7 @@ from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import hosts as hosts_service
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.transitions import transition_job
+from tests.factories import ctx_for
 from tests.pg import PgServer
 from tests.scheduling.helpers import AUDIT, scheduler, submit
 
@@ -208,7 +209,7 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
             async def go() -> None:
                 # A finished job refuses a cancel with InvalidTransition (409): the one allowed error.
                 with contextlib.suppress(InvalidTransition):
-                    await jobs_service.cancel(db, self.org_id, job)
+                    await jobs_service.cancel(db, ctx_for(self.org_id), job)
 
             loop.run(go())
 

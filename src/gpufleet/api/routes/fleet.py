@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, Caller, WindowEnd, WindowStart, metric_window, requires
+from gpufleet.api.deps import DB, Caller, Tenant, WindowEnd, WindowStart, metric_window, requires
 from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.api.state import app_state
 from gpufleet.config import Settings
@@ -88,13 +88,12 @@ async def fleet_metrics(
 
 @router.get("/queue", tags=["jobs"], **requires("jobs.list"))
 async def queue(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     limit: Annotated[int, Query(ge=1, le=MAX_FEED_PAGE, description="How many of the waiting jobs to list.")] = 100,
 ) -> QueueRead:
     """Pending jobs in the order the scheduler considers them (priority, then time queued), each
     with the reason it waits."""
-    org_id = p.require_org()
-    total, jobs = await fleet.queue(db, org_id=org_id, limit=limit)
-    views = await job_views.with_gpus(db, org_id, jobs)
+    total, jobs = await fleet.queue(db, org_id=ctx.org_id, limit=limit)
+    views = await job_views.with_gpus(db, ctx, jobs)
     return QueueRead(pending=total, items=[JobRead.of(v.job, v.gpus, v.cost) for v in views])

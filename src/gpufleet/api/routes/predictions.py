@@ -20,6 +20,7 @@ from gpufleet.api.state import app_state
 from gpufleet.api.state import hub_of as hub_of  # routes/agent_predictions.py imports it from here
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.predictions import Prediction, parse_prefer_wait
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
@@ -116,13 +117,12 @@ async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONRespo
 
     reply = await idempotency.once(
         db,
-        org_id,
+        TenantContext.of_user(org_id, p.user_id, p.role),
         once,
         work=work,
         # The key remembers which prediction it made; a retry is answered with that prediction now.
         render=lambda made: {"id": str(made.id)},
         status=201,
-        user_id=p.user_id,
     )
     if reply.replayed:
         owner, now = await predictions.get(db, org_id, UUID(reply.body["id"]))
