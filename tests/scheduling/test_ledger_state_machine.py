@@ -159,11 +159,11 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
             """A host is drained (what runs there finishes, nothing new is placed) or taken back."""
             host = self.host_ids[pick % len(self.host_ids)]
             if drain:
-                loop.run(hosts_service.drain_host(db, org_id=self.org_id, host_id=host, reason="state machine"))
+                loop.run(hosts_service.drain_host(db, ctx_for(self.org_id), host_id=host, reason="state machine"))
                 self.draining.add(host)
                 seen["drains"] += 1
             elif host in self.draining:
-                loop.run(hosts_service.undrain_host(db, org_id=self.org_id, host_id=host))
+                loop.run(hosts_service.undrain_host(db, ctx_for(self.org_id), host_id=host))
                 self.draining.discard(host)
 
         @rule(

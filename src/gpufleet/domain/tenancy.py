@@ -52,7 +52,7 @@ class TenantContext:
 
     @classmethod
     def of_host(cls, org_id: UUID, name: str) -> TenantContext:
-        return cls(org_id, None, f"host:{name}")
+        return cls(org_id, None, host_actor(name))
 
     @property
     def bare_actor(self) -> str | None:
@@ -60,6 +60,12 @@ class TenantContext:
         models, webhooks) have always stored: the bare user id, not ``actor``'s "user:<id>".
         Kept so those rows (and the webhook payloads made from them) do not change format."""
         return str(self.user_id) if self.user_id is not None else self.actor
+
+
+def host_actor(name: str) -> str:
+    """The actor of what a host's agent did ("host:<name>"), for the agent-facing services that
+    act as an authenticated ``HostIdentity`` rather than a ``TenantContext``."""
+    return f"host:{name}"
 
 
 @dataclass(frozen=True, slots=True)
