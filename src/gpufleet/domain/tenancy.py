@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from gpufleet.errors import Forbidden
+
 
 class Role(StrEnum):
     OWNER = "owner"
@@ -53,6 +55,13 @@ class TenantContext:
     @classmethod
     def of_host(cls, org_id: UUID, name: str) -> TenantContext:
         return cls(org_id, None, host_actor(name))
+
+    def member(self) -> tuple[UUID, Role]:
+        """(user, role) of the member acting, for rules about the caller as a member (which roles
+        it may grant, whose API keys it sees); the system and hosts are no member."""
+        if self.user_id is None or self.role is None:
+            raise Forbidden("only a member of the organization can do this")
+        return self.user_id, self.role
 
     @property
     def bare_actor(self) -> str | None:
