@@ -117,10 +117,10 @@ async def test_allocate_gpu_refuses_a_job_over_a_hard_budget(db: Database) -> No
         await conn.execute("update jobs set cost_estimate = 6 where id = $1", job.id)
     await _spend(db, org_id, "4.01")
     with pytest.raises(BudgetExceeded):
-        await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)
+        await allocate_gpu(db, ctx_for(org_id), gpu_id=gpu.id, job_id=job.id)
     assert (await status_of(db, job.id))[0] == "pending"  # nothing changed
     await budgets.set_budget(db, ctx_for(org_id), amount_limit=Decimal("10.01"), hard=True)
-    await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)  # 4.01 + 6 fits exactly
+    await allocate_gpu(db, ctx_for(org_id), gpu_id=gpu.id, job_id=job.id)  # 4.01 + 6 fits exactly
     assert (await status_of(db, job.id))[0] == "allocated"
 
 

@@ -51,7 +51,7 @@ async def test_remove_waits_for_running_work(db: Database) -> None:
     org = await create_org(db)
     reg, me = await register(db, org.id)
     job = await create_job(db, org.id)
-    await allocate_gpu(db, org_id=org.id, gpu_id=reg.gpus[0].id, job_id=job.id)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=reg.gpus[0].id, job_id=job.id)
     with pytest.raises(Conflict, match="still has 1 allocated or running job"):
         await remove_host(db, ctx_for(org.id), host_id=me.host_id)
     await sql(db, "update jobs set status = 'succeeded' where id = $1", job.id)
@@ -73,7 +73,7 @@ async def test_gpu_maintenance_and_health_clearing(db: Database) -> None:
     assert (moved.status, moved.status_reason) == (GpuStatus.MAINTENANCE, "reseat")
     job = await create_job(db, org.id)
     with pytest.raises(Conflict):  # the ledger refuses GPUs in maintenance
-        await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=job.id)
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
     back = await set_gpu_maintenance(db, ctx_for(org.id), gpu_id=gpu.id, on=False)
     assert (back.status, back.status_reason) == (GpuStatus.AVAILABLE, None)
     with pytest.raises(InvalidTransition, match="not in maintenance"):
@@ -81,7 +81,7 @@ async def test_gpu_maintenance_and_health_clearing(db: Database) -> None:
     with pytest.raises(InvalidTransition, match="not unhealthy"):
         await clear_gpu_health(db, ctx_for(org.id), gpu_id=gpu.id)
     # An unhealthy GPU still holding an allocation goes back to "allocated".
-    await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=job.id)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
     await sql(db, "update gpu_resources set status = 'unhealthy', status_reason = 'XID' where id = $1", gpu.id)
     assert (await clear_gpu_health(db, ctx_for(org.id), gpu_id=gpu.id)).status is GpuStatus.ALLOCATED
     assert await event_types(db, gpu.id) == [

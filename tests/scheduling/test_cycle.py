@@ -146,7 +146,7 @@ async def test_a_lost_race_is_retried_never_failed(db: Database) -> None:
     (placement,) = decision.placements
     taken = placement[1].gpus[0].gpu_id
     rival = await submit(db, org.id)
-    await allocate_gpu(db, org_id=org.id, gpu_id=g1.id if str(g1.id) == taken else g2.id, job_id=rival)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=g1.id if str(g1.id) == taken else g2.id, job_id=rival)
     outcome = await commit.commit_batch(db, commit.rows_of(decision.placements))
     assert outcome.placed == [] and outcome.conflicts == [job] and not outcome.aborted
     assert (await status_of(db, job))[0] == "pending"
