@@ -17,8 +17,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.webhooks import Attempt, Claim, Delivery
 from gpufleet.repo import keyset
-from gpufleet.webhooks.model import Attempt, Claim, Delivery
 
 CHANNEL = "gpufleet_webhooks"
 STATUSES = ("pending", "delivering", "failed", "succeeded", "dead")

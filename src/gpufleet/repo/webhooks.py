@@ -9,8 +9,8 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.webhooks import Webhook
 from gpufleet.repo import keyset
-from gpufleet.webhooks.model import Webhook
 
 _COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
 
