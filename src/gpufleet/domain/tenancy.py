@@ -68,7 +68,13 @@ class TenantContext:
         """The actor administrative events (hosts, GPUs, join tokens, members, invites, API keys,
         models, webhooks) have always stored: the bare user id, not ``actor``'s "user:<id>".
         Kept so those rows (and the webhook payloads made from them) do not change format."""
-        return str(self.user_id) if self.user_id is not None else self.actor
+        return bare_user_actor(self.user_id) if self.user_id is not None else self.actor
+
+
+def bare_user_actor(user_id: UUID) -> str:
+    """The bare user id administrative events record (``TenantContext.bare_actor``), also for the
+    calls made before a context exists (creating an organization, accepting an invite)."""
+    return str(user_id)
 
 
 def host_actor(name: str) -> str:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -125,7 +125,7 @@ async def accept_invite(
             entity_id=user.id,
             type="member.joined",
             data={"invite_id": str(invite.id), "role": invite.role.value},
-            actor=str(user.id),
+            actor=bare_user_actor(user.id),
         )
         key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
         org = await orgs.get(conn, org_id=invite.organization_id)

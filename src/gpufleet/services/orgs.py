@@ -13,7 +13,7 @@ import asyncpg
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -72,7 +72,7 @@ async def issue_key(
         entity_id=key.id,
         type="api_key.created",
         data={"name": name, "role": role.value},
-        actor=str(user_id),
+        actor=bare_user_actor(user_id),
     )
     return CreatedKey(key, issued.secret)
 
@@ -96,7 +96,7 @@ async def create(
                 entity_id=org_id,
                 type="organization.created",
                 data={"name": name, "slug": wanted},
-                actor=str(p.user_id),
+                actor=bare_user_actor(p.user_id),
             )
             key = None
             if with_key:
