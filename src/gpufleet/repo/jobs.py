@@ -286,3 +286,15 @@ async def finish_many(
         [s.value for s in allowed_from],
     )
     return {r["id"]: _job(r) for r in rows}
+
+
+async def pending_in_order(conn: Conn, *, org_id: UUID, limit: int) -> tuple[int, list[Job]]:
+    """(how many jobs wait, the first ``limit`` of them) in the order the scheduler considers them."""
+    total = await conn.fetchval("select count(*) from jobs where organization_id = $1 and status = 'pending'", org_id)
+    rows = await conn.fetch(
+        """select * from jobs where organization_id = $1 and status = 'pending'
+            order by priority desc, queued_at, id limit $2""",
+        org_id,
+        limit,
+    )
+    return int(total), [_job(r) for r in rows]

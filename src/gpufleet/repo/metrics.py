@@ -1,4 +1,5 @@
-"""GPU metrics: time series (raw, bucketed, hourly rollups), fleet summaries, and retention.
+"""GPU metrics: time series (raw, bucketed, hourly rollups; one GPU's or many GPUs' together),
+fleet summaries, and retention.
 
 Buckets are aligned with ``date_bin`` on a fixed UTC origin, so they do not depend on the
 session's time zone. Retention functions run on the system path, except partition DDL, which
@@ -14,6 +15,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import MetricAgg, MetricPoint
+from gpufleet.repo.gpus import model_like
 
 _ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
 _PARTITION = r"^gpu_metrics_p[0-9]{8}$"
@@ -104,6 +106,50 @@ async def hourly_series(
         end,
     )
     return [_point(r) for r in rows]
+
+
+async def aggregate_series(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    start: datetime,
+    end: datetime,
+    seconds: int,
+    agg: MetricAgg,
+    host_id: UUID | None,
+    model: str | None,
+) -> tuple[int, list[MetricPoint]]:
+    """(GPUs matched, one point per bucket) over the GPUs of live hosts that match ``host_id`` and
+    ``model`` (part of the name, any case): ``agg`` of every sample of every matched GPU."""
+    fn = "max" if agg is MetricAgg.MAX else "avg"
+    gpu_ids = [
+        r["id"]
+        for r in await conn.fetch(
+            """select g.id from gpu_resources g
+                 join hosts h on h.id = g.host_id and h.organization_id = g.organization_id and h.removed_at is null
+                where g.organization_id = $1 and ($2::uuid is null or g.host_id = $2)
+                  and ($3::text is null or g.model ilike $3)""",
+            org_id,
+            host_id,
+            None if model is None else model_like(model),
+        )
+    ]
+    if not gpu_ids:
+        return 0, []
+    rows = await conn.fetch(
+        f"""select date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
+                   {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
+                   {fn}(temperature_c)::float8 as temp, {fn}(power_w)::float8 as power
+              from gpu_metrics
+             where organization_id = $1 and gpu_id = any($2::uuid[]) and ts >= $3 and ts < $4
+             group by 1 order by 1""",
+        org_id,
+        gpu_ids,
+        start,
+        end,
+        seconds,
+    )
+    return len(gpu_ids), [_point(r) for r in rows]
 
 
 async def gpu_counts(conn: Conn, *, org_id: UUID) -> list[tuple[str, str, bool, bool, int]]:
