@@ -11,33 +11,31 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import MetricAgg, MetricPoint
 from gpufleet.repo.gpus import model_like
+from gpufleet.repo.rows import mapper
 
 _ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
 _PARTITION = r"^gpu_metrics_p[0-9]{8}$"
 
 
-def _point(row: asyncpg.Record) -> MetricPoint:
-    return MetricPoint(
-        ts=row["ts"],
-        utilization_pct=row["util"],
-        memory_used_mb=row["mem"],
-        temperature_c=row["temp"],
-        power_w=row["power"],
-        samples=row["samples"],
-    )
+_point = mapper(MetricPoint)
+
+
+def _bucketed(fn: str) -> str:
+    """A point's columns with ``fn`` over the samples of its bucket, $5 seconds wide (``group by 1``)."""
+    return f"""date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
+               {fn}(utilization_pct)::float8 as utilization_pct, {fn}(memory_used_mb)::float8 as memory_used_mb,
+               {fn}(temperature_c)::float8 as temperature_c, {fn}(power_w)::float8 as power_w"""
 
 
 async def raw_series(
     conn: Conn, *, org_id: UUID, gpu_id: UUID, start: datetime, end: datetime, limit: int
 ) -> list[MetricPoint]:
     rows = await conn.fetch(
-        """select ts, utilization_pct::float8 as util, memory_used_mb::float8 as mem, temperature_c::float8 as temp,
-                  power_w::float8 as power, 1 as samples
+        """select ts, utilization_pct::float8 as utilization_pct, memory_used_mb::float8 as memory_used_mb,
+                  temperature_c::float8 as temperature_c, power_w::float8 as power_w, 1 as samples
              from gpu_metrics
             where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
             order by ts limit $5""",
@@ -55,9 +53,7 @@ async def bucketed_series(
 ) -> list[MetricPoint]:
     fn = "max" if agg is MetricAgg.MAX else "avg"
     rows = await conn.fetch(
-        f"""select date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
-                   {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
-                   {fn}(temperature_c)::float8 as temp, {fn}(power_w)::float8 as power
+        f"""select {_bucketed(fn)}
               from gpu_metrics
              where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
              group by 1 order by 1""",
@@ -84,15 +80,15 @@ async def hourly_series(
     )
     rows = await conn.fetch(
         f"""with roll as (
-                select bucket as ts, samples, {util}::float8 as util, {mem}::float8 as mem,
-                       temperature_max::float8 as temp, power_avg::float8 as power
+                select bucket as ts, samples, {util}::float8 as utilization_pct, {mem}::float8 as memory_used_mb,
+                       temperature_max::float8 as temperature_c, power_avg::float8 as power_w
                   from gpu_metrics_hourly
                  where organization_id = $1 and gpu_id = $2
                    and bucket >= date_bin('1 hour', $3::timestamptz, {_ORIGIN}) and bucket < $4),
             raw as (
                 select date_bin('1 hour', ts, {_ORIGIN}) as ts, count(*)::int as samples,
-                       {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
-                       max(temperature_c)::float8 as temp, avg(power_w)::float8 as power
+                       {fn}(utilization_pct)::float8 as utilization_pct, {fn}(memory_used_mb)::float8 as memory_used_mb,
+                       max(temperature_c)::float8 as temperature_c, avg(power_w)::float8 as power_w
                   from gpu_metrics
                  where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
                  group by 1)
@@ -137,9 +133,7 @@ async def aggregate_series(
     if not gpu_ids:
         return 0, []
     rows = await conn.fetch(
-        f"""select date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
-                   {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
-                   {fn}(temperature_c)::float8 as temp, {fn}(power_w)::float8 as power
+        f"""select {_bucketed(fn)}
               from gpu_metrics
              where organization_id = $1 and gpu_id = any($2::uuid[]) and ts >= $3 and ts < $4
              group by 1 order by 1""",
