@@ -1,6 +1,6 @@
 """The allocation ledger: which job holds how much of which GPU; the sketch's ``allocate_gpu``.
 
-The ledger triggers (0002_tenancy.sql) move the GPU's and host's counters with every row; what
+The ledger triggers (0002_tenancy.sql) move the GPU's counters with every row; what
 they raise when a GPU cannot take the work is ``repo.gpus.CAPACITY_ERRORS``.
 """
 
@@ -49,15 +49,6 @@ async def allocate_gpu(
     if row is None:
         raise LookupError(f"GPU {gpu_id} not found")
     return _allocation(row)
-
-
-async def active_allocations(conn: Conn, *, org_id: UUID, job_id: UUID) -> list[Allocation]:
-    rows = await conn.fetch(
-        "select * from allocations where organization_id = $1 and job_id = $2 and released_at is null",
-        org_id,
-        job_id,
-    )
-    return [_allocation(r) for r in rows]
 
 
 async def active_allocations_for_jobs(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> list[Allocation]:

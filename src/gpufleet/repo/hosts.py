@@ -22,7 +22,8 @@ _host = mapper(HostDetail, status=HostStatus)
 _fleet_gpu = mapper(FleetGpu, status=GpuStatus)
 
 
-def _facts(facts: HostFacts) -> list[Any]:
+def facts_params(facts: HostFacts) -> list[Any]:
+    """The host facts as parameters, in the order of ``facts_set`` (repo/heartbeats.py uses both too)."""
     return [
         facts.hostname,
         facts.os,
@@ -36,18 +37,13 @@ def _facts(facts: HostFacts) -> list[Any]:
     ]
 
 
-# $N..$N+8 in the order of _facts(); the capacity columns never drop below what is allocated,
+# $N..$N+8 in the order of facts_params(); the capacity columns never drop below what is allocated,
 # so a host reporting less RAM than its jobs hold cannot break the ledger's CHECKs.
-def _facts_set(n: int) -> str:
+def facts_set(n: int) -> str:
     return f"""hostname = ${n}, os = ${n + 1}, kernel = ${n + 2}, arch = ${n + 3},
                cpu_cores = greatest(${n + 4}::int, ceil(cpu_milli_allocated / 1000.0)::int),
                ram_mb = greatest(${n + 5}::bigint, ram_mb_allocated),
                driver_version = ${n + 6}, cuda_version = ${n + 7}, agent_version = ${n + 8}"""
-
-
-# The host facts' SET clause and its parameters, for another repo module's statement (repo/heartbeats.py).
-facts_set = _facts_set
-facts_params = _facts
 
 
 async def insert(
@@ -74,7 +70,7 @@ async def insert(
         credential_prefix,
         credential_hash,
         join_token_id,
-        *_facts(facts),
+        *facts_params(facts),
     )
     assert row is not None
     return _host(row)
@@ -109,7 +105,7 @@ async def reregister(
                                  else status end,
                    status_before_unreachable = null,
                    status_reason = case when status = 'unreachable' then null else status_reason end,
-                   {_facts_set(8)}
+                   {facts_set(8)}
              where organization_id = $1 and id = $2 and removed_at is null
          returning *""",
         org_id,
@@ -119,7 +115,7 @@ async def reregister(
         join_token_id,
         labels,
         facts.simulated,
-        *_facts(facts),
+        *facts_params(facts),
     )
     assert row is not None
     return _host(row)
