@@ -9,8 +9,9 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, JoinToken
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import NotFound
-from gpufleet.repo import host_gpus, join_tokens
+from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
+from gpufleet.repo import join_tokens
 
 
 async def page_hosts(
@@ -36,7 +37,7 @@ async def host_with_gpus(db: Database, ctx: TenantContext, *, host_id: UUID) -> 
         host = await hosts_repo.get(conn, org_id=org_id, host_id=host_id)
         if host is None:
             raise NotFound(f"host {host_id} not found")
-        return host, await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
+        return host, await gpus_repo.for_host(conn, org_id=org_id, host_id=host_id)
 
 
 async def page_gpus(
@@ -51,7 +52,7 @@ async def page_gpus(
 ) -> list[GpuDetail]:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        return await host_gpus.page(
+        return await gpus_repo.page(
             conn, org_id=org_id, limit=limit, after=after, status=status, host_id=host_id, model=model
         )
 
