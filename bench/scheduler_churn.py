@@ -47,6 +47,7 @@ from gpufleet.db import migrate
 from gpufleet.db.embedded import EmbeddedPostgres
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.scheduler.service import Scheduler
@@ -134,7 +135,7 @@ class Writer:
                     gpu_count=self.rng.choice([1, 1, 2, 4]),
                     gpu_models=["B200"] if unfit else [],
                 )
-                await jobs_service.submit(self.db, org, spec)
+                await jobs_service.submit(self.db, TenantContext.system(org), spec)
                 self.counts["submitted"] += 1
                 return
             status = JobStatus.PENDING if kind < 0.7 else JobStatus.RUNNING
@@ -144,7 +145,7 @@ class Writer:
                 return
             job = self.rng.choice(found)
             if status is JobStatus.PENDING:
-                await jobs_service.cancel(self.db, org, job.id, actor="bench")
+                await jobs_service.cancel(self.db, TenantContext.system(org, "bench"), job.id)
                 self.counts["cancelled"] += 1
             else:  # the agent's exit report
                 async with self.db.transaction(org) as conn:

@@ -8,13 +8,18 @@ from uuid import UUID
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus
 from gpufleet.domain.jobs import Job, JobSpec
-from gpufleet.domain.tenancy import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import orgs
 from gpufleet.repo.rows import mapper
 
 _host = mapper(HostDetail, status=HostStatus)
 _gpu = mapper(GpuDetail, status=GpuStatus)
+
+
+def ctx_for(org_id: UUID, user_id: UUID | None = None, role: Role = Role.OWNER) -> TenantContext:
+    """What a service gets for a member's request (``user_id``), or for the system when None."""
+    return TenantContext.of_user(org_id, user_id, role) if user_id else TenantContext.system(org_id)
 
 
 async def create_org(db: Database, name: str = "Acme") -> Organization:

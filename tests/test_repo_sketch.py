@@ -12,7 +12,7 @@ from gpufleet.errors import Conflict
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.allocation import allocate_gpu
-from tests.factories import create_host, create_job, create_org
+from tests.factories import create_host, create_job, create_org, ctx_for
 
 
 async def test_create_gpu_job_is_pending_and_tenant_scoped(db: Database) -> None:
@@ -70,10 +70,10 @@ async def test_allocate_gpu_then_conflict_changes_nothing(db: Database) -> None:
     org = await create_org(db)
     host, (gpu, _) = await create_host(db, org.id)
     first, second = await create_job(db, org.id), await create_job(db, org.id)
-    alloc = await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=first.id)
+    alloc = await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=first.id)
     assert alloc.milli == 1000 and alloc.host_id == host.id
     with pytest.raises(Conflict):
-        await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=second.id)
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=second.id)
     async with db.transaction(org.id) as conn:
         g = await gpus.get(conn, org_id=org.id, gpu_id=gpu.id)
         assert g is not None and g.allocated_milli == 1000 and g.status == "allocated"
@@ -87,7 +87,7 @@ async def test_terminal_state_releases_the_gpu(db: Database) -> None:
     org = await create_org(db)
     _, (gpu, _) = await create_host(db, org.id)
     job = await create_job(db, org.id)
-    await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=job.id)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
     async with db.transaction(org.id) as conn:
         await jobs_repo.transition(
             conn, org_id=org.id, job_id=job.id, allowed_from=[JobStatus.ALLOCATED], to=JobStatus.CANCELLED
@@ -101,10 +101,10 @@ async def test_fractional_allocations_never_exceed_a_gpu(db: Database) -> None:
     org = await create_org(db)
     _, (gpu, _) = await create_host(db, org.id)
     jobs = [await create_job(db, org.id, gpu_milli=400) for _ in range(3)]
-    await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=jobs[0].id, milli=400)
-    await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=jobs[1].id, milli=400)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=jobs[0].id, milli=400)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=jobs[1].id, milli=400)
     with pytest.raises(Conflict):
-        await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=jobs[2].id, milli=400)
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=jobs[2].id, milli=400)
     async with db.transaction(org.id) as conn:
         g = await gpus.get(conn, org_id=org.id, gpu_id=gpu.id)
         assert g is not None and g.allocated_milli == 800
@@ -115,7 +115,7 @@ async def test_racing_allocate_gpu_calls_have_exactly_one_winner(db: Database) -
     _, (gpu, _) = await create_host(db, org.id)
     jobs = [await create_job(db, org.id) for _ in range(8)]
     results = await asyncio.gather(
-        *(allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=j.id) for j in jobs), return_exceptions=True
+        *(allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=j.id) for j in jobs), return_exceptions=True
     )
     winners = [r for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1

@@ -13,7 +13,7 @@ from gpufleet.services.allocation import allocate_gpu
 from tests.api.agent_helpers import bearer, heartbeat, register, series
 from tests.api.conftest import Tenant, TenantFactory
 from tests.api.test_tenancy_api import assert_problem
-from tests.factories import create_job
+from tests.factories import create_job, ctx_for
 
 
 async def sql(db: Database, query: str, *args: object) -> object:
@@ -125,7 +125,7 @@ async def test_host_admin_operations(client: httpx.AsyncClient, tenant: TenantFa
     assert_problem(await client.post(f"/v1/hosts/{h}/maintenance", json={"on": "maybe"}, headers=t.headers), 422, "on")
     # Removal waits for running work.
     job = await create_job(db, t.org.id)
-    await allocate_gpu(db, org_id=t.org.id, gpu_id=reg["gpus"][0]["id"], job_id=job.id)
+    await allocate_gpu(db, ctx_for(t.org.id), gpu_id=reg["gpus"][0]["id"], job_id=job.id)
     assert_problem(await client.delete(f"/v1/hosts/{h}", headers=t.headers), 409, "1 allocated or running job")
     await sql(db, "update jobs set status = 'succeeded' where id = $1", job.id)
     await sql(db, "update allocations set released_at = now() where job_id = $1", job.id)

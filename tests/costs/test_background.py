@@ -10,7 +10,7 @@ from gpufleet.background import costs as costs_task
 from gpufleet.db.pool import Database
 from gpufleet.domain.costs import PriceKind
 from gpufleet.services import budgets, costs
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -22,8 +22,8 @@ async def test_run_once_closes_hours_in_batches_and_tells_budgets(
     monkeypatch.setattr(costs_task, "CLOSE_BATCH", 2)
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(A100,) * 3)
-    await costs.set_price(db, org.id, kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2"))
-    await budgets.set_budget(db, org.id, amount_limit=Decimal("10"))
+    await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2"))
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("10"))
     for _ in range(3):
         await submit(db, org.id)
     assert (await scheduler(db).run_once()).placed == 3

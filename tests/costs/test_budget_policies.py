@@ -15,7 +15,7 @@ from gpufleet.domain.costs import BudgetPeriod, PriceKind, parse_period
 from gpufleet.errors import BudgetExceeded, InvalidInput
 from gpufleet.sdk.costs import budget_body
 from gpufleet.services import budgets, costs
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, status_of, submit
 
 A100 = ("A100-80GB", 81920)
@@ -50,7 +50,7 @@ def test_periods_parse_as_calendar_names_or_days() -> None:
 
 async def test_a_custom_period_repeats_from_its_start_and_counts_only_its_window(db: Database) -> None:
     org = await create_org(db)
-    await costs.set_price(db, org.id, kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
+    await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
     now = await _now(db)
     anchor = now - timedelta(days=20)  # periods: [now-20d, now-6d), [now-6d, now+8d), ...
     window = anchor + timedelta(days=14)
@@ -58,10 +58,16 @@ async def test_a_custom_period_repeats_from_its_start_and_counts_only_its_window
     await _spend_at(db, org.id, window, "12.34")
     await _spend_at(db, org.id, now - timedelta(hours=1), "17.66")
     b = await budgets.set_budget(
-        db, org.id, amount_limit=Decimal("35"), period=BudgetPeriod.CUSTOM, period_days=14, starts_at=anchor, hard=True
+        db,
+        ctx_for(org.id),
+        amount_limit=Decimal("35"),
+        period=BudgetPeriod.CUSTOM,
+        period_days=14,
+        starts_at=anchor,
+        hard=True,
     )
     assert (b.period_days, b.period_anchor) == (14, anchor)
-    (state,) = await budgets.list_budgets(db, org.id)
+    (state,) = await budgets.list_budgets(db, ctx_for(org.id))
     assert (state.period_start, state.spent) == (window, Decimal("30.00"))
 
     with pytest.raises(BudgetExceeded) as refused:  # 30 + 3 h x $2.00 > 35
@@ -74,30 +80,32 @@ async def test_a_custom_period_repeats_from_its_start_and_counts_only_its_window
 
     # A start still to come: the first period is the window, nothing before it counts.
     later = await budgets.set_budget(
-        db, org.id, amount_limit=Decimal("35"), period=BudgetPeriod.CUSTOM, period_days=7,
+        db, ctx_for(org.id), amount_limit=Decimal("35"), period=BudgetPeriod.CUSTOM, period_days=7,
         starts_at=now + timedelta(days=2),
     )  # fmt: skip
-    (state,) = [s for s in await budgets.list_budgets(db, org.id) if s.budget.id == later.id]
+    (state,) = [s for s in await budgets.list_budgets(db, ctx_for(org.id)) if s.budget.id == later.id]
     assert (state.period_start, state.spent) == (now + timedelta(days=2), Decimal(0))
 
 
 async def test_custom_period_settings_are_checked(db: Database) -> None:
     org = await create_org(db)
     with pytest.raises(InvalidInput):
-        await budgets.set_budget(db, org.id, amount_limit=Decimal("1"), period=BudgetPeriod.CUSTOM)
+        await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("1"), period=BudgetPeriod.CUSTOM)
     with pytest.raises(InvalidInput):
-        await budgets.set_budget(db, org.id, amount_limit=Decimal("1"), period=BudgetPeriod.MONTH, period_days=3)
+        await budgets.set_budget(
+            db, ctx_for(org.id), amount_limit=Decimal("1"), period=BudgetPeriod.MONTH, period_days=3
+        )
     with pytest.raises(InvalidInput):
-        await budgets.set_budget(db, org.id, amount_limit=Decimal("1"), stop_running=True)  # soft
+        await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("1"), stop_running=True)  # soft
 
 
 async def _running_work_over_budget(db: Database, *, stop_running: bool) -> tuple[UUID, UUID, UUID, UUID]:
     """Three jobs holding GPUs for an hour at $2.00 (two labelled team=a, one running), budget $1.00 of team=a."""
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(A100,) * 3)
-    await costs.set_price(db, org.id, kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
+    await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
     b = await budgets.set_budget(
-        db, org.id, amount_limit=Decimal("1.00"), hard=True, label=("team", "a"), stop_running=stop_running
+        db, ctx_for(org.id), amount_limit=Decimal("1.00"), hard=True, label=("team", "a"), stop_running=stop_running
     )
     running = await submit(db, org.id, labels={"team": "a"})
     allocated = await submit(db, org.id, labels={"team": "a"})

@@ -17,7 +17,7 @@ from gpufleet.scheduler import commit
 from gpufleet.scheduler.model import GpuShare, Placement
 from gpufleet.services import budgets, costs
 from gpufleet.services.allocation import allocate_gpu
-from tests.factories import create_host, create_job, create_org
+from tests.factories import create_host, create_job, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, status_of, submit
 
 A100 = ("A100-80GB", 81920)
@@ -25,8 +25,8 @@ A100 = ("A100-80GB", 81920)
 
 async def _priced_org(db: Database, *, limit: str, hard: bool = True) -> UUID:
     org = await create_org(db)
-    await costs.set_price(db, org.id, kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
-    await budgets.set_budget(db, org.id, amount_limit=Decimal(limit), period=BudgetPeriod.MONTH, hard=hard)
+    await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal(limit), period=BudgetPeriod.MONTH, hard=hard)
     return org.id
 
 
@@ -117,10 +117,10 @@ async def test_allocate_gpu_refuses_a_job_over_a_hard_budget(db: Database) -> No
         await conn.execute("update jobs set cost_estimate = 6 where id = $1", job.id)
     await _spend(db, org_id, "4.01")
     with pytest.raises(BudgetExceeded):
-        await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)
+        await allocate_gpu(db, ctx_for(org_id), gpu_id=gpu.id, job_id=job.id)
     assert (await status_of(db, job.id))[0] == "pending"  # nothing changed
-    await budgets.set_budget(db, org_id, amount_limit=Decimal("10.01"), hard=True)
-    await allocate_gpu(db, org_id=org_id, gpu_id=gpu.id, job_id=job.id)  # 4.01 + 6 fits exactly
+    await budgets.set_budget(db, ctx_for(org_id), amount_limit=Decimal("10.01"), hard=True)
+    await allocate_gpu(db, ctx_for(org_id), gpu_id=gpu.id, job_id=job.id)  # 4.01 + 6 fits exactly
     assert (await status_of(db, job.id))[0] == "allocated"
 
 
@@ -133,7 +133,7 @@ async def test_queued_work_waits_once_the_budget_is_spent(db: Database) -> None:
     assert await status_of(db, job) == ("pending", "budget: $500.00 of $500.00 spent this month", None)
     with pytest.raises(BudgetExceeded):
         await submit(db, org_id)
-    await budgets.set_budget(db, org_id, amount_limit=Decimal("600"), hard=True)
+    await budgets.set_budget(db, ctx_for(org_id), amount_limit=Decimal("600"), hard=True)
     assert (await scheduler(db).run_once()).placed == 1
 
 

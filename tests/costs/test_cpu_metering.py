@@ -13,7 +13,7 @@ from gpufleet.repo import costs as costs_repo
 from gpufleet.services import budgets, job_views
 from gpufleet.services import costs as costs_service
 from gpufleet.services import jobs as jobs_service
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -81,16 +81,16 @@ async def test_a_cpu_only_job_is_metered_hourly_and_at_release_to_the_cent(db: D
         )
     assert by_function == live[cpu_job]
     assert (cents(live[cpu_job]), cents(live[gpu_job])) == (Decimal("0.84"), Decimal("5.42"))
-    shown = await job_views.get(db, org.id, cpu_job)
+    shown = await job_views.get(db, ctx_for(org.id), cpu_job)
     assert shown.cost is not None and cents(shown.cost) == Decimal("0.84")
 
-    usage, _, _ = await costs_service.usage(db, org.id, by="job", since="1d")
+    usage, _, _ = await costs_service.usage(db, ctx_for(org.id), by="job", since="1d")
     assert {u.key: cents(u.cost) for u in usage} == {str(cpu_job): Decimal("0.84"), str(gpu_job): Decimal("5.42")}
-    await budgets.set_budget(db, org.id, amount_limit=Decimal("100"), period=BudgetPeriod.DAY)
-    (state,) = await budgets.list_budgets(db, org.id)
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("100"), period=BudgetPeriod.DAY)
+    (state,) = await budgets.list_budgets(db, ctx_for(org.id))
     assert cents(state.spent) == Decimal("6.26")
 
-    await jobs_service.cancel(db, org.id, cpu_job)
+    await jobs_service.cancel(db, ctx_for(org.id), cpu_job)
     rows = await _rows(db, cpu_job)
     assert all(a["period_end"] == b["period_start"] for a, b in itertools.pairwise(rows))
     assert {(r["gpu_model"], r["gpu_milli"], r["gpu_seconds"], r["cpu_milli"], r["ram_mb"]) for r in rows} == {
@@ -113,7 +113,7 @@ async def test_a_requeued_cpu_only_job_pays_each_attempt_once(db: Database) -> N
         await conn.execute("update jobs set status = 'pending', attempt = attempt + 1 where id = $1", job)
     assert (await scheduler(db).run_once()).placed == 1
     await _prices_and_backdate(db, org.id, 30, attempt=2)
-    await jobs_service.cancel(db, org.id, job)
+    await jobs_service.cancel(db, ctx_for(org.id), job)
     rows = await _rows(db, job)
     assert {r["attempt"] for r in rows} == {1, 2}
     # attempt 1: 1 core x (1 h x 0.04 + 1 h x 0.10) + 1 GiB x 2 h x 0.01 = 0.16; attempt 2: 0.5 h x (0.10 + 0.01)
@@ -141,7 +141,7 @@ async def test_a_move_to_another_host_within_an_attempt_meters_both_holdings(db:
             "select host_id, released_at is null as held from cpu_reservations where job_id = $1", job
         )
     assert sorted((r["host_id"] == other, r["held"]) for r in held) == [(False, False), (True, True)]
-    await jobs_service.cancel(db, org.id, job)
+    await jobs_service.cancel(db, ctx_for(org.id), job)
     rows = await _rows(db, job)
     # first host: 30 min x 0.04 + 1 h x 0.10 + 1.5 h x 0.01 = 0.135; second: 0.5 h x (0.10 + 0.01) = 0.055
     assert cents(sum((r["amount"] for r in rows), Decimal(0))) == Decimal("0.19")  # type: ignore[misc]

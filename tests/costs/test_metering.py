@@ -11,7 +11,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.costs import cents
 from gpufleet.repo import costs as costs_repo
 from gpufleet.services import jobs as jobs_service
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -87,7 +87,7 @@ async def test_cost_is_exact_to_the_cent_across_a_price_change(db: Database) -> 
     assert cents(live[whole]) == Decimal("6.30") and cents(live[quarter]) == Decimal("1.50")
 
     for job in (whole, quarter):
-        await jobs_service.cancel(db, org.id, job)
+        await jobs_service.cancel(db, ctx_for(org.id), job)
     whole_rows, quarter_rows = await _rows(db, whole), await _rows(db, quarter)
     # whole: 1.5 h x 2.00 + 1 h x 3.00 = 6.00, 2 cores x 2.5 h x 0.04 = 0.20, 4 GiB x 2.5 h x 0.01 = 0.10
     assert cents(_expected(whole_rows)) == Decimal("6.30")
@@ -119,7 +119,7 @@ async def test_each_attempt_pays_for_what_it_held_and_nothing_twice(db: Database
                 where job_id = $1 and attempt = 2""",
             job,
         )
-    await jobs_service.cancel(db, org.id, job)
+    await jobs_service.cancel(db, ctx_for(org.id), job)
     rows = await _rows(db, job)
     assert {r["attempt"] for r in rows} == {1, 2}
     # attempt 1: 1 h x 2.00 + 1 h x 3.00; attempt 2: 0.5 h x 3.00

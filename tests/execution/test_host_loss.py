@@ -29,6 +29,7 @@ from tests.execution.helpers import (
     snapshot,
     sql,
 )
+from tests.factories import ctx_for
 from tests.hosts.helpers import gpus, report
 from tests.scheduling.helpers import scheduler, settings
 
@@ -95,7 +96,7 @@ async def test_without_retry_or_attempts_the_job_fails_and_a_pending_cancel_wins
     last_attempt = await running(db, org.id, host, max_attempts=1)
     cancelling = await running(db, org.id, host)
     allocated = await place(db, org.id)
-    await cancel(db, org.id, cancelling)
+    await cancel(db, ctx_for(org.id), cancelling)
     await lose(db, host, 120)
     result = await reaper.run_once(db, SETTINGS)
     assert sorted(result.failed) == sorted([no_retry, last_attempt])

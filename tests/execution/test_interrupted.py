@@ -8,6 +8,7 @@ from gpufleet.domain.execution import ExitReport
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from tests.execution.helpers import assert_clean, events, fleet, job, running
+from tests.factories import ctx_for
 
 STOPPED = ExitReport("interrupted", None, 15, "interrupted: the agent stopped; stopped by signal 15 (SIGTERM)")
 
@@ -44,6 +45,6 @@ async def test_without_retries_left_it_fails_saying_its_host_stopped_it(db: Data
 async def test_a_cancel_requested_meanwhile_wins(db: Database) -> None:
     org, (host,) = await fleet(db)
     job_id = await running(db, org.id, host)
-    await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+    await jobs_service.cancel(db, ctx_for(org.id), job_id)
     assert (await reports.report_exit(db, host, job_id, 1, STOPPED)).status == "cancelled"
     await assert_clean(db)

@@ -14,6 +14,7 @@ from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from gpufleet.services.assignments import kill_instructions
 from tests.execution.helpers import OK, POLICY, add_host, assert_clean, event_types, fleet, job, place, running, sql
+from tests.factories import ctx_for
 from tests.scheduling.helpers import settings
 
 SETTINGS = settings(cancel_grace_s=30, kill_report_margin_s=30)
@@ -24,7 +25,7 @@ async def test_cancel_of_a_running_job_kill_instruction_then_exit_report(db: Dat
     job_id = await running(db, org.id, host)
     keep = await running(db, org.id, host)
     assert await kill_instructions(db, host, [(job_id, 1), (keep, 1)], policy=POLICY) == []
-    await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+    await jobs_service.cancel(db, ctx_for(org.id), job_id)
     assert await kill_instructions(db, host, [(job_id, 1), (keep, 1)], policy=POLICY) == [
         KillInstruction(job_id, 1, "cancelled", 30.0)
     ]
@@ -42,7 +43,7 @@ async def test_cancel_of_a_running_job_kill_instruction_then_exit_report(db: Dat
 async def test_a_silent_agent_cancel_is_finished_by_the_server(db: Database) -> None:
     org, (host,) = await fleet(db)
     job_id = await running(db, org.id, host)
-    await jobs_service.cancel(db, org.id, job_id)
+    await jobs_service.cancel(db, ctx_for(org.id), job_id)
     await sql(db, "update jobs set cancel_requested_at = now() - interval '59 seconds' where id = $1", job_id)
     assert (await reaper.run_once(db, SETTINGS)).cancelled == []  # grace + margin not yet over
     await sql(db, "update jobs set cancel_requested_at = now() - interval '61 seconds' where id = $1", job_id)

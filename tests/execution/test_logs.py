@@ -14,6 +14,7 @@ from gpufleet.services import reports
 from gpufleet.services.logs import append_logs, follow_logs, read_logs
 from gpufleet.services.wakeups import WakeHub
 from tests.execution.helpers import OK, assert_clean, fleet, running, snapshot
+from tests.factories import ctx_for
 from tests.scheduling.helpers import scheduler
 
 
@@ -29,7 +30,7 @@ async def read_all(db: Database, org_id: object, job_id: object, **kw: object) -
     out: list[LogEntry] = []
     after = -1
     while True:
-        page = await read_logs(db, org_id, job_id, after_seq=after, **kw)  # type: ignore[arg-type]
+        page = await read_logs(db, ctx_for(org_id), job_id, after_seq=after, **kw)  # type: ignore[arg-type]
         out += page.chunks
         after = page.last_seq
         if not page.chunks:
@@ -53,7 +54,7 @@ async def test_order_across_streams_and_idempotent_resends(db: Database) -> None
         db, host, job_id, 1, [LogChunkIn(4, "stdout", 2, b"e\ntwo\nthree\n"), LogChunkIn(5, "stderr", 5, b"!\n")]
     )
     assert recut.stored_bytes == len(b"three\n!\n")
-    page = await read_logs(db, org.id, job_id)
+    page = await read_logs(db, ctx_for(org.id), job_id)
     assert [(c.seq, c.stream, c.offset, c.data) for c in page.chunks] == [
         (0, "stdout", 0, b"one\n"),
         (1, "stderr", 0, b"warn\n"),
@@ -63,8 +64,8 @@ async def test_order_across_streams_and_idempotent_resends(db: Database) -> None
     ]
     assert page.last_seq == 4 and not page.complete and page.attempt == 1
     await reports.report_exit(db, host, job_id, 1, OK)
-    assert (await read_logs(db, org.id, job_id, after_seq=3)).complete  # this page reads the last chunk
-    partial = await read_logs(db, org.id, job_id, after_seq=2, limit_bytes=1)
+    assert (await read_logs(db, ctx_for(org.id), job_id, after_seq=3)).complete  # this page reads the last chunk
+    partial = await read_logs(db, ctx_for(org.id), job_id, after_seq=2, limit_bytes=1)
     assert [c.seq for c in partial.chunks] == [3] and not partial.complete  # one chunk left to read
 
 
@@ -82,7 +83,7 @@ async def test_several_megabytes_and_every_byte_value_round_trip(db: Database) -
     assert b"".join(c.data for c in got if c.stream == "stderr") == binary
     assert [c.seq for c in got] == list(range(len(got)))
     assert "\ufffd" in got[-1].text  # a text view never fails on bytes that are not UTF-8
-    page = await read_logs(db, org.id, job_id, limit_bytes=1)
+    page = await read_logs(db, ctx_for(org.id), job_id, limit_bytes=1)
     assert len(page.chunks) == 1  # at least one chunk, whatever the limit
 
 
@@ -137,14 +138,14 @@ async def test_stale_and_invalid_uploads_change_nothing(db: Database) -> None:
             await append_logs(db, host, job_id, 1, bad)
     assert await snapshot(db) == before
     with pytest.raises(NotFound):
-        await read_logs(db, stranger.org_id, job_id)
+        await read_logs(db, ctx_for(stranger.org_id), job_id)
 
     # a failed attempt that was retried may still send its last output
     await reports.report_exit(db, host, job_id, 1, ExitReport("failed", 1, None, "exited with code 1"))
     assert (await append_logs(db, host, job_id, 1, [LogChunkIn(1, "stderr", 0, b"Traceback\n")])).stored_chunks == 1
-    page = await read_logs(db, org.id, job_id, attempt=1)
+    page = await read_logs(db, ctx_for(org.id), job_id, attempt=1)
     assert page.complete and page.current_attempt == 2 and page.chunks[0].data == b"Traceback\n"
-    assert (await read_logs(db, org.id, job_id)).chunks == []  # attempt 2 has none yet
+    assert (await read_logs(db, ctx_for(org.id), job_id)).chunks == []  # attempt 2 has none yet
     await assert_clean(db)
 
 
@@ -159,7 +160,7 @@ async def test_follow_yields_chunks_as_they_arrive_and_ends_at_the_terminal_stat
     arrived = asyncio.Event()
 
     async def follow() -> None:
-        async for chunk in follow_logs(db, org.id, job_id, hub=hub, poll_s=0.05):
+        async for chunk in follow_logs(db, ctx_for(org.id), job_id, hub=hub, poll_s=0.05):
             got.append(chunk)
             arrived.set()
 

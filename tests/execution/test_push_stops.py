@@ -14,6 +14,7 @@ from gpufleet.services.wakeups import WakeHub
 from tests.execution.helpers import POLICY, add_host, fleet, running, sql
 from tests.execution.test_host_loss import SETTINGS as LOSS_SETTINGS
 from tests.execution.test_host_loss import lose
+from tests.factories import ctx_for
 
 
 async def test_a_cancel_ends_the_long_poll_of_the_host_that_runs_it_at_once(db: Database) -> None:
@@ -29,7 +30,7 @@ async def test_a_cancel_ends_the_long_poll_of_the_host_that_runs_it_at_once(db: 
     try:
         await asyncio.sleep(0.3)
         assert not mine.done() and not theirs.done()
-        await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+        await jobs_service.cancel(db, ctx_for(org.id), job_id)
         work = await asyncio.wait_for(mine, 3)
         assert work.assignments == [] and work.kill == [KillInstruction(job_id, 1, "cancelled", 30.0)]
         # the same instruction as the heartbeat's, judged the same way
@@ -81,7 +82,7 @@ async def test_behind_a_transaction_pooler_the_polling_hub_pushes_the_stop(db: D
     try:
         await asyncio.sleep(0.3)
         assert not poll.done()
-        await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+        await jobs_service.cancel(db, ctx_for(org.id), job_id)
         work = await asyncio.wait_for(poll, 3)
         assert work.kill == [KillInstruction(job_id, 1, "cancelled", 30.0)]
     finally:

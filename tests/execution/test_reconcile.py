@@ -10,6 +10,7 @@ from gpufleet.services import jobs as jobs_service
 from gpufleet.services import reports
 from gpufleet.services.assignments import next_assignments
 from tests.execution.helpers import POLICY, assert_clean, event_types, fleet, job, place, running
+from tests.factories import ctx_for
 
 
 async def test_reconcile_after_an_agent_restart(db: Database) -> None:
@@ -22,7 +23,7 @@ async def test_reconcile_after_an_agent_restart(db: Database) -> None:
     start_lost = await place(db, org.id)  # started, but its start report never arrived
     cancelled = await running(db, org.id, host)
     never_started = await place(db, org.id)
-    await jobs_service.cancel(db, org.id, cancelled)
+    await jobs_service.cancel(db, ctx_for(org.id), cancelled)
     foreign = uuid4()
 
     entries = [

@@ -23,6 +23,7 @@ from tests.execution.helpers import (
     running,
     snapshot,
 )
+from tests.factories import ctx_for
 from tests.scheduling.helpers import scheduler
 
 
@@ -155,7 +156,7 @@ async def test_a_cancelled_outcome_needs_a_cancel_request(db: Database) -> None:
     stopped = ExitReport("cancelled", None, 15, "cancelled; stopped by signal 15 (SIGTERM)")
     assert (await reports.report_exit(db, host, job_id, 1, stopped)).status == "failed"  # nobody asked
     other = await running(db, org.id, host)
-    await jobs_service.cancel(db, org.id, other, actor="user:x")
+    await jobs_service.cancel(db, ctx_for(org.id), other)
     assert (await reports.report_exit(db, host, other, 1, stopped)).status == "cancelled"
     await assert_clean(db)
 

@@ -9,6 +9,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuSample, HeartbeatReport, HostFacts, HostIdentity, Registration, ReportedGpu
 from gpufleet.services.hosts import authenticate_host, register_host
 from gpufleet.services.join_tokens import create_join_token
+from tests.factories import ctx_for
 
 
 def facts(hostname: str = "node-1", **kw: object) -> HostFacts:
@@ -63,7 +64,7 @@ def report(reported: list[ReportedGpu], samples: list[GpuSample] | None = None, 
 
 
 async def join_token(db: Database, org_id: UUID, **kw: object) -> str:
-    issued = await create_join_token(db, org_id=org_id, **kw)  # type: ignore[arg-type]
+    issued = await create_join_token(db, ctx_for(org_id), **kw)  # type: ignore[arg-type]
     return issued.secret
 
 

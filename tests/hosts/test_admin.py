@@ -18,7 +18,7 @@ from gpufleet.services.hosts import (
     start_host_maintenance,
     undrain_host,
 )
-from tests.factories import create_job, create_org
+from tests.factories import create_job, create_org, ctx_for
 from tests.hosts.helpers import event_types, register, sql
 
 
@@ -26,16 +26,14 @@ async def test_host_transitions_follow_the_table_and_write_events(db: Database) 
     org = await create_org(db)
     _, me = await register(db, org.id)
     h = me.host_id
-    assert (
-        await drain_host(db, org_id=org.id, host_id=h, reason="upgrade", actor="alice")
-    ).status is HostStatus.DRAINING
+    assert (await drain_host(db, ctx_for(org.id), host_id=h, reason="upgrade")).status is HostStatus.DRAINING
     with pytest.raises(InvalidTransition, match="draining; it cannot go to ready"):
-        await end_host_maintenance(db, org_id=org.id, host_id=h)
-    assert (await undrain_host(db, org_id=org.id, host_id=h)).status is HostStatus.READY
-    assert (await start_host_maintenance(db, org_id=org.id, host_id=h)).status is HostStatus.MAINTENANCE
+        await end_host_maintenance(db, ctx_for(org.id), host_id=h)
+    assert (await undrain_host(db, ctx_for(org.id), host_id=h)).status is HostStatus.READY
+    assert (await start_host_maintenance(db, ctx_for(org.id), host_id=h)).status is HostStatus.MAINTENANCE
     with pytest.raises(InvalidTransition):
-        await undrain_host(db, org_id=org.id, host_id=h)
-    host = await end_host_maintenance(db, org_id=org.id, host_id=h)
+        await undrain_host(db, ctx_for(org.id), host_id=h)
+    host = await end_host_maintenance(db, ctx_for(org.id), host_id=h)
     assert (host.status, host.status_reason) == (HostStatus.READY, None)
     assert await event_types(db, h) == [
         "host.registered",
@@ -46,46 +44,46 @@ async def test_host_transitions_follow_the_table_and_write_events(db: Database) 
     ]
     other = await create_org(db, "Other")
     with pytest.raises(NotFound):
-        await drain_host(db, org_id=other.id, host_id=h)
+        await drain_host(db, ctx_for(other.id), host_id=h)
 
 
 async def test_remove_waits_for_running_work(db: Database) -> None:
     org = await create_org(db)
     reg, me = await register(db, org.id)
     job = await create_job(db, org.id)
-    await allocate_gpu(db, org_id=org.id, gpu_id=reg.gpus[0].id, job_id=job.id)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=reg.gpus[0].id, job_id=job.id)
     with pytest.raises(Conflict, match="still has 1 allocated or running job"):
-        await remove_host(db, org_id=org.id, host_id=me.host_id)
+        await remove_host(db, ctx_for(org.id), host_id=me.host_id)
     await sql(db, "update jobs set status = 'succeeded' where id = $1", job.id)
-    removed = await remove_host(db, org_id=org.id, host_id=me.host_id, actor="alice")
+    removed = await remove_host(db, ctx_for(org.id), host_id=me.host_id)
     assert removed.removed_at is not None
-    assert await list_hosts(db, org_id=org.id) == []
-    assert [h.id for h in await list_hosts(db, org_id=org.id, include_removed=True)] == [me.host_id]
+    assert await list_hosts(db, ctx_for(org.id)) == []
+    assert [h.id for h in await list_hosts(db, ctx_for(org.id), include_removed=True)] == [me.host_id]
     assert (await event_types(db, me.host_id))[-1] == "host.removed"
     assert await event_types(db, reg.gpus[0].id) == ["gpu.added", "gpu.offline"]
     with pytest.raises(NotFound):
-        await remove_host(db, org_id=org.id, host_id=me.host_id)
+        await remove_host(db, ctx_for(org.id), host_id=me.host_id)
 
 
 async def test_gpu_maintenance_and_health_clearing(db: Database) -> None:
     org = await create_org(db)
     reg, _ = await register(db, org.id)
     gpu = reg.gpus[0]
-    moved = await set_gpu_maintenance(db, org_id=org.id, gpu_id=gpu.id, on=True, reason="reseat")
+    moved = await set_gpu_maintenance(db, ctx_for(org.id), gpu_id=gpu.id, on=True, reason="reseat")
     assert (moved.status, moved.status_reason) == (GpuStatus.MAINTENANCE, "reseat")
     job = await create_job(db, org.id)
     with pytest.raises(Conflict):  # the ledger refuses GPUs in maintenance
-        await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=job.id)
-    back = await set_gpu_maintenance(db, org_id=org.id, gpu_id=gpu.id, on=False)
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
+    back = await set_gpu_maintenance(db, ctx_for(org.id), gpu_id=gpu.id, on=False)
     assert (back.status, back.status_reason) == (GpuStatus.AVAILABLE, None)
     with pytest.raises(InvalidTransition, match="not in maintenance"):
-        await set_gpu_maintenance(db, org_id=org.id, gpu_id=gpu.id, on=False)
+        await set_gpu_maintenance(db, ctx_for(org.id), gpu_id=gpu.id, on=False)
     with pytest.raises(InvalidTransition, match="not unhealthy"):
-        await clear_gpu_health(db, org_id=org.id, gpu_id=gpu.id)
+        await clear_gpu_health(db, ctx_for(org.id), gpu_id=gpu.id)
     # An unhealthy GPU still holding an allocation goes back to "allocated".
-    await allocate_gpu(db, org_id=org.id, gpu_id=gpu.id, job_id=job.id)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
     await sql(db, "update gpu_resources set status = 'unhealthy', status_reason = 'XID' where id = $1", gpu.id)
-    assert (await clear_gpu_health(db, org_id=org.id, gpu_id=gpu.id)).status is GpuStatus.ALLOCATED
+    assert (await clear_gpu_health(db, ctx_for(org.id), gpu_id=gpu.id)).status is GpuStatus.ALLOCATED
     assert await event_types(db, gpu.id) == [
         "gpu.added",
         "gpu.maintenance",
@@ -94,4 +92,4 @@ async def test_gpu_maintenance_and_health_clearing(db: Database) -> None:
     ]
     other = await create_org(db, "Other")
     with pytest.raises(NotFound):
-        await clear_gpu_health(db, org_id=other.id, gpu_id=gpu.id)
+        await clear_gpu_health(db, ctx_for(other.id), gpu_id=gpu.id)

@@ -11,7 +11,7 @@ from gpufleet.domain.hosts import NOT_REPORTED, GpuStatus, HeartbeatPolicy, Host
 from gpufleet.errors import InvalidInput, Unauthorized
 from gpufleet.services.heartbeats import heartbeat
 from gpufleet.services.hosts import clear_gpu_health, list_gpus, revoke_host
-from tests.factories import create_job, create_org
+from tests.factories import create_job, create_org, ctx_for
 from tests.hosts.helpers import db_now, event_types, facts, gpu, gpus, register, report, sample, sql, val
 
 
@@ -74,7 +74,7 @@ async def test_missing_gpus_go_offline_and_come_back_new_ones_are_added(db: Data
     rows = await _gpu_rows(db, me.host_id)
     assert rows["GPU-node-1-1"][:2] == ("available", None)
     assert await event_types(db, reg.gpus[1].id) == ["gpu.added", "gpu.offline", "gpu.available"]
-    added = [g for g in await list_gpus(db, org_id=org.id) if g.uuid == "GPU-node-1-5"]
+    added = [g for g in await list_gpus(db, ctx_for(org.id)) if g.uuid == "GPU-node-1-5"]
     assert len(added) == 1 and added[0].hourly_price == 4 and added[0].simulated
     assert await event_types(db, added[0].id) == ["gpu.added"]
 
@@ -106,7 +106,7 @@ async def test_health_rules_mark_gpus_unhealthy_until_an_admin_clears_them(db: D
     # Healthy samples do not bring a GPU back; only an admin does.
     await heartbeat(db, me, report(gpus(4), [sample(g0, now + timedelta(seconds=1), xid_errors=2)]), policy=policy)
     assert (await _gpu_rows(db, me.host_id))[g0][0] == "unhealthy"
-    cleared = await clear_gpu_health(db, org_id=org.id, gpu_id=reg.gpus[0].id, actor="admin")
+    cleared = await clear_gpu_health(db, ctx_for(org.id), gpu_id=reg.gpus[0].id)
     assert cleared.status is GpuStatus.AVAILABLE and cleared.xid_errors_last == 2
     # The same count again is no new error; an agent restart (count falls) resets the baseline.
     await heartbeat(db, me, report(gpus(4), [sample(g0, now + timedelta(seconds=2), xid_errors=2)]))
@@ -222,6 +222,6 @@ async def test_a_report_touches_only_its_own_host(db: Database) -> None:
 async def test_a_revoked_host_cannot_heartbeat(db: Database) -> None:
     org = await create_org(db)
     _, me = await register(db, org.id)
-    await revoke_host(db, org_id=org.id, host_id=me.host_id)
+    await revoke_host(db, ctx_for(org.id), host_id=me.host_id)
     with pytest.raises(Unauthorized, match="revoked"):
         await heartbeat(db, me, report(gpus(2)))

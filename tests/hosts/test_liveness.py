@@ -10,7 +10,7 @@ from gpufleet.domain.hosts import HostStatus
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.services.heartbeats import heartbeat
 from gpufleet.services.hosts import drain_host, get_host, start_host_maintenance
-from tests.factories import create_org
+from tests.factories import create_org, ctx_for
 from tests.hosts.helpers import event_types, gpus, register, report, sql
 
 
@@ -29,11 +29,11 @@ async def test_49_seconds_is_alive_51_is_unreachable_and_a_heartbeat_brings_it_b
     reg, me = await register(db, org.id)
     await _silent_for(db, me.host_id, 49)
     assert await _lost(db, org.id) == []
-    assert (await get_host(db, org_id=org.id, host_id=me.host_id)).status is HostStatus.READY
+    assert (await get_host(db, ctx_for(org.id), host_id=me.host_id)).status is HostStatus.READY
 
     await _silent_for(db, me.host_id, 51)
     assert await _lost(db, org.id) == [me.host_id]
-    host = await get_host(db, org_id=org.id, host_id=me.host_id)
+    host = await get_host(db, ctx_for(org.id), host_id=me.host_id)
     assert host.status is HostStatus.UNREACHABLE and host.status_reason == "no heartbeat for 50 s"
     assert await _lost(db, org.id) == []  # once
     async with db.transaction(org.id) as conn:  # unschedulable while unreachable
@@ -50,12 +50,12 @@ async def test_a_drain_survives_an_outage_and_maintenance_is_left_alone(db: Data
     org = await create_org(db)
     _, drained = await register(db, org.id, "node-1")
     _, maint = await register(db, org.id, "node-2")
-    await drain_host(db, org_id=org.id, host_id=drained.host_id, reason="kernel upgrade")
-    await start_host_maintenance(db, org_id=org.id, host_id=maint.host_id)
+    await drain_host(db, ctx_for(org.id), host_id=drained.host_id, reason="kernel upgrade")
+    await start_host_maintenance(db, ctx_for(org.id), host_id=maint.host_id)
     for h in (drained, maint):
         await _silent_for(db, h.host_id, 3600)
     assert await _lost(db, org.id) == [drained.host_id]
-    assert (await get_host(db, org_id=org.id, host_id=maint.host_id)).status is HostStatus.MAINTENANCE
+    assert (await get_host(db, ctx_for(org.id), host_id=maint.host_id)).status is HostStatus.MAINTENANCE
     result = await heartbeat(db, drained, report(gpus(2)))
     assert result.host_status is HostStatus.DRAINING
     assert await event_types(db, drained.host_id) == [

@@ -12,7 +12,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import HOST_REMOVED, NOT_REPORTED, GpuStatus, HostStatus
 from gpufleet.errors import Conflict, InvalidInput, Unauthorized
 from gpufleet.services.hosts import authenticate_host, register_host, remove_host, revoke_host
-from tests.factories import create_org
+from tests.factories import create_org, ctx_for
 from tests.hosts.helpers import event_types, facts, gpu, gpus, join_token, register, sql, val
 
 
@@ -83,7 +83,7 @@ async def test_credentials_are_refused_clearly(db: Database) -> None:
         await authenticate_host(db, reg.credential[:-1] + ("a" if reg.credential[-1] != "a" else "b"))
     with pytest.raises(Unauthorized, match="unknown host credential"):
         await authenticate_host(db, security.issue(security.HOST_CREDENTIAL).secret)
-    await revoke_host(db, org_id=org.id, host_id=reg.host.id)
+    await revoke_host(db, ctx_for(org.id), host_id=reg.host.id)
     with pytest.raises(Unauthorized, match="host credential revoked"):
         await authenticate_host(db, reg.credential)
     assert await event_types(db, reg.host.id) == ["host.registered", "host.revoked"]
@@ -98,7 +98,7 @@ async def test_a_revoked_host_re_registers_in_place(db: Database) -> None:
     await sql(
         db, "insert into gpu_prices (organization_id, gpu_model, hourly_price) values ($1, 'A100-80GB', 2.5)", org.id
     )
-    await revoke_host(db, org_id=org.id, host_id=reg.host.id)
+    await revoke_host(db, ctx_for(org.id), host_id=reg.host.id)
 
     again = await register_host(db, await join_token(db, org.id), facts("node-1", driver_version="560.1"), gpus(2))
     assert again.reregistered and again.host.id == reg.host.id and again.host.revoked_at is None
@@ -115,7 +115,7 @@ async def test_a_revoked_host_re_registers_in_place(db: Database) -> None:
 async def test_a_removed_host_frees_its_name(db: Database) -> None:
     org = await create_org(db)
     reg, _ = await register(db, org.id)
-    removed = await remove_host(db, org_id=org.id, host_id=reg.host.id)
+    removed = await remove_host(db, ctx_for(org.id), host_id=reg.host.id)
     assert removed.removed_at is not None and removed.revoked_at is not None
     assert await val(
         db, "select array_agg(distinct status_reason) from gpu_resources where host_id = $1", reg.host.id

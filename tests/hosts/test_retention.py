@@ -8,7 +8,7 @@ from gpufleet.background import retention
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import MetricBucket
 from gpufleet.services.metrics import gpu_series
-from tests.factories import create_org
+from tests.factories import create_org, ctx_for
 from tests.hosts.helpers import register, sql, val
 
 ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
@@ -87,6 +87,6 @@ async def test_rollup_partitions_and_retention(db: Database) -> None:
     # Old ranges are served from the rollups.
     start = await val(db, "select now() - interval '10 days'")
     assert isinstance(start, datetime)
-    series = await gpu_series(db, org_id=org.id, gpu_id=g, start=start, end=start + timedelta(days=2))
+    series = await gpu_series(db, ctx_for(org.id), gpu_id=g, start=start, end=start + timedelta(days=2))
     assert series.bucket is MetricBucket.HOUR and series.source == "hourly"
     assert sum(p.samples for p in series.points) == 2

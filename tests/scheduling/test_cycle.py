@@ -12,7 +12,7 @@ from gpufleet.scheduler.allocator import make_policy
 from gpufleet.scheduler.decide import NO_HOSTS, decide_org
 from gpufleet.services import quotas as quotas_service
 from gpufleet.services.allocation import allocate_gpu
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, scheduler, status_of, submit
 
 A100 = ("A100-80GB", 81920)
@@ -99,8 +99,8 @@ async def test_quotas_overall_and_per_model_hold_jobs_with_reason(db: Database) 
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(A100,) * 4)
     await create_host(db, org.id, gpus_spec=(T4,) * 4)
-    await quotas_service.set_quota(db, org.id, gpu_model="A100-80GB", max_gpus=2, actor="admin")
-    await quotas_service.set_quota(db, org.id, gpu_model=None, max_gpus=3, actor="admin")
+    await quotas_service.set_quota(db, ctx_for(org.id), gpu_model="A100-80GB", max_gpus=2)
+    await quotas_service.set_quota(db, ctx_for(org.id), gpu_model=None, max_gpus=3)
     a1 = await submit(db, org.id, gpu_models=["A100"], gpu_milli=500)
     a2 = await submit(db, org.id, gpu_count=1, gpu_models=["A100"])
     a3 = await submit(db, org.id, gpu_models=["A100"], gpu_milli=500)
@@ -116,21 +116,21 @@ async def test_quotas_overall_and_per_model_hold_jobs_with_reason(db: Database) 
             "select g.model from allocations a join gpu_resources g on g.id = a.gpu_id where a.job_id = $1", anything
         )
     assert model == "T4"  # kept off the A100s by the per-model quota
-    usage = {q.quota.gpu_model: q.used_gpus for q in await quotas_service.list_quotas(db, org.id)}
+    usage = {q.quota.gpu_model: q.used_gpus for q in await quotas_service.list_quotas(db, ctx_for(org.id))}
     assert usage == {None: 3.0, "A100-80GB": 2.0}
     for j in (a1, a2, a3):
         assert (await status_of(db, j))[0] == "allocated"
     # raising the quota lets the waiting jobs run; deleting it too
-    await quotas_service.set_quota(db, org.id, gpu_model=None, max_gpus=6)
-    quotas = await quotas_service.list_quotas(db, org.id)
+    await quotas_service.set_quota(db, ctx_for(org.id), gpu_model=None, max_gpus=6)
+    quotas = await quotas_service.list_quotas(db, ctx_for(org.id))
     assert (await scheduler(db).run_once()).placed == 1  # big; a4 still held by the A100 quota
     assert (await status_of(db, a4))[1] == "quota: 2 of 2 A100-80GB GPUs in use"
     a100 = next(q.quota for q in quotas if q.quota.gpu_model == "A100-80GB")
-    await quotas_service.delete_quota(db, org.id, a100.id)
+    await quotas_service.delete_quota(db, ctx_for(org.id), a100.id)
     with pytest.raises(NotFound):
-        await quotas_service.delete_quota(db, org.id, a100.id)
+        await quotas_service.delete_quota(db, ctx_for(org.id), a100.id)
     with pytest.raises(InvalidInput):
-        await quotas_service.set_quota(db, org.id, gpu_model="", max_gpus=1)
+        await quotas_service.set_quota(db, ctx_for(org.id), gpu_model="", max_gpus=1)
     assert (await scheduler(db).run_once()).placed == 1
     await assert_clean(db)
 
@@ -146,7 +146,7 @@ async def test_a_lost_race_is_retried_never_failed(db: Database) -> None:
     (placement,) = decision.placements
     taken = placement[1].gpus[0].gpu_id
     rival = await submit(db, org.id)
-    await allocate_gpu(db, org_id=org.id, gpu_id=g1.id if str(g1.id) == taken else g2.id, job_id=rival)
+    await allocate_gpu(db, ctx_for(org.id), gpu_id=g1.id if str(g1.id) == taken else g2.id, job_id=rival)
     outcome = await commit.commit_batch(db, commit.rows_of(decision.placements))
     assert outcome.placed == [] and outcome.conflicts == [job] and not outcome.aborted
     assert (await status_of(db, job))[0] == "pending"

@@ -37,7 +37,7 @@ from gpufleet.repo import orgs
 from gpufleet.services import hosts as hosts_service
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.transitions import transition_job
-from tests.factories import insert_gpu, insert_host
+from tests.factories import ctx_for, insert_gpu, insert_host
 from tests.pg import PgServer
 from tests.scheduling.helpers import AUDIT, scheduler, submit
 
@@ -159,11 +159,11 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
             """A host is drained (what runs there finishes, nothing new is placed) or taken back."""
             host = self.host_ids[pick % len(self.host_ids)]
             if drain:
-                loop.run(hosts_service.drain_host(db, org_id=self.org_id, host_id=host, reason="state machine"))
+                loop.run(hosts_service.drain_host(db, ctx_for(self.org_id), host_id=host, reason="state machine"))
                 self.draining.add(host)
                 seen["drains"] += 1
             elif host in self.draining:
-                loop.run(hosts_service.undrain_host(db, org_id=self.org_id, host_id=host))
+                loop.run(hosts_service.undrain_host(db, ctx_for(self.org_id), host_id=host))
                 self.draining.discard(host)
 
         @rule(
@@ -209,7 +209,7 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
             async def go() -> None:
                 # A finished job refuses a cancel with InvalidTransition (409): the one allowed error.
                 with contextlib.suppress(InvalidTransition):
-                    await jobs_service.cancel(db, self.org_id, job)
+                    await jobs_service.cancel(db, ctx_for(self.org_id), job)
 
             loop.run(go())
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.errors import Conflict
 from gpufleet.services.allocation import allocate_gpu
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, audit, scheduler, submit
 
 SHAPES = [
@@ -38,7 +38,7 @@ async def test_schedulers_and_allocate_gpu_callers_never_over_allocate(db: Datab
 
         async def direct_call(job_id: UUID, milli: int) -> str:
             try:
-                await allocate_gpu(db, org_id=org.id, gpu_id=rng.choice(gpus), job_id=job_id, milli=milli)
+                await allocate_gpu(db, ctx_for(org.id), gpu_id=rng.choice(gpus), job_id=job_id, milli=milli)
             except Conflict:
                 return "conflict"
             return "ok"

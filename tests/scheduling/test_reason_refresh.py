@@ -6,7 +6,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.services import quotas as quotas_service
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, scheduler, status_of, submit
 
 T4 = ("T4", 15360)
@@ -23,7 +23,7 @@ async def _finish(db: Database, job_id: UUID) -> None:
 async def test_counts_alone_wait_for_the_refresh_a_new_meaning_is_written_at_once(db: Database) -> None:
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(T4,) * 4)
-    await quotas_service.set_quota(db, org.id, gpu_model=None, max_gpus=3, actor="admin")
+    await quotas_service.set_quota(db, ctx_for(org.id), gpu_model=None, max_gpus=3)
     first = await submit(db, org.id, gpu_count=1, priority=10)
     await submit(db, org.id, gpu_count=1, priority=10)
     waiter = await submit(db, org.id, gpu_count=3)
@@ -50,7 +50,7 @@ async def test_counts_alone_wait_for_the_refresh_a_new_meaning_is_written_at_onc
 async def test_a_refresh_of_zero_writes_every_change(db: Database) -> None:
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(T4,) * 4)
-    await quotas_service.set_quota(db, org.id, gpu_model=None, max_gpus=3, actor="admin")
+    await quotas_service.set_quota(db, ctx_for(org.id), gpu_model=None, max_gpus=3)
     first = await submit(db, org.id, gpu_count=1, priority=10)
     await submit(db, org.id, gpu_count=1, priority=10)
     waiter = await submit(db, org.id, gpu_count=3)

@@ -13,7 +13,7 @@ from gpufleet.domain.jobs import JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
-from tests.factories import create_host, create_org
+from tests.factories import create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, scheduler, submit
 
 OK = JobSpec(name="train", command=["python", "train.py"])
@@ -73,24 +73,24 @@ def test_valid_specs_are_normalised() -> None:
 async def test_invalid_submission_writes_nothing(db: Database) -> None:
     org = await create_org(db)
     with pytest.raises(InvalidInput):
-        await jobs_service.submit(db, org.id, replace(OK, gpu_count=2, gpu_milli=500))
+        await jobs_service.submit(db, ctx_for(org.id), replace(OK, gpu_count=2, gpu_milli=500))
     async with db.system_transaction() as conn:
         assert await conn.fetchval("select count(*) from jobs") == 0
 
 
 async def test_submit_writes_event_and_is_tenant_scoped(db: Database) -> None:
     a, b = await create_org(db, "Alpha"), await create_org(db, "Beta")
-    job = await jobs_service.submit(db, a.id, OK)
+    job = await jobs_service.submit(db, ctx_for(a.id), OK)
     assert job.status is JobStatus.PENDING
-    evs = await jobs_service.events(db, a.id, job.id)
+    evs = await jobs_service.events(db, ctx_for(a.id), job.id)
     assert [e.type for e in evs] == ["job.submitted"]
     with pytest.raises(NotFound):
-        await jobs_service.get(db, b.id, job.id)
+        await jobs_service.get(db, ctx_for(b.id), job.id)
     with pytest.raises(NotFound):
-        await jobs_service.cancel(db, b.id, job.id, actor="mallory")
+        await jobs_service.cancel(db, ctx_for(b.id), job.id)
     with pytest.raises(NotFound):
-        await jobs_service.events(db, b.id, job.id)
-    assert (await jobs_service.get(db, a.id, job.id)).status is JobStatus.PENDING
+        await jobs_service.events(db, ctx_for(b.id), job.id)
+    assert (await jobs_service.get(db, ctx_for(a.id), job.id)).status is JobStatus.PENDING
 
 
 async def test_list_jobs_keyset_pages_filters(db: Database) -> None:
@@ -98,7 +98,7 @@ async def test_list_jobs_keyset_pages_filters(db: Database) -> None:
     ids = [await submit(db, org.id, name=f"j{i}", labels={"team": "a" if i % 2 else "b"}) for i in range(7)]
     seen, cursor, pages = [], None, 0
     while True:
-        page = await jobs_service.list_jobs(db, org.id, limit=3, cursor=cursor)
+        page = await jobs_service.list_jobs(db, ctx_for(org.id), limit=3, cursor=cursor)
         seen += [j.id for j in page.items]
         pages += 1
         if page.next_cursor is None:
@@ -106,13 +106,13 @@ async def test_list_jobs_keyset_pages_filters(db: Database) -> None:
         cursor = page.next_cursor
         await submit(db, org.id, name="late")  # inserts while paging do not shift the pages
     assert seen == ids[::-1] and pages == 3
-    team_a = await jobs_service.list_jobs(db, org.id, labels={"team": "a"})
+    team_a = await jobs_service.list_jobs(db, ctx_for(org.id), labels={"team": "a"})
     assert [j.id for j in team_a.items] == [ids[5], ids[3], ids[1]]
-    await jobs_service.cancel(db, org.id, ids[0], actor="t")
-    cancelled = await jobs_service.list_jobs(db, org.id, status=JobStatus.CANCELLED)
+    await jobs_service.cancel(db, ctx_for(org.id), ids[0])
+    cancelled = await jobs_service.list_jobs(db, ctx_for(org.id), status=JobStatus.CANCELLED)
     assert [j.id for j in cancelled.items] == [ids[0]]
     with pytest.raises(InvalidInput) as err:
-        await jobs_service.list_jobs(db, org.id, cursor="not-a-cursor")
+        await jobs_service.list_jobs(db, ctx_for(org.id), cursor="not-a-cursor")
     assert err.value.extra["field"] == "cursor"
 
 
@@ -129,10 +129,10 @@ async def test_submit_place_and_cancel_release_at_once(db: Database) -> None:
     assert job is not None and job["status"] == "allocated" and job["host_id"] == host.id
     assert sorted(r["gpu_id"] for r in rows) == sorted(g.id for g in gpus) and {r["milli"] for r in rows} == {1000}
     assert h is not None and (h["cpu_milli_allocated"], h["ram_mb_allocated"]) == (4000, 8192)
-    evs = [e.type for e in await jobs_service.events(db, org.id, whole)]
+    evs = [e.type for e in await jobs_service.events(db, ctx_for(org.id), whole)]
     assert evs == ["job.submitted", "job.allocated"]
 
-    cancelled = await jobs_service.cancel(db, org.id, whole, actor="user:x")
+    cancelled = await jobs_service.cancel(db, ctx_for(org.id), whole)
     assert cancelled.status is JobStatus.CANCELLED
     async with db.system_transaction() as conn:
         active = await conn.fetchval("select count(*) from allocations where released_at is null")
@@ -140,9 +140,9 @@ async def test_submit_place_and_cancel_release_at_once(db: Database) -> None:
         cpu = await conn.fetchval("select cpu_milli_allocated + ram_mb_allocated from hosts where id = $1", host.id)
     assert (active, gpu_sum, cpu) == (0, 0, 0)
     # cancelling twice is not an error; a pending job is cancelled at once too
-    assert (await jobs_service.cancel(db, org.id, whole)).status is JobStatus.CANCELLED
+    assert (await jobs_service.cancel(db, ctx_for(org.id), whole)).status is JobStatus.CANCELLED
     pending = await submit(db, org.id, gpu_count=4)  # pending until the next cycle
-    assert (await jobs_service.cancel(db, org.id, pending)).status is JobStatus.CANCELLED
+    assert (await jobs_service.cancel(db, ctx_for(org.id), pending)).status is JobStatus.CANCELLED
     await assert_clean(db)
 
 
@@ -153,29 +153,29 @@ async def test_cancel_running_marks_the_request(db: Database) -> None:
     await scheduler(db).run_once()
     async with db.system_transaction() as conn:
         await conn.execute("update jobs set status = 'running' where id = $1", job_id)
-    job = await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+    job = await jobs_service.cancel(db, ctx_for(org.id), job_id)
     assert job.status is JobStatus.RUNNING and job.cancel_requested_at is not None
-    again = await jobs_service.cancel(db, org.id, job_id, actor="user:x")
+    again = await jobs_service.cancel(db, ctx_for(org.id), job_id)
     assert again.cancel_requested_at == job.cancel_requested_at
-    types = [e.type for e in await jobs_service.events(db, org.id, job_id)]
+    types = [e.type for e in await jobs_service.events(db, ctx_for(org.id), job_id)]
     assert types.count("job.cancel_requested") == 1
     async with db.system_transaction() as conn:
         await conn.execute("update jobs set status = 'succeeded' where id = $1", job_id)
     with pytest.raises(InvalidTransition):
-        await jobs_service.cancel(db, org.id, job_id)
+        await jobs_service.cancel(db, ctx_for(org.id), job_id)
 
 
 async def test_wait_returns_on_terminal_state_or_timeout(db: Database) -> None:
     org = await create_org(db)
     job_id = await submit(db, org.id)
-    timed_out = await jobs_service.wait(db, org.id, job_id, 0.1)
+    timed_out = await jobs_service.wait(db, ctx_for(org.id), job_id, 0.1)
     assert timed_out.status is JobStatus.PENDING
 
     async def cancel_soon() -> None:
         await asyncio.sleep(0.15)
-        await jobs_service.cancel(db, org.id, job_id)
+        await jobs_service.cancel(db, ctx_for(org.id), job_id)
 
     task = asyncio.create_task(cancel_soon())
-    done = await jobs_service.wait(db, org.id, job_id, 10)
+    done = await jobs_service.wait(db, ctx_for(org.id), job_id, 10)
     await task
     assert done.status is JobStatus.CANCELLED

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import Depends, Query, Request
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
 from gpufleet.permissions import PERMISSIONS, allowed
@@ -72,6 +73,15 @@ async def optional_principal(request: Request) -> Principal | None:
 
 
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def tenant(p: Caller) -> TenantContext:
+    """The caller as a tenant-scoped service takes it: organization, user, actor and role, built
+    here once per request (FastAPI shares the principal with ``requires``' check)."""
+    return TenantContext.of_user(p.require_org(), p.user_id, p.role)
+
+
+Tenant = Annotated[TenantContext, Depends(tenant)]
 DB = Annotated[Database, Depends(get_db)]
 
 

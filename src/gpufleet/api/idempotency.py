@@ -3,10 +3,10 @@ and a replayed answer marked ``Idempotent-Replayed: true`` with the first answer
 
 A route adopts it in three steps (POST /v1/jobs is the example):
 
-    async def create(body: XCreate, p: Caller, db: DB, response: Response, idempotency_key: IdempotencyKey = None):
+    async def create(body: XCreate, ctx: Tenant, db: DB, response: Response, idempotency_key: IdempotencyKey = None):
         request = IdempotentRequest.of("POST /v1/xs", idempotency_key, body.model_dump(mode="json"))
-        reply = await once(db, org_id, request, work=lambda conn: xs.create_in(conn, ...),
-                           render=XRead.of, status=201, user_id=p.user_id)
+        reply = await once(db, ctx, request, work=lambda conn: xs.create_in(conn, ctx, ...),
+                           render=XRead.of, status=201)
         return answer(reply, response, XRead)
 """
 

@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from gpufleet.errors import Forbidden
+
 
 class Role(StrEnum):
     OWNER = "owner"
@@ -24,6 +26,61 @@ class Role(StrEnum):
 
 
 _ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    """Who a tenant-scoped use case acts for: the organization, the user (None for the system or
+    a host), the actor its events record, and the caller's role where a rule depends on it.
+
+    Built once: for a request in ``api/deps.tenant`` from the authenticated principal, for the
+    server's own work with ``system``, for an agent with ``of_host``. Every actor string is made
+    here, nowhere else.
+    """
+
+    org_id: UUID
+    user_id: UUID | None = None
+    actor: str | None = None  # None: the system, shown as such ("user:<id>", "host:<name>", "costs", ...)
+    role: Role | None = None  # the caller's effective role; None for the system and hosts
+
+    @classmethod
+    def of_user(cls, org_id: UUID, user_id: UUID, role: Role | None = None) -> TenantContext:
+        return cls(org_id, user_id, f"user:{user_id}", role)
+
+    @classmethod
+    def system(cls, org_id: UUID, actor: str | None = None) -> TenantContext:
+        """The server acting on its own (``actor`` names the part of it, e.g. "costs")."""
+        return cls(org_id, None, actor)
+
+    @classmethod
+    def of_host(cls, org_id: UUID, name: str) -> TenantContext:
+        return cls(org_id, None, host_actor(name))
+
+    def member(self) -> tuple[UUID, Role]:
+        """(user, role) of the member acting, for rules about the caller as a member (which roles
+        it may grant, whose API keys it sees); the system and hosts are no member."""
+        if self.user_id is None or self.role is None:
+            raise Forbidden("only a member of the organization can do this")
+        return self.user_id, self.role
+
+    @property
+    def bare_actor(self) -> str | None:
+        """The actor administrative events (hosts, GPUs, join tokens, members, invites, API keys,
+        models, webhooks) have always stored: the bare user id, not ``actor``'s "user:<id>".
+        Kept so those rows (and the webhook payloads made from them) do not change format."""
+        return bare_user_actor(self.user_id) if self.user_id is not None else self.actor
+
+
+def bare_user_actor(user_id: UUID) -> str:
+    """The bare user id administrative events record (``TenantContext.bare_actor``), also for the
+    calls made before a context exists (creating an organization, accepting an invite)."""
+    return str(user_id)
+
+
+def host_actor(name: str) -> str:
+    """The actor of what a host's agent did ("host:<name>"), for the agent-facing services that
+    act as an authenticated ``HostIdentity`` rather than a ``TenantContext``."""
+    return f"host:{name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -15,12 +15,13 @@ from gpufleet.services.orgs import CreatedKey, check_future, check_new_role, iss
 
 
 async def create_invite(
-    db: Database, p: Principal, *, email: str, role: Role, expires_in_days: int
+    db: Database, ctx: TenantContext, *, email: str, role: Role, expires_in_days: int
 ) -> tuple[members.Invite, str]:
-    org_id = p.require_org()
-    check_new_role(p, role)
+    me, _ = ctx.member()
+    org_id = ctx.org_id
+    check_new_role(ctx, role)
     issued = security.issue(security.INVITE_TOKEN)
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         if await members.has_email(conn, org_id=org_id, email=email):
             raise Conflict(f"{email} is already a member")
         invite = await members.create_invite(
@@ -29,7 +30,7 @@ async def create_invite(
             email=email,
             role=role,
             token_hash=issued.hash,
-            invited_by=p.user_id,
+            invited_by=me,
             expires_at=datetime.now(UTC) + timedelta(days=expires_in_days),
         )
         await events.append(
@@ -39,38 +40,38 @@ async def create_invite(
             entity_id=invite.id,
             type="invite.created",
             data={"email": email, "role": role.value},
-            actor=str(p.user_id),
+            actor=ctx.bare_actor,
         )
         return invite, issued.secret
 
 
 async def list_invites(
-    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[members.Invite]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         return await members.invites_page(conn, org_id=org_id, limit=limit, after=after)
 
 
-async def get_invite(db: Database, p: Principal, invite_id: UUID) -> members.Invite:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def get_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> members.Invite:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         invite = await members.get_invite(conn, org_id=org_id, invite_id=invite_id)
     if invite is None:
         raise NotFound(f"invite {invite_id} not found")
     return invite
 
 
-async def revoke_invite(db: Database, p: Principal, invite_id: UUID) -> members.Invite:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def revoke_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> members.Invite:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         invite = await members.revoke_invite(conn, org_id=org_id, invite_id=invite_id)
         if invite is None:
             if await members.get_invite(conn, org_id=org_id, invite_id=invite_id) is not None:
                 raise Conflict("this invite was already accepted")
             raise NotFound(f"invite {invite_id} not found")
         await events.append(
-            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=str(p.user_id)
+            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=ctx.bare_actor
         )
         return invite
 
@@ -124,7 +125,7 @@ async def accept_invite(
             entity_id=user.id,
             type="member.joined",
             data={"invite_id": str(invite.id), "role": invite.role.value},
-            actor=str(user.id),
+            actor=bare_user_actor(user.id),
         )
         key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
         org = await orgs.get(conn, org_id=invite.organization_id)
@@ -133,44 +134,48 @@ async def accept_invite(
 
 
 async def create_key(
-    db: Database, p: Principal, *, name: str, role: Role | None, expires_at: datetime | None
+    db: Database, ctx: TenantContext, *, name: str, role: Role | None, expires_at: datetime | None
 ) -> CreatedKey:
-    org_id = p.require_org()
-    wanted = role or p.role
-    check_new_role(p, wanted)
+    me, my_role = ctx.member()
+    org_id = ctx.org_id
+    wanted = role or my_role
+    check_new_role(ctx, wanted)
     check_future(expires_at, "expires_at")
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
-        return await issue_key(conn, org_id=org_id, user_id=p.user_id, name=name, role=wanted, expires_at=expires_at)
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
+        return await issue_key(conn, org_id=org_id, user_id=me, name=name, role=wanted, expires_at=expires_at)
 
 
 async def list_keys(
-    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[api_keys.ApiKey]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    me, my_role = ctx.member()
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         keys = await api_keys.page(conn, org_id=org_id, limit=limit, after=after)
     # Members see their own keys; admins and owners see everyone's.
-    return keys if p.role.at_least(Role.ADMIN) else [k for k in keys if k.user_id == p.user_id]
+    return keys if my_role.at_least(Role.ADMIN) else [k for k in keys if k.user_id == me]
 
 
-async def get_key(db: Database, p: Principal, key_id: UUID) -> api_keys.ApiKey:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def get_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys.ApiKey:
+    me, my_role = ctx.member()
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         key = await api_keys.get(conn, org_id=org_id, key_id=key_id)
-    if key is None or (key.user_id != p.user_id and not p.role.at_least(Role.ADMIN)):
+    if key is None or (key.user_id != me and not my_role.at_least(Role.ADMIN)):
         raise NotFound(f"API key {key_id} not found")
     return key
 
 
-async def revoke_key(db: Database, p: Principal, key_id: UUID) -> api_keys.ApiKey:
-    key = await get_key(db, p, key_id)
-    if key.user_id != p.user_id and not p.role.at_least(key.role):
-        raise Forbidden(f"a {p.role} cannot revoke a {key.role} key")
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys.ApiKey:
+    me, my_role = ctx.member()
+    key = await get_key(db, ctx, key_id)
+    if key.user_id != me and not my_role.at_least(key.role):
+        raise Forbidden(f"a {my_role} cannot revoke a {key.role} key")
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         revoked = await api_keys.revoke(conn, org_id=org_id, key_id=key_id)
         assert revoked is not None
         await events.append(
-            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=str(p.user_id)
+            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=ctx.bare_actor
         )
         return revoked

@@ -8,6 +8,7 @@ import asyncpg
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, JobStatus
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, NotFound
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
@@ -16,13 +17,7 @@ from gpufleet.services.transitions import transition_job
 
 
 async def allocate_gpu(
-    db: Database,
-    *,
-    org_id: UUID,
-    gpu_id: UUID,
-    job_id: UUID,
-    milli: int = 1000,
-    actor: str | None = None,
+    db: Database, ctx: TenantContext, *, gpu_id: UUID, job_id: UUID, milli: int = 1000
 ) -> Allocation:
     """Give GPU ``gpu_id`` (or ``milli`` of it) to pending job ``job_id``.
 
@@ -31,6 +26,7 @@ async def allocate_gpu(
     ready); the conflict itself is recorded as an ``allocation.conflict`` event for admins.
     A hard budget without room for the job refuses it (BudgetExceeded) and nothing changes.
     """
+    org_id, actor = ctx.org_id, ctx.actor
     try:
         async with db.transaction(org_id) as conn:
             job = await jobs_repo.get_for_update(conn, org_id=org_id, job_id=job_id)

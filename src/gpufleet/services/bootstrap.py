@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.errors import NotFound
 from gpufleet.repo import events, orgs
 from gpufleet.services.join_tokens import create_join_token
@@ -57,6 +57,10 @@ async def local_agent_token(db: Database) -> str:
     if org is None:
         raise NotFound("no organization to register the local agent in")
     issued = await create_join_token(
-        db, org_id=org.id, name="gpufleet up: local agent", max_uses=1, expires_in=timedelta(hours=1), actor="gpufleet"
+        db,
+        TenantContext.system(org.id, "gpufleet"),
+        name="gpufleet up: local agent",
+        max_uses=1,
+        expires_in=timedelta(hours=1),
     )
     return issued.secret

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.costs import money
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidTransition, NotFound
 from gpufleet.repo import budgets as repo
 from gpufleet.services import jobs as jobs_service
@@ -40,7 +41,7 @@ async def stop_overspent(db: Database) -> int:
     stopped = 0
     for org_id, job_id, why in targets:
         try:
-            await jobs_service.cancel(db, org_id, job_id, actor="costs", reason=why)
+            await jobs_service.cancel(db, TenantContext.system(org_id, "costs"), job_id, reason=why)
             stopped += 1
         except (NotFound, InvalidTransition):
             continue  # it ended meanwhile

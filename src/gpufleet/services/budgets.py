@@ -19,6 +19,7 @@ import asyncpg
 
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.costs import THRESHOLDS, Budget, BudgetPeriod, BudgetState, cents, first_block
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import BudgetExceeded, InvalidInput, NotFound
 from gpufleet.repo import budgets as repo
 from gpufleet.repo import costs as costs_repo
@@ -35,7 +36,7 @@ THRESHOLD_EVENT = "budget.threshold"
 
 async def set_budget(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     *,
     amount_limit: Decimal,
     period: BudgetPeriod = BudgetPeriod.MONTH,
@@ -45,7 +46,6 @@ async def set_budget(
     period_days: int | None = None,
     starts_at: datetime | None = None,
     stop_running: bool = False,
-    actor: str | None = None,
 ) -> Budget:
     """Create or replace the budget of this scope and period.
 
@@ -66,6 +66,7 @@ async def set_budget(
         raise InvalidInput(f"amount must be from 0 to {MAX_LIMIT}, to the cent", field="amount")
     if user_id is not None and label is not None:
         raise InvalidInput("a budget is for the organization, one user or one label, not several", field="label")
+    org_id = ctx.org_id
     try:
         async with db.transaction(org_id) as conn:
             currency = await costs_repo.currency(conn, org_id=org_id) or "USD"
@@ -97,19 +98,20 @@ async def set_budget(
                     "hard": hard,
                     "stop_running": stop_running,
                 },
-                actor=actor,
+                actor=ctx.actor,
             )
             return budget
     except asyncpg.ForeignKeyViolationError:
         raise NotFound(f"user {user_id} not found") from None
 
 
-async def list_budgets(db: Database, org_id: UUID) -> list[BudgetState]:
-    async with db.transaction(org_id) as conn:
-        return await repo.states(conn, org_ids=[org_id], hard_only=False, outstanding_statuses=ADMISSION_STATUSES)
+async def list_budgets(db: Database, ctx: TenantContext) -> list[BudgetState]:
+    async with db.transaction(ctx.org_id) as conn:
+        return await repo.states(conn, org_ids=[ctx.org_id], hard_only=False, outstanding_statuses=ADMISSION_STATUSES)
 
 
-async def delete_budget(db: Database, org_id: UUID, budget_id: UUID, *, actor: str | None = None) -> Budget:
+async def delete_budget(db: Database, ctx: TenantContext, budget_id: UUID) -> Budget:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         budget = await repo.delete(conn, org_id=org_id, budget_id=budget_id)
         if budget is None:
@@ -121,7 +123,7 @@ async def delete_budget(db: Database, org_id: UUID, budget_id: UUID, *, actor: s
             entity_id=org_id,
             type="budget.deleted",
             data={"budget_id": str(budget_id)},
-            actor=actor,
+            actor=ctx.actor,
         )
         return budget
 

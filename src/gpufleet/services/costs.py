@@ -16,6 +16,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.costs import MICRO, Price, PriceKind, UsageRow
 from gpufleet.domain.jobs import JobSpec, gpu_type_tokens
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import costs as repo
 from gpufleet.repo import events
@@ -70,7 +71,7 @@ def check_group(by: str) -> str:
 
 async def set_price(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     *,
     kind: PriceKind,
     gpu_model: str | None,
@@ -78,7 +79,6 @@ async def set_price(
     currency: str = "USD",
     host_id: UUID | None = None,
     effective_from: datetime | None = None,
-    actor: str | None = None,
 ) -> Price:
     """A price change from ``effective_from`` (default now; never in the past: closed costs stay)."""
     if kind is PriceKind.GPU:
@@ -93,6 +93,7 @@ async def set_price(
         raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD", field="currency")
     if effective_from is not None and effective_from.tzinfo is None:
         raise InvalidInput("effective_from needs a time zone", field="effective_from")
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         if effective_from is not None and effective_from < await repo.db_now(conn):
             raise InvalidInput("effective_from cannot be in the past: costs already metered keep their price")
@@ -110,7 +111,7 @@ async def set_price(
             hourly_price=hourly_price,
             currency=currency,
             effective_from=effective_from,
-            set_by=actor,
+            set_by=ctx.actor,
         )
         await events.append(
             conn,
@@ -126,21 +127,22 @@ async def set_price(
                 "currency": currency,
                 "effective_from": price.effective_from.isoformat(),
             },
-            actor=actor,
+            actor=ctx.actor,
         )
         return price
 
 
-async def list_prices(db: Database, org_id: UUID, *, history: bool = False) -> list[Price]:
-    async with db.transaction(org_id) as conn:
-        return await repo.list_prices(conn, org_id=org_id, history=history)
+async def list_prices(db: Database, ctx: TenantContext, *, history: bool = False) -> list[Price]:
+    async with db.transaction(ctx.org_id) as conn:
+        return await repo.list_prices(conn, org_id=ctx.org_id, history=history)
 
 
 async def usage(
-    db: Database, org_id: UUID, *, by: str = "model", since: str | datetime | None = None
+    db: Database, ctx: TenantContext, *, by: str = "model", since: str | datetime | None = None
 ) -> tuple[list[UsageRow], datetime, str]:
     """(rows, the start used, the currency) of usage since ``since``, grouped ``by``."""
     group = check_group(by)
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         start = parse_since(since, await repo.db_now(conn))
         rows = await repo.usage(conn, org_id=org_id, by=group, since=start)

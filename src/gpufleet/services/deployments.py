@@ -19,6 +19,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import JobSpec, JobStatus
 from gpufleet.domain.models import Hardware, ModelRecord, VersionRecord, check_name
 from gpufleet.domain.predictions import Deployment, DeploymentView, Replica, ReplicaStatus
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import deployments as repo
 from gpufleet.repo import events as events_repo
@@ -121,7 +122,7 @@ async def _version(conn: Conn, org_id: UUID, model: ModelRecord, digest: str | N
 
 async def create(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     *,
     owner: str | None,
     name: str,
@@ -129,11 +130,11 @@ async def create(
     version: str | None,
     hardware: Hardware | None,
     scaling: Scaling,
-    created_by: UUID | None,
 ) -> DeploymentView:
     check_name(name)
     if name.startswith(IMPLICIT_PREFIX):
         raise InvalidInput(f"name: {IMPLICIT_PREFIX!r} starts the names of models' own deployments", field="name")
+    org_id, created_by = ctx.org_id, ctx.user_id
     async with db.transaction(org_id, user_id=created_by) as conn:
         slug = await owner_slug(conn, org_id)
         if owner is not None and owner != slug:
@@ -161,7 +162,7 @@ async def create(
         if d is None:
             raise Conflict(f"deployment {slug}/{name} already exists", field="name")
         replica_spec(d, slug, v.digest)  # hardware a job could not ask for is refused now, not at the first start
-        await deployment_event(conn, d, "deployment.created", actor=_actor(created_by), model=m.name)
+        await deployment_event(conn, d, "deployment.created", actor=ctx.actor, model=m.name)
         return DeploymentView(slug, d, [], 0, None)
 
 
@@ -208,17 +209,17 @@ def _implicit_name(model_name: str) -> str:
 
 async def update(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     owner: str,
     name: str,
     *,
     version: str | None,
     hardware: Hardware | None,
     scaling: Scaling,
-    actor: str | None,
 ) -> DeploymentView:
     """A new version or hardware makes a new release: replicas of older releases are rolled
     (docs/predictions.md); scaling bounds apply from the autoscaler's next tick."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         _check_owner(owner, slug, f"deployment {owner}/{name}")
@@ -257,11 +258,12 @@ async def update(
             moved = await repo.update(conn, org_id=org_id, deployment_id=d.id, fields=fields)
             assert moved is not None
             d = moved
-            await deployment_event(conn, d, "deployment.updated", actor=actor, fields=changed)
+            await deployment_event(conn, d, "deployment.updated", actor=ctx.actor, fields=changed)
         return await _view(conn, slug, d)
 
 
-async def get(db: Database, org_id: UUID, owner: str, name: str) -> DeploymentView:
+async def get(db: Database, ctx: TenantContext, owner: str, name: str) -> DeploymentView:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         d = await repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
@@ -278,15 +280,19 @@ async def _view(conn: Conn, slug: str, d: Deployment) -> DeploymentView:
     return DeploymentView(slug, d, live, depth, oldest)
 
 
-async def page(db: Database, org_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None) -> list[DeploymentView]:
+async def page(
+    db: Database, ctx: TenantContext, *, limit: int, before: tuple[datetime, UUID] | None
+) -> list[DeploymentView]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         rows = await repo.page(conn, org_id=org_id, limit=limit, before=before)
         return [await _view(conn, slug, d) for d in rows]
 
 
-async def delete(db: Database, org_id: UUID, owner: str, name: str, *, actor: str | None) -> None:
+async def delete(db: Database, ctx: TenantContext, owner: str, name: str) -> None:
     """Stop its replicas (their jobs are cancelled), fail what is queued or running on it, delete it."""
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         d = await repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
@@ -294,7 +300,7 @@ async def delete(db: Database, org_id: UUID, owner: str, name: str, *, actor: st
             raise NotFound(f"deployment {owner}/{name} not found")
         jobs = [r.job_id for r in await replicas_repo.of_deployment(conn, org_id=org_id, deployment_id=d.id)]
     for job_id in jobs:  # each in its own transaction: the job is locked before the deployment
-        await jobs_service.cancel(db, org_id, job_id, actor, reason=f"deployment {slug}/{name} deleted")
+        await jobs_service.cancel(db, ctx, job_id, reason=f"deployment {slug}/{name} deleted")
     async with db.transaction(org_id) as conn:
         d = await repo.get(conn, org_id=org_id, deployment_id=d.id, lock=True)
         if d is None:
@@ -374,7 +380,3 @@ async def drain(conn: Conn, replicas: list[Replica], *, actor: str, reason: str)
         if r.id in moved:
             await replica_event(conn, r, "replica.draining", actor=actor, reason=reason)
     return moved
-
-
-def _actor(user_id: UUID | None) -> str | None:
-    return f"user:{user_id}" if user_id else None

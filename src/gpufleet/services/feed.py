@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from uuid import UUID
 
 from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Database
 from gpufleet.domain.events import Event
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.repo import events
 
 _FIRST_DELAY_S = 0.05
@@ -23,7 +23,7 @@ _MAX_DELAY_S = 0.5
 
 async def wait_for_events(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     *,
     after_seq: int,
     wait_s: float,
@@ -38,6 +38,7 @@ async def wait_for_events(
     Waiting re-reads with a backoff capped at half a second, so a quiet feed costs two cheap index
     reads per second per follower.
     """
+    org_id = ctx.org_id
     if after_seq < 0:
         async with db.transaction(org_id) as conn:
             return [], await events.last_seq(conn, org_id=org_id)

@@ -14,9 +14,9 @@ from uuid import UUID
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.domain.models import FileRecord
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound, PayloadTooLarge
 from gpufleet.repo import files as repo
-from gpufleet.services.auth import Principal
 
 CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 MAX_METADATA_BYTES = 64 * 1024
@@ -54,17 +54,17 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
 
 async def store(
     db: Database,
+    ctx: TenantContext,
     settings: Settings,
-    org_id: UUID,
     *,
     name: str | None,
     content_type: str | None,
     data: bytes,
     metadata: dict[str, Any] | None = None,
     prediction_id: UUID | None = None,
-    created_by: UUID | None = None,
 ) -> FileRecord:
-    """Store a file in ``org_id`` (uploads, and prediction outputs the agent hands over)."""
+    """Store a file in ``ctx``'s organization, made by its user (uploads; tests)."""
+    org_id, created_by = ctx.org_id, ctx.user_id
     if len(data) > settings.files_max_bytes:
         raise PayloadTooLarge(f"content: a file is at most {settings.files_max_bytes} bytes")
     async with db.transaction(org_id, user_id=created_by) as conn:
@@ -84,56 +84,49 @@ async def store(
 
 async def upload(
     db: Database,
+    ctx: TenantContext,
     settings: Settings,
-    p: Principal,
     *,
     name: str | None,
     content_type: str | None,
     data: bytes,
     metadata: dict[str, Any],
 ) -> FileRecord:
-    return await store(
-        db,
-        settings,
-        p.require_org(),
-        name=name,
-        content_type=content_type,
-        data=data,
-        metadata=metadata,
-        created_by=p.user_id,
-    )
+    return await store(db, ctx, settings, name=name, content_type=content_type, data=data, metadata=metadata)
 
 
 def _missing(file_id: UUID) -> NotFound:
     return NotFound(f"file {file_id} not found (or expired)")
 
 
-async def get(db: Database, p: Principal, file_id: UUID) -> FileRecord:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def get(db: Database, ctx: TenantContext, file_id: UUID) -> FileRecord:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         f = await repo.get(conn, org_id=org_id, file_id=file_id)
     if f is None:
         raise _missing(file_id)
     return f
 
 
-async def download(db: Database, org_id: UUID, file_id: UUID) -> tuple[FileRecord, bytes]:
-    """The file and its bytes, in ``org_id`` (a member's download, or the agent's)."""
-    async with db.transaction(org_id) as conn:
-        found = await repo.get_data(conn, org_id=org_id, file_id=file_id)
+async def download(db: Database, ctx: TenantContext, file_id: UUID) -> tuple[FileRecord, bytes]:
+    """The file and its bytes, in ``ctx``'s organization."""
+    async with db.transaction(ctx.org_id) as conn:
+        found = await repo.get_data(conn, org_id=ctx.org_id, file_id=file_id)
     if found is None:
         raise _missing(file_id)
     return found
 
 
-async def page(db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None) -> list[FileRecord]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def page(
+    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None
+) -> list[FileRecord]:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         return await repo.page(conn, org_id=org_id, limit=limit, after=after)
 
 
-async def delete(db: Database, p: Principal, file_id: UUID) -> None:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def delete(db: Database, ctx: TenantContext, file_id: UUID) -> None:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         if not await repo.delete(conn, org_id=org_id, file_id=file_id):
             raise _missing(file_id)

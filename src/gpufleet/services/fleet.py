@@ -10,6 +10,7 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket, MetricPoint
 from gpufleet.domain.jobs import Job
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import jobs as jobs_repo
@@ -29,15 +30,16 @@ class FleetSeries:
     points: list[MetricPoint]
 
 
-async def fleet(db: Database, *, org_id: UUID) -> list[FleetHost]:
+async def fleet(db: Database, ctx: TenantContext) -> list[FleetHost]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await hosts_repo.hosts_with_gpus(conn, org_id=org_id, fresh_s=FRESH_S)
 
 
 async def series(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     start: datetime,
     end: datetime,
     bucket: MetricBucket,
@@ -49,6 +51,7 @@ async def series(
 ) -> FleetSeries:
     """Utilization, memory, temperature and power over the matched GPUs, per bucket, from the raw
     samples (so within their retention)."""
+    org_id = ctx.org_id
     if end <= start:
         raise InvalidInput("end must be after start", field="end")
     if bucket is MetricBucket.RAW:
@@ -81,6 +84,7 @@ async def series(
     return FleetSeries(start, end, bucket, agg, gpus, points)
 
 
-async def queue(db: Database, *, org_id: UUID, limit: int) -> tuple[int, list[Job]]:
+async def queue(db: Database, ctx: TenantContext, *, limit: int) -> tuple[int, list[Job]]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await jobs_repo.pending_in_order(conn, org_id=org_id, limit=limit)

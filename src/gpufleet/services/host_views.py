@@ -7,6 +7,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, JoinToken
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import NotFound
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
@@ -15,21 +16,23 @@ from gpufleet.repo import join_tokens
 
 async def page_hosts(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     limit: int,
     after: tuple[str, UUID] | None = None,
     status: HostStatus | None = None,
     include_removed: bool = False,
 ) -> list[HostDetail]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await hosts_repo.page(
             conn, org_id=org_id, limit=limit, after=after, status=status, include_removed=include_removed
         )
 
 
-async def host_with_gpus(db: Database, *, org_id: UUID, host_id: UUID) -> tuple[HostDetail, list[GpuDetail]]:
+async def host_with_gpus(db: Database, ctx: TenantContext, *, host_id: UUID) -> tuple[HostDetail, list[GpuDetail]]:
     """A host (removed ones included: their history stays readable) and its GPUs, in one snapshot."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         host = await hosts_repo.get(conn, org_id=org_id, host_id=host_id)
         if host is None:
@@ -39,14 +42,15 @@ async def host_with_gpus(db: Database, *, org_id: UUID, host_id: UUID) -> tuple[
 
 async def page_gpus(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     limit: int,
     after: tuple[UUID] | None = None,
     status: GpuStatus | None = None,
     host_id: UUID | None = None,
     model: str | None = None,
 ) -> list[GpuDetail]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await gpus_repo.page(
             conn, org_id=org_id, limit=limit, after=after, status=status, host_id=host_id, model=model
@@ -54,7 +58,8 @@ async def page_gpus(
 
 
 async def page_join_tokens(
-    db: Database, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
+    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
 ) -> list[JoinToken]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await join_tokens.page(conn, org_id=org_id, limit=limit, after=after, include_inactive=include_inactive)

@@ -28,6 +28,7 @@ from gpufleet.domain.hosts import (
     Registration,
     ReportedGpu,
 )
+from gpufleet.domain.tenancy import TenantContext, host_actor
 from gpufleet.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
 from gpufleet.repo import events
 from gpufleet.repo import gpus as gpus_repo
@@ -88,7 +89,7 @@ async def register_host(
     if not name or len(name) > 253 or not name.isprintable():
         raise InvalidInput("name must be printable text of 1 to 253 characters", field="name")
     credential = security.issue(security.HOST_CREDENTIAL)
-    actor = f"host:{name}"
+    actor = host_actor(name)
     try:
         async with db.system_transaction() as conn:
             token = await join_tokens.consume(conn, join_token)
@@ -176,7 +177,8 @@ async def ensure_current(conn: Connection, identity: HostIdentity) -> None:
         raise Unauthorized("host credential revoked or replaced; register the host again with a join token")
 
 
-async def get_host(db: Database, *, org_id: UUID, host_id: UUID) -> HostDetail:
+async def get_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         host = await repo.get(conn, org_id=org_id, host_id=host_id)
     if host is None:
@@ -185,22 +187,22 @@ async def get_host(db: Database, *, org_id: UUID, host_id: UUID) -> HostDetail:
 
 
 async def list_hosts(
-    db: Database, *, org_id: UUID, status: HostStatus | None = None, include_removed: bool = False
+    db: Database, ctx: TenantContext, *, status: HostStatus | None = None, include_removed: bool = False
 ) -> list[HostDetail]:
-    async with db.transaction(org_id) as conn:
-        return await repo.list_(conn, org_id=org_id, status=status, include_removed=include_removed)
+    async with db.transaction(ctx.org_id) as conn:
+        return await repo.list_(conn, org_id=ctx.org_id, status=status, include_removed=include_removed)
 
 
 async def list_gpus(
-    db: Database, *, org_id: UUID, status: GpuStatus | None = None, host_id: UUID | None = None
+    db: Database, ctx: TenantContext, *, status: GpuStatus | None = None, host_id: UUID | None = None
 ) -> list[GpuDetail]:
-    async with db.transaction(org_id) as conn:
-        return await gpus_repo.list_(conn, org_id=org_id, status=status, host_id=host_id)
+    async with db.transaction(ctx.org_id) as conn:
+        return await gpus_repo.list_(conn, org_id=ctx.org_id, status=status, host_id=host_id)
 
 
-async def get_gpu(db: Database, *, org_id: UUID, gpu_id: UUID) -> GpuDetail:
-    async with db.transaction(org_id) as conn:
-        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id)
+async def get_gpu(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetail:
+    async with db.transaction(ctx.org_id) as conn:
+        gpu = await gpus_repo.get(conn, org_id=ctx.org_id, gpu_id=gpu_id)
     if gpu is None:
         raise NotFound(f"GPU {gpu_id} not found")
     return gpu
@@ -208,14 +210,14 @@ async def get_gpu(db: Database, *, org_id: UUID, gpu_id: UUID) -> GpuDetail:
 
 async def _host_transition(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     host_id: UUID,
     to: HostStatus,
     only_from: frozenset[HostStatus] | None,
     reason: str | None,
-    actor: str | None,
 ) -> HostDetail:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
         if host is None or host.removed_at is not None:
@@ -237,57 +239,40 @@ async def _host_transition(
             entity_id=host_id,
             type=f"host.{to.value}",
             data={"from": host.status.value, "to": to.value, "reason": reason},
-            actor=actor,
+            actor=ctx.bare_actor,
         )
         return moved
 
 
-async def drain_host(
-    db: Database, *, org_id: UUID, host_id: UUID, reason: str | None = None, actor: str | None = None
-) -> HostDetail:
+async def drain_host(db: Database, ctx: TenantContext, *, host_id: UUID, reason: str | None = None) -> HostDetail:
     """No new work on the host; what runs there finishes."""
-    return await _host_transition(
-        db, org_id=org_id, host_id=host_id, to=HostStatus.DRAINING, only_from=None, reason=reason, actor=actor
-    )
+    return await _host_transition(db, ctx, host_id=host_id, to=HostStatus.DRAINING, only_from=None, reason=reason)
 
 
-async def undrain_host(db: Database, *, org_id: UUID, host_id: UUID, actor: str | None = None) -> HostDetail:
+async def undrain_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """A draining host takes new work again."""
     return await _host_transition(
-        db,
-        org_id=org_id,
-        host_id=host_id,
-        to=HostStatus.READY,
-        only_from=frozenset({HostStatus.DRAINING}),
-        reason=None,
-        actor=actor,
+        db, ctx, host_id=host_id, to=HostStatus.READY, only_from=frozenset({HostStatus.DRAINING}), reason=None
     )
 
 
 async def start_host_maintenance(
-    db: Database, *, org_id: UUID, host_id: UUID, reason: str | None = None, actor: str | None = None
+    db: Database, ctx: TenantContext, *, host_id: UUID, reason: str | None = None
 ) -> HostDetail:
     """Out of service for an admin; the liveness sweep leaves it alone."""
-    return await _host_transition(
-        db, org_id=org_id, host_id=host_id, to=HostStatus.MAINTENANCE, only_from=None, reason=reason, actor=actor
-    )
+    return await _host_transition(db, ctx, host_id=host_id, to=HostStatus.MAINTENANCE, only_from=None, reason=reason)
 
 
-async def end_host_maintenance(db: Database, *, org_id: UUID, host_id: UUID, actor: str | None = None) -> HostDetail:
+async def end_host_maintenance(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Back to ready (the liveness sweep marks it unreachable if its agent is silent)."""
     return await _host_transition(
-        db,
-        org_id=org_id,
-        host_id=host_id,
-        to=HostStatus.READY,
-        only_from=frozenset({HostStatus.MAINTENANCE}),
-        reason=None,
-        actor=actor,
+        db, ctx, host_id=host_id, to=HostStatus.READY, only_from=frozenset({HostStatus.MAINTENANCE}), reason=None
     )
 
 
-async def revoke_host(db: Database, *, org_id: UUID, host_id: UUID, actor: str | None = None) -> HostDetail:
+async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Its credential stops working at once; the host can register again with a join token."""
+    org_id, actor = ctx.org_id, ctx.bare_actor
     async with db.transaction(org_id) as conn:
         before = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
         if before is None or before.removed_at is not None:
@@ -307,12 +292,13 @@ async def revoke_host(db: Database, *, org_id: UUID, host_id: UUID, actor: str |
         return host
 
 
-async def remove_host(db: Database, *, org_id: UUID, host_id: UUID, actor: str | None = None) -> HostDetail:
+async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Retire a host: revoked, its GPUs offline, its name free; history (jobs, costs, metrics) stays.
 
     Refused while jobs are allocated or running there: drain it and let them finish (or cancel
     them) first. The host row is locked first, so no job can be placed on it meanwhile.
     """
+    org_id, actor = ctx.org_id, ctx.bare_actor
     async with db.transaction(org_id) as conn:
         host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
         if host is None or host.removed_at is not None:
@@ -371,9 +357,10 @@ async def _gpu_transition(
 
 
 async def set_gpu_maintenance(
-    db: Database, *, org_id: UUID, gpu_id: UUID, on: bool, reason: str | None = None, actor: str | None = None
+    db: Database, ctx: TenantContext, *, gpu_id: UUID, on: bool, reason: str | None = None
 ) -> GpuDetail:
     """Take a GPU out of service (``on``) or put it back; running work on it is not touched."""
+    org_id, actor = ctx.org_id, ctx.bare_actor
     async with db.transaction(org_id) as conn:
         gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:
@@ -388,12 +375,13 @@ async def set_gpu_maintenance(
         return await _gpu_transition(conn, gpu, back, reason=None, actor=actor)
 
 
-async def clear_gpu_health(db: Database, *, org_id: UUID, gpu_id: UUID, actor: str | None = None) -> GpuDetail:
+async def clear_gpu_health(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetail:
     """An admin declares an unhealthy GPU fit again (the only way back from ``unhealthy``).
 
     If the cause persists (uncorrected ECC errors stay counted until the driver reloads, a GPU
     still too hot), the next heartbeat marks it unhealthy again.
     """
+    org_id, actor = ctx.org_id, ctx.bare_actor
     async with db.transaction(org_id) as conn:
         gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:

@@ -18,9 +18,9 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from uuid import UUID
 
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput
 from gpufleet.repo import idempotency as repo
 
@@ -81,13 +81,12 @@ def _json(value: Any) -> Any:
 
 async def once(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     request: IdempotentRequest | None,
     *,
     work: Callable[[Connection], Awaitable[T]],
     render: Callable[[T], R],
     status: int,
-    user_id: UUID | None = None,
     retention_s: float = RETENTION_S,
 ) -> Reply[R]:
     """Run ``work`` in one tenant transaction, unless ``request``'s key already holds a response.
@@ -95,8 +94,9 @@ async def once(
     ``render`` turns the result into the response (a pydantic model, or JSON values), stored
     with the key and committed with the work. Raises ``KeyReused`` when the key came with
     another request body, and ``Conflict`` in the unlikely case its first request is still in
-    flight after the wait.
+    flight after the wait. The key belongs to ``ctx``'s user.
     """
+    org_id, user_id = ctx.org_id, ctx.user_id
     async with db.transaction(org_id, user_id=user_id) as conn:
         stored = None
         if request is not None:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, Job, JobStatus
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import NotFound
 from gpufleet.repo import allocations as allocations_repo
 from gpufleet.repo import costs as costs_repo
@@ -25,7 +26,8 @@ class JobView:
     cost: Decimal | None = None  # so far, running work included (docs/costs.md)
 
 
-async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
+async def get(db: Database, ctx: TenantContext, job_id: UUID) -> JobView:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
         if job is None:
@@ -39,20 +41,21 @@ async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
     return JobView(job, held, cost)
 
 
-async def cancel(db: Database, org_id: UUID, job_id: UUID, *, actor: str | None) -> JobView:
+async def cancel(db: Database, ctx: TenantContext, job_id: UUID) -> JobView:
     """``jobs.cancel``, answered as clients see the job."""
-    (view,) = await with_gpus(db, org_id, [await jobs.cancel(db, org_id, job_id, actor)])
+    (view,) = await with_gpus(db, ctx, [await jobs.cancel(db, ctx, job_id)])
     return view
 
 
-async def wait(db: Database, org_id: UUID, job_id: UUID, timeout_s: float) -> JobView:
+async def wait(db: Database, ctx: TenantContext, job_id: UUID, timeout_s: float) -> JobView:
     """``jobs.wait`` (a long poll), answered as clients see the job."""
-    (view,) = await with_gpus(db, org_id, [await jobs.wait(db, org_id, job_id, timeout_s)])
+    (view,) = await with_gpus(db, ctx, [await jobs.wait(db, ctx, job_id, timeout_s)])
     return view
 
 
-async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[JobView]:
+async def with_gpus(db: Database, ctx: TenantContext, jobs: Sequence[Job]) -> list[JobView]:
     """``jobs`` with what each holds now; one query for the whole list (none if none hold GPUs)."""
+    org_id = ctx.org_id
     holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu_count > 0]
     by_job: dict[UUID, list[Allocation]] = {}
     money: dict[UUID, Decimal] = {}

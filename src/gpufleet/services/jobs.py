@@ -21,6 +21,7 @@ from gpufleet.backoff import Backoff
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.events import Event
 from gpufleet.domain.jobs import Job, JobPage, JobSpec, JobStatus
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.pagination import decode_cursor, paginate
 from gpufleet.repo import costs as costs_repo
@@ -33,15 +34,16 @@ from gpufleet.services.transitions import transition_job
 KINDS = ("job", "replica", "all")
 
 
-async def submit(db: Database, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None) -> Job:
+async def submit(db: Database, ctx: TenantContext, spec: JobSpec) -> Job:
     """Validate and queue a job; the scheduler is woken when this transaction commits."""
     clean = validate(spec)
-    async with db.transaction(org_id, user_id=submitted_by) as conn:
-        return await submit_in(conn, org_id, clean, submitted_by=submitted_by)
+    async with db.transaction(ctx.org_id, user_id=ctx.user_id) as conn:
+        return await submit_in(conn, ctx, clean)
 
 
-async def submit_in(conn: Connection, org_id: UUID, spec: JobSpec, *, submitted_by: UUID | None = None) -> Job:
+async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
     """``submit`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
+    org_id, submitted_by = ctx.org_id, ctx.user_id
     clean = validate(spec)
     estimate = await costs.estimate(conn, org_id, clean)
     await budgets.admit(conn, org_id, user_id=submitted_by, labels=clean.labels, estimate=estimate)
@@ -62,22 +64,20 @@ async def submit_in(conn: Connection, org_id: UUID, spec: JobSpec, *, submitted_
             "gpu_milli": clean.gpu_milli,
             "gpu_models": clean.gpu_models,
         },
-        actor=_actor(submitted_by),
+        actor=ctx.actor,
     )
     return job
 
 
-async def get(db: Database, org_id: UUID, job_id: UUID) -> Job:
-    async with db.transaction(org_id) as conn:
-        job = await repo.get(conn, org_id=org_id, job_id=job_id)
+async def get(db: Database, ctx: TenantContext, job_id: UUID) -> Job:
+    async with db.transaction(ctx.org_id) as conn:
+        job = await repo.get(conn, org_id=ctx.org_id, job_id=job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
 
 
-async def cancel(
-    db: Database, org_id: UUID, job_id: UUID, actor: str | None = None, *, reason: str | None = None
-) -> Job:
+async def cancel(db: Database, ctx: TenantContext, job_id: UUID, *, reason: str | None = None) -> Job:
     """Cancel a job.
 
     * pending or allocated: ``cancelled`` at once; the ledger trigger releases its GPUs, CPU and
@@ -89,6 +89,7 @@ async def cancel(
     ``reason``: why, when the server cancels (a budget at 100 %); default "cancelled by <actor>".
     * otherwise finished: InvalidTransition (409).
     """
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         job = await repo.get_for_update(conn, org_id=org_id, job_id=job_id)
         if job is None:
@@ -123,7 +124,7 @@ async def cancel(
 
 async def list_jobs(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     *,
     status: JobStatus | Sequence[JobStatus] | None = None,
     labels: dict[str, str] | None = None,
@@ -139,10 +140,10 @@ async def list_jobs(
     if labels is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise InvalidInput("labels must map strings to strings", field="labels")
     before = decode_cursor(cursor)
-    async with db.transaction(org_id) as conn:
+    async with db.transaction(ctx.org_id) as conn:
         rows = await repo.list_page(
             conn,
-            org_id=org_id,
+            org_id=ctx.org_id,
             statuses=statuses,
             labels=labels,
             before=before,
@@ -153,9 +154,12 @@ async def list_jobs(
     return JobPage(items=items, next_cursor=next_cursor)
 
 
-async def events(db: Database, org_id: UUID, job_id: UUID, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+async def events(
+    db: Database, ctx: TenantContext, job_id: UUID, *, after_seq: int = 0, limit: int = 100
+) -> list[Event]:
     """The job's history in order: ``limit + 1`` events at most after ``after_seq``, the last ``seq``
     already seen (``keyset.page``)."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         if await repo.get(conn, org_id=org_id, job_id=job_id) is None:
             raise NotFound(f"job {job_id} not found")
@@ -166,7 +170,7 @@ async def events(db: Database, org_id: UUID, job_id: UUID, *, after_seq: int = 0
 
 async def wait(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     job_id: UUID,
     timeout_s: float,
     *,
@@ -181,12 +185,8 @@ async def wait(
     deadline = time.monotonic() + max(0.0, timeout_s)
     backoff = Backoff(first_delay, cap=max_delay)
     while True:
-        job = await get(db, org_id, job_id)
+        job = await get(db, ctx, job_id)
         left = deadline - time.monotonic()
         if job.status in states.JOB_TERMINAL or left <= 0:
             return job
         await asyncio.sleep(min(backoff.next(), left))
-
-
-def _actor(user_id: UUID | None) -> str | None:
-    return f"user:{user_id}" if user_id else None

@@ -8,6 +8,7 @@ from uuid import UUID
 from gpufleet import security
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.hosts import IssuedJoinToken, JoinToken
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound, Unauthorized
 from gpufleet.repo import events
 from gpufleet.repo import join_tokens as repo
@@ -17,15 +18,14 @@ MAX_LIFETIME = timedelta(days=365)
 
 async def create_join_token(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     name: str = "",
     max_uses: int | None = None,
     expires_in: timedelta = timedelta(days=1),
-    created_by: UUID | None = None,
-    actor: str | None = None,
 ) -> IssuedJoinToken:
     """A new token; its secret is in the result and nowhere else (only its SHA-256 is stored)."""
+    org_id, created_by = ctx.org_id, ctx.user_id
     if len(name) > 200 or not name.isprintable():
         raise InvalidInput("name must be printable text of at most 200 characters", field="name")
     if max_uses is not None and max_uses < 1:
@@ -52,18 +52,20 @@ async def create_join_token(
             entity_id=org_id,
             type="join_token.created",
             data={"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
-            actor=actor,
+            actor=ctx.bare_actor,
         )
     return IssuedJoinToken(token, issued.secret)
 
 
-async def list_join_tokens(db: Database, *, org_id: UUID, include_inactive: bool = False) -> list[JoinToken]:
+async def list_join_tokens(db: Database, ctx: TenantContext, *, include_inactive: bool = False) -> list[JoinToken]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         return await repo.list_(conn, org_id=org_id, include_inactive=include_inactive)
 
 
-async def revoke_join_token(db: Database, *, org_id: UUID, token_id: UUID, actor: str | None = None) -> JoinToken:
+async def revoke_join_token(db: Database, ctx: TenantContext, *, token_id: UUID) -> JoinToken:
     """Revoke a token (idempotent); hosts it registered keep their own credentials."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         before = await repo.get(conn, org_id=org_id, token_id=token_id)
         token = await repo.revoke(conn, org_id=org_id, token_id=token_id)
@@ -77,7 +79,7 @@ async def revoke_join_token(db: Database, *, org_id: UUID, token_id: UUID, actor
                 entity_id=org_id,
                 type="join_token.revoked",
                 data={"token_id": str(token_id), "prefix": token.prefix},
-                actor=actor,
+                actor=ctx.bare_actor,
             )
         return token
 

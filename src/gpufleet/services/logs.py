@@ -25,6 +25,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.execution import AppendResult, ExecutionPolicy, LogChunkIn, LogEntry, LogPage
 from gpufleet.domain.hosts import HostIdentity
 from gpufleet.domain.jobs import Job
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.repo import execution as exec_repo
 from gpufleet.repo import jobs as jobs_repo
@@ -212,7 +213,7 @@ def own_finished_attempt(record: AttemptRecord | None, identity: HostIdentity) -
 
 async def read_logs(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     job_id: UUID,
     *,
     attempt: int | None = None,
@@ -233,6 +234,7 @@ async def read_logs(
         raise InvalidInput(f"limit_bytes must be from 1 to {MAX_READ_BYTES}", field="limit_bytes")
     if isinstance(limit_chunks, bool) or not isinstance(limit_chunks, int) or not 1 <= limit_chunks <= MAX_READ_CHUNKS:
         raise InvalidInput(f"limit_chunks must be from 1 to {MAX_READ_CHUNKS}", field="limit_chunks")
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
         if job is None:
@@ -260,7 +262,7 @@ def _attempt_over(job: Job, attempt: int) -> bool:
 
 async def follow_logs(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     job_id: UUID,
     *,
     attempt: int | None = None,
@@ -283,11 +285,11 @@ async def follow_logs(
     current = attempt if attempt is not None else from_attempt
     while True:
         if hub is None:
-            page = await read_logs(db, org_id, job_id, attempt=current, after_seq=cursor, limit_bytes=limit_bytes)
+            page = await read_logs(db, ctx, job_id, attempt=current, after_seq=cursor, limit_bytes=limit_bytes)
             woke = None
         else:
             with hub.subscribe("logs", job_id) as sub:
-                page = await read_logs(db, org_id, job_id, attempt=current, after_seq=cursor, limit_bytes=limit_bytes)
+                page = await read_logs(db, ctx, job_id, attempt=current, after_seq=cursor, limit_bytes=limit_bytes)
                 if not page.chunks and not page.complete:
                     await sub.wait(hub.wait_cap_s)
                 woke = True

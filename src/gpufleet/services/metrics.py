@@ -7,6 +7,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
@@ -17,8 +18,8 @@ MAX_RANGE = timedelta(days=800)
 
 async def gpu_series(
     db: Database,
+    ctx: TenantContext,
     *,
-    org_id: UUID,
     gpu_id: UUID,
     start: datetime,
     end: datetime,
@@ -35,6 +36,7 @@ async def gpu_series(
     before the raw retention is answered in ``1h`` buckets from the hourly rollups (plus raw
     samples for hours not rolled up yet).
     """
+    org_id = ctx.org_id
     for name, value in (("start", start), ("end", end)):
         if value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a time zone", field=name)
@@ -79,8 +81,9 @@ def _models(counts: list[tuple[str, str, bool, bool, int]]) -> list[ModelCount]:
     return [ModelCount(m, t, s) for m, (t, s) in sorted(by_model.items())]
 
 
-async def fleet_summary(db: Database, *, org_id: UUID, window_minutes: int = 15) -> FleetSummary:
+async def fleet_summary(db: Database, ctx: TenantContext, *, window_minutes: int = 15) -> FleetSummary:
     """GPUs by status and model, recent average load, foreign usage, hosts by status (live hosts)."""
+    org_id = ctx.org_id
     if not 1 <= window_minutes <= 24 * 60:
         raise InvalidInput("window_minutes must be between 1 and 1440", field="window_minutes")
     async with db.transaction(org_id) as conn:

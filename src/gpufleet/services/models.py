@@ -16,11 +16,11 @@ import asyncpg
 
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.models import DIGEST_RE, Hardware, ModelRecord, ModelView, VersionRecord, check_name
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from gpufleet.inference import archive, cog_schema
 from gpufleet.repo import events, orgs
 from gpufleet.repo import models as repo
-from gpufleet.services.auth import Principal
 
 
 def _missing(owner: str, name: str) -> NotFound:
@@ -45,7 +45,7 @@ async def find_model(
     return slug, m
 
 
-async def _event(conn: Connection, p: Principal, m: ModelRecord, type: str, data: dict[str, Any]) -> None:
+async def _event(conn: Connection, ctx: TenantContext, m: ModelRecord, type: str, data: dict[str, Any]) -> None:
     await events.append(
         conn,
         org_id=m.organization_id,
@@ -53,7 +53,7 @@ async def _event(conn: Connection, p: Principal, m: ModelRecord, type: str, data
         entity_id=m.id,
         type=type,
         data={"name": m.name, **data},
-        actor=str(p.user_id),
+        actor=ctx.bare_actor,
     )
 
 
@@ -62,26 +62,26 @@ def _hardware_data(h: Hardware) -> dict[str, Any]:
 
 
 async def create(
-    db: Database, p: Principal, *, owner: str | None, name: str, description: str, hardware: Hardware
+    db: Database, ctx: TenantContext, *, owner: str | None, name: str, description: str, hardware: Hardware
 ) -> ModelView:
-    org_id = p.require_org()
+    org_id = ctx.org_id
     check_name(name)
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         slug = await _slug(conn, org_id)
         if owner is not None and owner != slug:
             raise NotFound(f"organization {owner!r} not found; this credential's organization is {slug!r}")
         m = await repo.create_model(
-            conn, org_id=org_id, name=name, description=description, hardware=hardware, created_by=p.user_id
+            conn, org_id=org_id, name=name, description=description, hardware=hardware, created_by=ctx.user_id
         )
         if m is None:
             raise Conflict(f"model {slug}/{name} already exists", field="name")
-        await _event(conn, p, m, "model.created", {"hardware": _hardware_data(hardware)})
+        await _event(conn, ctx, m, "model.created", {"hardware": _hardware_data(hardware)})
     return ModelView(slug, m, None)
 
 
-async def get(db: Database, p: Principal, owner: str, name: str) -> ModelView:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def get(db: Database, ctx: TenantContext, owner: str, name: str) -> ModelView:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         slug, m = await find_model(conn, org_id, owner, name)
         latest = (
             await repo.get_version(conn, org_id=org_id, version_id=m.latest_version_id) if m.latest_version_id else None
@@ -89,9 +89,9 @@ async def get(db: Database, p: Principal, owner: str, name: str) -> ModelView:
     return ModelView(slug, m, latest)
 
 
-async def page(db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None) -> list[ModelView]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def page(db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None) -> list[ModelView]:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         slug = await _slug(conn, org_id)
         rows = await repo.page_models(conn, org_id=org_id, limit=limit, after=after)
         latest = await repo.versions_of(
@@ -102,7 +102,7 @@ async def page(db: Database, p: Principal, *, limit: int, after: tuple[datetime,
 
 async def update(
     db: Database,
-    p: Principal,
+    ctx: TenantContext,
     owner: str,
     name: str,
     *,
@@ -110,7 +110,7 @@ async def update(
     hardware: Hardware | None = None,
 ) -> ModelView:
     """Change the description or the default hardware (used by deployments created from now on)."""
-    org_id = p.require_org()
+    org_id = ctx.org_id
     fields: dict[str, Any] = {}
     if description is not None:
         fields["description"] = description
@@ -123,12 +123,12 @@ async def update(
             "cpu_milli": hardware.cpu_milli,
             "ram_mb": hardware.ram_mb,
         }
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         slug, m = await find_model(conn, org_id, owner, name, for_update=True)
         updated = await repo.update_model(conn, org_id=org_id, model_id=m.id, fields=fields)
         assert updated is not None
         if fields:
-            await _event(conn, p, updated, "model.updated", {"fields": sorted(fields)})
+            await _event(conn, ctx, updated, "model.updated", {"fields": sorted(fields)})
         latest = (
             await repo.get_version(conn, org_id=org_id, version_id=updated.latest_version_id)
             if updated.latest_version_id
@@ -137,12 +137,12 @@ async def update(
     return ModelView(slug, updated, latest)
 
 
-async def delete(db: Database, p: Principal, owner: str, name: str) -> None:
-    org_id = p.require_org()
+async def delete(db: Database, ctx: TenantContext, owner: str, name: str) -> None:
+    org_id = ctx.org_id
     try:
-        async with db.transaction(org_id, user_id=p.user_id) as conn:
+        async with db.transaction(org_id, user_id=ctx.user_id) as conn:
             _, m = await find_model(conn, org_id, owner, name, for_update=True)
-            await _event(conn, p, m, "model.deleted", {})
+            await _event(conn, ctx, m, "model.deleted", {})
             await repo.delete_model(conn, org_id=org_id, model_id=m.id)
     except asyncpg.ForeignKeyViolationError:
         raise Conflict(
@@ -156,28 +156,28 @@ def _inspect(owner: str, name: str, data: bytes) -> tuple[str, cog_schema.Versio
     return archive.version_digest(owner, name, data), info
 
 
-async def push(db: Database, p: Principal, owner: str, name: str, data: bytes) -> tuple[VersionRecord, bool]:
+async def push(db: Database, ctx: TenantContext, owner: str, name: str, data: bytes) -> tuple[VersionRecord, bool]:
     """(the version, whether it is new). Pushing makes it the model's latest version, also when
     the same content was pushed before (pushing an older directory again rolls back to it)."""
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         _, m = await find_model(conn, org_id, owner, name)
     if not data:
         raise InvalidInput("the request body must be the model directory as a tar.gz (gpufleet models push)")
     if len(data) > archive.MAX_ARCHIVE_BYTES:
         raise PayloadTooLarge(f"the archive is over {archive.MAX_ARCHIVE_BYTES // 2**20} MiB")
     digest, info = await asyncio.to_thread(_inspect, owner, name, data)
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         _, m = await find_model(conn, org_id, owner, name, for_update=True)
         version, created = await repo.insert_version(
-            conn, org_id=org_id, model_id=m.id, digest=digest, archive=data, info=info, created_by=p.user_id
+            conn, org_id=org_id, model_id=m.id, digest=digest, archive=data, info=info, created_by=ctx.user_id
         )
         if m.latest_version_id != version.id:
             await repo.set_latest(conn, org_id=org_id, model_id=m.id, version_id=version.id)
         if created:
             await _event(
                 conn,
-                p,
+                ctx,
                 m,
                 "model.version_created",
                 {"version": digest, "archive_size": len(data), "is_generator": info.is_generator},
@@ -186,10 +186,10 @@ async def push(db: Database, p: Principal, owner: str, name: str, data: bytes) -
 
 
 async def version_page(
-    db: Database, p: Principal, owner: str, name: str, *, limit: int, after: tuple[datetime, UUID] | None
+    db: Database, ctx: TenantContext, owner: str, name: str, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[VersionRecord]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         _, m = await find_model(conn, org_id, owner, name)
         return await repo.page_versions(conn, org_id=org_id, model_id=m.id, limit=limit, after=after)
 
@@ -201,25 +201,25 @@ async def _version(conn: Connection, org_id: UUID, m: ModelRecord, owner: str, d
     return v
 
 
-async def version(db: Database, p: Principal, owner: str, name: str, digest: str) -> VersionRecord:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def version(db: Database, ctx: TenantContext, owner: str, name: str, digest: str) -> VersionRecord:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         _, m = await find_model(conn, org_id, owner, name)
         return await _version(conn, org_id, m, owner, digest)
 
 
-async def delete_version(db: Database, p: Principal, owner: str, name: str, digest: str) -> None:
+async def delete_version(db: Database, ctx: TenantContext, owner: str, name: str, digest: str) -> None:
     """Delete one version; the model's latest becomes the newest one left."""
-    org_id = p.require_org()
+    org_id = ctx.org_id
     try:
-        async with db.transaction(org_id, user_id=p.user_id) as conn:
+        async with db.transaction(org_id, user_id=ctx.user_id) as conn:
             _, m = await find_model(conn, org_id, owner, name, for_update=True)
             v = await _version(conn, org_id, m, owner, digest)
             await repo.delete_version(conn, org_id=org_id, version_id=v.id)
             if m.latest_version_id == v.id:
                 newest = await repo.latest_version(conn, org_id=org_id, model_id=m.id)
                 await repo.set_latest(conn, org_id=org_id, model_id=m.id, version_id=newest.id if newest else None)
-            await _event(conn, p, m, "model.version_deleted", {"version": digest})
+            await _event(conn, ctx, m, "model.version_deleted", {"version": digest})
     except asyncpg.ForeignKeyViolationError:
         raise Conflict(
             f"version {digest} of {owner}/{name} is used by a deployment or a replica; "

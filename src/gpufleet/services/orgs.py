@@ -13,7 +13,7 @@ import asyncpg
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, User
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -36,9 +36,9 @@ def _slugify(name: str) -> str:
     return slug if slug[0].isalnum() else f"o{slug}"
 
 
-def _same_org(p: Principal, org_id: UUID) -> UUID:
+def _same_org(ctx: TenantContext, org_id: UUID) -> UUID:
     # Another organization's object is answered like a missing one.
-    if p.org_id != org_id:
+    if ctx.org_id != org_id:
         raise NotFound(f"organization {org_id} not found")
     return org_id
 
@@ -72,7 +72,7 @@ async def issue_key(
         entity_id=key.id,
         type="api_key.created",
         data={"name": name, "role": role.value},
-        actor=str(user_id),
+        actor=bare_user_actor(user_id),
     )
     return CreatedKey(key, issued.secret)
 
@@ -96,7 +96,7 @@ async def create(
                 entity_id=org_id,
                 type="organization.created",
                 data={"name": name, "slug": wanted},
-                actor=str(p.user_id),
+                actor=bare_user_actor(p.user_id),
             )
             key = None
             if with_key:
@@ -107,8 +107,8 @@ async def create(
         raise Conflict("slug not available; choose another", field="slug") from exc
 
 
-async def get(db: Database, p: Principal, org_id: UUID) -> Organization:
-    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+async def get(db: Database, ctx: TenantContext, org_id: UUID) -> Organization:
+    async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
         org = await orgs.get(conn, org_id=org_id)
     if org is None:
         raise NotFound(f"organization {org_id} not found")
@@ -116,9 +116,9 @@ async def get(db: Database, p: Principal, org_id: UUID) -> Organization:
 
 
 async def update(
-    db: Database, p: Principal, org_id: UUID, *, name: str | None, settings: dict[str, Any] | None
+    db: Database, ctx: TenantContext, org_id: UUID, *, name: str | None, settings: dict[str, Any] | None
 ) -> Organization:
-    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+    async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
         org = await orgs.update(conn, org_id=org_id, name=name, settings=settings)
         if org is None:
             raise NotFound(f"organization {org_id} not found")
@@ -129,13 +129,13 @@ async def update(
             entity_id=org_id,
             type="organization.updated",
             data={"name": name, "settings_changed": settings is not None},
-            actor=str(p.user_id),
+            actor=ctx.bare_actor,
         )
         return org
 
 
-async def delete(db: Database, p: Principal, org_id: UUID) -> None:
-    async with db.transaction(_same_org(p, org_id), user_id=p.user_id) as conn:
+async def delete(db: Database, ctx: TenantContext, org_id: UUID) -> None:
+    async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
         hosts, active = await orgs.blockers(conn, org_id=org_id)
         if hosts or active:
             raise Conflict(
@@ -147,24 +147,25 @@ async def delete(db: Database, p: Principal, org_id: UUID) -> None:
 
 
 async def list_members(
-    db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None
+    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[members.Member]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         return await members.page(conn, org_id=org_id, limit=limit, after=after)
 
 
-async def set_role(db: Database, p: Principal, user_id: UUID, role: Role) -> members.Member:
-    org_id = p.require_org()
-    if not p.role.at_least(role):
-        raise Forbidden(f"a {p.role} cannot grant the {role} role")
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def set_role(db: Database, ctx: TenantContext, user_id: UUID, role: Role) -> members.Member:
+    _, my_role = ctx.member()
+    org_id = ctx.org_id
+    if not my_role.at_least(role):
+        raise Forbidden(f"a {my_role} cannot grant the {role} role")
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         owners = await members.owners(conn, org_id=org_id)
         target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
         if target is None:
             raise NotFound(f"member {user_id} not found")
-        if not p.role.at_least(target.role):
-            raise Forbidden(f"a {p.role} cannot change the role of a {target.role}")
+        if not my_role.at_least(target.role):
+            raise Forbidden(f"a {my_role} cannot change the role of a {target.role}")
         if target.role is Role.OWNER and role is not Role.OWNER and owners == [user_id]:
             raise Conflict("the last owner cannot be demoted; make someone else an owner first")
         updated = await members.set_role(conn, org_id=org_id, user_id=user_id, role=role)
@@ -176,20 +177,21 @@ async def set_role(db: Database, p: Principal, user_id: UUID, role: Role) -> mem
             entity_id=user_id,
             type="member.role_changed",
             data={"from": target.role.value, "to": role.value},
-            actor=str(p.user_id),
+            actor=ctx.bare_actor,
         )
         return updated
 
 
-async def remove_member(db: Database, p: Principal, user_id: UUID) -> None:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def remove_member(db: Database, ctx: TenantContext, user_id: UUID) -> None:
+    _, my_role = ctx.member()
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         owners = await members.owners(conn, org_id=org_id)
         target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
         if target is None:
             raise NotFound(f"member {user_id} not found")
-        if not p.role.at_least(target.role):
-            raise Forbidden(f"a {p.role} cannot remove a {target.role}")
+        if not my_role.at_least(target.role):
+            raise Forbidden(f"a {my_role} cannot remove a {target.role}")
         if owners == [user_id]:
             raise Conflict("the last owner cannot be removed; make someone else an owner first")
         await members.revoke_keys_of(conn, org_id=org_id, user_id=user_id)
@@ -201,13 +203,14 @@ async def remove_member(db: Database, p: Principal, user_id: UUID) -> None:
             entity_id=user_id,
             type="member.removed",
             data={"role": target.role.value},
-            actor=str(p.user_id),
+            actor=ctx.bare_actor,
         )
 
 
-def check_new_role(p: Principal, role: Role) -> None:
-    if not p.role.at_least(role):
-        raise Forbidden(f"a {p.role} cannot grant the {role} role")
+def check_new_role(ctx: TenantContext, role: Role) -> None:
+    _, my_role = ctx.member()
+    if not my_role.at_least(role):
+        raise Forbidden(f"a {my_role} cannot grant the {role} role")
 
 
 def check_future(when: datetime | None, field: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.repo import predictions as repo
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.sse import comment, message
@@ -45,7 +46,7 @@ def parse_resume(last_event_id: str | None) -> tuple[int, int]:
 
 async def events(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     prediction_id: UUID,
     *,
     hub: WakeHub | None,
@@ -53,6 +54,7 @@ async def events(
     keepalive_s: float = 15.0,
 ) -> AsyncIterator[bytes]:
     items, logs = parse_resume(resume)
+    org_id = ctx.org_id
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
     with contextlib.ExitStack() as stack:

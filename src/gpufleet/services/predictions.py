@@ -22,6 +22,7 @@ from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
 from gpufleet.domain.models import DIGEST_RE, ModelRecord, VersionRecord
 from gpufleet.domain.predictions import Deployment, Prediction, check_webhook_filter
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.inference.validate import validate_input
 from gpufleet.pagination import decode_cursor, encode_cursor, paginate
@@ -133,11 +134,10 @@ async def _resolve(
 
 async def create(
     db: Database,
-    org_id: UUID,
+    ctx: TenantContext,
     target: Target,
     new: NewPrediction,
     *,
-    user_id: UUID | None,
     base_url: str | None = None,
     box: SecretBox | None = None,
 ) -> Prediction:
@@ -145,21 +145,21 @@ async def create(
     not fit the version's schema, before anything is written. ``base_url``: the server as the
     client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
     secret on its first prediction with a ``webhook``."""
-    async with db.transaction(org_id, user_id=user_id) as conn:
-        return await create_in(conn, org_id, target, new, user_id=user_id, base_url=base_url, box=box)
+    async with db.transaction(ctx.org_id, user_id=ctx.user_id) as conn:
+        return await create_in(conn, ctx, target, new, base_url=base_url, box=box)
 
 
 async def create_in(
     conn: Conn,
-    org_id: UUID,
+    ctx: TenantContext,
     target: Target,
     new: NewPrediction,
     *,
-    user_id: UUID | None,
     base_url: str | None = None,
     box: SecretBox | None = None,
 ) -> Prediction:
     """``create`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
+    org_id, user_id = ctx.org_id, ctx.user_id
     if new.source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     events_filter = check_webhook_filter(new.webhook_events_filter)
@@ -186,7 +186,7 @@ async def create_in(
     if webhook is not None and box is not None:
         await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
     await models_repo.add_run(conn, org_id=org_id, model_id=m.id)
-    await predictions_moved(conn, [p], actor=_actor(user_id))
+    await predictions_moved(conn, [p], actor=ctx.actor)
     await cold_start(conn, d, v, owner=slug, user_id=user_id)
     return p
 
@@ -206,14 +206,15 @@ async def cold_start(conn: Conn, d: Deployment, v: VersionRecord, *, owner: str,
     return True
 
 
-async def default_secret(db: Database, org_id: UUID, box: SecretBox) -> str:
+async def default_secret(db: Database, ctx: TenantContext, box: SecretBox) -> str:
     """The organization's default signing secret (``whsec_...``) of prediction webhooks, made on first use."""
-    async with db.transaction(org_id) as conn:
-        sealed = await hooks_repo.ensure_default_secret(conn, org_id=org_id, sealed=box.seal(new_secret()))
+    async with db.transaction(ctx.org_id) as conn:
+        sealed = await hooks_repo.ensure_default_secret(conn, org_id=ctx.org_id, sealed=box.seal(new_secret()))
     return box.open(sealed)
 
 
-async def get(db: Database, org_id: UUID, prediction_id: UUID) -> tuple[str, Prediction]:
+async def get(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple[str, Prediction]:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id)
         if p is None:
@@ -221,12 +222,13 @@ async def get(db: Database, org_id: UUID, prediction_id: UUID) -> tuple[str, Pre
         return await deployments.owner_slug(conn, org_id), p
 
 
-async def list_page(db: Database, org_id: UUID, *, limit: int, cursor: str | None) -> PredictionPage:
+async def list_page(db: Database, ctx: TenantContext, *, limit: int, cursor: str | None) -> PredictionPage:
     """Newest first; ``next`` pages to older predictions, ``previous`` back to newer ones."""
     decoded = decode_cursor(cursor, (str, datetime, UUID))
     direction, key = (decoded[0], decoded[1:]) if decoded else ("next", None)
     if direction not in ("next", "prev"):
         raise InvalidInput("cursor: not a cursor returned by this API; start again without it", field="cursor")
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await deployments.owner_slug(conn, org_id)
         if direction == "next":
@@ -246,10 +248,11 @@ def _toward(direction: str) -> Callable[[Prediction], tuple[str, datetime, UUID]
     return lambda p: (direction, p.created_at, p.id)
 
 
-async def cancel(db: Database, org_id: UUID, prediction_id: UUID, *, actor: str | None) -> tuple[str, Prediction]:
+async def cancel(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple[str, Prediction]:
     """Queued: canceled at once. Processing: ``cancel_requested``, and the replica's agent is told
     through its next claim reply; the prediction ends ``canceled`` when the worker stops it.
     Finished: returned unchanged."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await deployments.owner_slug(conn, org_id)
         p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id, lock=True)
@@ -259,7 +262,7 @@ async def cancel(db: Database, org_id: UUID, prediction_id: UUID, *, actor: str 
             return slug, p
         canceled = await repo.cancel_queued(conn, org_id=org_id, prediction_id=prediction_id)
         if canceled is not None:
-            await predictions_moved(conn, [canceled], actor=actor)
+            await predictions_moved(conn, [canceled], actor=ctx.actor)
             return slug, canceled
         await repo.request_cancel(conn, org_id=org_id, prediction_id=prediction_id)
         now = await repo.get(conn, org_id=org_id, prediction_id=prediction_id)
@@ -268,7 +271,7 @@ async def cancel(db: Database, org_id: UUID, prediction_id: UUID, *, actor: str 
 
 
 async def wait(
-    db: Database, org_id: UUID, prediction_id: UUID, timeout_s: float, *, hub: WakeHub | None
+    db: Database, ctx: TenantContext, prediction_id: UUID, timeout_s: float, *, hub: WakeHub | None
 ) -> tuple[str, Prediction]:
     """The prediction once finished, or as it is after ``timeout_s``. Sleeps on the change
     notification of this prediction (the hub); without a hub, re-reads with a backoff."""
@@ -276,19 +279,15 @@ async def wait(
     if hub is None:
         backoff = Backoff(0.05, cap=1.0)
         while True:
-            slug, p = await get(db, org_id, prediction_id)
+            slug, p = await get(db, ctx, prediction_id)
             left = deadline - time.monotonic()
             if p.done or left <= 0:
                 return slug, p
             await asyncio.sleep(min(backoff.next(), left))
     with hub.subscribe("prediction", prediction_id) as sub:  # before the read: no lost wake-up
         while True:
-            slug, p = await get(db, org_id, prediction_id)
+            slug, p = await get(db, ctx, prediction_id)
             left = deadline - time.monotonic()
             if p.done or left <= 0 or hub.draining:
                 return slug, p
             await sub.wait(left)
-
-
-def _actor(user_id: UUID | None) -> str | None:
-    return f"user:{user_id}" if user_id else None

@@ -12,6 +12,7 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import gpu_type_tokens
 from gpufleet.domain.quotas import Quota, QuotaUsage
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.repo import events
 from gpufleet.repo import quotas as repo
@@ -32,12 +33,11 @@ def _model(gpu_model: str | None) -> str | None:
     return model
 
 
-async def set_quota(
-    db: Database, org_id: UUID, *, gpu_model: str | None, max_gpus: int, actor: str | None = None
-) -> QuotaUsage:
+async def set_quota(db: Database, ctx: TenantContext, *, gpu_model: str | None, max_gpus: int) -> QuotaUsage:
     """Create or replace the organization's quota for ``gpu_model`` (None: all GPUs together);
     returned with what is allocated under it now, read in the same transaction."""
     model = _model(gpu_model)
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         quota = await repo.upsert(conn, org_id=org_id, gpu_model=model, max_gpus=max_gpus)
         await events.append(
@@ -47,13 +47,14 @@ async def set_quota(
             entity_id=quota.id,
             type="quota.set",
             data={"gpu_model": model, "max_gpus": max_gpus},
-            actor=actor,
+            actor=ctx.actor,
         )
         return _used(quota, await repo.allocated_milli_by_model(conn, org_id=org_id))
 
 
-async def list_quotas(db: Database, org_id: UUID) -> list[QuotaUsage]:
+async def list_quotas(db: Database, ctx: TenantContext) -> list[QuotaUsage]:
     """Every quota of the organization with what is allocated under it now."""
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         quotas = await repo.list_for_org(conn, org_id=org_id)
         usage = await repo.allocated_milli_by_model(conn, org_id=org_id) if quotas else {}
@@ -70,7 +71,8 @@ def _used(q: Quota, usage: dict[str, int]) -> QuotaUsage:
     return QuotaUsage(q, milli / 1000)
 
 
-async def delete_quota(db: Database, org_id: UUID, quota_id: UUID, *, actor: str | None = None) -> Quota:
+async def delete_quota(db: Database, ctx: TenantContext, quota_id: UUID) -> Quota:
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         quota = await repo.delete(conn, org_id=org_id, quota_id=quota_id)
         if quota is None:
@@ -82,6 +84,6 @@ async def delete_quota(db: Database, org_id: UUID, quota_id: UUID, *, actor: str
             entity_id=quota.id,
             type="quota.deleted",
             data={"gpu_model": quota.gpu_model, "max_gpus": quota.max_gpus},
-            actor=actor,
+            actor=ctx.actor,
         )
         return quota

@@ -30,6 +30,7 @@ from gpufleet.domain.execution import (
 )
 from gpufleet.domain.hosts import HostIdentity
 from gpufleet.domain.jobs import Job, JobStatus
+from gpufleet.domain.tenancy import host_actor
 from gpufleet.errors import InvalidInput, StaleAttempt
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
@@ -43,7 +44,7 @@ J = JobStatus
 
 
 def actor_of(identity: HostIdentity) -> str:
-    return f"host:{identity.name}"
+    return host_actor(identity.name)
 
 
 def stale_attempt(job_id: UUID, attempt: int, why: str, job: Job | None = None) -> StaleAttempt:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Role
+from gpufleet.domain.tenancy import Role, TenantContext
 from gpufleet.errors import Forbidden, InvalidInput
 from gpufleet.permissions import PERMISSIONS, allowed
 from gpufleet.repo import resolve as repo
 from gpufleet.repo.resolve import KINDS, IdMatch
-from gpufleet.services.auth import Principal
 
 MIN_PREFIX = 4
 MAX_MATCHES = 10
@@ -39,18 +38,19 @@ def id_range(prefix: str) -> tuple[UUID, UUID]:
     return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
 
 
-async def resolve(db: Database, p: Principal, kind: str, prefix: str) -> list[IdMatch]:
+async def resolve(db: Database, ctx: TenantContext, kind: str, prefix: str) -> list[IdMatch]:
     """Up to ``MAX_MATCHES + 1`` rows of ``kind`` whose id starts with ``prefix`` (one more says "and more")."""
+    me, my_role = ctx.member()
     if kind not in LIST_ACTION:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
     action = LIST_ACTION[kind]
-    if not allowed(p.role, action):
-        raise Forbidden(f"{action} needs the {PERMISSIONS[action]} role or higher; this credential is {p.role}")
+    if not allowed(my_role, action):
+        raise Forbidden(f"{action} needs the {PERMISSIONS[action]} role or higher; this credential is {my_role}")
     low, high = id_range(prefix)
-    org_id = p.require_org()
+    org_id = ctx.org_id
     # Members see only their own API keys (as in the key listing).
-    owner = None if kind != "key" or p.role.at_least(Role.ADMIN) else p.user_id
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    owner = None if kind != "key" or my_role.at_least(Role.ADMIN) else me
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         return await repo.by_prefix(
             conn, org_id=org_id, kind=kind, low=low, high=high, limit=MAX_MATCHES + 1, owner=owner
         )

@@ -12,13 +12,13 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.domain.webhooks import Attempt, Delivery, Webhook
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.event_types import check_pattern
 from gpufleet.repo import events
 from gpufleet.repo import webhook_deliveries as deliveries
 from gpufleet.repo import webhooks as repo
-from gpufleet.services.auth import Principal
 from gpufleet.webhooks import ssrf
 from gpufleet.webhooks.signing import SecretBox, new_secret
 
@@ -43,7 +43,7 @@ async def check_url(url: str, settings: Settings, resolver: ssrf.Resolver = ssrf
     await ssrf.resolve(url, settings.webhook_networks, resolver)
 
 
-async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], p: Principal | None) -> None:
+async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], ctx: TenantContext) -> None:
     await events.append(
         conn,
         org_id=w.organization_id,
@@ -51,14 +51,14 @@ async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], p: Prin
         entity_id=w.id,
         type=type,
         data=data,
-        actor=str(p.user_id) if p else "webhooks",
+        actor=ctx.bare_actor,
     )
 
 
 async def create(
     db: Database,
+    ctx: TenantContext,
     settings: Settings,
-    p: Principal,
     *,
     url: str,
     event_types: list[str],
@@ -66,11 +66,11 @@ async def create(
     enabled: bool,
 ) -> tuple[Webhook, str]:
     """The endpoint and its signing secret, which is shown this once."""
-    org_id = p.require_org()
+    org_id = ctx.org_id
     patterns = check_event_types(event_types)
     await check_url(url, settings)
     secret = new_secret()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.create(
             conn,
             org_id=org_id,
@@ -79,29 +79,31 @@ async def create(
             event_types=patterns,
             secret_ciphertext=_box(settings).seal(secret),
             enabled=enabled,
-            created_by=p.user_id,
+            created_by=ctx.user_id,
         )
-        await _event(conn, w, "webhook.created", {"url": url, "event_types": patterns}, p)
+        await _event(conn, w, "webhook.created", {"url": url, "event_types": patterns}, ctx)
     return w, secret
 
 
-async def get(db: Database, p: Principal, webhook_id: UUID) -> Webhook:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def get(db: Database, ctx: TenantContext, webhook_id: UUID) -> Webhook:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.get(conn, org_id=org_id, webhook_id=webhook_id)
     if w is None:
         raise NotFound(f"webhook {webhook_id} not found")
     return w
 
 
-async def page(db: Database, p: Principal, *, limit: int, after: tuple[datetime, UUID] | None) -> list[Webhook]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def page(db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None) -> list[Webhook]:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         return await repo.page(conn, org_id=org_id, limit=limit, after=after)
 
 
-async def update(db: Database, settings: Settings, p: Principal, webhook_id: UUID, changes: dict[str, Any]) -> Webhook:
-    org_id = p.require_org()
+async def update(
+    db: Database, ctx: TenantContext, settings: Settings, webhook_id: UUID, changes: dict[str, Any]
+) -> Webhook:
+    org_id = ctx.org_id
     fields: dict[str, Any] = {}
     if "url" in changes:
         await check_url(changes["url"], settings)
@@ -112,44 +114,44 @@ async def update(db: Database, settings: Settings, p: Principal, webhook_id: UUI
         fields["description"] = changes["description"]
     if "enabled" in changes:
         fields["is_active"] = changes["enabled"]
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.update(conn, org_id=org_id, webhook_id=webhook_id, fields=fields)
         if w is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        await _event(conn, w, "webhook.updated", {"fields": sorted(changes)}, p)
+        await _event(conn, w, "webhook.updated", {"fields": sorted(changes)}, ctx)
     return w
 
 
-async def delete(db: Database, p: Principal, webhook_id: UUID) -> None:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def delete(db: Database, ctx: TenantContext, webhook_id: UUID) -> None:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.delete(conn, org_id=org_id, webhook_id=webhook_id)
         if w is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        await _event(conn, w, "webhook.deleted", {"url": w.url}, p)
+        await _event(conn, w, "webhook.deleted", {"url": w.url}, ctx)
 
 
 async def rotate_secret(
-    db: Database, settings: Settings, p: Principal, webhook_id: UUID, *, overlap_s: float | None
+    db: Database, ctx: TenantContext, settings: Settings, webhook_id: UUID, *, overlap_s: float | None
 ) -> tuple[Webhook, str]:
     """A new secret (shown once); the old one keeps signing beside it for the overlap window."""
-    org_id = p.require_org()
+    org_id = ctx.org_id
     overlap = settings.webhook_rotation_overlap_s if overlap_s is None else overlap_s
     secret = new_secret()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.rotate_secret(
             conn, org_id=org_id, webhook_id=webhook_id, secret_ciphertext=_box(settings).seal(secret), overlap_s=overlap
         )
         if w is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        await _event(conn, w, "webhook.secret_rotated", {"overlap_s": int(overlap)}, p)
+        await _event(conn, w, "webhook.secret_rotated", {"overlap_s": int(overlap)}, ctx)
     return w, secret
 
 
-async def ping(db: Database, p: Principal, webhook_id: UUID) -> Delivery:
+async def ping(db: Database, ctx: TenantContext, webhook_id: UUID) -> Delivery:
     """A ``webhook.test`` delivery to this endpoint only, due at once."""
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         w = await repo.get(conn, org_id=org_id, webhook_id=webhook_id)
         if w is None:
             raise NotFound(f"webhook {webhook_id} not found")
@@ -161,7 +163,7 @@ async def ping(db: Database, p: Principal, webhook_id: UUID) -> Delivery:
             "data": {
                 "entity_type": "webhook",
                 "entity_id": str(w.id),
-                "actor": str(p.user_id),
+                "actor": ctx.bare_actor,
                 "payload": {"message": "a test delivery from gpufleet"},
             },
         }
@@ -170,15 +172,15 @@ async def ping(db: Database, p: Principal, webhook_id: UUID) -> Delivery:
 
 async def delivery_page(
     db: Database,
-    p: Principal,
+    ctx: TenantContext,
     webhook_id: UUID,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None,
     status: str | None,
 ) -> list[tuple[Delivery, list[Attempt]]]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         if await repo.get(conn, org_id=org_id, webhook_id=webhook_id) is None:
             raise NotFound(f"webhook {webhook_id} not found")
         rows = await deliveries.page(
@@ -188,9 +190,11 @@ async def delivery_page(
     return [(d, tries[d.id]) for d in rows]
 
 
-async def delivery(db: Database, p: Principal, webhook_id: UUID, delivery_id: UUID) -> tuple[Delivery, list[Attempt]]:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def delivery(
+    db: Database, ctx: TenantContext, webhook_id: UUID, delivery_id: UUID
+) -> tuple[Delivery, list[Attempt]]:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         d = await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
         if d is None:
             raise NotFound(f"delivery {delivery_id} of webhook {webhook_id} not found")
@@ -198,9 +202,9 @@ async def delivery(db: Database, p: Principal, webhook_id: UUID, delivery_id: UU
     return d, tries[d.id]
 
 
-async def redeliver(db: Database, p: Principal, webhook_id: UUID, delivery_id: UUID) -> Delivery:
-    org_id = p.require_org()
-    async with db.transaction(org_id, user_id=p.user_id) as conn:
+async def redeliver(db: Database, ctx: TenantContext, webhook_id: UUID, delivery_id: UUID) -> Delivery:
+    org_id = ctx.org_id
+    async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         d = await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
         if d is None:
             raise NotFound(f"delivery {delivery_id} of webhook {webhook_id} not found")

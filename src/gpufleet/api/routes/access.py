@@ -6,7 +6,16 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, MaybeCaller, forget_credentials, requires
+from gpufleet.api.deps import (
+    DB,
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    MaybeCaller,
+    Tenant,
+    forget_credentials,
+    requires,
+)
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
@@ -28,27 +37,27 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/invites", status_code=201, tags=["invites"], **requires("invites.create"))
-async def create_invite(body: InviteCreate, p: Caller, db: DB) -> InviteCreated:
+async def create_invite(body: InviteCreate, ctx: Tenant, db: DB) -> InviteCreated:
     invite, token = await access.create_invite(
-        db, p, email=body.email, role=body.role, expires_in_days=body.expires_in_days
+        db, ctx, email=body.email, role=body.role, expires_in_days=body.expires_in_days
     )
     return InviteCreated.model_validate({**vars_of(invite), "token": token})
 
 
 @router.get("/invites", tags=["invites"], **requires("invites.list"))
-async def list_invites(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[InviteRead]:
-    rows = await access.list_invites(db, p, limit=limit, after=decode_cursor(cursor))
+async def list_invites(ctx: Tenant, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[InviteRead]:
+    rows = await access.list_invites(db, ctx, limit=limit, after=decode_cursor(cursor))
     return Page[InviteRead].of(rows, limit, InviteRead.model_validate)
 
 
 @router.get("/invites/{invite_id}", tags=["invites"], **requires("invites.read", NOT_FOUND))
-async def get_invite(invite_id: UUID, p: Caller, db: DB) -> InviteRead:
-    return InviteRead.model_validate(await access.get_invite(db, p, invite_id))
+async def get_invite(invite_id: UUID, ctx: Tenant, db: DB) -> InviteRead:
+    return InviteRead.model_validate(await access.get_invite(db, ctx, invite_id))
 
 
 @router.delete("/invites/{invite_id}", tags=["invites"], **requires("invites.revoke", NOT_FOUND))
-async def revoke_invite(invite_id: UUID, p: Caller, db: DB) -> InviteRead:
-    return InviteRead.model_validate(await access.revoke_invite(db, p, invite_id))
+async def revoke_invite(invite_id: UUID, ctx: Tenant, db: DB) -> InviteRead:
+    return InviteRead.model_validate(await access.revoke_invite(db, ctx, invite_id))
 
 
 @router.post(
@@ -80,24 +89,24 @@ async def accept_invite(body: InviteAccept, db: DB, caller: MaybeCaller) -> Invi
 
 
 @router.post("/api-keys", status_code=201, tags=["api-keys"], **requires("api_keys.create"))
-async def create_api_key(body: ApiKeyCreate, p: Caller, db: DB) -> ApiKeyCreated:
-    key = await access.create_key(db, p, name=body.name, role=body.role, expires_at=body.expires_at)
+async def create_api_key(body: ApiKeyCreate, ctx: Tenant, db: DB) -> ApiKeyCreated:
+    key = await access.create_key(db, ctx, name=body.name, role=body.role, expires_at=body.expires_at)
     return ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret})
 
 
 @router.get("/api-keys", tags=["api-keys"], **requires("api_keys.list"))
-async def list_api_keys(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[ApiKeyRead]:
-    rows = await access.list_keys(db, p, limit=limit, after=decode_cursor(cursor))
+async def list_api_keys(ctx: Tenant, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[ApiKeyRead]:
+    rows = await access.list_keys(db, ctx, limit=limit, after=decode_cursor(cursor))
     return Page[ApiKeyRead].of(rows, limit, ApiKeyRead.model_validate)
 
 
 @router.get("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.read", NOT_FOUND))
-async def get_api_key(key_id: UUID, p: Caller, db: DB) -> ApiKeyRead:
-    return ApiKeyRead.model_validate(await access.get_key(db, p, key_id))
+async def get_api_key(key_id: UUID, ctx: Tenant, db: DB) -> ApiKeyRead:
+    return ApiKeyRead.model_validate(await access.get_key(db, ctx, key_id))
 
 
 @router.delete("/api-keys/{key_id}", tags=["api-keys"], **requires("api_keys.revoke", NOT_FOUND))
-async def revoke_api_key(key_id: UUID, p: Caller, db: DB, request: Request) -> ApiKeyRead:
-    revoked = await access.revoke_key(db, p, key_id)
+async def revoke_api_key(key_id: UUID, ctx: Tenant, db: DB, request: Request) -> ApiKeyRead:
+    revoked = await access.revoke_key(db, ctx, key_id)
     forget_credentials(request)
     return ApiKeyRead.model_validate(revoked)

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.deps import DB, Tenant, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.schemas.costs import BudgetRead, BudgetSet, PriceRead, PriceSet, UsageRead
 from gpufleet.services import budgets, costs
@@ -17,55 +17,53 @@ router = APIRouter(prefix="/v1", tags=["costs"])
 
 @router.get("/prices", **requires("prices.list"))
 async def list_prices(
-    p: Caller, db: DB, history: Annotated[bool, Query(description="Include superseded prices.")] = False
+    ctx: Tenant, db: DB, history: Annotated[bool, Query(description="Include superseded prices.")] = False
 ) -> list[PriceRead]:
     """Prices in force now and changes still to come (not paginated: a handful per GPU model)."""
-    return [PriceRead.of(x) for x in await costs.list_prices(db, p.require_org(), history=history)]
+    return [PriceRead.of(x) for x in await costs.list_prices(db, ctx, history=history)]
 
 
 @router.put("/prices", **requires("prices.set", NOT_FOUND))
-async def set_price(body: PriceSet, p: Caller, db: DB) -> PriceRead:
+async def set_price(body: PriceSet, ctx: Tenant, db: DB) -> PriceRead:
     """A price change from `effective_from` (default now). Work already metered keeps its price."""
     price = await costs.set_price(
         db,
-        p.require_org(),
+        ctx,
         kind=body.kind,
         gpu_model=body.gpu_model,
         hourly_price=body.hourly_price,
         currency=body.currency,
         host_id=body.host_id,
         effective_from=body.effective_from,
-        actor=f"user:{p.user_id}",
     )
     return PriceRead.of(price)
 
 
 @router.get("/usage", **requires("usage.read"))
 async def usage(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     by: Annotated[str, Query(max_length=110, description="day, user, job, model, host or label:KEY.")] = "model",
     since: Annotated[str | None, Query(max_length=64, description="30d, 12h, 2w or an ISO time (default 30d).")] = None,
 ) -> UsageRead:
     """GPU-hours and cost per group, running work included up to now."""
-    rows, start, currency = await costs.usage(db, p.require_org(), by=by, since=since)
+    rows, start, currency = await costs.usage(db, ctx, by=by, since=since)
     return UsageRead.of(by, start, currency, rows)
 
 
 @router.get("/budgets", **requires("budgets.list"))
-async def list_budgets(p: Caller, db: DB) -> list[BudgetRead]:
+async def list_budgets(ctx: Tenant, db: DB) -> list[BudgetRead]:
     """Every budget with this period's spend (not paginated)."""
-    return [BudgetRead.of(s) for s in await budgets.list_budgets(db, p.require_org())]
+    return [BudgetRead.of(s) for s in await budgets.list_budgets(db, ctx)]
 
 
 @router.put("/budgets", **requires("budgets.set", NOT_FOUND))
-async def set_budget(body: BudgetSet, p: Caller, db: DB) -> BudgetRead:
+async def set_budget(body: BudgetSet, ctx: Tenant, db: DB) -> BudgetRead:
     """Create or replace the budget of a scope (organization, `user_id` or `label`) and period. Idempotent."""
-    org_id = p.require_org()
     label = tuple(body.label.split("=", 1)) if body.label else None
     budget = await budgets.set_budget(
         db,
-        org_id,
+        ctx,
         amount_limit=body.amount,
         period=body.period,
         period_days=body.period_days,
@@ -74,12 +72,11 @@ async def set_budget(body: BudgetSet, p: Caller, db: DB) -> BudgetRead:
         stop_running=body.stop_running,
         user_id=body.user_id,
         label=(label[0], label[1]) if label else None,
-        actor=f"user:{p.user_id}",
     )
-    return next(BudgetRead.of(s) for s in await budgets.list_budgets(db, org_id) if s.budget.id == budget.id)
+    return next(BudgetRead.of(s) for s in await budgets.list_budgets(db, ctx) if s.budget.id == budget.id)
 
 
 @router.delete("/budgets/{budget_id}", status_code=204, **requires("budgets.delete", NOT_FOUND))
-async def delete_budget(budget_id: UUID, p: Caller, db: DB) -> Response:
-    await budgets.delete_budget(db, p.require_org(), budget_id, actor=f"user:{p.user_id}")
+async def delete_budget(budget_id: UUID, ctx: Tenant, db: DB) -> Response:
+    await budgets.delete_budget(db, ctx, budget_id)
     return Response(status_code=204)

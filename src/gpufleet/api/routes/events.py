@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.deps import DB, Tenant, requires
 from gpufleet.api.state import app_state
 from gpufleet.errors import InvalidInput
 from gpufleet.event_types import PATTERN
@@ -25,7 +25,7 @@ EntityType = Literal[
 
 @router.get("/events", tags=["events"], **requires("events.read"))
 async def list_events(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     request: Request,
     after_seq: Annotated[int, Query(ge=-1, le=2**62, description="-1: from now (returns only the position).")] = 0,
@@ -58,7 +58,7 @@ async def list_events(
     filters = {"type_pattern": pattern, "entity_id": entity_id, "since": since, "until": until}
     found, last = await feed.wait_for_events(
         db,
-        p.require_org(),
+        ctx,
         after_seq=after_seq,
         wait_s=min(wait_s, cap),
         entity_type=entity_type,

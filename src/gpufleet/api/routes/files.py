@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
 from gpufleet.api.routes.models import base_url, page_urls
 from gpufleet.api.state import app_state
 from gpufleet.errors import InvalidInput
@@ -60,7 +60,7 @@ def _text(value: object) -> str | None:
 
 
 @router.post("/files", status_code=201, **_upload_route())
-async def create_file(p: Caller, db: DB, request: Request) -> FileRead:
+async def create_file(ctx: Tenant, db: DB, request: Request) -> FileRead:
     """Upload a file; pass its `urls.get` as a prediction input. It expires after `files_retention_s`."""
     settings = app_state(request).settings
     try:
@@ -77,24 +77,24 @@ async def create_file(p: Caller, db: DB, request: Request) -> FileRead:
         metadata = files.parse_metadata(_text(form.get("metadata")))
     finally:
         await form.close()
-    f = await files.upload(db, settings, p, name=name, content_type=kind, data=data, metadata=metadata)
+    f = await files.upload(db, ctx, settings, name=name, content_type=kind, data=data, metadata=metadata)
     return FileRead.of(f, base_url(request))
 
 
 @router.get("/files", **requires("files.list"))
 async def list_files(
-    p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ctx: Tenant, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[FileRead]:
     """The organization's files that have not expired, newest first."""
-    rows = await files.page(db, p, limit=limit, after=decode_cursor(cursor))
+    rows = await files.page(db, ctx, limit=limit, after=decode_cursor(cursor))
     base = base_url(request)
     page = Page[FileRead].of(rows, limit, lambda f: FileRead.of(f, base))
     return CursorPage[FileRead].of(page, page_urls(request, "/v1/files", limit))
 
 
 @router.get("/files/{file_id}", **requires("files.read", NOT_FOUND))
-async def get_file(file_id: UUID, p: Caller, db: DB, request: Request) -> FileRead:
-    return FileRead.of(await files.get(db, p, file_id), base_url(request))
+async def get_file(file_id: UUID, ctx: Tenant, db: DB, request: Request) -> FileRead:
+    return FileRead.of(await files.get(db, ctx, file_id), base_url(request))
 
 
 @router.get(
@@ -102,9 +102,9 @@ async def get_file(file_id: UUID, p: Caller, db: DB, request: Request) -> FileRe
     response_class=Response,
     **requires("files.read", {**NOT_FOUND, 200: {"description": "The file's bytes.", "content": {"*/*": {}}}}),
 )
-async def download_file(file_id: UUID, p: Caller, db: DB) -> Response:
+async def download_file(file_id: UUID, ctx: Tenant, db: DB) -> Response:
     """The file's bytes, with its content type and name."""
-    f, data = await files.download(db, p.require_org(), file_id)
+    f, data = await files.download(db, ctx, file_id)
     fallback = f.name.encode("ascii", "replace").decode().replace("\\", "_").replace('"', "_")
     disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(f.name, safe='')}"
     return Response(
@@ -115,6 +115,6 @@ async def download_file(file_id: UUID, p: Caller, db: DB) -> Response:
 
 
 @router.delete("/files/{file_id}", status_code=204, **requires("files.delete", NOT_FOUND))
-async def delete_file(file_id: UUID, p: Caller, db: DB) -> Response:
-    await files.delete(db, p, file_id)
+async def delete_file(file_id: UUID, ctx: Tenant, db: DB) -> Response:
+    await files.delete(db, ctx, file_id)
     return Response(status_code=204)

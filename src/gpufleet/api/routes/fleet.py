@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, Caller, WindowEnd, WindowStart, metric_window, requires
+from gpufleet.api.deps import DB, Tenant, WindowEnd, WindowStart, metric_window, requires
 from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.api.state import app_state
 from gpufleet.config import Settings
@@ -36,9 +36,9 @@ def _host(h: FleetHost) -> FleetHostRead:
 
 
 @router.get("/fleet", tags=["gpus"], **requires("fleet.read"))
-async def fleet_view(p: Caller, db: DB) -> FleetRead:
+async def fleet_view(ctx: Tenant, db: DB) -> FleetRead:
     """Every live host with its GPUs and each GPU's latest sample (the dashboard's fleet page)."""
-    hosts = await fleet.fleet(db, org_id=p.require_org())
+    hosts = await fleet.fleet(db, ctx)
     return FleetRead(hosts=[_host(h) for h in hosts], server_time=datetime.now(UTC))
 
 
@@ -49,7 +49,7 @@ async def fleet_view(p: Caller, db: DB) -> FleetRead:
 )
 async def fleet_metrics(
     request: Request,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     start: WindowStart = None,
     end: WindowEnd = None,
@@ -66,7 +66,7 @@ async def fleet_metrics(
     start, end = metric_window(start, end)
     s = await fleet.series(
         db,
-        org_id=p.require_org(),
+        ctx,
         start=start,
         end=end,
         bucket=bucket,
@@ -88,13 +88,12 @@ async def fleet_metrics(
 
 @router.get("/queue", tags=["jobs"], **requires("jobs.list"))
 async def queue(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     limit: Annotated[int, Query(ge=1, le=MAX_FEED_PAGE, description="How many of the waiting jobs to list.")] = 100,
 ) -> QueueRead:
     """Pending jobs in the order the scheduler considers them (priority, then time queued), each
     with the reason it waits."""
-    org_id = p.require_org()
-    total, jobs = await fleet.queue(db, org_id=org_id, limit=limit)
-    views = await job_views.with_gpus(db, org_id, jobs)
+    total, jobs = await fleet.queue(db, ctx, limit=limit)
+    views = await job_views.with_gpus(db, ctx, jobs)
     return QueueRead(pending=total, items=[JobRead.of(v.job, v.gpus, v.cost) for v in views])

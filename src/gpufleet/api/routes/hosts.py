@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Request
 from gpufleet.api.deps import (
     DB,
     DEFAULT_LIMIT,
-    Caller,
     Cursor,
     Limit,
+    Tenant,
     WindowEnd,
     WindowStart,
     forget_credentials,
@@ -64,38 +64,36 @@ def gpu_read(gpu: GpuDetail) -> GpuRead:
 
 
 @router.post("/join-tokens", status_code=201, tags=["join-tokens"], **requires("join_tokens.create"))
-async def create_join_token(body: JoinTokenCreate, p: Caller, db: DB) -> JoinTokenCreated:
+async def create_join_token(body: JoinTokenCreate, ctx: Tenant, db: DB) -> JoinTokenCreated:
     """A token an agent registers a host with; the token itself is in this answer only."""
     issued = await join_tokens.create_join_token(
         db,
-        org_id=p.require_org(),
+        ctx,
         name=body.name,
         max_uses=body.max_uses,
         expires_in=timedelta(hours=body.expires_in_hours),
-        created_by=p.user_id,
-        actor=str(p.user_id),
     )
     return JoinTokenCreated.model_validate({**vars_of(issued.token), "token": issued.secret})
 
 
 @router.get("/join-tokens", tags=["join-tokens"], **requires("join_tokens.list"))
 async def list_join_tokens(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     include_inactive: Annotated[bool, Query(description="Also revoked, expired and used-up tokens.")] = False,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[JoinTokenRead]:
     rows = await host_views.page_join_tokens(
-        db, org_id=p.require_org(), limit=limit, after=decode_cursor(cursor), include_inactive=include_inactive
+        db, ctx, limit=limit, after=decode_cursor(cursor), include_inactive=include_inactive
     )
     return Page[JoinTokenRead].of(rows, limit, lambda t: JoinTokenRead.model_validate(vars_of(t)))
 
 
 @router.delete("/join-tokens/{token_id}", tags=["join-tokens"], **requires("join_tokens.revoke", NOT_FOUND))
-async def revoke_join_token(token_id: UUID, p: Caller, db: DB) -> JoinTokenRead:
+async def revoke_join_token(token_id: UUID, ctx: Tenant, db: DB) -> JoinTokenRead:
     """Revoke a token (idempotent); hosts registered with it keep working."""
-    token = await join_tokens.revoke_join_token(db, org_id=p.require_org(), token_id=token_id, actor=str(p.user_id))
+    token = await join_tokens.revoke_join_token(db, ctx, token_id=token_id)
     return JoinTokenRead.model_validate(vars_of(token))
 
 
@@ -104,7 +102,7 @@ async def revoke_join_token(token_id: UUID, p: Caller, db: DB) -> JoinTokenRead:
 
 @router.get("/hosts", tags=["hosts"], **requires("hosts.list"))
 async def list_hosts(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     status: HostStatus | None = None,
     include_removed: bool = False,
@@ -114,7 +112,7 @@ async def list_hosts(
     """Hosts by name."""
     rows = await host_views.page_hosts(
         db,
-        org_id=p.require_org(),
+        ctx,
         limit=limit,
         after=decode_cursor(cursor, (str, UUID)),
         status=status,
@@ -124,43 +122,40 @@ async def list_hosts(
 
 
 @router.get("/hosts/{host_id}", tags=["hosts"], **requires("hosts.read", NOT_FOUND))
-async def get_host(host_id: UUID, p: Caller, db: DB) -> HostDetailRead:
+async def get_host(host_id: UUID, ctx: Tenant, db: DB) -> HostDetailRead:
     """A host with its GPUs."""
-    host, gpus = await host_views.host_with_gpus(db, org_id=p.require_org(), host_id=host_id)
+    host, gpus = await host_views.host_with_gpus(db, ctx, host_id=host_id)
     return HostDetailRead.model_validate({**vars_of(host), "gpus": [gpu_read(g) for g in gpus]})
 
 
 @router.post("/hosts/{host_id}/drain", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
-async def drain_host(host_id: UUID, p: Caller, db: DB, body: HostStatusChange | None = None) -> HostRead:
+async def drain_host(host_id: UUID, ctx: Tenant, db: DB, body: HostStatusChange | None = None) -> HostRead:
     """No new work on the host; what runs there finishes."""
     reason = body.reason if body else None
-    return host_read(
-        await hosts.drain_host(db, org_id=p.require_org(), host_id=host_id, reason=reason, actor=str(p.user_id))
-    )
+    return host_read(await hosts.drain_host(db, ctx, host_id=host_id, reason=reason))
 
 
 @router.post("/hosts/{host_id}/undrain", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
-async def undrain_host(host_id: UUID, p: Caller, db: DB) -> HostRead:
+async def undrain_host(host_id: UUID, ctx: Tenant, db: DB) -> HostRead:
     """A draining host takes new work again."""
-    return host_read(await hosts.undrain_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id)))
+    return host_read(await hosts.undrain_host(db, ctx, host_id=host_id))
 
 
 @router.post("/hosts/{host_id}/maintenance", tags=["hosts"], **requires("hosts.manage", {**NOT_FOUND, **CONFLICT}))
-async def host_maintenance(host_id: UUID, p: Caller, db: DB, body: MaintenanceChange | None = None) -> HostRead:
+async def host_maintenance(host_id: UUID, ctx: Tenant, db: DB, body: MaintenanceChange | None = None) -> HostRead:
     """`on: true` (the default) takes the host out of service; `on: false` brings it back to ready."""
     body = body or MaintenanceChange()
-    org_id, actor = p.require_org(), str(p.user_id)
     if body.on:
-        host = await hosts.start_host_maintenance(db, org_id=org_id, host_id=host_id, reason=body.reason, actor=actor)
+        host = await hosts.start_host_maintenance(db, ctx, host_id=host_id, reason=body.reason)
     else:
-        host = await hosts.end_host_maintenance(db, org_id=org_id, host_id=host_id, actor=actor)
+        host = await hosts.end_host_maintenance(db, ctx, host_id=host_id)
     return host_read(host)
 
 
 @router.post("/hosts/{host_id}/revoke", tags=["hosts"], **requires("hosts.revoke", NOT_FOUND))
-async def revoke_host(host_id: UUID, p: Caller, db: DB, request: Request) -> HostRead:
+async def revoke_host(host_id: UUID, ctx: Tenant, db: DB, request: Request) -> HostRead:
     """The host's credential stops working at once; it can register again with a join token."""
-    revoked = await hosts.revoke_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id))
+    revoked = await hosts.revoke_host(db, ctx, host_id=host_id)
     forget_credentials(request)
     return host_read(revoked)
 
@@ -170,9 +165,9 @@ async def revoke_host(host_id: UUID, p: Caller, db: DB, request: Request) -> Hos
     tags=["hosts"],
     **requires("hosts.remove", {**NOT_FOUND, 409: {"description": "jobs still run or are allocated there"}}),
 )
-async def remove_host(host_id: UUID, p: Caller, db: DB, request: Request) -> HostRead:
+async def remove_host(host_id: UUID, ctx: Tenant, db: DB, request: Request) -> HostRead:
     """Retire a host: revoked, its GPUs offline, its name free; its history stays."""
-    removed = await hosts.remove_host(db, org_id=p.require_org(), host_id=host_id, actor=str(p.user_id))
+    removed = await hosts.remove_host(db, ctx, host_id=host_id)
     forget_credentials(request)
     return host_read(removed)
 
@@ -182,7 +177,7 @@ async def remove_host(host_id: UUID, p: Caller, db: DB, request: Request) -> Hos
 
 @router.get("/gpus", tags=["gpus"], **requires("gpus.list"))
 async def list_gpus(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     model: Annotated[
         str | None,
@@ -196,7 +191,7 @@ async def list_gpus(
     """GPUs of live hosts, by host name and index."""
     rows = await host_views.page_gpus(
         db,
-        org_id=p.require_org(),
+        ctx,
         limit=limit,
         after=decode_cursor(cursor, (UUID,)),
         status=status,
@@ -207,23 +202,21 @@ async def list_gpus(
 
 
 @router.get("/gpus/{gpu_id}", tags=["gpus"], **requires("gpus.read", NOT_FOUND))
-async def get_gpu(gpu_id: UUID, p: Caller, db: DB) -> GpuRead:
-    return gpu_read(await hosts.get_gpu(db, org_id=p.require_org(), gpu_id=gpu_id))
+async def get_gpu(gpu_id: UUID, ctx: Tenant, db: DB) -> GpuRead:
+    return gpu_read(await hosts.get_gpu(db, ctx, gpu_id=gpu_id))
 
 
 @router.post("/gpus/{gpu_id}/clear-health", tags=["gpus"], **requires("gpus.manage", {**NOT_FOUND, **CONFLICT}))
-async def clear_gpu_health(gpu_id: UUID, p: Caller, db: DB) -> GpuRead:
+async def clear_gpu_health(gpu_id: UUID, ctx: Tenant, db: DB) -> GpuRead:
     """Declare an unhealthy GPU fit again (the only way back from `unhealthy`)."""
-    return gpu_read(await hosts.clear_gpu_health(db, org_id=p.require_org(), gpu_id=gpu_id, actor=str(p.user_id)))
+    return gpu_read(await hosts.clear_gpu_health(db, ctx, gpu_id=gpu_id))
 
 
 @router.post("/gpus/{gpu_id}/maintenance", tags=["gpus"], **requires("gpus.manage", {**NOT_FOUND, **CONFLICT}))
-async def gpu_maintenance(gpu_id: UUID, p: Caller, db: DB, body: MaintenanceChange | None = None) -> GpuRead:
+async def gpu_maintenance(gpu_id: UUID, ctx: Tenant, db: DB, body: MaintenanceChange | None = None) -> GpuRead:
     """`on: true` (the default) takes the GPU out of service; `on: false` puts it back."""
     body = body or MaintenanceChange()
-    gpu = await hosts.set_gpu_maintenance(
-        db, org_id=p.require_org(), gpu_id=gpu_id, on=body.on, reason=body.reason, actor=str(p.user_id)
-    )
+    gpu = await hosts.set_gpu_maintenance(db, ctx, gpu_id=gpu_id, on=body.on, reason=body.reason)
     return gpu_read(gpu)
 
 
@@ -235,7 +228,7 @@ async def gpu_maintenance(gpu_id: UUID, p: Caller, db: DB, body: MaintenanceChan
 async def gpu_metrics(
     gpu_id: UUID,
     request: Request,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     start: WindowStart = None,
     end: WindowEnd = None,
@@ -247,7 +240,7 @@ async def gpu_metrics(
     start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
-        org_id=p.require_org(),
+        ctx,
         gpu_id=gpu_id,
         start=start,
         end=end,
@@ -270,12 +263,12 @@ async def gpu_metrics(
 
 @router.get("/fleet/summary", tags=["gpus"], **requires("fleet.read"))
 async def fleet_summary(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     window_minutes: Annotated[int, Query(ge=1, le=1440, description="Averages over this many minutes.")] = 15,
 ) -> FleetSummaryRead:
     """GPUs by status and model, hosts by status, recent average load, foreign usage."""
-    s = await metrics.fleet_summary(db, org_id=p.require_org(), window_minutes=window_minutes)
+    s = await metrics.fleet_summary(db, ctx, window_minutes=window_minutes)
     models = [ModelCountRead.model_validate(vars_of(m)) for m in s.gpus_by_model]
     return FleetSummaryRead(
         organization_id=s.organization_id,

@@ -19,11 +19,12 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.deps import DB, Tenant, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
 from gpufleet.domain.execution import LogEntry, LogPage
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.limits import INT32_MAX
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
@@ -88,7 +89,7 @@ def page_out(p: LogPage) -> LogPageOut:
 @router.get("/jobs/{job_id}/logs", **requires("jobs.read", NOT_FOUND))
 async def read_job_logs(
     job_id: UUID,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     attempt: Attempt = None,
     after_seq: AfterSeq = -1,
@@ -96,9 +97,7 @@ async def read_job_logs(
 ) -> LogPageOut:
     """One page of an attempt's output, oldest first. Pass `last_seq` back as `after_seq`;
     `complete` once the attempt is over and everything is read."""
-    page = await logs.read_logs(
-        db, p.require_org(), job_id, attempt=attempt, after_seq=after_seq, limit_bytes=limit_bytes
-    )
+    page = await logs.read_logs(db, ctx, job_id, attempt=attempt, after_seq=after_seq, limit_bytes=limit_bytes)
     return page_out(page)
 
 
@@ -110,7 +109,7 @@ async def read_job_logs(
 async def stream_job_logs(
     job_id: UUID,
     request: Request,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     attempt: Attempt = None,
     after_seq: AfterSeq = -1,
@@ -118,16 +117,15 @@ async def stream_job_logs(
 ) -> EventStreamResponse:
     """Follow the output live (Server-Sent Events) until the job is finished. Without `attempt`
     it follows the job across retries (each chunk says its attempt)."""
-    org_id = p.require_org()
     from_attempt, after = _resume(attempt, after_seq, last_event_id)
     # Refused before the stream starts: another organization's job, an attempt it never had. It
     # also fixes where following starts: the attempt current now, even if a retry starts meanwhile.
     first = await logs.read_logs(
-        db, org_id, job_id, attempt=attempt or from_attempt, after_seq=after, limit_bytes=1, limit_chunks=1
+        db, ctx, job_id, attempt=attempt or from_attempt, after_seq=after, limit_bytes=1, limit_chunks=1
     )
     entries = logs.follow_logs(
         db,
-        org_id,
+        ctx,
         job_id,
         attempt=attempt,
         after_seq=after,
@@ -136,7 +134,7 @@ async def stream_job_logs(
         from_attempt=first.attempt,
     )
     return EventStreamResponse(
-        _events(entries, db, org_id, job_id),
+        _events(entries, db, ctx, job_id),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -158,7 +156,9 @@ def _resume(attempt: int | None, after_seq: int, last_event_id: str | None) -> t
     return at, seq
 
 
-async def _events(entries: AsyncIterator[LogEntry], db: Database, org_id: UUID, job_id: UUID) -> AsyncIterator[str]:
+async def _events(
+    entries: AsyncIterator[LogEntry], db: Database, ctx: TenantContext, job_id: UUID
+) -> AsyncIterator[str]:
     yield message(retry="2000")  # sent at once, so the client knows the stream is open
     try:
         async for e in _with_keepalive(entries, KEEPALIVE_S):
@@ -166,7 +166,7 @@ async def _events(entries: AsyncIterator[LogEntry], db: Database, org_id: UUID, 
                 yield comment("keep-alive")
             else:
                 yield message(id=f"{e.attempt}:{e.seq}", event="log", data=_one_line(entry_out(e).model_dump_json()))
-        job = await jobs.get(db, org_id, job_id)
+        job = await jobs.get(db, ctx, job_id)
     except GpufleetError as exc:  # e.g. the job was deleted meanwhile: a reconnect gets the 404
         log.info("log stream of job %s ended: %s", job_id, exc)
         return

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
 from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answer
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.domain.jobs import JobStatus
@@ -35,23 +35,21 @@ LabelFilter = Annotated[
 
 @router.post("/jobs", status_code=201, **requires("jobs.submit", IDEMPOTENT_RESPONSES))
 async def submit_job(
-    body: JobCreate, p: Caller, db: DB, response: Response, idempotency_key: IdempotencyKey = None
+    body: JobCreate, ctx: Tenant, db: DB, response: Response, idempotency_key: IdempotencyKey = None
 ) -> JobRead:
     """Queue a job. It is placed by the scheduler; a job over quota waits, it is never refused.
     With `Idempotency-Key`, a retry of the same request returns the first answer instead of a second job."""
-    org_id = p.require_org()
     spec = body.to_spec()
     try:
         request = IdempotentRequest.of("POST /v1/jobs", idempotency_key, body.model_dump(mode="json"))
         reply = await idempotency.once(
             db,
-            org_id,
+            ctx,
             request,
-            work=lambda conn: jobs.submit_in(conn, org_id, spec, submitted_by=p.user_id),
+            work=lambda conn: jobs.submit_in(conn, ctx, spec),
             # nothing accrues before it is placed
             render=lambda job: JobRead.of(job, cost=Decimal(0)),
             status=201,
-            user_id=p.user_id,
         )
     except InvalidInput as exc:
         raise body.wire_error(exc) from exc
@@ -60,7 +58,7 @@ async def submit_job(
 
 @router.get("/jobs", **requires("jobs.list"))
 async def list_jobs(
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     status: StatusFilter = None,
     label: LabelFilter = None,
@@ -72,31 +70,30 @@ async def list_jobs(
     ] = "job",
 ) -> Page[JobRead]:
     """Newest first. Replicas of deployments are jobs too, listed only with `kind=replica` or `all`."""
-    org_id = p.require_org()
-    page = await jobs.list_jobs(db, org_id, status=status, labels=_labels(label), limit=limit, cursor=cursor, kind=kind)
-    views = await job_views.with_gpus(db, org_id, page.items)
+    page = await jobs.list_jobs(db, ctx, status=status, labels=_labels(label), limit=limit, cursor=cursor, kind=kind)
+    views = await job_views.with_gpus(db, ctx, page.items)
     return Page[JobRead](items=[JobRead.of(v.job, v.gpus, v.cost) for v in views], next_cursor=page.next_cursor)
 
 
 @router.get("/jobs/{job_id}", **requires("jobs.read", NOT_FOUND))
-async def get_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
+async def get_job(job_id: UUID, ctx: Tenant, db: DB) -> JobRead:
     """The job; while pending, `pending_reason` says why it waits."""
-    view = await job_views.get(db, p.require_org(), job_id)
+    view = await job_views.get(db, ctx, job_id)
     return JobRead.of(view.job, view.gpus, view.cost)
 
 
 @router.post("/jobs/{job_id}/cancel", **requires("jobs.cancel", {**NOT_FOUND, **FINISHED}))
-async def cancel_job(job_id: UUID, p: Caller, db: DB) -> JobRead:
+async def cancel_job(job_id: UUID, ctx: Tenant, db: DB) -> JobRead:
     """Pending or allocated: cancelled at once, its GPUs released. Running: `cancel_requested_at`
     is set and the agent stops it. Cancelled already: unchanged. Otherwise finished: 409."""
-    view = await job_views.cancel(db, p.require_org(), job_id, actor=f"user:{p.user_id}")
+    view = await job_views.cancel(db, ctx, job_id)
     return JobRead.of(view.job, view.gpus, view.cost)
 
 
 @router.get("/jobs/{job_id}/events", **requires("jobs.read", NOT_FOUND))
 async def job_events(
     job_id: UUID,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     after_seq: Annotated[int, Query(ge=0, le=2**62, description="Only events after this `seq`.")] = 0,
     limit: Limit = DEFAULT_LIMIT,
@@ -104,21 +101,21 @@ async def job_events(
 ) -> Page[EventRead]:
     """The job's history, oldest first."""
     seen = decode_cursor(cursor, (int,))
-    rows = await jobs.events(db, p.require_org(), job_id, after_seq=max(after_seq, seen[0] if seen else 0), limit=limit)
+    rows = await jobs.events(db, ctx, job_id, after_seq=max(after_seq, seen[0] if seen else 0), limit=limit)
     return Page[EventRead].of(rows, limit, EventRead.of, key=lambda e: (e.seq,))
 
 
 @router.get("/jobs/{job_id}/wait", **requires("jobs.read", NOT_FOUND))
 async def wait_job(
     job_id: UUID,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     timeout_s: Annotated[
         float, Query(ge=0, le=WAIT_MAX_S, allow_inf_nan=False, description=f"At most {WAIT_MAX_S:g} seconds.")
     ] = 30.0,
 ) -> JobRead:
     """Long-poll: the job once it has finished, or as it is after `timeout_s` (check `status`)."""
-    view = await job_views.wait(db, p.require_org(), job_id, timeout_s)
+    view = await job_views.wait(db, ctx, job_id, timeout_s)
     return JobRead.of(view.job, view.gpus, view.cost)
 
 

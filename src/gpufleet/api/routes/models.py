@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
 from gpufleet.api.state import app_state
 from gpufleet.inference.archive import MAX_ARCHIVE_BYTES
 from gpufleet.pagination import created_key, decode_cursor
@@ -75,52 +75,52 @@ def _push_route() -> dict[str, Any]:
         {404: {"description": "`owner` is not this organization"}, 409: {"description": "the name is taken"}},
     ),
 )
-async def create_model(body: ModelCreate, p: Caller, db: DB, request: Request) -> ModelRead:
+async def create_model(body: ModelCreate, ctx: Tenant, db: DB, request: Request) -> ModelRead:
     """Create a model; its hardware is what each replica of its own deployment asks for."""
     view = await models.create(
-        db, p, owner=body.owner, name=body.name, description=body.description, hardware=body.to_hardware()
+        db, ctx, owner=body.owner, name=body.name, description=body.description, hardware=body.to_hardware()
     )
     return ModelRead.of(view, base_url(request))
 
 
 @router.get("/models", **requires("models.list"))
 async def list_models(
-    p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ctx: Tenant, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[ModelRead]:
     """The organization's models, newest first."""
-    rows = await models.page(db, p, limit=limit, after=decode_cursor(cursor))
+    rows = await models.page(db, ctx, limit=limit, after=decode_cursor(cursor))
     base = base_url(request)
     page = Page[ModelRead].of(rows, limit, lambda v: ModelRead.of(v, base), key=lambda v: created_key(v.model))
     return CursorPage[ModelRead].of(page, page_urls(request, "/v1/models", limit))
 
 
 @router.get("/models/{owner}/{name}", **requires("models.read", NOT_FOUND))
-async def get_model(owner: str, name: str, p: Caller, db: DB, request: Request) -> ModelRead:
+async def get_model(owner: str, name: str, ctx: Tenant, db: DB, request: Request) -> ModelRead:
     """The model with its latest version and that version's OpenAPI schema."""
-    return ModelRead.of(await models.get(db, p, owner, name), base_url(request))
+    return ModelRead.of(await models.get(db, ctx, owner, name), base_url(request))
 
 
 @router.patch("/models/{owner}/{name}", **requires("models.update", NOT_FOUND))
-async def update_model(owner: str, name: str, body: ModelUpdate, p: Caller, db: DB, request: Request) -> ModelRead:
+async def update_model(owner: str, name: str, body: ModelUpdate, ctx: Tenant, db: DB, request: Request) -> ModelRead:
     """Change the description, or the default hardware (every hardware field given replaces it whole)."""
     hardware = body.to_hardware() if body.hardware_given() else None
-    view = await models.update(db, p, owner, name, description=body.description, hardware=hardware)
+    view = await models.update(db, ctx, owner, name, description=body.description, hardware=hardware)
     return ModelRead.of(view, base_url(request))
 
 
 @router.delete("/models/{owner}/{name}", status_code=204, **requires("models.delete", {**NOT_FOUND, **IN_USE}))
-async def delete_model(owner: str, name: str, p: Caller, db: DB) -> Response:
+async def delete_model(owner: str, name: str, ctx: Tenant, db: DB) -> Response:
     """Delete the model and all its versions."""
-    await models.delete(db, p, owner, name)
+    await models.delete(db, ctx, owner, name)
     return Response(status_code=204)
 
 
 @router.get("/models/{owner}/{name}/versions", **requires("models.read", NOT_FOUND))
 async def list_model_versions(
-    owner: str, name: str, p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    owner: str, name: str, ctx: Tenant, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[VersionRead]:
     """The model's versions, newest first."""
-    rows = await models.version_page(db, p, owner, name, limit=limit, after=decode_cursor(cursor))
+    rows = await models.version_page(db, ctx, owner, name, limit=limit, after=decode_cursor(cursor))
     url = page_urls(request, f"/v1/models/{owner}/{name}/versions", limit)
     return CursorPage[VersionRead].of(Page[VersionRead].of(rows, limit, VersionRead.of), url)
 
@@ -131,18 +131,18 @@ async def list_model_versions(
     **_push_route(),
 )
 async def push_model_version(
-    owner: str, name: str, p: Caller, db: DB, request: Request, response: Response
+    owner: str, name: str, ctx: Tenant, db: DB, request: Request, response: Response
 ) -> VersionRead:
     """Push a version: the body is the model directory as a tar.gz. Content-addressed: the same
     content gives the same version (200), new content a new one (201); either becomes the latest."""
-    version, created = await models.push(db, p, owner, name, await request.body())
+    version, created = await models.push(db, ctx, owner, name, await request.body())
     response.status_code = 201 if created else 200
     return VersionRead.of(version)
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}", **requires("models.read", NOT_FOUND))
-async def get_model_version(owner: str, name: str, version_id: str, p: Caller, db: DB) -> VersionRead:
-    return VersionRead.of(await models.version(db, p, owner, name, version_id))
+async def get_model_version(owner: str, name: str, version_id: str, ctx: Tenant, db: DB) -> VersionRead:
+    return VersionRead.of(await models.version(db, ctx, owner, name, version_id))
 
 
 @router.delete(
@@ -150,7 +150,7 @@ async def get_model_version(owner: str, name: str, version_id: str, p: Caller, d
     status_code=204,
     **requires("models.delete", {**NOT_FOUND, **IN_USE}),
 )
-async def delete_model_version(owner: str, name: str, version_id: str, p: Caller, db: DB) -> Response:
+async def delete_model_version(owner: str, name: str, version_id: str, ctx: Tenant, db: DB) -> Response:
     """Delete one version; the newest one left becomes the latest."""
-    await models.delete_version(db, p, owner, name, version_id)
+    await models.delete_version(db, ctx, owner, name, version_id)
     return Response(status_code=204)

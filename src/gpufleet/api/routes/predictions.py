@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
 from gpufleet.api.routes.models import base_url, page_urls
 from gpufleet.api.routes.tenancy import NOT_FOUND
@@ -20,11 +20,11 @@ from gpufleet.api.state import app_state
 from gpufleet.api.state import hub_of as hub_of  # routes/agent_predictions.py imports it from here
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.predictions import Prediction, parse_prefer_wait
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import PredictionCreate, PredictionRead, WebhookSecretRead
 from gpufleet.services import idempotency, prediction_stream, predictions
-from gpufleet.services.auth import Principal
 from gpufleet.services.idempotency import IdempotentRequest
 from gpufleet.services.predictions import NewPrediction, Target
 from gpufleet.services.webhooks import check_url
@@ -62,7 +62,7 @@ class Asking:
 
     request: Request
     db: Database
-    p: Principal
+    ctx: TenantContext
     prefer: str | None
     source: str | None
     idempotency_key: str | None
@@ -71,19 +71,19 @@ class Asking:
 async def _asking(
     request: Request,
     db: DB,
-    p: Caller,
+    ctx: Tenant,
     prefer: PreferHeader = None,
     source: SourceHeader = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Asking:
-    return Asking(request, db, p, prefer, source, idempotency_key)
+    return Asking(request, db, ctx, prefer, source, idempotency_key)
 
 
 Ask = Annotated[Asking, Depends(_asking)]
 
 
 async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONResponse:
-    request, db, p, source = ask.request, ask.db, ask.p, ask.source
+    request, db, ctx, source = ask.request, ask.db, ask.ctx, ask.source
     wait_s = parse_prefer_wait(ask.prefer)
     webhook, events = body.webhook, body.webhook_events_filter
     if webhook is None and body.webhook_completed is not None:
@@ -95,7 +95,6 @@ async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONRespo
         stream=body.stream,
         source=source or "api",
     )
-    org_id = p.require_org()
     settings = app_state(request).settings
     if webhook is not None:
         try:
@@ -108,29 +107,26 @@ async def _create(ask: Ask, body: PredictionCreate, target: Target) -> JSONRespo
     created: list[Prediction] = []
 
     async def work(conn: Connection) -> Prediction:
-        made = await predictions.create_in(
-            conn, org_id, target, new, user_id=p.user_id, base_url=base_url(request), box=box
-        )
+        made = await predictions.create_in(conn, ctx, target, new, base_url=base_url(request), box=box)
         created.append(made)
         return made
 
     reply = await idempotency.once(
         db,
-        org_id,
+        ctx,
         once,
         work=work,
         # The key remembers which prediction it made; a retry is answered with that prediction now.
         render=lambda made: {"id": str(made.id)},
         status=201,
-        user_id=p.user_id,
     )
     if reply.replayed:
-        owner, now = await predictions.get(db, org_id, UUID(reply.body["id"]))
+        owner, now = await predictions.get(db, ctx, UUID(reply.body["id"]))
     else:  # as the creating transaction read it back: no second read
         now = created[-1]
         owner = now.model.partition("/")[0]  # the model is "<organization slug>/<name>"
     if wait_s is not None and not now.done:
-        owner, now = await predictions.wait(db, org_id, now.id, wait_s, hub=hub_of(request))
+        owner, now = await predictions.wait(db, ctx, now.id, wait_s, hub=hub_of(request))
     read = PredictionRead.of(now, base_url(request), owner, waited=wait_s is not None)
     headers = {"Preference-Applied": f"wait={int(wait_s)}"} if wait_s is not None else {}
     if reply.replayed:
@@ -176,10 +172,10 @@ async def create_deployment_prediction(owner: str, name: str, body: PredictionCr
 
 @router.get("/predictions", **requires("predictions.list"))
 async def list_predictions(
-    p: Caller, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ctx: Tenant, db: DB, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> CursorPage[PredictionRead]:
     """Newest first; `next` and `previous` are the URLs of the neighbouring pages."""
-    page = await predictions.list_page(db, p.require_org(), limit=limit, cursor=cursor)
+    page = await predictions.list_page(db, ctx, limit=limit, cursor=cursor)
     base, url = base_url(request), page_urls(request, "/v1/predictions", limit)
     return CursorPage[PredictionRead](
         previous=url(page.previous_cursor),
@@ -189,18 +185,16 @@ async def list_predictions(
 
 
 @router.get("/predictions/{prediction_id}", **requires("predictions.read", NOT_FOUND))
-async def get_prediction(prediction_id: str, p: Caller, db: DB, request: Request) -> PredictionRead:
-    owner, found = await predictions.get(db, p.require_org(), prediction_id_of(prediction_id))
+async def get_prediction(prediction_id: str, ctx: Tenant, db: DB, request: Request) -> PredictionRead:
+    owner, found = await predictions.get(db, ctx, prediction_id_of(prediction_id))
     return PredictionRead.of(found, base_url(request), owner)
 
 
 @router.post("/predictions/{prediction_id}/cancel", **requires("predictions.cancel", NOT_FOUND))
-async def cancel_prediction(prediction_id: str, p: Caller, db: DB, request: Request) -> PredictionRead:
+async def cancel_prediction(prediction_id: str, ctx: Tenant, db: DB, request: Request) -> PredictionRead:
     """Queued: `canceled` at once. Processing: its worker is told to stop it; it ends `canceled`.
     Finished: returned unchanged."""
-    owner, found = await predictions.cancel(
-        db, p.require_org(), prediction_id_of(prediction_id), actor=f"user:{p.user_id}"
-    )
+    owner, found = await predictions.cancel(db, ctx, prediction_id_of(prediction_id))
     return PredictionRead.of(found, base_url(request), owner)
 
 
@@ -214,7 +208,7 @@ async def cancel_prediction(prediction_id: str, p: Caller, db: DB, request: Requ
 )
 async def stream_prediction(
     prediction_id: str,
-    p: Caller,
+    ctx: Tenant,
     db: DB,
     request: Request,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
@@ -223,12 +217,9 @@ async def stream_prediction(
     """Server-sent events as Replicate sends them: `output` (one per item; text as is, else JSON),
     `logs` (one per line), `error` (`{"detail": ...}`), then `done` (`{}`, `{"reason": "canceled"}`
     or `{"reason": "error"}`). Each has an `id`; send it back as `Last-Event-ID` to resume."""
-    org_id = p.require_org()
     pid = prediction_id_of(prediction_id)
-    await predictions.get(db, org_id, pid)  # a 404 before the stream starts
-    events = prediction_stream.events(
-        db, org_id, pid, hub=hub_of(request), resume=last_event_id, keepalive_s=keepalive_s
-    )
+    await predictions.get(db, ctx, pid)  # a 404 before the stream starts
+    events = prediction_stream.events(db, ctx, pid, hub=hub_of(request), resume=last_event_id, keepalive_s=keepalive_s)
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in events:
@@ -241,8 +232,8 @@ async def stream_prediction(
 
 
 @router.get("/webhooks/default/secret", **requires("predictions.create"))
-async def default_webhook_secret(p: Caller, db: DB, request: Request) -> WebhookSecretRead:
+async def default_webhook_secret(ctx: Tenant, db: DB, request: Request) -> WebhookSecretRead:
     """The secret that signs this organization's prediction webhooks (Standard Webhooks headers,
     as Replicate's: verify with `replicate.webhooks.validate` or any Standard Webhooks library)."""
     box = SecretBox(app_state(request).settings.secret_key.get_secret_value())
-    return WebhookSecretRead(key=await predictions.default_secret(db, p.require_org(), box))
+    return WebhookSecretRead(key=await predictions.default_secret(db, ctx, box))

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from gpufleet.api.deps import DB, Caller, requires
+from gpufleet.api.deps import DB, Tenant, requires
 from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.domain.quotas import QuotaUsage
 from gpufleet.schemas.jobs import QuotaRead, QuotaSet
@@ -27,23 +27,21 @@ def _read(q: QuotaUsage) -> QuotaRead:
 
 
 @router.get("/quotas", **requires("quotas.list"))
-async def list_quotas(p: Caller, db: DB) -> list[QuotaRead]:
+async def list_quotas(ctx: Tenant, db: DB) -> list[QuotaRead]:
     """Every quota with what is allocated under it now (at most one per GPU model: not paginated)."""
-    return [_read(q) for q in await quotas.list_quotas(db, p.require_org())]
+    return [_read(q) for q in await quotas.list_quotas(db, ctx)]
 
 
 @router.put("/quotas", **requires("quotas.set"))
-async def set_quota(body: QuotaSet, p: Caller, db: DB) -> QuotaRead:
+async def set_quota(body: QuotaSet, ctx: Tenant, db: DB) -> QuotaRead:
     """Create or replace the quota for `gpu_model` (null: all GPUs together). Idempotent.
 
     Lowering a quota below what is in use stops nothing: new jobs wait until usage falls."""
-    usage = await quotas.set_quota(
-        db, p.require_org(), gpu_model=body.gpu_model, max_gpus=body.max_gpus, actor=f"user:{p.user_id}"
-    )
+    usage = await quotas.set_quota(db, ctx, gpu_model=body.gpu_model, max_gpus=body.max_gpus)
     return _read(usage)
 
 
 @router.delete("/quotas/{quota_id}", status_code=204, **requires("quotas.delete", NOT_FOUND))
-async def delete_quota(quota_id: UUID, p: Caller, db: DB) -> Response:
-    await quotas.delete_quota(db, p.require_org(), quota_id, actor=f"user:{p.user_id}")
+async def delete_quota(quota_id: UUID, ctx: Tenant, db: DB) -> Response:
+    await quotas.delete_quota(db, ctx, quota_id)
     return Response(status_code=204)

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, forget_credentials, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, Tenant, forget_credentials, requires
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.tenancy import (
@@ -73,13 +73,13 @@ async def create_organization(body: OrganizationCreate, p: Caller, db: DB) -> Or
 
 
 @router.get("/organizations/{org_id}", tags=["organizations"], **requires("orgs.read", NOT_FOUND))
-async def get_organization(org_id: UUID, p: Caller, db: DB) -> OrganizationRead:
-    return OrganizationRead.model_validate(await orgs.get(db, p, org_id))
+async def get_organization(org_id: UUID, ctx: Tenant, db: DB) -> OrganizationRead:
+    return OrganizationRead.model_validate(await orgs.get(db, ctx, org_id))
 
 
 @router.patch("/organizations/{org_id}", tags=["organizations"], **requires("orgs.update", NOT_FOUND))
-async def update_organization(org_id: UUID, body: OrganizationUpdate, p: Caller, db: DB) -> OrganizationRead:
-    return OrganizationRead.model_validate(await orgs.update(db, p, org_id, name=body.name, settings=body.settings))
+async def update_organization(org_id: UUID, body: OrganizationUpdate, ctx: Tenant, db: DB) -> OrganizationRead:
+    return OrganizationRead.model_validate(await orgs.update(db, ctx, org_id, name=body.name, settings=body.settings))
 
 
 @router.delete(
@@ -88,21 +88,21 @@ async def update_organization(org_id: UUID, body: OrganizationUpdate, p: Caller,
     tags=["organizations"],
     **requires("orgs.delete", {**NOT_FOUND, 409: {"description": "still has hosts or running jobs"}}),
 )
-async def delete_organization(org_id: UUID, p: Caller, db: DB, request: Request) -> Response:
-    await orgs.delete(db, p, org_id)
+async def delete_organization(org_id: UUID, ctx: Tenant, db: DB, request: Request) -> Response:
+    await orgs.delete(db, ctx, org_id)
     forget_credentials(request)
     return Response(status_code=204)
 
 
 @router.get("/members", tags=["members"], **requires("members.list"))
-async def list_members(p: Caller, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[MemberRead]:
-    rows = await orgs.list_members(db, p, limit=limit, after=decode_cursor(cursor))
+async def list_members(ctx: Tenant, db: DB, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[MemberRead]:
+    rows = await orgs.list_members(db, ctx, limit=limit, after=decode_cursor(cursor))
     return Page[MemberRead].of(rows, limit, MemberRead.model_validate, key=lambda m: (m.created_at, m.user_id))
 
 
 @router.patch("/members/{user_id}", tags=["members"], **requires("members.update", NOT_FOUND))
-async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB, request: Request) -> MemberRead:
-    updated = await orgs.set_role(db, p, user_id, body.role)
+async def update_member(user_id: UUID, body: MemberUpdate, ctx: Tenant, db: DB, request: Request) -> MemberRead:
+    updated = await orgs.set_role(db, ctx, user_id, body.role)
     forget_credentials(request)
     return MemberRead.model_validate(updated)
 
@@ -113,8 +113,8 @@ async def update_member(user_id: UUID, body: MemberUpdate, p: Caller, db: DB, re
     tags=["members"],
     **requires("members.remove", {**NOT_FOUND, 409: {"description": "the last owner"}}),
 )
-async def remove_member(user_id: UUID, p: Caller, db: DB, request: Request) -> Response:
-    await orgs.remove_member(db, p, user_id)
+async def remove_member(user_id: UUID, ctx: Tenant, db: DB, request: Request) -> Response:
+    await orgs.remove_member(db, ctx, user_id)
     forget_credentials(request)
     return Response(status_code=204)
 
