@@ -57,7 +57,7 @@ def _allocation(row: asyncpg.Record) -> Allocation:
         host_id=row["host_id"],
         attempt=row["attempt"],
         milli=row["milli"],
-        memory_mb=row["memory_mb"],
+        memory_mib=row["memory_mb"],
         released_at=row["released_at"],
     )
 

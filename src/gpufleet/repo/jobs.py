@@ -10,9 +10,10 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain.jobs import Job, JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import keyset
 
+# The columns written from a JobSpec's attribute of the same name; the GPU requirement's four after them.
 _SPEC_COLUMNS = (
     "name",
     "command",
@@ -22,10 +23,6 @@ _SPEC_COLUMNS = (
     "working_dir",
     "labels",
     "priority",
-    "gpu_count",
-    "gpu_milli",
-    "min_memory_mb",
-    "gpu_models",
     "cpu_milli",
     "ram_mb",
     "max_runtime_s",
@@ -33,6 +30,7 @@ _SPEC_COLUMNS = (
     "retry_on_failure",
     "max_attempts",
 )
+_GPU_COLUMNS = ("gpu_count", "gpu_milli", "min_memory_mb", "gpu_models")  # GpuRequirement, in its order
 
 # Columns a transition may set besides status; anything else is a programming error.
 _TRANSITION_FIELDS = frozenset(
@@ -75,10 +73,7 @@ def _job(row: asyncpg.Record) -> Job:
         working_dir=row["working_dir"],
         labels=row["labels"],
         priority=row["priority"],
-        gpu_count=row["gpu_count"],
-        gpu_milli=row["gpu_milli"],
-        min_memory_mb=row["min_memory_mb"],
-        gpu_models=list(row["gpu_models"]),
+        gpu=GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"])),
         cpu_milli=row["cpu_milli"],
         ram_mb=row["ram_mb"],
         max_runtime_s=row["max_runtime_s"],
@@ -112,8 +107,10 @@ async def create_gpu_job(
     conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None, kind: str = "job"
 ) -> Job:
     """Insert a job in ``pending``; status, timestamps and tenant are the server's, never the client's."""
+    gpu = spec.gpu
     values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
-    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS))
+    values += [gpu.count, gpu.milli, gpu.memory_min_mib, list(gpu.models)]
+    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS, *_GPU_COLUMNS))
     params = ", ".join(f"${i}" for i in range(1, len(values) + 4))
     row = await conn.fetchrow(
         f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, kind, *values

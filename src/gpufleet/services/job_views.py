@@ -53,7 +53,7 @@ async def wait(db: Database, org_id: UUID, job_id: UUID, timeout_s: float) -> Jo
 
 async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[JobView]:
     """``jobs`` with what each holds now; one query for the whole list (none if none hold GPUs)."""
-    holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu_count > 0]
+    holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu.count > 0]
     by_job: dict[UUID, list[Allocation]] = {}
     money: dict[UUID, Decimal] = {}
     if jobs:

@@ -58,9 +58,9 @@ async def submit_in(conn: Connection, org_id: UUID, spec: JobSpec, *, submitted_
         data={
             "to": JobStatus.PENDING.value,
             "attempt": job.attempt,
-            "gpu_count": clean.gpu_count,
-            "gpu_milli": clean.gpu_milli,
-            "gpu_models": clean.gpu_models,
+            "gpu_count": clean.gpu.count,
+            "gpu_milli": clean.gpu.milli,
+            "gpu_models": list(clean.gpu.models),
         },
         actor=_actor(submitted_by),
     )
