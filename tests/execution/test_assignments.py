@@ -46,7 +46,7 @@ async def test_fractional_share_and_only_this_hosts_work(db: Database) -> None:
     second = await add_host(db, org.id, "node-2")
     (a,) = await next_assignments(db, host, wait_s=0)
     assert a.job_id == job_id and a.fractional and a.script == "echo hi" and a.command is None
-    assert (a.gpus[0].milli, a.gpus[0].memory_mb) == (250, 81920 // 4)
+    assert (a.gpus[0].milli, a.gpus[0].memory_mib) == (250, 81920 // 4)
     assert await next_assignments(db, second, wait_s=0) == []
     assert [x.job_id for x in await next_assignments(db, stranger, wait_s=0)] == [theirs]
 
