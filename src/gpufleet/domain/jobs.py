@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.errors import InvalidInput
-from gpufleet.limits import MAX_GPU_MODELS, MAX_GPUS, MAX_MEMORY_MB
+from gpufleet.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_MODELS, MAX_GPUS
 
 WHOLE_GPU_MILLI = 1000  # a share of one GPU is counted in thousandths
 
@@ -83,19 +83,20 @@ class GpuRequirement:
 
     def validate(self) -> GpuRequirement:
         """This requirement normalised (CPU-only holds milli 0; models trimmed, once each), or InvalidInput."""
-        count = _whole("gpu_count", self.count, 0, MAX_GPUS)
-        milli = _whole("gpu_milli", self.milli, 0, WHOLE_GPU_MILLI)
+        count = whole_number("gpu_count", self.count, 0, MAX_GPUS)
+        milli = whole_number("gpu_milli", self.milli, 0, WHOLE_GPU_MILLI)
         broken = gpu_share_error(count, milli)
         if broken is not None:
             raise InvalidInput.at(*broken)
-        memory = _whole("min_memory_mb", self.memory_min_mib, 0, MAX_MEMORY_MB)
+        memory = whole_number("min_memory_mb", self.memory_min_mib, 0, MAX_GPU_MEMORY_MIB)
         models = _models(self.models)
         if count == 0 and (models or memory):
             raise InvalidInput.at("gpu_models" if models else "min_memory_mb", "needs gpu_count of at least 1")
         return GpuRequirement(count, milli if count else 0, memory, models)
 
 
-def _whole(field: str, value: Any, lo: int, hi: int) -> int:
+def whole_number(field: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` if it is an int (not a bool) from ``lo`` to ``hi``, else InvalidInput naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput.at(field, f"must be a whole number from {lo} to {hi}")
     if not lo <= value <= hi:

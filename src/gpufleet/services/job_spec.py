@@ -12,7 +12,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from gpufleet.domain.jobs import JobSpec
+from gpufleet.domain.jobs import JobSpec, whole_number
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import (
     MAX_ATTEMPTS,
@@ -33,14 +33,6 @@ from gpufleet.limits import (
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
-
-
-def _int(field: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput.at(field, f"must be a whole number from {lo} to {hi}")
-    if not lo <= value <= hi:
-        raise InvalidInput.at(field, f"must be from {lo} to {hi}, got {value}")
-    return value
 
 
 def _text(field: str, value: Any, max_len: int, *, empty_ok: bool = False) -> str:
@@ -76,15 +68,15 @@ def validate(spec: JobSpec) -> JobSpec:
         _text("working_dir", spec.working_dir, MAX_PATH)
     _env(spec.env)
     _labels(spec.labels)
-    _int("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    whole_number("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
     gpu = spec.gpu.validate()
-    _int("cpu_milli", spec.cpu_milli, 0, MAX_CPU_MILLI)
-    _int("ram_mb", spec.ram_mb, 0, MAX_RAM_MB)
+    whole_number("cpu_milli", spec.cpu_milli, 0, MAX_CPU_MILLI)
+    whole_number("ram_mb", spec.ram_mb, 0, MAX_RAM_MB)
     if spec.max_runtime_s is not None:
-        _int("max_runtime_s", spec.max_runtime_s, 1, MAX_RUNTIME_S)
+        whole_number("max_runtime_s", spec.max_runtime_s, 1, MAX_RUNTIME_S)
     _bool("retry_on_host_loss", spec.retry_on_host_loss)
     _bool("retry_on_failure", spec.retry_on_failure)
-    _int("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS)
+    whole_number("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS)
     return replace(
         spec,
         gpu=gpu,
