@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.schemas.jobs import JobCreate
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
 from tests.factories import changed, create_host, create_org
 from tests.scheduling.helpers import assert_clean, scheduler, submit
 
 OK = JobSpec(name="train", command=["python", "train.py"])
+BODY = {"name": "train", "command": ["python", "train.py"]}
 
 BAD: list[tuple[str, dict[str, Any]]] = [
     ("name", {"name": ""}),
@@ -68,6 +70,15 @@ def test_valid_specs_are_normalised() -> None:
     assert validate(changed(OK, gpu_milli=250)).gpu.milli == 250
     assert validate(replace(OK, command=None, script="echo hi")).script == "echo hi"
     assert validate(changed(OK, gpu_models=["A100", " A100"])).gpu.models == ("A100",)
+
+
+def test_the_requirement_is_one_value_in_mib() -> None:
+    """GB become MiB once, at the schema; the sketch's shape and the flat fields give the same value."""
+    flat = JobCreate.model_validate({**BODY, "min_memory_gb": 1.5, "gpu_models": ["A100"]}).to_spec()
+    sketch = JobCreate.model_validate({**BODY, "gpu_requirements": {"min_memory": 1.5, "gpu_type": "A100"}}).to_spec()
+    assert flat.gpu == sketch.gpu == GpuRequirement(count=1, milli=1000, memory_min_mib=1536, models=("A100",))
+    assert GpuRequirement(count=0).validate() == GpuRequirement(count=0, milli=0)
+    assert GpuRequirement(milli=250).validate().fractional and not GpuRequirement(count=0).validate().fractional
 
 
 async def test_invalid_submission_writes_nothing(db: Database) -> None:
