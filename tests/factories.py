@@ -7,12 +7,16 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
-from gpufleet.db.pool import Database
-from gpufleet.domain.hosts import GpuRecord, HostRecord
+from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus
 from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec
 from gpufleet.domain.tenancy import Organization, Role, User
-from gpufleet.repo import gpus, orgs
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.repo import orgs
+from gpufleet.repo.rows import mapper
+
+_host = mapper(HostDetail, status=HostStatus)
+_gpu = mapper(GpuDetail, status=GpuStatus)
 
 
 async def create_org(db: Database, name: str = "Acme") -> Organization:
@@ -29,6 +33,50 @@ async def create_user(db: Database, org: Organization | None = None, role: Role 
         return user
 
 
+async def insert_host(
+    conn: Connection, *, org_id: UUID, name: str, cpu_cores: int = 0, ram_mb: int = 0, simulated: bool = False
+) -> HostDetail:
+    """A ready host with no credential and no agent: what the scheduler's tests place work on."""
+    row = await conn.fetchrow(
+        """insert into hosts (organization_id, name, hostname, cpu_cores, ram_mb, simulated, last_heartbeat_at)
+           values ($1, $2, $2, $3, $4, $5, now()) returning *""",
+        org_id,
+        name,
+        cpu_cores,
+        ram_mb,
+        simulated,
+    )
+    assert row is not None
+    return _host(row)
+
+
+async def insert_gpu(
+    conn: Connection,
+    *,
+    org_id: UUID,
+    host_id: UUID,
+    uuid: str,
+    index: int,
+    model: str,
+    memory_mb: int,
+    simulated: bool = False,
+) -> GpuDetail:
+    row = await conn.fetchrow(
+        """insert into gpu_resources (organization_id, host_id, uuid, index, model, memory_mb, simulated,
+                                      last_seen_at)
+           values ($1, $2, $3, $4, $5, $6, $7, now()) returning *""",
+        org_id,
+        host_id,
+        uuid,
+        index,
+        model,
+        memory_mb,
+        simulated,
+    )
+    assert row is not None
+    return _gpu(row)
+
+
 async def create_host(
     db: Database,
     org_id: UUID,
@@ -37,9 +85,9 @@ async def create_host(
     gpus_spec: tuple[tuple[str, int], ...] = (("A100-80GB", 81920),) * 2,
     cpu_cores: int = 64,
     ram_mb: int = 512 * 1024,
-) -> tuple[HostRecord, list[GpuRecord]]:
+) -> tuple[HostDetail, list[GpuDetail]]:
     async with db.system_transaction() as conn:
-        host = await gpus.create_host(
+        host = await insert_host(
             conn,
             org_id=org_id,
             name=name or f"host-{uuid.uuid4().hex[:6]}",
@@ -48,7 +96,7 @@ async def create_host(
             simulated=True,
         )
         made = [
-            await gpus.add_gpu(
+            await insert_gpu(
                 conn,
                 org_id=org_id,
                 host_id=host.id,

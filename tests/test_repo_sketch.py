@@ -9,7 +9,7 @@ import pytest
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.errors import Conflict
-from gpufleet.repo import events, gpus
+from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.allocation import allocate_gpu
 from tests.factories import create_host, create_job, create_org
@@ -93,7 +93,7 @@ async def test_terminal_state_releases_the_gpu(db: Database) -> None:
         )
         g = await gpus.get(conn, org_id=org.id, gpu_id=gpu.id)
         assert g is not None and g.allocated_milli == 0 and g.status == "available"
-        assert await gpus.active_allocations(conn, org_id=org.id, job_id=job.id) == []
+        assert await allocations.active_allocations_for_jobs(conn, org_id=org.id, job_ids=[job.id]) == []
 
 
 async def test_fractional_allocations_never_exceed_a_gpu(db: Database) -> None:

@@ -32,11 +32,12 @@ from hypothesis.stateful import (
 from gpufleet.db.pool import RUNTIME_ROLE, Database
 from gpufleet.domain.jobs import JobStatus, gpu_type_tokens
 from gpufleet.errors import InvalidTransition
-from gpufleet.repo import gpus, orgs
 from gpufleet.repo import jobs as jobs_repo
+from gpufleet.repo import orgs
 from gpufleet.services import hosts as hosts_service
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.transitions import transition_job
+from tests.factories import insert_gpu, insert_host
 from tests.pg import PgServer
 from tests.scheduling.helpers import AUDIT, scheduler, submit
 
@@ -105,13 +106,13 @@ def test_ledger_state_machine(pg_server: PgServer, db_name: str, loop: _Loop) ->
         def _host(self, model: str, count: int, cores: int) -> list[uuid.UUID]:
             async def make() -> list[uuid.UUID]:
                 async with db.system_transaction() as conn:
-                    host = await gpus.create_host(
+                    host = await insert_host(
                         conn, org_id=self.org_id, name=f"h-{uuid.uuid4().hex[:6]}", cpu_cores=cores, ram_mb=65536
                     )
                     self.host_ids.append(host.id)
                     return [
                         (
-                            await gpus.add_gpu(
+                            await insert_gpu(
                                 conn,
                                 org_id=self.org_id,
                                 host_id=host.id,

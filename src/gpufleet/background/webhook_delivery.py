@@ -28,13 +28,13 @@ import asyncpg
 from gpufleet.backoff import delay_after
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.domain.webhooks import Claim
 from gpufleet.errors import ConfigurationError
 from gpufleet.observability import ServerMetrics
 from gpufleet.repo import events
 from gpufleet.repo import webhook_deliveries as repo
 from gpufleet.repo import webhooks as endpoints
 from gpufleet.webhooks import schedule, ssrf
-from gpufleet.webhooks.model import Claim
 from gpufleet.webhooks.sender import Outcome, Sender
 from gpufleet.webhooks.signing import SecretBox, headers, message_id, secret_key_bytes
 

@@ -29,44 +29,6 @@ class GpuStatus(StrEnum):
     MAINTENANCE = "maintenance"
 
 
-@dataclass(frozen=True, slots=True)
-class HostRecord:
-    id: UUID
-    organization_id: UUID
-    name: str
-    status: HostStatus
-    cpu_cores: int
-    ram_mb: int
-    simulated: bool
-    last_heartbeat_at: datetime | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GpuRecord:
-    id: UUID
-    organization_id: UUID
-    host_id: UUID
-    uuid: str
-    index: int
-    model: str
-    memory_mb: int
-    status: GpuStatus
-    simulated: bool
-    allocated_milli: int
-    allocated_memory_mb: int
-    version: int
-    hourly_price: Decimal | None
-
-    @property
-    def free_milli(self) -> int:
-        return 1000 - self.allocated_milli
-
-    @property
-    def free_memory_mb(self) -> int:
-        return self.memory_mb - self.allocated_memory_mb
-
-
 # Why a GPU is offline when its host stopped listing it; a GPU offline for this reason comes
 # back by itself when it is reported again (any other reason needs an admin).
 NOT_REPORTED = "not reported by host"

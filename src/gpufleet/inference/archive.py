@@ -16,6 +16,7 @@ import posixpath
 import stat
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from gpufleet.errors import InvalidInput
@@ -137,19 +138,35 @@ def _members(data: bytes) -> tarfile.TarFile:
         raise InvalidInput(f"not a tar.gz archive: {exc}") from None
 
 
+def _checked(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str]]:
+    """Each member with its cleaned relative path, after the rules both readers share: at most
+    ``MAX_MEMBERS`` members and ``MAX_ARCHIVE_BYTES`` of file contents, no path or link that leaves
+    the tree, only regular files, directories and symbolic links."""
+    total = 0
+    for count, m in enumerate(tar, start=1):
+        if count > MAX_MEMBERS:
+            raise InvalidInput(f"the archive has more than {MAX_MEMBERS} members")
+        name = _clean_name(m.name)
+        if m.issym():
+            if not _inside(posixpath.dirname(name), m.linkname):
+                raise InvalidInput(f"archive member {m.name!r}: a link leaving the model directory")
+        elif m.isreg():
+            total += m.size
+            if total > MAX_ARCHIVE_BYTES:
+                raise InvalidInput(f"the archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MiB")
+        elif not m.isdir():
+            raise InvalidInput(f"archive member {m.name!r}: not a regular file, directory or link")
+        yield m, name
+
+
 def unpack(data: bytes, dest: Path) -> None:
     """Write the archive's files under ``dest`` (created if missing), refusing anything unsafe."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
-    total = count = 0
     try:
         with _members(data) as tar:
-            for m in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise InvalidInput(f"the archive has more than {MAX_MEMBERS} members")
-                name = _clean_name(m.name)
+            for m, name in _checked(tar):
                 target = root / name
                 parent = target.parent.resolve()
                 if parent != root and root not in parent.parents:
@@ -158,25 +175,18 @@ def unpack(data: bytes, dest: Path) -> None:
                     raise InvalidInput(f"archive member {m.name!r}: would write through a link")
                 if m.isdir():
                     target.mkdir(parents=True, exist_ok=True)
-                elif m.isreg():
-                    total += m.size
-                    if total > MAX_ARCHIVE_BYTES:
-                        raise InvalidInput(f"the archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MiB")
-                    src = tar.extractfile(m)
-                    assert src is not None
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-                    fd = os.open(target, flags, 0o755 if m.mode & 0o111 else 0o644)
-                    with os.fdopen(fd, "wb") as out:
-                        while chunk := src.read(1 << 20):
-                            out.write(chunk)
-                elif m.issym():
-                    if not _inside(posixpath.dirname(name), m.linkname):
-                        raise InvalidInput(f"archive member {m.name!r}: a link leaving the model directory")
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if m.issym():
                     os.symlink(m.linkname, target)
-                else:
-                    raise InvalidInput(f"archive member {m.name!r}: not a regular file, directory or link")
+                    continue
+                src = tar.extractfile(m)
+                assert src is not None
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                fd = os.open(target, flags, 0o755 if m.mode & 0o111 else 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise InvalidInput(f"a damaged archive: {exc}") from None
     except FileExistsError as exc:
@@ -187,24 +197,10 @@ def read_files(data: bytes, *, suffixes: tuple[str, ...] = (".py", ".yaml", ".ym
     """The regular files whose names end with one of ``suffixes``, by relative path (for
     ``cog_schema.derive``; nothing is written to disk)."""
     files: dict[str, bytes] = {}
-    total = count = 0
     try:
         with _members(data) as tar:
-            for m in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise InvalidInput(f"the archive has more than {MAX_MEMBERS} members")
-                name = _clean_name(m.name)
-                if m.issym() and not _inside(posixpath.dirname(name), m.linkname):
-                    raise InvalidInput(f"archive member {m.name!r}: a link leaving the model directory")
-                if m.ischr() or m.isblk() or m.isfifo() or m.islnk():
-                    raise InvalidInput(f"archive member {m.name!r}: not a regular file, directory or link")
-                if not m.isreg():
-                    continue
-                total += m.size
-                if total > MAX_ARCHIVE_BYTES:
-                    raise InvalidInput(f"the archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MiB")
-                if name.endswith(suffixes):
+            for m, name in _checked(tar):
+                if m.isreg() and name.endswith(suffixes):
                     src = tar.extractfile(m)
                     assert src is not None
                     files[name] = src.read()

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Role
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +42,7 @@ class KeyPrincipal:
     expires_at: datetime | None = None
 
 
-def _key(row: asyncpg.Record) -> ApiKey:
-    return ApiKey(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        role=Role(row["role"]),
-        expires_at=row["expires_at"],
-        last_used_at=row["last_used_at"],
-        revoked_at=row["revoked_at"],
-        created_at=row["created_at"],
-    )
+_key = mapper(ApiKey, role=Role)
 
 
 async def create(

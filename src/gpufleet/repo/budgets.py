@@ -7,32 +7,15 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import Budget, BudgetPeriod, BudgetState
 from gpufleet.repo.costs import OPEN
+from gpufleet.repo.rows import from_row, mapper
 
 _NIL = "00000000-0000-0000-0000-000000000000"
 
 
-def budget_of(row: asyncpg.Record) -> Budget:
-    return Budget(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        period=BudgetPeriod(row["period"]),
-        amount_limit=row["amount_limit"],
-        currency=row["currency"],
-        hard=row["action"] == "block",
-        user_id=row["user_id"],
-        label_key=row["label_key"],
-        label_value=row["label_value"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        period_days=row["period_days"],
-        period_anchor=row["period_anchor"],
-        stop_running=row["stop_running"],
-    )
+budget_of = mapper(Budget, period=BudgetPeriod, hard=from_row(lambda r: r["action"] == "block"))
 
 
 async def upsert(

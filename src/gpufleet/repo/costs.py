@@ -14,10 +14,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import Price, PriceKind, UsageRow
+from gpufleet.repo.rows import mapper
 
 # What running allocations of the organizations $1 accrued since they were last metered, up to
 # now (never stored). An allocation whose open interval crosses no hour boundary and no price
@@ -131,19 +130,7 @@ COSTS = f"""
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
-def _price(row: asyncpg.Record) -> Price:
-    return Price(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        kind=PriceKind(row["kind"]),
-        gpu_model=row["gpu_model"],
-        host_id=row["host_id"],
-        hourly_price=row["hourly_price"],
-        currency=row["currency"],
-        effective_from=row["effective_from"],
-        set_by=row["set_by"],
-        current=row["current"],
-    )
+_price = mapper(Price, kind=PriceKind)
 
 
 async def add_price(

@@ -6,13 +6,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.models import Hardware
 from gpufleet.domain.predictions import Deployment
 from gpufleet.repo import keyset
 from gpufleet.repo.models import hardware_of
+from gpufleet.repo.rows import from_row, mapper
 
 _SELECT = """select d.*, m.name as model_name, v.digest
                from deployments d join models m on m.id = d.model_id join model_versions v on v.id = d.version_id"""
@@ -35,28 +34,7 @@ _FIELDS = frozenset(
 )
 
 
-def _deployment(row: asyncpg.Record) -> Deployment:
-    return Deployment(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        model_id=row["model_id"],
-        model_name=row["model_name"],
-        version_id=row["version_id"],
-        digest=row["digest"],
-        implicit=row["implicit"],
-        release=row["release"],
-        min_replicas=row["min_replicas"],
-        max_replicas=row["max_replicas"],
-        idle_timeout_s=row["idle_timeout_s"],
-        concurrency=row["concurrency"],
-        hardware=hardware_of(row),
-        failures=row["failures"],
-        next_start_after=row["next_start_after"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+_deployment = mapper(Deployment, hardware=from_row(hardware_of))
 
 
 def hardware_columns(hw: Hardware) -> dict[str, Any]:

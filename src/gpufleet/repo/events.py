@@ -7,25 +7,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.events import Event
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
 
-
-def _event(row: asyncpg.Record) -> Event:
-    return Event(
-        id=row["id"],
-        seq=row["seq"],
-        organization_id=row["organization_id"],
-        entity_type=row["entity_type"],
-        entity_id=row["entity_id"],
-        type=row["type"],
-        data=row["data"],
-        actor=row["actor"],
-        created_at=row["created_at"],
-    )
+_event = mapper(Event)
 
 
 async def append(

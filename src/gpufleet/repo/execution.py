@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.execution import AssignedGpu, Assignment, ExitReport
 from gpufleet.domain.jobs import JobStatus
+from gpufleet.repo.rows import from_row, mapper
 
 # Any constant works as long as every gpufleet process agrees on it (distinct from the others').
 REAPER_LOCK = 0x6766_7265_6170_6572 & 0x7FFF_FFFF_FFFF_FFFF
@@ -160,23 +159,10 @@ class AttemptRecord:
     ends: dict[str, int]  # stream -> bytes received so far (stored or not)
 
 
-def _attempt(row: asyncpg.Record) -> AttemptRecord:
-    return AttemptRecord(
-        organization_id=row["organization_id"],
-        job_id=row["job_id"],
-        attempt=row["attempt"],
-        host_id=row["host_id"],
-        pid=row["pid"],
-        outcome=row["outcome"],
-        reported_by=row["reported_by"],
-        exit_code=row["exit_code"],
-        exit_signal=row["exit_signal"],
-        reason=row["reason"],
-        log_next_seq=row["log_next_seq"],
-        log_bytes=row["log_bytes"],
-        log_truncated=row["log_truncated"],
-        ends={"stdout": row["stdout_end"], "stderr": row["stderr_end"], "system": row["system_end"]},
-    )
+_attempt = mapper(
+    AttemptRecord,
+    ends=from_row(lambda r: {"stdout": r["stdout_end"], "stderr": r["stderr_end"], "system": r["system_end"]}),
+)
 
 
 async def get_attempt(

@@ -7,30 +7,16 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.models import FileRecord
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
 
 _COLUMNS = """id, organization_id, name, content_type, size, sha256, metadata, prediction_id, created_by,
     expires_at, created_at"""
 
 
-def _file(row: asyncpg.Record) -> FileRecord:
-    return FileRecord(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        content_type=row["content_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        metadata=row["metadata"],
-        prediction_id=row["prediction_id"],
-        created_by=row["created_by"],
-        expires_at=row["expires_at"],
-        created_at=row["created_at"],
-    )
+_file = mapper(FileRecord)
 
 
 async def create(

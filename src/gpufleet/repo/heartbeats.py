@@ -16,7 +16,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import SAMPLE_COLUMNS, GpuDetail, HostFacts, HostStatus, SampleSeries
-from gpufleet.repo.host_gpus import gpu_row
+from gpufleet.repo.gpus import gpu_row
 from gpufleet.repo.hosts import facts_params, facts_set
 
 

@@ -1,4 +1,5 @@
-"""Hosts: registration, credentials, heartbeats, liveness and admin status changes.
+"""Hosts: registration, credentials, heartbeats, liveness, admin status changes, and the fleet at a
+glance (every live host with its GPUs and their latest samples, for the dashboard).
 
 Functions that run before the tenant is known (credential lookup) or across every tenant (the
 liveness sweep) say so; they are called only inside ``Database.system_transaction()``.
@@ -12,44 +13,17 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain.hosts import HostDetail, HostFacts, HostIdentity, HostStatus
+from gpufleet.domain.hosts import FleetGpu, FleetHost, GpuStatus, HostDetail, HostFacts, HostIdentity, HostStatus
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
+
+_host = mapper(HostDetail, status=HostStatus)
+_fleet_gpu = mapper(FleetGpu, status=GpuStatus)
 
 
-def _host(row: asyncpg.Record) -> HostDetail:
-    return HostDetail(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        status=HostStatus(row["status"]),
-        status_reason=row["status_reason"],
-        hostname=row["hostname"],
-        os=row["os"],
-        kernel=row["kernel"],
-        arch=row["arch"],
-        cpu_cores=row["cpu_cores"],
-        ram_mb=row["ram_mb"],
-        cpu_milli_allocated=row["cpu_milli_allocated"],
-        ram_mb_allocated=row["ram_mb_allocated"],
-        driver_version=row["driver_version"],
-        cuda_version=row["cuda_version"],
-        agent_version=row["agent_version"],
-        labels=row["labels"],
-        simulated=row["simulated"],
-        credential_prefix=row["credential_prefix"],
-        revoked_at=row["revoked_at"],
-        removed_at=row["removed_at"],
-        registered_at=row["registered_at"],
-        last_heartbeat_at=row["last_heartbeat_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _facts(facts: HostFacts) -> list[Any]:
+def facts_params(facts: HostFacts) -> list[Any]:
+    """The host facts as parameters, in the order of ``facts_set`` (repo/heartbeats.py uses both too)."""
     return [
         facts.hostname,
         facts.os,
@@ -63,18 +37,13 @@ def _facts(facts: HostFacts) -> list[Any]:
     ]
 
 
-# $N..$N+8 in the order of _facts(); the capacity columns never drop below what is allocated,
+# $N..$N+8 in the order of facts_params(); the capacity columns never drop below what is allocated,
 # so a host reporting less RAM than its jobs hold cannot break the ledger's CHECKs.
-def _facts_set(n: int) -> str:
+def facts_set(n: int) -> str:
     return f"""hostname = ${n}, os = ${n + 1}, kernel = ${n + 2}, arch = ${n + 3},
                cpu_cores = greatest(${n + 4}::int, ceil(cpu_milli_allocated / 1000.0)::int),
                ram_mb = greatest(${n + 5}::bigint, ram_mb_allocated),
                driver_version = ${n + 6}, cuda_version = ${n + 7}, agent_version = ${n + 8}"""
-
-
-# The host facts' SET clause and its parameters, for another repo module's statement (repo/heartbeats.py).
-facts_set = _facts_set
-facts_params = _facts
 
 
 async def insert(
@@ -101,7 +70,7 @@ async def insert(
         credential_prefix,
         credential_hash,
         join_token_id,
-        *_facts(facts),
+        *facts_params(facts),
     )
     assert row is not None
     return _host(row)
@@ -136,7 +105,7 @@ async def reregister(
                                  else status end,
                    status_before_unreachable = null,
                    status_reason = case when status = 'unreachable' then null else status_reason end,
-                   {_facts_set(8)}
+                   {facts_set(8)}
              where organization_id = $1 and id = $2 and removed_at is null
          returning *""",
         org_id,
@@ -146,7 +115,7 @@ async def reregister(
         join_token_id,
         labels,
         facts.simulated,
-        *_facts(facts),
+        *facts_params(facts),
     )
     assert row is not None
     return _host(row)
@@ -344,3 +313,45 @@ async def page(
         ascending=True,
     )
     return [_host(r) for r in rows]
+
+
+async def hosts_with_gpus(conn: Conn, *, org_id: UUID, fresh_s: int) -> list[FleetHost]:
+    """Live hosts by name, each with its GPUs by index and the GPU's newest sample of the last
+    ``fresh_s`` seconds (one index probe per GPU on the metrics primary key)."""
+    hosts = await conn.fetch(
+        """select id, name, status, status_reason, simulated, last_heartbeat_at
+             from hosts where organization_id = $1 and removed_at is null order by name, id""",
+        org_id,
+    )
+    gpus = await conn.fetch(
+        """select g.id, g.host_id, g.index, g.model, g.memory_mb, g.status, g.status_reason, g.simulated,
+                  g.allocated_milli, g.foreign_usage, m.ts as sampled_at, m.utilization_pct::float8 as utilization_pct,
+                  m.memory_used_mb::float8 as memory_used_mb, m.temperature_c::float8 as temperature_c,
+                  m.power_w::float8 as power_w
+             from gpu_resources g
+             join hosts h on h.id = g.host_id and h.organization_id = g.organization_id and h.removed_at is null
+             left join lateral (
+                   select ts, utilization_pct, memory_used_mb, temperature_c, power_w from gpu_metrics m
+                    where m.gpu_id = g.id and m.organization_id = g.organization_id
+                      and m.ts >= now() - make_interval(secs => $2)
+                    order by m.ts desc limit 1) m on true
+            where g.organization_id = $1
+            order by g.host_id, g.index""",
+        org_id,
+        fresh_s,
+    )
+    by_host: dict[UUID, list[FleetGpu]] = {}
+    for r in gpus:
+        by_host.setdefault(r["host_id"], []).append(_fleet_gpu(r))
+    return [
+        FleetHost(
+            id=h["id"],
+            name=h["name"],
+            status=HostStatus(h["status"]),
+            status_reason=h["status_reason"],
+            simulated=h["simulated"],
+            last_heartbeat_at=h["last_heartbeat_at"],
+            gpus=by_host.get(h["id"], []),
+        )
+        for h in hosts
+    ]

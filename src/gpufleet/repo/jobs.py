@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import from_row, mapper, optional
 
 # The columns written from a JobSpec's attribute of the same name; the GPU requirement's four after them.
 _SPEC_COLUMNS = (
@@ -63,44 +62,21 @@ _STAMPS = {
 }
 
 
-def _job(row: asyncpg.Record) -> Job:
-    spec = JobSpec(
-        name=row["name"],
-        command=row["command"],
-        script=row["script"],
-        model_type=row["model_type"],
-        env=row["env"],
-        working_dir=row["working_dir"],
-        labels=row["labels"],
-        priority=row["priority"],
-        gpu=GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"])),
-        cpu_milli=row["cpu_milli"],
-        ram_mb=row["ram_mb"],
-        max_runtime_s=row["max_runtime_s"],
-        retry_on_host_loss=row["retry_on_host_loss"],
-        retry_on_failure=row["retry_on_failure"],
-        max_attempts=row["max_attempts"],
-    )
-    return Job(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        status=JobStatus(row["status"]),
-        spec=spec,
-        attempt=row["attempt"],
-        host_id=row["host_id"],
-        status_reason=row["status_reason"],
-        pending_reason=row["pending_reason"],
-        exit_code=row["exit_code"],
-        submitted_by=row["submitted_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        cancel_requested_at=row.get("cancel_requested_at"),
-        cost_estimate=row.get("cost_estimate"),
-        kind=row.get("kind", "job"),
-    )
+def _gpu(row: Any) -> GpuRequirement:
+    return GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"]))
+
+
+_spec = mapper(JobSpec, gpu=from_row(_gpu))
+# The columns later migrations added (cancel_requested_at, cost_estimate, kind) read with a default
+# when a row lacks them, as they always have.
+_job = mapper(
+    Job,
+    status=JobStatus,
+    spec=from_row(_spec),
+    cancel_requested_at=optional(),
+    cost_estimate=optional(),
+    kind=optional("job"),
+)
 
 
 async def create_gpu_job(
@@ -283,3 +259,15 @@ async def finish_many(
         [s.value for s in allowed_from],
     )
     return {r["id"]: _job(r) for r in rows}
+
+
+async def pending_in_order(conn: Conn, *, org_id: UUID, limit: int) -> tuple[int, list[Job]]:
+    """(how many jobs wait, the first ``limit`` of them) in the order the scheduler considers them."""
+    total = await conn.fetchval("select count(*) from jobs where organization_id = $1 and status = 'pending'", org_id)
+    rows = await conn.fetch(
+        """select * from jobs where organization_id = $1 and status = 'pending'
+            order by priority desc, queued_at, id limit $2""",
+        org_id,
+        limit,
+    )
+    return int(total), [_job(r) for r in rows]

@@ -5,29 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import JoinToken
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
 
 # A token that could still register a host.
 _USABLE = "(revoked_at is null and expires_at > now() and (max_uses is null or uses < max_uses))"
 
 
-def _token(row: asyncpg.Record) -> JoinToken:
-    return JoinToken(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        max_uses=row["max_uses"],
-        uses=row["uses"],
-        expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-    )
+_token = mapper(JoinToken)
 
 
 async def create(

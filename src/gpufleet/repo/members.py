@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Role
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import mapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,29 +43,10 @@ class MembershipOf:
     role: Role
 
 
-def _member(row: asyncpg.Record) -> Member:
-    return Member(
-        user_id=row["user_id"],
-        organization_id=row["organization_id"],
-        email=row["email"],
-        name=row["name"],
-        role=Role(row["role"]),
-        created_at=row["created_at"],
-    )
+_member = mapper(Member, role=Role)
 
 
-def _invite(row: asyncpg.Record) -> Invite:
-    return Invite(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        email=row["email"],
-        role=Role(row["role"]),
-        invited_by=row["invited_by"],
-        expires_at=row["expires_at"],
-        accepted_at=row["accepted_at"],
-        revoked_at=row["revoked_at"],
-        created_at=row["created_at"],
-    )
+_invite = mapper(Invite, role=Role)
 
 
 _MEMBER_SELECT = """select m.user_id, m.organization_id, m.role, m.created_at, u.email, u.name

@@ -1,4 +1,5 @@
-"""GPU metrics: time series (raw, bucketed, hourly rollups), fleet summaries, and retention.
+"""GPU metrics: time series (raw, bucketed, hourly rollups; one GPU's or many GPUs' together),
+fleet summaries, and retention.
 
 Buckets are aligned with ``date_bin`` on a fixed UTC origin, so they do not depend on the
 session's time zone. Retention functions run on the system path, except partition DDL, which
@@ -10,32 +11,31 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import MetricAgg, MetricPoint
+from gpufleet.repo.gpus import model_like
+from gpufleet.repo.rows import mapper
 
 _ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
 _PARTITION = r"^gpu_metrics_p[0-9]{8}$"
 
 
-def _point(row: asyncpg.Record) -> MetricPoint:
-    return MetricPoint(
-        ts=row["ts"],
-        utilization_pct=row["util"],
-        memory_used_mb=row["mem"],
-        temperature_c=row["temp"],
-        power_w=row["power"],
-        samples=row["samples"],
-    )
+_point = mapper(MetricPoint)
+
+
+def _bucketed(fn: str) -> str:
+    """A point's columns with ``fn`` over the samples of its bucket, $5 seconds wide (``group by 1``)."""
+    return f"""date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
+               {fn}(utilization_pct)::float8 as utilization_pct, {fn}(memory_used_mb)::float8 as memory_used_mb,
+               {fn}(temperature_c)::float8 as temperature_c, {fn}(power_w)::float8 as power_w"""
 
 
 async def raw_series(
     conn: Conn, *, org_id: UUID, gpu_id: UUID, start: datetime, end: datetime, limit: int
 ) -> list[MetricPoint]:
     rows = await conn.fetch(
-        """select ts, utilization_pct::float8 as util, memory_used_mb::float8 as mem, temperature_c::float8 as temp,
-                  power_w::float8 as power, 1 as samples
+        """select ts, utilization_pct::float8 as utilization_pct, memory_used_mb::float8 as memory_used_mb,
+                  temperature_c::float8 as temperature_c, power_w::float8 as power_w, 1 as samples
              from gpu_metrics
             where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
             order by ts limit $5""",
@@ -53,9 +53,7 @@ async def bucketed_series(
 ) -> list[MetricPoint]:
     fn = "max" if agg is MetricAgg.MAX else "avg"
     rows = await conn.fetch(
-        f"""select date_bin(make_interval(secs => $5), ts, {_ORIGIN}) as ts, count(*)::int as samples,
-                   {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
-                   {fn}(temperature_c)::float8 as temp, {fn}(power_w)::float8 as power
+        f"""select {_bucketed(fn)}
               from gpu_metrics
              where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
              group by 1 order by 1""",
@@ -82,15 +80,15 @@ async def hourly_series(
     )
     rows = await conn.fetch(
         f"""with roll as (
-                select bucket as ts, samples, {util}::float8 as util, {mem}::float8 as mem,
-                       temperature_max::float8 as temp, power_avg::float8 as power
+                select bucket as ts, samples, {util}::float8 as utilization_pct, {mem}::float8 as memory_used_mb,
+                       temperature_max::float8 as temperature_c, power_avg::float8 as power_w
                   from gpu_metrics_hourly
                  where organization_id = $1 and gpu_id = $2
                    and bucket >= date_bin('1 hour', $3::timestamptz, {_ORIGIN}) and bucket < $4),
             raw as (
                 select date_bin('1 hour', ts, {_ORIGIN}) as ts, count(*)::int as samples,
-                       {fn}(utilization_pct)::float8 as util, {fn}(memory_used_mb)::float8 as mem,
-                       max(temperature_c)::float8 as temp, avg(power_w)::float8 as power
+                       {fn}(utilization_pct)::float8 as utilization_pct, {fn}(memory_used_mb)::float8 as memory_used_mb,
+                       max(temperature_c)::float8 as temperature_c, avg(power_w)::float8 as power_w
                   from gpu_metrics
                  where organization_id = $1 and gpu_id = $2 and ts >= $3 and ts < $4
                  group by 1)
@@ -104,6 +102,48 @@ async def hourly_series(
         end,
     )
     return [_point(r) for r in rows]
+
+
+async def aggregate_series(
+    conn: Conn,
+    *,
+    org_id: UUID,
+    start: datetime,
+    end: datetime,
+    seconds: int,
+    agg: MetricAgg,
+    host_id: UUID | None,
+    model: str | None,
+) -> tuple[int, list[MetricPoint]]:
+    """(GPUs matched, one point per bucket) over the GPUs of live hosts that match ``host_id`` and
+    ``model`` (part of the name, any case): ``agg`` of every sample of every matched GPU."""
+    fn = "max" if agg is MetricAgg.MAX else "avg"
+    gpu_ids = [
+        r["id"]
+        for r in await conn.fetch(
+            """select g.id from gpu_resources g
+                 join hosts h on h.id = g.host_id and h.organization_id = g.organization_id and h.removed_at is null
+                where g.organization_id = $1 and ($2::uuid is null or g.host_id = $2)
+                  and ($3::text is null or g.model ilike $3)""",
+            org_id,
+            host_id,
+            None if model is None else model_like(model),
+        )
+    ]
+    if not gpu_ids:
+        return 0, []
+    rows = await conn.fetch(
+        f"""select {_bucketed(fn)}
+              from gpu_metrics
+             where organization_id = $1 and gpu_id = any($2::uuid[]) and ts >= $3 and ts < $4
+             group by 1 order by 1""",
+        org_id,
+        gpu_ids,
+        start,
+        end,
+        seconds,
+    )
+    return len(gpu_ids), [_point(r) for r in rows]
 
 
 async def gpu_counts(conn: Conn, *, org_id: UUID) -> list[tuple[str, str, bool, bool, int]]:

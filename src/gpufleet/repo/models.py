@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.models import Hardware, ModelRecord, VersionRecord
 from gpufleet.inference.cog_schema import VersionInfo
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import from_row, mapper
 
 _VERSION_COLUMNS = """v.id, v.organization_id, v.model_id, m.name as model_name, v.digest, v.archive_size,
     v.predict_ref, v.cog_config, v.openapi_schema, v.python_packages, v.python_version, v.gpu,
@@ -23,52 +22,13 @@ _MODEL_FIELDS = frozenset(
 )
 
 
-def hardware_of(row: asyncpg.Record) -> Hardware:
-    """The hardware columns models and deployments share."""
-    return Hardware(
-        gpu_count=row["gpu_count"],
-        gpu_milli=row["gpu_milli"],
-        min_memory_mb=row["min_memory_mb"],
-        gpu_models=tuple(row["gpu_models"]),
-        cpu_milli=row["cpu_milli"],
-        ram_mb=row["ram_mb"],
-    )
+hardware_of = mapper(Hardware, gpu_models=tuple)  # the hardware columns models and deployments share
 
 
-def _model(row: asyncpg.Record) -> ModelRecord:
-    return ModelRecord(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        name=row["name"],
-        description=row["description"],
-        hardware=hardware_of(row),
-        latest_version_id=row["latest_version_id"],
-        run_count=row["run_count"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+_model = mapper(ModelRecord, hardware=from_row(hardware_of))
 
 
-def _version(row: asyncpg.Record) -> VersionRecord:
-    return VersionRecord(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        model_id=row["model_id"],
-        model_name=row["model_name"],
-        digest=row["digest"],
-        archive_size=row["archive_size"],
-        predict_ref=row["predict_ref"],
-        cog_config=row["cog_config"],
-        openapi_schema=row["openapi_schema"],
-        python_packages=list(row["python_packages"]),
-        python_version=row["python_version"],
-        gpu=row["gpu"],
-        is_generator=row["is_generator"],
-        cog_version=row["cog_version"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-    )
+_version = mapper(VersionRecord, python_packages=list)
 
 
 # -- models -------------------------------------------------------------------------------

@@ -5,32 +5,14 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Membership, Organization, Role, User
+from gpufleet.repo.rows import mapper
+
+_org = mapper(Organization)
 
 
-def _org(row: asyncpg.Record) -> Organization:
-    return Organization(
-        id=row["id"],
-        name=row["name"],
-        slug=row["slug"],
-        settings=row["settings"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _user(row: asyncpg.Record) -> User:
-    return User(
-        id=row["id"],
-        email=row["email"],
-        name=row["name"],
-        external_id=row["external_id"],
-        is_active=row["is_active"],
-        created_at=row["created_at"],
-    )
+_user = mapper(User)
 
 
 async def create(

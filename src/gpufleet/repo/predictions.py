@@ -13,39 +13,19 @@ import asyncpg
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.predictions import Prediction, PredictionStatus
 from gpufleet.repo import keyset
+from gpufleet.repo.rows import from_row, mapper, optional
 
 SELECT = """select p.*, case when d.implicit then null else d.name end as deployment_name
               from predictions p left join deployments d on d.id = p.deployment_id"""
 
 
-def prediction(row: asyncpg.Record) -> Prediction:
-    return Prediction(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        model=row["model"],
-        version=row["version"],
-        input=row["input"],
-        output=row["output"],
-        status=PredictionStatus(row["status"]),
-        error=row["error"],
-        logs=row["logs"],
-        webhook=row["webhook"],
-        webhook_events_filter=list(row["webhook_events_filter"]),
-        metrics=row["metrics"],
-        created_by=row["created_by"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        created_at=row["created_at"],
-        deployment_id=row["deployment_id"],
-        version_id=row["version_id"],
-        replica_id=row["replica_id"],
-        stream=row["stream"],
-        cancel_requested=row["cancel_requested"],
-        output_items=row["output_items"],
-        source=row["source"],
-        deployment=row.get("deployment_name"),
-        base_url=row.get("base_url"),
-    )
+prediction = mapper(
+    Prediction,
+    status=PredictionStatus,
+    webhook_events_filter=list,
+    deployment=from_row(lambda r: r.get("deployment_name")),
+    base_url=optional(),
+)
 
 
 async def insert(

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.predictions import AssignedReplica, Replica, ReplicaStatus
+from gpufleet.repo.rows import from_row, mapper, optional
 
 # The agent is told again to drain a replica (or cancel a prediction) if it still lists it this long after.
 RESEND_S = 10.0
@@ -26,29 +25,14 @@ _WITH_JOB = """select r.*, j.status as job_status, j.host_id,
                  from replicas r join jobs j on j.id = r.job_id"""
 
 
-def _replica(row: asyncpg.Record) -> Replica:
-    return Replica(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        deployment_id=row["deployment_id"],
-        version_id=row["version_id"],
-        job_id=row["job_id"],
-        status=ReplicaStatus(row["status"]),
-        slots=row["slots"],
-        release=row["release"],
-        environment_s=row["environment_s"],
-        environment_cached=row["environment_cached"],
-        setup_s=row["setup_s"],
-        error=row["error"],
-        ready_at=row["ready_at"],
-        last_active_at=row["last_active_at"],
-        stopped_at=row["stopped_at"],
-        created_at=row["created_at"],
-        job_status=row.get("job_status"),
-        host_id=row.get("host_id"),
-        in_flight=int(row.get("in_flight") or 0),
-        idle_s=float(row.get("idle_s") or 0.0),
-    )
+_replica = mapper(
+    Replica,
+    status=ReplicaStatus,
+    job_status=optional(),
+    host_id=optional(),
+    in_flight=from_row(lambda r: int(r.get("in_flight") or 0)),
+    idle_s=from_row(lambda r: float(r.get("idle_s") or 0.0)),
+)
 
 
 async def create(

@@ -14,52 +14,19 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.webhooks import Attempt, Claim, Delivery
 from gpufleet.repo import keyset
-from gpufleet.webhooks.model import Attempt, Claim, Delivery
+from gpufleet.repo.rows import mapper, optional
 
 CHANNEL = "gpufleet_webhooks"
 STATUSES = ("pending", "delivering", "failed", "succeeded", "dead")
 
 
-def _delivery(row: asyncpg.Record) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        webhook_id=row["webhook_id"],
-        url=row.get("url"),
-        prediction_id=row.get("prediction_id"),
-        event_id=row["event_id"],
-        event_seq=row["event_seq"],
-        event_type=row["event_type"],
-        payload=row["payload"],
-        status=row["status"],
-        attempt=row["attempt"],
-        next_attempt_at=row["next_attempt_at"],
-        last_status_code=row["last_status_code"],
-        last_error=row["last_error"],
-        delivered_at=row["delivered_at"],
-        created_at=row["created_at"],
-    )
+_delivery = mapper(Delivery, url=optional(), prediction_id=optional())
 
 
-def _attempt(row: asyncpg.Record) -> Attempt:
-    return Attempt(
-        id=row["id"],
-        delivery_id=row["delivery_id"],
-        attempt=row["attempt"],
-        url=row["url"],
-        address=row["address"],
-        status_code=row["status_code"],
-        response_headers=row["response_headers"],
-        response_body=row["response_body"],
-        error=row["error"],
-        latency_ms=row["latency_ms"],
-        succeeded=row["succeeded"],
-        created_at=row["created_at"],
-    )
+_attempt = mapper(Attempt)
 
 
 # -- history and control (tenant transactions) ------------------------------------------------

@@ -6,30 +6,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from gpufleet.db.pool import Connection as Conn
+from gpufleet.domain.webhooks import Webhook
 from gpufleet.repo import keyset
-from gpufleet.webhooks.model import Webhook
+from gpufleet.repo.rows import from_row, mapper
 
 _COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
 
 
-def _webhook(row: asyncpg.Record) -> Webhook:
-    return Webhook(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        url=row["url"],
-        description=row["description"],
-        event_types=list(row["event_types"]),
-        enabled=row["is_active"],
-        disabled_at=row["disabled_at"],
-        disabled_reason=row["disabled_reason"],
-        failing_since=row["failing_since"],
-        previous_secret_expires_at=row["previous_secret_expires_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+_webhook = mapper(Webhook, event_types=list, enabled=from_row(lambda r: r["is_active"]))
 
 
 async def create(

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from pydantic import Field
 
+from gpufleet.domain.webhooks import Attempt, Delivery, Webhook
 from gpufleet.schemas.common import RequestModel, ResponseModel
-from gpufleet.webhooks.model import Attempt, Delivery, Webhook
 
 DeliveryStatus = Literal["pending", "delivering", "failed", "succeeded", "dead"]
 

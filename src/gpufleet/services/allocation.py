@@ -9,7 +9,7 @@ import asyncpg
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, JobStatus
 from gpufleet.errors import Conflict, NotFound
-from gpufleet.repo import events, gpus
+from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import budgets
 from gpufleet.services.transitions import transition_job
@@ -42,7 +42,7 @@ async def allocate_gpu(
             if job.status is not JobStatus.PENDING:
                 raise Conflict(f"job {job_id} is {job.status}, not pending")
             await transition_job(conn, job, JobStatus.ALLOCATED, host_id=gpu.host_id, actor=actor)
-            allocation = await gpus.allocate_gpu(
+            allocation = await allocations.allocate_gpu(
                 conn,
                 org_id=org_id,
                 gpu_id=gpu_id,

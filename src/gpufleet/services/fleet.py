@@ -11,7 +11,8 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket, MetricPoint
 from gpufleet.domain.jobs import Job
 from gpufleet.errors import InvalidInput
-from gpufleet.repo import fleet as repo
+from gpufleet.repo import hosts as hosts_repo
+from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import metrics as metrics_repo
 
 # A sample older than this is not "the GPU now": its tile shows no numbers.
@@ -30,7 +31,7 @@ class FleetSeries:
 
 async def fleet(db: Database, *, org_id: UUID) -> list[FleetHost]:
     async with db.transaction(org_id) as conn:
-        return await repo.hosts_with_gpus(conn, org_id=org_id, fresh_s=FRESH_S)
+        return await hosts_repo.hosts_with_gpus(conn, org_id=org_id, fresh_s=FRESH_S)
 
 
 async def series(
@@ -67,7 +68,7 @@ async def series(
                 "use a coarser bucket or a shorter range",
                 field="bucket",
             )
-        gpus, points = await repo.aggregate_series(
+        gpus, points = await metrics_repo.aggregate_series(
             conn,
             org_id=org_id,
             start=start,
@@ -82,4 +83,4 @@ async def series(
 
 async def queue(db: Database, *, org_id: UUID, limit: int) -> tuple[int, list[Job]]:
     async with db.transaction(org_id) as conn:
-        return await repo.pending_in_order(conn, org_id=org_id, limit=limit)
+        return await jobs_repo.pending_in_order(conn, org_id=org_id, limit=limit)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import HeartbeatPolicy, HeartbeatReport, HeartbeatResult, HostIdentity
 from gpufleet.errors import Unauthorized
-from gpufleet.repo import events, host_gpus
+from gpufleet.repo import events
+from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import heartbeats as heartbeats_repo
 from gpufleet.services import inventory
 from gpufleet.services.hosts import write_plan
@@ -51,12 +52,12 @@ async def heartbeat(
         beat, rows = stamped.beat, stamped.gpus
         inventory.check_sample_times(series, span, beat.now, policy)
         if stamped.raced:  # a concurrent heartbeat's GPU changes are not in the statement's snapshot
-            rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
+            rows = await gpus_repo.for_host(conn, org_id=org_id, host_id=host_id)
         plan = inventory.plan(rows, report.gpus, series, policy, seen_at=beat.previous_beat)
         if not plan.empty:
             # Something changes: decide again on locked rows, so an allocation or an admin's
             # change that landed since the first read is not overwritten.
-            rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host_id, for_update=True)
+            rows = await gpus_repo.for_host(conn, org_id=org_id, host_id=host_id, for_update=True)
             plan = inventory.plan(rows, report.gpus, series, policy, seen_at=beat.previous_beat)
             await write_plan(conn, org_id=org_id, host_id=host_id, plan=plan, actor=actor)
         if not plan.empty or stamped.raced or not stamped.samples_stored:

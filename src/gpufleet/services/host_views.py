@@ -8,8 +8,9 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, JoinToken
 from gpufleet.errors import NotFound
-from gpufleet.repo import host_gpus, join_tokens
+from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
+from gpufleet.repo import join_tokens
 
 
 async def page_hosts(
@@ -33,7 +34,7 @@ async def host_with_gpus(db: Database, *, org_id: UUID, host_id: UUID) -> tuple[
         host = await hosts_repo.get(conn, org_id=org_id, host_id=host_id)
         if host is None:
             raise NotFound(f"host {host_id} not found")
-        return host, await host_gpus.for_host(conn, org_id=org_id, host_id=host_id)
+        return host, await gpus_repo.for_host(conn, org_id=org_id, host_id=host_id)
 
 
 async def page_gpus(
@@ -47,7 +48,7 @@ async def page_gpus(
     model: str | None = None,
 ) -> list[GpuDetail]:
     async with db.transaction(org_id) as conn:
-        return await host_gpus.page(
+        return await gpus_repo.page(
             conn, org_id=org_id, limit=limit, after=after, status=status, host_id=host_id, model=model
         )
 

@@ -29,7 +29,8 @@ from gpufleet.domain.hosts import (
     ReportedGpu,
 )
 from gpufleet.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
-from gpufleet.repo import events, host_gpus
+from gpufleet.repo import events
+from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as repo
 from gpufleet.services import inventory, join_tokens
 
@@ -38,8 +39,8 @@ async def write_plan(
     conn: Connection, *, org_id: UUID, host_id: UUID, plan: inventory.Plan, actor: str | None
 ) -> list[GpuDetail]:
     """Apply an inventory plan (inserts, guarded updates, events); the inserted GPUs."""
-    inserted = await host_gpus.insert(conn, org_id=org_id, host_id=host_id, gpus=plan.new)
-    written = await host_gpus.apply(conn, org_id=org_id, host_id=host_id, gpus=plan.changed)
+    inserted = await gpus_repo.insert(conn, org_id=org_id, host_id=host_id, gpus=plan.new)
+    written = await gpus_repo.apply(conn, org_id=org_id, host_id=host_id, gpus=plan.changed)
     if written != len(plan.changed):
         raise Conflict("a GPU of this host changed while the report was applied; send it again")
     if plan.events:
@@ -121,7 +122,7 @@ async def register_host(
                     credential_hash=credential.hash,
                     join_token_id=token.id,
                 )
-                rows = await host_gpus.for_host(conn, org_id=org_id, host_id=host.id, for_update=True)
+                rows = await gpus_repo.for_host(conn, org_id=org_id, host_id=host.id, for_update=True)
             plan = inventory.plan(rows, gpus, (), policy, seen_at=existing.last_heartbeat_at if existing else None)
             await write_plan(conn, org_id=org_id, host_id=host.id, plan=plan, actor=actor)
             await events.append(
@@ -139,7 +140,7 @@ async def register_host(
                 },
                 actor=actor,
             )
-            final = await host_gpus.for_host(conn, org_id=org_id, host_id=host.id)
+            final = await gpus_repo.for_host(conn, org_id=org_id, host_id=host.id)
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"a host named {name!r} was registered meanwhile; register under another name") from exc
     return Registration(host, credential.secret, final, reregistered=existing is not None)
@@ -194,12 +195,12 @@ async def list_gpus(
     db: Database, *, org_id: UUID, status: GpuStatus | None = None, host_id: UUID | None = None
 ) -> list[GpuDetail]:
     async with db.transaction(org_id) as conn:
-        return await host_gpus.list_(conn, org_id=org_id, status=status, host_id=host_id)
+        return await gpus_repo.list_(conn, org_id=org_id, status=status, host_id=host_id)
 
 
 async def get_gpu(db: Database, *, org_id: UUID, gpu_id: UUID) -> GpuDetail:
     async with db.transaction(org_id) as conn:
-        gpu = await host_gpus.get(conn, org_id=org_id, gpu_id=gpu_id)
+        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id)
     if gpu is None:
         raise NotFound(f"GPU {gpu_id} not found")
     return gpu
@@ -325,7 +326,7 @@ async def remove_host(db: Database, *, org_id: UUID, host_id: UUID, actor: str |
             )
         removed = await repo.revoke(conn, org_id=org_id, host_id=host_id, remove=True)
         assert removed is not None
-        offline = await host_gpus.take_offline(conn, org_id=org_id, host_id=host_id, reason=HOST_REMOVED)
+        offline = await gpus_repo.take_offline(conn, org_id=org_id, host_id=host_id, reason=HOST_REMOVED)
         await events.append_many(
             conn,
             [(org_id, "gpu", g.id, "gpu.offline", {"to": "offline", "reason": HOST_REMOVED}) for g in offline],
@@ -347,7 +348,7 @@ async def _gpu_transition(
     conn: Connection, gpu: GpuDetail, to: GpuStatus, *, reason: str | None, actor: str | None
 ) -> GpuDetail:
     states.check(states.GPU_TRANSITIONS, gpu.status, to, entity="GPU")
-    moved = await host_gpus.transition(
+    moved = await gpus_repo.transition(
         conn,
         org_id=gpu.organization_id,
         gpu_id=gpu.id,
@@ -374,7 +375,7 @@ async def set_gpu_maintenance(
 ) -> GpuDetail:
     """Take a GPU out of service (``on``) or put it back; running work on it is not touched."""
     async with db.transaction(org_id) as conn:
-        gpu = await host_gpus.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
+        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:
             raise NotFound(f"GPU {gpu_id} not found")
         if on:
@@ -394,7 +395,7 @@ async def clear_gpu_health(db: Database, *, org_id: UUID, gpu_id: UUID, actor: s
     still too hot), the next heartbeat marks it unhealthy again.
     """
     async with db.transaction(org_id) as conn:
-        gpu = await host_gpus.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
+        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:
             raise NotFound(f"GPU {gpu_id} not found")
         if gpu.status is not GpuStatus.UNHEALTHY:

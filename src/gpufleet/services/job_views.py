@@ -10,8 +10,8 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, Job, JobStatus
 from gpufleet.errors import NotFound
+from gpufleet.repo import allocations as allocations_repo
 from gpufleet.repo import costs as costs_repo
-from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import jobs
 
@@ -31,7 +31,7 @@ async def get(db: Database, org_id: UUID, job_id: UUID) -> JobView:
         if job is None:
             raise NotFound(f"job {job_id} not found")
         held = (
-            await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=[job.id])
+            await allocations_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=[job.id])
             if (job.status in _HOLDING)
             else []
         )
@@ -59,7 +59,7 @@ async def with_gpus(db: Database, org_id: UUID, jobs: Sequence[Job]) -> list[Job
     if jobs:
         async with db.transaction(org_id) as conn:
             if holding:
-                for a in await gpus_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=holding):
+                for a in await allocations_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=holding):
                     by_job.setdefault(a.job_id, []).append(a)
             money = await costs_repo.job_costs(conn, org_id=org_id, job_ids=[j.id for j in jobs])
     return [JobView(j, by_job.get(j.id, []), money.get(j.id)) for j in jobs]

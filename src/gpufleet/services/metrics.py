@@ -8,7 +8,7 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
 from gpufleet.errors import InvalidInput, NotFound
-from gpufleet.repo import host_gpus
+from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import metrics as repo
 
@@ -43,7 +43,7 @@ async def gpu_series(
     if end - start > MAX_RANGE:
         raise InvalidInput(f"the range may span at most {MAX_RANGE.days} days", field="start")
     async with db.transaction(org_id) as conn:
-        if await host_gpus.get(conn, org_id=org_id, gpu_id=gpu_id) is None:
+        if await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id) is None:
             raise NotFound(f"GPU {gpu_id} not found")
         cutoff = await repo.raw_cutoff(conn, retention_days=raw_retention_days)
         if start < cutoff:

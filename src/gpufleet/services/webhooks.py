@@ -12,6 +12,7 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
+from gpufleet.domain.webhooks import Attempt, Delivery, Webhook
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.event_types import check_pattern
 from gpufleet.repo import events
@@ -19,7 +20,6 @@ from gpufleet.repo import webhook_deliveries as deliveries
 from gpufleet.repo import webhooks as repo
 from gpufleet.services.auth import Principal
 from gpufleet.webhooks import ssrf
-from gpufleet.webhooks.model import Attempt, Delivery, Webhook
 from gpufleet.webhooks.signing import SecretBox, new_secret
 
 MAX_PATTERNS = 64
