@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpufleet.domain.hosts import HostDetail, HostStatus
-from gpufleet.domain.jobs import Job, JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import hosts, jobs
 
 
@@ -37,10 +37,7 @@ def by_hand_job(row: Any) -> Job:
         working_dir=row["working_dir"],
         labels=row["labels"],
         priority=row["priority"],
-        gpu_count=row["gpu_count"],
-        gpu_milli=row["gpu_milli"],
-        min_memory_mb=row["min_memory_mb"],
-        gpu_models=list(row["gpu_models"]),
+        gpu=GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"])),
         cpu_milli=row["cpu_milli"],
         ram_mb=row["ram_mb"],
         max_runtime_s=row["max_runtime_s"],
@@ -119,7 +116,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     cases = {
-        "job": (by_hand_job, jobs._job, row_of(Job, JobSpec, status="pending", gpu_models=["A100"], kind="job")),
+        "job": (
+            by_hand_job,
+            jobs._job,
+            row_of(
+                Job,
+                JobSpec,
+                status="pending",
+                gpu_count=1,
+                gpu_milli=1000,
+                min_memory_mb=0,
+                gpu_models=["A100"],
+                kind="job",
+            ),
+        ),
         "host": (by_hand_host, hosts._host, row_of(HostDetail, status="ready")),
     }
     result: dict[str, Any] = {"rows": args.rows, "repeat": args.repeat}

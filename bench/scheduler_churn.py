@@ -46,7 +46,7 @@ from gpufleet.config import Settings
 from gpufleet.db import migrate
 from gpufleet.db.embedded import EmbeddedPostgres
 from gpufleet.db.pool import RUNTIME_ROLE, Database
-from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidTransition
 from gpufleet.repo import jobs as jobs_repo
@@ -132,8 +132,7 @@ class Writer:
                 spec = JobSpec(
                     name="api",
                     command=["true"],
-                    gpu_count=self.rng.choice([1, 1, 2, 4]),
-                    gpu_models=["B200"] if unfit else [],
+                    gpu=GpuRequirement(count=self.rng.choice([1, 1, 2, 4]), models=("B200",) if unfit else ()),
                 )
                 await jobs_service.submit(self.db, TenantContext.system(org), spec)
                 self.counts["submitted"] += 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus
-from gpufleet.domain.jobs import Job, JobSpec
+from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import orgs
@@ -114,7 +116,24 @@ async def create_host(
         return host, made
 
 
-async def create_job(db: Database, org_id: UUID, **spec: object) -> Job:
-    fields: dict[str, object] = {"name": "job", "command": ["true"], **spec}
+# The API's names of a GPU requirement's parts (JobRead.requirements) -> GpuRequirement's.
+_GPU_FIELDS = {"gpu_count": "count", "gpu_milli": "milli", "min_memory_mb": "memory_min_mib", "gpu_models": "models"}
+
+
+def job_spec(**fields: Any) -> JobSpec:
+    """A JobSpec from flat keywords, the GPU requirement's spelled as the API spells them (gpu_count=2)."""
+    gpu = {_GPU_FIELDS[k]: fields.pop(k) for k in list(fields) if k in _GPU_FIELDS}
+    if "models" in gpu and isinstance(gpu["models"], list):
+        gpu["models"] = tuple(gpu["models"])
+    return JobSpec(**{"name": "job", "command": ["true"], **fields}, gpu=GpuRequirement(**gpu))
+
+
+def changed(spec: JobSpec, **change: Any) -> JobSpec:
+    """``spec`` with fields changed, the GPU requirement's by their API names (gpu_count=2)."""
+    gpu = {_GPU_FIELDS[k]: change.pop(k) for k in list(change) if k in _GPU_FIELDS}
+    return replace(spec, **change, gpu=replace(spec.gpu, **gpu))
+
+
+async def create_job(db: Database, org_id: UUID, **spec: Any) -> Job:
     async with db.transaction(org_id) as conn:
-        return await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=JobSpec(**fields))  # type: ignore[arg-type]
+        return await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=job_spec(**spec))

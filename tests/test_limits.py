@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from gpufleet.domain.jobs import JobSpec
 from gpufleet.errors import InvalidInput
 from gpufleet.schemas.jobs import JobCreate, QuotaSet
 from gpufleet.services.job_spec import validate
+from tests.factories import changed
 
 OK = JobSpec(name="train", command=["python", "train.py"])
 BODY: dict[str, Any] = {"name": "train", "command": ["python", "train.py"]}
@@ -34,9 +34,9 @@ def test_schema_and_service_share_each_bound(field: str, bound: Any) -> None:
     with pytest.raises(ValidationError) as schema_err:
         JobCreate.model_validate({**BODY, field: over})
     assert schema_err.value.errors()[0]["loc"][0] == field
-    assert validate(replace(OK, **{field: bound}))
+    assert validate(changed(OK, **{field: bound}))
     with pytest.raises(InvalidInput) as service_err:
-        validate(replace(OK, **{field: over}))
+        validate(changed(OK, **{field: over}))
     assert service_err.value.extra["field"] == field and str(service_err.value).startswith(f"{field}: ")
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.errors import Conflict
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
@@ -25,8 +25,7 @@ async def test_create_gpu_job_is_pending_and_tenant_scoped(db: Database) -> None
                 name="Text Generation",
                 model_type="text",
                 command=["python", "gen.py"],
-                min_memory_mb=8192,
-                gpu_models=["A100"],
+                gpu=GpuRequirement(memory_min_mib=8192, models=("A100",)),
             ),
         )
     assert job.status is JobStatus.PENDING and job.organization_id == a.id

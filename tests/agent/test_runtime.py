@@ -153,7 +153,7 @@ async def test_environment_of_a_gpu_job(rt: ProcessRuntime) -> None:
 async def test_environment_of_cpu_and_fractional_jobs(rt: ProcessRuntime) -> None:
     cpu = await env_of(rt, ProcessSpec("e2", 1, argv=DUMP_ENV))
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "GPUFLEET_GPU_SHARE" not in cpu
-    frac = await env_of(rt, ProcessSpec("e3", 1, argv=DUMP_ENV, gpus=[0], gpu_milli=250, gpu_memory_mb=20000))
+    frac = await env_of(rt, ProcessSpec("e3", 1, argv=DUMP_ENV, gpus=[0], gpu_milli=250, gpu_memory_mib=20000))
     assert (frac["CUDA_VISIBLE_DEVICES"], frac["GPUFLEET_GPU_SHARE"]) == ("0", "0.250")
     assert frac["GPUFLEET_GPU_MEMORY_LIMIT_MB"] == "20000"
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from gpufleet.domain.costs import Budget, BudgetPeriod, BudgetState
+from gpufleet.domain.jobs import GpuRequirement
 from gpufleet.scheduler.allocator import make_policy
 from gpufleet.scheduler.decide import decide_org
 from gpufleet.scheduler.types import PendingJob
@@ -31,8 +32,8 @@ def _budget(
 
 def _job(estimate: str | None, user: uuid.UUID = ALICE, labels: dict[str, str] | None = None) -> PendingJob:
     return PendingJob(
-        id=uuid.uuid4(), organization_id=ORG, attempt=1, priority=0, waited_s=0.0, gpu_count=1, gpu_milli=1000,
-        min_memory_mb=0, gpu_models=(), cpu_milli=0, ram_mb=0, pending_reason=None, submitted_by=user,
+        id=uuid.uuid4(), organization_id=ORG, attempt=1, priority=0, waited_s=0.0, gpu=GpuRequirement(),
+        cpu_milli=0, ram_mb=0, pending_reason=None, submitted_by=user,
         labels=labels or {}, cost_estimate=Decimal(estimate) if estimate is not None else None,
     )  # fmt: skip
 

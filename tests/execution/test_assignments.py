@@ -10,6 +10,7 @@ import pytest
 from gpufleet.db.pool import Database
 from gpufleet.domain.execution import Assignment
 from gpufleet.errors import InvalidInput
+from gpufleet.schemas.execution import AssignmentOut
 from gpufleet.services import reports
 from gpufleet.services.assignments import next_assignments
 from gpufleet.services.wakeups import WakeHub
@@ -46,7 +47,11 @@ async def test_fractional_share_and_only_this_hosts_work(db: Database) -> None:
     second = await add_host(db, org.id, "node-2")
     (a,) = await next_assignments(db, host, wait_s=0)
     assert a.job_id == job_id and a.fractional and a.script == "echo hi" and a.command is None
-    assert (a.gpus[0].milli, a.gpus[0].memory_mb) == (250, 81920 // 4)
+    assert (a.gpus[0].milli, a.gpus[0].memory_mib) == (250, 81920 // 4)
+    # On the wire the share keeps its name (memory_mb), and the agent reads fractional off gpu_milli.
+    wire = AssignmentOut.model_validate_json(AssignmentOut.model_validate(a).model_dump_json())
+    assert wire.fractional and wire.gpu_milli == 250 and wire.gpus[0].memory_mb == 81920 // 4
+    assert "fractional" not in wire.model_dump() and "memory_mib" not in wire.model_dump()["gpus"][0]
     assert await next_assignments(db, second, wait_s=0) == []
     assert [x.job_id for x in await next_assignments(db, stranger, wait_s=0)] == [theirs]
 

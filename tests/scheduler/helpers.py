@@ -11,7 +11,7 @@ def host(
     gpus: int = 2,
     free: int | None = None,
     model: str = "A100-80GB",
-    memory_mb: int = 81920,
+    memory_mib: int = 81920,
     milli: list[int] | None = None,
     cpu: int = 64_000,
     cpu_free: int | None = None,
@@ -28,9 +28,9 @@ def host(
         GpuState(
             f"{name}/g{i}",
             model,
-            memory_mb,
+            memory_mib,
             m,
-            memory_mb * m // 1000,
+            memory_mib * m // 1000,
             states.get(i, "available"),
         )
         for i, m in enumerate(milli)
@@ -45,14 +45,14 @@ def job(
     id: str = "j",
     cpu: int = 0,
     ram: int = 0,
-    memory_mb: int = 0,
+    memory_min_mib: int = 0,
     models: tuple[str, ...] = (),
 ) -> JobRequest:
     return JobRequest(
         id,
         gpu_count=gpus,
         gpu_milli=milli if gpus else 0,
-        memory_mb=memory_mb,
+        memory_min_mib=memory_min_mib,
         gpu_models=frozenset(models),
         cpu_milli=cpu,
         ram_mb=ram,

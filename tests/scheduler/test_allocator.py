@@ -44,7 +44,7 @@ def test_fractional_job_packs_onto_the_partly_used_gpu(name: str) -> None:
 
 
 def test_fractional_job_reserves_its_memory_request() -> None:
-    result = allocate(job(milli=250, memory_mb=10_000), [host("a", gpus=1)])
+    result = allocate(job(milli=250, memory_min_mib=10_000), [host("a", gpus=1)])
     assert isinstance(result, Placement)
     assert result.gpus == (GpuShare("a/g0", 250, 10_000),)
 
@@ -52,12 +52,12 @@ def test_fractional_job_reserves_its_memory_request() -> None:
 def test_fractional_job_needs_the_gpu_memory_free() -> None:
     # 600 milli free but only 8192 MiB of memory left on the shared GPU
     hosts = [HostState("a", "a", 8000, 8000, 0, 0, (GpuState("a/g0", "T4", 16384, 600, 8192),))]
-    result = allocate(job(milli=300, memory_mb=10_000), hosts)
+    result = allocate(job(milli=300, memory_min_mib=10_000), hosts)
     assert isinstance(result, Unschedulable)
 
 
 def test_gpu_model_constraint() -> None:
-    hosts = [host("t4", model="T4", memory_mb=16384), host("a100", gpus=1)]
+    hosts = [host("t4", model="T4", memory_mib=16384), host("a100", gpus=1)]
     result = allocate(job(models=("A100-80GB",)), hosts)
     assert isinstance(result, Placement) and result.host_id == "a100"
     missing = allocate(job(models=("H100",)), hosts)
@@ -66,8 +66,8 @@ def test_gpu_model_constraint() -> None:
 
 
 def test_gpu_memory_minimum_and_the_never_flag() -> None:
-    hosts = [host(f"t{i}", model="T4", memory_mb=16384) for i in range(6)]
-    result = allocate(job(memory_mb=40960), hosts)
+    hosts = [host(f"t{i}", model="T4", memory_mib=16384) for i in range(6)]
+    result = allocate(job(memory_min_mib=40960), hosts)
     assert isinstance(result, Unschedulable) and result.never
     assert result.reasons[0] == "no host has a GPU with 40960 MiB memory (largest: 16384 MiB T4)"
 

@@ -36,7 +36,7 @@ def jobs(draw: st.DrawFn, n: int) -> JobRequest:
         f"j{n}",
         gpu_count=count,
         gpu_milli=milli if count else 0,
-        memory_mb=draw(st.sampled_from([0, 0, 4096, 20000])),
+        memory_min_mib=draw(st.sampled_from([0, 0, 4096, 20000])),
         gpu_models=frozenset(draw(st.sets(st.sampled_from(MODELS), max_size=2))),
         cpu_milli=draw(st.integers(0, 16)) * 1000,
         ram_mb=draw(st.sampled_from([0, 1024, 32768])),
@@ -52,7 +52,7 @@ def check_invariants(
         assert 0 <= h.ram_mb_free <= h.ram_mb_total
         for g in h.gpus:
             assert 0 <= g.free_milli <= 1000
-            assert 0 <= g.free_memory_mb <= g.memory_mb
+            assert 0 <= g.free_memory_mib <= g.memory_mib
     for p in placements:
         job = running[p.job_id]
         host = by_host[p.host_id]
@@ -65,7 +65,7 @@ def check_invariants(
             assert gpu.status == "available"
             assert share.milli == job.gpu_milli
             assert not job.gpu_models or gpu.model in job.gpu_models
-            assert gpu.memory_mb == 0 or gpu.memory_mb >= job.memory_mb
+            assert gpu.memory_mib == 0 or gpu.memory_mib >= job.memory_min_mib
     allocated = sum(p.gpu_milli for p in placements)
     assert cluster.allocated_gpu_milli == allocated
 
@@ -129,7 +129,7 @@ def test_never_means_no_empty_host_could_hold_it(snapshot: list[HostState], job:
                 h.cpu_milli_total,
                 h.ram_mb_total,
                 h.ram_mb_total,
-                tuple(GpuState(g.id, g.model, g.memory_mb) for g in h.gpus),
+                tuple(GpuState(g.id, g.model, g.memory_mib) for g in h.gpus),
             )
             for h in snapshot
         ]

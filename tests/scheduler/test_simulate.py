@@ -86,7 +86,7 @@ hosts:
         )
     )
     assert [h.name for h in hosts] == ["big-0", "big-1", "mixed"]
-    assert len(hosts[0].gpus) == 8 and hosts[0].gpus[0].memory_mb == 81920
+    assert len(hosts[0].gpus) == 8 and hosts[0].gpus[0].memory_mib == 81920
     assert [g.model for g in hosts[2].gpus] == ["T4", "L4"]
     jobs = load_jobs(
         write(
@@ -101,7 +101,7 @@ jobs:
         )
     )
     assert [j.id for j in jobs] == ["train-0", "train-1", "train-2", "notebook", "etl"]
-    assert jobs[3] == JobRequest("notebook", 1, 250, memory_mb=8192)
+    assert jobs[3] == JobRequest("notebook", 1, 250, memory_min_mib=8192)
     assert jobs[4].gpu_count == 0 and jobs[4].cpu_milli == 4000
 
 

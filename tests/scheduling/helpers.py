@@ -7,10 +7,9 @@ from uuid import UUID
 
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
-from gpufleet.domain.jobs import JobSpec
 from gpufleet.scheduler.service import Scheduler
 from gpufleet.services import jobs as jobs_service
-from tests.factories import ctx_for
+from tests.factories import ctx_for, job_spec
 
 
 def settings(**overrides: Any) -> Settings:
@@ -23,8 +22,7 @@ def scheduler(db: Database, **overrides: Any) -> Scheduler:
 
 
 async def submit(db: Database, org_id: UUID, **spec: Any) -> UUID:
-    fields: dict[str, Any] = {"name": "job", "command": ["true"], **spec}
-    job = await jobs_service.submit(db, ctx_for(org_id), JobSpec(**fields))
+    job = await jobs_service.submit(db, ctx_for(org_id), job_spec(**spec))
     return job.id
 
 

@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 
 from gpufleet.db.pool import Database
-from gpufleet.domain.jobs import JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.schemas.jobs import JobCreate
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
-from tests.factories import create_host, create_org, ctx_for
+from tests.factories import changed, create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, scheduler, submit
 
 OK = JobSpec(name="train", command=["python", "train.py"])
+BODY = {"name": "train", "command": ["python", "train.py"]}
 
 BAD: list[tuple[str, dict[str, Any]]] = [
     ("name", {"name": ""}),
@@ -56,24 +58,33 @@ BAD: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("field", "change"), BAD, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD)])
 def test_each_rule_names_its_field(field: str, change: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput) as err:
-        validate(replace(OK, **change))
+        validate(changed(OK, **change))
     assert err.value.extra["field"] == field
     assert field.split("[")[0].split(".")[0] in err.value.message
 
 
 def test_valid_specs_are_normalised() -> None:
     assert validate(OK) == OK
-    cpu_only = validate(replace(OK, gpu_count=0))
-    assert cpu_only.gpu_milli == 0  # the default 1000 means nothing without GPUs
-    assert validate(replace(OK, gpu_milli=250)).gpu_milli == 250
+    cpu_only = validate(changed(OK, gpu_count=0))
+    assert cpu_only.gpu.milli == 0  # the default 1000 means nothing without GPUs
+    assert validate(changed(OK, gpu_milli=250)).gpu.milli == 250
     assert validate(replace(OK, command=None, script="echo hi")).script == "echo hi"
-    assert validate(replace(OK, gpu_models=["A100", "A100"])).gpu_models == ["A100"]
+    assert validate(changed(OK, gpu_models=["A100", " A100"])).gpu.models == ("A100",)
+
+
+def test_the_requirement_is_one_value_in_mib() -> None:
+    """GB become MiB once, at the schema; the sketch's shape and the flat fields give the same value."""
+    flat = JobCreate.model_validate({**BODY, "min_memory_gb": 1.5, "gpu_models": ["A100"]}).to_spec()
+    sketch = JobCreate.model_validate({**BODY, "gpu_requirements": {"min_memory": 1.5, "gpu_type": "A100"}}).to_spec()
+    assert flat.gpu == sketch.gpu == GpuRequirement(count=1, milli=1000, memory_min_mib=1536, models=("A100",))
+    assert GpuRequirement(count=0).validate() == GpuRequirement(count=0, milli=0)
+    assert GpuRequirement(milli=250).validate().fractional and not GpuRequirement(count=0).validate().fractional
 
 
 async def test_invalid_submission_writes_nothing(db: Database) -> None:
     org = await create_org(db)
     with pytest.raises(InvalidInput):
-        await jobs_service.submit(db, ctx_for(org.id), replace(OK, gpu_count=2, gpu_milli=500))
+        await jobs_service.submit(db, ctx_for(org.id), changed(OK, gpu_count=2, gpu_milli=500))
     async with db.system_transaction() as conn:
         assert await conn.fetchval("select count(*) from jobs") == 0
 

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
+from gpufleet.domain.jobs import is_fractional
+
 if TYPE_CHECKING:
     from gpufleet.config import Settings
     from gpufleet.domain.predictions import AssignedReplica
@@ -53,7 +55,7 @@ class AssignedGpu:
     index: int
     model: str
     milli: int  # 1000: the whole GPU
-    memory_mb: int  # the memory the share may use
+    memory_mib: int  # the memory the share may use (allocations.memory_mb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,7 @@ class Assignment:
 
     @property
     def fractional(self) -> bool:
-        return len(self.gpus) == 1 and self.gpus[0].milli < 1000
+        return is_fractional(self.gpu_milli)
 
 
 @dataclass(frozen=True, slots=True)

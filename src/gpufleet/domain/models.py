@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from gpufleet.domain.jobs import GpuRequirement, mib_of_gb
 from gpufleet.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -96,11 +97,16 @@ class Hardware:
         return cls(
             gpu_count=count,
             gpu_milli=milli,
-            min_memory_mb=round((min_memory_gb or 0) * 1024),
+            min_memory_mb=mib_of_gb(min_memory_gb),
             gpu_models=tuple(m for m in models if m),
             cpu_milli=round((cpu or 0) * 1000),
-            ram_mb=round((ram_gb or 0) * 1024),
+            ram_mb=mib_of_gb(ram_gb),
         )
+
+    @property
+    def gpu(self) -> GpuRequirement:
+        """What each replica's job asks of GPUs."""
+        return GpuRequirement(self.gpu_count, self.gpu_milli, self.min_memory_mb, self.gpu_models)
 
     def label(self) -> str:
         """A short description, e.g. ``1x GPU``, ``0.25 GPU``, ``CPU``, ``2x A100 >=40 GiB``."""

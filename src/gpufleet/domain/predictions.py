@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from gpufleet.domain.jobs import mib_of_gb
 from gpufleet.domain.models import Hardware
 from gpufleet.errors import InvalidInput
 
@@ -307,7 +308,7 @@ def parse_hardware(text: str) -> Hardware:
     if m:
         kind = m["kind"]
         models = () if kind.upper() == "GPU" else tuple(k for k in kind.split("/") if k)
-        memory = round(float(m["gib"]) * 1024) if m["gib"] else 0
+        memory = mib_of_gb(float(m["gib"])) if m["gib"] else 0
         if m["count"] is not None:
             count = int(m["count"])
             return Hardware(gpu_count=count, gpu_milli=1000 if count else 0, min_memory_mb=memory, gpu_models=models)

@@ -6,13 +6,15 @@ they raise when a GPU cannot take the work is ``repo.gpus.CAPACITY_ERRORS``.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.jobs import Allocation
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import from_row, mapper
 
-_allocation = mapper(Allocation)
+# The domain names the unit (memory_mib); the column keeps its name.
+_allocation = mapper(Allocation, memory_mib=from_row(itemgetter("memory_mb")))
 
 
 async def allocate_gpu(

@@ -8,10 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain.jobs import Job, JobSpec, JobStatus
+from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import keyset
 from gpufleet.repo.rows import from_row, mapper, optional
 
+# The columns written from a JobSpec's attribute of the same name; the GPU requirement's four after them.
 _SPEC_COLUMNS = (
     "name",
     "command",
@@ -21,10 +22,6 @@ _SPEC_COLUMNS = (
     "working_dir",
     "labels",
     "priority",
-    "gpu_count",
-    "gpu_milli",
-    "min_memory_mb",
-    "gpu_models",
     "cpu_milli",
     "ram_mb",
     "max_runtime_s",
@@ -32,6 +29,7 @@ _SPEC_COLUMNS = (
     "retry_on_failure",
     "max_attempts",
 )
+_GPU_COLUMNS = ("gpu_count", "gpu_milli", "min_memory_mb", "gpu_models")  # GpuRequirement, in its order
 
 # Columns a transition may set besides status; anything else is a programming error.
 _TRANSITION_FIELDS = frozenset(
@@ -64,7 +62,11 @@ _STAMPS = {
 }
 
 
-_spec = mapper(JobSpec, gpu_models=list)
+def _gpu(row: Any) -> GpuRequirement:
+    return GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"]))
+
+
+_spec = mapper(JobSpec, gpu=from_row(_gpu))
 # The columns later migrations added (cancel_requested_at, cost_estimate, kind) read with a default
 # when a row lacks them, as they always have.
 _job = mapper(
@@ -81,8 +83,10 @@ async def create_gpu_job(
     conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None, kind: str = "job"
 ) -> Job:
     """Insert a job in ``pending``; status, timestamps and tenant are the server's, never the client's."""
+    gpu = spec.gpu
     values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
-    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS))
+    values += [gpu.count, gpu.milli, gpu.memory_min_mib, list(gpu.models)]
+    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS, *_GPU_COLUMNS))
     params = ", ".join(f"${i}" for i in range(1, len(values) + 4))
     row = await conn.fetchrow(
         f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, kind, *values

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import BudgetState
+from gpufleet.domain.jobs import GpuRequirement
 from gpufleet.domain.quotas import Quota
 from gpufleet.repo import budgets as budgets_repo
 from gpufleet.scheduler.model import AVAILABLE, GpuState, HostState
@@ -93,10 +94,7 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
             attempt=r["attempt"],
             priority=r["priority"],
             waited_s=r["waited_s"],
-            gpu_count=r["gpu_count"],
-            gpu_milli=r["gpu_milli"],
-            min_memory_mb=r["min_memory_mb"],
-            gpu_models=tuple(r["gpu_models"]),
+            gpu=GpuRequirement(r["gpu_count"], r["gpu_milli"], r["min_memory_mb"], tuple(r["gpu_models"])),
             cpu_milli=r["cpu_milli"],
             ram_mb=r["ram_mb"],
             pending_reason=r["pending_reason"],
@@ -145,7 +143,7 @@ class LockedGpu:
     host_id: UUID
     allocatable: bool
     free_milli: int
-    free_memory_mb: int
+    free_memory_mib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +227,14 @@ async def write_placements(conn: Conn, rows: Sequence[PlacementRow]) -> int:
     a_milli: list[int] = []
     a_mem: list[int] = []
     for r in rows:
-        for gpu_id, milli, memory_mb in r.shares:
+        for gpu_id, milli, memory_mib in r.shares:
             a_org.append(r.org_id)
             a_job.append(r.job_id)
             a_gpu.append(gpu_id)
             a_host.append(r.host_id)
             a_attempt.append(r.attempt)
             a_milli.append(milli)
-            a_mem.append(memory_mb)
+            a_mem.append(memory_mib)
     if a_job:
         await conn.execute(
             """insert into allocations (organization_id, job_id, gpu_id, host_id, attempt, milli, memory_mb)

@@ -75,8 +75,8 @@ class Host:
         self.ram_free = state.ram_mb_free
         self.gpu_ids = [g.id for g in state.gpus]
         self.models = [g.model for g in state.gpus]
-        self.mem_total = [g.memory_mb for g in state.gpus]
-        self.mem_free = [g.free_memory_mb for g in state.gpus]
+        self.mem_total = [g.memory_mib for g in state.gpus]
+        self.mem_free = [g.free_memory_mib for g in state.gpus]
         self.usable = [self.ready and g.status == AVAILABLE for g in state.gpus]
         self.gpu_status = [g.status for g in state.gpus]
         self.hidden_free = [g.free_milli for g in state.gpus]  # kept for snapshot() only
@@ -218,11 +218,11 @@ class ClusterState:
                 for i, f in enumerate(free)
                 if f == WHOLE_GPU
                 and (not allowed or h.models[i] in allowed)
-                and (h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0)
+                and (h.mem_total[i] >= job.memory_min_mib or h.mem_total[i] == 0)
             ]
             if len(picks) < k:
                 return []
-            if len(picks) > k and job.memory_mb:
+            if len(picks) > k and job.memory_min_mib:
                 # leave the GPUs with the most memory for the jobs that need it
                 picks.sort(key=lambda i: h.mem_total[i])
             return [tuple(picks[:k])]
@@ -232,7 +232,7 @@ class ClusterState:
             if f < r or f in seen or (allowed and h.models[i] not in allowed):
                 continue
             total = h.mem_total[i]
-            if total and (total < job.memory_mb or h.mem_free[i] < reserve_memory(job, total)):
+            if total and (total < job.memory_min_mib or h.mem_free[i] < reserve_memory(job, total)):
                 continue
             if h.uniform_model is not None:
                 seen.add(f)  # on a uniform host two GPUs with the same free milli are interchangeable
@@ -271,7 +271,7 @@ class ClusterState:
         if h.cpu_free < placement.cpu_milli or h.ram_free < placement.ram_mb:
             raise ValueError(f"host {h.name}: not enough CPU or RAM free for {placement.job_id}")
         for i, s in zip(positions, placement.gpus, strict=True):
-            if not h.usable[i] or h.free[i] < s.milli or h.mem_free[i] < s.memory_mb:
+            if not h.usable[i] or h.free[i] < s.milli or h.mem_free[i] < s.memory_mib:
                 raise ValueError(f"GPU {s.gpu_id} on {h.name}: not enough free for {placement.job_id}")
         self._change(h, positions, placement, -1)
 
@@ -280,7 +280,7 @@ class ClusterState:
         h = self._host(placement)
         positions = [h.gpu_ids.index(s.gpu_id) for s in placement.gpus]
         for i, s in zip(positions, placement.gpus, strict=True):
-            if h.free[i] + s.milli > WHOLE_GPU or h.mem_free[i] + s.memory_mb > h.mem_total[i]:
+            if h.free[i] + s.milli > WHOLE_GPU or h.mem_free[i] + s.memory_mib > h.mem_total[i]:
                 raise ValueError(f"GPU {s.gpu_id} on {h.name}: releasing more than was taken")
         if h.cpu_free + placement.cpu_milli > h.cpu_total or h.ram_free + placement.ram_mb > h.ram_total:
             raise ValueError(f"host {h.name}: releasing more CPU or RAM than was taken")
@@ -300,7 +300,7 @@ class ClusterState:
         h.ram_free += sign * placement.ram_mb
         for i, s in zip(positions, placement.gpus, strict=True):
             h.free[i] += sign * s.milli
-            h.mem_free[i] += sign * s.memory_mb
+            h.mem_free[i] += sign * s.memory_mib
         h.version += 1
         self.allocated_gpu_milli -= sign * placement.gpu_milli
         if gpu_change and h.ready:

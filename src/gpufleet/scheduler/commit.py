@@ -38,7 +38,7 @@ def rows_of(placements: Sequence[tuple[PendingJob, Placement]]) -> list[Placemen
             job_id=job.id,
             attempt=job.attempt,
             host_id=UUID(p.host_id),
-            shares=tuple((UUID(s.gpu_id), s.milli, s.memory_mb) for s in p.gpus),
+            shares=tuple((UUID(s.gpu_id), s.milli, s.memory_mib) for s in p.gpus),
             cpu_milli=p.cpu_milli,
             ram_mb=p.ram_mb,
             user_id=job.submitted_by,
@@ -59,7 +59,7 @@ def check(
     cpu = {h: v.cpu_free for h, v in locked.hosts.items()}
     ram = {h: v.ram_free for h, v in locked.hosts.items()}
     milli = {g: v.free_milli for g, v in locked.gpus.items()}
-    memory = {g: v.free_memory_mb for g, v in locked.gpus.items()}
+    memory = {g: v.free_memory_mib for g, v in locked.gpus.items()}
     for r in rows:
         attempt = locked.jobs.get(r.job_id)
         if attempt is None or attempt != r.attempt:

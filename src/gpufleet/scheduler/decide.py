@@ -57,7 +57,7 @@ class Inventory:
         self._model_tokens = {m: frozenset(gpu_type_tokens(m)) for m in self.models}
         # hosts repeat: keep one of each kind (CPU, RAM, sorted (model, memory) of its GPUs)
         self._kinds = {
-            (h.cpu_milli_total, h.ram_mb_total, tuple(sorted((g.model, g.memory_mb) for g in h.gpus))) for h in hosts
+            (h.cpu_milli_total, h.ram_mb_total, tuple(sorted((g.model, g.memory_mib) for g in h.gpus))) for h in hosts
         }
         self.model_of: dict[str, str] = {g.id: g.model for h in hosts for g in h.gpus}
         self._resolved: dict[tuple[str, ...], frozenset[str]] = {}
@@ -95,7 +95,7 @@ class Inventory:
                 and sum(
                     1
                     for model, memory in gpus
-                    if (not job.gpu_models or model in job.gpu_models) and (memory == 0 or memory >= job.memory_mb)
+                    if (not job.gpu_models or model in job.gpu_models) and (memory == 0 or memory >= job.memory_min_mib)
                 )
                 >= job.gpu_count
                 for cpu, ram, gpus in self._kinds
@@ -105,7 +105,7 @@ class Inventory:
 
 
 def shape_key(job: JobRequest) -> ShapeKey:
-    return (job.gpu_count, job.gpu_milli, job.memory_mb, job.gpu_models, job.cpu_milli, job.ram_mb)
+    return (job.gpu_count, job.gpu_milli, job.memory_min_mib, job.gpu_models, job.cpu_milli, job.ram_mb)
 
 
 class QuotaBook:
@@ -171,12 +171,14 @@ class QuotaBook:
 
 
 def request_of(job: PendingJob, inventory: Inventory) -> JobRequest:
+    """The allocator's request for a queued job: its ``GpuRequirement`` flattened, the one place."""
+    gpu = job.gpu
     return JobRequest(
         id=str(job.id),
-        gpu_count=job.gpu_count,
-        gpu_milli=job.gpu_milli if job.gpu_count else 0,
-        memory_mb=job.min_memory_mb,
-        gpu_models=inventory.resolve(job.gpu_models),
+        gpu_count=gpu.count,
+        gpu_milli=gpu.milli if gpu.count else 0,
+        memory_min_mib=gpu.memory_min_mib,
+        gpu_models=inventory.resolve(gpu.models),
         cpu_milli=job.cpu_milli,
         ram_mb=job.ram_mb,
         priority=job.priority,
@@ -281,7 +283,7 @@ def _closeness(h: Host, job: JobRequest) -> float | None:
         for i in range(len(h.gpu_ids))
         if h.usable[i]
         and (not job.gpu_models or h.models[i] in job.gpu_models)
-        and (h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_mb)
+        and (h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_min_mib)
     ]
     if len(suitable) < job.gpu_count or h.cpu_total < job.cpu_milli or h.ram_total < job.ram_mb:
         return None

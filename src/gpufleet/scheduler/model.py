@@ -2,24 +2,31 @@
 
 The production scheduler builds these from a database snapshot, the simulator from a trace file.
 
-GPU memory rules (the same everywhere):
+GPU memory rules (the same everywhere; every amount of memory is in MiB, and says so):
 
-* ``GpuState.memory_mb == 0`` means the GPU's memory is not known; memory is then not checked
+* ``GpuState.memory_mib == 0`` means the GPU's memory is not known; memory is then not checked
   and nothing is reserved (the openb trace has no GPU memory).
 * A whole-GPU job (``gpu_milli == 1000``) needs GPUs whose total memory is at least
-  ``memory_mb`` and reserves all of each GPU's memory.
-* A fractional job needs a GPU with at least ``memory_mb`` total memory and reserves
-  ``memory_mb`` of its free memory; with ``memory_mb == 0`` it reserves the share proportional to
-  its milli-GPU (``memory_mb_total * gpu_milli // 1000``), so milli-GPU and memory run out together.
+  ``memory_min_mib`` and reserves all of each GPU's memory.
+* A fractional job needs a GPU with at least ``memory_min_mib`` total memory and reserves
+  ``memory_min_mib`` of its free memory; with ``memory_min_mib == 0`` it reserves the share
+  proportional to its milli-GPU (``memory_mib * gpu_milli // 1000``), so milli-GPU and memory run
+  out together. What a placement reserves on each GPU is ``GpuShare.memory_mib``.
+
+A job's request is the submitted ``GpuRequirement`` (domain/jobs.py), flattened into
+``JobRequest`` by one function (``scheduler/decide.request_of``): the allocator reads these
+attributes in its inner loops, and the simulator builds requests from traces without a job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpufleet.domain.jobs import WHOLE_GPU_MILLI, gpu_share_error, is_fractional
+
 READY = "ready"
 AVAILABLE = "available"
-WHOLE_GPU = 1000
+WHOLE_GPU = WHOLE_GPU_MILLI
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,18 +35,18 @@ class GpuState:
 
     id: str
     model: str
-    memory_mb: int
+    memory_mib: int  # in all; 0: not known
     free_milli: int = WHOLE_GPU
-    free_memory_mb: int = -1  # -1: equal to memory_mb (an idle GPU)
+    free_memory_mib: int = -1  # -1: equal to memory_mib (an idle GPU)
     status: str = AVAILABLE  # anything else ("unhealthy", "draining", ...) is never used
 
     def __post_init__(self) -> None:
-        if self.free_memory_mb == -1:
-            object.__setattr__(self, "free_memory_mb", self.memory_mb)
+        if self.free_memory_mib == -1:
+            object.__setattr__(self, "free_memory_mib", self.memory_mib)
         if not 0 <= self.free_milli <= WHOLE_GPU:
             raise ValueError(f"GPU {self.id}: free_milli must be in 0..1000, got {self.free_milli}")
-        if self.memory_mb < 0 or not 0 <= self.free_memory_mb <= self.memory_mb:
-            raise ValueError(f"GPU {self.id}: free_memory_mb must be in 0..memory_mb")
+        if self.memory_mib < 0 or not 0 <= self.free_memory_mib <= self.memory_mib:
+            raise ValueError(f"GPU {self.id}: free_memory_mib must be in 0..memory_mib")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,34 +71,34 @@ class HostState:
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """What one job asks for. ``gpu_count`` GPUs on one host, each with ``gpu_milli`` free."""
+    """What one job asks for: ``gpu_count`` GPUs on one host, each with ``gpu_milli`` free and at
+    least ``memory_min_mib`` MiB in all, of one of ``gpu_models`` (resolved to the fleet's names).
+
+    The GPU count and share follow ``domain.jobs.gpu_share_error``, the rules a submitted
+    ``GpuRequirement`` is validated by; here they guard requests read from a trace.
+    """
 
     id: str
     gpu_count: int = 1
     gpu_milli: int = WHOLE_GPU
-    memory_mb: int = 0
+    memory_min_mib: int = 0
     gpu_models: frozenset[str] = field(default_factory=frozenset)
     cpu_milli: int = 0
     ram_mb: int = 0
     priority: int = 0
 
     def __post_init__(self) -> None:
-        if self.gpu_count < 0:
-            raise ValueError(f"job {self.id}: gpu_count must be >= 0")
+        broken = gpu_share_error(self.gpu_count, self.gpu_milli)
+        if broken is not None:
+            raise ValueError(f"job {self.id}: {broken[0]}: {broken[1]}")
         if self.gpu_count == 0:
-            if self.gpu_milli not in (0, WHOLE_GPU):
-                raise ValueError(f"job {self.id}: a CPU-only job (gpu_count 0) cannot ask for gpu_milli")
             object.__setattr__(self, "gpu_milli", 0)
-        elif not 1 <= self.gpu_milli <= WHOLE_GPU:
-            raise ValueError(f"job {self.id}: gpu_milli must be in 1..1000, got {self.gpu_milli}")
-        elif self.gpu_milli < WHOLE_GPU and self.gpu_count != 1:
-            raise ValueError(f"job {self.id}: a fractional GPU (gpu_milli < 1000) needs gpu_count 1")
-        if self.memory_mb < 0 or self.cpu_milli < 0 or self.ram_mb < 0:
-            raise ValueError(f"job {self.id}: memory_mb, cpu_milli and ram_mb must be >= 0")
+        if self.memory_min_mib < 0 or self.cpu_milli < 0 or self.ram_mb < 0:
+            raise ValueError(f"job {self.id}: memory_min_mib, cpu_milli and ram_mb must be >= 0")
 
     @property
     def fractional(self) -> bool:
-        return 0 < self.gpu_milli < WHOLE_GPU
+        return is_fractional(self.gpu_milli)
 
     @property
     def total_gpu_milli(self) -> int:
@@ -104,7 +111,7 @@ class GpuShare:
 
     gpu_id: str
     milli: int
-    memory_mb: int
+    memory_mib: int  # reserved on this GPU (0 where its memory is not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +138,8 @@ class Unschedulable:
     never: bool = False
 
 
-def reserve_memory(job: JobRequest, gpu_memory_mb: int) -> int:
-    """GPU memory a fractional job reserves on a GPU with ``gpu_memory_mb`` total."""
-    if job.memory_mb:
-        return job.memory_mb
-    return gpu_memory_mb * job.gpu_milli // WHOLE_GPU
+def reserve_memory(job: JobRequest, gpu_memory_mib: int) -> int:
+    """MiB of GPU memory a fractional job reserves on a GPU with ``gpu_memory_mib`` in all."""
+    if job.memory_min_mib:
+        return job.memory_min_mib
+    return gpu_memory_mib * job.gpu_milli // WHOLE_GPU

@@ -61,7 +61,7 @@ def _gpu_ok(h: Host, i: int, job: JobRequest) -> bool:
     """The GPU's model and total memory suit the job (ignoring what is free now)."""
     if job.gpu_models and h.models[i] not in job.gpu_models:
         return False
-    return h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_mb
+    return h.mem_total[i] == 0 or h.mem_total[i] >= job.memory_min_mib
 
 
 def _suitable(cluster: ClusterState, job: JobRequest) -> StaticFit:
@@ -71,7 +71,7 @@ def _suitable(cluster: ClusterState, job: JobRequest) -> StaticFit:
     checks are the same for every shape asking for the same models and memory, so they are
     done once per ClusterState (capacity changes, the GPUs' models, memory and status do not).
     """
-    key = (job.gpu_models, job.memory_mb)
+    key = (job.gpu_models, job.memory_min_mib)
     found = cluster.explain_cache.get(key)
     if found is not None:
         return found
@@ -88,7 +88,7 @@ def _suitable(cluster: ClusterState, job: JobRequest) -> StaticFit:
             for i in range(len(h.gpu_ids)):
                 if not job.gpu_models or h.models[i] in job.gpu_models:
                     found.model_seen = True
-                    if h.mem_total[i] >= job.memory_mb or h.mem_total[i] == 0:
+                    if h.mem_total[i] >= job.memory_min_mib or h.mem_total[i] == 0:
                         found.memory_seen = True
                     found.largest_memory = max(found.largest_memory, (h.mem_total[i], h.models[i]))
         found.per_host.append(fit)
@@ -159,7 +159,7 @@ def _host_gpu_line(h: Host, job: JobRequest, suitable: list[int]) -> str:
             have = ", ".join(sorted(set(h.models))) or "none"
             return f"{h.name}: no {words} (has {have})"
         if job.gpu_models or h.models:
-            return f"{h.name}: no {words} with {job.memory_mb} MiB memory"
+            return f"{h.name}: no {words} with {job.memory_min_mib} MiB memory"
         return f"{h.name}: no GPU"
     if job.fractional:
         most = max((h.free[i] for i in suitable if h.usable[i]), default=0)
@@ -185,7 +185,7 @@ def _reasons(cluster: ClusterState, job: JobRequest, scan: _Scan) -> tuple[str, 
         out.append(f"no host has a {words} (models here: {have})")
     elif k and not scan.memory_seen:
         memory, model = scan.largest_memory
-        out.append(f"no host has a {words} with {job.memory_mb} MiB memory (largest: {memory} MiB {model})")
+        out.append(f"no host has a {words} with {job.memory_min_mib} MiB memory (largest: {memory} MiB {model})")
     elif not scan.could_ever:
         # Name only what the job asked for: "8 GPUs", not "8 GPU(s) with 0 CPU cores and 0 MiB RAM".
         needs = [f"{k} {words}" + ("s" if k != 1 else "")] if k else []

@@ -8,6 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from gpufleet.domain.costs import BudgetState
+from gpufleet.domain.jobs import GpuRequirement
 from gpufleet.domain.quotas import Quota
 from gpufleet.scheduler.model import HostState
 
@@ -21,10 +22,7 @@ class PendingJob:
     attempt: int
     priority: int
     waited_s: float  # by the database clock
-    gpu_count: int
-    gpu_milli: int
-    min_memory_mb: int
-    gpu_models: tuple[str, ...]
+    gpu: GpuRequirement  # as submitted (validated then)
     cpu_milli: int
     ram_mb: int
     pending_reason: str | None

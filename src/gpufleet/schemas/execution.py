@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
+from gpufleet.domain.jobs import is_fractional
 from gpufleet.schemas.common import NonNegBigInt, NonNegInt32, PositiveInt32, RequestModel, ResponseModel
 
 OutcomeStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
@@ -38,7 +39,10 @@ class AssignedGpuOut(ResponseModel):
     index: int
     model: str
     milli: int = Field(description="Share of this GPU, thousandths (1000: whole).")
-    memory_mb: int = Field(description="GPU memory the share may use.")
+    # The wire keeps its name; the domain's AssignedGpu says the unit (memory_mib).
+    memory_mb: int = Field(
+        description="GPU memory the share may use, MiB.", validation_alias=AliasChoices("memory_mb", "memory_mib")
+    )
 
 
 class AssignmentOut(ResponseModel):
@@ -51,13 +55,18 @@ class AssignmentOut(ResponseModel):
     working_dir: str | None
     max_runtime_s: int | None
     gpus: list[AssignedGpuOut]
-    gpu_milli: int
+    gpu_milli: int = Field(description="Per GPU, thousandths; below 1000 a fraction of the one GPU, 0 for CPU only.")
     cpu_milli: int
     ram_mb: int
     allocated_at: datetime | None = None
     replica: AssignedReplicaOut | None = Field(
         default=None, description="A deployment's replica: run the model runner for it, not `command`."
     )
+
+    @property
+    def fractional(self) -> bool:
+        """The job holds a fraction of one GPU (``gpu_milli``, as the job asked), not whole GPUs."""
+        return is_fractional(self.gpu_milli)
 
 
 class RunningJobIn(RequestModel):

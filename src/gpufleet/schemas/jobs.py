@@ -1,7 +1,9 @@
 """Jobs, their events and quotas on the wire (shared by the server, the SDK and the CLI).
 
 ``JobCreate`` takes requirements in the units people think in (GB, cores, "2h") and turns them
-into a ``JobSpec`` in the units the scheduler counts (MiB, milli-CPU, seconds). It also takes
+into a ``JobSpec`` in the units the scheduler counts (MiB, milli-CPU, seconds): this is the one
+place GB become MiB (``mib_of_gb``), and the GPU part becomes the ``GpuRequirement`` that the
+service validates, the jobs table stores and the scheduler reads back. It also takes
 the architecture sketch's shape as written: ``gpu_requirements: {min_memory (GB), gpu_type}``.
 Rules that involve several fields are the service's (``services/job_spec.py``); its errors are
 renamed here to the wire's field names, so a 422 always names what the client sent.
@@ -20,7 +22,7 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from gpufleet import states
 from gpufleet.domain.events import Event
-from gpufleet.domain.jobs import Allocation, Job, JobSpec, JobStatus
+from gpufleet.domain.jobs import WHOLE_GPU_MILLI, Allocation, GpuRequirement, Job, JobSpec, JobStatus, mib_of_gb
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import (
     MAX_ATTEMPTS,
@@ -163,12 +165,14 @@ class JobCreate(Strict):
             working_dir=self.working_dir,
             labels=dict(self.labels),
             priority=self.priority,
-            gpu_count=self.gpu_count,
-            gpu_milli=self.gpu_milli if self.gpu_milli is not None else 1000,
-            min_memory_mb=round((memory_gb or 0) * 1024),
-            gpu_models=models,
+            gpu=GpuRequirement(
+                count=self.gpu_count,
+                milli=self.gpu_milli if self.gpu_milli is not None else WHOLE_GPU_MILLI,
+                memory_min_mib=mib_of_gb(memory_gb),
+                models=tuple(models),
+            ),
             cpu_milli=round((self.cpu_cores or 0) * 1000),
-            ram_mb=round((self.ram_gb or 0) * 1024),
+            ram_mb=mib_of_gb(self.ram_gb),
             max_runtime_s=runtime,
             retry_on_host_loss=retry.on_host_loss,
             retry_on_failure=retry.on_failure,
@@ -290,16 +294,18 @@ class JobRead(ResponseModel):
                 on_host_loss=s.retry_on_host_loss, on_failure=s.retry_on_failure, max_attempts=s.max_attempts
             ),
             requirements=Requirements(
-                gpu_count=s.gpu_count,
-                gpu_milli=s.gpu_milli,
-                min_memory_mb=s.min_memory_mb,
-                gpu_models=s.gpu_models,
+                gpu_count=s.gpu.count,
+                gpu_milli=s.gpu.milli,
+                min_memory_mb=s.gpu.memory_min_mib,
+                gpu_models=list(s.gpu.models),
                 cpu_milli=s.cpu_milli,
                 ram_mb=s.ram_mb,
             ),
             attempt=job.attempt,
             host_id=job.host_id,
-            gpus=[AllocatedGpu(gpu_id=a.gpu_id, host_id=a.host_id, milli=a.milli, memory_mb=a.memory_mb) for a in gpus],
+            gpus=[
+                AllocatedGpu(gpu_id=a.gpu_id, host_id=a.host_id, milli=a.milli, memory_mb=a.memory_mib) for a in gpus
+            ],
             exit_code=job.exit_code,
             submitted_by=job.submitted_by,
             cancel_requested_at=job.cancel_requested_at,

@@ -8,7 +8,7 @@ the live accrual of running work, grouped as asked.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
@@ -154,7 +154,7 @@ async def job_costs(conn: Connection, org_id: UUID, job_ids: list[UUID]) -> dict
     return await repo.job_costs(conn, org_id=org_id, job_ids=job_ids)
 
 
-def _matching(models: Mapping[str, Decimal], wanted: list[str]) -> list[Decimal]:
+def _matching(models: Mapping[str, Decimal], wanted: Sequence[str]) -> list[Decimal]:
     if not wanted:
         return list(models.values())
     tokens = [frozenset(gpu_type_tokens(w)) for w in wanted]
@@ -170,9 +170,10 @@ async def estimate(conn: Connection, org_id: UUID, spec: JobSpec) -> Decimal | N
     if spec.max_runtime_s is None:
         return None
     gpus, cpu, ram = await repo.current_rates(conn, org_id=org_id)
-    gpu_price = max(_matching(gpus, spec.gpu_models), default=Decimal(0)) if spec.gpu_count else Decimal(0)
+    gpu = spec.gpu
+    gpu_price = max(_matching(gpus, gpu.models), default=Decimal(0)) if gpu.count else Decimal(0)
     rate = (
-        Decimal(spec.gpu_count * spec.gpu_milli) / 1000 * gpu_price
+        Decimal(gpu.total_milli) / 1000 * gpu_price
         + Decimal(spec.cpu_milli) / 1000 * cpu
         + Decimal(spec.ram_mb) / 1024 * ram
     )

@@ -12,7 +12,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from gpufleet.domain.jobs import JobSpec, gpu_type_tokens
+from gpufleet.domain.jobs import JobSpec, whole_number
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import (
     MAX_ATTEMPTS,
@@ -21,12 +21,9 @@ from gpufleet.limits import (
     MAX_CPU_MILLI,
     MAX_ENV,
     MAX_ENV_BYTES,
-    MAX_GPU_MODELS,
-    MAX_GPUS,
     MAX_JOB_NAME,
     MAX_LABEL_VALUE,
     MAX_LABELS,
-    MAX_MEMORY_MB,
     MAX_PATH,
     MAX_PRIORITY,
     MAX_RAM_MB,
@@ -36,14 +33,6 @@ from gpufleet.limits import (
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
-
-
-def _int(field: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput.at(field, f"must be a whole number from {lo} to {hi}")
-    if not lo <= value <= hi:
-        raise InvalidInput.at(field, f"must be from {lo} to {hi}, got {value}")
-    return value
 
 
 def _text(field: str, value: Any, max_len: int, *, empty_ok: bool = False) -> str:
@@ -65,7 +54,10 @@ def _bool(field: str, value: Any) -> bool:
 
 
 def validate(spec: JobSpec) -> JobSpec:
-    """The spec, normalised (a CPU-only job holds no milli-GPU), or InvalidInput naming the field."""
+    """The spec, normalised (a CPU-only job holds no milli-GPU), or InvalidInput naming the field.
+
+    The GPU requirement's rules are ``GpuRequirement.validate``'s (domain/jobs.py), the one place.
+    """
     _text("name", spec.name, MAX_JOB_NAME)
     if len(spec.name) > MAX_JOB_NAME:
         raise InvalidInput.at("name", f"must be at most {MAX_JOB_NAME} characters")
@@ -76,34 +68,18 @@ def validate(spec: JobSpec) -> JobSpec:
         _text("working_dir", spec.working_dir, MAX_PATH)
     _env(spec.env)
     _labels(spec.labels)
-    _int("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
-    gpu_count = _int("gpu_count", spec.gpu_count, 0, MAX_GPUS)
-    gpu_milli = _int("gpu_milli", spec.gpu_milli, 0, 1000)
-    if gpu_count == 0:
-        if gpu_milli not in (0, 1000):
-            raise InvalidInput.at("gpu_milli", "a CPU-only job (gpu_count 0) cannot ask for a fraction of a GPU")
-        gpu_milli = 0
-    elif gpu_milli == 0:
-        raise InvalidInput.at("gpu_milli", "must be from 1 to 1000 (1000 is a whole GPU)")
-    elif gpu_milli < 1000 and gpu_count != 1:
-        raise InvalidInput.at(
-            "gpu_milli", f"a fraction of a GPU ({gpu_milli} of 1000) needs gpu_count 1, got {gpu_count}"
-        )
-    _int("min_memory_mb", spec.min_memory_mb, 0, MAX_MEMORY_MB)
-    models = _gpu_models(spec.gpu_models)
-    if gpu_count == 0 and (models or spec.min_memory_mb):
-        raise InvalidInput.at("gpu_models" if models else "min_memory_mb", "needs gpu_count of at least 1")
-    _int("cpu_milli", spec.cpu_milli, 0, MAX_CPU_MILLI)
-    _int("ram_mb", spec.ram_mb, 0, MAX_RAM_MB)
+    whole_number("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    gpu = spec.gpu.validate()
+    whole_number("cpu_milli", spec.cpu_milli, 0, MAX_CPU_MILLI)
+    whole_number("ram_mb", spec.ram_mb, 0, MAX_RAM_MB)
     if spec.max_runtime_s is not None:
-        _int("max_runtime_s", spec.max_runtime_s, 1, MAX_RUNTIME_S)
+        whole_number("max_runtime_s", spec.max_runtime_s, 1, MAX_RUNTIME_S)
     _bool("retry_on_host_loss", spec.retry_on_host_loss)
     _bool("retry_on_failure", spec.retry_on_failure)
-    _int("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS)
+    whole_number("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS)
     return replace(
         spec,
-        gpu_milli=gpu_milli,
-        gpu_models=models,
+        gpu=gpu,
         env=dict(spec.env),
         labels=dict(spec.labels),
         command=list(spec.command) if spec.command is not None else None,
@@ -155,18 +131,3 @@ def _labels(labels: Any) -> None:
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
             raise InvalidInput.at("labels", f"{key!r} is not a label key (1-63 of letters, digits, '.', '_', '/', '-')")
         _text(f"labels.{key}", value, MAX_LABEL_VALUE, empty_ok=True)
-
-
-def _gpu_models(models: Any) -> list[str]:
-    if not isinstance(models, list):
-        raise InvalidInput.at("gpu_models", "must be a list of GPU model names")
-    if len(models) > MAX_GPU_MODELS:
-        raise InvalidInput.at("gpu_models", f"must have at most {MAX_GPU_MODELS} entries")
-    out: list[str] = []
-    for i, m in enumerate(models):
-        name = _text(f"gpu_models[{i}]", m, 100).strip()
-        if not gpu_type_tokens(name):
-            raise InvalidInput.at(f"gpu_models[{i}]", f"{m!r} does not name a GPU model (e.g. 'A100' or 'H100-80GB')")
-        if name not in out:
-            out.append(name)
-    return out

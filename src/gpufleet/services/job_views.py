@@ -56,7 +56,7 @@ async def wait(db: Database, ctx: TenantContext, job_id: UUID, timeout_s: float)
 async def with_gpus(db: Database, ctx: TenantContext, jobs: Sequence[Job]) -> list[JobView]:
     """``jobs`` with what each holds now; one query for the whole list (none if none hold GPUs)."""
     org_id = ctx.org_id
-    holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu_count > 0]
+    holding = [j.id for j in jobs if j.status in _HOLDING and j.spec.gpu.count > 0]
     by_job: dict[UUID, list[Allocation]] = {}
     money: dict[UUID, Decimal] = {}
     if jobs:

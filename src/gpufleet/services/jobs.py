@@ -60,9 +60,9 @@ async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
         data={
             "to": JobStatus.PENDING.value,
             "attempt": job.attempt,
-            "gpu_count": clean.gpu_count,
-            "gpu_milli": clean.gpu_milli,
-            "gpu_models": clean.gpu_models,
+            "gpu_count": clean.gpu.count,
+            "gpu_milli": clean.gpu.milli,
+            "gpu_models": list(clean.gpu.models),
         },
         actor=ctx.actor,
     )

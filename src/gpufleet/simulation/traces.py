@@ -59,7 +59,7 @@ def _int(path: Path, line: int, row: dict[str, str], column: str) -> int:
 def load_hosts(path: Path, *, with_memory: bool = False) -> list[HostState]:
     """Hosts from an openb node CSV (sn,cpu_milli,memory_mib,gpu,model) or a YAML ``hosts:`` list.
 
-    GPU memory is not in the openb trace, so its GPUs have memory_mb 0 (not checked). Host RAM
+    GPU memory is not in the openb trace, so its GPUs have memory_mib 0 (not checked). Host RAM
     is kept only ``with_memory``; the published protocol counts CPU and GPU only.
     """
     if _is_yaml(path):
@@ -184,7 +184,7 @@ def _yaml_jobs(path: Path) -> list[JobRequest]:
                         base if replicas == 1 else f"{base}-{r}",
                         gpu_count=count,
                         gpu_milli=_field(path, where, entry, "gpu_milli", WHOLE_GPU if count else 0),
-                        memory_mb=_field(path, where, entry, "memory_mb", 0),
+                        memory_min_mib=_field(path, where, entry, "memory_mb", 0),
                         gpu_models=frozenset(models),
                         cpu_milli=_field(path, where, entry, "cpu_milli", 0),
                         ram_mb=_field(path, where, entry, "ram_mb", 0),

@@ -182,7 +182,8 @@ class JobRunner:
     def _launch(self, a: AssignmentOut) -> None:
         run = Run(a.job_id, a.attempt, tuple(g.uuid for g in a.gpus), a.max_runtime_s)
         self.runs[run.key] = run
-        fractional = len(a.gpus) == 1 and a.gpus[0].milli < 1000
+        # The server says what share the job holds (gpu_milli); a fraction is of its one GPU.
+        share = a.gpus[0] if a.fractional and a.gpus else None
         try:
             spec = ProcessSpec(
                 run.key,
@@ -192,8 +193,8 @@ class JobRunner:
                 env=a.env,
                 working_dir=a.working_dir,
                 gpus=list(run.gpus),
-                gpu_milli=a.gpus[0].milli if fractional else None,
-                gpu_memory_mb=a.gpus[0].memory_mb if fractional else None,
+                gpu_milli=a.gpu_milli if a.fractional else None,
+                gpu_memory_mib=share.memory_mb if share is not None else None,
             )
         except ValueError as exc:
             run.bad_spec = ExitOutcome("failed", None, None, f"cannot run this job: {exc}")

@@ -106,7 +106,7 @@ def prepare(
         attempt=spec.attempt,
         gpus=[str(g) for g in spec.gpus],
         gpu_milli=spec.gpu_milli,
-        gpu_memory_mb=spec.gpu_memory_mb,
+        gpu_memory_mib=spec.gpu_memory_mib,
         user=user,
         home=workdir,
     )

@@ -19,6 +19,7 @@ import psutil
 
 from gpufleet.agent.processes.logs import Stream
 from gpufleet.agent.processes.users import JobIdentity, may_access, searchable_path
+from gpufleet.domain.jobs import gpu_share_error, is_fractional
 
 SHIM_PATH = Path(__file__).with_name("shim.py")
 
@@ -70,9 +71,9 @@ class ProcessSpec:
     script: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     working_dir: str | None = None  # default: a fresh WORK_ROOT/<job_id>.<attempt> (never in the state dir)
-    gpus: Sequence[str | int] = ()  # UUIDs (preferred) or NVML indices -> CUDA_VISIBLE_DEVICES
+    gpus: Sequence[str | int] = ()  # NVML UUIDs (preferred) or indices -> CUDA_VISIBLE_DEVICES
     gpu_milli: int | None = None  # 1..999: a fractional share of the single GPU in ``gpus``
-    gpu_memory_mb: int | None = None  # memory limit that goes with a fractional share
+    gpu_memory_mib: int | None = None  # MiB: the memory limit that goes with a fractional share
 
     def __post_init__(self) -> None:
         if not _JOB_ID_RE.match(self.job_id):
@@ -87,9 +88,10 @@ class ProcessSpec:
         if bad:
             raise ValueError(f"invalid environment variable names: {bad}")
         if self.gpu_milli is not None:
-            if not 0 < self.gpu_milli <= 1000:
-                raise ValueError("gpu_milli must be in 1..1000")
-            if self.gpu_milli < 1000 and len(self.gpus) != 1:
+            broken = gpu_share_error(1, self.gpu_milli)  # the share's range, as a job's own
+            if broken is not None:
+                raise ValueError(f"{broken[0]}: {broken[1]}")
+            if is_fractional(self.gpu_milli) and len(self.gpus) != 1:
                 raise ValueError("a fractional GPU share needs exactly one GPU")
 
 
@@ -192,7 +194,7 @@ def job_env(
     attempt: int,
     gpus: Sequence[str],
     gpu_milli: int | None,
-    gpu_memory_mb: int | None,
+    gpu_memory_mib: int | None,
     user: JobIdentity | None = None,
     home: str | None = None,
 ) -> dict[str, str]:
@@ -214,10 +216,10 @@ def job_env(
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # indices mean what NVML means by them
     env["GPUFLEET_JOB_ID"] = job_id
     env["GPUFLEET_ATTEMPT"] = str(attempt)
-    if gpu_milli is not None and gpu_milli < 1000:
+    if gpu_milli is not None and is_fractional(gpu_milli):
         env["GPUFLEET_GPU_SHARE"] = f"{gpu_milli / 1000:.3f}"
-        if gpu_memory_mb is not None:
-            env["GPUFLEET_GPU_MEMORY_LIMIT_MB"] = str(gpu_memory_mb)
+        if gpu_memory_mib is not None:
+            env["GPUFLEET_GPU_MEMORY_LIMIT_MB"] = str(gpu_memory_mib)  # the variable's name is public: MiB
     return env
 
 
