@@ -62,3 +62,30 @@ async def test_changed_migration_is_refused(empty_db: str) -> None:
 def test_migration_files_are_numbered_without_gaps() -> None:
     versions = [m.version for m in migrate.available()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_user_actors_are_rewritten_to_one_format(empty_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0020: an administrative event written before it named its user by the bare id; after it,
+    as every other event does ("user:<id>"); actors that are not a user id stay as they were."""
+    every = migrate.available()
+    before = [m for m in every if m.name != "one_actor_format"]
+    assert len(before) == len(every) - 1
+    conn = await asyncpg.connect(empty_db)
+    try:
+        monkeypatch.setattr(migrate, "available", lambda: before)
+        await migrate.upgrade(conn)
+        org = await conn.fetchval("insert into organizations (name, slug) values ('o', 'o') returning id")
+        user = "0b5c3a52-2f0e-4a3e-9a39-6c1f0d7c1e21"
+        for actor in (user, f"user:{user}", "host:gpu-7", "scheduler", None):
+            await conn.execute(
+                "insert into events (organization_id, entity_type, entity_id, type, actor)"
+                " values ($1, 'host', gen_random_uuid(), 'host.drained', $2)",
+                org,
+                actor,
+            )
+        monkeypatch.setattr(migrate, "available", lambda: every)
+        assert [m.name for m in await migrate.upgrade(conn)] == ["one_actor_format"]
+        actors = [r["actor"] for r in await conn.fetch("select actor from events order by seq")]
+        assert actors == [f"user:{user}", f"user:{user}", "host:gpu-7", "scheduler", None]
+    finally:
+        await conn.close()

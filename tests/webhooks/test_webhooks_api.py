@@ -47,8 +47,8 @@ async def test_crud_is_for_admins_and_the_secret_is_shown_once(
     assert (await client.get(f"/v1/webhooks/{created['id']}", headers=admin.headers)).status_code == 404
     feed = (await client.get("/v1/events", params={"type": "webhook"}, headers=admin.headers)).json()["events"]
     assert [e["type"] for e in feed] == ["webhook.created", "webhook.updated", "webhook.deleted"]
-    # Administrative events have always recorded the bare user id (TenantContext.bare_actor).
-    assert {e["actor"] for e in feed} == {str(admin.user.id)}
+    # An administrative event names its user as every other event does (one actor format).
+    assert {e["actor"] for e in feed} == {f"user:{admin.user.id}"}
 
 
 async def test_pagination_uses_the_cursor(client: httpx.AsyncClient, tenant: TenantFactory, receiver: Receiver) -> None:

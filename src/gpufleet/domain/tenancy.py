@@ -45,7 +45,7 @@ class TenantContext:
 
     @classmethod
     def of_user(cls, org_id: UUID, user_id: UUID, role: Role | None = None) -> TenantContext:
-        return cls(org_id, user_id, f"user:{user_id}", role)
+        return cls(org_id, user_id, user_actor(user_id), role)
 
     @classmethod
     def system(cls, org_id: UUID, actor: str | None = None) -> TenantContext:
@@ -63,18 +63,11 @@ class TenantContext:
             raise Forbidden("only a member of the organization can do this")
         return self.user_id, self.role
 
-    @property
-    def bare_actor(self) -> str | None:
-        """The actor administrative events (hosts, GPUs, join tokens, members, invites, API keys,
-        models, webhooks) have always stored: the bare user id, not ``actor``'s "user:<id>".
-        Kept so those rows (and the webhook payloads made from them) do not change format."""
-        return bare_user_actor(self.user_id) if self.user_id is not None else self.actor
 
-
-def bare_user_actor(user_id: UUID) -> str:
-    """The bare user id administrative events record (``TenantContext.bare_actor``), also for the
-    calls made before a context exists (creating an organization, accepting an invite)."""
-    return str(user_id)
+def user_actor(user_id: UUID) -> str:
+    """The actor of what a user did ("user:<id>"): every event a user causes records it so, also
+    from the calls made before a context exists (creating an organization, accepting an invite)."""
+    return f"user:{user_id}"
 
 
 def host_actor(name: str) -> str:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -40,7 +40,7 @@ async def create_invite(
             entity_id=invite.id,
             type="invite.created",
             data={"email": email, "role": role.value},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
         return invite, issued.secret
 
@@ -71,7 +71,7 @@ async def revoke_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> me
                 raise Conflict("this invite was already accepted")
             raise NotFound(f"invite {invite_id} not found")
         await events.append(
-            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=ctx.bare_actor
+            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=ctx.actor
         )
         return invite
 
@@ -125,7 +125,7 @@ async def accept_invite(
             entity_id=user.id,
             type="member.joined",
             data={"invite_id": str(invite.id), "role": invite.role.value},
-            actor=bare_user_actor(user.id),
+            actor=user_actor(user.id),
         )
         key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
         org = await orgs.get(conn, org_id=invite.organization_id)
@@ -176,6 +176,6 @@ async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys
         revoked = await api_keys.revoke(conn, org_id=org_id, key_id=key_id)
         assert revoked is not None
         await events.append(
-            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=ctx.bare_actor
+            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=ctx.actor
         )
         return revoked

@@ -239,7 +239,7 @@ async def _host_transition(
             entity_id=host_id,
             type=f"host.{to.value}",
             data={"from": host.status.value, "to": to.value, "reason": reason},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
         return moved
 
@@ -272,7 +272,7 @@ async def end_host_maintenance(db: Database, ctx: TenantContext, *, host_id: UUI
 
 async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Its credential stops working at once; the host can register again with a join token."""
-    org_id, actor = ctx.org_id, ctx.bare_actor
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         before = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
         if before is None or before.removed_at is not None:
@@ -298,7 +298,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
     Refused while jobs are allocated or running there: drain it and let them finish (or cancel
     them) first. The host row is locked first, so no job can be placed on it meanwhile.
     """
-    org_id, actor = ctx.org_id, ctx.bare_actor
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
         if host is None or host.removed_at is not None:
@@ -360,7 +360,7 @@ async def set_gpu_maintenance(
     db: Database, ctx: TenantContext, *, gpu_id: UUID, on: bool, reason: str | None = None
 ) -> GpuDetail:
     """Take a GPU out of service (``on``) or put it back; running work on it is not touched."""
-    org_id, actor = ctx.org_id, ctx.bare_actor
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:
@@ -381,7 +381,7 @@ async def clear_gpu_health(db: Database, ctx: TenantContext, *, gpu_id: UUID) ->
     If the cause persists (uncorrected ECC errors stay counted until the driver reloads, a GPU
     still too hot), the next heartbeat marks it unhealthy again.
     """
-    org_id, actor = ctx.org_id, ctx.bare_actor
+    org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
         if gpu is None:

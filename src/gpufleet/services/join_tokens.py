@@ -52,7 +52,7 @@ async def create_join_token(
             entity_id=org_id,
             type="join_token.created",
             data={"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
     return IssuedJoinToken(token, issued.secret)
 
@@ -79,7 +79,7 @@ async def revoke_join_token(db: Database, ctx: TenantContext, *, token_id: UUID)
                 entity_id=org_id,
                 type="join_token.revoked",
                 data={"token_id": str(token_id), "prefix": token.prefix},
-                actor=ctx.bare_actor,
+                actor=ctx.actor,
             )
         return token
 

@@ -53,7 +53,7 @@ async def _event(conn: Connection, ctx: TenantContext, m: ModelRecord, type: str
         entity_id=m.id,
         type=type,
         data={"name": m.name, **data},
-        actor=ctx.bare_actor,
+        actor=ctx.actor,
     )
 
 

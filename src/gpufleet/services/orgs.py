@@ -13,7 +13,7 @@ import asyncpg
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, bare_user_actor
+from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -72,7 +72,7 @@ async def issue_key(
         entity_id=key.id,
         type="api_key.created",
         data={"name": name, "role": role.value},
-        actor=bare_user_actor(user_id),
+        actor=user_actor(user_id),
     )
     return CreatedKey(key, issued.secret)
 
@@ -96,7 +96,7 @@ async def create(
                 entity_id=org_id,
                 type="organization.created",
                 data={"name": name, "slug": wanted},
-                actor=bare_user_actor(p.user_id),
+                actor=user_actor(p.user_id),
             )
             key = None
             if with_key:
@@ -129,7 +129,7 @@ async def update(
             entity_id=org_id,
             type="organization.updated",
             data={"name": name, "settings_changed": settings is not None},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
         return org
 
@@ -177,7 +177,7 @@ async def set_role(db: Database, ctx: TenantContext, user_id: UUID, role: Role) 
             entity_id=user_id,
             type="member.role_changed",
             data={"from": target.role.value, "to": role.value},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
         return updated
 
@@ -203,7 +203,7 @@ async def remove_member(db: Database, ctx: TenantContext, user_id: UUID) -> None
             entity_id=user_id,
             type="member.removed",
             data={"role": target.role.value},
-            actor=ctx.bare_actor,
+            actor=ctx.actor,
         )
 
 

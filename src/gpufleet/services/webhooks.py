@@ -51,7 +51,7 @@ async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], ctx: Te
         entity_id=w.id,
         type=type,
         data=data,
-        actor=ctx.bare_actor,
+        actor=ctx.actor,
     )
 
 
@@ -163,7 +163,7 @@ async def ping(db: Database, ctx: TenantContext, webhook_id: UUID) -> Delivery:
             "data": {
                 "entity_type": "webhook",
                 "entity_id": str(w.id),
-                "actor": ctx.bare_actor,
+                "actor": ctx.actor,
                 "payload": {"message": "a test delivery from gpufleet"},
             },
         }
