@@ -215,7 +215,7 @@ async def test_refusals_come_before_the_stream_starts(
     monkeypatch.setattr(job_logs, "KEEPALIVE_S", 0.1)
     events = sse(http, owner, job_id)
     assert await asyncio.wait_for(anext(events), 5) == ("comment", "keep-alive", None)
-    hub = live.app.state.hub
+    hub = live.app.state.gpufleet.hub
     assert hub.waiting == 1
     await events.aclose()
     for _ in range(100):  # the server's writes run in its own thread and loop

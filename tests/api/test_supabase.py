@@ -186,7 +186,8 @@ async def test_a_rotated_signing_key_is_fetched_at_once_and_refetches_are_rate_l
     now = [1000.0]
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        app.state.authenticator = Authenticator(app.state.db, app.state.settings, clock=lambda: now[0])
+        state = app.state.gpufleet
+        state.authenticator = Authenticator(state.db, state.settings, clock=lambda: now[0])
 
         async def me(key: Any, kid: str) -> httpx.Response:
             signed = token(str(uuid.uuid4()), key=key, alg="ES256", kid=kid)

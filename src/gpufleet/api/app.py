@@ -39,7 +39,7 @@ from gpufleet.api.routes import files as files_routes
 from gpufleet.api.routes import fleet as fleet_routes
 from gpufleet.api.routes import models as models_routes
 from gpufleet.api.routes import resolve as resolve_routes
-from gpufleet.api.state import AppState
+from gpufleet.api.state import AppState, app_state
 from gpufleet.background import (
     autoscaler,
     events_retention,
@@ -219,7 +219,7 @@ def create_app(
         """Readiness: the database answers and every migration is applied."""
         retry = {"Retry-After": str(errors.RETRY_AFTER_S)}
         try:
-            async with request.app.state.db.owner_connection() as conn:
+            async with app_state(request).db.owner_connection() as conn:
                 current = await migrate.is_current(conn)
         except Exception as exc:  # any failure to reach the database means "not ready"
             log.warning("readiness check failed: %s", exc)

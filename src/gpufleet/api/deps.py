@@ -9,14 +9,14 @@ from uuid import UUID
 
 from fastapi import Depends, Query, Request
 
+from gpufleet.api.state import app_state
 from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
 from gpufleet.permissions import PERMISSIONS, allowed
 from gpufleet.schemas.common import Timestamp
-from gpufleet.services.auth import Authenticator, Principal
-from gpufleet.services.host_auth import HostAuthenticator
+from gpufleet.services.auth import Principal
 
 ORG_HEADER = "x-gpufleet-organization"
 
@@ -26,12 +26,12 @@ _WITHOUT_ORG = frozenset({"me.read", "orgs.list", "orgs.create"})
 
 async def get_db(request: Request) -> Database:
     """Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request."""
-    db: Database = request.app.state.db
-    return db
+    return app_state(request).db
 
 
 async def current_principal(request: Request) -> Principal:
-    auth: Authenticator = request.app.state.authenticator
+    state = app_state(request)
+    auth = state.authenticator
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -48,9 +48,9 @@ async def current_principal(request: Request) -> Principal:
         principal = await auth.bearer_jwt(token, org_hint)
     else:
         raise Unauthorized("unrecognised credential: expected an API key (gfk_...)")
-    settings = request.app.state.settings
+    settings = state.settings
     if settings.rate_limit_key_per_minute and principal.key_id is not None:
-        d = request.app.state.limiter.hit(f"key:{principal.key_id}", settings.rate_limit_key_per_minute)
+        d = state.limiter.hit(f"key:{principal.key_id}", settings.rate_limit_key_per_minute)
         request.scope["state"]["ratelimit_headers"] = [
             (b"ratelimit-limit", str(d.limit).encode()),
             (b"ratelimit-remaining", str(d.remaining).encode()),
@@ -115,10 +115,9 @@ DEFAULT_LIMIT = DEFAULT_PAGE
 def forget_credentials(request: Request) -> None:
     """After a change to who may do what (a key or host revoked, a role changed, a host
     re-registered), drop this replica's cached credentials, API keys and host credentials, at once."""
-    auth: Authenticator = request.app.state.authenticator
-    auth.invalidate()
-    hosts: HostAuthenticator = request.app.state.host_authenticator
-    hosts.forget_all()
+    state = app_state(request)
+    state.authenticator.invalidate()
+    state.host_authenticator.forget_all()
 
 
 WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")]

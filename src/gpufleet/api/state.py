@@ -1,14 +1,14 @@
 """What the app holds while it runs: one typed ``AppState``, built once in the lifespan (api/app.py).
 
 Routes reach it through ``app_state(request)`` (or ``hub_of``) rather than by reading attributes
-off Starlette's untyped ``app.state`` with ``getattr`` defaults. ``install`` also sets each field
-as ``app.state.<name>``, which the API-key dependency still reads (a test swaps the
-authenticator there).
+off Starlette's untyped ``app.state`` with ``getattr`` defaults; the dependencies of api/deps.py
+read it the same way. (``app.state.settings`` and ``app.state.metrics`` exist before the lifespan,
+for the middlewares built with the app.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 
@@ -41,8 +41,6 @@ class AppState:
 
     def install(self, app: FastAPI) -> None:
         app.state.gpufleet = self
-        for f in fields(self):
-            setattr(app.state, f.name, getattr(self, f.name))
 
 
 def app_state(request: Request) -> AppState:

@@ -64,7 +64,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.local_agent is not None and self.started:
             app: Any = self.config.app
-            self._agent_task = asyncio.create_task(self.local_agent.run(app.state.db), name="local-agent")
+            self._agent_task = asyncio.create_task(self.local_agent.run(app.state.gpufleet.db), name="local-agent")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.local_agent is not None and self._agent_task is not None:
