@@ -22,7 +22,6 @@ from gpufleet.domain.predictions import Deployment, DeploymentView, Replica, Rep
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import deployments as repo
-from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import models as models_repo
 from gpufleet.repo import orgs as orgs_repo
@@ -339,21 +338,7 @@ async def start_replica(
     estimate = await costs.estimate(conn, org_id, spec)
     await budgets.admit(conn, org_id, user_id=user_id, labels=spec.labels, estimate=estimate)
     job = await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=spec, submitted_by=user_id, kind="replica")
-    await events_repo.append(
-        conn,
-        org_id=org_id,
-        entity_type="job",
-        entity_id=job.id,
-        type="job.submitted",
-        data={
-            "to": JobStatus.PENDING.value,
-            "attempt": job.attempt,
-            "gpu_count": spec.gpu.count,
-            "gpu_milli": spec.gpu.milli,
-            "gpu_models": list(spec.gpu.models),
-        },
-        actor=actor,
-    )
+    await jobs_service.record_submitted(conn, job, actor=actor)
     replica = await replicas_repo.create(
         conn,
         org_id=org_id,

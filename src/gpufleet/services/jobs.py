@@ -51,22 +51,28 @@ async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
     if estimate is not None:
         await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
         job = replace(job, cost_estimate=estimate)
+    await record_submitted(conn, job, actor=ctx.actor)
+    return job
+
+
+async def record_submitted(conn: Connection, job: Job, *, actor: str | None) -> None:
+    """The ``job.submitted`` event of a new pending job (a user's, or a deployment's replica)."""
+    gpu = job.spec.gpu
     await events_repo.append(
         conn,
-        org_id=org_id,
+        org_id=job.organization_id,
         entity_type="job",
         entity_id=job.id,
         type="job.submitted",
         data={
             "to": JobStatus.PENDING.value,
             "attempt": job.attempt,
-            "gpu_count": clean.gpu.count,
-            "gpu_milli": clean.gpu.milli,
-            "gpu_models": list(clean.gpu.models),
+            "gpu_count": gpu.count,
+            "gpu_milli": gpu.milli,
+            "gpu_models": list(gpu.models),
         },
-        actor=ctx.actor,
+        actor=actor,
     )
-    return job
 
 
 async def get(db: Database, ctx: TenantContext, job_id: UUID) -> Job:
