@@ -16,6 +16,17 @@ from gpufleet.repo import metrics as repo
 MAX_RANGE = timedelta(days=800)
 
 
+def check_points(start: datetime, end: datetime, bucket: MetricBucket, max_points: int) -> None:
+    """A bucketed series over ``start``..``end`` has at most ``max_points`` points (one GPU's or the fleet's)."""
+    buckets = (end - start) / timedelta(seconds=bucket.seconds)
+    if buckets > max_points:
+        raise InvalidInput(
+            f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
+            "use a coarser bucket or a shorter range",
+            field="bucket",
+        )
+
+
 async def gpu_series(
     db: Database,
     ctx: TenantContext,
@@ -51,13 +62,7 @@ async def gpu_series(
         if start < cutoff:
             bucket = MetricBucket.HOUR
         if bucket is not MetricBucket.RAW:
-            buckets = (end - start) / timedelta(seconds=bucket.seconds)
-            if buckets > max_points:
-                raise InvalidInput(
-                    f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
-                    "use a coarser bucket or a shorter range",
-                    field="bucket",
-                )
+            check_points(start, end, bucket, max_points)
         if bucket is MetricBucket.RAW:
             points = await repo.raw_series(
                 conn, org_id=org_id, gpu_id=gpu_id, start=start, end=end, limit=max_points + 1
