@@ -58,7 +58,12 @@ async def page_gpus(
 
 
 async def page_join_tokens(
-    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
+    db: Database,
+    ctx: TenantContext,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    include_inactive: bool = False,
 ) -> list[JoinToken]:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:

@@ -100,29 +100,12 @@ async def register_host(
                     f"a host named {name!r} is already registered in this organization; remove it first "
                     "or register this machine under another name"
                 )
+            enrollment = repo.Enrollment(facts, labels, credential.display_prefix, credential.hash, token.id)
             if existing is None:
-                host = await repo.insert(
-                    conn,
-                    org_id=org_id,
-                    name=name,
-                    facts=facts,
-                    labels=labels,
-                    credential_prefix=credential.display_prefix,
-                    credential_hash=credential.hash,
-                    join_token_id=token.id,
-                )
+                host = await repo.insert(conn, org_id=org_id, name=name, enrollment=enrollment)
                 rows: list[GpuDetail] = []
             else:
-                host = await repo.reregister(
-                    conn,
-                    org_id=org_id,
-                    host_id=existing.id,
-                    facts=facts,
-                    labels=labels,
-                    credential_prefix=credential.display_prefix,
-                    credential_hash=credential.hash,
-                    join_token_id=token.id,
-                )
+                host = await repo.reregister(conn, org_id=org_id, host_id=existing.id, enrollment=enrollment)
                 rows = await gpus_repo.for_host(conn, org_id=org_id, host_id=host.id, for_update=True)
             plan = inventory.plan(rows, gpus, (), policy, seen_at=existing.last_heartbeat_at if existing else None)
             await write_plan(conn, org_id=org_id, host_id=host.id, plan=plan, actor=actor)
@@ -184,20 +167,6 @@ async def get_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDe
     if host is None:
         raise NotFound(f"host {host_id} not found")
     return host
-
-
-async def list_hosts(
-    db: Database, ctx: TenantContext, *, status: HostStatus | None = None, include_removed: bool = False
-) -> list[HostDetail]:
-    async with db.transaction(ctx.org_id) as conn:
-        return await repo.list_(conn, org_id=ctx.org_id, status=status, include_removed=include_removed)
-
-
-async def list_gpus(
-    db: Database, ctx: TenantContext, *, status: GpuStatus | None = None, host_id: UUID | None = None
-) -> list[GpuDetail]:
-    async with db.transaction(ctx.org_id) as conn:
-        return await gpus_repo.list_(conn, org_id=ctx.org_id, status=status, host_id=host_id)
 
 
 async def get_gpu(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetail:
