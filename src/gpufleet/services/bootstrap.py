@@ -12,7 +12,7 @@ from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.errors import NotFound
 from gpufleet.repo import orgs
 from gpufleet.services.join_tokens import create_join_token
-from gpufleet.services.orgs import found, issue_key
+from gpufleet.services.orgs import create_with_owner, issue_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ async def first_run(db: Database, settings: Settings) -> FirstRun | None:
         user = await orgs.create_user(conn, email=settings.bootstrap_admin_email, name="Administrator")
         assert user is not None  # no user at all, under the bootstrap lock
         org_id = uuid.uuid4()
-        org = await found(
+        org = await create_with_owner(
             conn,
             org_id=org_id,
             name="Default",

@@ -31,6 +31,7 @@ from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import budgets, costs
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
+from gpufleet.services.lookup import found
 from gpufleet.services.prediction_events import deployment_event, predictions_moved, replica_event
 from gpufleet.services.transitions import transition_job
 
@@ -46,9 +47,7 @@ class Scaling:
 
 
 async def owner_slug(conn: Conn, org_id: UUID) -> str:
-    org = await orgs_repo.get(conn, org_id=org_id)
-    if org is None:
-        raise NotFound("organization not found")
+    org = found(await orgs_repo.get(conn, org_id=org_id), "organization")
     return org.slug
 
 
@@ -219,10 +218,8 @@ async def update(
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         _check_owner(owner, slug, f"deployment {owner}/{name}")
-        d = await repo.get_by_name(conn, org_id=org_id, name=name)
-        if d is None:
-            raise NotFound(f"deployment {owner}/{name} not found")
-        d = await repo.get(conn, org_id=org_id, deployment_id=d.id, lock=True)
+        named = found(await repo.get_by_name(conn, org_id=org_id, name=name), f"deployment {owner}/{name}")
+        d = await repo.get(conn, org_id=org_id, deployment_id=named.id, lock=True)
         assert d is not None
         fields: dict[str, Any] = {}
         changed: list[str] = []

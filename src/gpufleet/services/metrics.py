@@ -8,10 +8,11 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.errors import InvalidInput
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import metrics as repo
+from gpufleet.services.lookup import found
 
 MAX_RANGE = timedelta(days=800)
 
@@ -56,8 +57,7 @@ async def gpu_series(
     if end - start > MAX_RANGE:
         raise InvalidInput(f"the range may span at most {MAX_RANGE.days} days", field="start")
     async with db.transaction(org_id) as conn:
-        if await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id) is None:
-            raise NotFound(f"GPU {gpu_id} not found")
+        found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id), f"GPU {gpu_id}")
         cutoff = await repo.raw_cutoff(conn, retention_days=raw_retention_days)
         if start < cutoff:
             bucket = MetricBucket.HOUR

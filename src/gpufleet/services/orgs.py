@@ -17,6 +17,7 @@ from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, use
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
+from gpufleet.services.lookup import found
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,7 @@ def _same_org(ctx: TenantContext, org_id: UUID) -> UUID:
 
 async def me(db: Database, p: Principal) -> Me:
     async with db.system_transaction() as conn:
-        user = await orgs.get_user(conn, user_id=p.user_id)
-        if user is None:
-            raise NotFound("user not found")
+        user = found(await orgs.get_user(conn, user_id=p.user_id), "user")
         return Me(user, await members.memberships_of(conn, user_id=p.user_id))
 
 
@@ -77,7 +76,7 @@ async def issue_key(
     return CreatedKey(key, issued.secret)
 
 
-async def found(
+async def create_with_owner(
     conn: Any, *, org_id: UUID, name: str, slug: str, owner_id: UUID, actor: str, data: dict[str, Any]
 ) -> Organization:
     """A new organization with its first owner, and its ``organization.created`` event (``data``)."""
@@ -105,7 +104,7 @@ async def create(
             wanted = f"{wanted[:50]}-{org_id.hex[:6]}"
     try:
         async with db.transaction(org_id, user_id=p.user_id) as conn:
-            org = await found(
+            org = await create_with_owner(
                 conn,
                 org_id=org_id,
                 name=name,
@@ -125,9 +124,7 @@ async def create(
 
 async def get(db: Database, ctx: TenantContext, org_id: UUID) -> Organization:
     async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
-        org = await orgs.get(conn, org_id=org_id)
-    if org is None:
-        raise NotFound(f"organization {org_id} not found")
+        org = found(await orgs.get(conn, org_id=org_id), f"organization {org_id}")
     return org
 
 
@@ -135,9 +132,7 @@ async def update(
     db: Database, ctx: TenantContext, org_id: UUID, *, name: str | None, settings: dict[str, Any] | None
 ) -> Organization:
     async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
-        org = await orgs.update(conn, org_id=org_id, name=name, settings=settings)
-        if org is None:
-            raise NotFound(f"organization {org_id} not found")
+        org = found(await orgs.update(conn, org_id=org_id, name=name, settings=settings), f"organization {org_id}")
         await events.append(
             conn,
             org_id=org_id,
@@ -173,9 +168,7 @@ async def list_members(
 async def _owners_and_member(conn: Any, org_id: UUID, user_id: UUID) -> tuple[list[UUID], members.Member]:
     """The organization's owners and its member ``user_id`` (locked for the change); NotFound if none."""
     owners = await members.owners(conn, org_id=org_id)
-    target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
-    if target is None:
-        raise NotFound(f"member {user_id} not found")
+    target = found(await members.get(conn, org_id=org_id, user_id=user_id, for_update=True), f"member {user_id}")
     return owners, target
 
 
