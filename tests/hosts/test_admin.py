@@ -7,12 +7,13 @@ import pytest
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuStatus, HostStatus
 from gpufleet.errors import Conflict, InvalidTransition, NotFound
+from gpufleet.limits import MAX_PAGE
 from gpufleet.services.allocation import allocate_gpu
+from gpufleet.services.host_views import page_hosts
 from gpufleet.services.hosts import (
     clear_gpu_health,
     drain_host,
     end_host_maintenance,
-    list_hosts,
     remove_host,
     set_gpu_maintenance,
     start_host_maintenance,
@@ -57,8 +58,8 @@ async def test_remove_waits_for_running_work(db: Database) -> None:
     await sql(db, "update jobs set status = 'succeeded' where id = $1", job.id)
     removed = await remove_host(db, ctx_for(org.id), host_id=me.host_id)
     assert removed.removed_at is not None
-    assert await list_hosts(db, ctx_for(org.id)) == []
-    assert [h.id for h in await list_hosts(db, ctx_for(org.id), include_removed=True)] == [me.host_id]
+    assert await page_hosts(db, ctx_for(org.id), limit=MAX_PAGE) == []
+    assert [h.id for h in await page_hosts(db, ctx_for(org.id), limit=MAX_PAGE, include_removed=True)] == [me.host_id]
     assert (await event_types(db, me.host_id))[-1] == "host.removed"
     assert await event_types(db, reg.gpus[0].id) == ["gpu.added", "gpu.offline"]
     with pytest.raises(NotFound):

@@ -9,8 +9,10 @@ import pytest
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import NOT_REPORTED, GpuStatus, HeartbeatPolicy, HostIdentity, HostStatus
 from gpufleet.errors import InvalidInput, Unauthorized
+from gpufleet.limits import MAX_PAGE
 from gpufleet.services.heartbeats import heartbeat
-from gpufleet.services.hosts import clear_gpu_health, list_gpus, revoke_host
+from gpufleet.services.host_views import page_gpus
+from gpufleet.services.hosts import clear_gpu_health, revoke_host
 from tests.factories import create_job, create_org, ctx_for
 from tests.hosts.helpers import db_now, event_types, facts, gpu, gpus, register, report, sample, sql, val
 
@@ -74,7 +76,7 @@ async def test_missing_gpus_go_offline_and_come_back_new_ones_are_added(db: Data
     rows = await _gpu_rows(db, me.host_id)
     assert rows["GPU-node-1-1"][:2] == ("available", None)
     assert await event_types(db, reg.gpus[1].id) == ["gpu.added", "gpu.offline", "gpu.available"]
-    added = [g for g in await list_gpus(db, ctx_for(org.id)) if g.uuid == "GPU-node-1-5"]
+    added = [g for g in await page_gpus(db, ctx_for(org.id), limit=MAX_PAGE) if g.uuid == "GPU-node-1-5"]
     assert len(added) == 1 and added[0].hourly_price == 4 and added[0].simulated
     assert await event_types(db, added[0].id) == ["gpu.added"]
 

@@ -11,8 +11,10 @@ import pytest
 from gpufleet import security
 from gpufleet.db.pool import Database
 from gpufleet.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from gpufleet.limits import MAX_PAGE
+from gpufleet.services.host_views import page_join_tokens
 from gpufleet.services.hosts import register_host
-from gpufleet.services.join_tokens import create_join_token, list_join_tokens, revoke_join_token
+from gpufleet.services.join_tokens import create_join_token, revoke_join_token
 from tests.factories import create_org, ctx_for
 from tests.hosts.helpers import event_types, facts, gpus, sql, val
 
@@ -26,7 +28,7 @@ async def test_create_shows_the_secret_once_and_stores_its_hash(db: Database) ->
     assert stored == hashlib.sha256(issued.secret.encode()).digest()
     lifetime = await val(db, "select expires_at - created_at from join_tokens where id = $1", issued.token.id)
     assert lifetime == timedelta(hours=2)
-    assert [t.id for t in await list_join_tokens(db, ctx_for(org.id))] == [issued.token.id]
+    assert [t.id for t in await page_join_tokens(db, ctx_for(org.id), limit=MAX_PAGE)] == [issued.token.id]
     assert await event_types(db, org.id) == ["join_token.created"]
 
 
@@ -65,9 +67,9 @@ async def test_refusals_say_why(db: Database) -> None:
     with pytest.raises(Unauthorized, match="used 1 of 1 times"):
         await register_host(db, once.secret, facts("node-2"), gpus(1, host="node-2"))
 
-    active = await list_join_tokens(db, ctx_for(org.id))
+    active = await page_join_tokens(db, ctx_for(org.id), limit=MAX_PAGE)
     assert active == []
-    assert len(await list_join_tokens(db, ctx_for(org.id), include_inactive=True)) == 3
+    assert len(await page_join_tokens(db, ctx_for(org.id), limit=MAX_PAGE, include_inactive=True)) == 3
     assert await event_types(db, org.id) == ["join_token.created"] * 2 + ["join_token.revoked", "join_token.created"]
 
 
@@ -76,7 +78,7 @@ async def test_revoke_is_tenant_scoped(db: Database) -> None:
     issued = await create_join_token(db, ctx_for(a.id))
     with pytest.raises(NotFound):
         await revoke_join_token(db, ctx_for(b.id), token_id=issued.token.id)
-    assert await list_join_tokens(db, ctx_for(b.id)) == []
+    assert await page_join_tokens(db, ctx_for(b.id), limit=MAX_PAGE) == []
 
 
 async def test_concurrent_registrations_never_exceed_max_uses(db: Database) -> None:

@@ -15,8 +15,8 @@ from tests.factories import create_org, ctx_for
 async def test_expired_files_are_hidden_then_swept(db: Database) -> None:
     org = await create_org(db)
     settings = Settings()
-    keep = await files.store(db, ctx_for(org.id), settings, name="keep.txt", content_type="text/plain", data=b"keep")
-    gone = await files.store(db, ctx_for(org.id), settings, name="gone.txt", content_type="text/plain", data=b"gone")
+    keep = await files.upload(db, ctx_for(org.id), settings, name="keep.txt", content_type="text/plain", data=b"keep")
+    gone = await files.upload(db, ctx_for(org.id), settings, name="gone.txt", content_type="text/plain", data=b"gone")
     async with db.system_transaction() as conn:
         await conn.execute("update files set expires_at = now() - interval '1 second' where id = $1", gone.id)
     with pytest.raises(NotFound):

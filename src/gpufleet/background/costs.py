@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gpufleet.background.loop import run_periodically
+from gpufleet.background.loop import in_batches, run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import costs as repo
@@ -30,13 +30,7 @@ CLOSE_BATCH = 500  # allocations per transaction
 
 
 async def run_once(db: Database) -> CostsReport:
-    closed = 0
-    while True:
-        async with db.system_transaction() as conn:
-            n = await repo.close_intervals(conn, limit=CLOSE_BATCH)
-        closed += n
-        if n < CLOSE_BATCH:
-            break
+    closed = await in_batches(db, lambda conn, n: repo.close_intervals(conn, limit=n), batch=CLOSE_BATCH)
     events = await budgets.check_thresholds(db)
     return CostsReport(closed, events, await budget_stop.stop_overspent(db))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gpufleet.background.loop import run_periodically
+from gpufleet.background.loop import in_batches, run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import events as repo
@@ -18,17 +18,14 @@ log = logging.getLogger(__name__)
 
 async def run_once(db: Database, *, retention_days: int = 30, batch: int = 5000) -> tuple[int, int]:
     """(events deleted, deliveries deleted)."""
-    totals = [0, 0]
-    for i, delete in enumerate((repo.delete_older_than, repo.delete_finished_deliveries_older_than)):
-        while True:
-            async with db.system_transaction() as conn:
-                n = await delete(conn, days=retention_days, limit=batch)
-            totals[i] += n
-            if n < batch:
-                break
-    if any(totals):
-        log.info("events retention: %d events and %d webhook deliveries deleted", *totals)
-    return totals[0], totals[1]
+    days = retention_days
+    events = await in_batches(db, lambda conn, n: repo.delete_older_than(conn, days=days, limit=n), batch=batch)
+    deliveries = await in_batches(
+        db, lambda conn, n: repo.delete_finished_deliveries_older_than(conn, days=days, limit=n), batch=batch
+    )
+    if events or deliveries:
+        log.info("events retention: %d events and %d webhook deliveries deleted", events, deliveries)
+    return events, deliveries
 
 
 async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gpufleet.background.loop import run_periodically
+from gpufleet.background.loop import in_batches, run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.repo import files as repo
@@ -19,13 +19,7 @@ BATCH = 500
 
 async def run_once(db: Database, *, batch: int = BATCH) -> int:
     """The number of files deleted."""
-    total = 0
-    while True:
-        async with db.system_transaction() as conn:
-            n = await repo.delete_expired(conn, limit=batch)
-        total += n
-        if n < batch:
-            break
+    total = await in_batches(db, lambda conn, n: repo.delete_expired(conn, limit=n), batch=batch)
     if total:
         log.info("files retention: %d expired files deleted", total)
     return total

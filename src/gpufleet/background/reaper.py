@@ -26,12 +26,12 @@ from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.db.pool import Database
-from gpufleet.domain.execution import HOST_LOST, ExecutionPolicy, ExitReport, OutcomeStatus, ReapResult
+from gpufleet.domain.execution import HOST_LOST, ExecutionPolicy, OutcomeStatus, ReapResult
 from gpufleet.domain.jobs import JobStatus
 from gpufleet.repo import control_plane
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
-from gpufleet.services.reports import end_lost, may_retry
+from gpufleet.services.reports import end_lost, may_retry, record_server_outcome
 from gpufleet.services.transitions import transition_job
 
 log = logging.getLogger(__name__)
@@ -100,18 +100,9 @@ async def _host_loss(conn: Conn, policy: ExecutionPolicy, result: ReapResult, re
 async def _server_ends(conn: Conn, org_id: UUID, job_id: UUID, to: JobStatus, reason: str) -> None:
     job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
     assert job is not None  # locked by the query that found it
-    attempt, host_id = job.attempt, job.host_id
     await transition_job(conn, job, to, reason=reason, actor=ACTOR, data={"cause": "agent_silent"})
     status: OutcomeStatus = "cancelled" if to is JobStatus.CANCELLED else "timed_out"
-    await repo.record_outcome(
-        conn,
-        org_id=job.organization_id,
-        job_id=job.id,
-        attempt=attempt,
-        host_id=host_id,
-        outcome=ExitReport(status, reason=reason),
-        reported_by="server",
-    )
+    await record_server_outcome(conn, job, status, reason=reason)
 
 
 async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:

@@ -18,11 +18,19 @@ from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import Price, PriceKind, UsageRow
 from gpufleet.repo.rows import mapper
 
+# The CPU and RAM prices in force for allocation ``a`` (ch, rh: its host's; c0, r0: the organization's
+# default), for the jobs with GPUs and those without.
+_CPU_RAM_PRICES = """\
+           left join cur ch on ch.organization_id = a.organization_id and ch.kind = 'cpu' and ch.host_id = a.host_id
+           left join cur c0 on c0.organization_id = a.organization_id and c0.kind = 'cpu' and c0.host_id is null
+           left join cur rh on rh.organization_id = a.organization_id and rh.kind = 'ram' and rh.host_id = a.host_id
+           left join cur r0 on r0.organization_id = a.organization_id and r0.kind = 'ram' and r0.host_id is null"""
+
 # What running allocations of the organizations $1 accrued since they were last metered, up to
 # now (never stored). An allocation whose open interval crosses no hour boundary and no price
 # change (almost all: the hourly close keeps them short) is one segment, computed set-based here
 # with gpufleet_cost_segments' formula; the others go through that function.
-LIVE = """
+LIVE = f"""
     select a.organization_id, a.job_id, a.attempt, j.submitted_by as user_id, j.labels, g.model as gpu_model,
            a.host_id, o.s as period_start, round(v.secs * a.milli / 1000, 6) as gpu_seconds,
            round(v.secs * (a.milli * coalesce(gh.hourly_price, g0.hourly_price, 0) / 1000
@@ -39,10 +47,7 @@ LIVE = """
                            and gh.gpu_model = g.model and gh.host_id = a.host_id
            left join cur g0 on g0.organization_id = a.organization_id and g0.kind = 'gpu'
                            and g0.gpu_model = g.model and g0.host_id is null
-           left join cur ch on ch.organization_id = a.organization_id and ch.kind = 'cpu' and ch.host_id = a.host_id
-           left join cur c0 on c0.organization_id = a.organization_id and c0.kind = 'cpu' and c0.host_id is null
-           left join cur rh on rh.organization_id = a.organization_id and rh.kind = 'ram' and rh.host_id = a.host_id
-           left join cur r0 on r0.organization_id = a.organization_id and r0.kind = 'ram' and r0.host_id is null
+{_CPU_RAM_PRICES}
      where o.simple and now() > o.s
     union all
     select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, s.gpu_model, s.host_id,
@@ -58,10 +63,7 @@ LIVE = """
                            + a.ram_mb * coalesce(rh.hourly_price, r0.hourly_price, 0) / 1024) / 3600, 6)
       from ropen o join cpu_reservations a on a.id = o.id join jobs j on j.id = a.job_id
            cross join lateral (select extract(epoch from now() - o.s) as secs) v
-           left join cur ch on ch.organization_id = a.organization_id and ch.kind = 'cpu' and ch.host_id = a.host_id
-           left join cur c0 on c0.organization_id = a.organization_id and c0.kind = 'cpu' and c0.host_id is null
-           left join cur rh on rh.organization_id = a.organization_id and rh.kind = 'ram' and rh.host_id = a.host_id
-           left join cur r0 on r0.organization_id = a.organization_id and r0.kind = 'ram' and r0.host_id is null
+{_CPU_RAM_PRICES}
      where o.simple and now() > o.s
     union all
     select s.organization_id, s.job_id, s.attempt, s.user_id, s.labels, null::text, s.host_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
@@ -94,37 +95,35 @@ class RunState:
     overdue: bool  # running past max_runtime_s (started_at + max_runtime_s < now())
 
 
+_run_state = mapper(RunState, status=JobStatus)
+
+
+def _run_states(rows: Sequence[Any]) -> dict[UUID, RunState]:
+    return {state.job_id: state for state in map(_run_state, rows)}
+
+
 async def run_states(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, RunState]:
     """The tenant's jobs among ``job_ids`` (another tenant's are simply absent)."""
     rows = await conn.fetch(
-        """select id, status, attempt, host_id, cancel_requested_at is not null as cancel_requested,
+        """select id as job_id, status, attempt, host_id, cancel_requested_at is not null as cancel_requested,
                   (status = 'running' and max_runtime_s is not null and started_at is not null
                    and started_at + make_interval(secs => max_runtime_s) < now()) as overdue
              from jobs where organization_id = $1 and id = any($2::uuid[])""",
         org_id,
         list(job_ids),
     )
-    return {
-        r["id"]: RunState(
-            r["id"], JobStatus(r["status"]), r["attempt"], r["host_id"], r["cancel_requested"], r["overdue"]
-        )
-        for r in rows
-    }
+    return _run_states(rows)
 
 
 async def run_states_any(conn: Conn, *, job_ids: Sequence[UUID]) -> dict[UUID, RunState]:
     """System path: ``run_states`` across tenants, for the wake-up hub's one query for all waiters."""
     rows = await conn.fetch(
-        """select id, status, attempt, host_id, cancel_requested_at is not null as cancel_requested, false as overdue
+        """select id as job_id, status, attempt, host_id, cancel_requested_at is not null as cancel_requested,
+                  false as overdue
              from jobs where id = any($1::uuid[])""",
         list(job_ids),
     )
-    return {
-        r["id"]: RunState(
-            r["id"], JobStatus(r["status"]), r["attempt"], r["host_id"], r["cancel_requested"], r["overdue"]
-        )
-        for r in rows
-    }
+    return _run_states(rows)
 
 
 async def active_on_host(conn: Conn, *, org_id: UUID, host_id: UUID) -> list[UUID]:

@@ -44,22 +44,6 @@ async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID, for_update: bool = Fals
     return gpu_row(row) if row else None
 
 
-async def list_(
-    conn: Conn, *, org_id: UUID, status: GpuStatus | None = None, host_id: UUID | None = None
-) -> list[GpuDetail]:
-    """GPUs of the organization's live hosts (removed hosts' GPUs are history)."""
-    rows = await conn.fetch(
-        """select g.* from gpu_resources g join hosts h on h.id = g.host_id and h.organization_id = g.organization_id
-            where g.organization_id = $1 and h.removed_at is null
-              and ($2::text is null or g.status = $2) and ($3::uuid is null or g.host_id = $3)
-            order by h.name, g.index, g.uuid""",
-        org_id,
-        status.value if status else None,
-        host_id,
-    )
-    return [gpu_row(r) for r in rows]
-
-
 async def get_available_gpus(
     conn: Conn, *, org_id: UUID, min_memory_mb: int | None = None, gpu_type: str | None = None
 ) -> list[GpuDetail]:

@@ -46,31 +46,33 @@ def facts_set(n: int) -> str:
                driver_version = ${n + 6}, cuda_version = ${n + 7}, agent_version = ${n + 8}"""
 
 
-async def insert(
-    conn: Conn,
-    *,
-    org_id: UUID,
-    name: str,
-    facts: HostFacts,
-    labels: dict[str, str],
-    credential_prefix: str,
-    credential_hash: bytes,
-    join_token_id: UUID | None,
-) -> HostDetail:
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """What a registration writes on its host: the agent's facts and labels, the new credential and
+    the join token that admitted it (a first registration and a revoked host's return alike)."""
+
+    facts: HostFacts
+    labels: dict[str, str]
+    credential_prefix: str
+    credential_hash: bytes
+    join_token_id: UUID | None
+
+    def params(self) -> list[Any]:
+        """$3..$16 of ``insert`` and ``reregister``: the credential, token, labels, then the facts."""
+        credential = [self.credential_prefix, self.credential_hash, self.join_token_id]
+        return [*credential, self.labels, self.facts.simulated, *facts_params(self.facts)]
+
+
+async def insert(conn: Conn, *, org_id: UUID, name: str, enrollment: Enrollment) -> HostDetail:
     row = await conn.fetchrow(
-        """insert into hosts (organization_id, name, labels, simulated, credential_prefix, credential_hash,
-                              join_token_id, last_heartbeat_at, hostname, os, kernel, arch, cpu_cores, ram_mb,
+        """insert into hosts (organization_id, name, credential_prefix, credential_hash, join_token_id, labels,
+                              simulated, last_heartbeat_at, hostname, os, kernel, arch, cpu_cores, ram_mb,
                               driver_version, cuda_version, agent_version)
            values ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10, $11, $12, $13, $14, $15, $16)
         returning *""",
         org_id,
         name,
-        labels,
-        facts.simulated,
-        credential_prefix,
-        credential_hash,
-        join_token_id,
-        *facts_params(facts),
+        *enrollment.params(),
     )
     assert row is not None
     return _host(row)
@@ -86,17 +88,7 @@ async def get_live_by_name_for_update(conn: Conn, *, org_id: UUID, name: str) ->
     return _host(row) if row else None
 
 
-async def reregister(
-    conn: Conn,
-    *,
-    org_id: UUID,
-    host_id: UUID,
-    facts: HostFacts,
-    labels: dict[str, str],
-    credential_prefix: str,
-    credential_hash: bytes,
-    join_token_id: UUID | None,
-) -> HostDetail:
+async def reregister(conn: Conn, *, org_id: UUID, host_id: UUID, enrollment: Enrollment) -> HostDetail:
     """A revoked host comes back with a new credential; an admin's drain or maintenance stays."""
     row = await conn.fetchrow(
         f"""update hosts set revoked_at = null, credential_prefix = $3, credential_hash = $4, join_token_id = $5,
@@ -110,12 +102,7 @@ async def reregister(
          returning *""",
         org_id,
         host_id,
-        credential_prefix,
-        credential_hash,
-        join_token_id,
-        labels,
-        facts.simulated,
-        *facts_params(facts),
+        *enrollment.params(),
     )
     assert row is not None
     return _host(row)
@@ -167,18 +154,6 @@ async def get(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = Fal
 
 # The hosts a list shows: $2 a status or null, $3 whether removed hosts count.
 _LISTED = "organization_id = $1 and ($2::text is null or status = $2) and ($3 or removed_at is null)"
-
-
-async def list_(
-    conn: Conn, *, org_id: UUID, status: HostStatus | None = None, include_removed: bool = False
-) -> list[HostDetail]:
-    rows = await conn.fetch(
-        f"select * from hosts where {_LISTED} order by name, created_at",
-        org_id,
-        status.value if status else None,
-        include_removed,
-    )
-    return [_host(r) for r in rows]
 
 
 async def transition(

@@ -43,19 +43,6 @@ async def create(
     return _token(row)
 
 
-async def list_(conn: Conn, *, org_id: UUID, include_inactive: bool = False) -> list[JoinToken]:
-    """Newest first; without ``include_inactive`` only tokens that could still be used."""
-    rows = await conn.fetch(
-        f"""select * from join_tokens
-            where organization_id = $1
-              and ($2 or {_USABLE})
-            order by created_at desc, id desc""",
-        org_id,
-        include_inactive,
-    )
-    return [_token(r) for r in rows]
-
-
 async def get(conn: Conn, *, org_id: UUID, token_id: UUID) -> JoinToken | None:
     row = await conn.fetchrow("select * from join_tokens where organization_id = $1 and id = $2", org_id, token_id)
     return _token(row) if row else None

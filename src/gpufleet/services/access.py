@@ -11,6 +11,7 @@ from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, use
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
+from gpufleet.services.lookup import found
 from gpufleet.services.orgs import CreatedKey, check_future, check_new_role, issue_key
 
 
@@ -56,9 +57,7 @@ async def list_invites(
 async def get_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> members.Invite:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        invite = await members.get_invite(conn, org_id=org_id, invite_id=invite_id)
-    if invite is None:
-        raise NotFound(f"invite {invite_id} not found")
+        invite = found(await members.get_invite(conn, org_id=org_id, invite_id=invite_id), f"invite {invite_id}")
     return invite
 
 

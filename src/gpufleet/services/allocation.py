@@ -9,10 +9,11 @@ import asyncpg
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, JobStatus
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import Conflict, NotFound
+from gpufleet.errors import Conflict
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import budgets
+from gpufleet.services.lookup import found
 from gpufleet.services.transitions import transition_job
 
 
@@ -29,12 +30,8 @@ async def allocate_gpu(
     org_id, actor = ctx.org_id, ctx.actor
     try:
         async with db.transaction(org_id) as conn:
-            job = await jobs_repo.get_for_update(conn, org_id=org_id, job_id=job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} not found")
-            gpu = await gpus.get(conn, org_id=org_id, gpu_id=gpu_id)
-            if gpu is None:
-                raise NotFound(f"GPU {gpu_id} not found")
+            job = found(await jobs_repo.get_for_update(conn, org_id=org_id, job_id=job_id), f"job {job_id}")
+            gpu = found(await gpus.get(conn, org_id=org_id, gpu_id=gpu_id), f"GPU {gpu_id}")
             if job.status is not JobStatus.PENDING:
                 raise Conflict(f"job {job_id} is {job.status}, not pending")
             await transition_job(conn, job, JobStatus.ALLOCATED, host_id=gpu.host_id, actor=actor)

@@ -10,9 +10,9 @@ from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.errors import NotFound
-from gpufleet.repo import events, orgs
+from gpufleet.repo import orgs
 from gpufleet.services.join_tokens import create_join_token
-from gpufleet.services.orgs import issue_key
+from gpufleet.services.orgs import create_with_owner, issue_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,14 @@ async def first_run(db: Database, settings: Settings) -> FirstRun | None:
         user = await orgs.create_user(conn, email=settings.bootstrap_admin_email, name="Administrator")
         assert user is not None  # no user at all, under the bootstrap lock
         org_id = uuid.uuid4()
-        org = await orgs.create(conn, org_id=org_id, name="Default", slug="default")
-        await orgs.add_member(conn, org_id=org_id, user_id=user.id, role=Role.OWNER)
-        await events.append(
+        org = await create_with_owner(
             conn,
             org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="organization.created",
-            data={"name": "Default", "first_run": True},
+            name="Default",
+            slug="default",
+            owner_id=user.id,
             actor="gpufleet",
+            data={"name": "Default", "first_run": True},
         )
         key = await issue_key(conn, org_id=org_id, user_id=user.id, name="first-run owner key", role=Role.OWNER)
         return FirstRun(user, org, key.secret)

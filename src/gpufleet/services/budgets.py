@@ -24,6 +24,7 @@ from gpufleet.errors import BudgetExceeded, InvalidInput, NotFound
 from gpufleet.repo import budgets as repo
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events
+from gpufleet.services.lookup import found
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ async def list_budgets(db: Database, ctx: TenantContext) -> list[BudgetState]:
 async def delete_budget(db: Database, ctx: TenantContext, budget_id: UUID) -> Budget:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        budget = await repo.delete(conn, org_id=org_id, budget_id=budget_id)
-        if budget is None:
-            raise NotFound(f"budget {budget_id} not found")
+        budget = found(await repo.delete(conn, org_id=org_id, budget_id=budget_id), f"budget {budget_id}")
         await events.append(
             conn,
             org_id=org_id,

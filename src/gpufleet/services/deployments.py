@@ -22,7 +22,6 @@ from gpufleet.domain.predictions import Deployment, DeploymentView, Replica, Rep
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import deployments as repo
-from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import models as models_repo
 from gpufleet.repo import orgs as orgs_repo
@@ -32,6 +31,7 @@ from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import budgets, costs
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
+from gpufleet.services.lookup import found
 from gpufleet.services.prediction_events import deployment_event, predictions_moved, replica_event
 from gpufleet.services.transitions import transition_job
 
@@ -47,9 +47,7 @@ class Scaling:
 
 
 async def owner_slug(conn: Conn, org_id: UUID) -> str:
-    org = await orgs_repo.get(conn, org_id=org_id)
-    if org is None:
-        raise NotFound("organization not found")
+    org = found(await orgs_repo.get(conn, org_id=org_id), "organization")
     return org.slug
 
 
@@ -220,10 +218,8 @@ async def update(
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
         _check_owner(owner, slug, f"deployment {owner}/{name}")
-        d = await repo.get_by_name(conn, org_id=org_id, name=name)
-        if d is None:
-            raise NotFound(f"deployment {owner}/{name} not found")
-        d = await repo.get(conn, org_id=org_id, deployment_id=d.id, lock=True)
+        named = found(await repo.get_by_name(conn, org_id=org_id, name=name), f"deployment {owner}/{name}")
+        d = await repo.get(conn, org_id=org_id, deployment_id=named.id, lock=True)
         assert d is not None
         fields: dict[str, Any] = {}
         changed: list[str] = []
@@ -339,21 +335,7 @@ async def start_replica(
     estimate = await costs.estimate(conn, org_id, spec)
     await budgets.admit(conn, org_id, user_id=user_id, labels=spec.labels, estimate=estimate)
     job = await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=spec, submitted_by=user_id, kind="replica")
-    await events_repo.append(
-        conn,
-        org_id=org_id,
-        entity_type="job",
-        entity_id=job.id,
-        type="job.submitted",
-        data={
-            "to": JobStatus.PENDING.value,
-            "attempt": job.attempt,
-            "gpu_count": spec.gpu.count,
-            "gpu_milli": spec.gpu.milli,
-            "gpu_models": list(spec.gpu.models),
-        },
-        actor=actor,
-    )
+    await jobs_service.record_submitted(conn, job, actor=actor)
     replica = await replicas_repo.create(
         conn,
         org_id=org_id,

@@ -52,7 +52,7 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
-async def store(
+async def upload(
     db: Database,
     ctx: TenantContext,
     settings: Settings,
@@ -61,9 +61,8 @@ async def store(
     content_type: str | None,
     data: bytes,
     metadata: dict[str, Any] | None = None,
-    prediction_id: UUID | None = None,
 ) -> FileRecord:
-    """Store a file in ``ctx``'s organization, made by its user (uploads; tests)."""
+    """Store a file in ``ctx``'s organization, made by its user."""
     org_id, created_by = ctx.org_id, ctx.user_id
     if len(data) > settings.files_max_bytes:
         raise PayloadTooLarge(f"content: a file is at most {settings.files_max_bytes} bytes")
@@ -77,22 +76,8 @@ async def store(
             sha256=hashlib.sha256(data).hexdigest(),
             metadata=metadata or {},
             expires_in_s=settings.files_retention_s,
-            prediction_id=prediction_id,
             created_by=created_by,
         )
-
-
-async def upload(
-    db: Database,
-    ctx: TenantContext,
-    settings: Settings,
-    *,
-    name: str | None,
-    content_type: str | None,
-    data: bytes,
-    metadata: dict[str, Any],
-) -> FileRecord:
-    return await store(db, ctx, settings, name=name, content_type=content_type, data=data, metadata=metadata)
 
 
 def _missing(file_id: UUID) -> NotFound:

@@ -4,7 +4,7 @@ and the queue as the scheduler sees it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 from gpufleet.db.pool import Database
@@ -15,6 +15,7 @@ from gpufleet.errors import InvalidInput
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import metrics as metrics_repo
+from gpufleet.services.metrics import check_points
 
 # A sample older than this is not "the GPU now": its tile shows no numbers.
 FRESH_S = 300
@@ -64,13 +65,7 @@ async def series(
                 "for longer ranges",
                 field="start",
             )
-        buckets = (end - start) / timedelta(seconds=bucket.seconds)
-        if buckets > max_points:
-            raise InvalidInput(
-                f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
-                "use a coarser bucket or a shorter range",
-                field="bucket",
-            )
+        check_points(start, end, bucket, max_points)
         gpus, points = await metrics_repo.aggregate_series(
             conn,
             org_id=org_id,

@@ -8,10 +8,10 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, JoinToken
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import NotFound
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import join_tokens
+from gpufleet.services.lookup import found
 
 
 async def page_hosts(
@@ -34,9 +34,7 @@ async def host_with_gpus(db: Database, ctx: TenantContext, *, host_id: UUID) -> 
     """A host (removed ones included: their history stays readable) and its GPUs, in one snapshot."""
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        host = await hosts_repo.get(conn, org_id=org_id, host_id=host_id)
-        if host is None:
-            raise NotFound(f"host {host_id} not found")
+        host = found(await hosts_repo.get(conn, org_id=org_id, host_id=host_id), f"host {host_id}")
         return host, await gpus_repo.for_host(conn, org_id=org_id, host_id=host_id)
 
 
@@ -58,7 +56,12 @@ async def page_gpus(
 
 
 async def page_join_tokens(
-    db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None, include_inactive: bool = False
+    db: Database,
+    ctx: TenantContext,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    include_inactive: bool = False,
 ) -> list[JoinToken]:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:

@@ -34,6 +34,7 @@ from gpufleet.repo import events
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as repo
 from gpufleet.services import inventory, join_tokens
+from gpufleet.services.lookup import found
 
 
 async def write_plan(
@@ -100,29 +101,12 @@ async def register_host(
                     f"a host named {name!r} is already registered in this organization; remove it first "
                     "or register this machine under another name"
                 )
+            enrollment = repo.Enrollment(facts, labels, credential.display_prefix, credential.hash, token.id)
             if existing is None:
-                host = await repo.insert(
-                    conn,
-                    org_id=org_id,
-                    name=name,
-                    facts=facts,
-                    labels=labels,
-                    credential_prefix=credential.display_prefix,
-                    credential_hash=credential.hash,
-                    join_token_id=token.id,
-                )
+                host = await repo.insert(conn, org_id=org_id, name=name, enrollment=enrollment)
                 rows: list[GpuDetail] = []
             else:
-                host = await repo.reregister(
-                    conn,
-                    org_id=org_id,
-                    host_id=existing.id,
-                    facts=facts,
-                    labels=labels,
-                    credential_prefix=credential.display_prefix,
-                    credential_hash=credential.hash,
-                    join_token_id=token.id,
-                )
+                host = await repo.reregister(conn, org_id=org_id, host_id=existing.id, enrollment=enrollment)
                 rows = await gpus_repo.for_host(conn, org_id=org_id, host_id=host.id, for_update=True)
             plan = inventory.plan(rows, gpus, (), policy, seen_at=existing.last_heartbeat_at if existing else None)
             await write_plan(conn, org_id=org_id, host_id=host.id, plan=plan, actor=actor)
@@ -180,31 +164,13 @@ async def ensure_current(conn: Connection, identity: HostIdentity) -> None:
 async def get_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        host = await repo.get(conn, org_id=org_id, host_id=host_id)
-    if host is None:
-        raise NotFound(f"host {host_id} not found")
+        host = found(await repo.get(conn, org_id=org_id, host_id=host_id), f"host {host_id}")
     return host
-
-
-async def list_hosts(
-    db: Database, ctx: TenantContext, *, status: HostStatus | None = None, include_removed: bool = False
-) -> list[HostDetail]:
-    async with db.transaction(ctx.org_id) as conn:
-        return await repo.list_(conn, org_id=ctx.org_id, status=status, include_removed=include_removed)
-
-
-async def list_gpus(
-    db: Database, ctx: TenantContext, *, status: GpuStatus | None = None, host_id: UUID | None = None
-) -> list[GpuDetail]:
-    async with db.transaction(ctx.org_id) as conn:
-        return await gpus_repo.list_(conn, org_id=ctx.org_id, status=status, host_id=host_id)
 
 
 async def get_gpu(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetail:
     async with db.transaction(ctx.org_id) as conn:
-        gpu = await gpus_repo.get(conn, org_id=ctx.org_id, gpu_id=gpu_id)
-    if gpu is None:
-        raise NotFound(f"GPU {gpu_id} not found")
+        gpu = found(await gpus_repo.get(conn, org_id=ctx.org_id, gpu_id=gpu_id), f"GPU {gpu_id}")
     return gpu
 
 
@@ -362,9 +328,7 @@ async def set_gpu_maintenance(
     """Take a GPU out of service (``on``) or put it back; running work on it is not touched."""
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
-        if gpu is None:
-            raise NotFound(f"GPU {gpu_id} not found")
+        gpu = found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True), f"GPU {gpu_id}")
         if on:
             if gpu.status is GpuStatus.MAINTENANCE:
                 return gpu
@@ -383,9 +347,7 @@ async def clear_gpu_health(db: Database, ctx: TenantContext, *, gpu_id: UUID) ->
     """
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        gpu = await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True)
-        if gpu is None:
-            raise NotFound(f"GPU {gpu_id} not found")
+        gpu = found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True), f"GPU {gpu_id}")
         if gpu.status is not GpuStatus.UNHEALTHY:
             raise InvalidTransition(f"GPU {gpu.uuid} is {gpu.status}, not unhealthy")
         back = GpuStatus.ALLOCATED if gpu.allocated_milli > 0 else GpuStatus.AVAILABLE

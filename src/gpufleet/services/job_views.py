@@ -10,11 +10,11 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, Job, JobStatus
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import NotFound
 from gpufleet.repo import allocations as allocations_repo
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import jobs
+from gpufleet.services.lookup import found
 
 _HOLDING = (JobStatus.ALLOCATED, JobStatus.RUNNING)
 
@@ -29,9 +29,7 @@ class JobView:
 async def get(db: Database, ctx: TenantContext, job_id: UUID) -> JobView:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found")
+        job = found(await jobs_repo.get(conn, org_id=org_id, job_id=job_id), f"job {job_id}")
         held = (
             await allocations_repo.active_allocations_for_jobs(conn, org_id=org_id, job_ids=[job.id])
             if (job.status in _HOLDING)

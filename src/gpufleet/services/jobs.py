@@ -22,13 +22,14 @@ from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.events import Event
 from gpufleet.domain.jobs import Job, JobPage, JobSpec, JobStatus
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
+from gpufleet.errors import InvalidInput, InvalidTransition
 from gpufleet.pagination import decode_cursor, paginate
 from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as repo
 from gpufleet.services import budgets, costs
 from gpufleet.services.job_spec import validate
+from gpufleet.services.lookup import found
 from gpufleet.services.transitions import transition_job
 
 KINDS = ("job", "replica", "all")
@@ -51,29 +52,33 @@ async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
     if estimate is not None:
         await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
         job = replace(job, cost_estimate=estimate)
+    await record_submitted(conn, job, actor=ctx.actor)
+    return job
+
+
+async def record_submitted(conn: Connection, job: Job, *, actor: str | None) -> None:
+    """The ``job.submitted`` event of a new pending job (a user's, or a deployment's replica)."""
+    gpu = job.spec.gpu
     await events_repo.append(
         conn,
-        org_id=org_id,
+        org_id=job.organization_id,
         entity_type="job",
         entity_id=job.id,
         type="job.submitted",
         data={
             "to": JobStatus.PENDING.value,
             "attempt": job.attempt,
-            "gpu_count": clean.gpu.count,
-            "gpu_milli": clean.gpu.milli,
-            "gpu_models": list(clean.gpu.models),
+            "gpu_count": gpu.count,
+            "gpu_milli": gpu.milli,
+            "gpu_models": list(gpu.models),
         },
-        actor=ctx.actor,
+        actor=actor,
     )
-    return job
 
 
 async def get(db: Database, ctx: TenantContext, job_id: UUID) -> Job:
     async with db.transaction(ctx.org_id) as conn:
-        job = await repo.get(conn, org_id=ctx.org_id, job_id=job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
+        job = found(await repo.get(conn, org_id=ctx.org_id, job_id=job_id), f"job {job_id}")
     return job
 
 
@@ -91,9 +96,7 @@ async def cancel(db: Database, ctx: TenantContext, job_id: UUID, *, reason: str 
     """
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        job = await repo.get_for_update(conn, org_id=org_id, job_id=job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found")
+        job = found(await repo.get_for_update(conn, org_id=org_id, job_id=job_id), f"job {job_id}")
         if job.status in (JobStatus.PENDING, JobStatus.ALLOCATED):
             return await transition_job(
                 conn, job, JobStatus.CANCELLED, reason=reason or f"cancelled by {actor or 'a user'}", actor=actor
@@ -161,8 +164,7 @@ async def events(
     already seen (``keyset.page``)."""
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        if await repo.get(conn, org_id=org_id, job_id=job_id) is None:
-            raise NotFound(f"job {job_id} not found")
+        found(await repo.get(conn, org_id=org_id, job_id=job_id), f"job {job_id}")
         return await events_repo.for_entity(
             conn, org_id=org_id, entity_type="job", entity_id=job_id, after_seq=after_seq, limit=limit
         )

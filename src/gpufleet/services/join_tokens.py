@@ -57,12 +57,6 @@ async def create_join_token(
     return IssuedJoinToken(token, issued.secret)
 
 
-async def list_join_tokens(db: Database, ctx: TenantContext, *, include_inactive: bool = False) -> list[JoinToken]:
-    org_id = ctx.org_id
-    async with db.transaction(org_id) as conn:
-        return await repo.list_(conn, org_id=org_id, include_inactive=include_inactive)
-
-
 async def revoke_join_token(db: Database, ctx: TenantContext, *, token_id: UUID) -> JoinToken:
     """Revoke a token (idempotent); hosts it registered keep their own credentials."""
     org_id = ctx.org_id

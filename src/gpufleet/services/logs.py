@@ -33,6 +33,7 @@ from gpufleet.repo import logs as repo
 from gpufleet.repo.execution import AttemptRecord
 from gpufleet.services.assignments import DEFAULT_POLICY
 from gpufleet.services.hosts import ensure_current
+from gpufleet.services.lookup import found
 from gpufleet.services.reports import fence, stale_attempt
 from gpufleet.services.wakeups import WakeHub
 
@@ -236,9 +237,7 @@ async def read_logs(
         raise InvalidInput(f"limit_chunks must be from 1 to {MAX_READ_CHUNKS}", field="limit_chunks")
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        job = await jobs_repo.get(conn, org_id=org_id, job_id=job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found")
+        job = found(await jobs_repo.get(conn, org_id=org_id, job_id=job_id), f"job {job_id}")
         which = job.attempt if attempt is None else attempt
         if which > job.attempt:
             raise NotFound(f"job {job_id} has no attempt {which} (it is on attempt {job.attempt})")

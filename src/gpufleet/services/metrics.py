@@ -8,12 +8,24 @@ from uuid import UUID
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import FleetSummary, MetricAgg, MetricBucket, MetricSeries, ModelCount
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.errors import InvalidInput
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as hosts_repo
 from gpufleet.repo import metrics as repo
+from gpufleet.services.lookup import found
 
 MAX_RANGE = timedelta(days=800)
+
+
+def check_points(start: datetime, end: datetime, bucket: MetricBucket, max_points: int) -> None:
+    """A bucketed series over ``start``..``end`` has at most ``max_points`` points (one GPU's or the fleet's)."""
+    buckets = (end - start) / timedelta(seconds=bucket.seconds)
+    if buckets > max_points:
+        raise InvalidInput(
+            f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
+            "use a coarser bucket or a shorter range",
+            field="bucket",
+        )
 
 
 async def gpu_series(
@@ -45,19 +57,12 @@ async def gpu_series(
     if end - start > MAX_RANGE:
         raise InvalidInput(f"the range may span at most {MAX_RANGE.days} days", field="start")
     async with db.transaction(org_id) as conn:
-        if await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id) is None:
-            raise NotFound(f"GPU {gpu_id} not found")
+        found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id), f"GPU {gpu_id}")
         cutoff = await repo.raw_cutoff(conn, retention_days=raw_retention_days)
         if start < cutoff:
             bucket = MetricBucket.HOUR
         if bucket is not MetricBucket.RAW:
-            buckets = (end - start) / timedelta(seconds=bucket.seconds)
-            if buckets > max_points:
-                raise InvalidInput(
-                    f"{bucket} buckets over this range make {buckets:.0f} points (at most {max_points}); "
-                    "use a coarser bucket or a shorter range",
-                    field="bucket",
-                )
+            check_points(start, end, bucket, max_points)
         if bucket is MetricBucket.RAW:
             points = await repo.raw_series(
                 conn, org_id=org_id, gpu_id=gpu_id, start=start, end=end, limit=max_points + 1

@@ -17,6 +17,7 @@ from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, use
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
+from gpufleet.services.lookup import found
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,7 @@ def _same_org(ctx: TenantContext, org_id: UUID) -> UUID:
 
 async def me(db: Database, p: Principal) -> Me:
     async with db.system_transaction() as conn:
-        user = await orgs.get_user(conn, user_id=p.user_id)
-        if user is None:
-            raise NotFound("user not found")
+        user = found(await orgs.get_user(conn, user_id=p.user_id), "user")
         return Me(user, await members.memberships_of(conn, user_id=p.user_id))
 
 
@@ -77,6 +76,24 @@ async def issue_key(
     return CreatedKey(key, issued.secret)
 
 
+async def create_with_owner(
+    conn: Any, *, org_id: UUID, name: str, slug: str, owner_id: UUID, actor: str, data: dict[str, Any]
+) -> Organization:
+    """A new organization with its first owner, and its ``organization.created`` event (``data``)."""
+    org = await orgs.create(conn, org_id=org_id, name=name, slug=slug)
+    await orgs.add_member(conn, org_id=org_id, user_id=owner_id, role=Role.OWNER)
+    await events.append(
+        conn,
+        org_id=org_id,
+        entity_type="organization",
+        entity_id=org_id,
+        type="organization.created",
+        data=data,
+        actor=actor,
+    )
+    return org
+
+
 async def create(
     db: Database, p: Principal, *, name: str, slug: str | None, with_key: bool
 ) -> tuple[Organization, CreatedKey | None]:
@@ -87,16 +104,14 @@ async def create(
             wanted = f"{wanted[:50]}-{org_id.hex[:6]}"
     try:
         async with db.transaction(org_id, user_id=p.user_id) as conn:
-            org = await orgs.create(conn, org_id=org_id, name=name, slug=wanted)
-            await orgs.add_member(conn, org_id=org_id, user_id=p.user_id, role=Role.OWNER)
-            await events.append(
+            org = await create_with_owner(
                 conn,
                 org_id=org_id,
-                entity_type="organization",
-                entity_id=org_id,
-                type="organization.created",
-                data={"name": name, "slug": wanted},
+                name=name,
+                slug=wanted,
+                owner_id=p.user_id,
                 actor=user_actor(p.user_id),
+                data={"name": name, "slug": wanted},
             )
             key = None
             if with_key:
@@ -109,9 +124,7 @@ async def create(
 
 async def get(db: Database, ctx: TenantContext, org_id: UUID) -> Organization:
     async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
-        org = await orgs.get(conn, org_id=org_id)
-    if org is None:
-        raise NotFound(f"organization {org_id} not found")
+        org = found(await orgs.get(conn, org_id=org_id), f"organization {org_id}")
     return org
 
 
@@ -119,9 +132,7 @@ async def update(
     db: Database, ctx: TenantContext, org_id: UUID, *, name: str | None, settings: dict[str, Any] | None
 ) -> Organization:
     async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
-        org = await orgs.update(conn, org_id=org_id, name=name, settings=settings)
-        if org is None:
-            raise NotFound(f"organization {org_id} not found")
+        org = found(await orgs.update(conn, org_id=org_id, name=name, settings=settings), f"organization {org_id}")
         await events.append(
             conn,
             org_id=org_id,
@@ -154,16 +165,20 @@ async def list_members(
         return await members.page(conn, org_id=org_id, limit=limit, after=after)
 
 
+async def _owners_and_member(conn: Any, org_id: UUID, user_id: UUID) -> tuple[list[UUID], members.Member]:
+    """The organization's owners and its member ``user_id`` (locked for the change); NotFound if none."""
+    owners = await members.owners(conn, org_id=org_id)
+    target = found(await members.get(conn, org_id=org_id, user_id=user_id, for_update=True), f"member {user_id}")
+    return owners, target
+
+
 async def set_role(db: Database, ctx: TenantContext, user_id: UUID, role: Role) -> members.Member:
     _, my_role = ctx.member()
     org_id = ctx.org_id
     if not my_role.at_least(role):
         raise Forbidden(f"a {my_role} cannot grant the {role} role")
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        owners = await members.owners(conn, org_id=org_id)
-        target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
-        if target is None:
-            raise NotFound(f"member {user_id} not found")
+        owners, target = await _owners_and_member(conn, org_id, user_id)
         if not my_role.at_least(target.role):
             raise Forbidden(f"a {my_role} cannot change the role of a {target.role}")
         if target.role is Role.OWNER and role is not Role.OWNER and owners == [user_id]:
@@ -186,10 +201,7 @@ async def remove_member(db: Database, ctx: TenantContext, user_id: UUID) -> None
     _, my_role = ctx.member()
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        owners = await members.owners(conn, org_id=org_id)
-        target = await members.get(conn, org_id=org_id, user_id=user_id, for_update=True)
-        if target is None:
-            raise NotFound(f"member {user_id} not found")
+        owners, target = await _owners_and_member(conn, org_id, user_id)
         if not my_role.at_least(target.role):
             raise Forbidden(f"a {my_role} cannot remove a {target.role}")
         if owners == [user_id]:

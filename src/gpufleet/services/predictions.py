@@ -32,6 +32,7 @@ from gpufleet.repo import prediction_webhooks as hooks_repo
 from gpufleet.repo import predictions as repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import deployments
+from gpufleet.services.lookup import found
 from gpufleet.services.prediction_events import predictions_moved
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.webhooks.signing import SecretBox, new_secret
@@ -124,9 +125,9 @@ async def _resolve(
         if named is None:
             raise NotFound(f"model {model_ref} not found")
         model_id = named.id
-    v = await models_repo.find_version(conn, org_id=org_id, digest=digest, model_id=model_id)
-    if v is None:
-        raise NotFound(f"version {digest} not found")
+    v = found(
+        await models_repo.find_version(conn, org_id=org_id, digest=digest, model_id=model_id), f"version {digest}"
+    )
     m = await models_repo.get_model_by_id(conn, org_id=org_id, model_id=v.model_id)
     assert m is not None
     return m, v, None
@@ -216,9 +217,7 @@ async def default_secret(db: Database, ctx: TenantContext, box: SecretBox) -> st
 async def get(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple[str, Prediction]:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id)
-        if p is None:
-            raise NotFound(f"prediction {prediction_id} not found")
+        p = found(await repo.get(conn, org_id=org_id, prediction_id=prediction_id), f"prediction {prediction_id}")
         return await deployments.owner_slug(conn, org_id), p
 
 
@@ -255,9 +254,9 @@ async def cancel(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await deployments.owner_slug(conn, org_id)
-        p = await repo.get(conn, org_id=org_id, prediction_id=prediction_id, lock=True)
-        if p is None:
-            raise NotFound(f"prediction {prediction_id} not found")
+        p = found(
+            await repo.get(conn, org_id=org_id, prediction_id=prediction_id, lock=True), f"prediction {prediction_id}"
+        )
         if p.done:
             return slug, p
         canceled = await repo.cancel_queued(conn, org_id=org_id, prediction_id=prediction_id)

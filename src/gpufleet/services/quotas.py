@@ -13,9 +13,10 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import gpu_type_tokens
 from gpufleet.domain.quotas import Quota, QuotaUsage
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.errors import InvalidInput
 from gpufleet.repo import events
 from gpufleet.repo import quotas as repo
+from gpufleet.services.lookup import found
 
 
 def _model(gpu_model: str | None) -> str | None:
@@ -74,9 +75,7 @@ def _used(q: Quota, usage: dict[str, int]) -> QuotaUsage:
 async def delete_quota(db: Database, ctx: TenantContext, quota_id: UUID) -> Quota:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        quota = await repo.delete(conn, org_id=org_id, quota_id=quota_id)
-        if quota is None:
-            raise NotFound(f"quota {quota_id} not found")
+        quota = found(await repo.delete(conn, org_id=org_id, quota_id=quota_id), f"quota {quota_id}")
         await events.append(
             conn,
             org_id=org_id,

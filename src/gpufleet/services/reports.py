@@ -245,7 +245,6 @@ async def requeue(
 async def end_lost(conn: Conn, job: Job, *, reason: str, cause: str, actor: str, requeue_ok: bool = True) -> Job:
     """The server ends an attempt whose process is gone or unreachable: cancelled if a cancel was
     requested, requeued if the job's policy allows it (and ``requeue_ok``), else failed."""
-    attempt, host_id = job.attempt, job.host_id
     status: OutcomeStatus
     if job.cancel_requested_at is not None:
         moved = await transition_job(conn, job, J.CANCELLED, reason=f"cancelled ({reason})", actor=actor)
@@ -256,16 +255,22 @@ async def end_lost(conn: Conn, job: Job, *, reason: str, cause: str, actor: str,
     else:
         moved = await transition_job(conn, job, J.FAILED, reason=reason, actor=actor, data={"cause": cause})
         status = "failed"
+    await record_server_outcome(conn, job, status, reason=reason)
+    return moved
+
+
+async def record_server_outcome(conn: Conn, job: Job, status: OutcomeStatus, *, reason: str) -> None:
+    """The outcome of ``job``'s attempt when the server ends it (``job`` as it was before the end:
+    its attempt and host)."""
     await repo.record_outcome(
         conn,
         org_id=job.organization_id,
         job_id=job.id,
-        attempt=attempt,
-        host_id=host_id,
+        attempt=job.attempt,
+        host_id=job.host_id,
         outcome=ExitReport(status, reason=reason),
         reported_by="server",
     )
-    return moved
 
 
 # ------------------------------------------------------------------------------ agent restart

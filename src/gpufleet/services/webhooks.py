@@ -14,11 +14,12 @@ from gpufleet.config import Settings
 from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.domain.webhooks import Attempt, Delivery, Webhook
-from gpufleet.errors import Conflict, InvalidInput, NotFound
+from gpufleet.errors import Conflict, InvalidInput
 from gpufleet.event_types import check_pattern
 from gpufleet.repo import events
 from gpufleet.repo import webhook_deliveries as deliveries
 from gpufleet.repo import webhooks as repo
+from gpufleet.services.lookup import found
 from gpufleet.webhooks import ssrf
 from gpufleet.webhooks.signing import SecretBox, new_secret
 
@@ -88,9 +89,7 @@ async def create(
 async def get(db: Database, ctx: TenantContext, webhook_id: UUID) -> Webhook:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        w = await repo.get(conn, org_id=org_id, webhook_id=webhook_id)
-    if w is None:
-        raise NotFound(f"webhook {webhook_id} not found")
+        w = found(await repo.get(conn, org_id=org_id, webhook_id=webhook_id), f"webhook {webhook_id}")
     return w
 
 
@@ -115,9 +114,7 @@ async def update(
     if "enabled" in changes:
         fields["is_active"] = changes["enabled"]
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        w = await repo.update(conn, org_id=org_id, webhook_id=webhook_id, fields=fields)
-        if w is None:
-            raise NotFound(f"webhook {webhook_id} not found")
+        w = found(await repo.update(conn, org_id=org_id, webhook_id=webhook_id, fields=fields), f"webhook {webhook_id}")
         await _event(conn, w, "webhook.updated", {"fields": sorted(changes)}, ctx)
     return w
 
@@ -125,9 +122,7 @@ async def update(
 async def delete(db: Database, ctx: TenantContext, webhook_id: UUID) -> None:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        w = await repo.delete(conn, org_id=org_id, webhook_id=webhook_id)
-        if w is None:
-            raise NotFound(f"webhook {webhook_id} not found")
+        w = found(await repo.delete(conn, org_id=org_id, webhook_id=webhook_id), f"webhook {webhook_id}")
         await _event(conn, w, "webhook.deleted", {"url": w.url}, ctx)
 
 
@@ -139,11 +134,16 @@ async def rotate_secret(
     overlap = settings.webhook_rotation_overlap_s if overlap_s is None else overlap_s
     secret = new_secret()
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        w = await repo.rotate_secret(
-            conn, org_id=org_id, webhook_id=webhook_id, secret_ciphertext=_box(settings).seal(secret), overlap_s=overlap
+        w = found(
+            await repo.rotate_secret(
+                conn,
+                org_id=org_id,
+                webhook_id=webhook_id,
+                secret_ciphertext=_box(settings).seal(secret),
+                overlap_s=overlap,
+            ),
+            f"webhook {webhook_id}",
         )
-        if w is None:
-            raise NotFound(f"webhook {webhook_id} not found")
         await _event(conn, w, "webhook.secret_rotated", {"overlap_s": int(overlap)}, ctx)
     return w, secret
 
@@ -152,9 +152,7 @@ async def ping(db: Database, ctx: TenantContext, webhook_id: UUID) -> Delivery:
     """A ``webhook.test`` delivery to this endpoint only, due at once."""
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        w = await repo.get(conn, org_id=org_id, webhook_id=webhook_id)
-        if w is None:
-            raise NotFound(f"webhook {webhook_id} not found")
+        w = found(await repo.get(conn, org_id=org_id, webhook_id=webhook_id), f"webhook {webhook_id}")
         if not w.enabled:
             raise Conflict(f"webhook {webhook_id} is disabled; enable it first (PATCH enabled=true)")
         payload = {
@@ -181,8 +179,7 @@ async def delivery_page(
 ) -> list[tuple[Delivery, list[Attempt]]]:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        if await repo.get(conn, org_id=org_id, webhook_id=webhook_id) is None:
-            raise NotFound(f"webhook {webhook_id} not found")
+        found(await repo.get(conn, org_id=org_id, webhook_id=webhook_id), f"webhook {webhook_id}")
         rows = await deliveries.page(
             conn, org_id=org_id, webhook_id=webhook_id, limit=limit, after=after, status=status
         )
@@ -195,9 +192,10 @@ async def delivery(
 ) -> tuple[Delivery, list[Attempt]]:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        d = await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
-        if d is None:
-            raise NotFound(f"delivery {delivery_id} of webhook {webhook_id} not found")
+        d = found(
+            await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id),
+            f"delivery {delivery_id} of webhook {webhook_id}",
+        )
         tries = await deliveries.attempts(conn, org_id=org_id, delivery_ids=[d.id])
     return d, tries[d.id]
 
@@ -205,9 +203,10 @@ async def delivery(
 async def redeliver(db: Database, ctx: TenantContext, webhook_id: UUID, delivery_id: UUID) -> Delivery:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        d = await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
-        if d is None:
-            raise NotFound(f"delivery {delivery_id} of webhook {webhook_id} not found")
+        found(
+            await deliveries.get(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id),
+            f"delivery {delivery_id} of webhook {webhook_id}",
+        )
         moved = await deliveries.redeliver(conn, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
         if moved is None:
             raise Conflict(f"delivery {delivery_id} is being sent right now; try again when it has finished")
