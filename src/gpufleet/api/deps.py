@@ -120,6 +120,10 @@ def forget_credentials(request: Request) -> None:
     state.host_authenticator.forget_all()
 
 
+ModelPart = Annotated[
+    str | None,
+    Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
+]
 WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")]
 WindowEnd = Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")]
 

@@ -13,6 +13,7 @@ from gpufleet.api.deps import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    ModelPart,
     Tenant,
     WindowEnd,
     WindowStart,
@@ -22,7 +23,6 @@ from gpufleet.api.deps import (
 )
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.api.state import app_state
-from gpufleet.config import Settings
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
@@ -36,7 +36,6 @@ from gpufleet.schemas.hosts import (
     JoinTokenCreated,
     JoinTokenRead,
     MaintenanceChange,
-    MetricPointRead,
     MetricSeriesRead,
     ModelCountRead,
 )
@@ -45,11 +44,6 @@ from gpufleet.services import host_views, hosts, join_tokens, metrics
 router = APIRouter(prefix="/v1")
 
 CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state does not allow this"}}
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = app_state(request).settings
-    return settings
 
 
 def host_read(host: HostDetail) -> HostRead:
@@ -179,10 +173,7 @@ async def remove_host(host_id: UUID, ctx: Tenant, db: DB, request: Request) -> H
 async def list_gpus(
     ctx: Tenant,
     db: DB,
-    model: Annotated[
-        str | None,
-        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
-    ] = None,
+    model: ModelPart = None,
     status: GpuStatus | None = None,
     host_id: UUID | None = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -236,7 +227,7 @@ async def gpu_metrics(
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
-    settings = _settings(request)
+    settings = app_state(request).settings
     start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
@@ -249,16 +240,7 @@ async def gpu_metrics(
         raw_retention_days=settings.metrics_retention_days,
         max_points=settings.metrics_max_points,
     )
-    return MetricSeriesRead(
-        gpu_id=series.gpu_id,
-        start=series.start,
-        end=series.end,
-        bucket=series.bucket,
-        agg=series.agg,
-        source=series.source,
-        truncated=series.truncated,
-        points=[MetricPointRead.model_validate(vars_of(pt)) for pt in series.points],
-    )
+    return MetricSeriesRead.model_validate(series)
 
 
 @router.get("/fleet/summary", tags=["gpus"], **requires("fleet.read"))
