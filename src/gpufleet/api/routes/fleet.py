@@ -8,9 +8,18 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, ModelPart, Tenant, WindowEnd, WindowStart, metric_window, requires
+from gpufleet.api.deps import (
+    BAD_WINDOW,
+    DB,
+    ModelPart,
+    Tenant,
+    WindowEnd,
+    WindowStart,
+    metric_limits,
+    metric_window,
+    requires,
+)
 from gpufleet.api.routes.tenancy import vars_of
-from gpufleet.api.state import app_state
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
@@ -43,7 +52,7 @@ async def fleet_view(ctx: Tenant, db: DB) -> FleetRead:
 @router.get(
     "/fleet/metrics",
     tags=["gpus"],
-    **requires("metrics.read", {422: {"description": "bad range, or too many points"}}),
+    **requires("metrics.read", BAD_WINDOW),
 )
 async def fleet_metrics(
     request: Request,
@@ -57,7 +66,6 @@ async def fleet_metrics(
     model: ModelPart = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    settings = app_state(request).settings
     start, end = metric_window(start, end)
     s = await fleet.series(
         db,
@@ -68,8 +76,7 @@ async def fleet_metrics(
         agg=agg,
         host_id=host_id,
         model=model or None,
-        raw_retention_days=settings.metrics_retention_days,
-        max_points=settings.metrics_max_points,
+        **metric_limits(request),
     )
     return FleetSeriesRead.model_validate(s)
 

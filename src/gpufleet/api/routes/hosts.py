@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import (
+    BAD_WINDOW,
     DB,
     DEFAULT_LIMIT,
     Cursor,
@@ -18,11 +19,11 @@ from gpufleet.api.deps import (
     WindowEnd,
     WindowStart,
     forget_credentials,
+    metric_limits,
     metric_window,
     requires,
 )
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
-from gpufleet.api.state import app_state
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
@@ -214,7 +215,7 @@ async def gpu_maintenance(gpu_id: UUID, ctx: Tenant, db: DB, body: MaintenanceCh
 @router.get(
     "/gpus/{gpu_id}/metrics",
     tags=["gpus"],
-    **requires("metrics.read", {**NOT_FOUND, 422: {"description": "bad range, or too many points"}}),
+    **requires("metrics.read", {**NOT_FOUND, **BAD_WINDOW}),
 )
 async def gpu_metrics(
     gpu_id: UUID,
@@ -227,7 +228,6 @@ async def gpu_metrics(
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
-    settings = app_state(request).settings
     start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
@@ -237,8 +237,7 @@ async def gpu_metrics(
         end=end,
         bucket=bucket,
         agg=agg,
-        raw_retention_days=settings.metrics_retention_days,
-        max_points=settings.metrics_max_points,
+        **metric_limits(request),
     )
     return MetricSeriesRead.model_validate(series)
 
