@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from gpufleet.domain.tenancy import Role
 from tests.api.agent_helpers import heartbeat, register, series
@@ -71,6 +72,24 @@ async def test_fleet_metrics_aggregate_over_the_matching_gpus(client: httpx.Asyn
     assert_problem(await client.get("/v1/fleet/metrics", params=ancient, headers=viewer.headers), 422, "start")
     backwards = {**q, "start": q["end"], "end": q["start"]}
     assert_problem(await client.get("/v1/fleet/metrics", params=backwards, headers=viewer.headers), 422, "end")
+
+
+@pytest.mark.parametrize("app_settings", [{"metrics_max_points": 2, "metrics_retention_days": 1}])
+async def test_metric_reads_are_bounded_by_the_settings(client: httpx.AsyncClient, tenant: TenantFactory) -> None:
+    t: Tenant = await tenant(Role.OWNER)
+    reg = await register(client, t, n=1)
+    assert (await heartbeat(client, reg["credential"], n=1, samples=5)).status_code == 200
+    gpu_id = (await client.get("/v1/gpus", headers=t.headers)).json()["items"][0]["id"]
+    raw = (await client.get(f"/v1/gpus/{gpu_id}/metrics", headers=t.headers)).json()
+    assert (len(raw["points"]), raw["truncated"]) == (2, True)  # metrics_max_points
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    three = {"start": (now - timedelta(minutes=3)).isoformat(), "end": now.isoformat(), "bucket": "1m"}
+    assert_problem(await client.get("/v1/fleet/metrics", params=three, headers=t.headers), 422, "bucket")
+    ago = now - timedelta(days=2)
+    two_days = {"start": ago.isoformat(), "end": (ago + timedelta(hours=1)).isoformat(), "bucket": "1h"}
+    old = (await client.get(f"/v1/gpus/{gpu_id}/metrics", params=two_days, headers=t.headers)).json()
+    assert old["source"] == "hourly"  # before metrics_retention_days: the rollups
+    assert_problem(await client.get("/v1/fleet/metrics", params=two_days, headers=t.headers), 422, "start")
 
 
 async def test_queue_is_in_scheduling_order_with_reasons(client: httpx.AsyncClient, tenant: TenantFactory) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 from uuid import UUID
 
 from fastapi import Depends, Query, Request
@@ -120,6 +120,11 @@ def forget_credentials(request: Request) -> None:
     state.host_authenticator.forget_all()
 
 
+BAD_WINDOW: dict[int, dict[str, Any]] = {422: {"description": "bad range, or too many points"}}
+ModelPart = Annotated[
+    str | None,
+    Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
+]
 WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a time zone; default: end - 1 hour.")]
 WindowEnd = Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")]
 
@@ -128,3 +133,15 @@ def metric_window(start: datetime | None, end: datetime | None) -> tuple[datetim
     """[start, end) of a metrics read: the last hour by default (both are timezone-aware ``Timestamp``s)."""
     end = end or datetime.now(UTC)
     return start or end - timedelta(hours=1), end
+
+
+class MetricLimits(TypedDict):
+    """What bounds every metrics read, from the settings: the raw samples kept, the points answered."""
+
+    raw_retention_days: int
+    max_points: int
+
+
+def metric_limits(request: Request) -> MetricLimits:
+    settings = app_state(request).settings
+    return MetricLimits(raw_retention_days=settings.metrics_retention_days, max_points=settings.metrics_max_points)

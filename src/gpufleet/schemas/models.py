@@ -4,26 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import Field, model_validator
 
 from gpufleet.domain.models import FileRecord, Hardware, ModelView, VersionRecord
 from gpufleet.errors import InvalidInput
+from gpufleet.limits import MAX_GPUS
 from gpufleet.schemas.common import Page, RequestModel, ResponseModel
 
 T = TypeVar("T")
 
+# The hardware fields a model (HardwareFields) and a deployment (schemas/predictions.py) both take.
+WholeGpus = Annotated[int | None, Field(ge=0, le=MAX_GPUS, description="Whole GPUs per replica (0: CPU only).")]
+MinMemoryGb = Annotated[float | None, Field(ge=0, le=4096, description="Least GPU memory, GiB.")]
+GpuModels = Annotated[list[str] | None, Field(max_length=16, description="Acceptable GPU models.")]
+CpuCores = Annotated[float | None, Field(ge=0, le=1024, description="CPU cores per replica.")]
+RamGb = Annotated[float | None, Field(ge=0, le=65536, description="Memory per replica, GiB.")]
+
 
 class HardwareFields(RequestModel):
-    gpus: int | None = Field(default=None, ge=0, le=64, description="Whole GPUs per replica (0: CPU only).")
+    gpus: WholeGpus = None
     gpu_fraction: float | None = Field(
         default=None, gt=0, le=1, description="A share of one GPU per replica (fractional GPUs); excludes `gpus`."
     )
-    min_memory_gb: float | None = Field(default=None, ge=0, le=4096, description="Least GPU memory, GiB.")
-    gpu_model: list[str] | None = Field(default=None, max_length=16, description="Acceptable GPU models.")
-    cpu: float | None = Field(default=None, ge=0, le=1024, description="CPU cores per replica.")
-    ram_gb: float | None = Field(default=None, ge=0, le=65536, description="Memory per replica, GiB.")
+    min_memory_gb: MinMemoryGb = None
+    gpu_model: GpuModels = None
+    cpu: CpuCores = None
+    ram_gb: RamGb = None
     hardware: str | None = Field(
         default=None,
         max_length=100,

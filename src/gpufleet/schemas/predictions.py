@@ -21,6 +21,7 @@ from gpufleet.domain.predictions import (
     parse_hardware,
 )
 from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel
+from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
@@ -96,12 +97,12 @@ class _Scaling(RequestModel):
     hardware: str | None = Field(
         default=None, max_length=100, description="`CPU`, `1x GPU`, `0.5 GPU`, `2x A100 >=40 GiB`, or `gpu-t4`-style."
     )
-    gpus: int | None = Field(default=None, ge=0, le=64, description="Whole GPUs per replica (0: CPU only).")
+    gpus: WholeGpus = None
     gpu_fraction: float | None = Field(default=None, gt=0, le=1, description="A share of one GPU; excludes `gpus`.")
-    min_memory_gb: float | None = Field(default=None, ge=0, le=4096, description="Least GPU memory, GiB.")
-    gpu_model: list[str] | None = Field(default=None, max_length=16, description="Acceptable GPU models.")
-    cpu: float | None = Field(default=None, ge=0, le=1024, description="CPU cores per replica.")
-    ram_gb: float | None = Field(default=None, ge=0, le=65536, description="Memory per replica, GiB.")
+    min_memory_gb: MinMemoryGb = None
+    gpu_model: GpuModels = None
+    cpu: CpuCores = None
+    ram_gb: RamGb = None
 
     def to_hardware(self) -> Hardware | None:
         fields = (self.gpus, self.gpu_fraction, self.min_memory_gb, self.gpu_model, self.cpu, self.ram_gb)

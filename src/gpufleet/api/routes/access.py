@@ -16,7 +16,7 @@ from gpufleet.api.deps import (
     forget_credentials,
     requires,
 )
-from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.api.routes.tenancy import NOT_FOUND, key_created, vars_of
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.tenancy import (
@@ -84,14 +84,14 @@ async def accept_invite(body: InviteAccept, db: DB, caller: MaybeCaller) -> Invi
         organization=OrganizationRead.model_validate(org),
         user=UserRead.model_validate(user),
         role=role,
-        api_key=ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret}),
+        api_key=key_created(key),
     )
 
 
 @router.post("/api-keys", status_code=201, tags=["api-keys"], **requires("api_keys.create"))
 async def create_api_key(body: ApiKeyCreate, ctx: Tenant, db: DB) -> ApiKeyCreated:
     key = await access.create_key(db, ctx, name=body.name, role=body.role, expires_at=body.expires_at)
-    return ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret})
+    return key_created(key)
 
 
 @router.get("/api-keys", tags=["api-keys"], **requires("api_keys.list"))

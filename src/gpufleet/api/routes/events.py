@@ -66,17 +66,6 @@ async def list_events(
         filters=filters,
     )
     return FeedPage(
-        events=[
-            FeedEvent(
-                seq=e.seq,
-                type=e.type,
-                data=e.data,
-                actor=e.actor,
-                created_at=e.created_at,
-                entity_type=e.entity_type,
-                entity_id=e.entity_id,
-            )
-            for e in found
-        ],
+        events=[FeedEvent.model_validate(e) for e in found],
         last_seq=last,
     )

@@ -8,14 +8,21 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from gpufleet.api.deps import DB, Tenant, WindowEnd, WindowStart, metric_window, requires
+from gpufleet.api.deps import (
+    BAD_WINDOW,
+    DB,
+    ModelPart,
+    Tenant,
+    WindowEnd,
+    WindowStart,
+    metric_limits,
+    metric_window,
+    requires,
+)
 from gpufleet.api.routes.tenancy import vars_of
-from gpufleet.api.state import app_state
-from gpufleet.config import Settings
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
-from gpufleet.schemas.hosts import MetricPointRead
 from gpufleet.schemas.jobs import JobRead
 from gpufleet.services import fleet, job_views
 
@@ -45,7 +52,7 @@ async def fleet_view(ctx: Tenant, db: DB) -> FleetRead:
 @router.get(
     "/fleet/metrics",
     tags=["gpus"],
-    **requires("metrics.read", {422: {"description": "bad range, or too many points"}}),
+    **requires("metrics.read", BAD_WINDOW),
 )
 async def fleet_metrics(
     request: Request,
@@ -56,13 +63,9 @@ async def fleet_metrics(
     bucket: MetricBucket = MetricBucket.MINUTE,
     agg: MetricAgg = MetricAgg.AVG,
     host_id: UUID | None = None,
-    model: Annotated[
-        str | None,
-        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
-    ] = None,
+    model: ModelPart = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    settings: Settings = app_state(request).settings
     start, end = metric_window(start, end)
     s = await fleet.series(
         db,
@@ -73,17 +76,9 @@ async def fleet_metrics(
         agg=agg,
         host_id=host_id,
         model=model or None,
-        raw_retention_days=settings.metrics_retention_days,
-        max_points=settings.metrics_max_points,
+        **metric_limits(request),
     )
-    return FleetSeriesRead(
-        start=s.start,
-        end=s.end,
-        bucket=s.bucket,
-        agg=s.agg,
-        gpus=s.gpus,
-        points=[MetricPointRead.model_validate(vars_of(pt)) for pt in s.points],
-    )
+    return FleetSeriesRead.model_validate(s)
 
 
 @router.get("/queue", tags=["jobs"], **requires("jobs.list"))

@@ -9,20 +9,21 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import (
+    BAD_WINDOW,
     DB,
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    ModelPart,
     Tenant,
     WindowEnd,
     WindowStart,
     forget_credentials,
+    metric_limits,
     metric_window,
     requires,
 )
 from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
-from gpufleet.api.state import app_state
-from gpufleet.config import Settings
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page
@@ -36,7 +37,6 @@ from gpufleet.schemas.hosts import (
     JoinTokenCreated,
     JoinTokenRead,
     MaintenanceChange,
-    MetricPointRead,
     MetricSeriesRead,
     ModelCountRead,
 )
@@ -45,11 +45,6 @@ from gpufleet.services import host_views, hosts, join_tokens, metrics
 router = APIRouter(prefix="/v1")
 
 CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state does not allow this"}}
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = app_state(request).settings
-    return settings
 
 
 def host_read(host: HostDetail) -> HostRead:
@@ -179,10 +174,7 @@ async def remove_host(host_id: UUID, ctx: Tenant, db: DB, request: Request) -> H
 async def list_gpus(
     ctx: Tenant,
     db: DB,
-    model: Annotated[
-        str | None,
-        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="Part of the model name, any case."),
-    ] = None,
+    model: ModelPart = None,
     status: GpuStatus | None = None,
     host_id: UUID | None = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -223,7 +215,7 @@ async def gpu_maintenance(gpu_id: UUID, ctx: Tenant, db: DB, body: MaintenanceCh
 @router.get(
     "/gpus/{gpu_id}/metrics",
     tags=["gpus"],
-    **requires("metrics.read", {**NOT_FOUND, 422: {"description": "bad range, or too many points"}}),
+    **requires("metrics.read", {**NOT_FOUND, **BAD_WINDOW}),
 )
 async def gpu_metrics(
     gpu_id: UUID,
@@ -236,7 +228,6 @@ async def gpu_metrics(
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
-    settings = _settings(request)
     start, end = metric_window(start, end)
     series = await metrics.gpu_series(
         db,
@@ -246,19 +237,9 @@ async def gpu_metrics(
         end=end,
         bucket=bucket,
         agg=agg,
-        raw_retention_days=settings.metrics_retention_days,
-        max_points=settings.metrics_max_points,
+        **metric_limits(request),
     )
-    return MetricSeriesRead(
-        gpu_id=series.gpu_id,
-        start=series.start,
-        end=series.end,
-        bucket=series.bucket,
-        agg=series.agg,
-        source=series.source,
-        truncated=series.truncated,
-        points=[MetricPointRead.model_validate(vars_of(pt)) for pt in series.points],
-    )
+    return MetricSeriesRead.model_validate(series)
 
 
 @router.get("/fleet/summary", tags=["gpus"], **requires("fleet.read"))

@@ -23,6 +23,7 @@ from gpufleet.schemas.tenancy import (
     UserRead,
 )
 from gpufleet.services import orgs
+from gpufleet.services.orgs import CreatedKey
 
 router = APIRouter(prefix="/v1")
 
@@ -34,15 +35,7 @@ async def get_me(p: Caller, db: DB) -> MeRead:
     me = await orgs.me(db, p)
     return MeRead(
         user=UserRead.model_validate(me.user),
-        memberships=[
-            MembershipRead(
-                organization_id=m.organization_id,
-                organization_name=m.organization_name,
-                organization_slug=m.organization_slug,
-                role=m.role,
-            )
-            for m in me.memberships
-        ],
+        memberships=[MembershipRead.model_validate(m) for m in me.memberships],
         organization_id=p.org_id,
         role=p.role,
         credential=p.credential,
@@ -52,15 +45,7 @@ async def get_me(p: Caller, db: DB) -> MeRead:
 @router.get("/organizations", tags=["organizations"], **requires("orgs.list"))
 async def list_organizations(p: Caller, db: DB) -> list[MembershipRead]:
     me = await orgs.me(db, p)
-    return [
-        MembershipRead(
-            organization_id=m.organization_id,
-            organization_name=m.organization_name,
-            organization_slug=m.organization_slug,
-            role=m.role,
-        )
-        for m in me.memberships
-    ]
+    return [MembershipRead.model_validate(m) for m in me.memberships]
 
 
 @router.post("/organizations", status_code=201, tags=["organizations"], **requires("orgs.create"))
@@ -68,7 +53,7 @@ async def create_organization(body: OrganizationCreate, p: Caller, db: DB) -> Or
     org, key = await orgs.create(db, p, name=body.name, slug=body.slug, with_key=p.credential == "api_key")
     return OrganizationCreated(
         organization=OrganizationRead.model_validate(org),
-        api_key=ApiKeyCreated.model_validate({**vars_of(key.key), "secret": key.secret}) if key else None,
+        api_key=key_created(key) if key else None,
     )
 
 
@@ -121,3 +106,8 @@ async def remove_member(user_id: UUID, ctx: Tenant, db: DB, request: Request) ->
 
 def vars_of(obj: object) -> dict[str, object]:
     return {name: getattr(obj, name) for name in getattr(obj, "__slots__", ())}
+
+
+def key_created(created: CreatedKey) -> ApiKeyCreated:
+    """A new API key with its secret, the one answer that shows the secret."""
+    return ApiKeyCreated.model_validate({**vars_of(created.key), "secret": created.secret})

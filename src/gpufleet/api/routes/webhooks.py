@@ -27,17 +27,13 @@ NOT_FOUND: dict[int, dict[str, Any]] = {404: {"description": "no such webhook (o
 REFUSED: dict[int, dict[str, Any]] = {422: {"description": "invalid, or refused by the SSRF guard (`rule` names why)"}}
 
 
-def _settings(request: Request) -> Any:
-    return app_state(request).settings
-
-
 @router.post("/webhooks", status_code=201, **requires("webhooks.manage", REFUSED))
 async def create_webhook(body: WebhookCreate, ctx: Tenant, db: DB, request: Request) -> WebhookCreated:
     """Create a webhook; the answer holds its signing secret, shown this once."""
     w, secret = await webhooks.create(
         db,
         ctx,
-        _settings(request),
+        app_state(request).settings,
         url=body.url,
         event_types=body.event_types,
         description=body.description,
@@ -61,7 +57,7 @@ async def get_webhook(webhook_id: UUID, ctx: Tenant, db: DB) -> WebhookRead:
 async def update_webhook(webhook_id: UUID, body: WebhookUpdate, ctx: Tenant, db: DB, request: Request) -> WebhookRead:
     """Change the URL, filters, description; `enabled: true` re-enables a disabled webhook."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    return WebhookRead.of(await webhooks.update(db, ctx, _settings(request), webhook_id, changes))
+    return WebhookRead.of(await webhooks.update(db, ctx, app_state(request).settings, webhook_id, changes))
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204, **requires("webhooks.manage", NOT_FOUND))
@@ -76,7 +72,7 @@ async def rotate_webhook_secret(
 ) -> WebhookCreated:
     """A new secret (shown once). The old one keeps signing beside it for `overlap_s`."""
     w, secret = await webhooks.rotate_secret(
-        db, ctx, _settings(request), webhook_id, overlap_s=body.overlap_s if body else None
+        db, ctx, app_state(request).settings, webhook_id, overlap_s=body.overlap_s if body else None
     )
     return WebhookCreated.model_validate({**WebhookRead.of(w).model_dump(), "secret": secret})
 
