@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -67,6 +68,17 @@ def _mark_clean(proxy: Connection) -> None:
 async def _init_connection(conn: Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def close_dedicated(conn: asyncpg.Connection[Any] | None) -> None:
+    """Close a connection opened outside the pools (a LISTEN or a session lock's): politely within
+    five seconds, else cut, so a dead server never holds up a shutdown or a reconnect."""
+    if conn is None or conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.close(), timeout=5)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def runtime_dsn(owner_dsn: str, password: str | None) -> str:

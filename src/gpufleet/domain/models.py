@@ -134,15 +134,10 @@ class ModelRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class VersionRecord:
-    """A pushed version; the archive itself is read apart (``repo.models.get_archive``)."""
+class VersionInfo:
+    """A version's facts as its archive states them (``inference/cog_schema.derive``): what a
+    stored version keeps of its cog.yaml and predict.py."""
 
-    id: UUID
-    organization_id: UUID
-    model_id: UUID
-    model_name: str
-    digest: str  # the API's version id
-    archive_size: int
     predict_ref: str
     cog_config: dict[str, Any]
     openapi_schema: dict[str, Any]
@@ -151,13 +146,26 @@ class VersionRecord:
     gpu: bool
     is_generator: bool
     cog_version: str | None
-    created_by: UUID | None
-    created_at: datetime
 
     @property
     def concurrency(self) -> int:
         """Predictions one replica of this version runs at once (cog.yaml ``concurrency.max``)."""
         return concurrency_of(self.cog_config)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord(VersionInfo):
+    """A pushed version: its archive's facts and where it belongs; the archive itself is read
+    apart (``repo.models.get_archive``)."""
+
+    id: UUID
+    organization_id: UUID
+    model_id: UUID
+    model_name: str
+    digest: str  # the API's version id
+    archive_size: int
+    created_by: UUID | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

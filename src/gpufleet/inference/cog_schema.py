@@ -11,13 +11,12 @@ import ast
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import yaml
 
-from gpufleet.domain.models import concurrency_of
+from gpufleet.domain.models import VersionInfo as VersionInfo  # its home is the domain; repo and SDK name it here
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.cog_types import INPUT_CALLS, Resolver, imports, yields
 
@@ -29,19 +28,6 @@ RESERVED_SCHEMAS = frozenset(
     {"Input", "Output", "Status", "PredictionRequest", "PredictionResponse", "WebhookEvent", "ValidationError"}
 )
 MAX_CONCURRENCY = 64
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    predict_ref: str
-    cog_config: dict[str, Any]
-    openapi_schema: dict[str, Any]
-    python_packages: list[str]
-    python_version: str | None
-    gpu: bool
-    is_generator: bool
-    cog_version: str | None
-    concurrency: int = field(default=1)
 
 
 def _server_cog_version() -> str | None:
@@ -398,5 +384,4 @@ def derive(files: Mapping[str, bytes]) -> VersionInfo:
         gpu=gpu,
         is_generator=generator,
         cog_version=cog_version,
-        concurrency=concurrency_of(cfg),
     )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Database, close_dedicated
 from gpufleet.repo import scheduling as repo
 
 log = logging.getLogger(__name__)
@@ -108,11 +108,7 @@ class LeaderElection:
 
     async def _drop_connection(self) -> None:
         conn, self.conn = self.conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=5)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()
+        await close_dedicated(conn)
 
     async def _renew_lease(self) -> bool:
         async with self._db.system_transaction() as conn:

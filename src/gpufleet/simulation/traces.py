@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,22 @@ def _read_text(path: Path) -> str:
         raise TraceError(f"{path}: cannot read ({exc})") from None
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(path: Path, required: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of every row; a file without ``required`` columns or rows is a TraceError."""
     reader = csv.DictReader(_read_text(path).splitlines())
     header = reader.fieldnames or []
     missing = [c for c in required if c not in header]
     if missing:
         raise TraceError(f"{path}: missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
-    yield from enumerate(reader, start=2)
+    rows = list(enumerate(reader, start=2))
+    if not rows:
+        raise TraceError(f"{path}: no {what}")
+    return rows
+
+
+def _csv_name(row: dict[str, str], column: str, line: int, prefix: str) -> str:
+    """The row's name, or ``<prefix>-<n>`` for the n-th row when it has none."""
+    return (row[column] or "").strip() or f"{prefix}-{line - 1}"
 
 
 def _int(path: Path, line: int, row: dict[str, str], column: str) -> int:
@@ -65,16 +73,14 @@ def load_hosts(path: Path, *, with_memory: bool = False) -> list[HostState]:
     if _is_yaml(path):
         return _yaml_hosts(path)
     hosts = []
-    for line, row in _csv_rows(path, NODE_COLUMNS):
-        name = (row["sn"] or "").strip() or f"node-{line - 1}"
+    for line, row in _csv_rows(path, NODE_COLUMNS, "hosts"):
+        name = _csv_name(row, "sn", line, "node")
         cpu = _int(path, line, row, "cpu_milli")
         ram = _int(path, line, row, "memory_mib") if with_memory else 0
         count = _int(path, line, row, "gpu")
         model = (row["model"] or "").strip()
         gpus = tuple(GpuState(f"{name}/gpu{i}", model, 0) for i in range(count))
         hosts.append(HostState(name, name, cpu, cpu, ram, ram, gpus))
-    if not hosts:
-        raise TraceError(f"{path}: no hosts")
     return hosts
 
 
@@ -83,8 +89,8 @@ def load_jobs(path: Path, *, with_memory: bool = False) -> list[JobRequest]:
     if _is_yaml(path):
         return _yaml_jobs(path)
     jobs = []
-    for line, row in _csv_rows(path, POD_COLUMNS):
-        name = (row["name"] or "").strip() or f"pod-{line - 1}"
+    for line, row in _csv_rows(path, POD_COLUMNS, "pods"):
+        name = _csv_name(row, "name", line, "pod")
         count = _int(path, line, row, "num_gpu")
         milli = _int(path, line, row, "gpu_milli") if count else 0
         spec = (row.get("gpu_spec") or "").strip()
@@ -102,8 +108,6 @@ def load_jobs(path: Path, *, with_memory: bool = False) -> list[JobRequest]:
             )
         except ValueError as exc:
             raise TraceError(f"{path}:{line}: {exc}") from None
-    if not jobs:
-        raise TraceError(f"{path}: no pods")
     return jobs
 
 

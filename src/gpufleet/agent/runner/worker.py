@@ -291,7 +291,7 @@ class Worker:
         while (msg := self.requests.get()) is not None:
             pid = str(msg["id"])
             token = wio.current.set(pid)
-            files_dir = self.workdir / "inputs" / pid
+            files_dir = self._inputs_dir(pid)
             started = time.perf_counter()
             output: Any = None
             status, error = "succeeded", None
@@ -322,21 +322,25 @@ class Worker:
                     status = "canceled"
                 else:
                     traceback.print_exc()
-                    status, error = "failed", str(exc) or type(exc).__name__
+                    status, error = "failed", _error_text(exc)
             finally:
                 self.in_predict = False
             elapsed = time.perf_counter() - started
-            self._finish(pid, status, output, error, elapsed, files_dir)
+            self._finish(pid, status, output, error, elapsed)
             wio.current.reset(token)
         self.drain_and_exit()
 
-    def _finish(self, pid: str, status: str, output: Any, error: str | None, elapsed: float, files: Any) -> None:
+    def _inputs_dir(self, pid: str) -> pathlib.Path:
+        """Where a prediction's input files are written; ``_finish`` removes it."""
+        return self.workdir / "inputs" / pid
+
+    def _finish(self, pid: str, status: str, output: Any, error: str | None, elapsed: float) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         if self.capture is not None:
             self.capture.settle()
-        shutil.rmtree(files, ignore_errors=True)
+        shutil.rmtree(self._inputs_dir(pid), ignore_errors=True)
         done = {"type": "done", "id": pid, "status": status, "error": error, "predict_time": round(elapsed, 6)}
         if output is not None:
             done["output"] = output
@@ -361,7 +365,7 @@ class Worker:
     async def _predict_async(self, msg: dict[str, Any], slots: asyncio.Semaphore) -> None:
         pid = str(msg["id"])
         wio.current.set(pid)
-        files_dir = self.workdir / "inputs" / pid
+        files_dir = self._inputs_dir(pid)
         started = time.perf_counter()
         output: Any = None
         status, error = "succeeded", None
@@ -379,13 +383,13 @@ class Worker:
             if pid in self.canceled:
                 status = "canceled"
             else:
-                status, error = "failed", str(exc) or type(exc).__name__
+                status, error = "failed", _error_text(exc)
         except Exception as exc:
             traceback.print_exc()
-            status, error = "failed", str(exc) or type(exc).__name__
+            status, error = "failed", _error_text(exc)
         finally:
             slots.release()
-        self._finish(pid, status, output, error, time.perf_counter() - started, files_dir)
+        self._finish(pid, status, output, error, time.perf_counter() - started)
 
     def drain_and_exit(self) -> None:
         """After a shutdown: give a disconnected agent up to 30 s to collect what is still unsent."""
@@ -395,6 +399,11 @@ class Worker:
                 if self.conn is not None and not self.outbox:
                     return
             time.sleep(0.05)
+
+
+def _error_text(exc: BaseException) -> str:
+    """A failed prediction's ``error``: the exception's message, or its type when it has none."""
+    return str(exc) or type(exc).__name__
 
 
 async def _awaited(result: Any) -> Any:
