@@ -39,6 +39,16 @@ from gpufleet.sdk.webhooks import WebhooksMixin
 __all__ = ["ApiError", "Client"]
 
 
+def api_key_body(name: str, role: Role | None, expires_at: datetime | None = None) -> dict[str, Any]:
+    """Without ``role`` the key gets the caller's; without ``expires_at`` it does not expire."""
+    body: dict[str, Any] = {"name": name}
+    if role is not None:
+        body["role"] = role.value
+    if expires_at is not None:
+        body["expires_at"] = expires_at.isoformat()
+    return body
+
+
 class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, PredictionsMixin, BaseClient):
     # -- health ---------------------------------------------------------------------------
 
@@ -109,12 +119,7 @@ class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, Pred
     # -- API keys -------------------------------------------------------------------------
 
     def create_api_key(self, name: str, role: Role | None = None, expires_at: datetime | None = None) -> ApiKeyCreated:
-        body: dict[str, Any] = {"name": name}
-        if role is not None:
-            body["role"] = role.value
-        if expires_at is not None:
-            body["expires_at"] = expires_at.isoformat()
-        return self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=body)
+        return self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=api_key_body(name, role, expires_at))
 
     def list_api_keys(self) -> list[ApiKeyRead]:
         return list(self._all(ApiKeyRead, "/v1/api-keys"))
