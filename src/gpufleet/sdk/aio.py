@@ -40,7 +40,7 @@ from gpufleet.schemas.tenancy import (
     MembershipRead,
     MeRead,
 )
-from gpufleet.sdk.base import AsyncBaseClient, page_of
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, AsyncBaseClient, page_of
 from gpufleet.sdk.client import api_key_body
 from gpufleet.sdk.costs import AsyncCostsMixin
 from gpufleet.sdk.hosts import hosts_params, metrics_params
@@ -62,7 +62,7 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
     ) -> FeedPage:
         """The organization's change feed after ``after_seq`` (-1: from now), long-polled up to ``wait_s``."""
         params = {"after_seq": after_seq, "wait_s": wait_s, "entity_type": entity_type, "limit": limit}
-        return await self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + 30.0)
+        return await self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + LONG_POLL_MARGIN_S)
 
     async def list_organizations(self) -> list[MembershipRead]:
         return TypeAdapter(list[MembershipRead]).validate_python(await self.request("GET", "/v1/organizations"))

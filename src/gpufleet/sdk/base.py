@@ -30,6 +30,10 @@ ApiError = GpufleetError  # the name this class had before the typed errors; kep
 __all__ = ["ApiError", "AsyncBaseClient", "BaseClient", "api_error", "decode", "present"]
 
 
+# How much longer than the server may hold a long poll the HTTP client waits for its answer.
+LONG_POLL_MARGIN_S = 30.0
+
+
 def _setup(url: str | None, api_key: str | None, organization: UUID | None) -> tuple[str, dict[str, str]]:
     cfg = config.load(url, api_key)
     headers = {"User-Agent": f"gpufleet-sdk/{__version__}"}

@@ -28,7 +28,7 @@ from gpufleet.schemas.tenancy import (
     OrganizationCreated,
     OrganizationRead,
 )
-from gpufleet.sdk.base import ApiError, BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, ApiError, BaseClient
 from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
@@ -67,7 +67,7 @@ class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, Pred
     ) -> FeedPage:
         """The organization's change feed after ``after_seq`` (-1: from now), long-polled up to ``wait_s``."""
         params = {"after_seq": after_seq, "wait_s": wait_s, "entity_type": entity_type, "limit": limit}
-        return self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + 30.0)
+        return self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + LONG_POLL_MARGIN_S)
 
     def me(self) -> MeRead:
         return self._one(MeRead, "GET", "/v1/me")

@@ -16,7 +16,7 @@ from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
-from gpufleet.sdk.base import BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, BaseClient
 from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
 from gpufleet.sdk.sse import events
 
@@ -63,7 +63,7 @@ class JobWait:
         """The next poll's query and HTTP timeout (the server holds the answer up to ``timeout_s``)."""
         left = WAIT_MAX_S if self.deadline is None else max(0.0, self.deadline - time.monotonic())
         step = min(left, WAIT_MAX_S)
-        return {"params": {"timeout_s": round(step, 3)}, "timeout": step + 30.0}
+        return {"params": {"timeout_s": round(step, 3)}, "timeout": step + LONG_POLL_MARGIN_S}
 
     def over(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

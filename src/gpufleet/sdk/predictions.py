@@ -78,8 +78,25 @@ def predictions_request(limit: int, cursor_url: str | None) -> tuple[str, dict[s
     return (cursor_url, None) if cursor_url else ("/v1/predictions", {"limit": limit})
 
 
-def _pid(prediction: PredictionRead | str | UUID) -> str:
-    return prediction.id if isinstance(prediction, PredictionRead) else str(prediction)
+def prediction_path(prediction: PredictionRead | str | UUID) -> str:
+    pid = prediction.id if isinstance(prediction, PredictionRead) else str(prediction)
+    return f"/v1/predictions/{pid}"
+
+
+class PredictionWait:
+    """``wait_prediction``'s re-reads: 0.1 s doubling to 2 s apart, until the prediction ends or
+    ``timeout_s`` has passed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.backoff = Backoff(0.1, cap=2.0)
+
+    def settled(self, p: PredictionRead) -> bool:
+        return p.status in TERMINAL or time.monotonic() >= self.deadline
+
+    def delay(self) -> float:
+        """Seconds until the next read (never past the deadline)."""
+        return min(self.backoff.next(), max(0.0, self.deadline - time.monotonic()))
 
 
 def deployment_path(ref: str) -> str:
@@ -119,10 +136,10 @@ class PredictionsMixin(BaseClient):
         return PredictionRead.model_validate(decode(r))
 
     def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+        return self._one(PredictionRead, "GET", prediction_path(prediction))
 
     def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+        return self._one(PredictionRead, "POST", f"{prediction_path(prediction)}/cancel")
 
     def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
         """One page, newest first; pass the page's ``next`` back as ``cursor_url`` for the next one."""
@@ -134,17 +151,16 @@ class PredictionsMixin(BaseClient):
 
     def wait_prediction(self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0) -> PredictionRead:
         """The prediction once it ended (re-read, 0.1 s doubling to 2 s apart), or as it is at ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(0.1, cap=2.0)
+        wait = PredictionWait(timeout_s)
         while True:
             p = self.get_prediction(prediction)
-            if p.status in TERMINAL or time.monotonic() >= deadline:
+            if wait.settled(p):
                 return p
-            time.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
+            time.sleep(wait.delay())
 
     def stream_prediction(self, prediction: PredictionRead | str | UUID) -> Iterator[StreamEvent]:
         """Its server-sent events until ``done`` (created with ``stream=True``)."""
-        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        url = f"{prediction_path(prediction)}/stream"
         with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
             if r.status_code >= 400:
                 r.read()
@@ -195,17 +211,17 @@ class AsyncPredictionsMixin(AsyncBaseClient):
         return PredictionRead.model_validate(decode(r))
 
     async def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return await self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+        return await self._one(PredictionRead, "GET", prediction_path(prediction))
 
     async def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return await self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+        return await self._one(PredictionRead, "POST", f"{prediction_path(prediction)}/cancel")
 
     async def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
         path, params = predictions_request(limit, cursor_url)
         return cursor_page_of(PredictionRead, await self.request("GET", path, params=params))
 
     async def stream_prediction(self, prediction: PredictionRead | str | UUID) -> AsyncIterator[StreamEvent]:
-        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        url = f"{prediction_path(prediction)}/stream"
         async with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
             if r.status_code >= 400:
                 await r.aread()
@@ -231,13 +247,12 @@ class AsyncPredictionsMixin(AsyncBaseClient):
     async def wait_prediction(
         self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0
     ) -> PredictionRead:
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(0.1, cap=2.0)
+        wait = PredictionWait(timeout_s)
         while True:
             p = await self.get_prediction(prediction)
-            if p.status in TERMINAL or time.monotonic() >= deadline:
+            if wait.settled(p):
                 return p
-            await asyncio.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(wait.delay())
 
     async def delete_deployment(self, ref: str) -> None:
         await self.request("DELETE", deployment_path(ref))
