@@ -8,6 +8,7 @@ import tomllib
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gpufleet.cli import config as cli_config
@@ -109,3 +110,33 @@ async def test_the_async_client(live: LiveServer, owner: Tenant) -> None:
         assert (await gf.revoke_api_key(key.id)).revoked_at is not None
         feed = await gf.events(after_seq=0)
         assert "job.cancelled" in [e.type for e in feed.events]
+
+
+def _prediction_server(statuses: list[str], seen: list[str]) -> httpx.MockTransport:
+    """A transport (for either client) answering GET /v1/predictions/p1 with ``statuses`` in turn (the last repeats)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        status = statuses[min(len(seen), len(statuses)) - 1]
+        body = {"id": "p1", "model": "o/m", "version": None, "input": {}, "status": status,
+                "created_at": "2026-01-01T00:00:00Z", "urls": {}}  # fmt: skip
+        return httpx.Response(200, json=body)
+
+    return httpx.MockTransport(answer)
+
+
+async def test_both_clients_wait_for_a_prediction_alike() -> None:
+    seen: list[str] = []
+    server = _prediction_server(["starting", "processing", "succeeded"], seen)
+    with Client("http://gf", "k", transport=server) as gf:
+        assert gf.wait_prediction("p1", timeout_s=30).status == "succeeded"
+    assert seen == ["GET /v1/predictions/p1"] * 3
+    seen.clear()
+    async with AsyncClient("http://gf", "k", transport=server) as agf:
+        assert (await agf.wait_prediction("p1", timeout_s=30)).status == "succeeded"
+    assert seen == ["GET /v1/predictions/p1"] * 3
+    seen.clear()
+    # no time left: the first read, as it is
+    with Client("http://gf", "k", transport=server) as gf:
+        assert gf.wait_prediction("p1", timeout_s=0).status == "starting"
+    assert len(seen) == 1

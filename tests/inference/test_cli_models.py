@@ -36,6 +36,8 @@ def _ok(runner: CliRunner, *args: str) -> str:
 
 def test_create_push_show_versions_from_the_cli(cli: CliRunner, owner: Tenant, tmp_path: Path) -> None:
     ref = f"{owner.org.slug}/echo"
+    assert _ok(cli, "models", "list").startswith("no models yet: `gpufleet models create ORG/NAME`")
+    assert json.loads(_ok(cli, "models", "list", "--json")) == []
     out = _ok(cli, "models", "create", ref, "--gpu-fraction", "0.5", "--min-memory-gb", "4", "--description", "echo")
     assert f"model {ref} created (0.5 GPU >=4 GiB)" in out
     digest = archive.version_digest(owner.org.slug, "echo", archive.pack(EXAMPLES / "echo"))

@@ -11,12 +11,13 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
 from gpufleet.domain.models import split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
 from gpufleet.schemas.models import FileRead, ModelRead, VersionRead
 from gpufleet.sdk import Client
+from gpufleet.sdk.base import present
 from gpufleet.sdk.errors import NotFound
 from gpufleet.sdk.models import pack_model
 
@@ -79,7 +80,7 @@ def _hardware(gpus: int | None, gpu_fraction: float | None, min_memory_gb: float
         usage("--gpus 0 takes no --gpu-model or --min-memory-gb")
     fields = {"gpus": gpus, "gpu_fraction": gpu_fraction, "min_memory_gb": min_memory_gb,
               "gpu_model": gpu_model or None, "cpu": cpu, "ram_gb": ram_gb}  # fmt: skip
-    return {k: v for k, v in fields.items() if v is not None}
+    return present(fields)
 
 
 GpusOpt = typer.Option(None, "--gpus", min=0, max=64, help="Whole GPUs per replica (0: CPU only; default 1).")
@@ -176,12 +177,8 @@ def list_(as_json: bool = JsonOpt) -> None:
     """The organization's models, newest first."""
     with client() as c:
         rows = c.list_models()
-    if as_json:
-        show(rows, True)
-    elif not rows:
-        console.print("no models yet: `gpufleet models create ORG/NAME`, then `gpufleet models push DIR ORG/NAME`")
-    else:
-        show([_model_row(m) for m in rows], False, MODEL_COLUMNS)
+    empty = "no models yet: `gpufleet models create ORG/NAME`, then `gpufleet models push DIR ORG/NAME`"
+    show_list(rows, as_json, _model_row, MODEL_COLUMNS, empty=empty)
 
 
 @models.command("show")

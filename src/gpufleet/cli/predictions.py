@@ -12,13 +12,14 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, err_console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
 from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
 from gpufleet.sdk import Client
+from gpufleet.sdk.base import present
 from gpufleet.sdk.predictions import TERMINAL, item_of
 
 predictions = typer.Typer(
@@ -226,12 +227,8 @@ def list_predictions(
     """The organization's predictions, newest first."""
     with client() as c:
         rows = c.list_predictions(limit=limit).results
-    if as_json:
-        show(rows, True)
-    elif not rows:
-        console.print("no predictions yet: `gpufleet predict ORG/NAME -i key=value`")
-    else:
-        show([_row(p) for p in rows], False, PREDICTION_COLUMNS, wide=wide)
+    empty = "no predictions yet: `gpufleet predict ORG/NAME -i key=value`"
+    show_list(rows, as_json, _row, PREDICTION_COLUMNS, empty=empty, wide=wide)
 
 
 @predictions.command("show")
@@ -294,7 +291,7 @@ def _scaling(
 ) -> dict[str, Any]:
     fields = {"version": version, "hardware": hardware, "min_instances": min_instances,
               "max_instances": max_instances, "idle_timeout_s": idle}  # fmt: skip
-    return {k: v for k, v in fields.items() if v is not None}
+    return present(fields)
 
 
 VersionOpt = typer.Option(None, "--version", help="The version id (default: the model's latest).")
@@ -367,12 +364,8 @@ def list_deployments(as_json: bool = JsonOpt) -> None:
     """The organization's deployments (models' own ones too), newest first."""
     with client() as c:
         rows = c.list_deployments()
-    if as_json:
-        show(rows, True)
-    elif not rows:
-        console.print("no deployments yet: `gpufleet deployments create ORG/NAME --model ORG/MODEL`")
-    else:
-        show([_deployment_row(d) for d in rows], False, DEPLOYMENT_COLUMNS)
+    empty = "no deployments yet: `gpufleet deployments create ORG/NAME --model ORG/MODEL`"
+    show_list(rows, as_json, _deployment_row, DEPLOYMENT_COLUMNS, empty=empty)
 
 
 @deployments.command("show")

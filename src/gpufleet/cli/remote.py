@@ -157,3 +157,22 @@ def show(
     for d in data:
         table.add_row(*[short(d.get(c), wide) for c in cols])
     console.print(table)
+
+
+def show_list(
+    rows: Sequence[Any],
+    as_json: bool,
+    row: Callable[[Any], dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    empty: str,
+    wide: bool = False,
+) -> None:
+    """A listing: JSON as the server sent it; a table of ``row(item)``; or, with nothing to list,
+    the ``empty`` line that says how to make the first one."""
+    if as_json:
+        show(list(rows), True)
+    elif not rows:
+        console.print(empty)
+    else:
+        show([row(r) for r in rows], False, columns, wide=wide)

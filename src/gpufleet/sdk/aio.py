@@ -7,7 +7,6 @@ async with AsyncClient() as gf:
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,6 @@ from pydantic import TypeAdapter
 from gpufleet.domain.hosts import HostStatus
 from gpufleet.domain.jobs import JobStatus
 from gpufleet.domain.tenancy import Role
-from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.events import FeedPage
 from gpufleet.schemas.execution import LogPageOut
@@ -42,9 +40,11 @@ from gpufleet.schemas.tenancy import (
     MembershipRead,
     MeRead,
 )
-from gpufleet.sdk.base import AsyncBaseClient, page_of
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, AsyncBaseClient, page_of
+from gpufleet.sdk.client import api_key_body
 from gpufleet.sdk.costs import AsyncCostsMixin
-from gpufleet.sdk.jobs import job_body, jobs_params
+from gpufleet.sdk.hosts import hosts_params, metrics_params
+from gpufleet.sdk.jobs import JobWait, job_body, jobs_params
 from gpufleet.sdk.models import AsyncModelsMixin
 from gpufleet.sdk.predictions import AsyncPredictionsMixin
 
@@ -62,7 +62,7 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
     ) -> FeedPage:
         """The organization's change feed after ``after_seq`` (-1: from now), long-polled up to ``wait_s``."""
         params = {"after_seq": after_seq, "wait_s": wait_s, "entity_type": entity_type, "limit": limit}
-        return await self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + 30.0)
+        return await self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + LONG_POLL_MARGIN_S)
 
     async def list_organizations(self) -> list[MembershipRead]:
         return TypeAdapter(list[MembershipRead]).validate_python(await self.request("GET", "/v1/organizations"))
@@ -78,8 +78,7 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
         return await self._one(InviteRead, "DELETE", f"/v1/invites/{invite_id}")
 
     async def create_api_key(self, name: str, role: Role | None = None) -> ApiKeyCreated:
-        body: dict[str, Any] = {"name": name} | ({"role": role.value} if role is not None else {})
-        return await self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=body)
+        return await self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=api_key_body(name, role))
 
     async def list_api_keys(self) -> list[ApiKeyRead]:
         return [k async for k in self._all(ApiKeyRead, "/v1/api-keys")]
@@ -125,14 +124,10 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
 
     async def wait_job(self, job_id: UUID, timeout_s: float | None = None) -> JobRead:
         """As ``Client.wait_job``: the job once finished, or as it is after ``timeout_s``."""
-        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        wait = JobWait(timeout_s)
         while True:
-            left = WAIT_MAX_S if deadline is None else max(0.0, deadline - time.monotonic())
-            step = min(left, WAIT_MAX_S)
-            job = await self._one(
-                JobRead, "GET", f"/v1/jobs/{job_id}/wait", params={"timeout_s": round(step, 3)}, timeout=step + 30.0
-            )
-            if job.finished or (deadline is not None and time.monotonic() >= deadline):
+            job = await self._one(JobRead, "GET", f"/v1/jobs/{job_id}/wait", **wait.next_call())
+            if job.finished or wait.over():
                 return job
 
     async def job_logs(
@@ -156,8 +151,7 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
     async def list_hosts(
         self, *, status: HostStatus | str | None = None, include_removed: bool = False
     ) -> list[HostRead]:
-        params = {"status": str(status) if status else None, "include_removed": str(include_removed).lower()}
-        return [h async for h in self._all(HostRead, "/v1/hosts", params)]
+        return [h async for h in self._all(HostRead, "/v1/hosts", hosts_params(status, include_removed))]
 
     async def get_host(self, host_id: UUID) -> HostDetailRead:
         return await self._one(HostDetailRead, "GET", f"/v1/hosts/{host_id}")
@@ -183,12 +177,7 @@ class AsyncClient(AsyncCostsMixin, AsyncModelsMixin, AsyncPredictionsMixin, Asyn
         bucket: str = "raw",
         agg: str = "avg",
     ) -> MetricSeriesRead:
-        params = {
-            "start": start.isoformat() if start else None,
-            "end": end.isoformat() if end else None,
-            "bucket": bucket,
-            "agg": agg,
-        }
+        params = metrics_params(start, end, bucket, agg)
         return await self._one(MetricSeriesRead, "GET", f"/v1/gpus/{gpu_id}/metrics", params=params)
 
     async def fleet_summary(self, window_minutes: int = 15) -> FleetSummaryRead:

@@ -7,7 +7,7 @@ Every >= 400 answer becomes the typed error of ``sdk/errors.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from gpufleet import __version__
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.common import Page
+from gpufleet.schemas.models import CursorPage
 from gpufleet.sdk import config
 from gpufleet.sdk.errors import GpufleetError, api_error
 
@@ -26,7 +27,11 @@ A = TypeVar("A", bound="AsyncBaseClient")
 
 ApiError = GpufleetError  # the name this class had before the typed errors; kept for existing code
 
-__all__ = ["ApiError", "AsyncBaseClient", "BaseClient", "api_error", "decode"]
+__all__ = ["ApiError", "AsyncBaseClient", "BaseClient", "api_error", "decode", "present"]
+
+
+# How much longer than the server may hold a long poll the HTTP client waits for its answer.
+LONG_POLL_MARGIN_S = 30.0
 
 
 def _setup(url: str | None, api_key: str | None, organization: UUID | None) -> tuple[str, dict[str, str]]:
@@ -39,11 +44,15 @@ def _setup(url: str | None, api_key: str | None, organization: UUID | None) -> t
     return cfg.url.rstrip("/"), headers
 
 
+def present(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that are given (not None): what a PATCH changes, or the query a request sends."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _request_kw(json: Any, params: dict[str, Any] | None, timeout: float | None) -> dict[str, Any]:
-    clean = {k: v for k, v in (params or {}).items() if v is not None}
     return {
         "json": json,
-        "params": clean or None,
+        "params": present(params or {}) or None,
         "timeout": timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
     }
 
@@ -59,6 +68,20 @@ def decode(response: httpx.Response) -> Any:
 
 def page_of(model: type[M], raw: Any) -> Page[M]:
     return Page[model].model_validate(raw)  # type: ignore[valid-type]
+
+
+def page_params(params: dict[str, Any] | None, cursor: str | None) -> dict[str, Any]:
+    """The query of one full page of a listing (``Page``: ``items``, ``next_cursor``)."""
+    return {**(params or {}), "limit": MAX_PAGE, "cursor": cursor}
+
+
+def cursor_page_of(model: type[M], raw: Any) -> CursorPage[M]:
+    return CursorPage[model].model_validate(raw)  # type: ignore[valid-type]
+
+
+def first_url(path: str) -> str:
+    """The first full page of a Replicate-style listing (``CursorPage``: ``results``, ``next`` URL)."""
+    return f"{path}?limit={MAX_PAGE}"
 
 
 class BaseClient:
@@ -102,13 +125,19 @@ class BaseClient:
         """Every item of a listing, a page at a time as the caller iterates."""
         cursor = None
         while True:
-            page = page_of(
-                model, self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE, "cursor": cursor})
-            )
+            page = page_of(model, self.request("GET", path, params=page_params(params, cursor)))
             yield from page.items
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+    def _pages(self, model: type[M], path: str) -> Iterator[M]:
+        """Every item of a Replicate-style listing, following its ``next`` URLs."""
+        url: str | None = first_url(path)
+        while url:
+            page = cursor_page_of(model, self.request("GET", url))
+            yield from page.results
+            url = page.next
 
 
 class AsyncBaseClient:
@@ -150,10 +179,17 @@ class AsyncBaseClient:
     async def _all(self, model: type[M], path: str, params: dict[str, Any] | None = None) -> AsyncIterator[M]:
         cursor = None
         while True:
-            raw = await self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE, "cursor": cursor})
-            page = page_of(model, raw)
+            page = page_of(model, await self.request("GET", path, params=page_params(params, cursor)))
             for item in page.items:
                 yield item
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+    async def _pages(self, model: type[M], path: str) -> AsyncIterator[M]:
+        url: str | None = first_url(path)
+        while url:
+            page = cursor_page_of(model, await self.request("GET", url))
+            for item in page.results:
+                yield item
+            url = page.next

@@ -28,7 +28,7 @@ from gpufleet.schemas.tenancy import (
     OrganizationCreated,
     OrganizationRead,
 )
-from gpufleet.sdk.base import ApiError, BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, ApiError, BaseClient
 from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
@@ -37,6 +37,16 @@ from gpufleet.sdk.predictions import PredictionsMixin
 from gpufleet.sdk.webhooks import WebhooksMixin
 
 __all__ = ["ApiError", "Client"]
+
+
+def api_key_body(name: str, role: Role | None, expires_at: datetime | None = None) -> dict[str, Any]:
+    """Without ``role`` the key gets the caller's; without ``expires_at`` it does not expire."""
+    body: dict[str, Any] = {"name": name}
+    if role is not None:
+        body["role"] = role.value
+    if expires_at is not None:
+        body["expires_at"] = expires_at.isoformat()
+    return body
 
 
 class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, PredictionsMixin, BaseClient):
@@ -57,7 +67,7 @@ class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, Pred
     ) -> FeedPage:
         """The organization's change feed after ``after_seq`` (-1: from now), long-polled up to ``wait_s``."""
         params = {"after_seq": after_seq, "wait_s": wait_s, "entity_type": entity_type, "limit": limit}
-        return self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + 30.0)
+        return self._one(FeedPage, "GET", "/v1/events", params=params, timeout=wait_s + LONG_POLL_MARGIN_S)
 
     def me(self) -> MeRead:
         return self._one(MeRead, "GET", "/v1/me")
@@ -109,12 +119,7 @@ class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, Pred
     # -- API keys -------------------------------------------------------------------------
 
     def create_api_key(self, name: str, role: Role | None = None, expires_at: datetime | None = None) -> ApiKeyCreated:
-        body: dict[str, Any] = {"name": name}
-        if role is not None:
-            body["role"] = role.value
-        if expires_at is not None:
-            body["expires_at"] = expires_at.isoformat()
-        return self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=body)
+        return self._one(ApiKeyCreated, "POST", "/v1/api-keys", json=api_key_body(name, role, expires_at))
 
     def list_api_keys(self) -> list[ApiKeyRead]:
         return list(self._all(ApiKeyRead, "/v1/api-keys"))

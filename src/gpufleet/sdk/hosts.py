@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from gpufleet.domain.hosts import GpuStatus, HostStatus
@@ -16,6 +17,19 @@ from gpufleet.schemas.hosts import (
     MetricSeriesRead,
 )
 from gpufleet.sdk.base import BaseClient
+
+
+def hosts_params(status: HostStatus | str | None, include_removed: bool) -> dict[str, Any]:
+    return {"status": str(status) if status else None, "include_removed": str(include_removed).lower()}
+
+
+def metrics_params(start: datetime | None, end: datetime | None, bucket: str, agg: str) -> dict[str, Any]:
+    return {
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "bucket": bucket,
+        "agg": agg,
+    }
 
 
 class HostsMixin(BaseClient):
@@ -37,8 +51,7 @@ class HostsMixin(BaseClient):
     # -- hosts ----------------------------------------------------------------------------
 
     def list_hosts(self, *, status: HostStatus | str | None = None, include_removed: bool = False) -> list[HostRead]:
-        params = {"status": str(status) if status else None, "include_removed": str(include_removed).lower()}
-        return list(self._all(HostRead, "/v1/hosts", params))
+        return list(self._all(HostRead, "/v1/hosts", hosts_params(status, include_removed)))
 
     def get_host(self, host_id: UUID) -> HostDetailRead:
         return self._one(HostDetailRead, "GET", f"/v1/hosts/{host_id}")
@@ -89,12 +102,7 @@ class HostsMixin(BaseClient):
         bucket: str = "raw",
         agg: str = "avg",
     ) -> MetricSeriesRead:
-        params = {
-            "start": start.isoformat() if start else None,
-            "end": end.isoformat() if end else None,
-            "bucket": bucket,
-            "agg": agg,
-        }
+        params = metrics_params(start, end, bucket, agg)
         return self._one(MetricSeriesRead, "GET", f"/v1/gpus/{gpu_id}/metrics", params=params)
 
     def fleet_summary(self, window_minutes: int = 15) -> FleetSummaryRead:

@@ -12,11 +12,11 @@ from pydantic import TypeAdapter
 
 from gpufleet.backoff import Backoff
 from gpufleet.domain.jobs import JobStatus
-from gpufleet.limits import MAX_PAGE, WAIT_MAX_S
+from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
-from gpufleet.sdk.base import BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, BaseClient
 from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
 from gpufleet.sdk.sse import events
 
@@ -50,6 +50,23 @@ def jobs_params(
         "limit": limit,
         "cursor": cursor,
     }
+
+
+class JobWait:
+    """``wait_job``'s long polls: each asks the server for at most ``WAIT_MAX_S``, so no proxy
+    times out a quiet connection, and the last ends at the caller's ``timeout_s`` (None: never)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+
+    def next_call(self) -> dict[str, Any]:
+        """The next poll's query and HTTP timeout (the server holds the answer up to ``timeout_s``)."""
+        left = WAIT_MAX_S if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        step = min(left, WAIT_MAX_S)
+        return {"params": {"timeout_s": round(step, 3)}, "timeout": step + LONG_POLL_MARGIN_S}
+
+    def over(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 class JobsMixin(BaseClient):
@@ -120,13 +137,7 @@ class JobsMixin(BaseClient):
         self, *, status: Sequence[JobStatus] | None = None, labels: Mapping[str, str] | None = None
     ) -> Iterator[JobRead]:
         """Every matching job, newest first, fetched a page at a time as you iterate."""
-        cursor = None
-        while True:
-            page = self.jobs_page(status=status, labels=labels, limit=MAX_PAGE, cursor=cursor)
-            yield from page.items
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return self._all(JobRead, "/v1/jobs", jobs_params(status, labels, None, None))
 
     def cancel_job(self, job_id: UUID) -> JobRead:
         """Cancel; a running job comes back still running with ``cancel_requested_at`` set."""
@@ -134,15 +145,7 @@ class JobsMixin(BaseClient):
 
     def job_events(self, job_id: UUID, *, after_seq: int = 0) -> list[EventRead]:
         """The job's history after ``after_seq``, oldest first (every page)."""
-        out: list[EventRead] = []
-        cursor: str | None = None
-        while True:
-            params = {"after_seq": after_seq, "limit": MAX_PAGE, "cursor": cursor}
-            page = Page[EventRead].model_validate(self.request("GET", f"/v1/jobs/{job_id}/events", params=params))
-            out.extend(page.items)
-            if not page.next_cursor:
-                return out
-            cursor = page.next_cursor
+        return list(self._all(EventRead, f"/v1/jobs/{job_id}/events", {"after_seq": after_seq}))
 
     def wait_job(self, job_id: UUID, timeout_s: float | None = None) -> JobRead:
         """The job once finished, or as it is when ``timeout_s`` has passed (None: no limit).
@@ -150,18 +153,10 @@ class JobsMixin(BaseClient):
         Check ``.finished`` (or ``.status``) on the result. Each call to the server long-polls
         for at most a minute, so no proxy times out a quiet connection.
         """
-        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        wait = JobWait(timeout_s)
         while True:
-            left = WAIT_MAX_S if deadline is None else max(0.0, deadline - time.monotonic())
-            step = min(left, WAIT_MAX_S)
-            job = self._one(
-                JobRead,
-                "GET",
-                f"/v1/jobs/{job_id}/wait",
-                params={"timeout_s": round(step, 3)},
-                timeout=step + 30.0,
-            )
-            if job.finished or (deadline is not None and time.monotonic() >= deadline):
+            job = self._one(JobRead, "GET", f"/v1/jobs/{job_id}/wait", **wait.next_call())
+            if job.finished or wait.over():
                 return job
 
     # -- logs -----------------------------------------------------------------------------

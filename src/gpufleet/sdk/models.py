@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from uuid import UUID
 
-from pydantic import BaseModel
-
 from gpufleet.domain.models import split_ref
 from gpufleet.inference import archive, cog_schema
-from gpufleet.limits import MAX_PAGE
-from gpufleet.schemas.models import CursorPage, FileRead, ModelRead, VersionRead
-from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
+from gpufleet.schemas.models import FileRead, ModelRead, VersionRead
+from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode, present
 
 PUSH_TIMEOUT_S = 600.0
 GZIP = {"Content-Type": "application/gzip"}
@@ -55,7 +51,7 @@ def model_body(
         "cpu": cpu,
         "ram_gb": ram_gb,
     }
-    return {k: v for k, v in body.items() if v is not None}
+    return present(body)
 
 
 def pack_model(directory: str | Path) -> tuple[bytes, cog_schema.VersionInfo]:
@@ -83,18 +79,7 @@ def _file_parts(
     return {"files": {"content": (filename, data, kind)}, "data": form}
 
 
-def _page(model: type[BaseModel], raw: Any) -> CursorPage[Any]:
-    return CursorPage[model].model_validate(raw)  # type: ignore[valid-type]
-
-
 class ModelsMixin(BaseClient):
-    def _pages(self, model: type[BaseModel], path: str) -> Iterator[Any]:
-        url: str | None = f"{path}?limit={MAX_PAGE}"
-        while url:
-            page = _page(model, self.request("GET", url))
-            yield from page.results
-            url = page.next
-
     def create_model(self, name: str, **fields: Any) -> ModelRead:
         """``owner``, ``description``, and the default hardware: ``gpus`` or ``gpu_fraction``,
         ``min_memory_gb``, ``gpu_model``, ``cpu``, ``ram_gb``."""
@@ -109,8 +94,7 @@ class ModelsMixin(BaseClient):
 
     def update_model(self, ref: str, **changes: Any) -> ModelRead:
         """``description``, or hardware fields (any given replaces the default hardware whole)."""
-        body = {k: v for k, v in changes.items() if v is not None}
-        return self._one(ModelRead, "PATCH", model_path(ref), json=body)
+        return self._one(ModelRead, "PATCH", model_path(ref), json=present(changes))
 
     def delete_model(self, ref: str) -> None:
         self.request("DELETE", model_path(ref))
@@ -164,14 +148,6 @@ class ModelsMixin(BaseClient):
 
 
 class AsyncModelsMixin(AsyncBaseClient):
-    async def _pages(self, model: type[BaseModel], path: str) -> AsyncIterator[Any]:
-        url: str | None = f"{path}?limit={MAX_PAGE}"
-        while url:
-            page = _page(model, await self.request("GET", url))
-            for item in page.results:
-                yield item
-            url = page.next
-
     async def create_model(self, name: str, **fields: Any) -> ModelRead:
         return await self._one(ModelRead, "POST", "/v1/models", json=model_body(name, **fields))
 
@@ -182,8 +158,7 @@ class AsyncModelsMixin(AsyncBaseClient):
         return [m async for m in self._pages(ModelRead, "/v1/models")]
 
     async def update_model(self, ref: str, **changes: Any) -> ModelRead:
-        body = {k: v for k, v in changes.items() if v is not None}
-        return await self._one(ModelRead, "PATCH", model_path(ref), json=body)
+        return await self._one(ModelRead, "PATCH", model_path(ref), json=present(changes))
 
     async def delete_model(self, ref: str) -> None:
         await self.request("DELETE", model_path(ref))

@@ -19,10 +19,9 @@ import httpx
 from gpufleet.backoff import Backoff
 from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.domain.predictions import PREFER_WAIT_MAX_S
-from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.models import CursorPage
 from gpufleet.schemas.predictions import DeploymentRead, PredictionRead
-from gpufleet.sdk.base import AsyncBaseClient, BaseClient, decode
+from gpufleet.sdk.base import AsyncBaseClient, BaseClient, cursor_page_of, decode, present
 from gpufleet.sdk.sse import aevents, events
 
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -66,8 +65,38 @@ def wait_header(wait: float | bool | None) -> tuple[dict[str, str], float | None
     return {"Prefer": f"wait={seconds}"}, seconds + 15.0
 
 
-def _pid(prediction: PredictionRead | str | UUID) -> str:
-    return prediction.id if isinstance(prediction, PredictionRead) else str(prediction)
+def create_headers(wait: float | bool | None, source: str | None) -> tuple[dict[str, str], Any]:
+    """A create's headers (``Prefer: wait``, the caller's ``X-Gpufleet-Source``) and its HTTP timeout."""
+    headers, timeout = wait_header(wait)
+    if source:
+        headers["X-Gpufleet-Source"] = source
+    return headers, timeout or httpx.USE_CLIENT_DEFAULT
+
+
+def predictions_request(limit: int, cursor_url: str | None) -> tuple[str, dict[str, Any] | None]:
+    """(path, params) of one page of predictions: the first (``limit``), or the one ``cursor_url`` names."""
+    return (cursor_url, None) if cursor_url else ("/v1/predictions", {"limit": limit})
+
+
+def prediction_path(prediction: PredictionRead | str | UUID) -> str:
+    pid = prediction.id if isinstance(prediction, PredictionRead) else str(prediction)
+    return f"/v1/predictions/{pid}"
+
+
+class PredictionWait:
+    """``wait_prediction``'s re-reads: 0.1 s doubling to 2 s apart, until the prediction ends or
+    ``timeout_s`` has passed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.backoff = Backoff(0.1, cap=2.0)
+
+    def settled(self, p: PredictionRead) -> bool:
+        return p.status in TERMINAL or time.monotonic() >= self.deadline
+
+    def delay(self) -> float:
+        """Seconds until the next read (never past the deadline)."""
+        return min(self.backoff.next(), max(0.0, self.deadline - time.monotonic()))
 
 
 def deployment_path(ref: str) -> str:
@@ -80,7 +109,7 @@ def deployment_body(**fields: Any) -> dict[str, Any]:
     ``idle_timeout_s``, ``gpus``, ``gpu_fraction``, ``min_memory_gb``, ``gpu_model``, ``cpu``, ``ram_gb``."""
     if isinstance(fields.get("gpu_model"), str):
         fields["gpu_model"] = [fields["gpu_model"]]
-    return {k: v for k, v in fields.items() if v is not None}
+    return present(fields)
 
 
 class PredictionsMixin(BaseClient):
@@ -102,48 +131,36 @@ class PredictionsMixin(BaseClient):
             ref, deployment=deployment, input=input or {}, stream=stream, webhook=webhook,
             webhook_events_filter=webhook_events_filter,
         )  # fmt: skip
-        headers, timeout = wait_header(wait)
-        if source:
-            headers["X-Gpufleet-Source"] = source
-        r = self._http.post(path, json=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        headers, timeout = create_headers(wait, source)
+        r = self._http.post(path, json=body, headers=headers, timeout=timeout)
         return PredictionRead.model_validate(decode(r))
 
     def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+        return self._one(PredictionRead, "GET", prediction_path(prediction))
 
     def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+        return self._one(PredictionRead, "POST", f"{prediction_path(prediction)}/cancel")
 
     def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
         """One page, newest first; pass the page's ``next`` back as ``cursor_url`` for the next one."""
-        raw = (
-            self.request("GET", cursor_url)
-            if cursor_url
-            else self.request("GET", "/v1/predictions", params={"limit": limit})
-        )
-        return CursorPage[PredictionRead].model_validate(raw)
+        path, params = predictions_request(limit, cursor_url)
+        return cursor_page_of(PredictionRead, self.request("GET", path, params=params))
 
     def iter_predictions(self) -> Iterator[PredictionRead]:
-        page = self.list_predictions(limit=MAX_PAGE)
-        while True:
-            yield from page.results
-            if not page.next:
-                return
-            page = self.list_predictions(cursor_url=page.next)
+        return self._pages(PredictionRead, "/v1/predictions")
 
     def wait_prediction(self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0) -> PredictionRead:
         """The prediction once it ended (re-read, 0.1 s doubling to 2 s apart), or as it is at ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(0.1, cap=2.0)
+        wait = PredictionWait(timeout_s)
         while True:
             p = self.get_prediction(prediction)
-            if p.status in TERMINAL or time.monotonic() >= deadline:
+            if wait.settled(p):
                 return p
-            time.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
+            time.sleep(wait.delay())
 
     def stream_prediction(self, prediction: PredictionRead | str | UUID) -> Iterator[StreamEvent]:
         """Its server-sent events until ``done`` (created with ``stream=True``)."""
-        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        url = f"{prediction_path(prediction)}/stream"
         with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
             if r.status_code >= 400:
                 r.read()
@@ -166,13 +183,7 @@ class PredictionsMixin(BaseClient):
         return self._one(DeploymentRead, "GET", deployment_path(ref))
 
     def list_deployments(self) -> list[DeploymentRead]:
-        out: list[DeploymentRead] = []
-        url: str | None = f"/v1/deployments?limit={MAX_PAGE}"
-        while url:
-            page = CursorPage[DeploymentRead].model_validate(self.request("GET", url))
-            out += page.results
-            url = page.next
-        return out
+        return list(self._pages(DeploymentRead, "/v1/deployments"))
 
     def delete_deployment(self, ref: str) -> None:
         self.request("DELETE", deployment_path(ref))
@@ -195,27 +206,22 @@ class AsyncPredictionsMixin(AsyncBaseClient):
             ref, deployment=deployment, input=input or {}, stream=stream, webhook=webhook,
             webhook_events_filter=webhook_events_filter,
         )  # fmt: skip
-        headers, timeout = wait_header(wait)
-        if source:
-            headers["X-Gpufleet-Source"] = source
-        r = await self._http.post(path, json=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        headers, timeout = create_headers(wait, source)
+        r = await self._http.post(path, json=body, headers=headers, timeout=timeout)
         return PredictionRead.model_validate(decode(r))
 
     async def get_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return await self._one(PredictionRead, "GET", f"/v1/predictions/{_pid(prediction)}")
+        return await self._one(PredictionRead, "GET", prediction_path(prediction))
 
     async def cancel_prediction(self, prediction: PredictionRead | str | UUID) -> PredictionRead:
-        return await self._one(PredictionRead, "POST", f"/v1/predictions/{_pid(prediction)}/cancel")
+        return await self._one(PredictionRead, "POST", f"{prediction_path(prediction)}/cancel")
 
     async def list_predictions(self, *, limit: int = 50, cursor_url: str | None = None) -> CursorPage[PredictionRead]:
-        if cursor_url:
-            raw = await self.request("GET", cursor_url)
-        else:
-            raw = await self.request("GET", "/v1/predictions", params={"limit": limit})
-        return CursorPage[PredictionRead].model_validate(raw)
+        path, params = predictions_request(limit, cursor_url)
+        return cursor_page_of(PredictionRead, await self.request("GET", path, params=params))
 
     async def stream_prediction(self, prediction: PredictionRead | str | UUID) -> AsyncIterator[StreamEvent]:
-        url = f"/v1/predictions/{_pid(prediction)}/stream"
+        url = f"{prediction_path(prediction)}/stream"
         async with self._http.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=None) as r:
             if r.status_code >= 400:
                 await r.aread()
@@ -236,24 +242,17 @@ class AsyncPredictionsMixin(AsyncBaseClient):
         return await self._one(DeploymentRead, "GET", deployment_path(ref))
 
     async def list_deployments(self) -> list[DeploymentRead]:
-        out: list[DeploymentRead] = []
-        url: str | None = f"/v1/deployments?limit={MAX_PAGE}"
-        while url:
-            page = CursorPage[DeploymentRead].model_validate(await self.request("GET", url))
-            out += page.results
-            url = page.next
-        return out
+        return [d async for d in self._pages(DeploymentRead, "/v1/deployments")]
 
     async def wait_prediction(
         self, prediction: PredictionRead | str | UUID, *, timeout_s: float = 600.0
     ) -> PredictionRead:
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(0.1, cap=2.0)
+        wait = PredictionWait(timeout_s)
         while True:
             p = await self.get_prediction(prediction)
-            if p.status in TERMINAL or time.monotonic() >= deadline:
+            if wait.settled(p):
                 return p
-            await asyncio.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(wait.delay())
 
     async def delete_deployment(self, ref: str) -> None:
         await self.request("DELETE", deployment_path(ref))

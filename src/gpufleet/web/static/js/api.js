@@ -51,6 +51,19 @@ function headers(extra = {}) {
   return out;
 }
 
+/** Throws the ApiError of a refused answer (its problem+json, if any); a 401 tells the listeners. */
+async function throwIfRefused(r) {
+  if (r.status === 401) listeners.forEach((fn) => fn());
+  if (r.ok) return;
+  let problem = null;
+  try {
+    problem = await r.json();
+  } catch {
+    problem = null;
+  }
+  throw new ApiError(r.status, problem);
+}
+
 export function url(path, params) {
   const u = new URL(path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
@@ -67,16 +80,7 @@ export async function api(path, { method = "GET", params, body, signal } = {}) {
     init.body = JSON.stringify(body);
   }
   const r = await fetch(url(path, params), init);
-  if (r.status === 401) listeners.forEach((fn) => fn());
-  if (!r.ok) {
-    let problem = null;
-    try {
-      problem = await r.json();
-    } catch {
-      problem = null;
-    }
-    throw new ApiError(r.status, problem);
-  }
+  await throwIfRefused(r);
   if (r.status === 204) return null;
   return r.json();
 }
@@ -86,16 +90,7 @@ export async function sse(path, { params, lastEventId, signal, onEvent }) {
   const extra = { Accept: "text/event-stream" };
   if (lastEventId) extra["Last-Event-ID"] = lastEventId;
   const r = await fetch(url(path, params), { headers: headers(extra), signal });
-  if (r.status === 401) listeners.forEach((fn) => fn());
-  if (!r.ok) {
-    let problem = null;
-    try {
-      problem = await r.json();
-    } catch {
-      problem = null;
-    }
-    throw new ApiError(r.status, problem);
-  }
+  await throwIfRefused(r);
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let event = { event: "message", id: null, data: [] };

@@ -67,6 +67,21 @@ export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Call ``refresh`` ``delayMs`` after live events of which one ``matches`` (a burst: once, after
+ *  the last); returns the function that stops listening and drops a refresh still waiting. */
+export function refreshOnLive(live, matches, refresh, delayMs) {
+  let timer = null;
+  const unsubscribe = live.subscribe((evs) => {
+    if (!evs.some(matches)) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => refresh().catch(() => {}), delayMs);
+  });
+  return () => {
+    unsubscribe();
+    clearTimeout(timer);
+  };
+}
+
 /** Call ``fn`` every ``ms`` while the tab is visible, with backoff after failures. */
 export function every(ms, fn) {
   let timer = null;

@@ -3,7 +3,7 @@
 
 import { api, ApiError, can, sse } from "../api.js";
 import { actor, shortIds, ago, button, duration, gpusOf, h, link, money, replace, short, status, table, when } from "../dom.js";
-import { backoff, sleep } from "../live.js";
+import { backoff, refreshOnLive, sleep } from "../live.js";
 
 const FINISHED = ["succeeded", "failed", "cancelled", "timed_out", "allocation_failed"];
 const MAX_LOG_NODES = 5000;
@@ -148,16 +148,10 @@ export async function mount(root, { id }, ctx) {
     lastAttempt = null;
     follow();
   });
-  let timer = null;
-  const unsubscribe = ctx.live.subscribe((evs) => {
-    if (!evs.some((e) => e.entity_id === id)) return;
-    clearTimeout(timer);
-    timer = setTimeout(() => refresh().catch(() => {}), 100);
-  });
+  const stopLive = refreshOnLive(ctx.live, (e) => e.entity_id === id, refresh, 100);
   return {
     dispose() {
-      unsubscribe();
-      clearTimeout(timer);
+      stopLive();
       if (follower) follower.abort();
     },
   };

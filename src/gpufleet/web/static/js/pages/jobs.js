@@ -2,6 +2,7 @@
 
 import { api } from "../api.js";
 import { ago, button, duration, gpusOf, h, link, money, replace, status, table } from "../dom.js";
+import { refreshOnLive } from "../live.js";
 
 const STATUSES = ["pending", "allocated", "running", "succeeded", "failed", "cancelled", "timed_out", "allocation_failed"];
 
@@ -84,16 +85,10 @@ export async function mount(root, { query }, ctx) {
   }
 
   await refresh();
-  let timer = null;
-  const unsubscribe = ctx.live.subscribe((evs) => {
-    if (!evs.some((e) => e.entity_type === "job")) return;
-    clearTimeout(timer);
-    timer = setTimeout(() => refresh().catch(() => {}), 250);
-  });
+  const stopLive = refreshOnLive(ctx.live, (e) => e.entity_type === "job", refresh, 250);
   return {
     dispose() {
-      unsubscribe();
-      clearTimeout(timer);
+      stopLive();
     },
   };
 }

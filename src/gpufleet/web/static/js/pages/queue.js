@@ -3,7 +3,7 @@
 
 import { api } from "../api.js";
 import { ago, gpusOf, h, link, num, replace, table } from "../dom.js";
-import { every } from "../live.js";
+import { every, refreshOnLive } from "../live.js";
 
 export async function mount(root, _params, ctx) {
   const jobsSlot = h("div");
@@ -39,18 +39,12 @@ export async function mount(root, _params, ctx) {
   }
 
   await refresh();
-  let pending = null;
-  const unsubscribe = ctx.live.subscribe((evs) => {
-    if (!evs.some((e) => e.entity_type === "job" || e.type.startsWith("quota"))) return;
-    clearTimeout(pending);
-    pending = setTimeout(() => refresh().catch(() => {}), 250);
-  });
+  const stopLive = refreshOnLive(ctx.live, (e) => e.entity_type === "job" || e.type.startsWith("quota"), refresh, 250);
   const stop = every(10_000, refresh);
   return {
     dispose() {
       stop();
-      unsubscribe();
-      clearTimeout(pending);
+      stopLive();
     },
   };
 }
