@@ -67,13 +67,13 @@ async def test_rate_limit_holds_across_replicas(db: Database, tenant: TenantFact
             for _ in range(4):
                 assert (await ca.get("/v1/me", headers=t.headers)).status_code == 200
             assert (await cb.get("/v1/me", headers=t.headers)).status_code == 200
-            await a.state.limiter.sync()
-            await b.state.limiter.sync()
-            await a.state.limiter.sync()
+            await a.state.gpufleet.limiter.sync()
+            await b.state.gpufleet.limiter.sync()
+            await a.state.gpufleet.limiter.sync()
             # Each replica now knows of the other's requests: 5 of 6 are used, in total.
             assert [(await cb.get("/v1/me", headers=t.headers)).status_code for _ in range(2)] == [200, 429]
-            await b.state.limiter.sync()
-            await a.state.limiter.sync()
+            await b.state.gpufleet.limiter.sync()
+            await a.state.gpufleet.limiter.sync()
             assert (await ca.get("/v1/me", headers=t.headers)).status_code == 429
 
 
