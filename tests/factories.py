@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection, Database
+from gpufleet.domain.costs import BudgetPeriod
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus
 from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
@@ -137,3 +139,10 @@ def changed(spec: JobSpec, **change: Any) -> JobSpec:
 async def create_job(db: Database, org_id: UUID, **spec: Any) -> Job:
     async with db.transaction(org_id) as conn:
         return await jobs_repo.create_gpu_job(conn, org_id=org_id, spec=job_spec(**spec))
+
+
+def recent_budget_period() -> dict[str, Any]:
+    """``set_budget`` keywords for a 30-day period that began a day ago, so that work a test
+    backdates by a few hours is inside it whatever the clock says (a calendar day or month may have
+    begun minutes ago, and the hours before it belong to the previous period)."""
+    return {"period": BudgetPeriod.CUSTOM, "period_days": 30, "starts_at": datetime.now(UTC) - timedelta(days=1)}

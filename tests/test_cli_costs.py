@@ -80,13 +80,16 @@ async def test_prices_usage_csv_and_a_hard_budget(cli: Cli, owner: Tenant, db: D
     assert owner.user.email in out and "$1.89" in out and "total" in out
     assert cli("usage", "--csv", "--json")[0] == 2
 
-    code, out, err = cli("budgets", "set", "2", "--hard")
+    # A 30-day period from yesterday: the hours backdated above are inside it at any time of the
+    # month (a calendar month may have begun less than two hours ago).
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    code, out, err = cli("budgets", "set", "2", "--hard", "--period", "30d", "--start", yesterday)
     assert code == 0, err
-    assert "$2.00 per month for the organization (hard); $1.89 spent this month" in out
+    assert "$2.00 per 30-day period for the organization (hard); $1.89 spent this 30-day period" in out
     code, _, err = cli("jobs", "submit", "--name", "big", "--max-runtime", "1h", "--", "true")
     assert code == 1
     assert err.startswith(
-        "error: 402 Budget Exceeded: budget: $1.89 of $2.00 spent this month; this job may cost $1.89"
+        "error: 402 Budget Exceeded: budget: $1.89 of $2.00 spent this 30-day period; this job may cost $1.89"
     )
     code, out, _ = cli("budgets", "list", "--json")
     (b,) = json.loads(out)

@@ -10,7 +10,7 @@ from gpufleet.background import costs as costs_task
 from gpufleet.db.pool import Database
 from gpufleet.domain.costs import PriceKind
 from gpufleet.services import budgets, costs
-from tests.factories import create_host, create_org, ctx_for
+from tests.factories import create_host, create_org, ctx_for, recent_budget_period
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -23,7 +23,7 @@ async def test_run_once_closes_hours_in_batches_and_tells_budgets(
     org = await create_org(db)
     await create_host(db, org.id, gpus_spec=(A100,) * 3)
     await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2"))
-    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("10"))
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("10"), **recent_budget_period())
     for _ in range(3):
         await submit(db, org.id)
     assert (await scheduler(db).run_once()).placed == 3

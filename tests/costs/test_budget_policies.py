@@ -15,7 +15,7 @@ from gpufleet.domain.costs import BudgetPeriod, PriceKind, parse_period
 from gpufleet.errors import BudgetExceeded, InvalidInput
 from gpufleet.sdk.costs import budget_body
 from gpufleet.services import budgets, costs
-from tests.factories import create_host, create_org, ctx_for
+from tests.factories import create_host, create_org, ctx_for, recent_budget_period
 from tests.scheduling.helpers import scheduler, status_of, submit
 
 A100 = ("A100-80GB", 81920)
@@ -105,7 +105,13 @@ async def _running_work_over_budget(db: Database, *, stop_running: bool) -> tupl
     await create_host(db, org.id, gpus_spec=(A100,) * 3)
     await costs.set_price(db, ctx_for(org.id), kind=PriceKind.GPU, gpu_model="A100-80GB", hourly_price=Decimal("2.00"))
     b = await budgets.set_budget(
-        db, ctx_for(org.id), amount_limit=Decimal("1.00"), hard=True, label=("team", "a"), stop_running=stop_running
+        db,
+        ctx_for(org.id),
+        amount_limit=Decimal("1.00"),
+        hard=True,
+        label=("team", "a"),
+        stop_running=stop_running,
+        **recent_budget_period(),
     )
     running = await submit(db, org.id, labels={"team": "a"})
     allocated = await submit(db, org.id, labels={"team": "a"})
@@ -126,7 +132,9 @@ async def test_a_hard_budget_with_stop_running_cancels_its_running_work_at_100_p
     assert report.jobs_stopped == 2
     status, _, reason = await status_of(db, allocated)
     assert status == "cancelled" and reason is not None
-    assert reason.startswith(f"budget {budget_id} (label team=a) reached 100 %: $4.00 of $1.00 spent this month")
+    assert reason.startswith(
+        f"budget {budget_id} (label team=a) reached 100 %: $4.00 of $1.00 spent this 30-day period"
+    )
     async with db.system_transaction() as conn:
         row = await conn.fetchrow(
             """select j.status, j.cancel_requested_at is not null as asked, e.data ->> 'reason' as reason, e.actor

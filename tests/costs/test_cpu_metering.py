@@ -8,12 +8,12 @@ from decimal import Decimal
 from uuid import UUID
 
 from gpufleet.db.pool import Database
-from gpufleet.domain.costs import BudgetPeriod, cents
+from gpufleet.domain.costs import cents
 from gpufleet.repo import costs as costs_repo
 from gpufleet.services import budgets, job_views
 from gpufleet.services import costs as costs_service
 from gpufleet.services import jobs as jobs_service
-from tests.factories import create_host, create_org, ctx_for
+from tests.factories import create_host, create_org, ctx_for, recent_budget_period
 from tests.scheduling.helpers import scheduler, submit
 
 A100 = ("A100-80GB", 81920)
@@ -86,7 +86,7 @@ async def test_a_cpu_only_job_is_metered_hourly_and_at_release_to_the_cent(db: D
 
     usage, _, _ = await costs_service.usage(db, ctx_for(org.id), by="job", since="1d")
     assert {u.key: cents(u.cost) for u in usage} == {str(cpu_job): Decimal("0.84"), str(gpu_job): Decimal("5.42")}
-    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("100"), period=BudgetPeriod.DAY)
+    await budgets.set_budget(db, ctx_for(org.id), amount_limit=Decimal("100"), **recent_budget_period())
     (state,) = await budgets.list_budgets(db, ctx_for(org.id))
     assert cents(state.spent) == Decimal("6.26")
 
