@@ -7,7 +7,10 @@ Because the shim, not the agent, is the job's parent, the exit status survives a
 
 It ignores SIGTERM/SIGINT/SIGHUP (with a handler, so the job still gets default dispositions), so a
 SIGTERM to the process group stops the job while the shim lives on to record how the job ended. Only
-SIGKILL stops the shim, and then the agent knows it sent one.
+SIGKILL stops the shim, and then the agent knows it sent one. A signal to the group that comes
+before the job exists (a cancel right after the start) is held and passed on to the job once it
+is spawned, so it is not lost (and the job not killed only after the grace period). One that comes
+while the job is being spawned may reach the job twice: directly, and passed on.
 
 With a job user (the agent runs as root), the shim stays root, so the job can neither signal it
 nor touch the exit file, and starts the job with fork: the child sets the groups, gid and uid,
@@ -43,8 +46,35 @@ import sys
 _SIGHUP, _SIGINT, _SIGPIPE, _SIGTERM, _SIGXFSZ = 1, 2, 13, 15, 25  # Linux numbers
 
 
+_GROUP_SIGNALS = (_SIGHUP, _SIGINT, _SIGTERM)
+_held: list[int] = []
+
+
 def _ignore(signum: int, frame: object) -> None:
     """Outlive a SIGTERM to the group; the job itself decides how to react."""
+
+
+def _hold(signum: int, frame: object) -> None:
+    """Before the job exists: keep a signal sent to the group, to pass it on once the job does."""
+    _held.append(signum)
+
+
+def hold_group_signals() -> None:
+    for signum in _GROUP_SIGNALS:
+        _signal.signal(signum, _hold)
+
+
+def started(pid: int) -> None:
+    """The job ``pid`` is in the group: from now on the group's signals reach it themselves; pass
+    on those that came before it existed."""
+    for signum in _GROUP_SIGNALS:
+        _signal.signal(signum, _ignore)
+    for signum in _held:
+        try:  # noqa: SIM105 - contextlib is one import too many for the shim's start-up time
+            os.kill(pid, signum)
+        except OSError:  # the job has already ended
+            pass
+    _held.clear()
 
 
 def _write(path: bytes, line: str) -> None:
@@ -101,14 +131,14 @@ def main(launch_path: str) -> int:
         os.set_inheritable(3, False)  # the slot lock, if any, is the shim's alone
     except OSError:
         pass
-    for signum in (_SIGHUP, _SIGINT, _SIGTERM):
-        _signal.signal(signum, _ignore)
+    hold_group_signals()
     if user:
         try:
             pid = _spawn_as(user, cwd, executable, argv, env)
         except OSError as exc:
             _write(exit_path, f"error {exc}")
             return 127
+        started(pid)
         return _wait(pid, exit_path)
     try:
         os.chdir(cwd)
@@ -126,6 +156,7 @@ def main(launch_path: str) -> int:
     except OSError as exc:
         _write(exit_path, f"error cannot execute {os.fsdecode(argv[0])}: {exc.strerror}")
         return 127
+    started(pid)
     return _wait(pid, exit_path)
 
 
@@ -185,8 +216,7 @@ def _fork_supervisor(sock: object, ident: bytes, launch_path: bytes, fds: list[i
     code = 125
     try:  # the child: from here on, the per-job shim
         os.setsid()
-        for signum in (_SIGHUP, _SIGINT, _SIGTERM):
-            _signal.signal(signum, _ignore)
+        hold_group_signals()  # the agent may signal the group as soon as it reads the answer
         sock.send(b"started %s %d" % (ident, os.getpid()))  # type: ignore[attr-defined]
         sock.detach()  # type: ignore[attr-defined]
         null = os.open(os.devnull, os.O_RDONLY)
