@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gpufleet.domain.models import VersionInfo as VersionInfo  # its home is the domain; repo and SDK name it here
+from gpufleet.domain.models import VersionInfo as VersionInfo  # what derive returns; its home is the domain
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.cog_types import INPUT_CALLS, Resolver, imports, yields
 

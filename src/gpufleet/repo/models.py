@@ -8,8 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain.models import Hardware, ModelRecord, VersionRecord
-from gpufleet.inference.cog_schema import VersionInfo
+from gpufleet.domain.models import Hardware, ModelRecord, VersionInfo, VersionRecord
 from gpufleet.repo import keyset
 from gpufleet.repo.rows import from_row, mapper
 

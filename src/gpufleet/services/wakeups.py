@@ -27,7 +27,7 @@ from uuid import UUID
 import asyncpg
 
 from gpufleet.backoff import Backoff
-from gpufleet.db.pool import Connection, Database
+from gpufleet.db.pool import Connection, Database, close_dedicated
 from gpufleet.repo import execution as repo
 from gpufleet.repo import logs as logs_repo
 from gpufleet.repo import predictions as predictions_repo
@@ -278,11 +278,7 @@ class WakeHub:
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=5)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()
+        await close_dedicated(conn)
 
     # ------------------------------------------------------------------------------ polling
 
