@@ -86,11 +86,14 @@ def _agent_pids(proc: subprocess.Popen[bytes]) -> list[int]:
     return [p.pid for p in psutil.Process(proc.pid).children() if "gpufleet.agent" in " ".join(p.cmdline())]
 
 
-def _follow(url: str, key: str) -> None:
+def _follow(url: str, key: str, answers: list[int] | None = None) -> None:
+    """Read ``url`` to its end; a complete answer's status goes to ``answers`` (a cut one is left out)."""
     with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"},
                                                              timeout=90) as stream:  # fmt: skip
         for _ in stream.iter_bytes():
             pass
+        if answers is not None:
+            answers.append(stream.status_code)
 
 
 def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base: Path) -> None:
@@ -134,9 +137,11 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
         ]
         assert psutil.pid_exists(job)  # the refused instances touched nothing of the running one
         # A log stream and an event long poll still open when the stop comes are cut without a traceback.
+        # The long poll is answered at the stop (the wake-up hub drains), not cut.
+        polled: list[int] = []
         followers = [
             threading.Thread(target=_follow, args=(f"{url}/v1/jobs/{r.json()['id']}/logs/stream", key)),
-            threading.Thread(target=_follow, args=(f"{url}/v1/events?after_seq={2**62}&wait_s=30", key)),
+            threading.Thread(target=_follow, args=(f"{url}/v1/events?after_seq={2**62}&wait_s=30", key, polled)),
         ]
         for follower in followers:
             follower.start()
@@ -151,6 +156,7 @@ def test_a_second_instance_is_refused_in_one_line_and_sigint_stops_cleanly(base:
     stop = out[out.index("stopping (SIGINT)") :].splitlines()
     assert len(stop) <= 16 and stop[-1] == "gpufleet stopped", "\n".join(stop)
     assert "open request(s) (log streams, long polls) were cut at shutdown" in out
+    assert polled == [200]
     assert _until(lambda: not psutil.pid_exists(job) or psutil.Process(job).status() == psutil.STATUS_ZOMBIE, 10)
 
 

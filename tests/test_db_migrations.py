@@ -75,6 +75,9 @@ async def test_user_actors_are_rewritten_to_one_format(empty_db: str, monkeypatc
         monkeypatch.setattr(migrate, "available", lambda: before)
         await migrate.upgrade(conn)
         org = await conn.fetchval("insert into organizations (name, slug) values ('o', 'o') returning id")
+        await conn.execute(  # a webhook: each event below fans out into a delivery carrying its actor
+            "insert into webhooks (organization_id, url, secret_ciphertext) values ($1, 'https://h.example', 'x')", org
+        )
         user = "0b5c3a52-2f0e-4a3e-9a39-6c1f0d7c1e21"
         for actor in (user, f"user:{user}", "host:gpu-7", "scheduler", None):
             await conn.execute(
@@ -83,9 +86,29 @@ async def test_user_actors_are_rewritten_to_one_format(empty_db: str, monkeypatc
                 org,
                 actor,
             )
+        sent = await conn.fetchval(  # the first event's delivery went out already: it stays as it was sent
+            "update webhook_deliveries set status = 'succeeded' where event_seq = (select min(seq) from events)"
+            " returning id"
+        )
+        await conn.execute(  # and its event again, still to be sent
+            "insert into events (organization_id, entity_type, entity_id, type, actor)"
+            " values ($1, 'host', gen_random_uuid(), 'host.drained', $2)",
+            org,
+            user,
+        )
         monkeypatch.setattr(migrate, "available", lambda: every)
         assert [m.name for m in await migrate.upgrade(conn)] == ["one_actor_format"]
         actors = [r["actor"] for r in await conn.fetch("select actor from events order by seq")]
-        assert actors == [f"user:{user}", f"user:{user}", "host:gpu-7", "scheduler", None]
+        assert actors == [f"user:{user}", f"user:{user}", "host:gpu-7", "scheduler", None, f"user:{user}"]
+        deliveries = await conn.fetch("select id, payload #>> '{data,actor}' as actor from webhook_deliveries")
+        assert sorted((r["id"] == sent, r["actor"]) for r in deliveries if r["actor"] is not None) == sorted(
+            [
+                (True, user),
+                (False, f"user:{user}"),
+                (False, "host:gpu-7"),
+                (False, "scheduler"),
+                (False, f"user:{user}"),
+            ]
+        )
     finally:
         await conn.close()

@@ -8,11 +8,12 @@ import pytest
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
-from gpufleet.errors import Conflict
+from gpufleet.errors import Conflict, InvalidInput
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services.allocation import allocate_gpu
 from tests.factories import create_host, create_job, create_org, ctx_for
+from tests.scheduling.helpers import status_of
 
 
 async def test_create_gpu_job_is_pending_and_tenant_scoped(db: Database) -> None:
@@ -128,3 +129,18 @@ async def test_racing_allocate_gpu_calls_have_exactly_one_winner(db: Database) -
                                             where a.gpu_id = g.id and a.released_at is null)"""
         )
     assert active == 1 and allocated_jobs == 1 and over == 0
+
+
+async def test_a_direct_allocation_gives_the_share_the_job_asked_for(db: Database) -> None:
+    """The agent runs the job's own share (its gpu_milli): a different one is refused, nothing changes."""
+    org = await create_org(db)
+    _, (gpu, _) = await create_host(db, org.id)
+    job = await create_job(db, org.id, gpu_milli=250)
+    with pytest.raises(InvalidInput, match="asks for 250 of 1000, not 1000"):
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id, milli=1000)
+    assert (await status_of(db, job.id))[0] == "pending"
+    alloc = await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=job.id)
+    assert alloc.milli == 250
+    cpu_only = await create_job(db, org.id, gpu_count=0, gpu_milli=0)
+    with pytest.raises(InvalidInput, match="CPU-only"):
+        await allocate_gpu(db, ctx_for(org.id), gpu_id=gpu.id, job_id=cpu_only.id)

@@ -12,8 +12,10 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import GpuRequirement, JobSpec, JobStatus
 from gpufleet.errors import InvalidInput, InvalidTransition, NotFound
 from gpufleet.schemas.jobs import JobCreate
+from gpufleet.services import feed
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
+from gpufleet.services.wakeups import WakeHub
 from tests.factories import changed, create_host, create_org, ctx_for
 from tests.scheduling.helpers import assert_clean, scheduler, submit
 
@@ -190,3 +192,23 @@ async def test_wait_returns_on_terminal_state_or_timeout(db: Database) -> None:
     done = await jobs_service.wait(db, ctx_for(org.id), job_id, 10)
     await task
     assert done.status is JobStatus.CANCELLED
+
+
+async def test_a_draining_hub_ends_job_and_event_long_polls_at_once(db: Database) -> None:
+    """At shutdown a client's open job wait and event long poll answer now, not when their time is up."""
+    org = await create_org(db)
+    job = await submit(db, org.id, gpu_count=8)  # pending: no host
+    hub = WakeHub(db, recheck_s=30)
+    await hub.start()
+    try:
+        waits = [
+            asyncio.create_task(jobs_service.wait(db, ctx_for(org.id), job, 30, hub=hub)),
+            asyncio.create_task(feed.wait_for_events(db, ctx_for(org.id), after_seq=2**62, wait_s=30, hub=hub)),
+        ]
+        await asyncio.sleep(0.3)
+        assert not any(w.done() for w in waits)
+        hub.drain()
+        waited, (found, _) = await asyncio.wait_for(asyncio.gather(*waits), 3)
+        assert waited.status is JobStatus.PENDING and found == []
+    finally:
+        await hub.close()

@@ -69,9 +69,9 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.local_agent is not None and self._agent_task is not None:
             await self.local_agent.stop(self._agent_task)
-        hub = getattr(getattr(self.config.app, "state", None), "hub", None)
-        if hub is not None:
-            hub.drain()  # long polls (the agent's assignments, event feeds) answer now instead of in 30 s
+        state = getattr(getattr(self.config.app, "state", None), "gpufleet", None)  # AppState, once started
+        if state is not None:
+            state.hub.drain()  # long polls (the agent's assignments, event feeds) answer now instead of in 30 s
         quiet = _QuietCut()
         logging.getLogger("uvicorn.error").addFilter(quiet)
         await super().shutdown(sockets)

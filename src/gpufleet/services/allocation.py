@@ -9,7 +9,7 @@ import asyncpg
 from gpufleet.db.pool import Database
 from gpufleet.domain.jobs import Allocation, JobStatus
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import Conflict
+from gpufleet.errors import Conflict, InvalidInput
 from gpufleet.repo import allocations, events, gpus
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import budgets
@@ -18,9 +18,9 @@ from gpufleet.services.transitions import transition_job
 
 
 async def allocate_gpu(
-    db: Database, ctx: TenantContext, *, gpu_id: UUID, job_id: UUID, milli: int = 1000
+    db: Database, ctx: TenantContext, *, gpu_id: UUID, job_id: UUID, milli: int | None = None
 ) -> Allocation:
-    """Give GPU ``gpu_id`` (or ``milli`` of it) to pending job ``job_id``.
+    """Give GPU ``gpu_id`` (or ``milli`` of it: the job's own share, the default) to pending job ``job_id``.
 
     Either the job becomes ``allocated`` on the GPU's host with the allocation recorded, or
     nothing changes and ``Conflict`` is raised (the GPU was taken meanwhile, or its host is not
@@ -34,6 +34,12 @@ async def allocate_gpu(
             gpu = found(await gpus.get(conn, org_id=org_id, gpu_id=gpu_id), f"GPU {gpu_id}")
             if job.status is not JobStatus.PENDING:
                 raise Conflict(f"job {job_id} is {job.status}, not pending")
+            if job.spec.gpu.count == 0:
+                raise InvalidInput.at("job_id", f"job {job_id} is CPU-only: it takes no GPU")
+            if milli is None:
+                milli = job.spec.gpu.milli
+            elif milli != job.spec.gpu.milli:  # the agent runs the share the job asked for
+                raise InvalidInput.at("milli", f"job {job_id} asks for {job.spec.gpu.milli} of 1000, not {milli}")
             await transition_job(conn, job, JobStatus.ALLOCATED, host_id=gpu.host_id, actor=actor)
             allocation = await allocations.allocate_gpu(
                 conn,

@@ -16,6 +16,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.events import Event
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.repo import events
+from gpufleet.services.wakeups import WakeHub
 
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 0.5
@@ -30,13 +31,14 @@ async def wait_for_events(
     entity_type: str | None = None,
     limit: int = 200,
     filters: dict[str, Any] | None = None,
+    hub: WakeHub | None = None,
 ) -> tuple[list[Event], int]:
     """Events after ``after_seq`` (waiting up to ``wait_s`` for the first), and the seq to ask after next.
 
     ``after_seq`` below zero means "from now": nothing is returned, only the current position.
     ``filters`` are ``repo.events.feed``'s (type pattern, entity id, time range).
     Waiting re-reads with a backoff capped at half a second, so a quiet feed costs two cheap index
-    reads per second per follower.
+    reads per second per follower. When the server stops (``hub.draining``) it answers with what it has.
     """
     org_id = ctx.org_id
     if after_seq < 0:
@@ -50,6 +52,6 @@ async def wait_for_events(
                 conn, org_id=org_id, after_seq=after_seq, entity_type=entity_type, limit=limit, **(filters or {})
             )
         left = deadline - time.monotonic()
-        if found or left <= 0:
+        if found or left <= 0 or (hub is not None and hub.draining):
             return found, found[-1].seq if found else after_seq
         await asyncio.sleep(min(backoff.next(), left))

@@ -15,6 +15,7 @@ from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.services import jobs
 from gpufleet.services.lookup import found
+from gpufleet.services.wakeups import WakeHub
 
 _HOLDING = (JobStatus.ALLOCATED, JobStatus.RUNNING)
 
@@ -45,9 +46,11 @@ async def cancel(db: Database, ctx: TenantContext, job_id: UUID) -> JobView:
     return view
 
 
-async def wait(db: Database, ctx: TenantContext, job_id: UUID, timeout_s: float) -> JobView:
+async def wait(
+    db: Database, ctx: TenantContext, job_id: UUID, timeout_s: float, *, hub: WakeHub | None = None
+) -> JobView:
     """``jobs.wait`` (a long poll), answered as clients see the job."""
-    (view,) = await with_gpus(db, ctx, [await jobs.wait(db, ctx, job_id, timeout_s)])
+    (view,) = await with_gpus(db, ctx, [await jobs.wait(db, ctx, job_id, timeout_s, hub=hub)])
     return view
 
 

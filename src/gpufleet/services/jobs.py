@@ -31,6 +31,7 @@ from gpufleet.services import budgets, costs
 from gpufleet.services.job_spec import validate
 from gpufleet.services.lookup import found
 from gpufleet.services.transitions import transition_job
+from gpufleet.services.wakeups import WakeHub
 
 KINDS = ("job", "replica", "all")
 
@@ -178,8 +179,10 @@ async def wait(
     *,
     first_delay: float = 0.05,
     max_delay: float = 1.0,
+    hub: WakeHub | None = None,
 ) -> Job:
-    """The job once terminal, or as it is when ``timeout_s`` seconds have passed (check ``status``).
+    """The job once terminal, or as it is when ``timeout_s`` seconds have passed or the server
+    stops (``hub.draining``) (check ``status``).
 
     Polls with exponential backoff (50 ms doubling to 1 s): one indexed read per poll, on any
     deployment (LISTEN is not available behind a transaction pooler), and never a busy loop.
@@ -189,6 +192,6 @@ async def wait(
     while True:
         job = await get(db, ctx, job_id)
         left = deadline - time.monotonic()
-        if job.status in states.JOB_TERMINAL or left <= 0:
+        if job.status in states.JOB_TERMINAL or left <= 0 or (hub is not None and hub.draining):
             return job
         await asyncio.sleep(min(backoff.next(), left))

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.state import app_state
+from gpufleet.api.state import app_state, hub_of
 from gpufleet.errors import InvalidInput
 from gpufleet.event_types import PATTERN
 from gpufleet.limits import MAX_FEED_PAGE
@@ -64,6 +64,7 @@ async def list_events(
         entity_type=entity_type,
         limit=limit,
         filters=filters,
+        hub=hub_of(request),
     )
     return FeedPage(
         events=[FeedEvent.model_validate(e) for e in found],

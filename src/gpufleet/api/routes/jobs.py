@@ -6,11 +6,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
 from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answer
 from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.state import hub_of
 from gpufleet.domain.jobs import JobStatus
 from gpufleet.errors import InvalidInput
 from gpufleet.limits import WAIT_MAX_S
@@ -107,6 +108,7 @@ async def job_events(
 
 @router.get("/jobs/{job_id}/wait", **requires("jobs.read", NOT_FOUND))
 async def wait_job(
+    request: Request,
     job_id: UUID,
     ctx: Tenant,
     db: DB,
@@ -115,7 +117,7 @@ async def wait_job(
     ] = 30.0,
 ) -> JobRead:
     """Long-poll: the job once it has finished, or as it is after `timeout_s` (check `status`)."""
-    view = await job_views.wait(db, ctx, job_id, timeout_s)
+    view = await job_views.wait(db, ctx, job_id, timeout_s, hub=hub_of(request))
     return JobRead.of(view.job, view.gpus, view.cost)
 
 

@@ -7,3 +7,10 @@
 update events
    set actor = 'user:' || actor
  where actor ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
+-- Deliveries still to be sent (or retried) carry the event's actor in their payload: they go out
+-- in the new format too. Those already delivered or given up are the record of what was sent.
+update webhook_deliveries
+   set payload = jsonb_set(payload, '{data,actor}', to_jsonb('user:' || (payload #>> '{data,actor}')))
+ where status in ('pending', 'delivering', 'failed')
+   and payload #>> '{data,actor}' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
