@@ -213,12 +213,7 @@ def _parameter(
         if has_default and value is not None and value not in choices:
             raise InvalidInput(f"{where}: {what}: the default {value!r} is not one of the choices")
         enum_name = name if name not in RESERVED_SCHEMAS and name not in enums else f"{name}_choices"
-        enums[enum_name] = {
-            "title": enum_name,
-            "description": "An enumeration.",
-            "enum": list(choices),
-            "type": schema["type"],
-        }
+        enums[enum_name] = _enumeration(enum_name, list(choices), schema["type"])
         prop = {"allOf": [{"$ref": f"#/components/schemas/{enum_name}"}]} | {
             k: v for k, v in prop.items() if k not in ("type", "title")
         }
@@ -252,25 +247,29 @@ def _inputs(
         props[arg.arg] = prop
         if is_required:
             required.append(arg.arg)
-    schema: dict[str, Any] = {"title": "Input", "type": "object", "properties": props}
+    schema = _object("Input", props)
     if required:
         schema["required"] = required
     return schema, enums
 
 
+def _enumeration(title: str, values: list[Any], type_: str = "string") -> dict[str, Any]:
+    """An enum schema as Cog writes one (its ``description`` included)."""
+    return {"title": title, "description": "An enumeration.", "enum": values, "type": type_}
+
+
+def _object(title: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """An object schema as Cog writes one: title, type, properties."""
+    return {"title": title, "type": "object", "properties": properties}
+
+
 def _document(input_schema: dict[str, Any], output: dict[str, Any], enums: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document Cog serves for a predictor (the parts clients read)."""
     ref = "#/components/schemas/"
-    status = {
-        "title": "Status",
-        "description": "An enumeration.",
-        "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
-        "type": "string",
-    }
-    request = {
-        "title": "PredictionRequest",
-        "type": "object",
-        "properties": {
+    status = _enumeration("Status", ["starting", "processing", "succeeded", "canceled", "failed"])
+    request = _object(
+        "PredictionRequest",
+        {
             "id": {"title": "Id", "type": "string"},
             "input": {"$ref": ref + "Input"},
             "webhook": {"title": "Webhook", "type": "string", "format": "uri", "minLength": 1, "maxLength": 65536},
@@ -282,11 +281,10 @@ def _document(input_schema: dict[str, Any], output: dict[str, Any], enums: dict[
                 "default": ["start", "output", "logs", "completed"],
             },
         },
-    }
-    response = {
-        "title": "PredictionResponse",
-        "type": "object",
-        "properties": {
+    )
+    response = _object(
+        "PredictionResponse",
+        {
             "id": {"title": "Id", "type": "string"},
             "input": {"$ref": ref + "Input"},
             "output": {"$ref": ref + "Output"},
@@ -299,13 +297,8 @@ def _document(input_schema: dict[str, Any], output: dict[str, Any], enums: dict[
             "started_at": {"title": "Started At", "type": "string", "format": "date-time"},
             "completed_at": {"title": "Completed At", "type": "string", "format": "date-time"},
         },
-    }
-    webhook_event = {
-        "title": "WebhookEvent",
-        "description": "An enumeration.",
-        "enum": ["start", "output", "logs", "completed"],
-        "type": "string",
-    }
+    )
+    webhook_event = _enumeration("WebhookEvent", ["start", "output", "logs", "completed"])
     json_body = {"application/json": {"schema": {"$ref": ref + "PredictionRequest"}}}
     ok = {
         "description": "Successful Response",

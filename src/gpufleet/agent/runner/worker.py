@@ -291,20 +291,17 @@ class Worker:
         while (msg := self.requests.get()) is not None:
             pid = str(msg["id"])
             token = wio.current.set(pid)
-            files_dir = self._inputs_dir(pid)
-            started = time.perf_counter()
-            output: Any = None
-            status, error = "succeeded", None
+            outcome = _Outcome()
             try:
                 if pid in self.canceled:
                     raise self.cancel_exc("prediction canceled")
-                kwargs = wio.coerce_inputs(self.fn, msg.get("input") or {}, files_dir)
+                kwargs = wio.coerce_inputs(self.fn, msg.get("input") or {}, self._inputs_dir(pid))
                 self.running, self.in_predict = pid, True
                 if pid in self.canceled:  # canceled while its input was being prepared
                     raise self.cancel_exc("prediction canceled")
                 if self.capture is not None:
                     self.capture.owner = pid
-                started = time.perf_counter()
+                outcome.started = time.perf_counter()
                 result = self.fn(**kwargs)
                 if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, str)):
                     for item in result:
@@ -315,18 +312,17 @@ class Worker:
                         self.in_predict = True
                 else:
                     self.in_predict = False
-                    output = wio.encode_output(result)
+                    outcome.output = wio.encode_output(result)
             except BaseException as exc:
                 self.in_predict = False
                 if isinstance(exc, self.cancel_exc | KeyboardInterrupt) and pid in self.canceled:
-                    status = "canceled"
+                    outcome.status = "canceled"
                 else:
                     traceback.print_exc()
-                    status, error = "failed", _error_text(exc)
+                    outcome.failed(exc)
             finally:
                 self.in_predict = False
-            elapsed = time.perf_counter() - started
-            self._finish(pid, status, output, error, elapsed)
+            self._finish(pid, outcome)
             wio.current.reset(token)
         self.drain_and_exit()
 
@@ -334,16 +330,23 @@ class Worker:
         """Where a prediction's input files are written; ``_finish`` removes it."""
         return self.workdir / "inputs" / pid
 
-    def _finish(self, pid: str, status: str, output: Any, error: str | None, elapsed: float) -> None:
+    def _finish(self, pid: str, outcome: _Outcome) -> None:
+        elapsed = time.perf_counter() - outcome.started  # the clock stops before output is flushed
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         if self.capture is not None:
             self.capture.settle()
         shutil.rmtree(self._inputs_dir(pid), ignore_errors=True)
-        done = {"type": "done", "id": pid, "status": status, "error": error, "predict_time": round(elapsed, 6)}
-        if output is not None:
-            done["output"] = output
+        done = {
+            "type": "done",
+            "id": pid,
+            "status": outcome.status,
+            "error": outcome.error,
+            "predict_time": round(elapsed, 6),
+        }
+        if outcome.output is not None:
+            done["output"] = outcome.output
         self.send(done)
         self.running = None
         self.canceled.discard(pid)
@@ -365,31 +368,29 @@ class Worker:
     async def _predict_async(self, msg: dict[str, Any], slots: asyncio.Semaphore) -> None:
         pid = str(msg["id"])
         wio.current.set(pid)
-        files_dir = self._inputs_dir(pid)
-        started = time.perf_counter()
-        output: Any = None
-        status, error = "succeeded", None
+        outcome = _Outcome()
         try:
             if pid in self.canceled:
                 raise asyncio.CancelledError
-            kwargs = await asyncio.to_thread(wio.coerce_inputs, self.fn, msg.get("input") or {}, files_dir)
-            started = time.perf_counter()
+            raw = msg.get("input") or {}
+            kwargs = await asyncio.to_thread(wio.coerce_inputs, self.fn, raw, self._inputs_dir(pid))
+            outcome.started = time.perf_counter()
             if inspect.isasyncgenfunction(self.fn):
                 async for item in self.fn(**kwargs):
                     self.send({"type": "output", "id": pid, "item": wio.encode_output(item)})
             else:
-                output = wio.encode_output(await self.fn(**kwargs))
+                outcome.output = wio.encode_output(await self.fn(**kwargs))
         except (asyncio.CancelledError, self.cancel_exc, KeyboardInterrupt) as exc:
             if pid in self.canceled:
-                status = "canceled"
+                outcome.status = "canceled"
             else:
-                status, error = "failed", _error_text(exc)
+                outcome.failed(exc)
         except Exception as exc:
             traceback.print_exc()
-            status, error = "failed", _error_text(exc)
+            outcome.failed(exc)
         finally:
             slots.release()
-        self._finish(pid, status, output, error, time.perf_counter() - started)
+        self._finish(pid, outcome)
 
     def drain_and_exit(self) -> None:
         """After a shutdown: give a disconnected agent up to 30 s to collect what is still unsent."""
@@ -399,6 +400,19 @@ class Worker:
                 if self.conn is not None and not self.outbox:
                     return
             time.sleep(0.05)
+
+
+class _Outcome:
+    """What one prediction came to, as its ``done`` message says it: succeeded unless marked."""
+
+    def __init__(self) -> None:
+        self.status = "succeeded"
+        self.output: Any = None
+        self.error: str | None = None
+        self.started = time.perf_counter()  # from the prediction's arrival until predict() itself starts
+
+    def failed(self, exc: BaseException) -> None:
+        self.status, self.error = "failed", _error_text(exc)
 
 
 def _error_text(exc: BaseException) -> str:

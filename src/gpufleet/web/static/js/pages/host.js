@@ -11,6 +11,19 @@ function facts(pairs) {
   return h("dl.facts", null, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
 }
 
+// The page's first render, then its refresh every `ms` and its utilization chart of `scope` until disposed.
+async function liveWithChart(refresh, ms, chart, scope, ctx) {
+  await refresh();
+  const chartCtl = utilizationChart(chart, scope, ctx);
+  const stop = every(ms, refresh);
+  return {
+    dispose() {
+      stop();
+      chartCtl.dispose();
+    },
+  };
+}
+
 export async function mountHost(root, { id }, ctx) {
   const head = h("div");
   const tiles = h("div.fleet");
@@ -56,15 +69,7 @@ export async function mountHost(root, { id }, ctx) {
     replace(tiles, h("h2", null, "GPUs"), row.children.length ? row : h("p.empty", null, "no GPUs"));
   }
 
-  await refresh();
-  const chartCtl = utilizationChart(chart, { hostId: id }, ctx);
-  const stop = every(5000, refresh);
-  return {
-    dispose() {
-      stop();
-      chartCtl.dispose();
-    },
-  };
+  return liveWithChart(refresh, 5000, chart, { hostId: id }, ctx);
 }
 
 export async function mountGpu(root, { id }, ctx) {
@@ -101,13 +106,5 @@ export async function mountGpu(root, { id }, ctx) {
     );
   }
 
-  await refresh();
-  const chartCtl = utilizationChart(chart, { gpuId: id }, ctx);
-  const stop = every(10_000, refresh);
-  return {
-    dispose() {
-      stop();
-      chartCtl.dispose();
-    },
-  };
+  return liveWithChart(refresh, 10_000, chart, { gpuId: id }, ctx);
 }
