@@ -34,15 +34,7 @@ async def create_invite(
             invited_by=me,
             expires_at=datetime.now(UTC) + timedelta(days=expires_in_days),
         )
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="invite",
-            entity_id=invite.id,
-            type="invite.created",
-            data={"email": email, "role": role.value},
-            actor=ctx.actor,
-        )
+        await events.record(conn, ctx, "invite", invite.id, "invite.created", {"email": email, "role": role.value})
         return invite, issued.secret
 
 
@@ -69,9 +61,7 @@ async def revoke_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> me
             if await members.get_invite(conn, org_id=org_id, invite_id=invite_id) is not None:
                 raise Conflict("this invite was already accepted")
             raise NotFound(f"invite {invite_id} not found")
-        await events.append(
-            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=ctx.actor
-        )
+        await events.record(conn, ctx, "invite", invite_id, "invite.revoked")
         return invite
 
 
@@ -119,11 +109,11 @@ async def accept_invite(
         await members.mark_invite_accepted(conn, invite_id=invite.id, user_id=user.id)
         await events.append(
             conn,
-            org_id=invite.organization_id,
-            entity_type="member",
-            entity_id=user.id,
-            type="member.joined",
-            data={"invite_id": str(invite.id), "role": invite.role.value},
+            invite.organization_id,
+            "member",
+            user.id,
+            "member.joined",
+            {"invite_id": str(invite.id), "role": invite.role.value},
             actor=user_actor(user.id),
         )
         key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
@@ -174,7 +164,5 @@ async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         revoked = await api_keys.revoke(conn, org_id=org_id, key_id=key_id)
         assert revoked is not None
-        await events.append(
-            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=ctx.actor
-        )
+        await events.record(conn, ctx, "api_key", key_id, "api_key.revoked")
         return revoked

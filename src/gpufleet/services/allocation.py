@@ -61,11 +61,11 @@ async def allocate_gpu(
             )
             await events.append(
                 conn,
-                org_id=org_id,
-                entity_type="allocation",
-                entity_id=allocation.id,
-                type="allocation.created",
-                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli},
+                org_id,
+                "allocation",
+                allocation.id,
+                "allocation.created",
+                {"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli},
                 actor=actor,
             )
             return allocation
@@ -75,11 +75,11 @@ async def allocate_gpu(
         async with db.transaction(org_id) as conn:
             await events.append(
                 conn,
-                org_id=org_id,
-                entity_type="allocation",
-                entity_id=job_id,
-                type="allocation.conflict",
-                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli, "error": str(exc)},
+                org_id,
+                "allocation",
+                job_id,
+                "allocation.conflict",
+                {"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli, "error": str(exc)},
                 actor=actor,
             )
         raise Conflict(f"GPU {gpu_id} cannot take job {job_id} now: {exc}") from exc

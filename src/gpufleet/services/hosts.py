@@ -112,11 +112,11 @@ async def register_host(
             await write_plan(conn, org_id=org_id, host_id=host.id, plan=plan, actor=actor)
             await events.append(
                 conn,
-                org_id=org_id,
-                entity_type="host",
-                entity_id=host.id,
-                type="host.registered",
-                data={
+                org_id,
+                "host",
+                host.id,
+                "host.registered",
+                {
                     "name": name,
                     "join_token_id": str(token.id),
                     "gpus": len(gpus),
@@ -198,14 +198,13 @@ async def _host_transition(
         moved = await repo.transition(conn, org_id=org_id, host_id=host_id, allowed_from=allowed, to=to, reason=reason)
         if moved is None:
             raise InvalidTransition(f"host {host.name} changed meanwhile; try again")
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="host",
-            entity_id=host_id,
-            type=f"host.{to.value}",
-            data={"from": host.status.value, "to": to.value, "reason": reason},
-            actor=ctx.actor,
+            ctx,
+            "host",
+            host_id,
+            f"host.{to.value}",
+            {"from": host.status.value, "to": to.value, "reason": reason},
         )
         return moved
 
@@ -246,15 +245,7 @@ async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
         host = await repo.revoke(conn, org_id=org_id, host_id=host_id)
         assert host is not None
         if before.revoked_at is None:
-            await events.append(
-                conn,
-                org_id=org_id,
-                entity_type="host",
-                entity_id=host_id,
-                type="host.revoked",
-                data={"name": host.name},
-                actor=actor,
-            )
+            await events.append(conn, org_id, "host", host_id, "host.revoked", {"name": host.name}, actor=actor)
         return host
 
 
@@ -285,13 +276,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
             actor=actor,
         )
         await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="host",
-            entity_id=host_id,
-            type="host.removed",
-            data={"name": host.name, "gpus": len(offline)},
-            actor=actor,
+            conn, org_id, "host", host_id, "host.removed", {"name": host.name, "gpus": len(offline)}, actor=actor
         )
         return removed
 
@@ -312,11 +297,11 @@ async def _gpu_transition(
         raise InvalidTransition(f"GPU {gpu.uuid} changed meanwhile; try again")
     await events.append(
         conn,
-        org_id=gpu.organization_id,
-        entity_type="gpu",
-        entity_id=gpu.id,
-        type=f"gpu.{to.value}",
-        data={"from": gpu.status.value, "to": to.value, "reason": reason},
+        gpu.organization_id,
+        "gpu",
+        gpu.id,
+        f"gpu.{to.value}",
+        {"from": gpu.status.value, "to": to.value, "reason": reason},
         actor=actor,
     )
     return moved

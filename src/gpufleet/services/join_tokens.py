@@ -45,14 +45,13 @@ async def create_join_token(
             created_by=created_by,
         )
         # Join tokens are not an event entity of their own: the organization records them.
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="join_token.created",
-            data={"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
-            actor=ctx.actor,
+            ctx,
+            "organization",
+            org_id,
+            "join_token.created",
+            {"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
         )
     return IssuedJoinToken(token, issued.secret)
 
@@ -66,14 +65,13 @@ async def revoke_join_token(db: Database, ctx: TenantContext, *, token_id: UUID)
         if before is None or token is None:
             raise NotFound(f"join token {token_id} not found")
         if before.revoked_at is None:
-            await events.append(
+            await events.record(
                 conn,
-                org_id=org_id,
-                entity_type="organization",
-                entity_id=org_id,
-                type="join_token.revoked",
-                data={"token_id": str(token_id), "prefix": token.prefix},
-                actor=ctx.actor,
+                ctx,
+                "organization",
+                org_id,
+                "join_token.revoked",
+                {"token_id": str(token_id), "prefix": token.prefix},
             )
         return token
 

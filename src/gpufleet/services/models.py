@@ -46,15 +46,7 @@ async def find_model(
 
 
 async def _event(conn: Connection, ctx: TenantContext, m: ModelRecord, type: str, data: dict[str, Any]) -> None:
-    await events.append(
-        conn,
-        org_id=m.organization_id,
-        entity_type="model",
-        entity_id=m.id,
-        type=type,
-        data={"name": m.name, **data},
-        actor=ctx.actor,
-    )
+    await events.append(conn, m.organization_id, "model", m.id, type, {"name": m.name, **data}, actor=ctx.actor)
 
 
 def _hardware_data(h: Hardware) -> dict[str, Any]:
