@@ -10,7 +10,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
-from gpufleet.services.auth import Principal
+from gpufleet.services.auth import Principal, secret_hash
 from gpufleet.services.lookup import found
 from gpufleet.services.orgs import CreatedKey, check_future, check_new_role, issue_key
 
@@ -76,10 +76,9 @@ async def accept_invite(
     organization, or its Supabase token); otherwise nothing is created, so whoever holds the
     token (the inviting admin included) never gets a credential of someone else's account.
     """
-    if not security.well_formed(token, security.INVITE_TOKEN):
-        raise Unauthorized("malformed invite token")
+    token_hash = secret_hash(token, security.INVITE_TOKEN, "malformed invite token")
     async with db.system_transaction() as conn:
-        claimed = await members.claim_invite(conn, token_hash=security.hash_secret(token))
+        claimed = await members.claim_invite(conn, token_hash=token_hash)
         if claimed is None:
             raise Unauthorized("unknown invite token")
         invite, usable = claimed

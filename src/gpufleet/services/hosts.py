@@ -34,6 +34,7 @@ from gpufleet.repo import events
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as repo
 from gpufleet.services import inventory, join_tokens
+from gpufleet.services.auth import secret_hash
 from gpufleet.services.lookup import found
 
 
@@ -131,20 +132,28 @@ async def register_host(
     return Registration(host, credential.secret, final, reregistered=existing is not None)
 
 
+def credential_hash(credential: str) -> bytes:
+    """The hash a host credential is stored under; ``Unauthorized`` for a malformed one (no lookup)."""
+    return secret_hash(credential, security.HOST_CREDENTIAL, "malformed host credential")
+
+
 async def authenticate_host(db: Database, credential: str) -> HostIdentity:
     """The host a credential belongs to; ``Unauthorized`` for malformed, unknown or revoked ones."""
-    if not security.well_formed(credential, security.HOST_CREDENTIAL):
-        raise Unauthorized("malformed host credential")
-    credential_hash = security.hash_secret(credential)
+    return await host_of_credential(db, credential_hash(credential))
+
+
+async def host_of_credential(db: Database, hashed: bytes) -> HostIdentity:
+    """The host of a well-formed credential by its hash (``credential_hash``); ``Unauthorized`` for
+    an unknown or revoked one."""
     async with db.system_transaction() as conn:
-        match = await repo.find_by_credential(conn, credential_hash=credential_hash)
+        match = await repo.find_by_credential(conn, credential_hash=hashed)
     if match is None:
         raise Unauthorized("unknown host credential (never issued, or replaced when its host registered again)")
     if match.removed:
         raise Unauthorized("host credential revoked: the host was removed; register it again with a join token")
     if match.revoked:
         raise Unauthorized("host credential revoked; register the host again with a join token")
-    return replace(match.identity, credential_hash=credential_hash)
+    return replace(match.identity, credential_hash=hashed)
 
 
 async def ensure_current(conn: Connection, identity: HostIdentity) -> None:

@@ -12,6 +12,7 @@ from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound, Unauthorized
 from gpufleet.repo import events
 from gpufleet.repo import join_tokens as repo
+from gpufleet.services.auth import secret_hash
 
 MAX_LIFETIME = timedelta(days=365)
 
@@ -84,9 +85,9 @@ async def consume(conn: Connection, secret: str) -> JoinToken:
     so concurrent registrations can never exceed ``max_uses``; a registration that fails later
     rolls the use back with everything else.
     """
-    if not security.well_formed(secret, security.JOIN_TOKEN):
-        raise Unauthorized("malformed join token: copy the whole gfj_... token shown when it was created")
-    token_hash = security.hash_secret(secret)
+    token_hash = secret_hash(
+        secret, security.JOIN_TOKEN, "malformed join token: copy the whole gfj_... token shown when it was created"
+    )
     token = await repo.consume(conn, token_hash=token_hash)
     if token is not None:
         return token
