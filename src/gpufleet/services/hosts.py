@@ -183,6 +183,14 @@ async def get_gpu(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetai
     return gpu
 
 
+async def _locked(conn: Connection, org_id: UUID, host_id: UUID) -> HostDetail:
+    """The host, its row locked; NotFound when there is none or it was removed."""
+    host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
+    if host is None or host.removed_at is not None:
+        raise NotFound(f"host {host_id} not found")
+    return host
+
+
 async def _host_transition(
     db: Database,
     ctx: TenantContext,
@@ -194,9 +202,7 @@ async def _host_transition(
 ) -> HostDetail:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if host is None or host.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        host = await _locked(conn, org_id, host_id)
         if host.status is to:
             return host  # already there: nothing to record
         allowed = states.sources(states.HOST_TRANSITIONS, to)
@@ -248,9 +254,7 @@ async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
     """Its credential stops working at once; the host can register again with a join token."""
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        before = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if before is None or before.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        before = await _locked(conn, org_id, host_id)
         host = await repo.revoke(conn, org_id=org_id, host_id=host_id)
         assert host is not None
         if before.revoked_at is None:
@@ -266,9 +270,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
     """
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if host is None or host.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        host = await _locked(conn, org_id, host_id)
         jobs, allocations = await repo.active_work(conn, org_id=org_id, host_id=host_id)
         if jobs or allocations:
             raise Conflict(
