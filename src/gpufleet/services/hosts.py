@@ -252,13 +252,13 @@ async def end_host_maintenance(db: Database, ctx: TenantContext, *, host_id: UUI
 
 async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Its credential stops working at once; the host can register again with a join token."""
-    org_id, actor = ctx.org_id, ctx.actor
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         before = await _locked(conn, org_id, host_id)
         host = await repo.revoke(conn, org_id=org_id, host_id=host_id)
         assert host is not None
         if before.revoked_at is None:
-            await events.append(conn, org_id, "host", host_id, "host.revoked", {"name": host.name}, actor=actor)
+            await events.record(conn, ctx, "host", host_id, "host.revoked", {"name": host.name})
         return host
 
 
@@ -286,9 +286,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
             [(org_id, "gpu", g.id, "gpu.offline", {"to": "offline", "reason": HOST_REMOVED}) for g in offline],
             actor=actor,
         )
-        await events.append(
-            conn, org_id, "host", host_id, "host.removed", {"name": host.name, "gpus": len(offline)}, actor=actor
-        )
+        await events.record(conn, ctx, "host", host_id, "host.removed", {"name": host.name, "gpus": len(offline)})
         return removed
 
 

@@ -107,9 +107,9 @@ async def cancel(db: Database, ctx: TenantContext, job_id: UUID, *, reason: str 
                 return job
             marked = await repo.request_cancel(conn, org_id=org_id, job_id=job_id)
             assert marked is not None  # the row is locked and running
-            await events_repo.append(
+            await events_repo.record(
                 conn,
-                org_id,
+                ctx,
                 "job",
                 job_id,
                 "job.cancel_requested",
@@ -118,7 +118,6 @@ async def cancel(db: Database, ctx: TenantContext, job_id: UUID, *, reason: str 
                     "host_id": str(job.host_id) if job.host_id else None,
                     **({"reason": reason} if reason else {}),
                 },
-                actor=actor,
             )
             return marked
         if job.status is JobStatus.CANCELLED:
