@@ -124,23 +124,6 @@ async def _resolve(
     return m, v, None
 
 
-async def create(
-    db: Database,
-    ctx: TenantContext,
-    target: Target,
-    new: NewPrediction,
-    *,
-    base_url: str | None = None,
-    box: SecretBox | None = None,
-) -> Prediction:
-    """Queue a prediction (event ``prediction.created``); 422 naming the field when the input does
-    not fit the version's schema, before anything is written. ``base_url``: the server as the
-    client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
-    secret on its first prediction with a ``webhook``."""
-    async with db.transaction(ctx.org_id, user_id=ctx.user_id) as conn:
-        return await create_in(conn, ctx, target, new, base_url=base_url, box=box)
-
-
 async def create_in(
     conn: Conn,
     ctx: TenantContext,
@@ -150,7 +133,11 @@ async def create_in(
     base_url: str | None = None,
     box: SecretBox | None = None,
 ) -> Prediction:
-    """``create`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
+    """Queue a prediction (event ``prediction.created``) inside the caller's tenant transaction (an
+    idempotent request's, services/idempotency.py); 422 naming the field when the input does not
+    fit the version's schema, before anything is written. ``base_url``: the server as the client
+    reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook secret
+    on its first prediction with a ``webhook``."""
     org_id, user_id = ctx.org_id, ctx.user_id
     if new.source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
