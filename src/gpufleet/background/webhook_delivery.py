@@ -128,11 +128,11 @@ class DeliveryWorker:
                     log.warning("webhook %s (%s) disabled: %s", w.id, w.url, reason)
                     await events.append(
                         conn,
-                        org_id=w.organization_id,
-                        entity_type="webhook",
-                        entity_id=w.id,
-                        type="webhook.disabled",
-                        data={"url": w.url, "reason": reason},
+                        w.organization_id,
+                        "webhook",
+                        w.id,
+                        "webhook.disabled",
+                        {"url": w.url, "reason": reason},
                         actor="webhooks",
                     )
         if self.metrics is not None:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.events import Event
+from gpufleet.domain.tenancy import TenantContext
 from gpufleet.repo import keyset
 from gpufleet.repo.rows import mapper
 
@@ -17,14 +18,16 @@ _event = mapper(Event)
 
 async def append(
     conn: Conn,
-    *,
     org_id: UUID,
     entity_type: str,
     entity_id: UUID,
     type: str,
     data: dict[str, Any] | None = None,
+    *,
     actor: str | None = None,
 ) -> Event:
+    """One event of ``entity_type``/``entity_id`` in ``org_id``; ``actor`` None: the system. A use
+    case acting for a ``TenantContext`` writes it with ``record``."""
     row = await conn.fetchrow(
         """insert into events (organization_id, entity_type, entity_id, type, data, actor)
            values ($1, $2, $3, $4, $5, $6) returning *""",
@@ -37,6 +40,14 @@ async def append(
     )
     assert row is not None
     return _event(row)
+
+
+async def record(
+    conn: Conn, ctx: TenantContext, entity_type: str, entity_id: UUID, type: str, data: dict[str, Any] | None = None
+) -> Event:
+    """The event of what ``ctx`` did: in its organization, with its actor. ``entity_type`` is not
+    always the prefix of ``type`` (a budget's or a join token's events belong to the organization)."""
+    return await append(conn, ctx.org_id, entity_type, entity_id, type, data, actor=ctx.actor)
 
 
 async def for_entity(

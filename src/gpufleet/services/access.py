@@ -10,7 +10,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
-from gpufleet.services.auth import Principal
+from gpufleet.services.auth import Principal, secret_hash
 from gpufleet.services.lookup import found
 from gpufleet.services.orgs import CreatedKey, check_future, check_new_role, issue_key
 
@@ -34,15 +34,7 @@ async def create_invite(
             invited_by=me,
             expires_at=datetime.now(UTC) + timedelta(days=expires_in_days),
         )
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="invite",
-            entity_id=invite.id,
-            type="invite.created",
-            data={"email": email, "role": role.value},
-            actor=ctx.actor,
-        )
+        await events.record(conn, ctx, "invite", invite.id, "invite.created", {"email": email, "role": role.value})
         return invite, issued.secret
 
 
@@ -69,9 +61,7 @@ async def revoke_invite(db: Database, ctx: TenantContext, invite_id: UUID) -> me
             if await members.get_invite(conn, org_id=org_id, invite_id=invite_id) is not None:
                 raise Conflict("this invite was already accepted")
             raise NotFound(f"invite {invite_id} not found")
-        await events.append(
-            conn, org_id=org_id, entity_type="invite", entity_id=invite_id, type="invite.revoked", actor=ctx.actor
-        )
+        await events.record(conn, ctx, "invite", invite_id, "invite.revoked")
         return invite
 
 
@@ -86,10 +76,9 @@ async def accept_invite(
     organization, or its Supabase token); otherwise nothing is created, so whoever holds the
     token (the inviting admin included) never gets a credential of someone else's account.
     """
-    if not security.well_formed(token, security.INVITE_TOKEN):
-        raise Unauthorized("malformed invite token")
+    token_hash = secret_hash(token, security.INVITE_TOKEN, "malformed invite token")
     async with db.system_transaction() as conn:
-        claimed = await members.claim_invite(conn, token_hash=security.hash_secret(token))
+        claimed = await members.claim_invite(conn, token_hash=token_hash)
         if claimed is None:
             raise Unauthorized("unknown invite token")
         invite, usable = claimed
@@ -119,11 +108,11 @@ async def accept_invite(
         await members.mark_invite_accepted(conn, invite_id=invite.id, user_id=user.id)
         await events.append(
             conn,
-            org_id=invite.organization_id,
-            entity_type="member",
-            entity_id=user.id,
-            type="member.joined",
-            data={"invite_id": str(invite.id), "role": invite.role.value},
+            invite.organization_id,
+            "member",
+            user.id,
+            "member.joined",
+            {"invite_id": str(invite.id), "role": invite.role.value},
             actor=user_actor(user.id),
         )
         key = await issue_key(conn, org_id=invite.organization_id, user_id=user.id, name="first key", role=invite.role)
@@ -174,7 +163,5 @@ async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         revoked = await api_keys.revoke(conn, org_id=org_id, key_id=key_id)
         assert revoked is not None
-        await events.append(
-            conn, org_id=org_id, entity_type="api_key", entity_id=key_id, type="api_key.revoked", actor=ctx.actor
-        )
+        await events.record(conn, ctx, "api_key", key_id, "api_key.revoked")
         return revoked

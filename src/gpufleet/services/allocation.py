@@ -59,27 +59,13 @@ async def allocate_gpu(
                 estimate=job.cost_estimate,
                 placing=job.id,
             )
-            await events.append(
-                conn,
-                org_id=org_id,
-                entity_type="allocation",
-                entity_id=allocation.id,
-                type="allocation.created",
-                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli},
-                actor=actor,
-            )
+            data = {"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli}
+            await events.record(conn, ctx, "allocation", allocation.id, "allocation.created", data)
             return allocation
     except asyncpg.PostgresError as exc:
         if exc.sqlstate not in gpus.CAPACITY_ERRORS:
             raise
         async with db.transaction(org_id) as conn:
-            await events.append(
-                conn,
-                org_id=org_id,
-                entity_type="allocation",
-                entity_id=job_id,
-                type="allocation.conflict",
-                data={"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli, "error": str(exc)},
-                actor=actor,
-            )
+            data = {"job_id": str(job_id), "gpu_id": str(gpu_id), "milli": milli, "error": str(exc)}
+            await events.record(conn, ctx, "allocation", job_id, "allocation.conflict", data)
         raise Conflict(f"GPU {gpu_id} cannot take job {job_id} now: {exc}") from exc

@@ -21,6 +21,14 @@ from gpufleet.repo import api_keys, members, orgs
 from gpufleet.ttl_cache import TTLCache
 
 
+def secret_hash(secret: str, kind: str, malformed: str) -> bytes:
+    """The hash a ``kind`` secret is stored under; ``Unauthorized(malformed)`` before any lookup
+    when its shape or checksum is wrong."""
+    if not security.well_formed(secret, kind):
+        raise Unauthorized(malformed)
+    return security.hash_secret(secret)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, in which organization, with which effective role."""
@@ -68,9 +76,7 @@ class Authenticator:
         self._cache.clear()
 
     async def api_key(self, secret: str) -> Principal:
-        if not security.well_formed(secret, security.API_KEY):
-            raise Unauthorized("malformed API key (expected gfk_... with a valid checksum)")
-        key_hash = security.hash_secret(secret)
+        key_hash = secret_hash(secret, security.API_KEY, "malformed API key (expected gfk_... with a valid checksum)")
         cached = self._cache.get(key_hash)
         if cached is not None:
             return cached

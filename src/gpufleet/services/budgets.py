@@ -85,13 +85,13 @@ async def set_budget(
                 period_anchor=starts_at,
                 stop_running=stop_running,
             )
-            await events.append(
+            await events.record(
                 conn,
-                org_id=org_id,
-                entity_type="organization",
-                entity_id=org_id,
-                type="budget.set",
-                data={
+                ctx,
+                "organization",
+                org_id,
+                "budget.set",
+                {
                     "budget_id": str(budget.id),
                     "amount": str(amount_limit),
                     "period": period.value,
@@ -99,7 +99,6 @@ async def set_budget(
                     "hard": hard,
                     "stop_running": stop_running,
                 },
-                actor=ctx.actor,
             )
             return budget
     except asyncpg.ForeignKeyViolationError:
@@ -115,15 +114,7 @@ async def delete_budget(db: Database, ctx: TenantContext, budget_id: UUID) -> Bu
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         budget = found(await repo.delete(conn, org_id=org_id, budget_id=budget_id), f"budget {budget_id}")
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="budget.deleted",
-            data={"budget_id": str(budget_id)},
-            actor=ctx.actor,
-        )
+        await events.record(conn, ctx, "organization", org_id, "budget.deleted", {"budget_id": str(budget_id)})
         return budget
 
 
@@ -184,11 +175,11 @@ async def check_thresholds(db: Database) -> int:
             for t in crossed:
                 await events.append(
                     conn,
-                    org_id=b.organization_id,
-                    entity_type="organization",
-                    entity_id=b.organization_id,
-                    type=THRESHOLD_EVENT,
-                    data={
+                    b.organization_id,
+                    "organization",
+                    b.organization_id,
+                    THRESHOLD_EVENT,
+                    {
                         "budget_id": str(b.id),
                         "threshold_pct": t,
                         "spent": str(cents(s.spent)),

@@ -113,13 +113,13 @@ async def set_price(
             effective_from=effective_from,
             set_by=ctx.actor,
         )
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="price.set",
-            data={
+            ctx,
+            "organization",
+            org_id,
+            "price.set",
+            {
                 "kind": kind.value,
                 "gpu_model": model,
                 "host_id": str(host_id) if host_id else None,
@@ -127,7 +127,6 @@ async def set_price(
                 "currency": currency,
                 "effective_from": price.effective_from.isoformat(),
             },
-            actor=ctx.actor,
         )
         return price
 

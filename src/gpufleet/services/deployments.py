@@ -32,6 +32,7 @@ from gpufleet.services import budgets, costs
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
 from gpufleet.services.lookup import found
+from gpufleet.services.models import named_model
 from gpufleet.services.prediction_events import deployment_event, predictions_moved, replica_event
 from gpufleet.services.transitions import transition_job
 
@@ -51,9 +52,11 @@ async def owner_slug(conn: Conn, org_id: UUID) -> str:
     return org.slug
 
 
-def _check_owner(owner: str | None, slug: str, what: str) -> None:
-    if owner is not None and owner != slug:
-        raise NotFound(f"{what} not found")
+async def named(conn: Conn, org_id: UUID, slug: str, owner: str, name: str) -> Deployment:
+    """The deployment ``owner/name`` of the organization whose slug is ``slug``; NotFound when
+    ``owner`` is another organization or it has no such deployment."""
+    d = await repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
+    return found(d, f"deployment {owner}/{name}")
 
 
 def _check_scaling(lo: int, hi: int, idle: int) -> None:
@@ -90,10 +93,7 @@ async def _model(conn: Conn, org_id: UUID, slug: str, ref: str) -> ModelRecord:
     owner, _, name = ref.partition("/")
     if not name or "/" in name:
         raise InvalidInput(f"model: {ref!r} is not OWNER/NAME", field="model")
-    model = await models_repo.get_model(conn, org_id=org_id, name=name) if owner == slug else None
-    if model is None:
-        raise NotFound(f"model {ref} not found")
-    return model
+    return await named_model(conn, org_id, slug, owner, name)
 
 
 async def _version(conn: Conn, org_id: UUID, model: ModelRecord, digest: str | None) -> VersionRecord:
@@ -217,9 +217,8 @@ async def update(
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
-        _check_owner(owner, slug, f"deployment {owner}/{name}")
-        named = found(await repo.get_by_name(conn, org_id=org_id, name=name), f"deployment {owner}/{name}")
-        d = await repo.get(conn, org_id=org_id, deployment_id=named.id, lock=True)
+        current = await named(conn, org_id, slug, owner, name)
+        d = await repo.get(conn, org_id=org_id, deployment_id=current.id, lock=True)
         assert d is not None
         fields: dict[str, Any] = {}
         changed: list[str] = []
@@ -259,10 +258,7 @@ async def get(db: Database, ctx: TenantContext, owner: str, name: str) -> Deploy
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
-        d = await repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
-        if d is None:
-            raise NotFound(f"deployment {owner}/{name} not found")
-        return await _view(conn, slug, d)
+        return await _view(conn, slug, await named(conn, org_id, slug, owner, name))
 
 
 async def _view(conn: Conn, slug: str, d: Deployment) -> DeploymentView:
@@ -288,14 +284,12 @@ async def delete(db: Database, ctx: TenantContext, owner: str, name: str) -> Non
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
         slug = await owner_slug(conn, org_id)
-        d = await repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
-        if d is None:
-            raise NotFound(f"deployment {owner}/{name} not found")
-        jobs = [r.job_id for r in await replicas_repo.of_deployment(conn, org_id=org_id, deployment_id=d.id)]
+        deployment_id = (await named(conn, org_id, slug, owner, name)).id
+        jobs = [r.job_id for r in await replicas_repo.of_deployment(conn, org_id=org_id, deployment_id=deployment_id)]
     for job_id in jobs:  # each in its own transaction: the job is locked before the deployment
         await jobs_service.cancel(db, ctx, job_id, reason=f"deployment {slug}/{name} deleted")
     async with db.transaction(org_id) as conn:
-        d = await repo.get(conn, org_id=org_id, deployment_id=d.id, lock=True)
+        d = await repo.get(conn, org_id=org_id, deployment_id=deployment_id, lock=True)
         if d is None:
             return
         why = f"deployment {slug}/{name} was deleted"

@@ -67,11 +67,11 @@ async def heartbeat(
         if beat.status is not beat.old_status:
             await events.append(
                 conn,
-                org_id=org_id,
-                entity_type="host",
-                entity_id=host_id,
-                type=f"host.{beat.status.value}",
-                data={"from": beat.old_status.value, "to": beat.status.value, "reason": "heartbeat received"},
+                org_id,
+                "host",
+                host_id,
+                f"host.{beat.status.value}",
+                {"from": beat.old_status.value, "to": beat.status.value, "reason": "heartbeat received"},
                 actor=actor,
             )
     return HeartbeatResult(

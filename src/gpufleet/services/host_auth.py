@@ -16,11 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from gpufleet import security
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import HostIdentity
-from gpufleet.errors import Unauthorized
-from gpufleet.services.hosts import authenticate_host
+from gpufleet.services.hosts import credential_hash, host_of_credential
 from gpufleet.ttl_cache import TTLCache
 
 
@@ -38,14 +36,12 @@ class HostAuthenticator:
         self._cache: TTLCache[bytes, HostIdentity] = TTLCache(max_entries=max_entries, clock=clock)
 
     async def authenticate(self, credential: str) -> HostIdentity:
-        if not security.well_formed(credential, security.HOST_CREDENTIAL):
-            raise Unauthorized("malformed host credential")
-        key = security.hash_secret(credential)
+        key = credential_hash(credential)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         until = self._cache.now() + self.ttl_s
-        identity = await authenticate_host(self.db, credential)
+        identity = await host_of_credential(self.db, key)
         self._cache.put(key, identity, until=until)
         return identity
 

@@ -34,6 +34,7 @@ from gpufleet.repo import events
 from gpufleet.repo import gpus as gpus_repo
 from gpufleet.repo import hosts as repo
 from gpufleet.services import inventory, join_tokens
+from gpufleet.services.auth import secret_hash
 from gpufleet.services.lookup import found
 
 
@@ -112,11 +113,11 @@ async def register_host(
             await write_plan(conn, org_id=org_id, host_id=host.id, plan=plan, actor=actor)
             await events.append(
                 conn,
-                org_id=org_id,
-                entity_type="host",
-                entity_id=host.id,
-                type="host.registered",
-                data={
+                org_id,
+                "host",
+                host.id,
+                "host.registered",
+                {
                     "name": name,
                     "join_token_id": str(token.id),
                     "gpus": len(gpus),
@@ -131,20 +132,28 @@ async def register_host(
     return Registration(host, credential.secret, final, reregistered=existing is not None)
 
 
+def credential_hash(credential: str) -> bytes:
+    """The hash a host credential is stored under; ``Unauthorized`` for a malformed one (no lookup)."""
+    return secret_hash(credential, security.HOST_CREDENTIAL, "malformed host credential")
+
+
 async def authenticate_host(db: Database, credential: str) -> HostIdentity:
     """The host a credential belongs to; ``Unauthorized`` for malformed, unknown or revoked ones."""
-    if not security.well_formed(credential, security.HOST_CREDENTIAL):
-        raise Unauthorized("malformed host credential")
-    credential_hash = security.hash_secret(credential)
+    return await host_of_credential(db, credential_hash(credential))
+
+
+async def host_of_credential(db: Database, hashed: bytes) -> HostIdentity:
+    """The host of a well-formed credential by its hash (``credential_hash``); ``Unauthorized`` for
+    an unknown or revoked one."""
     async with db.system_transaction() as conn:
-        match = await repo.find_by_credential(conn, credential_hash=credential_hash)
+        match = await repo.find_by_credential(conn, credential_hash=hashed)
     if match is None:
         raise Unauthorized("unknown host credential (never issued, or replaced when its host registered again)")
     if match.removed:
         raise Unauthorized("host credential revoked: the host was removed; register it again with a join token")
     if match.revoked:
         raise Unauthorized("host credential revoked; register the host again with a join token")
-    return replace(match.identity, credential_hash=credential_hash)
+    return replace(match.identity, credential_hash=hashed)
 
 
 async def ensure_current(conn: Connection, identity: HostIdentity) -> None:
@@ -174,6 +183,14 @@ async def get_gpu(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetai
     return gpu
 
 
+async def _locked(conn: Connection, org_id: UUID, host_id: UUID) -> HostDetail:
+    """The host, its row locked; NotFound when there is none or it was removed."""
+    host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
+    if host is None or host.removed_at is not None:
+        raise NotFound(f"host {host_id} not found")
+    return host
+
+
 async def _host_transition(
     db: Database,
     ctx: TenantContext,
@@ -185,9 +202,7 @@ async def _host_transition(
 ) -> HostDetail:
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if host is None or host.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        host = await _locked(conn, org_id, host_id)
         if host.status is to:
             return host  # already there: nothing to record
         allowed = states.sources(states.HOST_TRANSITIONS, to)
@@ -198,14 +213,13 @@ async def _host_transition(
         moved = await repo.transition(conn, org_id=org_id, host_id=host_id, allowed_from=allowed, to=to, reason=reason)
         if moved is None:
             raise InvalidTransition(f"host {host.name} changed meanwhile; try again")
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="host",
-            entity_id=host_id,
-            type=f"host.{to.value}",
-            data={"from": host.status.value, "to": to.value, "reason": reason},
-            actor=ctx.actor,
+            ctx,
+            "host",
+            host_id,
+            f"host.{to.value}",
+            {"from": host.status.value, "to": to.value, "reason": reason},
         )
         return moved
 
@@ -238,23 +252,13 @@ async def end_host_maintenance(db: Database, ctx: TenantContext, *, host_id: UUI
 
 async def revoke_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> HostDetail:
     """Its credential stops working at once; the host can register again with a join token."""
-    org_id, actor = ctx.org_id, ctx.actor
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        before = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if before is None or before.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        before = await _locked(conn, org_id, host_id)
         host = await repo.revoke(conn, org_id=org_id, host_id=host_id)
         assert host is not None
         if before.revoked_at is None:
-            await events.append(
-                conn,
-                org_id=org_id,
-                entity_type="host",
-                entity_id=host_id,
-                type="host.revoked",
-                data={"name": host.name},
-                actor=actor,
-            )
+            await events.record(conn, ctx, "host", host_id, "host.revoked", {"name": host.name})
         return host
 
 
@@ -266,9 +270,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
     """
     org_id, actor = ctx.org_id, ctx.actor
     async with db.transaction(org_id) as conn:
-        host = await repo.get(conn, org_id=org_id, host_id=host_id, for_update=True)
-        if host is None or host.removed_at is not None:
-            raise NotFound(f"host {host_id} not found")
+        host = await _locked(conn, org_id, host_id)
         jobs, allocations = await repo.active_work(conn, org_id=org_id, host_id=host_id)
         if jobs or allocations:
             raise Conflict(
@@ -284,15 +286,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
             [(org_id, "gpu", g.id, "gpu.offline", {"to": "offline", "reason": HOST_REMOVED}) for g in offline],
             actor=actor,
         )
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="host",
-            entity_id=host_id,
-            type="host.removed",
-            data={"name": host.name, "gpus": len(offline)},
-            actor=actor,
-        )
+        await events.record(conn, ctx, "host", host_id, "host.removed", {"name": host.name, "gpus": len(offline)})
         return removed
 
 
@@ -312,11 +306,11 @@ async def _gpu_transition(
         raise InvalidTransition(f"GPU {gpu.uuid} changed meanwhile; try again")
     await events.append(
         conn,
-        org_id=gpu.organization_id,
-        entity_type="gpu",
-        entity_id=gpu.id,
-        type=f"gpu.{to.value}",
-        data={"from": gpu.status.value, "to": to.value, "reason": reason},
+        gpu.organization_id,
+        "gpu",
+        gpu.id,
+        f"gpu.{to.value}",
+        {"from": gpu.status.value, "to": to.value, "reason": reason},
         actor=actor,
     )
     return moved

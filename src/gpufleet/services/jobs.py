@@ -62,11 +62,11 @@ async def record_submitted(conn: Connection, job: Job, *, actor: str | None) -> 
     gpu = job.spec.gpu
     await events_repo.append(
         conn,
-        org_id=job.organization_id,
-        entity_type="job",
-        entity_id=job.id,
-        type="job.submitted",
-        data={
+        job.organization_id,
+        "job",
+        job.id,
+        "job.submitted",
+        {
             "to": JobStatus.PENDING.value,
             "attempt": job.attempt,
             "gpu_count": gpu.count,
@@ -107,18 +107,17 @@ async def cancel(db: Database, ctx: TenantContext, job_id: UUID, *, reason: str 
                 return job
             marked = await repo.request_cancel(conn, org_id=org_id, job_id=job_id)
             assert marked is not None  # the row is locked and running
-            await events_repo.append(
+            await events_repo.record(
                 conn,
-                org_id=org_id,
-                entity_type="job",
-                entity_id=job_id,
-                type="job.cancel_requested",
-                data={
+                ctx,
+                "job",
+                job_id,
+                "job.cancel_requested",
+                {
                     "attempt": job.attempt,
                     "host_id": str(job.host_id) if job.host_id else None,
                     **({"reason": reason} if reason else {}),
                 },
-                actor=actor,
             )
             return marked
         if job.status is JobStatus.CANCELLED:

@@ -12,6 +12,7 @@ from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, NotFound, Unauthorized
 from gpufleet.repo import events
 from gpufleet.repo import join_tokens as repo
+from gpufleet.services.auth import secret_hash
 
 MAX_LIFETIME = timedelta(days=365)
 
@@ -45,14 +46,13 @@ async def create_join_token(
             created_by=created_by,
         )
         # Join tokens are not an event entity of their own: the organization records them.
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="join_token.created",
-            data={"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
-            actor=ctx.actor,
+            ctx,
+            "organization",
+            org_id,
+            "join_token.created",
+            {"token_id": str(token.id), "name": name, "prefix": token.prefix, "max_uses": max_uses},
         )
     return IssuedJoinToken(token, issued.secret)
 
@@ -66,14 +66,13 @@ async def revoke_join_token(db: Database, ctx: TenantContext, *, token_id: UUID)
         if before is None or token is None:
             raise NotFound(f"join token {token_id} not found")
         if before.revoked_at is None:
-            await events.append(
+            await events.record(
                 conn,
-                org_id=org_id,
-                entity_type="organization",
-                entity_id=org_id,
-                type="join_token.revoked",
-                data={"token_id": str(token_id), "prefix": token.prefix},
-                actor=ctx.actor,
+                ctx,
+                "organization",
+                org_id,
+                "join_token.revoked",
+                {"token_id": str(token_id), "prefix": token.prefix},
             )
         return token
 
@@ -86,9 +85,9 @@ async def consume(conn: Connection, secret: str) -> JoinToken:
     so concurrent registrations can never exceed ``max_uses``; a registration that fails later
     rolls the use back with everything else.
     """
-    if not security.well_formed(secret, security.JOIN_TOKEN):
-        raise Unauthorized("malformed join token: copy the whole gfj_... token shown when it was created")
-    token_hash = security.hash_secret(secret)
+    token_hash = secret_hash(
+        secret, security.JOIN_TOKEN, "malformed join token: copy the whole gfj_... token shown when it was created"
+    )
     token = await repo.consume(conn, token_hash=token_hash)
     if token is not None:
         return token

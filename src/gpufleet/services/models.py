@@ -21,10 +21,7 @@ from gpufleet.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from gpufleet.inference import archive, cog_schema
 from gpufleet.repo import events, orgs
 from gpufleet.repo import models as repo
-
-
-def _missing(owner: str, name: str) -> NotFound:
-    return NotFound(f"model {owner}/{name} not found")
+from gpufleet.services.lookup import found
 
 
 async def _slug(conn: Connection, org_id: UUID) -> str:
@@ -39,22 +36,20 @@ async def find_model(
     """(the organization's slug, the model ``owner/name``) in the caller's transaction; NotFound
     when ``owner`` is not this organization's slug or it has no such model (predictions use it)."""
     slug = await _slug(conn, org_id)
-    m = await repo.get_model(conn, org_id=org_id, name=name, for_update=for_update) if slug == owner else None
-    if m is None:
-        raise _missing(owner, name)
-    return slug, m
+    return slug, await named_model(conn, org_id, slug, owner, name, for_update=for_update)
+
+
+async def named_model(
+    conn: Connection, org_id: UUID, slug: str, owner: str, name: str, *, for_update: bool = False
+) -> ModelRecord:
+    """The model ``owner/name`` of the organization whose slug is ``slug``; NotFound when ``owner``
+    is another organization or it has no such model."""
+    m = await repo.get_model(conn, org_id=org_id, name=name, for_update=for_update) if owner == slug else None
+    return found(m, f"model {owner}/{name}")
 
 
 async def _event(conn: Connection, ctx: TenantContext, m: ModelRecord, type: str, data: dict[str, Any]) -> None:
-    await events.append(
-        conn,
-        org_id=m.organization_id,
-        entity_type="model",
-        entity_id=m.id,
-        type=type,
-        data={"name": m.name, **data},
-        actor=ctx.actor,
-    )
+    await events.append(conn, m.organization_id, "model", m.id, type, {"name": m.name, **data}, actor=ctx.actor)
 
 
 def _hardware_data(h: Hardware) -> dict[str, Any]:

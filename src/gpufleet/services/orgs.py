@@ -66,11 +66,11 @@ async def issue_key(
     )
     await events.append(
         conn,
-        org_id=org_id,
-        entity_type="api_key",
-        entity_id=key.id,
-        type="api_key.created",
-        data={"name": name, "role": role.value},
+        org_id,
+        "api_key",
+        key.id,
+        "api_key.created",
+        {"name": name, "role": role.value},
         actor=user_actor(user_id),
     )
     return CreatedKey(key, issued.secret)
@@ -82,15 +82,7 @@ async def create_with_owner(
     """A new organization with its first owner, and its ``organization.created`` event (``data``)."""
     org = await orgs.create(conn, org_id=org_id, name=name, slug=slug)
     await orgs.add_member(conn, org_id=org_id, user_id=owner_id, role=Role.OWNER)
-    await events.append(
-        conn,
-        org_id=org_id,
-        entity_type="organization",
-        entity_id=org_id,
-        type="organization.created",
-        data=data,
-        actor=actor,
-    )
+    await events.append(conn, org_id, "organization", org_id, "organization.created", data, actor=actor)
     return org
 
 
@@ -133,14 +125,13 @@ async def update(
 ) -> Organization:
     async with db.transaction(_same_org(ctx, org_id), user_id=ctx.user_id) as conn:
         org = found(await orgs.update(conn, org_id=org_id, name=name, settings=settings), f"organization {org_id}")
-        await events.append(
+        await events.record(
             conn,
-            org_id=org_id,
-            entity_type="organization",
-            entity_id=org_id,
-            type="organization.updated",
-            data={"name": name, "settings_changed": settings is not None},
-            actor=ctx.actor,
+            ctx,
+            "organization",
+            org_id,
+            "organization.updated",
+            {"name": name, "settings_changed": settings is not None},
         )
         return org
 
@@ -185,14 +176,8 @@ async def set_role(db: Database, ctx: TenantContext, user_id: UUID, role: Role) 
             raise Conflict("the last owner cannot be demoted; make someone else an owner first")
         updated = await members.set_role(conn, org_id=org_id, user_id=user_id, role=role)
         assert updated is not None
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="member",
-            entity_id=user_id,
-            type="member.role_changed",
-            data={"from": target.role.value, "to": role.value},
-            actor=ctx.actor,
+        await events.record(
+            conn, ctx, "member", user_id, "member.role_changed", {"from": target.role.value, "to": role.value}
         )
         return updated
 
@@ -208,15 +193,7 @@ async def remove_member(db: Database, ctx: TenantContext, user_id: UUID) -> None
             raise Conflict("the last owner cannot be removed; make someone else an owner first")
         await members.revoke_keys_of(conn, org_id=org_id, user_id=user_id)
         await members.remove(conn, org_id=org_id, user_id=user_id)
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="member",
-            entity_id=user_id,
-            type="member.removed",
-            data={"role": target.role.value},
-            actor=ctx.actor,
-        )
+        await events.record(conn, ctx, "member", user_id, "member.removed", {"role": target.role.value})
 
 
 def check_new_role(ctx: TenantContext, role: Role) -> None:

@@ -78,11 +78,11 @@ async def webhook(conn: Conn, p: Prediction, kind: str, *, throttle: bool = Fals
 async def replica_event(conn: Conn, replica: Replica, type: str, *, actor: str | None, **data: Any) -> None:
     await events_repo.append(
         conn,
-        org_id=replica.organization_id,
-        entity_type="replica",
-        entity_id=replica.id,
-        type=type,
-        data={
+        replica.organization_id,
+        "replica",
+        replica.id,
+        type,
+        {
             "deployment_id": str(replica.deployment_id),
             "job_id": str(replica.job_id),
             "version_id": str(replica.version_id),
@@ -95,10 +95,10 @@ async def replica_event(conn: Conn, replica: Replica, type: str, *, actor: str |
 async def deployment_event(conn: Conn, d: Deployment, type: str, *, actor: str | None, **data: Any) -> None:
     await events_repo.append(
         conn,
-        org_id=d.organization_id,
-        entity_type="deployment",
-        entity_id=d.id,
-        type=type,
-        data={"name": d.name, "release": d.release, "version": d.digest, **data},
+        d.organization_id,
+        "deployment",
+        d.id,
+        type,
+        {"name": d.name, "release": d.release, "version": d.digest, **data},
         actor=actor,
     )

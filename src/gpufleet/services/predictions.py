@@ -23,7 +23,7 @@ from gpufleet.db.pool import Database
 from gpufleet.domain.models import DIGEST_RE, ModelRecord, VersionRecord
 from gpufleet.domain.predictions import Deployment, Prediction, check_webhook_filter
 from gpufleet.domain.tenancy import TenantContext
-from gpufleet.errors import InvalidInput, NotFound
+from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import validate_input
 from gpufleet.pagination import decode_cursor, encode_cursor, paginate
 from gpufleet.repo import deployments as deployments_repo
@@ -33,6 +33,7 @@ from gpufleet.repo import predictions as repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import deployments
 from gpufleet.services.lookup import found
+from gpufleet.services.models import named_model
 from gpufleet.services.prediction_events import predictions_moved
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.webhooks.signing import SecretBox, new_secret
@@ -96,19 +97,13 @@ async def _resolve(
 ) -> tuple[ModelRecord, VersionRecord, Deployment | None]:
     """The model, the version to run and the deployment that runs it (None: the model's own)."""
     if target.deployment is not None:
-        owner, name = _split(target.deployment, "deployment")
-        d = await deployments_repo.get_by_name(conn, org_id=org_id, name=name) if owner == slug else None
-        if d is None:
-            raise NotFound(f"deployment {target.deployment} not found")
+        d = await deployments.named(conn, org_id, slug, *_split(target.deployment, "deployment"))
         m = await models_repo.get_model_by_id(conn, org_id=org_id, model_id=d.model_id)
         v = await models_repo.get_version(conn, org_id=org_id, version_id=d.version_id)
         assert m is not None and v is not None  # foreign keys
         return m, v, d
     if target.model is not None:
-        owner, name = _split(target.model, "model")
-        m = await models_repo.get_model(conn, org_id=org_id, name=name) if owner == slug else None
-        if m is None:
-            raise NotFound(f"model {target.model} not found")
+        m = await named_model(conn, org_id, slug, *_split(target.model, "model"))
         latest = m.latest_version_id
         v = await models_repo.get_version(conn, org_id=org_id, version_id=latest) if latest else None
         if v is None:
@@ -120,34 +115,13 @@ async def _resolve(
         raise InvalidInput("version: expected a version id (64 hex digits), or OWNER/NAME:VERSION", field="version")
     model_id = None
     if colon:
-        owner, name = _split(model_ref, "version")
-        named = await models_repo.get_model(conn, org_id=org_id, name=name) if owner == slug else None
-        if named is None:
-            raise NotFound(f"model {model_ref} not found")
-        model_id = named.id
+        model_id = (await named_model(conn, org_id, slug, *_split(model_ref, "version"))).id
     v = found(
         await models_repo.find_version(conn, org_id=org_id, digest=digest, model_id=model_id), f"version {digest}"
     )
     m = await models_repo.get_model_by_id(conn, org_id=org_id, model_id=v.model_id)
     assert m is not None
     return m, v, None
-
-
-async def create(
-    db: Database,
-    ctx: TenantContext,
-    target: Target,
-    new: NewPrediction,
-    *,
-    base_url: str | None = None,
-    box: SecretBox | None = None,
-) -> Prediction:
-    """Queue a prediction (event ``prediction.created``); 422 naming the field when the input does
-    not fit the version's schema, before anything is written. ``base_url``: the server as the
-    client reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook
-    secret on its first prediction with a ``webhook``."""
-    async with db.transaction(ctx.org_id, user_id=ctx.user_id) as conn:
-        return await create_in(conn, ctx, target, new, base_url=base_url, box=box)
 
 
 async def create_in(
@@ -159,7 +133,11 @@ async def create_in(
     base_url: str | None = None,
     box: SecretBox | None = None,
 ) -> Prediction:
-    """``create`` inside the caller's tenant transaction (an idempotent request's, services/idempotency.py)."""
+    """Queue a prediction (event ``prediction.created``) inside the caller's tenant transaction (an
+    idempotent request's, services/idempotency.py); 422 naming the field when the input does not
+    fit the version's schema, before anything is written. ``base_url``: the server as the client
+    reaches it (``urls``, webhook bodies); ``box`` seals the organization's default webhook secret
+    on its first prediction with a ``webhook``."""
     org_id, user_id = ctx.org_id, ctx.user_id
     if new.source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")

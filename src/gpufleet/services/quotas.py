@@ -41,15 +41,7 @@ async def set_quota(db: Database, ctx: TenantContext, *, gpu_model: str | None, 
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         quota = await repo.upsert(conn, org_id=org_id, gpu_model=model, max_gpus=max_gpus)
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="quota",
-            entity_id=quota.id,
-            type="quota.set",
-            data={"gpu_model": model, "max_gpus": max_gpus},
-            actor=ctx.actor,
-        )
+        await events.record(conn, ctx, "quota", quota.id, "quota.set", {"gpu_model": model, "max_gpus": max_gpus})
         return _used(quota, await repo.allocated_milli_by_model(conn, org_id=org_id))
 
 
@@ -76,13 +68,7 @@ async def delete_quota(db: Database, ctx: TenantContext, quota_id: UUID) -> Quot
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         quota = found(await repo.delete(conn, org_id=org_id, quota_id=quota_id), f"quota {quota_id}")
-        await events.append(
-            conn,
-            org_id=org_id,
-            entity_type="quota",
-            entity_id=quota.id,
-            type="quota.deleted",
-            data={"gpu_model": quota.gpu_model, "max_gpus": quota.max_gpus},
-            actor=ctx.actor,
+        await events.record(
+            conn, ctx, "quota", quota.id, "quota.deleted", {"gpu_model": quota.gpu_model, "max_gpus": quota.max_gpus}
         )
         return quota

@@ -19,7 +19,7 @@ triggers (allocations released, costs metered, wakeups, webhook fan-out) fire pe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from gpufleet import states
@@ -211,16 +211,13 @@ async def start_many(
         allowed_from=states.sources(states.JOB_TRANSITIONS, J.RUNNING),
         to=J.RUNNING,
     )
-    if len(moved) != len(locked):  # cannot happen under the lock; the SQL guard says so if it does
-        missed = sorted(str(j.id) for j in locked if j.id not in moved)
-        raise InvalidTransition(f"jobs {', '.join(missed)} cannot go to running")
+    _all_moved(moved, [j.id for j in locked], "go to running")
     host = str(identity.host_id)
-    await events_repo.append_many(
+    await _job_events(
         conn,
+        identity,
         [
             (
-                org_id,
-                "job",
                 j.id,
                 "job.running",
                 {
@@ -235,12 +232,27 @@ async def start_many(
             )
             for j in locked
         ],
-        actor=reports.actor_of(identity),
     )
     await exec_repo.mark_started_many(
         conn, org_id=org_id, host_id=identity.host_id, started=[(j.id, j.attempt, pids.get(j.id)) for j in locked]
     )
     return moved
+
+
+def _all_moved(moved: dict[UUID, Job], job_ids: Sequence[UUID], what: str) -> None:
+    """A set-based transition moved every job it named: it cannot be otherwise under the lock; the
+    SQL guard says so if it is."""
+    missed = sorted(str(j) for j in job_ids if j not in moved)
+    if missed:
+        raise InvalidTransition(f"jobs {', '.join(missed)} cannot {what}")
+
+
+async def _job_events(conn: Conn, identity: HostIdentity, rows: Sequence[tuple[UUID, str, dict[str, Any]]]) -> None:
+    """The events ``(job_id, type, data)`` of the host's jobs a batch moved, in one INSERT, by its agent."""
+    org_id = identity.org_id
+    await events_repo.append_many(
+        conn, [(org_id, "job", job_id, type, data) for job_id, type, data in rows], actor=reports.actor_of(identity)
+    )
 
 
 def _plain_end(job: Job | None, identity: HostIdentity, record: exec_repo.AttemptRecord | None, e: ExitItem) -> bool:
@@ -289,16 +301,13 @@ async def _end_many(
             for e in plain.values()
         ],
     )
-    if len(moved) != len(plain):  # cannot happen under the lock; the SQL guard says so if it does
-        missed = sorted(str(e.job_id) for e in plain.values() if e.job_id not in moved)
-        raise InvalidTransition(f"jobs {', '.join(missed)} cannot end now")
+    _all_moved(moved, [e.job_id for e in plain.values()], "end now")
     host = str(identity.host_id)
-    await events_repo.append_many(
+    await _job_events(
         conn,
+        identity,
         [
             (
-                org_id,
-                "job",
                 e.job_id,
                 f"job.{targets[e.job_id].value}",
                 {
@@ -313,7 +322,6 @@ async def _end_many(
             )
             for e in plain.values()
         ],
-        actor=reports.actor_of(identity),
     )
     await exec_repo.record_outcomes(
         conn,

@@ -51,11 +51,11 @@ async def transition_job(
         raise InvalidTransition(f"job {job.id} is {now}; it cannot go to {to}")
     await events.append(
         conn,
-        org_id=job.organization_id,
-        entity_type="job",
-        entity_id=job.id,
-        type=event_type or f"job.{to.value}",
-        data={"from": job.status.value, "to": to.value, "reason": reason, "attempt": moved.attempt, **(data or {})},
+        job.organization_id,
+        "job",
+        job.id,
+        event_type or f"job.{to.value}",
+        {"from": job.status.value, "to": to.value, "reason": reason, "attempt": moved.attempt, **(data or {})},
         actor=actor,
     )
     if moved.kind == "replica" and to in states.JOB_TERMINAL:

@@ -45,15 +45,7 @@ async def check_url(url: str, settings: Settings, resolver: ssrf.Resolver = ssrf
 
 
 async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], ctx: TenantContext) -> None:
-    await events.append(
-        conn,
-        org_id=w.organization_id,
-        entity_type="webhook",
-        entity_id=w.id,
-        type=type,
-        data=data,
-        actor=ctx.actor,
-    )
+    await events.append(conn, w.organization_id, "webhook", w.id, type, data, actor=ctx.actor)
 
 
 async def create(
