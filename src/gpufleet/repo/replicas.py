@@ -13,7 +13,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.predictions import AssignedReplica, Replica, ReplicaStatus
-from gpufleet.repo.rows import from_row, mapper, optional
+from gpufleet.repo.rows import Table, from_row, mapper, optional
 
 # The agent is told again to drain a replica (or cancel a prediction) if it still lists it this long after.
 RESEND_S = 10.0
@@ -33,23 +33,13 @@ _replica = mapper(
     in_flight=from_row(lambda r: int(r.get("in_flight") or 0)),
     idle_s=from_row(lambda r: float(r.get("idle_s") or 0.0)),
 )
+_replicas = Table("replicas", _replica, insert="organization_id, deployment_id, version_id, job_id, slots, release")
 
 
 async def create(
     conn: Conn, *, org_id: UUID, deployment_id: UUID, version_id: UUID, job_id: UUID, slots: int, release: int
 ) -> Replica:
-    row = await conn.fetchrow(
-        """insert into replicas (organization_id, deployment_id, version_id, job_id, slots, release)
-           values ($1, $2, $3, $4, $5, $6) returning *""",
-        org_id,
-        deployment_id,
-        version_id,
-        job_id,
-        slots,
-        release,
-    )
-    assert row is not None
-    return _replica(row)
+    return await _replicas.insert(conn, org_id, deployment_id, version_id, job_id, slots, release)
 
 
 async def get(conn: Conn, *, org_id: UUID, replica_id: UUID, lock: bool = False) -> Replica | None:
