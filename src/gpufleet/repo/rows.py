@@ -17,7 +17,7 @@ conflict rule, a join) stays written out in its repo module.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
@@ -100,6 +100,16 @@ def _get(column: str, default: Any) -> Callable[[Any], Any]:
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _LOCKS = (None, "update", "no key update", "share", "key share")
+
+
+def assignments(columns: Iterable[str], allowed: frozenset[str], *, start: int) -> list[str]:
+    """``column = $start``, ``column = $start+1`` ... for each of ``columns`` in order (a change's
+    keys), each one of ``allowed``: the names are spliced into SQL, so any other is refused."""
+    columns = list(columns)
+    unknown = set(columns) - allowed
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    return [f"{column} = ${i}" for i, column in enumerate(columns, start=start)]
 
 
 class Table(Generic[T]):

@@ -9,7 +9,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.webhooks import Webhook
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import Table, from_row, mapper
+from gpufleet.repo.rows import Table, assignments, from_row, mapper
 
 _COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
 
@@ -48,10 +48,7 @@ async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, U
 
 async def update(conn: Conn, *, org_id: UUID, webhook_id: UUID, fields: dict[str, Any]) -> Webhook | None:
     """Change the given columns; enabling clears the disabled and failing marks."""
-    unknown = set(fields) - _COLUMNS
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = [f"{col} = ${i}" for i, col in enumerate(fields, start=3)]
+    sets = assignments(fields, _COLUMNS, start=3)
     if fields.get("is_active") is True:
         sets += ["disabled_at = null", "disabled_reason = null", "failing_since = null"]
     elif fields.get("is_active") is False:
