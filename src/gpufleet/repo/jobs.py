@@ -62,11 +62,12 @@ _STAMPS = {
 }
 
 
-def _gpu(row: Any) -> GpuRequirement:
+def gpu_requirement(row: Any) -> GpuRequirement:
+    """A job row's GPU requirement (its four GPU columns); repo/scheduling.py reads pending jobs by it too."""
     return GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"]))
 
 
-_spec = mapper(JobSpec, gpu=from_row(_gpu))
+_spec = mapper(JobSpec, gpu=from_row(gpu_requirement))
 # The columns later migrations added (cancel_requested_at, cost_estimate, kind) read with a default
 # when a row lacks them, as they always have.
 _job = mapper(
