@@ -163,10 +163,14 @@ async def touch(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> Non
         )
 
 
+_assigned = mapper(AssignedReplica, python_packages=list)
+
+
 async def for_assignments(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, AssignedReplica]:
     """Per replica job among ``job_ids``: what its model runner serves (the assignment's ``replica``)."""
     rows = await conn.fetch(
-        """select r.job_id, r.id, r.slots, o.slug, d.name as deployment, m.name as model, v.id as version_id,
+        """select r.job_id, r.id as replica_id, r.slots as concurrency,
+                  o.slug || '/' || d.name as deployment, o.slug || '/' || m.name as model, v.id as version_id,
                   v.digest, v.predict_ref, v.python_packages, v.python_version, v.gpu, v.is_generator
              from replicas r
              join deployments d on d.id = r.deployment_id
@@ -177,22 +181,7 @@ async def for_assignments(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) 
         org_id,
         list(job_ids),
     )
-    return {
-        r["job_id"]: AssignedReplica(
-            replica_id=r["id"],
-            deployment=f"{r['slug']}/{r['deployment']}",
-            model=f"{r['slug']}/{r['model']}",
-            version_id=r["version_id"],
-            digest=r["digest"],
-            predict_ref=r["predict_ref"],
-            python_packages=list(r["python_packages"]),
-            python_version=r["python_version"],
-            gpu=r["gpu"],
-            is_generator=r["is_generator"],
-            concurrency=r["slots"],
-        )
-        for r in rows
-    }
+    return {r["job_id"]: _assigned(r) for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,11 +203,15 @@ class ClaimView:
     free: int  # its slots less the predictions it is processing now
 
 
+_claim_view = mapper(ClaimView, status=ReplicaStatus)
+
+
 async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> dict[UUID, ClaimView]:
     """The replicas, their rows locked in id order (before any prediction row: the lock order), so a
     replica cannot stop between this check and the claim or report that follows it."""
     rows = await conn.fetch(
-        """select r.id, r.deployment_id, r.version_id, r.status, r.job_id, j.attempt, j.host_id, j.status as job_status,
+        """select r.id as replica_id, r.deployment_id, r.version_id, r.status, r.job_id, j.attempt, j.host_id,
+                  j.status as job_status,
                   r.ready_at, r.environment_s, r.setup_s,
                   r.slots - (select count(*) from predictions p
                               where p.replica_id = r.id and p.status = 'processing')::int as free,
@@ -232,24 +225,7 @@ async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) 
         sorted(set(replica_ids)),
         RESEND_S,
     )
-    return {
-        r["id"]: ClaimView(
-            r["id"],
-            r["deployment_id"],
-            r["version_id"],
-            ReplicaStatus(r["status"]),
-            r["job_id"],
-            r["attempt"],
-            r["host_id"],
-            r["job_status"],
-            r["drain_due"],
-            r["ready_at"],
-            r["environment_s"],
-            r["setup_s"],
-            r["free"],
-        )
-        for r in rows
-    }
+    return {view.replica_id: view for view in map(_claim_view, rows)}
 
 
 async def mark_drain_sent(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> None:
