@@ -96,7 +96,7 @@ def _get(column: str, default: Any) -> Callable[[Any], Any]:
     return lambda row: row.get(column, default)
 
 
-# -- one-row statements -------------------------------------------------------------------------
+# -- statements built from table and column names ---------------------------------------------
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _LOCKS = (None, "update", "no key update", "share", "key share")
@@ -145,23 +145,23 @@ class Table(Generic[T]):
         assert row is not None
         return self._of(row)
 
-    async def get(self, conn: Conn, org_id: UUID, id: UUID, *, lock: str | None = None) -> T | None:
+    async def get(self, conn: Conn, org_id: UUID, row_id: UUID, *, lock: str | None = None) -> T | None:
         """``select * from <name> where organization_id = $1 and id = $2 [for <lock>]``; ``lock``:
         ``update``, ``no key update``, ``share`` or ``key share``."""
         sql = self._select.get(lock)
         if sql is None:
             raise ValueError(f"not a row lock: {lock!r}")
-        row = await conn.fetchrow(sql, org_id, id)
+        row = await conn.fetchrow(sql, org_id, row_id)
         return self._of(row) if row else None
 
-    async def revoke(self, conn: Conn, org_id: UUID, id: UUID) -> T | None:
+    async def revoke(self, conn: Conn, org_id: UUID, row_id: UUID) -> T | None:
         """Set ``revoked_at`` once (revoking again keeps the first time); the row, or None when the
         organization has no such row."""
-        row = await conn.fetchrow(self._revoke, org_id, id)
+        row = await conn.fetchrow(self._revoke, org_id, row_id)
         return self._of(row) if row else None
 
-    async def delete(self, conn: Conn, org_id: UUID, id: UUID) -> T | None:
+    async def delete(self, conn: Conn, org_id: UUID, row_id: UUID) -> T | None:
         """``delete from <name> where organization_id = $1 and id = $2 returning *``: the row
         deleted, or None when there was none."""
-        row = await conn.fetchrow(self._delete, org_id, id)
+        row = await conn.fetchrow(self._delete, org_id, row_id)
         return self._of(row) if row else None
