@@ -12,6 +12,7 @@ import httpx
 
 from gpufleet.background import autoscaler, reaper
 from gpufleet.db.pool import Database
+from gpufleet.services.deployments import IMPLICIT_PREFIX
 from tests.api.conftest import Tenant
 from tests.execution.helpers import sql
 from tests.predictions.helpers import Agent, agent, done, push
@@ -50,6 +51,19 @@ async def test_claims_are_fenced_by_host_and_attempt(client: httpx.AsyncClient, 
     assert len((await node.claim([a], free=3))["predictions"]) == 1
     api = await client.post("/v1/agent/predictions/claim", json={"replicas": []}, headers=owner.headers)
     assert api.status_code == 401  # an API key is not a host credential
+
+
+async def test_a_replica_assignment_names_what_its_runner_serves(
+    client: httpx.AsyncClient, db: Database, owner: Tenant
+) -> None:
+    await push(db, owner)
+    node = await agent(client, db, owner)
+    await predict(client, owner, {"text": "x"})
+    (a,) = await node.start_replicas()
+    replica = a["replica"]
+    assert replica["model"] == f"{owner.org.slug}/echo"
+    assert replica["deployment"] == f"{owner.org.slug}/{IMPLICIT_PREFIX}echo"
+    assert replica["concurrency"] == 1 and isinstance(replica["python_packages"], list)
 
 
 async def test_a_batch_with_a_stale_event_applies_the_others(

@@ -9,7 +9,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Role
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class KeyPrincipal:
 
 
 _key = mapper(ApiKey, role=Role)
+_api_keys = Table("api_keys", _key, insert="organization_id, user_id, name, prefix, key_hash, role, expires_at")
 
 
 async def create(
@@ -56,24 +57,11 @@ async def create(
     role: Role,
     expires_at: datetime | None,
 ) -> ApiKey:
-    row = await conn.fetchrow(
-        """insert into api_keys (organization_id, user_id, name, prefix, key_hash, role, expires_at)
-           values ($1, $2, $3, $4, $5, $6, $7) returning *""",
-        org_id,
-        user_id,
-        name,
-        prefix,
-        key_hash,
-        role.value,
-        expires_at,
-    )
-    assert row is not None
-    return _key(row)
+    return await _api_keys.insert(conn, org_id, user_id, name, prefix, key_hash, role.value, expires_at)
 
 
 async def get(conn: Conn, *, org_id: UUID, key_id: UUID) -> ApiKey | None:
-    row = await conn.fetchrow("select * from api_keys where organization_id = $1 and id = $2", org_id, key_id)
-    return _key(row) if row else None
+    return await _api_keys.get(conn, org_id, key_id)
 
 
 async def page(
@@ -85,13 +73,7 @@ async def page(
 
 
 async def revoke(conn: Conn, *, org_id: UUID, key_id: UUID) -> ApiKey | None:
-    row = await conn.fetchrow(
-        """update api_keys set revoked_at = coalesce(revoked_at, now())
-            where organization_id = $1 and id = $2 returning *""",
-        org_id,
-        key_id,
-    )
-    return _key(row) if row else None
+    return await _api_keys.revoke(conn, org_id, key_id)
 
 
 async def principal_by_hash(conn: Conn, *, key_hash: bytes) -> KeyPrincipal | None:

@@ -10,12 +10,13 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import Budget, BudgetPeriod, BudgetState
 from gpufleet.repo.costs import OPEN
-from gpufleet.repo.rows import from_row, mapper
+from gpufleet.repo.rows import Table, from_row, mapper
 
 _NIL = "00000000-0000-0000-0000-000000000000"
 
 
 budget_of = mapper(Budget, period=BudgetPeriod, hard=from_row(lambda r: r["action"] == "block"))
+_budgets = Table("budgets", budget_of)
 
 
 async def upsert(
@@ -63,10 +64,7 @@ async def upsert(
 
 
 async def delete(conn: Conn, *, org_id: UUID, budget_id: UUID) -> Budget | None:
-    row = await conn.fetchrow(
-        "delete from budgets where organization_id = $1 and id = $2 returning *", org_id, budget_id
-    )
-    return budget_of(row) if row else None
+    return await _budgets.delete(conn, org_id, budget_id)
 
 
 async def states(

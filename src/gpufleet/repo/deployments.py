@@ -11,7 +11,7 @@ from gpufleet.domain.models import Hardware
 from gpufleet.domain.predictions import Deployment
 from gpufleet.repo import keyset
 from gpufleet.repo.models import hardware_of
-from gpufleet.repo.rows import from_row, mapper
+from gpufleet.repo.rows import assignments, from_row, mapper
 
 _SELECT = """select d.*, m.name as model_name, v.digest
                from deployments d join models m on m.id = d.model_id join model_versions v on v.id = d.version_id"""
@@ -129,14 +129,11 @@ async def page(
 
 
 async def update(conn: Conn, *, org_id: UUID, deployment_id: UUID, fields: dict[str, Any]) -> Deployment | None:
-    unknown = set(fields) - _FIELDS
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    if fields:
-        names = sorted(fields)
-        sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
+    names = sorted(fields)
+    sets = assignments(names, _FIELDS, start=3)
+    if sets:
         await conn.execute(
-            f"update deployments set {sets} where organization_id = $1 and id = $2",
+            f"update deployments set {', '.join(sets)} where organization_id = $1 and id = $2",
             org_id,
             deployment_id,
             *(fields[n] for n in names),

@@ -16,7 +16,7 @@ from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, ReportedGpu
 from gpufleet.domain.jobs import gpu_type_tokens
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 # Raised by the ledger triggers (0002_tenancy.sql) when a GPU or host cannot take the work.
 LEDGER_REFUSED = "GF409"
@@ -24,6 +24,7 @@ LEDGER_REFUSED = "GF409"
 CAPACITY_ERRORS = frozenset({LEDGER_REFUSED, "23514"})
 
 gpu_row = mapper(GpuDetail, status=GpuStatus)  # also reads the GPU rows of repo/heartbeats.py's statement
+_gpus = Table("gpu_resources", gpu_row)
 
 
 async def for_host(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = False) -> list[GpuDetail]:
@@ -37,11 +38,7 @@ async def for_host(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool 
 
 
 async def get(conn: Conn, *, org_id: UUID, gpu_id: UUID, for_update: bool = False) -> GpuDetail | None:
-    lock = " for update" if for_update else ""
-    row = await conn.fetchrow(
-        f"select * from gpu_resources where organization_id = $1 and id = $2{lock}", org_id, gpu_id
-    )
-    return gpu_row(row) if row else None
+    return await _gpus.get(conn, org_id, gpu_id, lock="update" if for_update else None)
 
 
 async def get_available_gpus(

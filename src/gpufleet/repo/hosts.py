@@ -16,9 +16,10 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import FleetGpu, FleetHost, GpuStatus, HostDetail, HostFacts, HostIdentity, HostStatus
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 _host = mapper(HostDetail, status=HostStatus)
+_hosts = Table("hosts", _host)
 _fleet_gpu = mapper(FleetGpu, status=GpuStatus)
 
 
@@ -147,9 +148,7 @@ async def holds_credential(conn: Conn, *, org_id: UUID, host_id: UUID, credentia
 
 
 async def get(conn: Conn, *, org_id: UUID, host_id: UUID, for_update: bool = False) -> HostDetail | None:
-    lock = " for update" if for_update else ""
-    row = await conn.fetchrow(f"select * from hosts where organization_id = $1 and id = $2{lock}", org_id, host_id)
-    return _host(row) if row else None
+    return await _hosts.get(conn, org_id, host_id, lock="update" if for_update else None)
 
 
 # The hosts a list shows: $2 a status or null, $3 whether removed hosts count.

@@ -10,7 +10,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import from_row, mapper, optional
+from gpufleet.repo.rows import Table, from_row, mapper, optional
 
 # The columns written from a JobSpec's attribute of the same name; the GPU requirement's four after them.
 _SPEC_COLUMNS = (
@@ -62,11 +62,12 @@ _STAMPS = {
 }
 
 
-def _gpu(row: Any) -> GpuRequirement:
+def gpu_requirement(row: Any) -> GpuRequirement:
+    """A job row's GPU requirement (its four GPU columns); repo/scheduling.py reads pending jobs by it too."""
     return GpuRequirement(row["gpu_count"], row["gpu_milli"], row["min_memory_mb"], tuple(row["gpu_models"]))
 
 
-_spec = mapper(JobSpec, gpu=from_row(_gpu))
+_spec = mapper(JobSpec, gpu=from_row(gpu_requirement))
 # The columns later migrations added (cancel_requested_at, cost_estimate, kind) read with a default
 # when a row lacks them, as they always have.
 _job = mapper(
@@ -77,6 +78,9 @@ _job = mapper(
     cost_estimate=optional(),
     kind=optional("job"),
 )
+_jobs = Table(
+    "jobs", _job, insert=", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS, *_GPU_COLUMNS))
+)
 
 
 async def create_gpu_job(
@@ -86,18 +90,11 @@ async def create_gpu_job(
     gpu = spec.gpu
     values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
     values += [gpu.count, gpu.milli, gpu.memory_min_mib, list(gpu.models)]
-    cols = ", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS, *_GPU_COLUMNS))
-    params = ", ".join(f"${i}" for i in range(1, len(values) + 4))
-    row = await conn.fetchrow(
-        f"insert into jobs ({cols}) values ({params}) returning *", org_id, submitted_by, kind, *values
-    )
-    assert row is not None
-    return _job(row)
+    return await _jobs.insert(conn, org_id, submitted_by, kind, *values)
 
 
 async def get(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
-    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2", org_id, job_id)
-    return _job(row) if row else None
+    return await _jobs.get(conn, org_id, job_id)
 
 
 async def get_for_key_share(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
@@ -105,17 +102,13 @@ async def get_for_key_share(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | 
     refers to the job (an attempt) is locked: the order the reaper and exit reports take them (job,
     then attempt). Their NO KEY UPDATE does not block it, so an upload does not wait for them on the
     job; a FOR UPDATE (a delete) is waited for before the attempt is locked, never deadlocked with."""
-    row = await conn.fetchrow("select * from jobs where organization_id = $1 and id = $2 for key share", org_id, job_id)
-    return _job(row) if row else None
+    return await _jobs.get(conn, org_id, job_id, lock="key share")
 
 
 async def get_for_update(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:
     # NO KEY UPDATE: excludes other writers of the job, yet lets rows that refer to it (logs, attempts,
     # allocations) check their foreign key meanwhile; a job's id never changes.
-    row = await conn.fetchrow(
-        "select * from jobs where organization_id = $1 and id = $2 for no key update", org_id, job_id
-    )
-    return _job(row) if row else None
+    return await _jobs.get(conn, org_id, job_id, lock="no key update")
 
 
 async def get_gpu_jobs(conn: Conn, *, org_id: UUID, status: JobStatus | None = None, limit: int = 100) -> list[Job]:

@@ -8,13 +8,14 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.hosts import JoinToken
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 # A token that could still register a host.
 _USABLE = "(revoked_at is null and expires_at > now() and (max_uses is null or uses < max_uses))"
 
 
 _token = mapper(JoinToken)
+_join_tokens = Table("join_tokens", _token)
 
 
 async def create(
@@ -44,19 +45,12 @@ async def create(
 
 
 async def get(conn: Conn, *, org_id: UUID, token_id: UUID) -> JoinToken | None:
-    row = await conn.fetchrow("select * from join_tokens where organization_id = $1 and id = $2", org_id, token_id)
-    return _token(row) if row else None
+    return await _join_tokens.get(conn, org_id, token_id)
 
 
 async def revoke(conn: Conn, *, org_id: UUID, token_id: UUID) -> JoinToken | None:
     """Revoke once; revoking again keeps the first time. ``None``: no such token in the org."""
-    row = await conn.fetchrow(
-        """update join_tokens set revoked_at = coalesce(revoked_at, now())
-            where organization_id = $1 and id = $2 returning *""",
-        org_id,
-        token_id,
-    )
-    return _token(row) if row else None
+    return await _join_tokens.revoke(conn, org_id, token_id)
 
 
 async def consume(conn: Conn, *, token_hash: bytes) -> JoinToken | None:

@@ -9,7 +9,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Role
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,9 @@ _member = mapper(Member, role=Role)
 
 
 _invite = mapper(Invite, role=Role)
+_invites = Table(
+    "organization_invites", _invite, insert="organization_id, email, role, token_hash, invited_by, expires_at"
+)
 
 
 _MEMBER_SELECT = """select m.user_id, m.organization_id, m.role, m.created_at, u.email, u.name
@@ -124,18 +127,7 @@ async def create_invite(
     invited_by: UUID,
     expires_at: datetime,
 ) -> Invite:
-    row = await conn.fetchrow(
-        """insert into organization_invites (organization_id, email, role, token_hash, invited_by, expires_at)
-           values ($1, $2, $3, $4, $5, $6) returning *""",
-        org_id,
-        email,
-        role.value,
-        token_hash,
-        invited_by,
-        expires_at,
-    )
-    assert row is not None
-    return _invite(row)
+    return await _invites.insert(conn, org_id, email, role.value, token_hash, invited_by, expires_at)
 
 
 async def invites_page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Invite]:
@@ -155,10 +147,7 @@ async def revoke_invite(conn: Conn, *, org_id: UUID, invite_id: UUID) -> Invite 
 
 
 async def get_invite(conn: Conn, *, org_id: UUID, invite_id: UUID) -> Invite | None:
-    row = await conn.fetchrow(
-        "select * from organization_invites where organization_id = $1 and id = $2", org_id, invite_id
-    )
-    return _invite(row) if row else None
+    return await _invites.get(conn, org_id, invite_id)
 
 
 async def claim_invite(conn: Conn, *, token_hash: bytes) -> tuple[Invite, bool] | None:

@@ -10,7 +10,7 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.models import Hardware, ModelRecord, VersionInfo, VersionRecord
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import from_row, mapper
+from gpufleet.repo.rows import Table, assignments, from_row, mapper
 
 _VERSION_COLUMNS = """v.id, v.organization_id, v.model_id, m.name as model_name, v.digest, v.archive_size,
     v.predict_ref, v.cog_config, v.openapi_schema, v.python_packages, v.python_version, v.gpu,
@@ -25,6 +25,7 @@ hardware_of = mapper(Hardware, gpu_models=tuple)  # the hardware columns models 
 
 
 _model = mapper(ModelRecord, hardware=from_row(hardware_of))
+_models = Table("models", _model)
 
 
 _version = mapper(VersionRecord, python_packages=list)
@@ -69,8 +70,7 @@ async def get_model(conn: Conn, *, org_id: UUID, name: str, for_update: bool = F
 
 
 async def get_model_by_id(conn: Conn, *, org_id: UUID, model_id: UUID) -> ModelRecord | None:
-    row = await conn.fetchrow("select * from models where organization_id = $1 and id = $2", org_id, model_id)
-    return _model(row) if row else None
+    return await _models.get(conn, org_id, model_id)
 
 
 async def page_models(
@@ -82,14 +82,11 @@ async def page_models(
 
 
 async def update_model(conn: Conn, *, org_id: UUID, model_id: UUID, fields: dict[str, Any]) -> ModelRecord | None:
-    unknown = set(fields) - _MODEL_FIELDS
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    if not fields:
+    sets = assignments(fields, _MODEL_FIELDS, start=3)
+    if not sets:
         return await get_model_by_id(conn, org_id=org_id, model_id=model_id)
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(fields, start=3))
     row = await conn.fetchrow(
-        f"update models set {sets} where organization_id = $1 and id = $2 returning *",
+        f"update models set {', '.join(sets)} where organization_id = $1 and id = $2 returning *",
         org_id,
         model_id,
         *fields.values(),

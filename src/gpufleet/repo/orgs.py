@@ -7,9 +7,10 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.tenancy import Membership, Organization, Role, User
-from gpufleet.repo.rows import mapper
+from gpufleet.repo.rows import Table, mapper
 
 _org = mapper(Organization)
+_organizations = Table("organizations", _org, insert="id, name, slug, settings")
 
 
 _user = mapper(User)
@@ -19,15 +20,7 @@ async def create(
     conn: Conn, *, org_id: UUID, name: str, slug: str, settings: dict[str, Any] | None = None
 ) -> Organization:
     # The id is chosen by the caller so the transaction's tenant can be set before the insert.
-    row = await conn.fetchrow(
-        "insert into organizations (id, name, slug, settings) values ($1, $2, $3, $4) returning *",
-        org_id,
-        name,
-        slug,
-        settings or {},
-    )
-    assert row is not None
-    return _org(row)
+    return await _organizations.insert(conn, org_id, name, slug, settings or {})
 
 
 async def get(conn: Conn, *, org_id: UUID) -> Organization | None:

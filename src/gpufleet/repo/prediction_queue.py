@@ -13,6 +13,9 @@ from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.predictions import Prediction
 from gpufleet.repo.predictions import prediction
 from gpufleet.repo.replicas import RESEND_S
+from gpufleet.repo.rows import Table
+
+_predictions = Table("predictions", prediction)
 
 
 async def claim(
@@ -82,10 +85,7 @@ async def cancels_due(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) 
 
 
 async def lock_running(conn: Conn, *, org_id: UUID, prediction_id: UUID) -> Prediction | None:
-    row = await conn.fetchrow(
-        "select * from predictions where organization_id = $1 and id = $2 for no key update", org_id, prediction_id
-    )
-    return prediction(row) if row else None
+    return await _predictions.get(conn, org_id, prediction_id, lock="no key update")
 
 
 async def append_logs(conn: Conn, *, org_id: UUID, prediction_id: UUID, text: str, cap: int) -> None:

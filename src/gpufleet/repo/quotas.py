@@ -6,7 +6,10 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.quotas import Quota
+from gpufleet.repo.rows import Table
 from gpufleet.repo.scheduling import quota_of
+
+_quotas = Table("quotas", quota_of)
 
 
 async def upsert(conn: Conn, *, org_id: UUID, gpu_model: str | None, max_gpus: int) -> Quota:
@@ -29,8 +32,7 @@ async def list_for_org(conn: Conn, *, org_id: UUID) -> list[Quota]:
 
 
 async def delete(conn: Conn, *, org_id: UUID, quota_id: UUID) -> Quota | None:
-    row = await conn.fetchrow("delete from quotas where organization_id = $1 and id = $2 returning *", org_id, quota_id)
-    return quota_of(row) if row else None
+    return await _quotas.delete(conn, org_id, quota_id)
 
 
 async def allocated_milli_by_model(conn: Conn, *, org_id: UUID) -> dict[str, int]:

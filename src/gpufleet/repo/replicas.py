@@ -13,7 +13,7 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.predictions import AssignedReplica, Replica, ReplicaStatus
-from gpufleet.repo.rows import from_row, mapper, optional
+from gpufleet.repo.rows import Table, from_row, mapper, optional
 
 # The agent is told again to drain a replica (or cancel a prediction) if it still lists it this long after.
 RESEND_S = 10.0
@@ -33,23 +33,13 @@ _replica = mapper(
     in_flight=from_row(lambda r: int(r.get("in_flight") or 0)),
     idle_s=from_row(lambda r: float(r.get("idle_s") or 0.0)),
 )
+_replicas = Table("replicas", _replica, insert="organization_id, deployment_id, version_id, job_id, slots, release")
 
 
 async def create(
     conn: Conn, *, org_id: UUID, deployment_id: UUID, version_id: UUID, job_id: UUID, slots: int, release: int
 ) -> Replica:
-    row = await conn.fetchrow(
-        """insert into replicas (organization_id, deployment_id, version_id, job_id, slots, release)
-           values ($1, $2, $3, $4, $5, $6) returning *""",
-        org_id,
-        deployment_id,
-        version_id,
-        job_id,
-        slots,
-        release,
-    )
-    assert row is not None
-    return _replica(row)
+    return await _replicas.insert(conn, org_id, deployment_id, version_id, job_id, slots, release)
 
 
 async def get(conn: Conn, *, org_id: UUID, replica_id: UUID, lock: bool = False) -> Replica | None:
@@ -173,10 +163,14 @@ async def touch(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> Non
         )
 
 
+_assigned = mapper(AssignedReplica, python_packages=list)
+
+
 async def for_assignments(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, AssignedReplica]:
     """Per replica job among ``job_ids``: what its model runner serves (the assignment's ``replica``)."""
     rows = await conn.fetch(
-        """select r.job_id, r.id, r.slots, o.slug, d.name as deployment, m.name as model, v.id as version_id,
+        """select r.job_id, r.id as replica_id, r.slots as concurrency,
+                  o.slug || '/' || d.name as deployment, o.slug || '/' || m.name as model, v.id as version_id,
                   v.digest, v.predict_ref, v.python_packages, v.python_version, v.gpu, v.is_generator
              from replicas r
              join deployments d on d.id = r.deployment_id
@@ -187,22 +181,7 @@ async def for_assignments(conn: Conn, *, org_id: UUID, job_ids: Sequence[UUID]) 
         org_id,
         list(job_ids),
     )
-    return {
-        r["job_id"]: AssignedReplica(
-            replica_id=r["id"],
-            deployment=f"{r['slug']}/{r['deployment']}",
-            model=f"{r['slug']}/{r['model']}",
-            version_id=r["version_id"],
-            digest=r["digest"],
-            predict_ref=r["predict_ref"],
-            python_packages=list(r["python_packages"]),
-            python_version=r["python_version"],
-            gpu=r["gpu"],
-            is_generator=r["is_generator"],
-            concurrency=r["slots"],
-        )
-        for r in rows
-    }
+    return {r["job_id"]: _assigned(r) for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +203,15 @@ class ClaimView:
     free: int  # its slots less the predictions it is processing now
 
 
+_claim_view = mapper(ClaimView, status=ReplicaStatus)
+
+
 async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> dict[UUID, ClaimView]:
     """The replicas, their rows locked in id order (before any prediction row: the lock order), so a
     replica cannot stop between this check and the claim or report that follows it."""
     rows = await conn.fetch(
-        """select r.id, r.deployment_id, r.version_id, r.status, r.job_id, j.attempt, j.host_id, j.status as job_status,
+        """select r.id as replica_id, r.deployment_id, r.version_id, r.status, r.job_id, j.attempt, j.host_id,
+                  j.status as job_status,
                   r.ready_at, r.environment_s, r.setup_s,
                   r.slots - (select count(*) from predictions p
                               where p.replica_id = r.id and p.status = 'processing')::int as free,
@@ -242,24 +225,7 @@ async def claim_views(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) 
         sorted(set(replica_ids)),
         RESEND_S,
     )
-    return {
-        r["id"]: ClaimView(
-            r["id"],
-            r["deployment_id"],
-            r["version_id"],
-            ReplicaStatus(r["status"]),
-            r["job_id"],
-            r["attempt"],
-            r["host_id"],
-            r["job_status"],
-            r["drain_due"],
-            r["ready_at"],
-            r["environment_s"],
-            r["setup_s"],
-            r["free"],
-        )
-        for r in rows
-    }
+    return {view.replica_id: view for view in map(_claim_view, rows)}
 
 
 async def mark_drain_sent(conn: Conn, *, org_id: UUID, replica_ids: Sequence[UUID]) -> None:

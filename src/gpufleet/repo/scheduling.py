@@ -11,14 +11,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.costs import BudgetState
-from gpufleet.domain.jobs import GpuRequirement
 from gpufleet.domain.quotas import Quota
 from gpufleet.repo import budgets as budgets_repo
+from gpufleet.repo.jobs import gpu_requirement
+from gpufleet.repo.rows import from_row, mapper
 from gpufleet.scheduler.model import AVAILABLE, GpuState, HostState
 from gpufleet.scheduler.types import FleetSnapshot, PendingJob
 
@@ -27,6 +27,8 @@ ACTOR = "scheduler"
 HOLDING = ("allocated", "running")
 # A GPU the ledger may still allocate from; the allocator calls both "available".
 _ALLOCATABLE = frozenset({"available", "allocated"})
+
+_pending_job = mapper(PendingJob, gpu=from_row(gpu_requirement))
 
 
 async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
@@ -87,23 +89,7 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
                 h["status"],
             )
         )
-    pending = [
-        PendingJob(
-            id=r["id"],
-            organization_id=r["organization_id"],
-            attempt=r["attempt"],
-            priority=r["priority"],
-            waited_s=r["waited_s"],
-            gpu=GpuRequirement(r["gpu_count"], r["gpu_milli"], r["min_memory_mb"], tuple(r["gpu_models"])),
-            cpu_milli=r["cpu_milli"],
-            ram_mb=r["ram_mb"],
-            pending_reason=r["pending_reason"],
-            submitted_by=r["submitted_by"],
-            labels=r["labels"],
-            cost_estimate=r["cost_estimate"],
-        )
-        for r in job_rows
-    ]
+    pending = [_pending_job(r) for r in job_rows]
     quotas: dict[UUID, list[Quota]] = {}
     for q in quota_rows:
         quotas.setdefault(q["organization_id"], []).append(quota_of(q))
@@ -117,15 +103,7 @@ async def snapshot(conn: Conn, *, queue_limit: int) -> FleetSnapshot:
     return FleetSnapshot(hosts=hosts, pending=pending, quotas=quotas, gpu_usage=usage, budgets=budgets)
 
 
-def quota_of(row: Any) -> Quota:
-    return Quota(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        gpu_model=row["gpu_model"],
-        max_gpus=row["max_gpus"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+quota_of = mapper(Quota)
 
 
 # ------------------------------------------------------------------------------ batch commit

@@ -17,13 +17,14 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.webhooks import Attempt, Claim, Delivery
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import mapper, optional
+from gpufleet.repo.rows import Table, mapper, optional
 
 CHANNEL = "gpufleet_webhooks"
 STATUSES = ("pending", "delivering", "failed", "succeeded", "dead")
 
 
 _delivery = mapper(Delivery, url=optional(), prediction_id=optional())
+_deliveries = Table("webhook_deliveries", _delivery, insert="organization_id, webhook_id, event_type, payload")
 
 
 _attempt = mapper(Attempt)
@@ -34,17 +35,9 @@ _attempt = mapper(Attempt)
 
 async def create(conn: Conn, *, org_id: UUID, webhook_id: UUID, event_type: str, payload: dict[str, Any]) -> Delivery:
     """A delivery that no event stands behind (a test ping); due at once."""
-    row = await conn.fetchrow(
-        """insert into webhook_deliveries (organization_id, webhook_id, event_type, payload)
-           values ($1, $2, $3, $4) returning *""",
-        org_id,
-        webhook_id,
-        event_type,
-        payload,
-    )
-    assert row is not None
+    delivery = await _deliveries.insert(conn, org_id, webhook_id, event_type, payload)
     await conn.execute("select pg_notify($1, '')", CHANNEL)
-    return _delivery(row)
+    return delivery
 
 
 async def page(

@@ -9,12 +9,17 @@ from uuid import UUID
 from gpufleet.db.pool import Connection as Conn
 from gpufleet.domain.webhooks import Webhook
 from gpufleet.repo import keyset
-from gpufleet.repo.rows import from_row, mapper
+from gpufleet.repo.rows import Table, assignments, from_row, mapper
 
 _COLUMNS = frozenset({"url", "description", "event_types", "is_active"})
 
 
 _webhook = mapper(Webhook, event_types=list, enabled=from_row(lambda r: r["is_active"]))
+_webhooks = Table(
+    "webhooks",
+    _webhook,
+    insert="organization_id, url, description, event_types, secret_ciphertext, is_active, created_by",
+)
 
 
 async def create(
@@ -28,28 +33,11 @@ async def create(
     enabled: bool,
     created_by: UUID | None,
 ) -> Webhook:
-    row = await conn.fetchrow(
-        """insert into webhooks (organization_id, url, description, event_types, secret_ciphertext, is_active,
-                                 created_by)
-           values ($1, $2, $3, $4, $5, $6, $7) returning *""",
-        org_id,
-        url,
-        description,
-        event_types,
-        secret_ciphertext,
-        enabled,
-        created_by,
-    )
-    assert row is not None
-    return _webhook(row)
+    return await _webhooks.insert(conn, org_id, url, description, event_types, secret_ciphertext, enabled, created_by)
 
 
 async def get(conn: Conn, *, org_id: UUID, webhook_id: UUID, for_update: bool = False) -> Webhook | None:
-    lock = " for update" if for_update else ""
-    row = await conn.fetchrow(
-        f"select * from webhooks where organization_id = $1 and id = $2{lock}", org_id, webhook_id
-    )
-    return _webhook(row) if row else None
+    return await _webhooks.get(conn, org_id, webhook_id, lock="update" if for_update else None)
 
 
 async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, UUID] | None) -> list[Webhook]:
@@ -60,10 +48,7 @@ async def page(conn: Conn, *, org_id: UUID, limit: int, after: tuple[datetime, U
 
 async def update(conn: Conn, *, org_id: UUID, webhook_id: UUID, fields: dict[str, Any]) -> Webhook | None:
     """Change the given columns; enabling clears the disabled and failing marks."""
-    unknown = set(fields) - _COLUMNS
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = [f"{col} = ${i}" for i, col in enumerate(fields, start=3)]
+    sets = assignments(fields, _COLUMNS, start=3)
     if fields.get("is_active") is True:
         sets += ["disabled_at = null", "disabled_reason = null", "failing_since = null"]
     elif fields.get("is_active") is False:
@@ -82,10 +67,7 @@ async def update(conn: Conn, *, org_id: UUID, webhook_id: UUID, fields: dict[str
 
 
 async def delete(conn: Conn, *, org_id: UUID, webhook_id: UUID) -> Webhook | None:
-    row = await conn.fetchrow(
-        "delete from webhooks where organization_id = $1 and id = $2 returning *", org_id, webhook_id
-    )
-    return _webhook(row) if row else None
+    return await _webhooks.delete(conn, org_id, webhook_id)
 
 
 async def rotate_secret(
