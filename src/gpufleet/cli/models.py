@@ -11,7 +11,7 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
@@ -108,11 +108,12 @@ def create(
     hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
     with client() as c:
         m = c.create_model(name, owner=owner, description=description, **hardware)
-    if as_json:
-        show(m, True)
-        return
-    console.print(f"model {m.owner}/{m.name} created ({m.hardware.label}); push a version with:", highlight=False)
-    console.print(f"  gpufleet models push DIR {m.owner}/{m.name}", highlight=False)
+    show_lines(
+        m,
+        as_json,
+        f"model {m.owner}/{m.name} created ({m.hardware.label}); push a version with:",
+        f"  gpufleet models push DIR {m.owner}/{m.name}",
+    )
 
 
 @models.command("push")
@@ -175,10 +176,8 @@ def _type(schema: dict[str, Any]) -> str:
 @models.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """The organization's models, newest first."""
-    with client() as c:
-        rows = c.list_models()
     empty = "no models yet: `gpufleet models create ORG/NAME`, then `gpufleet models push DIR ORG/NAME`"
-    show_list(rows, as_json, _model_row, MODEL_COLUMNS, empty=empty)
+    show_list(Client.list_models, as_json, _model_row, MODEL_COLUMNS, empty=empty)
 
 
 @models.command("show")
@@ -223,12 +222,7 @@ def _constraints(p: dict[str, Any]) -> str:
 @models.command("versions")
 def versions(ref: str = RefArg, as_json: bool = JsonOpt, wide: bool = WideOpt) -> None:
     """The model's versions, newest first."""
-    with client() as c:
-        rows = c.list_model_versions(_ref(ref))
-    if as_json:
-        show(rows, True)
-    else:
-        show([_version_row(v, wide) for v in rows], False, VERSION_COLUMNS)
+    show_list(lambda c: c.list_model_versions(_ref(ref)), as_json, lambda v: _version_row(v, wide), VERSION_COLUMNS)
 
 
 @models.command("update")
@@ -249,10 +243,7 @@ def update(
         usage("nothing to change: give --description or hardware options")
     with client() as c:
         m = c.update_model(_ref(ref), description=description, **hardware)
-    if as_json:
-        show(m, True)
-    else:
-        console.print(f"model {m.owner}/{m.name}: {m.hardware.label}; {m.description}".rstrip("; "), highlight=False)
+    show_lines(m, as_json, f"model {m.owner}/{m.name}: {m.hardware.label}; {m.description}".rstrip("; "))
 
 
 @models.command("delete")
@@ -321,12 +312,7 @@ def upload(
 @files.command("list")
 def list_files(as_json: bool = JsonOpt, wide: bool = WideOpt) -> None:
     """Files that have not expired, newest first."""
-    with client() as c:
-        rows = c.list_files()
-    if as_json:
-        show(rows, True)
-    else:
-        show([_file_row(f) for f in rows], False, FILE_COLUMNS, wide=wide)
+    show_list(Client.list_files, as_json, _file_row, FILE_COLUMNS, wide=wide)
 
 
 @files.command("show")

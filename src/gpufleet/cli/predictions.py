@@ -12,7 +12,7 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, err_console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
@@ -150,12 +150,7 @@ def predict(
 
 
 def _print_created(p: PredictionRead, as_json: bool) -> None:
-    if as_json:
-        show(p, True)
-    else:
-        console.print(
-            f"prediction {p.id} {p.status}; follow it with `gpufleet predictions show {p.id}`", highlight=False
-        )
+    show_lines(p, as_json, f"prediction {p.id} {p.status}; follow it with `gpufleet predictions show {p.id}`")
 
 
 def _stream(c: Client, p: PredictionRead, as_json: bool) -> None:
@@ -225,10 +220,10 @@ def list_predictions(
     wide: bool = WideOpt,
 ) -> None:
     """The organization's predictions, newest first."""
-    with client() as c:
-        rows = c.list_predictions(limit=limit).results
     empty = "no predictions yet: `gpufleet predict ORG/NAME -i key=value`"
-    show_list(rows, as_json, _row, PREDICTION_COLUMNS, empty=empty, wide=wide)
+    show_list(
+        lambda c: c.list_predictions(limit=limit).results, as_json, _row, PREDICTION_COLUMNS, empty=empty, wide=wide
+    )
 
 
 @predictions.command("show")
@@ -260,12 +255,12 @@ def cancel_prediction(prediction_id: str = id_arg("prediction"), as_json: bool =
     """Cancel: at once while queued; a running one is stopped by its worker."""
     with client() as c:
         p = c.cancel_prediction(_resolve(c, prediction_id))
-    if as_json:
-        show(p, True)
-    elif p.status == "processing":
-        console.print(f"prediction {p.id}: cancel requested; its worker stops it", highlight=False)
-    else:
-        console.print(f"prediction {p.id} {p.status}", highlight=False)
+    requested = p.status == "processing"
+    show_lines(
+        p,
+        as_json,
+        f"prediction {p.id}: cancel requested; its worker stops it" if requested else f"prediction {p.id} {p.status}",
+    )
 
 
 # ------------------------------------------------------------------------------ deployments ...
@@ -348,24 +343,20 @@ def _split(ref: str) -> tuple[str, str]:
 
 
 def _done(d: DeploymentRead, as_json: bool, what: str) -> None:
-    if as_json:
-        show(d, True)
-        return
     r = d.current_release
-    console.print(
+    show_lines(
+        d,
+        as_json,
         f"deployment {d.owner}/{d.name}{' ' + what if what else ''}: release {r.number}, {r.model} {r.version[:12]}, "
         f"{r.configuration.hardware}, {r.configuration.min_instances}-{r.configuration.max_instances} replicas",
-        highlight=False,
     )
 
 
 @deployments.command("list")
 def list_deployments(as_json: bool = JsonOpt) -> None:
     """The organization's deployments (models' own ones too), newest first."""
-    with client() as c:
-        rows = c.list_deployments()
     empty = "no deployments yet: `gpufleet deployments create ORG/NAME --model ORG/MODEL`"
-    show_list(rows, as_json, _deployment_row, DEPLOYMENT_COLUMNS, empty=empty)
+    show_list(Client.list_deployments, as_json, _deployment_row, DEPLOYMENT_COLUMNS, empty=empty)
 
 
 @deployments.command("show")
