@@ -6,18 +6,21 @@ import csv
 import sys
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from uuid import UUID
 
 import typer
 
 from gpufleet.cli.common import console, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve, resolve_local, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve, resolve_local, show, show_lines, show_list
 from gpufleet.domain.costs import BudgetPeriod, PriceKind, money, parse_period
-from gpufleet.schemas.costs import BudgetRead, UsageRead
+from gpufleet.schemas.costs import BudgetRead, PriceRead, UsageRead
 from gpufleet.sdk import Client
 
 prices = typer.Typer(help="Prices per GPU-hour, CPU core-hour and RAM GiB-hour (admins).", no_args_is_help=True)
 budgets = typer.Typer(help="Spending limits per period; hard ones refuse work (admins set them).", no_args_is_help=True)
+PRICE_COLUMNS = ["kind", "gpu_model", "host", "per_hour", "from", "state"]
+BUDGET_COLUMNS = ["id", "scope", "limit", "hard", "spent", "reserved", "remaining"]
 
 
 def register(app: typer.Typer) -> None:
@@ -84,14 +87,12 @@ def prices_set(
         p = c.set_price(
             model, amount, kind=kind, currency=currency.upper(), host_id=host_id, effective_from=effective_from
         )
-    if as_json:
-        show(p, True)
-        return
     what = {"gpu": f"{p.gpu_model} GPU-hour", "cpu": "CPU core-hour", "ram": "RAM GiB-hour"}[p.kind.value]
     where = f" on host {p.host_id}" if p.host_id else ""
-    console.print(
+    show_lines(
+        p,
+        as_json,
         f"{what}{where}: {p.hourly_price.normalize():f} {p.currency} from {p.effective_from:%Y-%m-%d %H:%M:%S %Z}",
-        highlight=False,
     )
 
 
@@ -102,27 +103,22 @@ def prices_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Prices in force now and changes still to come."""
-    with client() as c:
-        found = c.list_prices(history=history)
-    if as_json:
-        show(found, True)
-        return
-    rows = [
-        {
-            "kind": p.kind.value,
-            "gpu_model": p.gpu_model or "-",
-            "host": str(p.host_id) if p.host_id else "(all)",
-            "per_hour": f"{p.hourly_price.normalize():f} {p.currency}",
-            "from": f"{p.effective_from:%Y-%m-%d %H:%M %Z}",
-            "state": "in force"
-            if p.current
-            else "superseded"
-            if p.effective_from < datetime.now(p.effective_from.tzinfo)
-            else "to come",
-        }
-        for p in found
-    ]
-    show(rows, False, ["kind", "gpu_model", "host", "per_hour", "from", "state"], wide=wide)
+    show_list(lambda c: c.list_prices(history=history), as_json, _price_row, PRICE_COLUMNS, wide=wide)
+
+
+def _price_row(p: PriceRead) -> dict[str, Any]:
+    return {
+        "kind": p.kind.value,
+        "gpu_model": p.gpu_model or "-",
+        "host": str(p.host_id) if p.host_id else "(all)",
+        "per_hour": f"{p.hourly_price.normalize():f} {p.currency}",
+        "from": f"{p.effective_from:%Y-%m-%d %H:%M %Z}",
+        "state": "in force"
+        if p.current
+        else "superseded"
+        if p.effective_from < datetime.now(p.effective_from.tzinfo)
+        else "to come",
+    }
 
 
 def usage_cmd(
@@ -211,39 +207,32 @@ def budgets_set(
             starts_at=starts_at,
             stop_running=stop_running,
         )
-    if as_json:
-        show(b, True)
-        return
     strength = "hard, stops running work at 100 %" if b.stop_running else "hard" if b.hard else "soft"
     name = _period_name(b)
-    console.print(
+    show_lines(
+        b,
+        as_json,
         f"budget {b.id}: {money(b.amount, b.currency)} per {name} for the {b.scope} ({strength}); "
         f"{money(b.spent, b.currency)} spent this {name} (since {b.period_start:%Y-%m-%d %H:%M} UTC)",
-        highlight=False,
     )
 
 
 @budgets.command("list")
 def budgets_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     """Every budget with this period's spend."""
-    with client() as c:
-        found = c.list_budgets()
-    if as_json:
-        show(found, True)
-        return
-    rows = [
-        {
-            "id": str(b.id),
-            "scope": b.scope,
-            "limit": f"{money(b.amount, b.currency)} / {_period_name(b)}",
-            "hard": ("hard+stop" if b.stop_running else "hard") if b.hard else "soft",
-            "spent": f"{money(b.spent, b.currency)} ({b.percent}%)",
-            "reserved": money(b.reserved, b.currency),
-            "remaining": money(b.remaining, b.currency),
-        }
-        for b in found
-    ]
-    show(rows, False, ["id", "scope", "limit", "hard", "spent", "reserved", "remaining"], wide=wide)
+    show_list(Client.list_budgets, as_json, _budget_row, BUDGET_COLUMNS, wide=wide)
+
+
+def _budget_row(b: BudgetRead) -> dict[str, Any]:
+    return {
+        "id": str(b.id),
+        "scope": b.scope,
+        "limit": f"{money(b.amount, b.currency)} / {_period_name(b)}",
+        "hard": ("hard+stop" if b.stop_running else "hard") if b.hard else "soft",
+        "spent": f"{money(b.spent, b.currency)} ({b.percent}%)",
+        "reserved": money(b.reserved, b.currency),
+        "remaining": money(b.remaining, b.currency),
+    }
 
 
 @budgets.command("delete")

@@ -11,9 +11,10 @@ import typer
 
 from gpufleet.cli.common import console, usage
 from gpufleet.cli.jobs import gpu_amount
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, act_on, client, dump, id_arg, resolve, show, show_list
 from gpufleet.domain.hosts import GpuStatus, HostStatus, MetricAgg, MetricBucket
 from gpufleet.schemas.hosts import GpuRead, HostRead
+from gpufleet.sdk import Client
 
 hosts = typer.Typer(help="GPU hosts of the current organization.", no_args_is_help=True)
 gpus = typer.Typer(help="GPUs of the current organization's hosts.", no_args_is_help=True)
@@ -99,8 +100,7 @@ def hosts_join_tokens(
 @hosts.command("revoke-join-token")
 def hosts_revoke_join_token(token_id: str = id_arg("join token"), as_json: bool = JsonOpt) -> None:
     """Revoke a join token: no more hosts can register with it."""
-    with client() as c:
-        show(c.revoke_join_token(resolve(c, "join_token", token_id)), as_json, ["id", "prefix", "revoked_at"])
+    act_on("join_token", token_id, Client.revoke_join_token, as_json, ["id", "prefix", "revoked_at"])
 
 
 @hosts.command("list")
@@ -111,12 +111,9 @@ def hosts_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """GPU hosts with their status and last heartbeat (ids shortened; --wide for whole ones)."""
-    with client() as c:
-        found = c.list_hosts(status=status, include_removed=removed)
-    if as_json:
-        show(found, True)
-        return
-    show([host_row(h) for h in found], False, HOST_COLUMNS, wide=wide)
+    show_list(
+        lambda c: c.list_hosts(status=status, include_removed=removed), as_json, host_row, HOST_COLUMNS, wide=wide
+    )
 
 
 @hosts.command("show")
@@ -231,16 +228,14 @@ def gpus_maintenance(
     as_json: bool = JsonOpt,
 ) -> None:
     """Take a GPU out of service (or, with --off, bring it back)."""
-    with client() as c:
-        full = resolve(c, "gpu", gpu_id)
-        show(c.set_gpu_maintenance(full, not off, reason), as_json, ["id", "uuid", "status", "status_reason"])
+    columns = ["id", "uuid", "status", "status_reason"]
+    act_on("gpu", gpu_id, lambda c, full: c.set_gpu_maintenance(full, not off, reason), as_json, columns)
 
 
 @gpus.command("clear-health")
 def gpus_clear_health(gpu_id: str = id_arg("GPU"), as_json: bool = JsonOpt) -> None:
     """Declare an unhealthy GPU fit again."""
-    with client() as c:
-        show(c.clear_gpu_health(resolve(c, "gpu", gpu_id)), as_json, ["id", "uuid", "status"])
+    act_on("gpu", gpu_id, Client.clear_gpu_health, as_json, ["id", "uuid", "status"])
 
 
 @gpus.command("metrics")

@@ -16,10 +16,10 @@ import typer
 from rich.table import Table
 
 from gpufleet.cli.common import EXIT_OK, EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, short, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, dump, id_arg, resolve, short, show, show_lines, show_list
 from gpufleet.domain.costs import cents
 from gpufleet.domain.jobs import JobStatus
-from gpufleet.schemas.jobs import JobRead, RetryPolicy
+from gpufleet.schemas.jobs import JobRead, QuotaRead, RetryPolicy
 from gpufleet.sdk import Client
 
 jobs = typer.Typer(help="Submit, list, inspect, wait for and cancel jobs.", no_args_is_help=True)
@@ -31,6 +31,7 @@ EXIT_SUCCEEDED = EXIT_OK
 
 LogStreamOpt = Literal["all", "stdout", "stderr"]
 LIST_COLUMNS = ["id", "name", "status", "gpus", "priority", "created_at", "reason"]
+QUOTA_COLUMNS = ["id", "gpu_model", "used"]
 
 
 def register(app: typer.Typer) -> None:
@@ -267,12 +268,11 @@ def jobs_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Jobs, newest first, with why each waits or ended (ids shortened; --wide for whole ones)."""
-    with client() as c:
-        found = list(itertools.islice(c.list_jobs(status=status or None, labels=_pairs(label, "--label")), limit))
-    if as_json:
-        show(found, True)
-    else:
-        show([_row(j, wide) for j in found], False, LIST_COLUMNS, wide=wide)
+
+    def newest(c: Client) -> list[JobRead]:
+        return list(itertools.islice(c.list_jobs(status=status or None, labels=_pairs(label, "--label")), limit))
+
+    show_list(newest, as_json, lambda j: _row(j, wide), LIST_COLUMNS, wide=wide)
 
 
 @jobs.command("show")
@@ -316,12 +316,12 @@ def jobs_cancel(job_id: str = id_arg("job"), as_json: bool = JsonOpt) -> None:
     """Cancel a job (a running one is stopped by its agent)."""
     with client() as c:
         job = c.cancel_job(resolve(c, "job", job_id))
-    if as_json:
-        show(job, True)
-    elif job.status is JobStatus.CANCELLED:
-        console.print(f"cancelled {job.id}", highlight=False)
-    else:
-        console.print(f"cancel requested for {job.id} ({job.status}); its agent stops it", highlight=False)
+    cancelled = job.status is JobStatus.CANCELLED
+    show_lines(
+        job,
+        as_json,
+        f"cancelled {job.id}" if cancelled else f"cancel requested for {job.id} ({job.status}); its agent stops it",
+    )
 
 
 @jobs.command("wait")
@@ -382,16 +382,11 @@ def _write(out: BinaryIO, data: bytes) -> None:
 @quotas.command("list")
 def quotas_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
     """Quotas of the organization and how much of each is in use."""
-    with client() as c:
-        found = c.list_quotas()
-    if as_json:
-        show(found, True)
-        return
-    rows = [
-        {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus} GPUs"}
-        for q in found
-    ]
-    show(rows, False, ["id", "gpu_model", "used"], wide=wide)
+    show_list(Client.list_quotas, as_json, _quota_row, QUOTA_COLUMNS, wide=wide)
+
+
+def _quota_row(q: QuotaRead) -> dict[str, Any]:
+    return {"id": str(q.id), "gpu_model": q.gpu_model or "(all)", "used": f"{q.used_gpus:g} of {q.max_gpus} GPUs"}
 
 
 @quotas.command("set")
@@ -403,10 +398,8 @@ def quotas_set(
     """Create or replace a quota (admins)."""
     with client() as c:
         q = c.set_quota(max_gpus, model)
-    if as_json:
-        show(q, True)
-    else:
-        console.print(f"quota {q.id}: {q.gpu_model or 'all GPUs'} at most {q.max_gpus} ({q.used_gpus:g} in use)")
+    line = f"quota {q.id}: {q.gpu_model or 'all GPUs'} at most {q.max_gpus} ({q.used_gpus:g} in use)"
+    show_lines(q, as_json, line, highlight=True)
 
 
 @quotas.command("delete")

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import typer
 
-from gpufleet.cli.common import console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
+from gpufleet.cli.common import OptionGroup, console, fail, usage
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
@@ -72,14 +72,15 @@ def _size(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def _hardware(gpus: int | None, gpu_fraction: float | None, min_memory_gb: float | None,
-              gpu_model: list[str] | None, cpu: float | None, ram_gb: float | None) -> dict[str, Any]:  # fmt: skip
-    if gpus is not None and gpu_fraction is not None:
+def _hardware(given: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``HardwareOpts`` that were given, as the SDK takes them; conflicting ones are a usage error."""
+    gpus = given["gpus"]
+    if gpus is not None and given["gpu_fraction"] is not None:
         usage("--gpus and --gpu-fraction exclude each other")
-    if gpus == 0 and (gpu_model or min_memory_gb):
+    if gpus == 0 and (given["gpu_model"] or given["min_memory_gb"]):
         usage("--gpus 0 takes no --gpu-model or --min-memory-gb")
-    fields = {"gpus": gpus, "gpu_fraction": gpu_fraction, "min_memory_gb": min_memory_gb,
-              "gpu_model": gpu_model or None, "cpu": cpu, "ram_gb": ram_gb}  # fmt: skip
+    fields = {"gpus": gpus, "gpu_fraction": given["gpu_fraction"], "min_memory_gb": given["min_memory_gb"],
+              "gpu_model": given["gpu_model"] or None, "cpu": given["cpus"], "ram_gb": given["ram_gb"]}  # fmt: skip
     return present(fields)
 
 
@@ -89,30 +90,36 @@ MemoryOpt = typer.Option(None, "--min-memory-gb", min=0, help="Least GPU memory,
 GpuModelOpt = typer.Option(None, "--gpu-model", help="An acceptable GPU model (part of its name); repeat.")
 CpuOpt = typer.Option(None, "--cpus", min=0, help="CPU cores per replica.")
 RamOpt = typer.Option(None, "--ram-gb", min=0, help="Memory per replica, GiB.")
+# What each replica of a model asks for: `models create` and `models update` take the same options.
+HardwareOpts = OptionGroup(
+    gpus=(int, GpusOpt),
+    gpu_fraction=(float, FractionOpt),
+    min_memory_gb=(float, MemoryOpt),
+    gpu_model=(list[str], GpuModelOpt),
+    cpus=(float, CpuOpt),
+    ram_gb=(float, RamOpt),
+)
 
 
 @models.command("create")
+@HardwareOpts.expand
 def create(
     ref: str = RefArg,
-    gpus: int = GpusOpt,
-    gpu_fraction: float = FractionOpt,
-    min_memory_gb: float = MemoryOpt,
-    gpu_model: list[str] = GpuModelOpt,
-    cpus: float = CpuOpt,
-    ram_gb: float = RamOpt,
+    hardware_options: dict[str, Any] = HardwareOpts,
     description: str = typer.Option("", "--description", help="What the model does."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a model; its hardware is what each replica of it asks for (admins)."""
     owner, name = split_ref(_ref(ref))
-    hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
+    hardware = _hardware(hardware_options)
     with client() as c:
         m = c.create_model(name, owner=owner, description=description, **hardware)
-    if as_json:
-        show(m, True)
-        return
-    console.print(f"model {m.owner}/{m.name} created ({m.hardware.label}); push a version with:", highlight=False)
-    console.print(f"  gpufleet models push DIR {m.owner}/{m.name}", highlight=False)
+    show_lines(
+        m,
+        as_json,
+        f"model {m.owner}/{m.name} created ({m.hardware.label}); push a version with:",
+        f"  gpufleet models push DIR {m.owner}/{m.name}",
+    )
 
 
 @models.command("push")
@@ -175,10 +182,8 @@ def _type(schema: dict[str, Any]) -> str:
 @models.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """The organization's models, newest first."""
-    with client() as c:
-        rows = c.list_models()
     empty = "no models yet: `gpufleet models create ORG/NAME`, then `gpufleet models push DIR ORG/NAME`"
-    show_list(rows, as_json, _model_row, MODEL_COLUMNS, empty=empty)
+    show_list(Client.list_models, as_json, _model_row, MODEL_COLUMNS, empty=empty)
 
 
 @models.command("show")
@@ -223,36 +228,24 @@ def _constraints(p: dict[str, Any]) -> str:
 @models.command("versions")
 def versions(ref: str = RefArg, as_json: bool = JsonOpt, wide: bool = WideOpt) -> None:
     """The model's versions, newest first."""
-    with client() as c:
-        rows = c.list_model_versions(_ref(ref))
-    if as_json:
-        show(rows, True)
-    else:
-        show([_version_row(v, wide) for v in rows], False, VERSION_COLUMNS)
+    show_list(lambda c: c.list_model_versions(_ref(ref)), as_json, lambda v: _version_row(v, wide), VERSION_COLUMNS)
 
 
 @models.command("update")
+@HardwareOpts.expand
 def update(
     ref: str = RefArg,
-    gpus: int = GpusOpt,
-    gpu_fraction: float = FractionOpt,
-    min_memory_gb: float = MemoryOpt,
-    gpu_model: list[str] = GpuModelOpt,
-    cpus: float = CpuOpt,
-    ram_gb: float = RamOpt,
+    hardware_options: dict[str, Any] = HardwareOpts,
     description: str = typer.Option(None, "--description", help="What the model does."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Change the description, or the default hardware: any hardware option replaces it whole (admins)."""
-    hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
+    hardware = _hardware(hardware_options)
     if description is None and not hardware:
         usage("nothing to change: give --description or hardware options")
     with client() as c:
         m = c.update_model(_ref(ref), description=description, **hardware)
-    if as_json:
-        show(m, True)
-    else:
-        console.print(f"model {m.owner}/{m.name}: {m.hardware.label}; {m.description}".rstrip("; "), highlight=False)
+    show_lines(m, as_json, f"model {m.owner}/{m.name}: {m.hardware.label}; {m.description}".rstrip("; "))
 
 
 @models.command("delete")
@@ -321,12 +314,7 @@ def upload(
 @files.command("list")
 def list_files(as_json: bool = JsonOpt, wide: bool = WideOpt) -> None:
     """Files that have not expired, newest first."""
-    with client() as c:
-        rows = c.list_files()
-    if as_json:
-        show(rows, True)
-    else:
-        show([_file_row(f) for f in rows], False, FILE_COLUMNS, wide=wide)
+    show_list(Client.list_files, as_json, _file_row, FILE_COLUMNS, wide=wide)
 
 
 @files.command("show")

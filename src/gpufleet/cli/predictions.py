@@ -11,8 +11,17 @@ from uuid import UUID
 
 import typer
 
-from gpufleet.cli.common import EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, err_console, fail, usage
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_list
+from gpufleet.cli.common import (
+    EXIT_TIMEOUT,
+    EXIT_UNSUCCESSFUL,
+    OptionGroup,
+    console,
+    emit_json,
+    err_console,
+    fail,
+    usage,
+)
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.errors import InvalidInput
 from gpufleet.inference.validate import input_properties
@@ -150,12 +159,7 @@ def predict(
 
 
 def _print_created(p: PredictionRead, as_json: bool) -> None:
-    if as_json:
-        show(p, True)
-    else:
-        console.print(
-            f"prediction {p.id} {p.status}; follow it with `gpufleet predictions show {p.id}`", highlight=False
-        )
+    show_lines(p, as_json, f"prediction {p.id} {p.status}; follow it with `gpufleet predictions show {p.id}`")
 
 
 def _stream(c: Client, p: PredictionRead, as_json: bool) -> None:
@@ -225,10 +229,10 @@ def list_predictions(
     wide: bool = WideOpt,
 ) -> None:
     """The organization's predictions, newest first."""
-    with client() as c:
-        rows = c.list_predictions(limit=limit).results
     empty = "no predictions yet: `gpufleet predict ORG/NAME -i key=value`"
-    show_list(rows, as_json, _row, PREDICTION_COLUMNS, empty=empty, wide=wide)
+    show_list(
+        lambda c: c.list_predictions(limit=limit).results, as_json, _row, PREDICTION_COLUMNS, empty=empty, wide=wide
+    )
 
 
 @predictions.command("show")
@@ -260,12 +264,12 @@ def cancel_prediction(prediction_id: str = id_arg("prediction"), as_json: bool =
     """Cancel: at once while queued; a running one is stopped by its worker."""
     with client() as c:
         p = c.cancel_prediction(_resolve(c, prediction_id))
-    if as_json:
-        show(p, True)
-    elif p.status == "processing":
-        console.print(f"prediction {p.id}: cancel requested; its worker stops it", highlight=False)
-    else:
-        console.print(f"prediction {p.id} {p.status}", highlight=False)
+    requested = p.status == "processing"
+    show_lines(
+        p,
+        as_json,
+        f"prediction {p.id}: cancel requested; its worker stops it" if requested else f"prediction {p.id} {p.status}",
+    )
 
 
 # ------------------------------------------------------------------------------ deployments ...
@@ -286,11 +290,10 @@ def _deployment_row(d: DeploymentRead) -> dict[str, Any]:
     }
 
 
-def _scaling(
-    version: str | None, hardware: str | None, min_instances: int | None, max_instances: int | None, idle: int | None
-) -> dict[str, Any]:
-    fields = {"version": version, "hardware": hardware, "min_instances": min_instances,
-              "max_instances": max_instances, "idle_timeout_s": idle}  # fmt: skip
+def _scaling(given: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``ScalingOpts`` that were given, as the SDK takes them."""
+    fields = {"version": given["version"], "hardware": given["hardware"], "min_instances": given["min_instances"],
+              "max_instances": given["max_instances"], "idle_timeout_s": given["idle_timeout"]}  # fmt: skip
     return present(fields)
 
 
@@ -299,40 +302,38 @@ HardwareOpt = typer.Option(None, "--hardware", help="'1x GPU', '0.5 GPU', '2x A1
 MinOpt = typer.Option(None, "--min", min=0, max=100, help="Replicas kept running (0: scale to zero).")
 MaxOpt = typer.Option(None, "--max", min=1, max=100, help="Most replicas at once.")
 IdleOpt = typer.Option(None, "--idle-timeout", min=1, max=86400, help="Seconds idle before a replica is drained.")
+# What a deployment runs and how it scales: `deployments create` and `deployments update` take the same options.
+ScalingOpts = OptionGroup(
+    version=(str, VersionOpt),
+    hardware=(str, HardwareOpt),
+    min_instances=(int, MinOpt),
+    max_instances=(int, MaxOpt),
+    idle_timeout=(int, IdleOpt),
+)
 
 
 @deployments.command("create")
+@ScalingOpts.expand
 def create_deployment(
     ref: str = RefArg,
     model: str = typer.Option(..., "--model", "-m", metavar="ORG/MODEL", help="The model it serves."),
-    version: str = VersionOpt,
-    hardware: str = HardwareOpt,
-    min_instances: int = MinOpt,
-    max_instances: int = MaxOpt,
-    idle_timeout: int = IdleOpt,
+    scaling: dict[str, Any] = ScalingOpts,
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a deployment of a model version (admins)."""
     owner, name = _split(ref)
     with client() as c:
-        fields = _scaling(version, hardware, min_instances, max_instances, idle_timeout)
+        fields = _scaling(scaling)
         d = c.create_deployment(name, model, owner=owner, **fields)
     _done(d, as_json, "created")
 
 
 @deployments.command("update")
-def update_deployment(
-    ref: str = RefArg,
-    version: str = VersionOpt,
-    hardware: str = HardwareOpt,
-    min_instances: int = MinOpt,
-    max_instances: int = MaxOpt,
-    idle_timeout: int = IdleOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@ScalingOpts.expand
+def update_deployment(ref: str = RefArg, scaling: dict[str, Any] = ScalingOpts, as_json: bool = JsonOpt) -> None:
     """Change a deployment; a new version or hardware rolls its replicas one by one (admins)."""
     _split(ref)
-    fields = _scaling(version, hardware, min_instances, max_instances, idle_timeout)
+    fields = _scaling(scaling)
     if not fields:
         usage("nothing to change: give --version, --hardware, --min, --max or --idle-timeout")
     with client() as c:
@@ -348,24 +349,20 @@ def _split(ref: str) -> tuple[str, str]:
 
 
 def _done(d: DeploymentRead, as_json: bool, what: str) -> None:
-    if as_json:
-        show(d, True)
-        return
     r = d.current_release
-    console.print(
+    show_lines(
+        d,
+        as_json,
         f"deployment {d.owner}/{d.name}{' ' + what if what else ''}: release {r.number}, {r.model} {r.version[:12]}, "
         f"{r.configuration.hardware}, {r.configuration.min_instances}-{r.configuration.max_instances} replicas",
-        highlight=False,
     )
 
 
 @deployments.command("list")
 def list_deployments(as_json: bool = JsonOpt) -> None:
     """The organization's deployments (models' own ones too), newest first."""
-    with client() as c:
-        rows = c.list_deployments()
     empty = "no deployments yet: `gpufleet deployments create ORG/NAME --model ORG/MODEL`"
-    show_list(rows, as_json, _deployment_row, DEPLOYMENT_COLUMNS, empty=empty)
+    show_list(Client.list_deployments, as_json, _deployment_row, DEPLOYMENT_COLUMNS, empty=empty)
 
 
 @deployments.command("show")

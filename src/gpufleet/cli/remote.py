@@ -160,19 +160,39 @@ def show(
 
 
 def show_list(
-    rows: Sequence[Any],
+    fetch: Callable[[Client], Sequence[Any]],
     as_json: bool,
     row: Callable[[Any], dict[str, Any]],
     columns: Sequence[str],
     *,
-    empty: str,
+    empty: str | None = None,
     wide: bool = False,
 ) -> None:
-    """A listing: JSON as the server sent it; a table of ``row(item)``; or, with nothing to list,
-    the ``empty`` line that says how to make the first one."""
+    """A listing command's body: ``fetch`` the items from the server, then print them: JSON as the
+    server sent them; a table of ``row(item)``; or, with nothing to list, the ``empty`` line that
+    says how to make the first one (without one, an empty table)."""
+    with client() as c:
+        rows = fetch(c)
     if as_json:
         show(list(rows), True)
-    elif not rows:
+    elif not rows and empty is not None:
         console.print(empty)
     else:
         show([row(r) for r in rows], False, columns, wide=wide)
+
+
+def show_lines(obj: Any, as_json: bool, *lines: str | None, highlight: bool = False) -> None:
+    """What a command that made or changed one thing says: the thing as JSON with --json, else
+    ``lines`` (a None one is left out)."""
+    if as_json:
+        show(obj, True)
+        return
+    for line in lines:
+        if line is not None:
+            console.print(line, highlight=highlight)
+
+
+def act_on(kind: str, text: str, action: Callable[[Client, UUID], Any], as_json: bool, columns: Sequence[str]) -> None:
+    """A command on one id: ``resolve`` it, have the server ``action`` it, show what comes back."""
+    with client() as c:
+        show(action(c, resolve(c, kind, text)), as_json, columns)

@@ -8,7 +8,7 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import console
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve, resolve_local, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, act_on, client, id_arg, resolve_local, show, show_lines
 from gpufleet.domain.tenancy import Role
 from gpufleet.sdk import Client
 
@@ -64,12 +64,14 @@ def orgs_create(
     """Create an organization; you become its owner and get an owner key for it, shown once."""
     with client() as c:
         created = c.create_organization(name, slug)
-    if as_json:
-        show(created, True)
-        return
-    console.print(f"created {created.organization.slug} ({created.organization.id})")
-    if created.api_key:
-        console.print(f"owner API key (shown once, store it now): {created.api_key.secret}")
+    key = created.api_key
+    show_lines(
+        created,
+        as_json,
+        f"created {created.organization.slug} ({created.organization.id})",
+        f"owner API key (shown once, store it now): {key.secret}" if key else None,
+        highlight=True,
+    )
 
 
 @orgs.command("show")
@@ -135,11 +137,13 @@ def invites_create(
     """Invite someone; the token is shown once: give it to them for `gpufleet invites accept`."""
     with client() as c:
         inv = c.create_invite(email, role, days)
-    if as_json:
-        show(inv, True)
-        return
-    console.print(f"invited {inv.email} as {inv.role}, expires {inv.expires_at:%Y-%m-%d %H:%M}")
-    console.print(f"invite token (shown once): {inv.token}")
+    show_lines(
+        inv,
+        as_json,
+        f"invited {inv.email} as {inv.role}, expires {inv.expires_at:%Y-%m-%d %H:%M}",
+        f"invite token (shown once): {inv.token}",
+        highlight=True,
+    )
 
 
 @invites.command("list")
@@ -153,8 +157,7 @@ def invites_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 @invites.command("revoke")
 def invites_revoke(invite_id: str = id_arg("invite"), as_json: bool = JsonOpt) -> None:
     """Revoke an invitation that was not accepted yet."""
-    with client() as c:
-        show(c.revoke_invite(resolve(c, "invite", invite_id)), as_json, ["id", "email", "revoked_at"])
+    act_on("invite", invite_id, Client.revoke_invite, as_json, ["id", "email", "revoked_at"])
 
 
 @invites.command("accept")
@@ -162,11 +165,13 @@ def invites_accept(token: str, name: str = typer.Option("", help="Your name."), 
     """Accept an invite; prints your first API key for that organization, once."""
     with client(need_key=False) as c:
         acc = c.accept_invite(token, name)
-    if as_json:
-        show(acc, True)
-        return
-    console.print(f"joined {acc.organization.name} as {acc.role}")
-    console.print(f"your API key (shown once, store it now): {acc.api_key.secret}")
+    show_lines(
+        acc,
+        as_json,
+        f"joined {acc.organization.name} as {acc.role}",
+        f"your API key (shown once, store it now): {acc.api_key.secret}",
+        highlight=True,
+    )
 
 
 @keys.command("create")
@@ -179,11 +184,13 @@ def keys_create(
     """Create an API key; its secret is shown once."""
     with client() as c:
         key = c.create_api_key(name, role, expires_at)
-    if as_json:
-        show(key, True)
-        return
-    console.print(f"created key {key.prefix}… ({key.id}) with role {key.role}")
-    console.print(f"secret (shown once, store it now): {key.secret}")
+    show_lines(
+        key,
+        as_json,
+        f"created key {key.prefix}… ({key.id}) with role {key.role}",
+        f"secret (shown once, store it now): {key.secret}",
+        highlight=True,
+    )
 
 
 @keys.command("list")
@@ -197,5 +204,4 @@ def keys_list(wide: bool = WideOpt, as_json: bool = JsonOpt) -> None:
 @keys.command("revoke")
 def keys_revoke(key_id: str = id_arg("API key"), as_json: bool = JsonOpt) -> None:
     """Revoke an API key: requests with it are refused from now on."""
-    with client() as c:
-        show(c.revoke_api_key(resolve(c, "key", key_id)), as_json, ["id", "name", "revoked_at"])
+    act_on("key", key_id, Client.revoke_api_key, as_json, ["id", "name", "revoked_at"])
