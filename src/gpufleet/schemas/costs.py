@@ -40,17 +40,7 @@ class PriceRead(ResponseModel):
 
     @classmethod
     def of(cls, p: Price) -> PriceRead:
-        return cls(
-            id=p.id,
-            kind=p.kind,
-            gpu_model=p.gpu_model,
-            host_id=p.host_id,
-            hourly_price=p.hourly_price,
-            currency=p.currency,
-            effective_from=p.effective_from,
-            current=p.current,
-            set_by=p.set_by,
-        )
+        return cls.model_validate(p)
 
 
 class UsageGroup(ResponseModel):

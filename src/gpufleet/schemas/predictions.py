@@ -21,7 +21,7 @@ from gpufleet.domain.predictions import (
     parse_hardware,
 )
 from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel
-from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus
+from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus, hardware_asked
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
@@ -105,17 +105,10 @@ class _Scaling(RequestModel):
     ram_gb: RamGb = None
 
     def to_hardware(self) -> Hardware | None:
-        fields = (self.gpus, self.gpu_fraction, self.min_memory_gb, self.gpu_model, self.cpu, self.ram_gb)
-        if all(f is None for f in fields):
+        asked = hardware_asked(self)
+        if all(v is None for v in asked.values()):
             return parse_hardware(self.hardware) if self.hardware is not None else None
-        return Hardware.of(
-            gpus=self.gpus,
-            gpu_fraction=self.gpu_fraction,
-            min_memory_gb=self.min_memory_gb,
-            gpu_model=self.gpu_model,
-            cpu=self.cpu,
-            ram_gb=self.ram_gb,
-        )
+        return Hardware.of(**asked)
 
 
 class DeploymentCreate(_Scaling):
