@@ -285,18 +285,8 @@ class PredictionEventIn(_AgentReport):
     predict_time: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
 
     def to_domain(self) -> PredictionEvent:
-        return PredictionEvent(
-            prediction_id=self.prediction_id,
-            replica_id=self.replica_id,
-            type=self.type,
-            text=self.text,
-            item=self.item,
-            status=self.status,
-            output=self.output,
-            has_output="output" in self.model_fields_set,
-            error=self.error,
-            predict_time=self.predict_time,
-        )
+        # The body's fields as they are (dict(self) copies nothing), and whether `output` was sent.
+        return PredictionEvent(**dict(self), has_output="output" in self.model_fields_set)
 
 
 class EventsIn(_AgentReport):
