@@ -15,8 +15,7 @@ from gpufleet.api.deps import (
     Tenant,
     WindowEnd,
     WindowStart,
-    metric_limits,
-    metric_window,
+    metric_read,
     requires,
 )
 from gpufleet.api.routes.tenancy import vars_of
@@ -59,17 +58,8 @@ async def fleet_metrics(
     model: ModelPart = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    start, end = metric_window(start, end)
     s = await fleet.series(
-        db,
-        ctx,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        host_id=host_id,
-        model=model or None,
-        **metric_limits(request),
+        db, ctx, host_id=host_id, model=model or None, **metric_read(request, start, end, bucket, agg)
     )
     return FleetSeriesRead.model_validate(s)
 
