@@ -121,6 +121,7 @@ def forget_credentials(request: Request) -> None:
     state.host_authenticator.forget_all()
 
 
+NOT_FOUND: dict[int, dict[str, Any]] = {404: {"description": "no such object in this organization"}}
 BAD_WINDOW: dict[int, dict[str, Any]] = {422: {"description": "bad range, or too many points"}}
 ModelPart = Annotated[
     str | None,

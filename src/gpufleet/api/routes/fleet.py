@@ -18,9 +18,9 @@ from gpufleet.api.deps import (
     metric_read,
     requires,
 )
-from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
 from gpufleet.schemas.jobs import JobRead
 from gpufleet.services import fleet, job_views

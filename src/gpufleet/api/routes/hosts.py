@@ -12,6 +12,7 @@ from gpufleet.api.deps import (
     BAD_WINDOW,
     DB,
     DEFAULT_LIMIT,
+    NOT_FOUND,
     Cursor,
     Limit,
     ModelPart,
@@ -22,10 +23,9 @@ from gpufleet.api.deps import (
     metric_read,
     requires,
 )
-from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page
+from gpufleet.schemas.common import Page, vars_of
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,

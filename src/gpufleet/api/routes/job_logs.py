@@ -19,14 +19,14 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.api.deps import DB, NOT_FOUND, Tenant, requires
 from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
 from gpufleet.domain.execution import LogEntry, LogPage
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.limits import INT32_MAX
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
 from gpufleet.sse import comment, message

@@ -6,9 +6,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
+from gpufleet.api.deps import DB, NOT_FOUND, Tenant, requires
 from gpufleet.domain.quotas import QuotaUsage
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.jobs import QuotaRead, QuotaSet
 from gpufleet.services import quotas
 
