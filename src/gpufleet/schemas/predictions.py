@@ -20,7 +20,7 @@ from gpufleet.domain.predictions import (
     Replica,
     parse_hardware,
 )
-from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel
+from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel, vars_of
 from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus, hardware_asked
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
@@ -156,23 +156,7 @@ class ReplicaRead(ResponseModel):
 
     @classmethod
     def of(cls, r: Replica, digests: dict[UUID, str]) -> ReplicaRead:
-        return cls(
-            id=r.id,
-            job_id=r.job_id,
-            status=r.status.value,
-            version=digests.get(r.version_id),
-            release=r.release,
-            host_id=r.host_id,
-            in_flight=r.in_flight,
-            slots=r.slots,
-            environment_s=r.environment_s,
-            environment_cached=r.environment_cached,
-            setup_s=r.setup_s,
-            error=r.error,
-            ready_at=r.ready_at,
-            last_active_at=r.last_active_at,
-            created_at=r.created_at,
-        )
+        return cls.model_validate({**vars_of(r), "status": r.status.value, "version": digests.get(r.version_id)})
 
 
 class DeploymentRead(ResponseModel):
