@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 
 from gpufleet.api.state import app_state
 from gpufleet.db.pool import Database
+from gpufleet.domain.hosts import MetricAgg, MetricBucket
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Forbidden, RateLimited, Unauthorized
 from gpufleet.limits import DEFAULT_PAGE, MAX_CURSOR_CHARS, MAX_PAGE
@@ -120,6 +121,7 @@ def forget_credentials(request: Request) -> None:
     state.host_authenticator.forget_all()
 
 
+NOT_FOUND: dict[int, dict[str, Any]] = {404: {"description": "no such object in this organization"}}
 BAD_WINDOW: dict[int, dict[str, Any]] = {422: {"description": "bad range, or too many points"}}
 ModelPart = Annotated[
     str | None,
@@ -129,19 +131,29 @@ WindowStart = Annotated[Timestamp | None, Query(description="Inclusive, with a t
 WindowEnd = Annotated[Timestamp | None, Query(description="Exclusive, with a time zone; default: now.")]
 
 
-def metric_window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """[start, end) of a metrics read: the last hour by default (both are timezone-aware ``Timestamp``s)."""
-    end = end or datetime.now(UTC)
-    return start or end - timedelta(hours=1), end
+class MetricRead(TypedDict):
+    """What every metrics read takes: its window [start, end), bucket and aggregate, and what bounds
+    it, from the settings: the raw samples kept, the points answered."""
 
-
-class MetricLimits(TypedDict):
-    """What bounds every metrics read, from the settings: the raw samples kept, the points answered."""
-
+    start: datetime
+    end: datetime
+    bucket: MetricBucket
+    agg: MetricAgg
     raw_retention_days: int
     max_points: int
 
 
-def metric_limits(request: Request) -> MetricLimits:
+def metric_read(
+    request: Request, start: datetime | None, end: datetime | None, bucket: MetricBucket, agg: MetricAgg
+) -> MetricRead:
+    """The window is the last hour by default (``start`` and ``end`` are timezone-aware ``Timestamp``s)."""
     settings = app_state(request).settings
-    return MetricLimits(raw_retention_days=settings.metrics_retention_days, max_points=settings.metrics_max_points)
+    end = end or datetime.now(UTC)
+    return MetricRead(
+        start=start or end - timedelta(hours=1),
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        raw_retention_days=settings.metrics_retention_days,
+        max_points=settings.metrics_max_points,
+    )

@@ -157,6 +157,11 @@ def _name_unstorable(value: Any, where: str) -> None:
             _name_unstorable(v, f"{where}[{i}]")
 
 
+def vars_of(obj: object) -> dict[str, object]:
+    """The fields of a slotted record (a domain dataclass), to read into a wire model with what it adds."""
+    return {name: getattr(obj, name) for name in getattr(obj, "__slots__", ())}
+
+
 class RequestModel(BaseModel):
     """A request body: unknown fields (including server-owned ones like id or status) are refused,
     and so is text PostgreSQL cannot store, wherever it hides (keys, nested values)."""

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import Field
 
 from gpufleet.domain.costs import BudgetPeriod, BudgetState, Price, PriceKind, UsageRow, cents
-from gpufleet.schemas.common import RequestModel, ResponseModel
+from gpufleet.schemas.common import RequestModel, ResponseModel, vars_of
 
 
 class PriceSet(RequestModel):
@@ -40,17 +40,7 @@ class PriceRead(ResponseModel):
 
     @classmethod
     def of(cls, p: Price) -> PriceRead:
-        return cls(
-            id=p.id,
-            kind=p.kind,
-            gpu_model=p.gpu_model,
-            host_id=p.host_id,
-            hourly_price=p.hourly_price,
-            currency=p.currency,
-            effective_from=p.effective_from,
-            current=p.current,
-            set_by=p.set_by,
-        )
+        return cls.model_validate(p)
 
 
 class UsageGroup(ResponseModel):
@@ -128,23 +118,17 @@ class BudgetRead(ResponseModel):
     def of(cls, s: BudgetState) -> BudgetRead:
         b = s.budget
         pct = Decimal(100) if not b.amount_limit else s.spent * 100 / b.amount_limit
-        return cls(
-            id=b.id,
-            amount=b.amount_limit,
-            currency=b.currency,
-            period=b.period,
-            period_days=b.period_days,
-            starts_at=b.period_anchor,
-            hard=b.hard,
-            stop_running=b.stop_running,
-            scope=b.scope,
-            user_id=b.user_id,
-            label=f"{b.label_key}={b.label_value}" if b.label_key is not None else None,
-            period_start=s.period_start,
-            spent=cents(s.spent),
-            reserved=cents(s.outstanding),
-            remaining=cents(s.remaining),
-            percent=pct.quantize(Decimal("0.1")),
-            created_at=b.created_at,
-            updated_at=b.updated_at,
+        return cls.model_validate(
+            {
+                **vars_of(b),
+                "amount": b.amount_limit,
+                "starts_at": b.period_anchor,
+                "scope": b.scope,
+                "label": f"{b.label_key}={b.label_value}" if b.label_key is not None else None,
+                "period_start": s.period_start,
+                "spent": cents(s.spent),
+                "reserved": cents(s.outstanding),
+                "remaining": cents(s.remaining),
+                "percent": pct.quantize(Decimal("0.1")),
+            }
         )

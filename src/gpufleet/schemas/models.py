@@ -21,6 +21,12 @@ MinMemoryGb = Annotated[float | None, Field(ge=0, le=4096, description="Least GP
 GpuModels = Annotated[list[str] | None, Field(max_length=16, description="Acceptable GPU models.")]
 CpuCores = Annotated[float | None, Field(ge=0, le=1024, description="CPU cores per replica.")]
 RamGb = Annotated[float | None, Field(ge=0, le=65536, description="Memory per replica, GiB.")]
+_HARDWARE_ASKED = ("gpus", "gpu_fraction", "min_memory_gb", "gpu_model", "cpu", "ram_gb")
+
+
+def hardware_asked(body: RequestModel) -> dict[str, Any]:
+    """The body's hardware fields, keyed as ``Hardware.of`` takes them (``None``: not given)."""
+    return {f: getattr(body, f) for f in _HARDWARE_ASKED}
 
 
 class HardwareFields(RequestModel):
@@ -39,21 +45,13 @@ class HardwareFields(RequestModel):
     )
 
     def hardware_given(self) -> bool:
-        fields = ("gpus", "gpu_fraction", "min_memory_gb", "gpu_model", "cpu", "ram_gb", "hardware")
-        return any(getattr(self, f) is not None for f in fields)
+        return self.hardware is not None or any(v is not None for v in hardware_asked(self).values())
 
     def to_hardware(self) -> Hardware:
-        gpus = self.gpus
-        if gpus is None and self.gpu_fraction is None and self.hardware is not None:
-            gpus = 0 if self.hardware.lower() == "cpu" else 1
-        return Hardware.of(
-            gpus=gpus,
-            gpu_fraction=self.gpu_fraction,
-            min_memory_gb=self.min_memory_gb,
-            gpu_model=self.gpu_model,
-            cpu=self.cpu,
-            ram_gb=self.ram_gb,
-        )
+        asked = hardware_asked(self)
+        if asked["gpus"] is None and self.gpu_fraction is None and self.hardware is not None:
+            asked["gpus"] = 0 if self.hardware.lower() == "cpu" else 1
+        return Hardware.of(**asked)
 
 
 class ModelCreate(HardwareFields):

@@ -20,8 +20,8 @@ from gpufleet.domain.predictions import (
     Replica,
     parse_hardware,
 )
-from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel
-from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus
+from gpufleet.schemas.common import JsonObject, PositiveInt32, RequestModel, ResponseModel, vars_of
+from gpufleet.schemas.models import CpuCores, GpuModels, MinMemoryGb, RamGb, WholeGpus, hardware_asked
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
@@ -105,17 +105,10 @@ class _Scaling(RequestModel):
     ram_gb: RamGb = None
 
     def to_hardware(self) -> Hardware | None:
-        fields = (self.gpus, self.gpu_fraction, self.min_memory_gb, self.gpu_model, self.cpu, self.ram_gb)
-        if all(f is None for f in fields):
+        asked = hardware_asked(self)
+        if all(v is None for v in asked.values()):
             return parse_hardware(self.hardware) if self.hardware is not None else None
-        return Hardware.of(
-            gpus=self.gpus,
-            gpu_fraction=self.gpu_fraction,
-            min_memory_gb=self.min_memory_gb,
-            gpu_model=self.gpu_model,
-            cpu=self.cpu,
-            ram_gb=self.ram_gb,
-        )
+        return Hardware.of(**asked)
 
 
 class DeploymentCreate(_Scaling):
@@ -163,23 +156,7 @@ class ReplicaRead(ResponseModel):
 
     @classmethod
     def of(cls, r: Replica, digests: dict[UUID, str]) -> ReplicaRead:
-        return cls(
-            id=r.id,
-            job_id=r.job_id,
-            status=r.status.value,
-            version=digests.get(r.version_id),
-            release=r.release,
-            host_id=r.host_id,
-            in_flight=r.in_flight,
-            slots=r.slots,
-            environment_s=r.environment_s,
-            environment_cached=r.environment_cached,
-            setup_s=r.setup_s,
-            error=r.error,
-            ready_at=r.ready_at,
-            last_active_at=r.last_active_at,
-            created_at=r.created_at,
-        )
+        return cls.model_validate({**vars_of(r), "status": r.status.value, "version": digests.get(r.version_id)})
 
 
 class DeploymentRead(ResponseModel):
@@ -292,18 +269,8 @@ class PredictionEventIn(_AgentReport):
     predict_time: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
 
     def to_domain(self) -> PredictionEvent:
-        return PredictionEvent(
-            prediction_id=self.prediction_id,
-            replica_id=self.replica_id,
-            type=self.type,
-            text=self.text,
-            item=self.item,
-            status=self.status,
-            output=self.output,
-            has_output="output" in self.model_fields_set,
-            error=self.error,
-            predict_time=self.predict_time,
-        )
+        # The body's fields as they are (dict(self) copies nothing), and whether `output` was sent.
+        return PredictionEvent(**dict(self), has_output="output" in self.model_fields_set)
 
 
 class EventsIn(_AgentReport):

@@ -73,10 +73,6 @@ class AttemptRead(ResponseModel):
     succeeded: bool
     created_at: datetime
 
-    @classmethod
-    def of(cls, a: Attempt) -> AttemptRead:
-        return cls.model_validate(a)
-
 
 class DeliveryRead(ResponseModel):
     id: UUID
@@ -112,5 +108,5 @@ class DeliveryRead(ResponseModel):
             last_error=d.last_error,
             delivered_at=d.delivered_at,
             created_at=d.created_at,
-            attempts=[AttemptRead.of(a) for a in attempts or []],
+            attempts=[AttemptRead.model_validate(a) for a in attempts or []],
         )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from gpufleet.api.deps import (
     DB,
     DEFAULT_LIMIT,
+    NOT_FOUND,
     Cursor,
     Limit,
     MaybeCaller,
@@ -16,9 +17,9 @@ from gpufleet.api.deps import (
     forget_credentials,
     requires,
 )
-from gpufleet.api.routes.tenancy import NOT_FOUND, key_created, vars_of
+from gpufleet.api.routes.tenancy import key_created
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page
+from gpufleet.schemas.common import Page, vars_of
 from gpufleet.schemas.tenancy import (
     ApiKeyCreate,
     ApiKeyCreated,

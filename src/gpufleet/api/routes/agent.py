@@ -25,6 +25,7 @@ from gpufleet.schemas.agent import (
     RegisterRequest,
     RegisterResponse,
 )
+from gpufleet.schemas.common import vars_of
 from gpufleet.services import assignments, heartbeats, hosts
 from gpufleet.services.host_auth import HostAuthenticator
 
@@ -147,13 +148,11 @@ async def heartbeat(body: HeartbeatRequest, host: Host, request: Request, db: DB
     app_state(request).metrics.heartbeat(result.samples_received)
     running = [(r.job_id, r.attempt) for r in body.running]
     kills = await assignments.kill_instructions(db, host, running, policy=execution_policy(request))
-    return HeartbeatResponse(
-        host_id=host.host_id,
-        host_status=result.host_status,
-        server_time=result.server_time,
-        heartbeat_interval_s=result.next_heartbeat_s,
-        samples_received=result.samples_received,
-        gpus_added=result.gpus_added,
-        gpus_changed=result.gpus_changed,
-        instructions=AgentInstructions(kill=[KillOrder.model_validate(k) for k in kills]),
+    return HeartbeatResponse.model_validate(
+        {
+            **vars_of(result),
+            "host_id": host.host_id,
+            "heartbeat_interval_s": result.next_heartbeat_s,
+            "instructions": AgentInstructions(kill=[KillOrder.model_validate(k) for k in kills]),
+        }
     )

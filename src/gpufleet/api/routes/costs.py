@@ -7,8 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.deps import DB, NOT_FOUND, Tenant, requires
 from gpufleet.schemas.costs import BudgetRead, BudgetSet, PriceRead, PriceSet, UsageRead
 from gpufleet.services import budgets, costs
 

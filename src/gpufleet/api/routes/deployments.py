@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, NOT_FOUND, Cursor, Limit, Tenant, requires
 from gpufleet.api.routes.models import page_urls
-from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.pagination import created_key, decode_cursor
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.models import CursorPage

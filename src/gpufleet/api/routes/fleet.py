@@ -15,13 +15,12 @@ from gpufleet.api.deps import (
     Tenant,
     WindowEnd,
     WindowStart,
-    metric_limits,
-    metric_window,
+    metric_read,
     requires,
 )
-from gpufleet.api.routes.tenancy import vars_of
 from gpufleet.domain.hosts import FleetHost, MetricAgg, MetricBucket
 from gpufleet.limits import MAX_FEED_PAGE
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.fleet import FleetGpuRead, FleetHostRead, FleetRead, FleetSeriesRead, QueueRead
 from gpufleet.schemas.jobs import JobRead
 from gpufleet.services import fleet, job_views
@@ -30,16 +29,9 @@ router = APIRouter(prefix="/v1")
 
 
 def _host(h: FleetHost) -> FleetHostRead:
-    return FleetHostRead(
-        id=h.id,
-        name=h.name,
-        status=h.status,
-        status_reason=h.status_reason,
-        simulated=h.simulated,
-        last_heartbeat_at=h.last_heartbeat_at,
-        # Trusted domain objects, 8,000 on a large fleet: constructed, not validated again.
-        gpus=[FleetGpuRead.model_construct(**cast(dict[str, Any], vars_of(g))) for g in h.gpus],
-    )
+    # Trusted domain objects, 8,000 on a large fleet: constructed, not validated again.
+    gpus = [FleetGpuRead.model_construct(**cast(dict[str, Any], vars_of(g))) for g in h.gpus]
+    return FleetHostRead.model_validate({**vars_of(h), "gpus": gpus})
 
 
 @router.get("/fleet", tags=["gpus"], **requires("fleet.read"))
@@ -66,17 +58,8 @@ async def fleet_metrics(
     model: ModelPart = None,
 ) -> FleetSeriesRead:
     """Samples of every GPU matching `host_id` and `model`, aggregated per 1m/5m/1h bucket."""
-    start, end = metric_window(start, end)
     s = await fleet.series(
-        db,
-        ctx,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        host_id=host_id,
-        model=model or None,
-        **metric_limits(request),
+        db, ctx, host_id=host_id, model=model or None, **metric_read(request, start, end, bucket, agg)
     )
     return FleetSeriesRead.model_validate(s)
 

@@ -12,6 +12,7 @@ from gpufleet.api.deps import (
     BAD_WINDOW,
     DB,
     DEFAULT_LIMIT,
+    NOT_FOUND,
     Cursor,
     Limit,
     ModelPart,
@@ -19,14 +20,12 @@ from gpufleet.api.deps import (
     WindowEnd,
     WindowStart,
     forget_credentials,
-    metric_limits,
-    metric_window,
+    metric_read,
     requires,
 )
-from gpufleet.api.routes.tenancy import NOT_FOUND, vars_of
 from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus, MetricAgg, MetricBucket
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page
+from gpufleet.schemas.common import Page, vars_of
 from gpufleet.schemas.hosts import (
     FleetSummaryRead,
     GpuRead,
@@ -228,17 +227,7 @@ async def gpu_metrics(
     agg: MetricAgg = MetricAgg.AVG,
 ) -> MetricSeriesRead:
     """One GPU's samples over [start, end): raw, or aggregated per 1m/5m/1h bucket (UTC-aligned)."""
-    start, end = metric_window(start, end)
-    series = await metrics.gpu_series(
-        db,
-        ctx,
-        gpu_id=gpu_id,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        **metric_limits(request),
-    )
+    series = await metrics.gpu_series(db, ctx, gpu_id=gpu_id, **metric_read(request, start, end, bucket, agg))
     return MetricSeriesRead.model_validate(series)
 
 

@@ -19,14 +19,14 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.deps import DB, NOT_FOUND, Tenant, requires
 from gpufleet.api.state import app_state, hub_of
 from gpufleet.db.pool import Database
 from gpufleet.domain.execution import LogEntry, LogPage
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import GpufleetError, InvalidInput
 from gpufleet.limits import INT32_MAX
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.services import jobs, logs
 from gpufleet.sse import comment, message
@@ -63,27 +63,12 @@ class EventStreamResponse(StreamingResponse):
 
 
 def entry_out(e: LogEntry) -> LogEntryOut:
-    return LogEntryOut(
-        attempt=e.attempt,
-        seq=e.seq,
-        stream=e.stream,
-        offset=e.offset,
-        text=e.text,
-        data_b64=base64.b64encode(e.data).decode("ascii"),
-        created_at=e.created_at,
-    )
+    data_b64 = base64.b64encode(e.data).decode("ascii")
+    return LogEntryOut.model_validate({**vars_of(e), "text": e.text, "data_b64": data_b64})
 
 
 def page_out(p: LogPage) -> LogPageOut:
-    return LogPageOut(
-        job_id=p.job_id,
-        attempt=p.attempt,
-        chunks=[entry_out(c) for c in p.chunks],
-        last_seq=p.last_seq,
-        complete=p.complete,
-        job_status=p.job_status,
-        current_attempt=p.current_attempt,
-    )
+    return LogPageOut.model_validate({**vars_of(p), "chunks": [entry_out(c) for c in p.chunks]})
 
 
 @router.get("/jobs/{job_id}/logs", **requires("jobs.read", NOT_FOUND))

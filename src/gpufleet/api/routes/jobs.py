@@ -8,9 +8,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, NOT_FOUND, Cursor, Limit, Tenant, requires
 from gpufleet.api.idempotency import IDEMPOTENT_RESPONSES, IdempotencyKey, answer
-from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.api.state import hub_of
 from gpufleet.domain.jobs import JobStatus
 from gpufleet.errors import InvalidInput

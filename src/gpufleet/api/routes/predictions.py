@@ -12,10 +12,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Cursor, Limit, Tenant, requires
+from gpufleet.api.deps import DB, DEFAULT_LIMIT, NOT_FOUND, Cursor, Limit, Tenant, requires
 from gpufleet.api.idempotency import REPLAYED_HEADER, IdempotencyKey
 from gpufleet.api.routes.models import base_url, page_urls
-from gpufleet.api.routes.tenancy import NOT_FOUND
 from gpufleet.api.state import app_state
 from gpufleet.api.state import hub_of as hub_of  # routes/agent_predictions.py imports it from here
 from gpufleet.db.pool import Connection, Database

@@ -6,9 +6,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from gpufleet.api.deps import DB, Tenant, requires
-from gpufleet.api.routes.tenancy import NOT_FOUND
+from gpufleet.api.deps import DB, NOT_FOUND, Tenant, requires
 from gpufleet.domain.quotas import QuotaUsage
+from gpufleet.schemas.common import vars_of
 from gpufleet.schemas.jobs import QuotaRead, QuotaSet
 from gpufleet.services import quotas
 
@@ -16,14 +16,7 @@ router = APIRouter(prefix="/v1", tags=["quotas"])
 
 
 def _read(q: QuotaUsage) -> QuotaRead:
-    return QuotaRead(
-        id=q.quota.id,
-        gpu_model=q.quota.gpu_model,
-        max_gpus=q.quota.max_gpus,
-        used_gpus=q.used_gpus,
-        created_at=q.quota.created_at,
-        updated_at=q.quota.updated_at,
-    )
+    return QuotaRead.model_validate({**vars_of(q.quota), "used_gpus": q.used_gpus})
 
 
 @router.get("/quotas", **requires("quotas.list"))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from gpufleet.api.deps import DB, DEFAULT_LIMIT, Caller, Cursor, Limit, Tenant, forget_credentials, requires
+from gpufleet.api.deps import (
+    DB,
+    DEFAULT_LIMIT,
+    NOT_FOUND,
+    Caller,
+    Cursor,
+    Limit,
+    Tenant,
+    forget_credentials,
+    requires,
+)
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page
+from gpufleet.schemas.common import Page, vars_of
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,
     MemberRead,
@@ -26,8 +35,6 @@ from gpufleet.services import orgs
 from gpufleet.services.orgs import CreatedKey
 
 router = APIRouter(prefix="/v1")
-
-NOT_FOUND: dict[int, dict[str, Any]] = {404: {"description": "no such object in this organization"}}
 
 
 @router.get("/me", tags=["users"], **requires("me.read"))
@@ -102,10 +109,6 @@ async def remove_member(user_id: UUID, ctx: Tenant, db: DB, request: Request) ->
     await orgs.remove_member(db, ctx, user_id)
     forget_credentials(request)
     return Response(status_code=204)
-
-
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in getattr(obj, "__slots__", ())}
 
 
 def key_created(created: CreatedKey) -> ApiKeyCreated:
