@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from gpufleet.db.pool import Database
+from gpufleet.domain.models import VersionInfo, VersionRecord
 from gpufleet.domain.tenancy import Role
+from gpufleet.schemas.common import vars_of
 from tests.api.conftest import Tenant, TenantFactory, build_app
 from tests.api.test_tenancy_api import assert_problem
 
@@ -109,3 +114,24 @@ async def test_unexpected_errors_are_500_problems_without_internals(db: Database
             r = await c.get("/v1/boom", headers=t.headers)
     assert_problem(r, 500)
     assert "hunter2" not in r.text and "RuntimeError" not in r.text
+
+
+def test_a_response_read_from_a_record_gets_its_inherited_fields_too():
+    """``vars_of`` reads every dataclass field, the base class's included: a record that extends
+    another (a version extends its archive's facts) loses none of them on the way to the wire."""
+
+    info = VersionInfo("predict.py:Predictor", {}, {}, [], "3.11", True, False, None)
+    record = VersionRecord(
+        **dataclasses.asdict(info),
+        id=uuid4(),
+        organization_id=uuid4(),
+        model_id=uuid4(),
+        model_name="m",
+        digest="d" * 64,
+        archive_size=1,
+        created_by=None,
+        created_at=datetime.now(UTC),
+    )
+    read = vars_of(record)
+    assert set(read) == {f.name for f in dataclasses.fields(VersionRecord)}
+    assert read["predict_ref"] == "predict.py:Predictor" and read["digest"] == "d" * 64

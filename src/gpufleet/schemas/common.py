@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -157,9 +158,16 @@ def _name_unstorable(value: Any, where: str) -> None:
             _name_unstorable(v, f"{where}[{i}]")
 
 
-def vars_of(obj: object) -> dict[str, object]:
-    """The fields of a slotted record (a domain dataclass), to read into a wire model with what it adds."""
-    return {name: getattr(obj, name) for name in getattr(obj, "__slots__", ())}
+def vars_of(obj: Any) -> dict[str, object]:
+    """The fields of a record (a domain dataclass, inherited fields included), to read into a wire
+    model with what it adds."""
+    names = _FIELD_NAMES.get(type(obj))
+    if names is None:
+        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+    return {name: getattr(obj, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 class RequestModel(BaseModel):
