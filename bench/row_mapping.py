@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 import timeit
 import uuid
 from collections.abc import Callable
@@ -22,6 +19,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
+from _machine import machine
 from gpufleet.domain.hosts import HostDetail, HostStatus
 from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec, JobStatus
 from gpufleet.repo import hosts, jobs
@@ -130,7 +128,7 @@ def main() -> None:
                 kind="job",
             ),
         ),
-        "host": (by_hand_host, hosts._host, row_of(HostDetail, status="ready")),
+        "host": (by_hand_host, hosts.host_row, row_of(HostDetail, status="ready")),
     }
     result: dict[str, Any] = {"rows": args.rows, "repeat": args.repeat}
     for name, (hand, mapper, row) in cases.items():
@@ -141,12 +139,7 @@ def main() -> None:
             by_hand_ms.append(best_ms(hand, rows))
             mapper_ms.append(best_ms(mapper, rows))
         result[name] = {"by_hand_ms": round(min(by_hand_ms), 2), "mapper_ms": round(min(mapper_ms), 2)}
-    result |= {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-        "loadavg": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    result["machine"] = machine()
     print(json.dumps(result))
 
 

@@ -10,15 +10,13 @@ from uuid import UUID
 
 from gpufleet.db.pool import Connection, Database
 from gpufleet.domain.costs import BudgetPeriod
-from gpufleet.domain.hosts import GpuDetail, GpuStatus, HostDetail, HostStatus
-from gpufleet.domain.jobs import GpuRequirement, Job, JobSpec
+from gpufleet.domain.hosts import GpuDetail, HostDetail
+from gpufleet.domain.jobs import Job, JobSpec
 from gpufleet.domain.tenancy import Organization, Role, TenantContext, User
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import orgs
-from gpufleet.repo.rows import mapper
-
-_host = mapper(HostDetail, status=HostStatus)
-_gpu = mapper(GpuDetail, status=GpuStatus)
+from gpufleet.repo.gpus import gpu_row
+from gpufleet.repo.hosts import host_row
 
 
 def ctx_for(org_id: UUID, user_id: UUID | None = None, role: Role = Role.OWNER) -> TenantContext:
@@ -54,7 +52,7 @@ async def insert_host(
         simulated,
     )
     assert row is not None
-    return _host(row)
+    return host_row(row)
 
 
 async def insert_gpu(
@@ -81,7 +79,7 @@ async def insert_gpu(
         simulated,
     )
     assert row is not None
-    return _gpu(row)
+    return gpu_row(row)
 
 
 async def create_host(
@@ -124,15 +122,14 @@ _GPU_FIELDS = {"gpu_count": "count", "gpu_milli": "milli", "min_memory_mb": "mem
 
 def job_spec(**fields: Any) -> JobSpec:
     """A JobSpec from flat keywords, the GPU requirement's spelled as the API spells them (gpu_count=2)."""
-    gpu = {_GPU_FIELDS[k]: fields.pop(k) for k in list(fields) if k in _GPU_FIELDS}
-    if "models" in gpu and isinstance(gpu["models"], list):
-        gpu["models"] = tuple(gpu["models"])
-    return JobSpec(**{"name": "job", "command": ["true"], **fields}, gpu=GpuRequirement(**gpu))
+    return changed(JobSpec(name="job", command=["true"]), **fields)
 
 
 def changed(spec: JobSpec, **change: Any) -> JobSpec:
     """``spec`` with fields changed, the GPU requirement's by their API names (gpu_count=2)."""
     gpu = {_GPU_FIELDS[k]: change.pop(k) for k in list(change) if k in _GPU_FIELDS}
+    if isinstance(gpu.get("models"), list):
+        gpu["models"] = tuple(gpu["models"])
     return replace(spec, **change, gpu=replace(spec.gpu, **gpu))
 
 

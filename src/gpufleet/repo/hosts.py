@@ -18,8 +18,8 @@ from gpufleet.domain.hosts import FleetGpu, FleetHost, GpuStatus, HostDetail, Ho
 from gpufleet.repo import keyset
 from gpufleet.repo.rows import Table, mapper
 
-_host = mapper(HostDetail, status=HostStatus)
-_hosts = Table("hosts", _host)
+host_row = mapper(HostDetail, status=HostStatus)  # also read by tests/factories.py and bench/row_mapping.py
+_hosts = Table("hosts", host_row)
 _fleet_gpu = mapper(FleetGpu, status=GpuStatus)
 
 
@@ -76,7 +76,7 @@ async def insert(conn: Conn, *, org_id: UUID, name: str, enrollment: Enrollment)
         *enrollment.params(),
     )
     assert row is not None
-    return _host(row)
+    return host_row(row)
 
 
 async def get_live_by_name_for_update(conn: Conn, *, org_id: UUID, name: str) -> HostDetail | None:
@@ -86,7 +86,7 @@ async def get_live_by_name_for_update(conn: Conn, *, org_id: UUID, name: str) ->
         org_id,
         name,
     )
-    return _host(row) if row else None
+    return host_row(row) if row else None
 
 
 async def reregister(conn: Conn, *, org_id: UUID, host_id: UUID, enrollment: Enrollment) -> HostDetail:
@@ -106,7 +106,7 @@ async def reregister(conn: Conn, *, org_id: UUID, host_id: UUID, enrollment: Enr
         *enrollment.params(),
     )
     assert row is not None
-    return _host(row)
+    return host_row(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ async def transition(
         to.value,
         reason,
     )
-    return _host(row) if row else None
+    return host_row(row) if row else None
 
 
 async def revoke(conn: Conn, *, org_id: UUID, host_id: UUID, remove: bool = False) -> HostDetail | None:
@@ -189,7 +189,7 @@ async def revoke(conn: Conn, *, org_id: UUID, host_id: UUID, remove: bool = Fals
         host_id,
         remove,
     )
-    return _host(row) if row else None
+    return host_row(row) if row else None
 
 
 async def active_work(conn: Conn, *, org_id: UUID, host_id: UUID) -> tuple[int, int]:
@@ -286,7 +286,7 @@ async def page(
         types=("text", "uuid"),
         ascending=True,
     )
-    return [_host(r) for r in rows]
+    return [host_row(r) for r in rows]
 
 
 async def hosts_with_gpus(conn: Conn, *, org_id: UUID, fresh_s: int) -> list[FleetHost]:
