@@ -1,14 +1,11 @@
-"""What every CLI command shares: settings, one-line errors (JSON with --json), exit codes, --json output,
-groups of options."""
+"""What every CLI command shares: settings, one-line errors (JSON with --json), exit codes, --json output."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -66,36 +63,3 @@ def load_settings(**overrides: Any) -> Settings:
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
-
-
-Command = TypeVar("Command", bound=Callable[..., Any])
-
-
-class OptionGroup(dict[str, tuple[Any, Any]]):
-    """Options that several commands take together (e.g. the hardware a model asks for), defined once:
-    name=(type, typer.Option(...)), as a command would declare each.
-
-    A command takes one parameter whose default is the group and is decorated with ``group.expand``:
-    its command line has the group's options in that parameter's place, and the parameter gets their
-    values as one dict (name -> value, in the group's order)."""
-
-    def expand(self, command: Command) -> Command:
-        signature = inspect.signature(command, eval_str=True)
-        (name,) = [p.name for p in signature.parameters.values() if p.default is self]
-        params: list[inspect.Parameter] = []
-        for p in signature.parameters.values():
-            if p.default is self:
-                params += [p.replace(name=n, annotation=t, default=o) for n, (t, o) in self.items()]
-            else:
-                params.append(p)
-
-        @functools.wraps(command)
-        def run(**kwargs: Any) -> Any:
-            group = {n: kwargs.pop(n) for n in self}
-            return command(**kwargs, **{name: group})
-
-        # What typer reads: the signature, and the annotations as types (not as the strings of
-        # `from __future__ import annotations`).
-        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in params}
-        return run  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import typer
 
-from gpufleet.cli.common import OptionGroup, console, fail, usage
+from gpufleet.cli.common import console, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import split_ref
 from gpufleet.errors import InvalidInput
@@ -72,15 +72,14 @@ def _size(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def _hardware(given: dict[str, Any]) -> dict[str, Any]:
-    """The options of ``HardwareOpts`` that were given, as the SDK takes them; conflicting ones are a usage error."""
-    gpus = given["gpus"]
-    if gpus is not None and given["gpu_fraction"] is not None:
+def _hardware(gpus: int | None, gpu_fraction: float | None, min_memory_gb: float | None,
+              gpu_model: list[str] | None, cpu: float | None, ram_gb: float | None) -> dict[str, Any]:  # fmt: skip
+    if gpus is not None and gpu_fraction is not None:
         usage("--gpus and --gpu-fraction exclude each other")
-    if gpus == 0 and (given["gpu_model"] or given["min_memory_gb"]):
+    if gpus == 0 and (gpu_model or min_memory_gb):
         usage("--gpus 0 takes no --gpu-model or --min-memory-gb")
-    fields = {"gpus": gpus, "gpu_fraction": given["gpu_fraction"], "min_memory_gb": given["min_memory_gb"],
-              "gpu_model": given["gpu_model"] or None, "cpu": given["cpus"], "ram_gb": given["ram_gb"]}  # fmt: skip
+    fields = {"gpus": gpus, "gpu_fraction": gpu_fraction, "min_memory_gb": min_memory_gb,
+              "gpu_model": gpu_model or None, "cpu": cpu, "ram_gb": ram_gb}  # fmt: skip
     return present(fields)
 
 
@@ -90,28 +89,23 @@ MemoryOpt = typer.Option(None, "--min-memory-gb", min=0, help="Least GPU memory,
 GpuModelOpt = typer.Option(None, "--gpu-model", help="An acceptable GPU model (part of its name); repeat.")
 CpuOpt = typer.Option(None, "--cpus", min=0, help="CPU cores per replica.")
 RamOpt = typer.Option(None, "--ram-gb", min=0, help="Memory per replica, GiB.")
-# What each replica of a model asks for: `models create` and `models update` take the same options.
-HardwareOpts = OptionGroup(
-    gpus=(int, GpusOpt),
-    gpu_fraction=(float, FractionOpt),
-    min_memory_gb=(float, MemoryOpt),
-    gpu_model=(list[str], GpuModelOpt),
-    cpus=(float, CpuOpt),
-    ram_gb=(float, RamOpt),
-)
 
 
 @models.command("create")
-@HardwareOpts.expand
 def create(
     ref: str = RefArg,
-    hardware_options: dict[str, Any] = HardwareOpts,
+    gpus: int = GpusOpt,
+    gpu_fraction: float = FractionOpt,
+    min_memory_gb: float = MemoryOpt,
+    gpu_model: list[str] = GpuModelOpt,
+    cpus: float = CpuOpt,
+    ram_gb: float = RamOpt,
     description: str = typer.Option("", "--description", help="What the model does."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a model; its hardware is what each replica of it asks for (admins)."""
     owner, name = split_ref(_ref(ref))
-    hardware = _hardware(hardware_options)
+    hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
     with client() as c:
         m = c.create_model(name, owner=owner, description=description, **hardware)
     show_lines(
@@ -232,15 +226,19 @@ def versions(ref: str = RefArg, as_json: bool = JsonOpt, wide: bool = WideOpt) -
 
 
 @models.command("update")
-@HardwareOpts.expand
 def update(
     ref: str = RefArg,
-    hardware_options: dict[str, Any] = HardwareOpts,
+    gpus: int = GpusOpt,
+    gpu_fraction: float = FractionOpt,
+    min_memory_gb: float = MemoryOpt,
+    gpu_model: list[str] = GpuModelOpt,
+    cpus: float = CpuOpt,
+    ram_gb: float = RamOpt,
     description: str = typer.Option(None, "--description", help="What the model does."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Change the description, or the default hardware: any hardware option replaces it whole (admins)."""
-    hardware = _hardware(hardware_options)
+    hardware = _hardware(gpus, gpu_fraction, min_memory_gb, gpu_model, cpus, ram_gb)
     if description is None and not hardware:
         usage("nothing to change: give --description or hardware options")
     with client() as c:

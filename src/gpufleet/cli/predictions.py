@@ -11,16 +11,7 @@ from uuid import UUID
 
 import typer
 
-from gpufleet.cli.common import (
-    EXIT_TIMEOUT,
-    EXIT_UNSUCCESSFUL,
-    OptionGroup,
-    console,
-    emit_json,
-    err_console,
-    fail,
-    usage,
-)
+from gpufleet.cli.common import EXIT_TIMEOUT, EXIT_UNSUCCESSFUL, console, emit_json, err_console, fail, usage
 from gpufleet.cli.remote import JsonOpt, WideOpt, client, id_arg, resolve_local, show, show_lines, show_list
 from gpufleet.domain.models import DIGEST_RE, split_ref
 from gpufleet.errors import InvalidInput
@@ -290,10 +281,11 @@ def _deployment_row(d: DeploymentRead) -> dict[str, Any]:
     }
 
 
-def _scaling(given: dict[str, Any]) -> dict[str, Any]:
-    """The options of ``ScalingOpts`` that were given, as the SDK takes them."""
-    fields = {"version": given["version"], "hardware": given["hardware"], "min_instances": given["min_instances"],
-              "max_instances": given["max_instances"], "idle_timeout_s": given["idle_timeout"]}  # fmt: skip
+def _scaling(
+    version: str | None, hardware: str | None, min_instances: int | None, max_instances: int | None, idle: int | None
+) -> dict[str, Any]:
+    fields = {"version": version, "hardware": hardware, "min_instances": min_instances,
+              "max_instances": max_instances, "idle_timeout_s": idle}  # fmt: skip
     return present(fields)
 
 
@@ -302,38 +294,40 @@ HardwareOpt = typer.Option(None, "--hardware", help="'1x GPU', '0.5 GPU', '2x A1
 MinOpt = typer.Option(None, "--min", min=0, max=100, help="Replicas kept running (0: scale to zero).")
 MaxOpt = typer.Option(None, "--max", min=1, max=100, help="Most replicas at once.")
 IdleOpt = typer.Option(None, "--idle-timeout", min=1, max=86400, help="Seconds idle before a replica is drained.")
-# What a deployment runs and how it scales: `deployments create` and `deployments update` take the same options.
-ScalingOpts = OptionGroup(
-    version=(str, VersionOpt),
-    hardware=(str, HardwareOpt),
-    min_instances=(int, MinOpt),
-    max_instances=(int, MaxOpt),
-    idle_timeout=(int, IdleOpt),
-)
 
 
 @deployments.command("create")
-@ScalingOpts.expand
 def create_deployment(
     ref: str = RefArg,
     model: str = typer.Option(..., "--model", "-m", metavar="ORG/MODEL", help="The model it serves."),
-    scaling: dict[str, Any] = ScalingOpts,
+    version: str = VersionOpt,
+    hardware: str = HardwareOpt,
+    min_instances: int = MinOpt,
+    max_instances: int = MaxOpt,
+    idle_timeout: int = IdleOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a deployment of a model version (admins)."""
     owner, name = _split(ref)
     with client() as c:
-        fields = _scaling(scaling)
+        fields = _scaling(version, hardware, min_instances, max_instances, idle_timeout)
         d = c.create_deployment(name, model, owner=owner, **fields)
     _done(d, as_json, "created")
 
 
 @deployments.command("update")
-@ScalingOpts.expand
-def update_deployment(ref: str = RefArg, scaling: dict[str, Any] = ScalingOpts, as_json: bool = JsonOpt) -> None:
+def update_deployment(
+    ref: str = RefArg,
+    version: str = VersionOpt,
+    hardware: str = HardwareOpt,
+    min_instances: int = MinOpt,
+    max_instances: int = MaxOpt,
+    idle_timeout: int = IdleOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Change a deployment; a new version or hardware rolls its replicas one by one (admins)."""
     _split(ref)
-    fields = _scaling(scaling)
+    fields = _scaling(version, hardware, min_instances, max_instances, idle_timeout)
     if not fields:
         usage("nothing to change: give --version, --hardware, --min, --max or --idle-timeout")
     with client() as c:
