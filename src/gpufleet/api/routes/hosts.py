@@ -47,11 +47,11 @@ CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "the object's state 
 
 
 def host_read(host: HostDetail) -> HostRead:
-    return HostRead.model_validate(vars_of(host))
+    return HostRead.model_validate(host)
 
 
 def gpu_read(gpu: GpuDetail) -> GpuRead:
-    return GpuRead.model_validate(vars_of(gpu))
+    return GpuRead.model_validate(gpu)
 
 
 # ---------------------------------------------------------------- join tokens
@@ -81,14 +81,14 @@ async def list_join_tokens(
     rows = await host_views.page_join_tokens(
         db, ctx, limit=limit, after=decode_cursor(cursor), include_inactive=include_inactive
     )
-    return Page[JoinTokenRead].of(rows, limit, lambda t: JoinTokenRead.model_validate(vars_of(t)))
+    return Page[JoinTokenRead].of(rows, limit, lambda t: JoinTokenRead.model_validate(t))
 
 
 @router.delete("/join-tokens/{token_id}", tags=["join-tokens"], **requires("join_tokens.revoke", NOT_FOUND))
 async def revoke_join_token(token_id: UUID, ctx: Tenant, db: DB) -> JoinTokenRead:
     """Revoke a token (idempotent); hosts registered with it keep working."""
     token = await join_tokens.revoke_join_token(db, ctx, token_id=token_id)
-    return JoinTokenRead.model_validate(vars_of(token))
+    return JoinTokenRead.model_validate(token)
 
 
 # ---------------------------------------------------------------- hosts
@@ -239,7 +239,7 @@ async def fleet_summary(
 ) -> FleetSummaryRead:
     """GPUs by status and model, hosts by status, recent average load, foreign usage."""
     s = await metrics.fleet_summary(db, ctx, window_minutes=window_minutes)
-    models = [ModelCountRead.model_validate(vars_of(m)) for m in s.gpus_by_model]
+    models = [ModelCountRead.model_validate(m) for m in s.gpus_by_model]
     return FleetSummaryRead(
         organization_id=s.organization_id,
         window_minutes=s.window_minutes,
