@@ -28,7 +28,7 @@ from gpufleet.schemas.tenancy import (
     OrganizationCreated,
     OrganizationRead,
 )
-from gpufleet.sdk.base import LONG_POLL_MARGIN_S, ApiError, BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, ApiError, BaseClient, present
 from gpufleet.sdk.costs import CostsMixin
 from gpufleet.sdk.hosts import HostsMixin
 from gpufleet.sdk.jobs import JobsMixin
@@ -84,7 +84,7 @@ class Client(JobsMixin, HostsMixin, CostsMixin, WebhooksMixin, ModelsMixin, Pred
     def update_organization(
         self, org_id: UUID, *, name: str | None = None, settings: dict[str, Any] | None = None
     ) -> OrganizationRead:
-        body = {k: v for k, v in {"name": name, "settings": settings}.items() if v is not None}
+        body = present({"name": name, "settings": settings})
         return self._one(OrganizationRead, "PATCH", f"/v1/organizations/{org_id}", json=body)
 
     def delete_organization(self, org_id: UUID) -> None:

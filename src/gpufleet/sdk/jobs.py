@@ -16,7 +16,7 @@ from gpufleet.limits import WAIT_MAX_S
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.execution import LogEntryOut, LogPageOut
 from gpufleet.schemas.jobs import EventRead, JobCreate, JobRead, QuotaRead, RetryPolicy
-from gpufleet.sdk.base import LONG_POLL_MARGIN_S, BaseClient
+from gpufleet.sdk.base import LONG_POLL_MARGIN_S, BaseClient, present
 from gpufleet.sdk.errors import GpufleetError, ServiceUnavailable, api_error
 from gpufleet.sdk.sse import events
 
@@ -192,7 +192,7 @@ class JobsMixin(BaseClient):
         (``Last-Event-ID``), up to ``reconnects`` times in a row, waiting longer each time."""
         last_id: str | None = None
         backoff = Backoff(backoff_s, cap=max(backoff_s, 10.0))  # reset by every entry that arrives
-        params = {k: v for k, v in {"attempt": attempt, "after_seq": after_seq}.items() if v is not None}
+        params = present({"attempt": attempt, "after_seq": after_seq})
         timeout = httpx.Timeout(self._http.timeout.connect, read=FOLLOW_READ_TIMEOUT_S)
         while True:
             headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}

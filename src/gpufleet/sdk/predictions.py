@@ -57,20 +57,18 @@ def create_request(
     return f"/v1/models/{owner}/{name}/predictions", body
 
 
-def wait_header(wait: float | bool | None) -> tuple[dict[str, str], float | None]:
-    """The ``Prefer`` header and the HTTP timeout that lets the server hold the answer."""
-    if wait is None or wait is False:
-        return {}, None
-    seconds = PREFER_WAIT_MAX_S if wait is True else max(1, min(PREFER_WAIT_MAX_S, round(wait)))
-    return {"Prefer": f"wait={seconds}"}, seconds + 15.0
-
-
 def create_headers(wait: float | bool | None, source: str | None) -> tuple[dict[str, str], Any]:
-    """A create's headers (``Prefer: wait``, the caller's ``X-Gpufleet-Source``) and its HTTP timeout."""
-    headers, timeout = wait_header(wait)
+    """A create's headers (``Prefer: wait``, the caller's ``X-Gpufleet-Source``) and its HTTP timeout,
+    long enough to let the server hold the answer."""
+    headers: dict[str, str] = {}
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
+    if wait is not None and wait is not False:
+        seconds = PREFER_WAIT_MAX_S if wait is True else max(1, min(PREFER_WAIT_MAX_S, round(wait)))
+        headers["Prefer"] = f"wait={seconds}"
+        timeout = seconds + 15.0
     if source:
         headers["X-Gpufleet-Source"] = source
-    return headers, timeout or httpx.USE_CLIENT_DEFAULT
+    return headers, timeout
 
 
 def predictions_request(limit: int, cursor_url: str | None) -> tuple[str, dict[str, Any] | None]:

@@ -9,7 +9,7 @@ from uuid import UUID
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.common import Page
 from gpufleet.schemas.webhooks import DeliveryRead, WebhookCreated, WebhookRead
-from gpufleet.sdk.base import BaseClient
+from gpufleet.sdk.base import BaseClient, present
 
 
 class WebhooksMixin(BaseClient):
@@ -28,7 +28,7 @@ class WebhooksMixin(BaseClient):
 
     def update_webhook(self, webhook_id: UUID, **changes: Any) -> WebhookRead:
         """``url``, ``event_types``, ``description``, ``enabled`` (true re-enables a disabled one)."""
-        body = {k: v for k, v in changes.items() if v is not None}
+        body = present(changes)
         return self._one(WebhookRead, "PATCH", f"/v1/webhooks/{webhook_id}", json=body)
 
     def delete_webhook(self, webhook_id: UUID) -> None:
