@@ -102,3 +102,19 @@ class Membership:
     user_id: UUID
     role: Role
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never its secret (shown once, at creation), only its prefix."""
+
+    id: UUID
+    organization_id: UUID
+    user_id: UUID
+    name: str
+    prefix: str
+    role: Role
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime

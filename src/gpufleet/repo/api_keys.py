@@ -7,23 +7,9 @@ from datetime import datetime
 from uuid import UUID
 
 from gpufleet.db.pool import Connection as Conn
-from gpufleet.domain.tenancy import Role
+from gpufleet.domain.tenancy import ApiKey, Role
 from gpufleet.repo import keyset
 from gpufleet.repo.rows import Table, mapper
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    id: UUID
-    organization_id: UUID
-    user_id: UUID
-    name: str
-    prefix: str
-    role: Role
-    expires_at: datetime | None
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

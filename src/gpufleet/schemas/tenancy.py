@@ -9,8 +9,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, field_validator
 
-from gpufleet.domain.tenancy import Role
-from gpufleet.schemas.common import JsonObject, RequestModel, ResponseModel, Timestamp
+from gpufleet.domain.tenancy import ApiKey, Role
+from gpufleet.schemas.common import JsonObject, RequestModel, ResponseModel, Timestamp, vars_of
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -143,6 +143,11 @@ class ApiKeyRead(ResponseModel):
 
 class ApiKeyCreated(ApiKeyRead):
     secret: str = Field(description="Shown once; store it now. Only its SHA-256 is kept.")
+
+    @classmethod
+    def of(cls, key: ApiKey, secret: str) -> ApiKeyCreated:
+        """A new API key with its secret, the one answer that shows the secret."""
+        return cls.model_validate({**vars_of(key), "secret": secret})
 
 
 OrganizationCreated.model_rebuild()

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
+from gpufleet.domain.tenancy import ApiKey, Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal, secret_hash
@@ -135,7 +135,7 @@ async def create_key(
 
 async def list_keys(
     db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None
-) -> list[api_keys.ApiKey]:
+) -> list[ApiKey]:
     me, my_role = ctx.member()
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
@@ -144,7 +144,7 @@ async def list_keys(
     return keys if my_role.at_least(Role.ADMIN) else [k for k in keys if k.user_id == me]
 
 
-async def get_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys.ApiKey:
+async def get_key(db: Database, ctx: TenantContext, key_id: UUID) -> ApiKey:
     me, my_role = ctx.member()
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
@@ -154,7 +154,7 @@ async def get_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys.Ap
     return key
 
 
-async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> api_keys.ApiKey:
+async def revoke_key(db: Database, ctx: TenantContext, key_id: UUID) -> ApiKey:
     me, my_role = ctx.member()
     key = await get_key(db, ctx, key_id)
     if key.user_id != me and not my_role.at_least(key.role):

@@ -13,7 +13,7 @@ import asyncpg
 
 from gpufleet import security
 from gpufleet.db.pool import Database
-from gpufleet.domain.tenancy import Organization, Role, TenantContext, User, user_actor
+from gpufleet.domain.tenancy import ApiKey, Organization, Role, TenantContext, User, user_actor
 from gpufleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gpufleet.repo import api_keys, events, members, orgs
 from gpufleet.services.auth import Principal
@@ -28,7 +28,7 @@ class Me:
 
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
-    key: api_keys.ApiKey
+    key: ApiKey
     secret: str
 
 

@@ -17,7 +17,6 @@ from gpufleet.api.deps import (
     forget_credentials,
     requires,
 )
-from gpufleet.api.routes.tenancy import key_created
 from gpufleet.pagination import decode_cursor
 from gpufleet.schemas.common import Page, vars_of
 from gpufleet.schemas.tenancy import (
@@ -85,14 +84,14 @@ async def accept_invite(body: InviteAccept, db: DB, caller: MaybeCaller) -> Invi
         organization=OrganizationRead.model_validate(org),
         user=UserRead.model_validate(user),
         role=role,
-        api_key=key_created(key),
+        api_key=ApiKeyCreated.of(key.key, key.secret),
     )
 
 
 @router.post("/api-keys", status_code=201, tags=["api-keys"], **requires("api_keys.create"))
 async def create_api_key(body: ApiKeyCreate, ctx: Tenant, db: DB) -> ApiKeyCreated:
     key = await access.create_key(db, ctx, name=body.name, role=body.role, expires_at=body.expires_at)
-    return key_created(key)
+    return ApiKeyCreated.of(key.key, key.secret)
 
 
 @router.get("/api-keys", tags=["api-keys"], **requires("api_keys.list"))

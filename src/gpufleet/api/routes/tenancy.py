@@ -18,7 +18,7 @@ from gpufleet.api.deps import (
     requires,
 )
 from gpufleet.pagination import decode_cursor
-from gpufleet.schemas.common import Page, vars_of
+from gpufleet.schemas.common import Page
 from gpufleet.schemas.tenancy import (
     ApiKeyCreated,
     MemberRead,
@@ -32,7 +32,6 @@ from gpufleet.schemas.tenancy import (
     UserRead,
 )
 from gpufleet.services import orgs
-from gpufleet.services.orgs import CreatedKey
 
 router = APIRouter(prefix="/v1")
 
@@ -60,7 +59,7 @@ async def create_organization(body: OrganizationCreate, p: Caller, db: DB) -> Or
     org, key = await orgs.create(db, p, name=body.name, slug=body.slug, with_key=p.credential == "api_key")
     return OrganizationCreated(
         organization=OrganizationRead.model_validate(org),
-        api_key=key_created(key) if key else None,
+        api_key=ApiKeyCreated.of(key.key, key.secret) if key else None,
     )
 
 
@@ -109,8 +108,3 @@ async def remove_member(user_id: UUID, ctx: Tenant, db: DB, request: Request) ->
     await orgs.remove_member(db, ctx, user_id)
     forget_credentials(request)
     return Response(status_code=204)
-
-
-def key_created(created: CreatedKey) -> ApiKeyCreated:
-    """A new API key with its secret, the one answer that shows the secret."""
-    return ApiKeyCreated.model_validate({**vars_of(created.key), "secret": created.secret})
