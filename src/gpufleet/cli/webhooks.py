@@ -8,7 +8,7 @@ from uuid import UUID
 import typer
 
 from gpufleet.cli.common import console
-from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve_local, show
+from gpufleet.cli.remote import JsonOpt, WideOpt, client, resolve_local, show, show_list
 from gpufleet.limits import MAX_PAGE
 from gpufleet.schemas.webhooks import DeliveryRead, WebhookRead
 from gpufleet.sdk import Client
@@ -80,9 +80,7 @@ def create(
 @webhooks.command("list")
 def list_(as_json: bool = JsonOpt, wide: bool = WideOpt) -> None:
     """The organization's webhooks, their filters, and why one is disabled or failing."""
-    with client() as c:
-        found = c.list_webhooks()
-    show(found if as_json else [_row(w) for w in found], as_json, None if as_json else COLUMNS, wide=wide)
+    show_list(Client.list_webhooks, as_json, _row, COLUMNS, wide=wide)
 
 
 @webhooks.command("show")
