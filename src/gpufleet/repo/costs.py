@@ -282,12 +282,6 @@ async def job_costs(conn: Conn, *, org_id: UUID, job_ids: list[UUID]) -> dict[UU
     return {j: money[j][0] if j in money else Decimal(0) for j in job_ids}
 
 
-async def set_estimate(conn: Conn, *, org_id: UUID, job_id: UUID, estimate: Decimal) -> None:
-    await conn.execute(
-        "update jobs set cost_estimate = $3 where organization_id = $1 and id = $2", org_id, job_id, estimate
-    )
-
-
 async def db_now(conn: Conn) -> datetime:
     """The database clock (the transaction's start): every cost is judged by it."""
     value: datetime = await conn.fetchval("select now()")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -79,18 +80,26 @@ _job = mapper(
     kind=optional("job"),
 )
 _jobs = Table(
-    "jobs", _job, insert=", ".join(("organization_id", "submitted_by", "kind", *_SPEC_COLUMNS, *_GPU_COLUMNS))
+    "jobs",
+    _job,
+    insert=", ".join(("organization_id", "submitted_by", "kind", "cost_estimate", *_SPEC_COLUMNS, *_GPU_COLUMNS)),
 )
 
 
 async def create_gpu_job(
-    conn: Conn, *, org_id: UUID, spec: JobSpec, submitted_by: UUID | None = None, kind: str = "job"
+    conn: Conn,
+    *,
+    org_id: UUID,
+    spec: JobSpec,
+    submitted_by: UUID | None = None,
+    kind: str = "job",
+    cost_estimate: Decimal | None = None,
 ) -> Job:
     """Insert a job in ``pending``; status, timestamps and tenant are the server's, never the client's."""
     gpu = spec.gpu
     values: list[Any] = [getattr(spec, c) for c in _SPEC_COLUMNS]
     values += [gpu.count, gpu.milli, gpu.memory_min_mib, list(gpu.models)]
-    return await _jobs.insert(conn, org_id, submitted_by, kind, *values)
+    return await _jobs.insert(conn, org_id, submitted_by, kind, cost_estimate, *values)
 
 
 async def get(conn: Conn, *, org_id: UUID, job_id: UUID) -> Job | None:

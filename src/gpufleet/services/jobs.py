@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from uuid import UUID
 
 from gpufleet import states
@@ -24,7 +23,6 @@ from gpufleet.domain.jobs import Job, JobPage, JobSpec, JobStatus
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import InvalidInput, InvalidTransition
 from gpufleet.pagination import decode_cursor, paginate
-from gpufleet.repo import costs as costs_repo
 from gpufleet.repo import events as events_repo
 from gpufleet.repo import jobs as repo
 from gpufleet.services import budgets, costs
@@ -38,9 +36,8 @@ KINDS = ("job", "replica", "all")
 
 async def submit(db: Database, ctx: TenantContext, spec: JobSpec) -> Job:
     """Validate and queue a job; the scheduler is woken when this transaction commits."""
-    clean = validate(spec)
     async with db.transaction(ctx.org_id, user_id=ctx.user_id) as conn:
-        return await submit_in(conn, ctx, clean)
+        return await submit_in(conn, ctx, spec)
 
 
 async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
@@ -49,10 +46,7 @@ async def submit_in(conn: Connection, ctx: TenantContext, spec: JobSpec) -> Job:
     clean = validate(spec)
     estimate = await costs.estimate(conn, org_id, clean)
     await budgets.admit(conn, org_id, user_id=submitted_by, labels=clean.labels, estimate=estimate)
-    job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by)
-    if estimate is not None:
-        await costs_repo.set_estimate(conn, org_id=org_id, job_id=job.id, estimate=estimate)
-        job = replace(job, cost_estimate=estimate)
+    job = await repo.create_gpu_job(conn, org_id=org_id, spec=clean, submitted_by=submitted_by, cost_estimate=estimate)
     await record_submitted(conn, job, actor=ctx.actor)
     return job
 
