@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gpufleet.background.loop import in_batches, run_periodically
+from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Database, in_batches
 from gpufleet.repo import costs as repo
 from gpufleet.services import budget_stop, budgets
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gpufleet.background.loop import in_batches, run_periodically
+from gpufleet.background.loop import run_periodically
 from gpufleet.config import Settings
-from gpufleet.db.pool import Database
+from gpufleet.db.pool import Database, in_batches
 from gpufleet.repo import files as repo
 
 log = logging.getLogger(__name__)

@@ -12,22 +12,8 @@ import random
 from collections.abc import Awaitable, Callable
 
 from gpufleet.backoff import delay_after
-from gpufleet.db.pool import Connection, Database
 
 log = logging.getLogger(__name__)
-
-
-async def in_batches(db: Database, step: Callable[[Connection, int], Awaitable[int]], *, batch: int) -> int:
-    """Run ``step(conn, batch)`` (it handles at most ``batch`` rows and says how many), each time in
-    its own system transaction, until a step handles fewer; the total. No statement holds many locks
-    or a long transaction."""
-    total = 0
-    while True:
-        async with db.system_transaction() as conn:
-            n = await step(conn, batch)
-        total += n
-        if n < batch:
-            return total
 
 
 async def run_periodically(

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -220,3 +220,16 @@ class Database:
         """The schema owner's connection: migrations and partition maintenance (DDL) only."""
         async with self.owner_pool.acquire() as conn:
             yield conn
+
+
+async def in_batches(db: Database, step: Callable[[Connection, int], Awaitable[int]], *, batch: int) -> int:
+    """Run ``step(conn, batch)`` (it handles at most ``batch`` rows and says how many), each time in
+    its own system transaction, until a step handles fewer; the total. No statement holds many locks
+    or a long transaction."""
+    total = 0
+    while True:
+        async with db.system_transaction() as conn:
+            n = await step(conn, batch)
+        total += n
+        if n < batch:
+            return total

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gpufleet.db.pool import Connection, Database
+from gpufleet.db.pool import Connection, Database, in_batches
 from gpufleet.domain.tenancy import TenantContext
 from gpufleet.errors import Conflict, InvalidInput
 from gpufleet.repo import idempotency as repo
@@ -131,10 +131,6 @@ async def once(
 
 async def purge(db: Database, *, retention_s: float = RETENTION_S, batch: int = 5000) -> int:
     """Delete expired keys in batches; how many went (events retention calls this)."""
-    total = 0
-    while True:
-        async with db.system_transaction() as conn:
-            n = await repo.delete_expired(conn, retention_s=retention_s, limit=batch)
-        total += n
-        if n < batch:
-            return total
+    return await in_batches(
+        db, lambda conn, n: repo.delete_expired(conn, retention_s=retention_s, limit=n), batch=batch
+    )
