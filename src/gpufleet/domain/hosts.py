@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from gpufleet.domain.tenancy import host_actor
+
 if TYPE_CHECKING:
     from gpufleet.config import Settings
 
@@ -202,6 +204,11 @@ class HostIdentity:
     # SHA-256 of the credential it authenticated with: a heartbeat re-checks it in its own
     # transaction, so an identity remembered by a cache dies with a revoked or replaced credential.
     credential_hash: bytes | None = None
+
+    @property
+    def actor(self) -> str:
+        """What its events record as their actor (``host:<name>``)."""
+        return host_actor(self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from gpufleet.db.pool import Database
 from gpufleet.domain.hosts import HeartbeatPolicy, HeartbeatReport, HeartbeatResult, HostIdentity
-from gpufleet.domain.tenancy import host_actor
 from gpufleet.errors import Unauthorized
 from gpufleet.repo import events
 from gpufleet.repo import gpus as gpus_repo
@@ -36,7 +35,7 @@ async def heartbeat(
     series = report.sample_series()
     span = inventory.validate_series(series, policy)
     org_id, host_id = identity.org_id, identity.host_id
-    actor = host_actor(identity.name)
+    actor = identity.actor
     async with db.flat_transaction(org_id) as conn:  # no savepoint machinery on the hot path
         stamped = await heartbeats_repo.stamp(
             conn,

@@ -291,7 +291,7 @@ async def remove_host(db: Database, ctx: TenantContext, *, host_id: UUID) -> Hos
 
 
 async def _gpu_transition(
-    conn: Connection, gpu: GpuDetail, to: GpuStatus, *, reason: str | None, actor: str | None
+    conn: Connection, ctx: TenantContext, gpu: GpuDetail, to: GpuStatus, *, reason: str | None
 ) -> GpuDetail:
     states.check(states.GPU_TRANSITIONS, gpu.status, to, entity="GPU")
     moved = await gpus_repo.transition(
@@ -304,14 +304,8 @@ async def _gpu_transition(
     )
     if moved is None:
         raise InvalidTransition(f"GPU {gpu.uuid} changed meanwhile; try again")
-    await events.append(
-        conn,
-        gpu.organization_id,
-        "gpu",
-        gpu.id,
-        f"gpu.{to.value}",
-        {"from": gpu.status.value, "to": to.value, "reason": reason},
-        actor=actor,
+    await events.record(
+        conn, ctx, "gpu", gpu.id, f"gpu.{to.value}", {"from": gpu.status.value, "to": to.value, "reason": reason}
     )
     return moved
 
@@ -320,17 +314,17 @@ async def set_gpu_maintenance(
     db: Database, ctx: TenantContext, *, gpu_id: UUID, on: bool, reason: str | None = None
 ) -> GpuDetail:
     """Take a GPU out of service (``on``) or put it back; running work on it is not touched."""
-    org_id, actor = ctx.org_id, ctx.actor
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         gpu = found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True), f"GPU {gpu_id}")
         if on:
             if gpu.status is GpuStatus.MAINTENANCE:
                 return gpu
-            return await _gpu_transition(conn, gpu, GpuStatus.MAINTENANCE, reason=reason, actor=actor)
+            return await _gpu_transition(conn, ctx, gpu, GpuStatus.MAINTENANCE, reason=reason)
         if gpu.status is not GpuStatus.MAINTENANCE:
             raise InvalidTransition(f"GPU {gpu.uuid} is {gpu.status}, not in maintenance")
         back = GpuStatus.ALLOCATED if gpu.allocated_milli > 0 else GpuStatus.AVAILABLE
-        return await _gpu_transition(conn, gpu, back, reason=None, actor=actor)
+        return await _gpu_transition(conn, ctx, gpu, back, reason=None)
 
 
 async def clear_gpu_health(db: Database, ctx: TenantContext, *, gpu_id: UUID) -> GpuDetail:
@@ -339,10 +333,10 @@ async def clear_gpu_health(db: Database, ctx: TenantContext, *, gpu_id: UUID) ->
     If the cause persists (uncorrected ECC errors stay counted until the driver reloads, a GPU
     still too hot), the next heartbeat marks it unhealthy again.
     """
-    org_id, actor = ctx.org_id, ctx.actor
+    org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         gpu = found(await gpus_repo.get(conn, org_id=org_id, gpu_id=gpu_id, for_update=True), f"GPU {gpu_id}")
         if gpu.status is not GpuStatus.UNHEALTHY:
             raise InvalidTransition(f"GPU {gpu.uuid} is {gpu.status}, not unhealthy")
         back = GpuStatus.ALLOCATED if gpu.allocated_milli > 0 else GpuStatus.AVAILABLE
-        return await _gpu_transition(conn, gpu, back, reason=None, actor=actor)
+        return await _gpu_transition(conn, ctx, gpu, back, reason=None)

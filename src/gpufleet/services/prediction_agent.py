@@ -36,7 +36,6 @@ from gpufleet.repo import replicas as replicas_repo
 from gpufleet.repo.replicas import ClaimView
 from gpufleet.services.hosts import ensure_current
 from gpufleet.services.prediction_events import predictions_moved, webhook
-from gpufleet.services.reports import actor_of
 from gpufleet.services.wakeups import WakeHub
 
 CLAIM_WAIT_MAX_S = 30.0
@@ -123,7 +122,7 @@ async def _claim_once(db: Database, identity: HostIdentity, slots: Sequence[Clai
             )
             if got:
                 busy.append(view.replica_id)
-                await predictions_moved(conn, got, actor=actor_of(identity))
+                await predictions_moved(conn, got, actor=identity.actor)
             claimed += [Claimed(p.id, view.replica_id, p.input, p.stream, p.created_at) for p in got]
         await replicas_repo.touch(conn, org_id=org_id, replica_ids=busy)
         await replicas_repo.mark_drain_sent(conn, org_id=org_id, replica_ids=drain)
@@ -153,7 +152,7 @@ async def apply_events(db: Database, identity: HostIdentity, events: Sequence[Pr
         if e.predict_time is not None and (not math.isfinite(e.predict_time) or e.predict_time < 0):
             raise InvalidInput(f"events[{i}].predict_time must be >= 0", field=f"events[{i}].predict_time")
     org_id = identity.org_id
-    actor = actor_of(identity)
+    actor = identity.actor
     results: list[EventResult] = []
     async with db.transaction(org_id) as conn:
         await ensure_current(conn, identity)

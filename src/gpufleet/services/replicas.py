@@ -17,7 +17,7 @@ from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import replicas as repo
 from gpufleet.services.hosts import ensure_current
 from gpufleet.services.prediction_events import replica_event
-from gpufleet.services.reports import actor_of, fence, stale_attempt
+from gpufleet.services.reports import fence, stale_attempt
 
 MAX_ERROR = 4000
 
@@ -61,7 +61,7 @@ async def report_state(
         if found is None or found.id != replica_id:
             raise stale_attempt(job_id, attempt, f"replica {replica_id} does not run as this job", job)
         await deployments_repo.get(conn, org_id=identity.org_id, deployment_id=found.deployment_id, lock=True)
-        actor = actor_of(identity)
+        actor = identity.actor
         if state == "failed":
             await repo.set_timings(
                 conn,

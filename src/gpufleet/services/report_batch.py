@@ -251,7 +251,7 @@ async def _job_events(conn: Conn, identity: HostIdentity, rows: Sequence[tuple[U
     """The events ``(job_id, type, data)`` of the host's jobs a batch moved, in one INSERT, by its agent."""
     org_id = identity.org_id
     await events_repo.append_many(
-        conn, [(org_id, "job", job_id, type, data) for job_id, type, data in rows], actor=reports.actor_of(identity)
+        conn, [(org_id, "job", job_id, type, data) for job_id, type, data in rows], actor=identity.actor
     )
 
 

@@ -30,7 +30,6 @@ from gpufleet.domain.execution import (
 )
 from gpufleet.domain.hosts import HostIdentity
 from gpufleet.domain.jobs import Job, JobStatus
-from gpufleet.domain.tenancy import host_actor
 from gpufleet.errors import InvalidInput, StaleAttempt
 from gpufleet.repo import execution as repo
 from gpufleet.repo import jobs as jobs_repo
@@ -41,10 +40,6 @@ from gpufleet.services.transitions import transition_job
 
 MAX_REASON = 2000
 J = JobStatus
-
-
-def actor_of(identity: HostIdentity) -> str:
-    return host_actor(identity.name)
 
 
 def stale_attempt(job_id: UUID, attempt: int, why: str, job: Job | None = None) -> StaleAttempt:
@@ -114,7 +109,7 @@ async def start(
         conn,
         job,
         J.RUNNING,
-        actor=actor_of(identity),
+        actor=identity.actor,
         data={"host_id": str(identity.host_id), "pid": pid, "note": note},
     )
     await repo.mark_started(
@@ -184,7 +179,7 @@ async def apply_exit_on(
         raise stale_attempt(job.id, attempt, f"the job already ended as {job.status}", job)
     if job.status not in (J.ALLOCATED, J.RUNNING):
         raise stale_attempt(job.id, attempt, f"the job is {job.status}", job)
-    actor = actor_of(identity)
+    actor = identity.actor
     if job.status is J.ALLOCATED and not (target is J.CANCELLED or (target is J.FAILED and outcome.start_failure)):
         job = await start(conn, job, identity, note="reported with its exit")  # the start report was lost
     await repo.record_outcome(
@@ -314,7 +309,7 @@ async def reconcile(
                 continue
             if (job_id, job.attempt) in known:
                 continue
-            await end_lost(conn, job, reason=PROCESS_LOST, cause="process_lost", actor=actor_of(identity))
+            await end_lost(conn, job, reason=PROCESS_LOST, cause="process_lost", actor=identity.actor)
             lost.append(job_id)
     return ReconcileResult(decisions, lost)
 

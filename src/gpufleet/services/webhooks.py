@@ -45,7 +45,7 @@ async def check_url(url: str, settings: Settings, resolver: ssrf.Resolver = ssrf
 
 
 async def _event(conn: Any, w: Webhook, type: str, data: dict[str, Any], ctx: TenantContext) -> None:
-    await events.append(conn, w.organization_id, "webhook", w.id, type, data, actor=ctx.actor)
+    await events.record(conn, ctx, "webhook", w.id, type, data)
 
 
 async def create(
