@@ -26,6 +26,7 @@ from gpufleet.repo import predictions as predictions_repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import deployments
 from gpufleet.services.autoscale import Queue, ReplicaLoad, ScaleInput, decide
+from gpufleet.services.models import owner_slug
 from gpufleet.services.replica_end import stop_orphan
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ async def tick(
         if decision.idle:
             return
         log.info("autoscaler: %s: %s", d.name, "; ".join(decision.reasons))
-        owner = await deployments.owner_slug(conn, org_id)
+        owner = await owner_slug(conn, org_id)
         for version_id in decision.start:
             version = await models_repo.get_version(conn, org_id=org_id, version_id=version_id)
             if version is None:

@@ -30,9 +30,10 @@ class JobStatus(StrEnum):
 def gpu_share_error(count: int, milli: int) -> tuple[str, str] | None:
     """The rule ``count`` GPUs of ``milli`` thousandths each breaks, as (field, message); None if none.
 
-    The one statement of what a GPU count and share may be: ``GpuRequirement.validate`` raises it
-    as ``InvalidInput`` for submitted jobs, the allocator's ``JobRequest`` as ``ValueError`` for
-    requests built from a trace. A CPU-only job (count 0) holds milli 0; its default 1000 is allowed.
+    The one statement of what a job's GPU count and share may be: ``GpuRequirement.validate`` raises
+    it as ``InvalidInput`` for submitted jobs, the allocator's ``JobRequest`` as ``ValueError`` for
+    requests built from a trace (a model's default hardware states its rules in the API's words,
+    ``domain/models.Hardware``). A CPU-only job (count 0) holds milli 0; its default 1000 is allowed.
     """
     if count < 0:
         return "gpu_count", f"must be >= 0, got {count}"

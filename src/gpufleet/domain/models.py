@@ -11,6 +11,7 @@ from uuid import UUID
 
 from gpufleet.domain.jobs import GpuRequirement, mib_of_gb
 from gpufleet.errors import InvalidInput
+from gpufleet.limits import MAX_GPUS
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
@@ -59,8 +60,8 @@ class Hardware:
     ram_mb: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.gpu_count <= 64:
-            raise InvalidInput("gpus: from 0 to 64", field="gpus")
+        if not 0 <= self.gpu_count <= MAX_GPUS:
+            raise InvalidInput(f"gpus: from 0 to {MAX_GPUS}", field="gpus")
         if not 0 <= self.gpu_milli <= 1000:
             raise InvalidInput("gpu_fraction: from 0 to 1", field="gpu_fraction")
         if self.gpu_milli != 1000 and self.gpu_count != 1 and not (self.gpu_count == 0 and self.gpu_milli == 0):

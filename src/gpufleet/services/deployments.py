@@ -24,7 +24,6 @@ from gpufleet.errors import Conflict, InvalidInput, NotFound
 from gpufleet.repo import deployments as repo
 from gpufleet.repo import jobs as jobs_repo
 from gpufleet.repo import models as models_repo
-from gpufleet.repo import orgs as orgs_repo
 from gpufleet.repo import prediction_queue as queue
 from gpufleet.repo import predictions as predictions_repo
 from gpufleet.repo import replicas as replicas_repo
@@ -32,7 +31,7 @@ from gpufleet.services import budgets, costs
 from gpufleet.services import jobs as jobs_service
 from gpufleet.services.job_spec import validate
 from gpufleet.services.lookup import found
-from gpufleet.services.models import named_model
+from gpufleet.services.models import named_model, owner_slug
 from gpufleet.services.prediction_events import deployment_event, predictions_moved, replica_event
 from gpufleet.services.transitions import transition_job
 
@@ -45,11 +44,6 @@ class Scaling:
     min_replicas: int | None = None
     max_replicas: int | None = None
     idle_timeout_s: int | None = None
-
-
-async def owner_slug(conn: Conn, org_id: UUID) -> str:
-    org = found(await orgs_repo.get(conn, org_id=org_id), "organization")
-    return org.slug
 
 
 async def named(conn: Conn, org_id: UUID, slug: str, owner: str, name: str) -> Deployment:

@@ -24,10 +24,9 @@ from gpufleet.repo import models as repo
 from gpufleet.services.lookup import found
 
 
-async def _slug(conn: Connection, org_id: UUID) -> str:
-    org = await orgs.get(conn, org_id=org_id)
-    assert org is not None
-    return org.slug
+async def owner_slug(conn: Connection, org_id: UUID) -> str:
+    """The organization's slug: the owner part of its models' and deployments' OWNER/NAME."""
+    return found(await orgs.get(conn, org_id=org_id), "organization").slug
 
 
 async def find_model(
@@ -35,7 +34,7 @@ async def find_model(
 ) -> tuple[str, ModelRecord]:
     """(the organization's slug, the model ``owner/name``) in the caller's transaction; NotFound
     when ``owner`` is not this organization's slug or it has no such model (predictions use it)."""
-    slug = await _slug(conn, org_id)
+    slug = await owner_slug(conn, org_id)
     return slug, await named_model(conn, org_id, slug, owner, name, for_update=for_update)
 
 
@@ -49,7 +48,7 @@ async def named_model(
 
 
 async def _event(conn: Connection, ctx: TenantContext, m: ModelRecord, type: str, data: dict[str, Any]) -> None:
-    await events.append(conn, m.organization_id, "model", m.id, type, {"name": m.name, **data}, actor=ctx.actor)
+    await events.record(conn, ctx, "model", m.id, type, {"name": m.name, **data})
 
 
 def _hardware_data(h: Hardware) -> dict[str, Any]:
@@ -62,7 +61,7 @@ async def create(
     org_id = ctx.org_id
     check_name(name)
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        slug = await _slug(conn, org_id)
+        slug = await owner_slug(conn, org_id)
         if owner is not None and owner != slug:
             raise NotFound(f"organization {owner!r} not found; this credential's organization is {slug!r}")
         m = await repo.create_model(
@@ -87,7 +86,7 @@ async def get(db: Database, ctx: TenantContext, owner: str, name: str) -> ModelV
 async def page(db: Database, ctx: TenantContext, *, limit: int, after: tuple[datetime, UUID] | None) -> list[ModelView]:
     org_id = ctx.org_id
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
-        slug = await _slug(conn, org_id)
+        slug = await owner_slug(conn, org_id)
         rows = await repo.page_models(conn, org_id=org_id, limit=limit, after=after)
         latest = await repo.versions_of(
             conn, org_id=org_id, version_ids=[m.latest_version_id for m in rows if m.latest_version_id]
@@ -191,9 +190,7 @@ async def version_page(
 
 async def _version(conn: Connection, org_id: UUID, m: ModelRecord, owner: str, digest: str) -> VersionRecord:
     v = await repo.find_version(conn, org_id=org_id, digest=digest, model_id=m.id) if DIGEST_RE.match(digest) else None
-    if v is None:
-        raise NotFound(f"version {digest} of model {owner}/{m.name} not found")
-    return v
+    return found(v, f"version {digest} of model {owner}/{m.name}")
 
 
 async def version(db: Database, ctx: TenantContext, owner: str, name: str, digest: str) -> VersionRecord:

@@ -164,10 +164,9 @@ async def _owners_and_member(conn: Any, org_id: UUID, user_id: UUID) -> tuple[li
 
 
 async def set_role(db: Database, ctx: TenantContext, user_id: UUID, role: Role) -> members.Member:
+    check_new_role(ctx, role)
     _, my_role = ctx.member()
     org_id = ctx.org_id
-    if not my_role.at_least(role):
-        raise Forbidden(f"a {my_role} cannot grant the {role} role")
     async with db.transaction(org_id, user_id=ctx.user_id) as conn:
         owners, target = await _owners_and_member(conn, org_id, user_id)
         if not my_role.at_least(target.role):

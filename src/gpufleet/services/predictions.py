@@ -33,7 +33,7 @@ from gpufleet.repo import predictions as repo
 from gpufleet.repo import replicas as replicas_repo
 from gpufleet.services import deployments
 from gpufleet.services.lookup import found
-from gpufleet.services.models import named_model
+from gpufleet.services.models import named_model, owner_slug
 from gpufleet.services.prediction_events import predictions_moved
 from gpufleet.services.wakeups import WakeHub
 from gpufleet.webhooks.signing import SecretBox, new_secret
@@ -143,7 +143,7 @@ async def create_in(
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     events_filter = check_webhook_filter(new.webhook_events_filter)
     webhook = _check_webhook(new.webhook)
-    slug = await deployments.owner_slug(conn, org_id)
+    slug = await owner_slug(conn, org_id)
     m, v, explicit = await _resolve(conn, org_id, slug, target)
     clean = validate_input(v.openapi_schema, new.input)  # before anything is written
     d = explicit or await deployments.implicit_for(conn, org_id, m, v)
@@ -196,7 +196,7 @@ async def get(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple[st
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
         p = found(await repo.get(conn, org_id=org_id, prediction_id=prediction_id), f"prediction {prediction_id}")
-        return await deployments.owner_slug(conn, org_id), p
+        return await owner_slug(conn, org_id), p
 
 
 async def list_page(db: Database, ctx: TenantContext, *, limit: int, cursor: str | None) -> PredictionPage:
@@ -207,7 +207,7 @@ async def list_page(db: Database, ctx: TenantContext, *, limit: int, cursor: str
         raise InvalidInput("cursor: not a cursor returned by this API; start again without it", field="cursor")
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        slug = await deployments.owner_slug(conn, org_id)
+        slug = await owner_slug(conn, org_id)
         if direction == "next":
             rows = await repo.page(conn, org_id=org_id, limit=limit, before=key)
             items, nxt = paginate(rows, limit, key=_toward("next"))
@@ -231,7 +231,7 @@ async def cancel(db: Database, ctx: TenantContext, prediction_id: UUID) -> tuple
     Finished: returned unchanged."""
     org_id = ctx.org_id
     async with db.transaction(org_id) as conn:
-        slug = await deployments.owner_slug(conn, org_id)
+        slug = await owner_slug(conn, org_id)
         p = found(
             await repo.get(conn, org_id=org_id, prediction_id=prediction_id, lock=True), f"prediction {prediction_id}"
         )
