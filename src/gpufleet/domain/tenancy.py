@@ -34,7 +34,8 @@ class TenantContext:
     a host), the actor its events record, and the caller's role where a rule depends on it.
 
     Built once: for a request in ``api/deps.tenant`` from the authenticated principal, for the
-    server's own work with ``system``, for an agent with ``of_host``. Every actor string is made
+    server's own work with ``system``, for a host with ``of_host`` (agent services take its
+    ``HostIdentity``, whose ``actor`` is ``host_actor``). Every actor string is made
     here, nowhere else.
     """
 
